@@ -1,0 +1,1 @@
+//! Benchmarks (criterion); see the [[bench]] targets in Cargo.toml.

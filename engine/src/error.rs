@@ -1,0 +1,51 @@
+//! One error type for the whole engine. Every variant names the op that refused
+//! the call and what it was given, so a message alone says what to fix.
+
+use crate::{DType, Device};
+use std::fmt;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Error {
+    /// Two operands whose shapes do not fit together.
+    ShapeMismatch { op: &'static str, lhs: Vec<usize>, rhs: Vec<usize>, hint: String },
+    /// An operand of the wrong rank or an axis that does not exist.
+    Rank { op: &'static str, shape: Vec<usize>, expected: String },
+    /// An index (token id, slice bound, target class) outside its range.
+    Index { op: &'static str, index: i64, size: usize, what: &'static str },
+    DTypeMismatch { op: &'static str, lhs: DType, rhs: DType },
+    DeviceMismatch { op: &'static str, lhs: Device, rhs: Device },
+    /// Anything else that is wrong with an argument.
+    Invalid { op: &'static str, msg: String },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::ShapeMismatch { op, lhs, rhs, hint } => {
+                write!(f, "{op}: shapes {lhs:?} and {rhs:?} do not fit: {hint}")
+            }
+            Error::Rank { op, shape, expected } => {
+                write!(f, "{op}: got a tensor of shape {shape:?}, expected {expected}")
+            }
+            Error::Index { op, index, size, what } => {
+                write!(f, "{op}: {what} {index} is out of range for size {size}")
+            }
+            Error::DTypeMismatch { op, lhs, rhs } => {
+                write!(f, "{op}: dtypes {lhs} and {rhs} differ; convert one with .to_dtype()")
+            }
+            Error::DeviceMismatch { op, lhs, rhs } => {
+                write!(f, "{op}: tensors on {lhs} and {rhs}; move one with .to_device()")
+            }
+            Error::Invalid { op, msg } => write!(f, "{op}: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Shorthand for the common "wrong argument" error.
+pub(crate) fn invalid<T>(op: &'static str, msg: impl Into<String>) -> Result<T> {
+    Err(Error::Invalid { op, msg: msg.into() })
+}

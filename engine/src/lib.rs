@@ -1,0 +1,29 @@
+//! # mamba-engine
+//!
+//! A small tensor library with reverse-mode autograd, written to be read.
+//!
+//! Start with [`Tensor`] (tensor.rs): a strided view onto shared storage. Ops live in
+//! `ops/` — each pairs a forward that calls a device kernel (`cpu/`) with a backward
+//! written in tensor ops. `autograd.rs` records the graph and runs backward;
+//! `ledger.rs` counts bytes per device and what each op saves for backward;
+//! `gradcheck.rs` checks any op's gradient against central finite differences in f64.
+
+pub mod autograd;
+pub mod cpu;
+pub mod device;
+pub mod dtype;
+pub mod error;
+pub mod gradcheck;
+pub mod ledger;
+pub mod ops;
+pub mod rng;
+pub mod shape;
+pub mod storage;
+pub mod tensor;
+
+pub use autograd::{is_grad_enabled, no_grad};
+pub use device::Device;
+pub use dtype::DType;
+pub use error::{Error, Result};
+pub use rng::Rng;
+pub use tensor::Tensor;

@@ -1,0 +1,177 @@
+//! Elementwise ops with broadcasting. For `y = f(x)`, backward is `dx = dy * f'(x)`;
+//! for binary ops each gradient is summed back down to its operand's shape
+//! (the adjoint of broadcasting is summation over the broadcast axes).
+
+use crate::{
+    autograd::record,
+    cpu::elementwise::{self as kernel, BinaryOp, UnaryOp},
+    map_cpu,
+    shape::broadcast_shape,
+    storage::StorageKind,
+    zip_cpu, Result, Tensor,
+};
+
+/// Run the unary kernel on `x`'s device.
+fn unary_forward(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
+    let s = x.read();
+    let data = match s.kind() {
+        StorageKind::Cpu(d) => map_cpu!(d, v => kernel::unary(op, v, &x.layout)),
+    };
+    Tensor::from_cpu_data(data, x.shape())
+}
+
+/// Run the binary kernel on two tensors already broadcast to one shape.
+fn binary_forward(name: &'static str, op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    super::check_pair(name, a, b)?;
+    let shape = broadcast_shape(name, a.shape(), b.shape())?;
+    let (la, lb) = (a.layout.broadcast_as(&shape), b.layout.broadcast_as(&shape));
+    let (sa, sb) = (a.read(), b.read());
+    let data = match (sa.kind(), sb.kind()) {
+        (StorageKind::Cpu(da), StorageKind::Cpu(db)) => zip_cpu!(name, da, db, (x, y) => kernel::binary(op, x, &la, y, &lb))?,
+    };
+    Tensor::from_cpu_data(data, &shape)
+}
+
+impl Tensor {
+    // ------------------------------------------------------------ binary
+
+    /// a + b (broadcasting). d/da = 1, d/db = 1.
+    pub fn add(&self, b: &Tensor) -> Result<Tensor> {
+        let out = binary_forward("add", BinaryOp::Add, self, b)?;
+        let (sa, sb) = (self.shape().to_vec(), b.shape().to_vec());
+        Ok(record("add", out, &[self, b], &[], move |g, _, _| Ok(vec![Some(g.sum_to_shape(&sa)?), Some(g.sum_to_shape(&sb)?)])))
+    }
+
+    /// a - b. d/da = 1, d/db = -1.
+    pub fn sub(&self, b: &Tensor) -> Result<Tensor> {
+        let out = binary_forward("sub", BinaryOp::Sub, self, b)?;
+        let (sa, sb) = (self.shape().to_vec(), b.shape().to_vec());
+        Ok(record("sub", out, &[self, b], &[], move |g, _, _| {
+            Ok(vec![Some(g.sum_to_shape(&sa)?), Some(g.neg()?.sum_to_shape(&sb)?)])
+        }))
+    }
+
+    /// a * b. d/da = b, d/db = a.
+    pub fn mul(&self, b: &Tensor) -> Result<Tensor> {
+        let out = binary_forward("mul", BinaryOp::Mul, self, b)?;
+        Ok(record("mul", out, &[self, b], &[self, b], |g, s, needs| {
+            let (a, b) = (&s[0], &s[1]);
+            let ga = if needs[0] { Some(g.mul(b)?.sum_to_shape(a.shape())?) } else { None };
+            let gb = if needs[1] { Some(g.mul(a)?.sum_to_shape(b.shape())?) } else { None };
+            Ok(vec![ga, gb])
+        }))
+    }
+
+    /// a / b. d/da = 1/b, d/db = -a/b^2.
+    pub fn div(&self, b: &Tensor) -> Result<Tensor> {
+        let out = binary_forward("div", BinaryOp::Div, self, b)?;
+        Ok(record("div", out, &[self, b], &[self, b], |g, s, needs| {
+            let (a, b) = (&s[0], &s[1]);
+            let ga = if needs[0] { Some(g.div(b)?.sum_to_shape(a.shape())?) } else { None };
+            let gb = if needs[1] { Some(g.mul(a)?.div(&b.mul(b)?)?.neg()?.sum_to_shape(b.shape())?) } else { None };
+            Ok(vec![ga, gb])
+        }))
+    }
+
+    /// 1.0 where a == b, else 0.0 (no gradient: a mask).
+    pub fn eq_mask(&self, b: &Tensor) -> Result<Tensor> {
+        binary_forward("eq_mask", BinaryOp::Eq, &self.detach(), &b.detach())
+    }
+
+    // ------------------------------------------------------------ unary
+
+    /// -x
+    pub fn neg(&self) -> Result<Tensor> {
+        let out = unary_forward(UnaryOp::Neg, self)?;
+        Ok(record("neg", out, &[self], &[], |g, _, _| Ok(vec![Some(g.neg()?)])))
+    }
+
+    /// e^x; d/dx = e^x (the output is saved).
+    pub fn exp(&self) -> Result<Tensor> {
+        let out = unary_forward(UnaryOp::Exp, self)?;
+        let saved = out.clone();
+        Ok(record("exp", out, &[self], &[&saved], |g, s, _| Ok(vec![Some(g.mul(&s[0])?)])))
+    }
+
+    /// ln x; d/dx = 1/x.
+    pub fn log(&self) -> Result<Tensor> {
+        let out = unary_forward(UnaryOp::Log, self)?;
+        Ok(record("log", out, &[self], &[self], |g, s, _| Ok(vec![Some(g.div(&s[0])?)])))
+    }
+
+    /// sqrt x; d/dx = 1 / (2 sqrt x).
+    pub fn sqrt(&self) -> Result<Tensor> {
+        let out = unary_forward(UnaryOp::Sqrt, self)?;
+        let saved = out.clone();
+        Ok(record("sqrt", out, &[self], &[&saved], |g, s, _| Ok(vec![Some(g.div(&s[0])?.affine(0.5, 0.0)?)])))
+    }
+
+    /// 1/sqrt x; d/dx = -1/2 x^(-3/2) = -1/2 y^3.
+    pub fn rsqrt(&self) -> Result<Tensor> {
+        let out = unary_forward(UnaryOp::Rsqrt, self)?;
+        let saved = out.clone();
+        Ok(record("rsqrt", out, &[self], &[&saved], |g, s, _| Ok(vec![Some(g.mul(&s[0].powf(3.0)?)?.affine(-0.5, 0.0)?)])))
+    }
+
+    /// x^p for a constant p; d/dx = p x^(p-1).
+    pub fn powf(&self, p: f64) -> Result<Tensor> {
+        let out = unary_forward(UnaryOp::Powf(p), self)?;
+        Ok(record("powf", out, &[self], &[self], move |g, s, _| Ok(vec![Some(g.mul(&s[0].powf(p - 1.0)?)?.affine(p, 0.0)?)])))
+    }
+
+    /// s = 1/(1+e^-x); d/dx = s (1 - s).
+    pub fn sigmoid(&self) -> Result<Tensor> {
+        let out = unary_forward(UnaryOp::Sigmoid, self)?;
+        let saved = out.clone();
+        Ok(record("sigmoid", out, &[self], &[&saved], |g, s, _| {
+            let y = &s[0];
+            Ok(vec![Some(g.mul(&y.mul(&y.affine(-1.0, 1.0)?)?)?)])
+        }))
+    }
+
+    /// silu x = x s(x); d/dx = s (1 + x (1 - s)).
+    pub fn silu(&self) -> Result<Tensor> {
+        let out = unary_forward(UnaryOp::Silu, self)?;
+        Ok(record("silu", out, &[self], &[self], |g, s, _| {
+            let x = &s[0];
+            let sig = x.sigmoid()?;
+            let d = sig.mul(&x.mul(&sig.affine(-1.0, 1.0)?)?.affine(1.0, 1.0)?)?;
+            Ok(vec![Some(g.mul(&d)?)])
+        }))
+    }
+
+    /// softplus x = log(1 + e^x); d/dx = sigmoid x.
+    pub fn softplus(&self) -> Result<Tensor> {
+        let out = unary_forward(UnaryOp::Softplus, self)?;
+        Ok(record("softplus", out, &[self], &[self], |g, s, _| Ok(vec![Some(g.mul(&s[0].sigmoid()?)?)])))
+    }
+
+    /// tanh x; d/dx = 1 - tanh^2 x.
+    pub fn tanh(&self) -> Result<Tensor> {
+        let out = unary_forward(UnaryOp::Tanh, self)?;
+        let saved = out.clone();
+        Ok(record("tanh", out, &[self], &[&saved], |g, s, _| Ok(vec![Some(g.mul(&s[0].powf(2.0)?.affine(-1.0, 1.0)?)?)])))
+    }
+
+    /// x * mul + add for constants; d/dx = mul. Scalar arithmetic is built on it.
+    pub fn affine(&self, mul: f64, add: f64) -> Result<Tensor> {
+        let out = unary_forward(UnaryOp::Affine { mul, add }, self)?;
+        Ok(record("affine", out, &[self], &[], move |g, _, _| Ok(vec![Some(g.affine(mul, 0.0)?)])))
+    }
+
+    pub fn add_scalar(&self, v: f64) -> Result<Tensor> {
+        self.affine(1.0, v)
+    }
+    pub fn sub_scalar(&self, v: f64) -> Result<Tensor> {
+        self.affine(1.0, -v)
+    }
+    pub fn mul_scalar(&self, v: f64) -> Result<Tensor> {
+        self.affine(v, 0.0)
+    }
+    pub fn div_scalar(&self, v: f64) -> Result<Tensor> {
+        self.affine(1.0 / v, 0.0)
+    }
+    pub fn sqr(&self) -> Result<Tensor> {
+        self.mul(self)
+    }
+}

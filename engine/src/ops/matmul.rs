@@ -1,0 +1,88 @@
+//! Matrix product with broadcast batch axes: `(.., m, k) @ (.., k, n) -> (.., m, n)`.
+//! Backward: dA = dC @ B^T, dB = A^T @ dC (each summed over axes it was broadcast on).
+//! Transposes are views: the kernel reads any strides, so nothing is copied.
+
+use crate::{
+    autograd::record,
+    cpu::matmul::{self as kernel, MatStrides},
+    error::Error,
+    shape::{broadcast_shape, Layout},
+    storage::{CpuData, StorageKind},
+    Result, Tensor,
+};
+
+/// The batch axes of `layout` (all but the last two) as one stride, if they collapse.
+fn batch_stride(layout: &Layout) -> Option<usize> {
+    let r = layout.shape.len() - 2;
+    let dims: Vec<(usize, usize)> = (0..r).map(|i| (layout.shape[i], layout.strides[i])).filter(|&(d, _)| d != 1).collect();
+    let Some(&(_, inner)) = dims.last() else { return Some(0) };
+    let mut expected = inner;
+    for &(d, s) in dims.iter().rev() {
+        if s != expected {
+            return None;
+        }
+        expected = s * d;
+    }
+    Some(inner)
+}
+
+/// `t` broadcast to `batch + [rows, cols]`, as (tensor, strides) the kernel can read.
+fn operand(t: &Tensor, batch: &[usize]) -> Result<(Tensor, MatStrides)> {
+    let mut shape = batch.to_vec();
+    shape.extend_from_slice(&t.shape()[t.rank() - 2..]);
+    let mut view = t.with_layout(t.layout.broadcast_as(&shape));
+    let bs = match batch_stride(&view.layout) {
+        Some(s) => s,
+        None => {
+            view = view.contiguous()?;
+            batch_stride(&view.layout).unwrap_or(0)
+        }
+    };
+    let r = shape.len();
+    let strides = MatStrides { batch: bs, row: view.layout.strides[r - 2], col: view.layout.strides[r - 1] };
+    Ok((view, strides))
+}
+
+impl Tensor {
+    /// Matrix product; both operands need rank >= 2.
+    pub fn matmul(&self, b: &Tensor) -> Result<Tensor> {
+        super::check_pair("matmul", self, b)?;
+        let mismatch = |hint: &str| Error::ShapeMismatch { op: "matmul", lhs: self.shape().to_vec(), rhs: b.shape().to_vec(), hint: hint.into() };
+        if self.rank() < 2 || b.rank() < 2 {
+            return Err(mismatch("both operands need at least 2 axes (.., rows, cols)"));
+        }
+        let (m, k) = (self.shape()[self.rank() - 2], self.shape()[self.rank() - 1]);
+        let (k2, n) = (b.shape()[b.rank() - 2], b.shape()[b.rank() - 1]);
+        if k != k2 {
+            return Err(mismatch(&format!("inner dimensions differ: {k} vs {k2}")));
+        }
+        let batch = broadcast_shape("matmul", &self.shape()[..self.rank() - 2], &b.shape()[..b.rank() - 2])?;
+        let (va, sa) = operand(self, &batch)?;
+        let (vb, sb) = operand(b, &batch)?;
+        let nb: usize = batch.iter().product();
+        let (ga, gb) = (va.read(), vb.read());
+        let (oa, ob) = (va.layout.offset, vb.layout.offset);
+        let data = match (ga.kind(), gb.kind()) {
+            (StorageKind::Cpu(CpuData::F32(x)), StorageKind::Cpu(CpuData::F32(y))) => {
+                let mut out = vec![0f32; nb * m * n];
+                kernel::matmul(nb, m, n, k, &x[oa..], sa, &y[ob..], sb, &mut out);
+                CpuData::F32(out)
+            }
+            (StorageKind::Cpu(CpuData::F64(x)), StorageKind::Cpu(CpuData::F64(y))) => {
+                let mut out = vec![0f64; nb * m * n];
+                kernel::matmul(nb, m, n, k, &x[oa..], sa, &y[ob..], sb, &mut out);
+                CpuData::F64(out)
+            }
+            _ => unreachable!("dtypes checked above"),
+        };
+        let mut shape = batch.to_vec();
+        shape.extend_from_slice(&[m, n]);
+        let out = Tensor::from_cpu_data(data, &shape)?;
+        Ok(record("matmul", out, &[self, b], &[self, b], |g, s, needs| {
+            let (a, b) = (&s[0], &s[1]);
+            let ga = if needs[0] { Some(g.matmul(&b.transpose(-1, -2)?)?.sum_to_shape(a.shape())?) } else { None };
+            let gb = if needs[1] { Some(a.transpose(-1, -2)?.matmul(g)?.sum_to_shape(b.shape())?) } else { None };
+            Ok(vec![ga, gb])
+        }))
+    }
+}

@@ -1,0 +1,33 @@
+//! Differentiable ops: each file pairs an op's forward (which calls a device kernel)
+//! with its backward (written in tensor ops), side by side.
+
+pub mod elementwise;
+pub mod matmul;
+pub mod reduce;
+pub mod shape;
+
+use crate::{Error, Result, Tensor};
+
+/// Every op name that records a backward node. `autograd::record` refuses names not
+/// listed here (in debug builds), and the test suite fails for any name without a
+/// finite-difference gradient check, so no op can ship without one.
+pub const OPS: &[&str] = &[
+    // elementwise
+    "add", "sub", "mul", "div", "neg", "exp", "log", "sqrt", "rsqrt", "powf", "sigmoid", "silu", "softplus", "tanh",
+    "affine",
+    // matmul and reductions
+    "matmul", "sum", "max",
+    // shape
+    "reshape", "permute", "narrow", "broadcast", "copy", "concat", "to_dtype",
+];
+
+/// Both operands on one device with one dtype, or an error naming `op`.
+pub(crate) fn check_pair(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.device() != b.device() {
+        return Err(Error::DeviceMismatch { op, lhs: a.device(), rhs: b.device() });
+    }
+    if a.dtype() != b.dtype() {
+        return Err(Error::DTypeMismatch { op, lhs: a.dtype(), rhs: b.dtype() });
+    }
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! Reductions: sum, mean and max over axes.
+//! Backward of a sum broadcasts the gradient back over the reduced axes; backward of
+//! a max routes it to the elements that attained the max (split evenly among ties).
+
+use crate::{
+    autograd::record,
+    cpu::reduce::{self as kernel, ReduceOp},
+    error::{invalid, Error},
+    map_cpu,
+    shape::axis,
+    storage::StorageKind,
+    Result, Tensor,
+};
+
+/// Sorted, unique, non-negative axes.
+fn normalize_axes(op: &'static str, shape: &[usize], axes: &[isize]) -> Result<Vec<usize>> {
+    let mut out = axes.iter().map(|&a| axis(op, shape, a)).collect::<Result<Vec<_>>>()?;
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// The input's shape with `axes` set to 1.
+fn keepdim_shape(shape: &[usize], axes: &[usize]) -> Vec<usize> {
+    shape.iter().enumerate().map(|(i, &d)| if axes.contains(&i) { 1 } else { d }).collect()
+}
+
+/// Reduce with the kernel; the result keeps every axis.
+fn reduce_forward(op: ReduceOp, x: &Tensor, axes: &[usize]) -> Result<Tensor> {
+    let s = x.read();
+    let data = match s.kind() {
+        StorageKind::Cpu(d) => map_cpu!(d, v => kernel::reduce(op, v, &x.layout, axes)),
+    };
+    Tensor::from_cpu_data(data, &keepdim_shape(x.shape(), axes))
+}
+
+/// Drop the reduced axes unless `keepdim`.
+fn finish(t: Tensor, shape: &[usize], axes: &[usize], keepdim: bool) -> Result<Tensor> {
+    if keepdim {
+        return Ok(t);
+    }
+    let squeezed: Vec<usize> = shape.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).collect();
+    t.reshape(&squeezed)
+}
+
+impl Tensor {
+    /// Sum over `axes` (negative axes count from the end).
+    pub fn sum(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
+        let axes = normalize_axes("sum", self.shape(), axes)?;
+        let out = reduce_forward(ReduceOp::Sum, self, &axes)?;
+        let shape = self.shape().to_vec();
+        let out = record("sum", out, &[self], &[], move |g, _, _| Ok(vec![Some(g.broadcast_as(&shape)?)]));
+        finish(out, self.shape(), &axes, keepdim)
+    }
+
+    /// Sum of every element, as a scalar.
+    pub fn sum_all(&self) -> Result<Tensor> {
+        let all: Vec<isize> = (0..self.rank() as isize).collect();
+        self.sum(&all, false)
+    }
+
+    /// Mean over `axes` = sum / (number of elements reduced).
+    pub fn mean(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
+        let norm = normalize_axes("mean", self.shape(), axes)?;
+        let count: usize = norm.iter().map(|&a| self.shape()[a]).product();
+        if count == 0 {
+            return invalid("mean", format!("cannot average over an empty axis of shape {:?}", self.shape()));
+        }
+        self.sum(axes, keepdim)?.affine(1.0 / count as f64, 0.0)
+    }
+
+    pub fn mean_all(&self) -> Result<Tensor> {
+        let all: Vec<isize> = (0..self.rank() as isize).collect();
+        self.mean(&all, false)
+    }
+
+    /// Max over `axes`.
+    pub fn max(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
+        let axes = normalize_axes("max", self.shape(), axes)?;
+        if axes.iter().any(|&a| self.shape()[a] == 0) {
+            return invalid("max", format!("cannot take the max over an empty axis of shape {:?}", self.shape()));
+        }
+        let out = reduce_forward(ReduceOp::Max, self, &axes)?;
+        let saved = out.clone();
+        let axes_b: Vec<isize> = axes.iter().map(|&a| a as isize).collect();
+        let out = record("max", out, &[self], &[self, &saved], move |g, s, _| {
+            let (x, m) = (&s[0], &s[1]);
+            let mask = x.eq_mask(&m.broadcast_as(x.shape())?)?;
+            let count = mask.sum(&axes_b, true)?;
+            Ok(vec![Some(mask.mul(&g.div(&count)?)?)])
+        });
+        finish(out, self.shape(), &axes, keepdim)
+    }
+
+    /// Sum this gradient down to `shape`, undoing a broadcast from `shape` to `self.shape()`.
+    pub fn sum_to_shape(&self, shape: &[usize]) -> Result<Tensor> {
+        if self.shape() == shape {
+            return Ok(self.clone());
+        }
+        let extra = self.rank().checked_sub(shape.len()).ok_or_else(|| not_broadcast(self.shape(), shape))?;
+        let mut axes = Vec::new();
+        for (i, &d) in self.shape().iter().enumerate() {
+            if i < extra {
+                axes.push(i as isize);
+            } else if shape[i - extra] != d {
+                if shape[i - extra] != 1 {
+                    return Err(not_broadcast(self.shape(), shape));
+                }
+                axes.push(i as isize);
+            }
+        }
+        self.sum(&axes, true)?.reshape(shape)
+    }
+}
+
+fn not_broadcast(from: &[usize], to: &[usize]) -> Error {
+    Error::ShapeMismatch { op: "sum_to_shape", lhs: from.to_vec(), rhs: to.to_vec(), hint: "the target is not a broadcast source of this shape".into() }
+}

@@ -1,0 +1,223 @@
+//! Shape ops. Most are views (no copy): reshape of a contiguous tensor, permute,
+//! transpose, narrow (slice) and broadcast only rewrite the layout. Their backward
+//! ops are the inverse view: reshape back, permute by the inverse permutation, pad
+//! the slice with zeros, sum over the broadcast axes.
+
+use crate::{
+    autograd::record,
+    cpu::copy as kernel,
+    dtype::DType,
+    error::{invalid, Error},
+    map_cpu,
+    shape::{axis, broadcast_shape, Layout},
+    storage::{CpuData, StorageKind},
+    Result, Tensor,
+};
+
+impl Tensor {
+    /// Same elements, new shape (a view when contiguous, else a copy first).
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        let numel: usize = shape.iter().product();
+        if numel != self.numel() {
+            return Err(Error::ShapeMismatch {
+                op: "reshape",
+                lhs: self.shape().to_vec(),
+                rhs: shape.to_vec(),
+                hint: format!("{} elements cannot become {numel}", self.numel()),
+            });
+        }
+        if shape == self.shape() {
+            return Ok(self.clone());
+        }
+        let src = self.contiguous()?;
+        let mut layout = Layout::contiguous(shape);
+        layout.offset = src.layout.offset;
+        let out = src.with_layout(layout);
+        let in_shape = self.shape().to_vec();
+        Ok(record("reshape", out, &[&src], &[], move |g, _, _| Ok(vec![Some(g.reshape(&in_shape)?)])))
+    }
+
+    /// Flatten axes `from..=to` into one.
+    pub fn flatten(&self, from: isize, to: isize) -> Result<Tensor> {
+        let (a, b) = (axis("flatten", self.shape(), from)?, axis("flatten", self.shape(), to)?);
+        if a > b {
+            return invalid("flatten", format!("start axis {from} comes after end axis {to}"));
+        }
+        let s = self.shape();
+        let mut shape = s[..a].to_vec();
+        shape.push(s[a..=b].iter().product());
+        shape.extend_from_slice(&s[b + 1..]);
+        self.reshape(&shape)
+    }
+
+    /// Insert an axis of size 1 at `dim` (0..=rank).
+    pub fn unsqueeze(&self, dim: usize) -> Result<Tensor> {
+        if dim > self.rank() {
+            return Err(Error::Rank { op: "unsqueeze", shape: self.shape().to_vec(), expected: format!("an axis in 0..={}, got {dim}", self.rank()) });
+        }
+        let mut shape = self.shape().to_vec();
+        shape.insert(dim, 1);
+        self.reshape(&shape)
+    }
+
+    /// Remove axis `dim`, which must have size 1.
+    pub fn squeeze(&self, dim: isize) -> Result<Tensor> {
+        let d = axis("squeeze", self.shape(), dim)?;
+        if self.shape()[d] != 1 {
+            return Err(Error::Rank { op: "squeeze", shape: self.shape().to_vec(), expected: format!("axis {dim} of size 1") });
+        }
+        let mut shape = self.shape().to_vec();
+        shape.remove(d);
+        self.reshape(&shape)
+    }
+
+    /// Reorder axes: output axis `i` is input axis `perm[i]` (a view).
+    pub fn permute(&self, perm: &[usize]) -> Result<Tensor> {
+        let mut sorted = perm.to_vec();
+        sorted.sort_unstable();
+        if sorted != (0..self.rank()).collect::<Vec<_>>() {
+            return Err(Error::Rank { op: "permute", shape: self.shape().to_vec(), expected: format!("a permutation of 0..{}, got {perm:?}", self.rank()) });
+        }
+        let out = self.with_layout(self.layout.permute(perm));
+        let mut inverse = vec![0; perm.len()];
+        for (i, &p) in perm.iter().enumerate() {
+            inverse[p] = i;
+        }
+        Ok(record("permute", out, &[self], &[], move |g, _, _| Ok(vec![Some(g.permute(&inverse)?)])))
+    }
+
+    /// Swap two axes (a view).
+    pub fn transpose(&self, a: isize, b: isize) -> Result<Tensor> {
+        let (a, b) = (axis("transpose", self.shape(), a)?, axis("transpose", self.shape(), b)?);
+        let mut perm: Vec<usize> = (0..self.rank()).collect();
+        perm.swap(a, b);
+        self.permute(&perm)
+    }
+
+    /// Entries `start..start+len` of axis `dim` (a view). Backward pads with zeros.
+    pub fn narrow(&self, dim: isize, start: usize, len: usize) -> Result<Tensor> {
+        let d = axis("narrow", self.shape(), dim)?;
+        let size = self.shape()[d];
+        if start + len > size {
+            return Err(Error::Index { op: "narrow", index: (start + len) as i64, size, what: "slice end" });
+        }
+        let out = self.with_layout(self.layout.narrow(d, start, len));
+        let shape = self.shape().to_vec();
+        Ok(record("narrow", out, &[self], &[], move |g, _, _| {
+            let mut parts = Vec::new();
+            let zeros = |n: usize| {
+                let mut s = shape.clone();
+                s[d] = n;
+                Tensor::zeros(&s, g.dtype(), g.device())
+            };
+            if start > 0 {
+                parts.push(zeros(start));
+            }
+            parts.push(g.clone());
+            if start + len < size {
+                parts.push(zeros(size - start - len));
+            }
+            Ok(vec![Some(Tensor::concat(&parts.iter().collect::<Vec<_>>(), d as isize)?)])
+        }))
+    }
+
+    /// View as `shape` by repeating size-1 (or missing leading) axes. Backward sums them.
+    pub fn broadcast_as(&self, shape: &[usize]) -> Result<Tensor> {
+        let target = broadcast_shape("broadcast", self.shape(), shape)?;
+        if &target[..] != shape {
+            return Err(Error::ShapeMismatch { op: "broadcast", lhs: self.shape().to_vec(), rhs: shape.to_vec(), hint: "the target must be at least as large in every axis".into() });
+        }
+        if shape == self.shape() {
+            return Ok(self.clone());
+        }
+        let out = self.with_layout(self.layout.broadcast_as(shape));
+        let in_shape = self.shape().to_vec();
+        Ok(record("broadcast", out, &[self], &[], move |g, _, _| Ok(vec![Some(g.sum_to_shape(&in_shape)?)])))
+    }
+
+    /// The same values in a fresh row-major buffer (or `self` if already contiguous).
+    pub fn contiguous(&self) -> Result<Tensor> {
+        if self.is_contiguous() {
+            return Ok(self.clone());
+        }
+        let s = self.read();
+        let data = match s.kind() {
+            StorageKind::Cpu(d) => map_cpu!(d, v => kernel::copy_strided(v, &self.layout)),
+        };
+        let out = Tensor::from_cpu_data(data, self.shape())?;
+        Ok(record("copy", out, &[self], &[], |g, _, _| Ok(vec![Some(g.clone())])))
+    }
+
+    /// Join tensors along `dim`; all other axes must agree. Backward slices the gradient.
+    pub fn concat(tensors: &[&Tensor], dim: isize) -> Result<Tensor> {
+        let Some(first) = tensors.first() else { return invalid("concat", "needs at least one tensor") };
+        let d = axis("concat", first.shape(), dim)?;
+        let mut shape = first.shape().to_vec();
+        shape[d] = 0;
+        for t in tensors {
+            super::check_pair("concat", first, t)?;
+            let ok = t.rank() == first.rank() && (0..t.rank()).all(|i| i == d || t.shape()[i] == first.shape()[i]);
+            if !ok {
+                return Err(Error::ShapeMismatch { op: "concat", lhs: first.shape().to_vec(), rhs: t.shape().to_vec(), hint: format!("all axes but {d} must match") });
+            }
+            shape[d] += t.shape()[d];
+        }
+        let mut data = CpuData::full(first.dtype(), shape.iter().product(), 0.0);
+        let out_layout = Layout::contiguous(&shape);
+        let mut start = 0;
+        for t in tensors {
+            let s = t.read();
+            let dst = out_layout.narrow(d, start, t.shape()[d]);
+            match (&mut data, s.kind()) {
+                (CpuData::F32(o), StorageKind::Cpu(CpuData::F32(v))) => kernel::copy_into(o, &dst, v, &t.layout),
+                (CpuData::F64(o), StorageKind::Cpu(CpuData::F64(v))) => kernel::copy_into(o, &dst, v, &t.layout),
+                _ => unreachable!("dtypes checked above"),
+            }
+            start += t.shape()[d];
+        }
+        let out = Tensor::from_cpu_data(data, &shape)?;
+        let sizes: Vec<usize> = tensors.iter().map(|t| t.shape()[d]).collect();
+        Ok(record("concat", out, tensors, &[], move |g, _, _| {
+            let mut start = 0;
+            let mut grads = Vec::new();
+            for &n in &sizes {
+                grads.push(Some(g.narrow(d as isize, start, n)?));
+                start += n;
+            }
+            Ok(grads)
+        }))
+    }
+
+    /// Split `dim` into consecutive pieces of the given sizes (views).
+    pub fn split(&self, sizes: &[usize], dim: isize) -> Result<Vec<Tensor>> {
+        let d = axis("split", self.shape(), dim)?;
+        if sizes.iter().sum::<usize>() != self.shape()[d] {
+            return invalid("split", format!("sizes {sizes:?} do not add up to axis {d} of shape {:?}", self.shape()));
+        }
+        let mut start = 0;
+        sizes
+            .iter()
+            .map(|&n| {
+                let t = self.narrow(dim, start, n);
+                start += n;
+                t
+            })
+            .collect()
+    }
+
+    /// Convert to another dtype. Backward converts the gradient back.
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        if dtype == self.dtype() {
+            return Ok(self.clone());
+        }
+        let s = self.read();
+        let data = match (s.kind(), dtype) {
+            (StorageKind::Cpu(CpuData::F32(v)), DType::F64) => CpuData::F64(kernel::cast(v, &self.layout)),
+            (StorageKind::Cpu(CpuData::F64(v)), DType::F32) => CpuData::F32(kernel::cast(v, &self.layout)),
+            _ => unreachable!("equal dtypes returned above"),
+        };
+        let out = Tensor::from_cpu_data(data, self.shape())?;
+        let from = self.dtype();
+        Ok(record("to_dtype", out, &[self], &[], move |g, _, _| Ok(vec![Some(g.to_dtype(from)?)])))
+    }
+}

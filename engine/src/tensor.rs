@@ -1,0 +1,292 @@
+//! The `Tensor`: a strided view onto shared storage, plus its autograd identity.
+//!
+//! Cloning a tensor is cheap (two `Arc`s and a layout). Ops never mutate their inputs;
+//! the only in-place operation is [`Tensor::set_data`], used by optimisers on leaves.
+
+use crate::{
+    autograd::{self, Var},
+    dtype::DType,
+    error::{invalid, Error, Result},
+    rng::Rng,
+    shape::Layout,
+    storage::{CpuData, CpuElem, Storage},
+    Device,
+};
+use std::fmt;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+#[derive(Clone)]
+pub struct Tensor {
+    pub(crate) storage: Arc<RwLock<Storage>>,
+    pub(crate) layout: Layout,
+    pub(crate) dtype: DType,
+    pub(crate) device: Device,
+    pub(crate) var: Option<Arc<Var>>,
+}
+
+// ---------------------------------------------------------------- construction
+
+impl Tensor {
+    /// A fresh contiguous tensor owning `storage`.
+    pub(crate) fn from_storage(storage: Storage, shape: &[usize]) -> Tensor {
+        debug_assert_eq!(shape.iter().product::<usize>() * storage.dtype().size(), storage.bytes());
+        Tensor {
+            dtype: storage.dtype(),
+            device: storage.device(),
+            storage: Arc::new(RwLock::new(storage)),
+            layout: Layout::contiguous(shape),
+            var: None,
+        }
+    }
+
+    /// A tensor sharing this one's storage under another layout (no autograd).
+    pub(crate) fn with_layout(&self, layout: Layout) -> Tensor {
+        Tensor { storage: self.storage.clone(), layout, dtype: self.dtype, device: self.device, var: None }
+    }
+
+    pub fn from_cpu_data(data: CpuData, shape: &[usize]) -> Result<Tensor> {
+        let numel: usize = shape.iter().product();
+        if data.len() != numel {
+            return invalid("from_vec", format!("{} values cannot fill shape {shape:?} ({numel} elements)", data.len()));
+        }
+        Ok(Tensor::from_storage(Storage::cpu(data), shape))
+    }
+
+    /// A CPU tensor from a `Vec<f32>` or `Vec<f64>` in row-major order.
+    pub fn from_vec<T: CpuElem>(values: Vec<T>, shape: &[usize]) -> Result<Tensor> {
+        Tensor::from_cpu_data(T::wrap(values), shape)
+    }
+
+    /// A CPU tensor of `dtype` from `f64` values.
+    pub fn from_f64(values: &[f64], shape: &[usize], dtype: DType) -> Result<Tensor> {
+        Tensor::from_cpu_data(CpuData::from_f64(dtype, values.iter().copied()), shape)
+    }
+
+    pub fn full(shape: &[usize], value: f64, dtype: DType, device: Device) -> Tensor {
+        let n = shape.iter().product();
+        match device {
+            Device::Cpu => Tensor::from_storage(Storage::cpu(CpuData::full(dtype, n, value)), shape),
+        }
+    }
+
+    pub fn zeros(shape: &[usize], dtype: DType, device: Device) -> Tensor {
+        Tensor::full(shape, 0.0, dtype, device)
+    }
+
+    pub fn ones(shape: &[usize], dtype: DType, device: Device) -> Tensor {
+        Tensor::full(shape, 1.0, dtype, device)
+    }
+
+    pub fn scalar(value: f64, dtype: DType, device: Device) -> Tensor {
+        Tensor::full(&[], value, dtype, device)
+    }
+
+    pub fn zeros_like(&self) -> Tensor {
+        Tensor::zeros(self.shape(), self.dtype, self.device)
+    }
+
+    pub fn ones_like(&self) -> Tensor {
+        Tensor::ones(self.shape(), self.dtype, self.device)
+    }
+
+    /// Normal(mean, std) samples drawn from `rng`.
+    pub fn randn(shape: &[usize], mean: f64, std: f64, dtype: DType, rng: &mut Rng) -> Tensor {
+        let n: usize = shape.iter().product();
+        let data = CpuData::from_f64(dtype, (0..n).map(|_| mean + std * rng.normal()));
+        Tensor::from_storage(Storage::cpu(data), shape)
+    }
+
+    /// Uniform samples in [lo, hi) drawn from `rng`.
+    pub fn rand_uniform(shape: &[usize], lo: f64, hi: f64, dtype: DType, rng: &mut Rng) -> Tensor {
+        let n: usize = shape.iter().product();
+        let data = CpuData::from_f64(dtype, (0..n).map(|_| lo + (hi - lo) * rng.uniform()));
+        Tensor::from_storage(Storage::cpu(data), shape)
+    }
+
+    /// 0, 1, .., n-1.
+    pub fn arange(n: usize, dtype: DType, device: Device) -> Tensor {
+        let data = CpuData::from_f64(dtype, (0..n).map(|i| i as f64));
+        Tensor::from_storage(Storage::cpu(data), &[n]).to_device(device)
+    }
+
+    /// The same values on `device` (a no-op if already there).
+    pub fn to_device(&self, device: Device) -> Tensor {
+        match (self.device, device) {
+            (Device::Cpu, Device::Cpu) => self.clone(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- inspection
+
+impl Tensor {
+    pub fn shape(&self) -> &[usize] {
+        &self.layout.shape
+    }
+    pub fn rank(&self) -> usize {
+        self.layout.shape.len()
+    }
+    pub fn numel(&self) -> usize {
+        self.layout.numel()
+    }
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+    pub fn device(&self) -> Device {
+        self.device
+    }
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+    pub fn is_contiguous(&self) -> bool {
+        self.layout.is_contiguous()
+    }
+
+    /// Size of axis `dim` (negative counts from the end).
+    pub fn dim(&self, dim: isize) -> Result<usize> {
+        Ok(self.shape()[crate::shape::axis("dim", self.shape(), dim)?])
+    }
+
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Storage> {
+        self.storage.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn storage_id(&self) -> usize {
+        Arc::as_ptr(&self.storage) as *const () as usize
+    }
+
+    pub(crate) fn storage_bytes(&self) -> usize {
+        self.read().bytes()
+    }
+
+    /// True if both tensors view the same buffer.
+    pub fn same_storage(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.storage, &other.storage)
+    }
+
+    /// The values in row-major order as `T` (which must be the tensor's dtype).
+    pub fn to_vec<T: CpuElem>(&self) -> Result<Vec<T>> {
+        let t = self.to_device(Device::Cpu).contiguous_detached()?;
+        let storage = t.read();
+        let data = storage.as_cpu("to_vec")?;
+        let Some(all) = T::slice(data) else {
+            return Err(Error::DTypeMismatch { op: "to_vec", lhs: self.dtype, rhs: T::DTYPE });
+        };
+        Ok(all[t.layout.offset..t.layout.offset + t.numel()].to_vec())
+    }
+
+    /// The values in row-major order, widened to `f64` whatever the dtype.
+    pub fn to_vec_f64(&self) -> Result<Vec<f64>> {
+        let t = self.to_device(Device::Cpu);
+        let storage = t.read();
+        let data = storage.as_cpu("to_vec_f64")?;
+        let mut out = Vec::with_capacity(self.numel());
+        t.layout.for_each_offset(|_, o| out.push(data.get_f64(o)));
+        Ok(out)
+    }
+
+    /// The single value of a one-element tensor.
+    pub fn item(&self) -> Result<f64> {
+        if self.numel() != 1 {
+            return invalid("item", format!("needs exactly one element, the tensor has shape {:?}", self.shape()));
+        }
+        Ok(self.to_vec_f64()?[0])
+    }
+
+    /// A contiguous copy without autograd (shares the buffer if already contiguous).
+    pub(crate) fn contiguous_detached(&self) -> Result<Tensor> {
+        let _g = autograd::no_grad();
+        self.contiguous()
+    }
+}
+
+// ---------------------------------------------------------------- autograd
+
+impl Tensor {
+    /// Make this tensor a leaf that accumulates gradients (a parameter).
+    pub fn requires_grad(self) -> Tensor {
+        Tensor { var: Some(Var::new(self.shape(), None)), ..self }
+    }
+
+    pub fn is_requires_grad(&self) -> bool {
+        self.var.is_some()
+    }
+
+    /// The same values cut off from the graph.
+    pub fn detach(&self) -> Tensor {
+        Tensor { var: None, ..self.clone() }
+    }
+
+    /// The accumulated gradient of a leaf, if backward reached it.
+    pub fn grad(&self) -> Option<Tensor> {
+        let var = self.var.as_ref()?;
+        let slot = var.grad.lock().unwrap_or_else(|e| e.into_inner());
+        slot.clone()
+    }
+
+    pub fn zero_grad(&self) {
+        if let Some(var) = &self.var {
+            *var.grad.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+
+    /// Backpropagate from this tensor, seeded with ones (normally a scalar loss).
+    /// Gradients accumulate into the leaves' `.grad()` until zeroed.
+    pub fn backward(&self) -> Result<()> {
+        autograd::backward(self, self.ones_like())
+    }
+
+    /// Backpropagate with an explicit `dL/d(self)`.
+    pub fn backward_with(&self, grad: &Tensor) -> Result<()> {
+        autograd::backward(self, grad.clone())
+    }
+
+    /// Overwrite this tensor's values in place with those of `src` (same shape and dtype).
+    /// For optimiser updates on contiguous leaves; the graph is not involved.
+    pub fn set_data(&self, src: &Tensor) -> Result<()> {
+        if src.shape() != self.shape() {
+            return Err(Error::ShapeMismatch { op: "set_data", lhs: self.shape().to_vec(), rhs: src.shape().to_vec(), hint: "shapes must be equal".into() });
+        }
+        if src.dtype != self.dtype {
+            return Err(Error::DTypeMismatch { op: "set_data", lhs: self.dtype, rhs: src.dtype });
+        }
+        if !self.is_contiguous() {
+            return invalid("set_data", "the destination must be contiguous");
+        }
+        let src = src.contiguous_detached()?;
+        let values = {
+            let s = src.read();
+            let data = s.as_cpu("set_data")?;
+            slice_cpu(data, src.layout.offset, src.numel())
+        };
+        let mut dst = self.storage.write().unwrap_or_else(|e| e.into_inner());
+        let off = self.layout.offset;
+        let n = self.numel();
+        match (dst.as_cpu_mut("set_data")?, values) {
+            (CpuData::F32(d), CpuData::F32(v)) => d[off..off + n].copy_from_slice(&v),
+            (CpuData::F64(d), CpuData::F64(v)) => d[off..off + n].copy_from_slice(&v),
+            _ => unreachable!("dtypes checked above"),
+        }
+        Ok(())
+    }
+}
+
+/// `n` elements of `data` from `offset`, copied.
+fn slice_cpu(data: &CpuData, offset: usize, n: usize) -> CpuData {
+    crate::map_cpu!(data, v => v[offset..offset + n].to_vec())
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tensor({:?}, {}, {}", self.shape(), self.dtype, self.device)?;
+        if self.var.is_some() {
+            write!(f, ", requires_grad")?;
+        }
+        if self.numel() <= 16 {
+            if let Ok(v) = self.to_vec_f64() {
+                write!(f, ", {v:?}")?;
+            }
+        }
+        write!(f, ")")
+    }
+}
