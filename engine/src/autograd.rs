@@ -24,8 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// `grad_out, saved, needs_grad[i]` to one optional gradient per input.
-pub(crate) type BackwardFn =
-    Box<dyn Fn(&Tensor, &[Tensor], &[bool]) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
+pub(crate) type BackwardFn = Box<dyn Fn(&Tensor, &[Tensor], &[bool]) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
 
 pub(crate) struct Node {
     pub op: &'static str,
@@ -41,6 +40,23 @@ pub(crate) struct Var {
     pub node: Option<Node>,
     /// Accumulated gradient (leaves only).
     pub grad: Mutex<Option<Tensor>>,
+}
+
+/// Dropping a long chain of nodes recursively would overflow the stack (a graph can be
+/// thousands of ops deep), so a dying Var takes its inputs apart iteratively.
+impl Drop for Var {
+    fn drop(&mut self) {
+        let Some(node) = self.node.take() else { return };
+        let mut stack: Vec<Arc<Var>> = node.inputs.into_iter().flatten().collect();
+        while let Some(var) = stack.pop() {
+            // Only a Var we hold the last reference to dies here; others live on elsewhere.
+            if let Ok(mut var) = Arc::try_unwrap(var) {
+                if let Some(node) = var.node.take() {
+                    stack.extend(node.inputs.into_iter().flatten());
+                }
+            }
+        }
+    }
 }
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
@@ -126,10 +142,16 @@ fn topo_order(root: &Arc<Var>) -> Vec<Arc<Var>> {
 /// Run backward from `root` seeded with `seed` (= dL/d(root)).
 pub(crate) fn backward(root: &Tensor, seed: Tensor) -> Result<()> {
     let Some(root_var) = &root.var else {
-        return invalid("backward", "this tensor does not require grad: no parameter it depends on has .requires_grad()");
+        return invalid(
+            "backward",
+            "this tensor does not require grad: no parameter it depends on has .requires_grad()",
+        );
     };
     if seed.shape() != root.shape() {
-        return invalid("backward", format!("seed gradient shape {:?} differs from tensor shape {:?}", seed.shape(), root.shape()));
+        return invalid(
+            "backward",
+            format!("seed gradient shape {:?} differs from tensor shape {:?}", seed.shape(), root.shape()),
+        );
     }
     let _guard = no_grad();
     let mut grads: HashMap<usize, Tensor> = HashMap::from([(root_var.id, seed)]);
@@ -149,7 +171,14 @@ pub(crate) fn backward(root: &Tensor, seed: Tensor) -> Result<()> {
         for (input, g) in node.inputs.iter().zip(input_grads) {
             let (Some(input), Some(g)) = (input, g) else { continue };
             if g.shape() != &input.shape[..] {
-                return invalid(node.op, format!("backward produced a gradient of shape {:?} for an input of shape {:?} (engine bug)", g.shape(), &input.shape[..]));
+                return invalid(
+                    node.op,
+                    format!(
+                        "backward produced a gradient of shape {:?} for an input of shape {:?} (engine bug)",
+                        g.shape(),
+                        &input.shape[..]
+                    ),
+                );
             }
             let total = match grads.remove(&input.id) {
                 Some(prev) => prev.add(&g)?,

@@ -7,15 +7,40 @@ use std::fmt;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Error {
     /// Two operands whose shapes do not fit together.
-    ShapeMismatch { op: &'static str, lhs: Vec<usize>, rhs: Vec<usize>, hint: String },
+    ShapeMismatch {
+        op: &'static str,
+        lhs: Vec<usize>,
+        rhs: Vec<usize>,
+        hint: String,
+    },
     /// An operand of the wrong rank or an axis that does not exist.
-    Rank { op: &'static str, shape: Vec<usize>, expected: String },
+    Rank {
+        op: &'static str,
+        shape: Vec<usize>,
+        expected: String,
+    },
     /// An index (token id, slice bound, target class) outside its range.
-    Index { op: &'static str, index: i64, size: usize, what: &'static str },
-    DTypeMismatch { op: &'static str, lhs: DType, rhs: DType },
-    DeviceMismatch { op: &'static str, lhs: Device, rhs: Device },
+    Index {
+        op: &'static str,
+        index: i64,
+        size: usize,
+        what: &'static str,
+    },
+    DTypeMismatch {
+        op: &'static str,
+        lhs: DType,
+        rhs: DType,
+    },
+    DeviceMismatch {
+        op: &'static str,
+        lhs: Device,
+        rhs: Device,
+    },
     /// Anything else that is wrong with an argument.
-    Invalid { op: &'static str, msg: String },
+    Invalid {
+        op: &'static str,
+        msg: String,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -40,7 +40,10 @@ pub struct Report {
 
 /// Check the gradient of `f` at `inputs` (converted to f64 leaves).
 pub fn check(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor], tol: Tolerance) -> Result<Report> {
-    let leaves: Vec<Tensor> = inputs.iter().map(|t| Ok(t.to_dtype(DType::F64)?.detach().contiguous()?.requires_grad())).collect::<Result<_>>()?;
+    let leaves: Vec<Tensor> = inputs
+        .iter()
+        .map(|t| Ok(t.to_dtype(DType::F64)?.detach().contiguous()?.requires_grad()))
+        .collect::<Result<_>>()?;
     let out = f(&leaves)?;
     let mut rng = Rng::new(0x5eed);
     let w = Tensor::randn(out.shape(), 0.0, 1.0, DType::F64, &mut rng);
@@ -68,10 +71,13 @@ pub fn check(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor], tol: To
             let minus = eval(&xs)?;
             let numeric = (plus - minus) / (2.0 * tol.eps);
             let ratio = (analytic[i] - numeric).abs() / (tol.atol + tol.rtol * numeric.abs());
-            if !(ratio <= 1.0) {
+            if ratio.is_nan() || ratio > 1.0 {
                 return invalid(
                     "gradcheck",
-                    format!("input {k} element {i}: analytic {} vs numeric {numeric} (ops {:?})", analytic[i], report.ops),
+                    format!(
+                        "input {k} element {i}: analytic {} vs numeric {numeric} (ops {:?})",
+                        analytic[i], report.ops
+                    ),
                 );
             }
             report.worst = report.worst.max(ratio);

@@ -37,7 +37,10 @@ pub fn broadcast_shape(op: &'static str, a: &[usize], b: &[usize]) -> Result<Dim
                     op,
                     lhs: a.to_vec(),
                     rhs: b.to_vec(),
-                    hint: format!("dim {i} (from the right: {}) is {da} vs {db}; broadcasting needs equal sizes or 1", rank - i),
+                    hint: format!(
+                        "dim {i} (from the right: {}) is {da} vs {db}; broadcasting needs equal sizes or 1",
+                        rank - i
+                    ),
                 })
             }
         };
@@ -50,7 +53,11 @@ pub fn axis(op: &'static str, shape: &[usize], axis: isize) -> Result<usize> {
     let rank = shape.len() as isize;
     let a = if axis < 0 { axis + rank } else { axis };
     if a < 0 || a >= rank {
-        return Err(Error::Rank { op, shape: shape.to_vec(), expected: format!("an axis in -{rank}..{rank}, got {axis}") });
+        return Err(Error::Rank {
+            op,
+            shape: shape.to_vec(),
+            expected: format!("an axis in -{rank}..{rank}, got {axis}"),
+        });
     }
     Ok(a as usize)
 }

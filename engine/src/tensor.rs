@@ -47,7 +47,10 @@ impl Tensor {
     pub fn from_cpu_data(data: CpuData, shape: &[usize]) -> Result<Tensor> {
         let numel: usize = shape.iter().product();
         if data.len() != numel {
-            return invalid("from_vec", format!("{} values cannot fill shape {shape:?} ({numel} elements)", data.len()));
+            return invalid(
+                "from_vec",
+                format!("{} values cannot fill shape {shape:?} ({numel} elements)", data.len()),
+            );
         }
         Ok(Tensor::from_storage(Storage::cpu(data), shape))
     }
@@ -224,6 +227,18 @@ impl Tensor {
         slot.clone()
     }
 
+    /// Replace a leaf's accumulated gradient (e.g. after clipping). `None` clears it.
+    pub fn set_grad(&self, grad: Option<Tensor>) -> Result<()> {
+        let Some(var) = &self.var else { return invalid("set_grad", "this tensor does not require grad") };
+        if let Some(g) = &grad {
+            if g.shape() != self.shape() || g.dtype != self.dtype {
+                return invalid("set_grad", format!("gradient {:?} {} does not fit tensor {:?} {}", g.shape(), g.dtype, self.shape(), self.dtype));
+            }
+        }
+        *var.grad.lock().unwrap_or_else(|e| e.into_inner()) = grad.map(|g| g.detach());
+        Ok(())
+    }
+
     pub fn zero_grad(&self) {
         if let Some(var) = &self.var {
             *var.grad.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -245,7 +260,12 @@ impl Tensor {
     /// For optimiser updates on contiguous leaves; the graph is not involved.
     pub fn set_data(&self, src: &Tensor) -> Result<()> {
         if src.shape() != self.shape() {
-            return Err(Error::ShapeMismatch { op: "set_data", lhs: self.shape().to_vec(), rhs: src.shape().to_vec(), hint: "shapes must be equal".into() });
+            return Err(Error::ShapeMismatch {
+                op: "set_data",
+                lhs: self.shape().to_vec(),
+                rhs: src.shape().to_vec(),
+                hint: "shapes must be equal".into(),
+            });
         }
         if src.dtype != self.dtype {
             return Err(Error::DTypeMismatch { op: "set_data", lhs: self.dtype, rhs: src.dtype });

@@ -1,7 +1,14 @@
 //! # mamba-model
 //!
-//! Layers and models on top of the engine. For now: `Linear` and a small MLP used by
-//! the demo; the Mamba block and LM arrive with the selective scan.
+//! Layers and models on top of the engine: the Mamba language model (`mamba.rs`,
+//! the reference `MambaLMHeadModel`), its configuration (`config.rs`), and `Linear`
+//! plus the small demo `Mlp` (`linear.rs`).
 
+pub mod config;
+pub mod io;
 pub mod linear;
+pub mod mamba;
+
+pub use config::{MambaConfig, SsmConfig};
 pub use linear::{Linear, Mlp};
+pub use mamba::{InferenceState, MambaLM};

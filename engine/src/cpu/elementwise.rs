@@ -20,7 +20,10 @@ pub enum UnaryOp {
     /// x^p
     Powf(f64),
     /// x * mul + add
-    Affine { mul: f64, add: f64 },
+    Affine {
+        mul: f64,
+        add: f64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

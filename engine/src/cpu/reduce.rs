@@ -29,7 +29,11 @@ pub fn reduce<T: Elem>(op: ReduceOp, x: &[T], layout: &Layout, axes: &[usize]) -
     let n_out = kept.numel();
     let inner_n: usize = inner_shape.iter().product();
     let one = |o: usize| -> T {
-        let inner = Layout { shape: inner_shape.as_slice().into(), strides: inner_strides.as_slice().into(), offset: element_offset(&kept, o) };
+        let inner = Layout {
+            shape: inner_shape.as_slice().into(),
+            strides: inner_strides.as_slice().into(),
+            offset: element_offset(&kept, o),
+        };
         match op {
             ReduceOp::Sum => {
                 let mut acc = 0.0f64;

@@ -27,7 +27,9 @@ fn binary_forward(name: &'static str, op: BinaryOp, a: &Tensor, b: &Tensor) -> R
     let (la, lb) = (a.layout.broadcast_as(&shape), b.layout.broadcast_as(&shape));
     let (sa, sb) = (a.read(), b.read());
     let data = match (sa.kind(), sb.kind()) {
-        (StorageKind::Cpu(da), StorageKind::Cpu(db)) => zip_cpu!(name, da, db, (x, y) => kernel::binary(op, x, &la, y, &lb))?,
+        (StorageKind::Cpu(da), StorageKind::Cpu(db)) => {
+            zip_cpu!(name, da, db, (x, y) => kernel::binary(op, x, &la, y, &lb))?
+        }
     };
     Tensor::from_cpu_data(data, &shape)
 }
@@ -39,7 +41,9 @@ impl Tensor {
     pub fn add(&self, b: &Tensor) -> Result<Tensor> {
         let out = binary_forward("add", BinaryOp::Add, self, b)?;
         let (sa, sb) = (self.shape().to_vec(), b.shape().to_vec());
-        Ok(record("add", out, &[self, b], &[], move |g, _, _| Ok(vec![Some(g.sum_to_shape(&sa)?), Some(g.sum_to_shape(&sb)?)])))
+        Ok(record("add", out, &[self, b], &[], move |g, _, _| {
+            Ok(vec![Some(g.sum_to_shape(&sa)?), Some(g.sum_to_shape(&sb)?)])
+        }))
     }
 
     /// a - b. d/da = 1, d/db = -1.
@@ -110,13 +114,17 @@ impl Tensor {
     pub fn rsqrt(&self) -> Result<Tensor> {
         let out = unary_forward(UnaryOp::Rsqrt, self)?;
         let saved = out.clone();
-        Ok(record("rsqrt", out, &[self], &[&saved], |g, s, _| Ok(vec![Some(g.mul(&s[0].powf(3.0)?)?.affine(-0.5, 0.0)?)])))
+        Ok(record("rsqrt", out, &[self], &[&saved], |g, s, _| {
+            Ok(vec![Some(g.mul(&s[0].powf(3.0)?)?.affine(-0.5, 0.0)?)])
+        }))
     }
 
     /// x^p for a constant p; d/dx = p x^(p-1).
     pub fn powf(&self, p: f64) -> Result<Tensor> {
         let out = unary_forward(UnaryOp::Powf(p), self)?;
-        Ok(record("powf", out, &[self], &[self], move |g, s, _| Ok(vec![Some(g.mul(&s[0].powf(p - 1.0)?)?.affine(p, 0.0)?)])))
+        Ok(record("powf", out, &[self], &[self], move |g, s, _| {
+            Ok(vec![Some(g.mul(&s[0].powf(p - 1.0)?)?.affine(p, 0.0)?)])
+        }))
     }
 
     /// s = 1/(1+e^-x); d/dx = s (1 - s).
@@ -150,7 +158,9 @@ impl Tensor {
     pub fn tanh(&self) -> Result<Tensor> {
         let out = unary_forward(UnaryOp::Tanh, self)?;
         let saved = out.clone();
-        Ok(record("tanh", out, &[self], &[&saved], |g, s, _| Ok(vec![Some(g.mul(&s[0].powf(2.0)?.affine(-1.0, 1.0)?)?)])))
+        Ok(record("tanh", out, &[self], &[&saved], |g, s, _| {
+            Ok(vec![Some(g.mul(&s[0].powf(2.0)?.affine(-1.0, 1.0)?)?)])
+        }))
     }
 
     /// x * mul + add for constants; d/dx = mul. Scalar arithmetic is built on it.

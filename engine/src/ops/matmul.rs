@@ -14,7 +14,8 @@ use crate::{
 /// The batch axes of `layout` (all but the last two) as one stride, if they collapse.
 fn batch_stride(layout: &Layout) -> Option<usize> {
     let r = layout.shape.len() - 2;
-    let dims: Vec<(usize, usize)> = (0..r).map(|i| (layout.shape[i], layout.strides[i])).filter(|&(d, _)| d != 1).collect();
+    let dims: Vec<(usize, usize)> =
+        (0..r).map(|i| (layout.shape[i], layout.strides[i])).filter(|&(d, _)| d != 1).collect();
     let Some(&(_, inner)) = dims.last() else { return Some(0) };
     let mut expected = inner;
     for &(d, s) in dims.iter().rev() {
@@ -47,7 +48,12 @@ impl Tensor {
     /// Matrix product; both operands need rank >= 2.
     pub fn matmul(&self, b: &Tensor) -> Result<Tensor> {
         super::check_pair("matmul", self, b)?;
-        let mismatch = |hint: &str| Error::ShapeMismatch { op: "matmul", lhs: self.shape().to_vec(), rhs: b.shape().to_vec(), hint: hint.into() };
+        let mismatch = |hint: &str| Error::ShapeMismatch {
+            op: "matmul",
+            lhs: self.shape().to_vec(),
+            rhs: b.shape().to_vec(),
+            hint: hint.into(),
+        };
         if self.rank() < 2 || b.rank() < 2 {
             return Err(mismatch("both operands need at least 2 axes (.., rows, cols)"));
         }
@@ -56,7 +62,8 @@ impl Tensor {
         if k != k2 {
             return Err(mismatch(&format!("inner dimensions differ: {k} vs {k2}")));
         }
-        let batch = broadcast_shape("matmul", &self.shape()[..self.rank() - 2], &b.shape()[..b.rank() - 2])?;
+        let batch = broadcast_shape("matmul", &self.shape()[..self.rank() - 2], &b.shape()[..b.rank() - 2])
+            .map_err(|_| mismatch("the batch axes (all but the last two) do not broadcast"))?;
         let (va, sa) = operand(self, &batch)?;
         let (vb, sb) = operand(b, &batch)?;
         let nb: usize = batch.iter().product();

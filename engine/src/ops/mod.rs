@@ -1,9 +1,14 @@
 //! Differentiable ops: each file pairs an op's forward (which calls a device kernel)
 //! with its backward (written in tensor ops), side by side.
 
+pub mod conv;
 pub mod elementwise;
+pub mod embedding;
+pub mod loss;
 pub mod matmul;
+pub mod norm;
 pub mod reduce;
+pub mod scan;
 pub mod shape;
 
 use crate::{Error, Result, Tensor};
@@ -11,6 +16,7 @@ use crate::{Error, Result, Tensor};
 /// Every op name that records a backward node. `autograd::record` refuses names not
 /// listed here (in debug builds), and the test suite fails for any name without a
 /// finite-difference gradient check, so no op can ship without one.
+#[rustfmt::skip]
 pub const OPS: &[&str] = &[
     // elementwise
     "add", "sub", "mul", "div", "neg", "exp", "log", "sqrt", "rsqrt", "powf", "sigmoid", "silu", "softplus", "tanh",
@@ -19,6 +25,10 @@ pub const OPS: &[&str] = &[
     "matmul", "sum", "max",
     // shape
     "reshape", "permute", "narrow", "broadcast", "copy", "concat", "to_dtype",
+    // fused layers
+    "embedding", "log_softmax", "cross_entropy", "rms_norm", "conv1d_causal",
+    // Mamba
+    "selective_scan",
 ];
 
 /// Both operands on one device with one dtype, or an error naming `op`.

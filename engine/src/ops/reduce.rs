@@ -114,5 +114,10 @@ impl Tensor {
 }
 
 fn not_broadcast(from: &[usize], to: &[usize]) -> Error {
-    Error::ShapeMismatch { op: "sum_to_shape", lhs: from.to_vec(), rhs: to.to_vec(), hint: "the target is not a broadcast source of this shape".into() }
+    Error::ShapeMismatch {
+        op: "sum_to_shape",
+        lhs: from.to_vec(),
+        rhs: to.to_vec(),
+        hint: "the target is not a broadcast source of this shape".into(),
+    }
 }

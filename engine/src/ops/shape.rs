@@ -53,7 +53,11 @@ impl Tensor {
     /// Insert an axis of size 1 at `dim` (0..=rank).
     pub fn unsqueeze(&self, dim: usize) -> Result<Tensor> {
         if dim > self.rank() {
-            return Err(Error::Rank { op: "unsqueeze", shape: self.shape().to_vec(), expected: format!("an axis in 0..={}, got {dim}", self.rank()) });
+            return Err(Error::Rank {
+                op: "unsqueeze",
+                shape: self.shape().to_vec(),
+                expected: format!("an axis in 0..={}, got {dim}", self.rank()),
+            });
         }
         let mut shape = self.shape().to_vec();
         shape.insert(dim, 1);
@@ -64,7 +68,11 @@ impl Tensor {
     pub fn squeeze(&self, dim: isize) -> Result<Tensor> {
         let d = axis("squeeze", self.shape(), dim)?;
         if self.shape()[d] != 1 {
-            return Err(Error::Rank { op: "squeeze", shape: self.shape().to_vec(), expected: format!("axis {dim} of size 1") });
+            return Err(Error::Rank {
+                op: "squeeze",
+                shape: self.shape().to_vec(),
+                expected: format!("axis {dim} of size 1"),
+            });
         }
         let mut shape = self.shape().to_vec();
         shape.remove(d);
@@ -76,7 +84,11 @@ impl Tensor {
         let mut sorted = perm.to_vec();
         sorted.sort_unstable();
         if sorted != (0..self.rank()).collect::<Vec<_>>() {
-            return Err(Error::Rank { op: "permute", shape: self.shape().to_vec(), expected: format!("a permutation of 0..{}, got {perm:?}", self.rank()) });
+            return Err(Error::Rank {
+                op: "permute",
+                shape: self.shape().to_vec(),
+                expected: format!("a permutation of 0..{}, got {perm:?}", self.rank()),
+            });
         }
         let out = self.with_layout(self.layout.permute(perm));
         let mut inverse = vec![0; perm.len()];
@@ -98,8 +110,8 @@ impl Tensor {
     pub fn narrow(&self, dim: isize, start: usize, len: usize) -> Result<Tensor> {
         let d = axis("narrow", self.shape(), dim)?;
         let size = self.shape()[d];
-        if start + len > size {
-            return Err(Error::Index { op: "narrow", index: (start + len) as i64, size, what: "slice end" });
+        if start.checked_add(len).is_none_or(|end| end > size) {
+            return Err(Error::Index { op: "narrow", index: start.saturating_add(len) as i64, size, what: "slice end" });
         }
         let out = self.with_layout(self.layout.narrow(d, start, len));
         let shape = self.shape().to_vec();
@@ -125,7 +137,12 @@ impl Tensor {
     pub fn broadcast_as(&self, shape: &[usize]) -> Result<Tensor> {
         let target = broadcast_shape("broadcast", self.shape(), shape)?;
         if &target[..] != shape {
-            return Err(Error::ShapeMismatch { op: "broadcast", lhs: self.shape().to_vec(), rhs: shape.to_vec(), hint: "the target must be at least as large in every axis".into() });
+            return Err(Error::ShapeMismatch {
+                op: "broadcast",
+                lhs: self.shape().to_vec(),
+                rhs: shape.to_vec(),
+                hint: "the target must be at least as large in every axis".into(),
+            });
         }
         if shape == self.shape() {
             return Ok(self.clone());
@@ -158,7 +175,12 @@ impl Tensor {
             super::check_pair("concat", first, t)?;
             let ok = t.rank() == first.rank() && (0..t.rank()).all(|i| i == d || t.shape()[i] == first.shape()[i]);
             if !ok {
-                return Err(Error::ShapeMismatch { op: "concat", lhs: first.shape().to_vec(), rhs: t.shape().to_vec(), hint: format!("all axes but {d} must match") });
+                return Err(Error::ShapeMismatch {
+                    op: "concat",
+                    lhs: first.shape().to_vec(),
+                    rhs: t.shape().to_vec(),
+                    hint: format!("all axes but {d} must match"),
+                });
             }
             shape[d] += t.shape()[d];
         }

@@ -1,0 +1,63 @@
+//! Reading and writing named tensors in the safetensors format (the format of the
+//! reference checkpoints): an 8-byte header length, a JSON header of names, dtypes,
+//! shapes and byte ranges, then the raw little-endian data.
+
+use mamba_engine::{DType, Tensor};
+use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use std::collections::BTreeMap;
+
+/// A tensor read from a file: floats become engine tensors, integers stay integers.
+pub enum Loaded {
+    Float(Tensor),
+    Int { values: Vec<i64>, shape: Vec<usize> },
+}
+
+impl Loaded {
+    pub fn tensor(&self) -> Option<&Tensor> {
+        match self {
+            Loaded::Float(t) => Some(t),
+            Loaded::Int { .. } => None,
+        }
+    }
+}
+
+/// Parse safetensors bytes. Errors say what is wrong (never panic on bad bytes).
+pub fn read_safetensors(bytes: &[u8]) -> Result<BTreeMap<String, Loaded>, String> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a valid safetensors file: {e}"))?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let shape = view.shape().to_vec();
+        let data = view.data();
+        let loaded = match view.dtype() {
+            Dtype::F32 => Loaded::Float(float_tensor(data, &shape, DType::F32, 4, |b| f32::from_le_bytes(b.try_into().unwrap()) as f64)?),
+            Dtype::F64 => Loaded::Float(float_tensor(data, &shape, DType::F64, 8, |b| f64::from_le_bytes(b.try_into().unwrap()))?),
+            Dtype::I64 => Loaded::Int { values: data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect(), shape },
+            Dtype::I32 => Loaded::Int { values: data.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64).collect(), shape },
+            other => return Err(format!("tensor `{name}` has dtype {other:?}; only F32, F64, I32 and I64 are supported")),
+        };
+        out.insert(name, loaded);
+    }
+    Ok(out)
+}
+
+fn float_tensor(data: &[u8], shape: &[usize], dtype: DType, size: usize, f: impl Fn(&[u8]) -> f64) -> Result<Tensor, String> {
+    let values: Vec<f64> = data.chunks_exact(size).map(f).collect();
+    Tensor::from_f64(&values, shape, dtype).map_err(|e| e.to_string())
+}
+
+/// Serialise named tensors (any dtype the engine has) to safetensors bytes.
+pub fn write_safetensors(tensors: &[(String, Tensor)]) -> Result<Vec<u8>, String> {
+    let mut blobs = Vec::new();
+    for (name, t) in tensors {
+        let (dtype, bytes) = match t.dtype() {
+            DType::F32 => (Dtype::F32, t.to_vec::<f32>().map_err(|e| e.to_string())?.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()),
+            DType::F64 => (Dtype::F64, t.to_vec::<f64>().map_err(|e| e.to_string())?.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        };
+        blobs.push((name.clone(), dtype, t.shape().to_vec(), bytes));
+    }
+    let views = blobs
+        .iter()
+        .map(|(name, dtype, shape, bytes)| Ok((name.as_str(), TensorView::new(*dtype, shape.clone(), bytes).map_err(|e| format!("{name}: {e}"))?)))
+        .collect::<Result<Vec<_>, String>>()?;
+    safetensors::serialize(views, &None).map_err(|e| e.to_string())
+}

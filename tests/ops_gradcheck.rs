@@ -1,0 +1,412 @@
+//! Finite-difference gradient checks of every differentiable op.
+//!
+//! Each case builds seeded random f64 inputs and hands a function of them to
+//! `mamba_engine::gradcheck::check`, which compares every partial derivative from
+//! `backward` against a central difference. Many cases feed non-contiguous views
+//! (transposed, permuted, narrowed, broadcast) into the op under test.
+//!
+//! The registry test runs every case and fails if some name in `ops::OPS` was not
+//! exercised by any of them: an op cannot join the registry without a gradient check.
+//! It counts the ops of each case's own graph (`ops_in_graph` of `f`'s output), not
+//! `Report.ops`, because the latter always contains the `mul` and `sum` of gradcheck's
+//! random projection and would cover those two names vacuously.
+//!
+//! Run `cargo test -p mamba-tests --test ops_gradcheck -- --nocapture registry` to see
+//! each case's seed, derivative count and worst error ratio.
+
+use mamba_engine::{
+    autograd::ops_in_graph,
+    error::Error,
+    gradcheck::{check, Report, Tolerance},
+    ops::{
+        scan::{selective_scan, ScanArgs},
+        OPS,
+    },
+    DType, Result, Rng, Tensor,
+};
+use mamba_tests::randn_rng;
+use std::collections::BTreeSet;
+
+/// The default f64 tolerance: central differences with eps 1e-6 are accurate to ~1e-9.
+const TIGHT: Tolerance = Tolerance { eps: 1e-6, atol: 1e-6, rtol: 1e-5 };
+/// For functions that pass through f32: a larger step so rounding (~1e-7) stays small
+/// against it, and a tolerance that admits the step's O(eps^2) truncation error.
+const F32_PATH: Tolerance = Tolerance { eps: 1e-2, atol: 1e-3, rtol: 1e-2 };
+
+struct Case {
+    name: &'static str,
+    tol: Tolerance,
+    /// Ops this case is about: they must appear in the graph of `f`.
+    exercises: &'static [&'static str],
+    inputs: fn(&mut Rng) -> Vec<Tensor>,
+    f: fn(&[Tensor]) -> Result<Tensor>,
+}
+
+/// A fixed seed per case, derived from its name (FNV-1a), so adding a case moves no other.
+fn seed_of(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+fn pos(shape: &[usize], rng: &mut Rng) -> Tensor {
+    Tensor::rand_uniform(shape, 0.5, 2.0, DType::F64, rng)
+}
+
+fn rn(shape: &[usize], rng: &mut Rng) -> Tensor {
+    randn_rng(shape, rng)
+}
+
+/// Fail inside `f` if a view the case relies on turned out contiguous (the case would
+/// then silently stop testing the strided path).
+fn strided(t: Tensor) -> Result<Tensor> {
+    if t.is_contiguous() {
+        return Err(Error::Invalid {
+            op: "test",
+            msg: format!("expected a non-contiguous view, got layout {:?}", t.layout()),
+        });
+    }
+    Ok(t)
+}
+
+/// Declares the case table and one `#[test]` per case (in `mod each`).
+macro_rules! cases {
+    ($( $name:ident: tol $tol:expr, exercises [$($op:literal),*], inputs |$rng:ident| $inputs:expr, f |$x:ident| $f:expr; )*) => {
+        fn cases() -> Vec<Case> {
+            vec![$(Case { name: stringify!($name), tol: $tol, exercises: &[$($op),*], inputs: |$rng| $inputs, f: |$x| $f }),*]
+        }
+        mod each {
+            $( #[test] fn $name() { super::run_named(stringify!($name)); } )*
+        }
+    };
+}
+
+cases! {
+    // ------------------------------------------------------------ binary, broadcasting
+    add_broadcast: tol TIGHT, exercises ["add"],
+        inputs |r| vec![rn(&[2, 3, 4], r), rn(&[3, 1], r), rn(&[4], r)],
+        f |x| x[0].add(&x[1])?.add(&x[2]);
+    sub_broadcast_both_sides: tol TIGHT, exercises ["sub"],
+        // (2,3,4) - (3,1), and (4,) - (3,1) = (3,4) where both operands stretch
+        inputs |r| vec![rn(&[2, 3, 4], r), rn(&[3, 1], r), rn(&[4], r)],
+        f |x| x[0].sub(&x[1])?.mul(&x[2].sub(&x[1])?);
+    mul_broadcast: tol TIGHT, exercises ["mul"],
+        inputs |r| vec![rn(&[2, 3, 4], r), rn(&[3, 1], r), rn(&[4], r)],
+        f |x| x[0].mul(&x[1])?.mul(&x[2]);
+    div_broadcast: tol TIGHT, exercises ["div"],
+        inputs |r| vec![rn(&[2, 3, 4], r), pos(&[3, 1], r), pos(&[4], r)],
+        f |x| x[0].div(&x[1])?.div(&x[2]);
+    binary_on_strided_views: tol TIGHT, exercises ["permute", "narrow", "add", "mul", "div"],
+        // a (4,3,2) reversed to (2,3,4); b (3,6) sliced to (3,4): neither is contiguous
+        inputs |r| vec![rn(&[4, 3, 2], r), pos(&[3, 6], r)],
+        f |x| {
+            let a = strided(x[0].permute(&[2, 1, 0])?)?;
+            let b = strided(x[1].narrow(1, 1, 4)?)?;
+            a.add(&b)?.mul(&a)?.div(&b)
+        };
+
+    // ------------------------------------------------------------ unary
+    neg: tol TIGHT, exercises ["neg"],
+        inputs |r| vec![rn(&[3, 4], r)],
+        f |x| strided(x[0].transpose(0, 1)?)?.neg();
+    affine_scalars: tol TIGHT, exercises ["affine"],
+        inputs |r| vec![rn(&[2, 5], r)],
+        f |x| x[0].add_scalar(0.5)?.mul_scalar(-2.0)?.affine(3.0, 1.0)?.sub_scalar(2.0)?.div_scalar(4.0);
+    exp: tol TIGHT, exercises ["exp"],
+        inputs |r| vec![rn(&[3, 6], r)],
+        f |x| strided(x[0].narrow(1, 1, 4)?)?.exp();
+    log: tol TIGHT, exercises ["log"],
+        inputs |r| vec![pos(&[3, 4], r)],
+        f |x| x[0].log();
+    sqrt: tol TIGHT, exercises ["sqrt"],
+        inputs |r| vec![pos(&[4, 3], r)],
+        f |x| strided(x[0].transpose(0, 1)?)?.sqrt();
+    rsqrt: tol TIGHT, exercises ["rsqrt"],
+        inputs |r| vec![pos(&[3, 4], r)],
+        f |x| x[0].rsqrt();
+    powf_fractional_and_negative: tol TIGHT, exercises ["powf"],
+        inputs |r| vec![pos(&[3, 4], r)],
+        f |x| x[0].powf(2.5)?.add(&x[0].powf(-1.5)?);
+    powf_integer_on_negative_base: tol TIGHT, exercises ["powf"],
+        inputs |r| vec![rn(&[2, 5], r)],
+        f |x| x[0].powf(3.0);
+    sigmoid: tol TIGHT, exercises ["sigmoid"],
+        inputs |r| vec![rn(&[3, 4], r).mul_scalar(2.0).unwrap()],
+        f |x| x[0].sigmoid();
+    silu: tol TIGHT, exercises ["silu"],
+        inputs |r| vec![rn(&[4, 3], r).mul_scalar(2.0).unwrap()],
+        f |x| strided(x[0].transpose(0, 1)?)?.silu();
+    softplus: tol TIGHT, exercises ["softplus"],
+        inputs |r| vec![rn(&[3, 4], r).mul_scalar(3.0).unwrap()],
+        f |x| x[0].softplus();
+    tanh: tol TIGHT, exercises ["tanh"],
+        inputs |r| vec![rn(&[2, 3, 4], r)],
+        f |x| strided(x[0].permute(&[2, 0, 1])?)?.tanh();
+
+    // ------------------------------------------------------------ matmul
+    matmul_2d: tol TIGHT, exercises ["matmul"],
+        inputs |r| vec![rn(&[3, 4], r), rn(&[4, 5], r)],
+        f |x| x[0].matmul(&x[1]);
+    matmul_batched_broadcast_transposed_rhs: tol TIGHT, exercises ["matmul", "permute"],
+        // (2,1,3,4) @ (3,5,4)^T: batch (2,1) with (3,) broadcasts to (2,3)
+        inputs |r| vec![rn(&[2, 1, 3, 4], r), rn(&[3, 5, 4], r)],
+        f |x| x[0].matmul(&strided(x[1].transpose(-1, -2)?)?);
+    matmul_transposed_lhs: tol TIGHT, exercises ["matmul", "permute"],
+        inputs |r| vec![rn(&[4, 3], r), rn(&[4, 2], r)],
+        f |x| strided(x[0].transpose(0, 1)?)?.matmul(&x[1]);
+    matmul_broadcast_operand: tol TIGHT, exercises ["matmul", "broadcast"],
+        // a stride-0 batch axis: the gradient of `a` is summed over the batch
+        inputs |r| vec![rn(&[3, 4], r), rn(&[2, 4, 5], r)],
+        f |x| strided(x[0].broadcast_as(&[2, 3, 4])?)?.matmul(&x[1]);
+    matmul_permuted_batch: tol TIGHT, exercises ["matmul", "permute"],
+        // batch axes whose strides do not collapse into one
+        inputs |r| vec![rn(&[3, 2, 4, 5], r), rn(&[5, 2], r)],
+        f |x| strided(x[0].permute(&[1, 0, 2, 3])?)?.matmul(&x[1]);
+
+    // ------------------------------------------------------------ reductions
+    sum_axes_keepdim: tol TIGHT, exercises ["sum"],
+        inputs |r| vec![rn(&[2, 3, 4], r)],
+        f |x| x[0].sum(&[0, 2], true);
+    sum_negative_axis: tol TIGHT, exercises ["sum", "reshape"],
+        inputs |r| vec![rn(&[2, 3, 4], r)],
+        f |x| x[0].sum(&[-1], false);
+    sum_all_of_transposed: tol TIGHT, exercises ["sum", "permute"],
+        inputs |r| vec![rn(&[3, 4], r)],
+        f |x| strided(x[0].transpose(0, 1)?)?.sqr()?.sum_all();
+    mean_keepdim: tol TIGHT, exercises ["sum", "affine"],
+        inputs |r| vec![rn(&[2, 3, 4], r)],
+        f |x| x[0].mean(&[0, 2], true);
+    mean_no_keepdim: tol TIGHT, exercises ["sum", "affine", "reshape"],
+        inputs |r| vec![rn(&[2, 3, 4], r)],
+        f |x| x[0].mean(&[1], false);
+    max_keepdim: tol TIGHT, exercises ["max"],
+        inputs |r| vec![rn(&[2, 3, 4], r)],
+        f |x| x[0].max(&[1], true);
+    max_no_keepdim: tol TIGHT, exercises ["max", "reshape"],
+        inputs |r| vec![rn(&[2, 3, 4], r)],
+        f |x| x[0].max(&[0, 2], false);
+    max_of_strided: tol TIGHT, exercises ["max", "narrow"],
+        inputs |r| vec![rn(&[3, 7], r)],
+        f |x| strided(x[0].narrow(1, 2, 4)?)?.max(&[-1], false);
+
+    // ------------------------------------------------------------ shape
+    reshape: tol TIGHT, exercises ["reshape"],
+        inputs |r| vec![rn(&[2, 3, 4], r)],
+        f |x| x[0].reshape(&[4, 6])?.tanh();
+    reshape_of_transposed: tol TIGHT, exercises ["reshape", "copy"],
+        inputs |r| vec![rn(&[3, 4], r)],
+        f |x| strided(x[0].transpose(0, 1)?)?.reshape(&[2, 6])?.sqr()?.tanh();
+    permute: tol TIGHT, exercises ["permute"],
+        inputs |r| vec![rn(&[2, 3, 4], r), rn(&[4, 2, 3], r)],
+        f |x| x[0].permute(&[2, 0, 1])?.mul(&x[1]);
+    transpose: tol TIGHT, exercises ["permute"],
+        inputs |r| vec![rn(&[2, 3, 4], r), rn(&[4, 3, 2], r)],
+        f |x| x[0].transpose(0, 2)?.mul(&x[1]);
+    narrow: tol TIGHT, exercises ["narrow"],
+        inputs |r| vec![rn(&[2, 5, 3], r)],
+        f |x| x[0].narrow(1, 1, 3)?.exp();
+    concat: tol TIGHT, exercises ["concat"],
+        // three pieces along axis 1, one a transposed view; then along axis 0
+        inputs |r| vec![rn(&[2, 3], r), rn(&[2, 1], r), rn(&[4, 2], r)],
+        f |x| {
+            let c = strided(x[2].transpose(0, 1)?)?;
+            let row = Tensor::concat(&[&x[0], &x[1], &c], 1)?;
+            Tensor::concat(&[&row, &row.exp()?], 0)
+        };
+    split: tol TIGHT, exercises ["narrow"],
+        inputs |r| vec![rn(&[2, 6], r)],
+        f |x| {
+            let p = x[0].split(&[1, 3, 2], 1)?;
+            p[1].mul(&p[0])?.add(&p[2].sum(&[1], true)?)
+        };
+    broadcast_as: tol TIGHT, exercises ["broadcast"],
+        inputs |r| vec![rn(&[3, 1], r), rn(&[4], r), rn(&[2, 3, 4], r)],
+        f |x| x[0].broadcast_as(&[2, 3, 4])?.mul(&x[2])?.add(&x[1].broadcast_as(&[2, 3, 4])?);
+    contiguous_copy: tol TIGHT, exercises ["copy"],
+        inputs |r| vec![rn(&[2, 3, 4], r)],
+        f |x| {
+            let c = strided(x[0].permute(&[1, 2, 0])?)?.contiguous()?;
+            if !c.is_contiguous() {
+                return Err(Error::Invalid { op: "test", msg: "contiguous() returned a strided tensor".into() });
+            }
+            c.tanh()
+        };
+    to_dtype_round_trip: tol F32_PATH, exercises ["to_dtype"],
+        inputs |r| vec![rn(&[3, 4], r)],
+        f |x| x[0].to_dtype(DType::F32)?.to_dtype(DType::F64);
+    to_dtype_f32_compute: tol F32_PATH, exercises ["to_dtype", "tanh", "mul", "matmul"],
+        // the f32 kernels of a few ops, differentiated through the casts
+        inputs |r| vec![rn(&[3, 4], r), rn(&[4, 2], r)],
+        f |x| {
+            let (a, b) = (x[0].to_dtype(DType::F32)?, x[1].to_dtype(DType::F32)?);
+            a.tanh()?.mul(&a)?.matmul(&b)?.to_dtype(DType::F64)
+        };
+
+    // ------------------------------------------------------------ fused layers
+    embedding_repeated_ids: tol TIGHT, exercises ["embedding"],
+        // ids 1 and 3 repeat (their rows' gradients add up); 2 and 4 are never used
+        inputs |r| vec![rn(&[5, 3], r)],
+        f |x| x[0].embedding(&[1, 3, 1, 0, 3, 3], &[2, 3]);
+    embedding_transposed_weight: tol TIGHT, exercises ["embedding", "permute"],
+        inputs |r| vec![rn(&[3, 5], r)],
+        f |x| strided(x[0].transpose(0, 1)?)?.embedding(&[4, 4, 2], &[3]);
+    log_softmax: tol TIGHT, exercises ["log_softmax"],
+        inputs |r| vec![rn(&[2, 3, 5], r).mul_scalar(2.0).unwrap()],
+        f |x| x[0].log_softmax();
+    log_softmax_of_transposed: tol TIGHT, exercises ["log_softmax", "permute"],
+        inputs |r| vec![rn(&[5, 3], r)],
+        f |x| strided(x[0].transpose(0, 1)?)?.log_softmax();
+    cross_entropy_with_ignored_row: tol TIGHT, exercises ["cross_entropy"],
+        inputs |r| vec![rn(&[4, 5], r)],
+        f |x| x[0].cross_entropy(&[1, -100, 4, 0], -100);
+    cross_entropy_of_transposed: tol TIGHT, exercises ["cross_entropy", "permute"],
+        inputs |r| vec![rn(&[5, 3], r)],
+        f |x| strided(x[0].transpose(0, 1)?)?.cross_entropy(&[2, 0, 2], -1);
+    rms_norm: tol TIGHT, exercises ["rms_norm"],
+        inputs |r| vec![rn(&[2, 3, 4], r), rn(&[4], r)],
+        f |x| x[0].rms_norm(&x[1], 1e-5);
+    rms_norm_of_transposed: tol TIGHT, exercises ["rms_norm", "permute"],
+        inputs |r| vec![rn(&[4, 3], r), rn(&[4], r)],
+        f |x| strided(x[0].transpose(0, 1)?)?.rms_norm(&x[1], 1e-5);
+    conv1d_causal_with_bias: tol TIGHT, exercises ["conv1d_causal"],
+        inputs |r| vec![rn(&[2, 3, 5], r), rn(&[3, 4], r), rn(&[3], r)],
+        f |x| x[0].conv1d_causal(&x[1], Some(&x[2]));
+    conv1d_causal_without_bias: tol TIGHT, exercises ["conv1d_causal"],
+        inputs |r| vec![rn(&[2, 3, 5], r), rn(&[3, 4], r)],
+        f |x| x[0].conv1d_causal(&x[1], None);
+    conv1d_causal_kernel_longer_than_input: tol TIGHT, exercises ["conv1d_causal"],
+        inputs |r| vec![rn(&[1, 2, 3], r), rn(&[2, 4], r), rn(&[2], r)],
+        f |x| x[0].conv1d_causal(&x[1], Some(&x[2]));
+    conv1d_causal_of_permuted: tol TIGHT, exercises ["conv1d_causal", "permute"],
+        // Mamba's layout: (B, L, C) permuted to (B, C, L)
+        inputs |r| vec![rn(&[2, 6, 3], r), rn(&[3, 4], r), rn(&[3], r)],
+        f |x| strided(x[0].permute(&[0, 2, 1])?)?.conv1d_causal(&x[1], Some(&x[2]));
+
+    // ------------------------------------------------------------ Mamba
+    selective_scan_all_options: tol TIGHT, exercises ["selective_scan"],
+        // chunk 3 does not divide L = 7: the last chunk is short
+        inputs |r| scan_inputs(2, 3, 7, 2, true, r),
+        f |x| Ok(selective_scan(&scan_args(x, true, 3))?.out);
+    selective_scan_plain: tol TIGHT, exercises ["selective_scan"],
+        inputs |r| scan_inputs(1, 2, 5, 3, false, r)[..6].to_vec(),
+        f |x| Ok(selective_scan(&scan_args(x, false, 2))?.out);
+    selective_scan_one_chunk_strided_inputs: tol TIGHT, exercises ["selective_scan", "permute"],
+        // u and z arrive as (B, L, D) permuted to (B, D, L), as in the Mamba block
+        inputs |r| {
+            let mut v = scan_inputs(2, 2, 4, 2, true, r);
+            v[0] = v[0].permute(&[0, 2, 1]).unwrap().contiguous().unwrap();
+            v[6] = v[6].permute(&[0, 2, 1]).unwrap().contiguous().unwrap();
+            v
+        },
+        f |x| {
+            let (u, z) = (strided(x[0].permute(&[0, 2, 1])?)?, strided(x[6].permute(&[0, 2, 1])?)?);
+            let a = ScanArgs { u: &u, z: Some(&z), ..scan_args(x, true, 16) };
+            Ok(selective_scan(&a)?.out)
+        };
+}
+
+/// Selective-scan inputs u, delta, A, B, C, D, z, delta_bias for sizes (B, D, L, N),
+/// with A < 0, and without softplus dt = delta > 0, so the recurrence decays (a growing
+/// state would drown the finite differences in round-off).
+fn scan_inputs(b: usize, d: usize, l: usize, n: usize, softplus: bool, rng: &mut Rng) -> Vec<Tensor> {
+    let mut r = |shape: &[usize], lo: f64, hi: f64| Tensor::rand_uniform(shape, lo, hi, DType::F64, rng);
+    let delta = if softplus { (-2.0, 1.0) } else { (0.05, 1.5) };
+    vec![
+        r(&[b, d, l], -1.0, 1.0),
+        r(&[b, d, l], delta.0, delta.1),
+        r(&[d, n], -2.0, -0.1),
+        r(&[b, n, l], -1.0, 1.0),
+        r(&[b, n, l], -1.0, 1.0),
+        r(&[d], -1.0, 1.0),
+        r(&[b, d, l], -2.0, 2.0),
+        r(&[d], -1.0, 0.5),
+    ]
+}
+
+/// Scan arguments over `scan_inputs`; `full` adds the gate z, delta_bias and softplus.
+fn scan_args(x: &[Tensor], full: bool, chunk: usize) -> ScanArgs<'_> {
+    ScanArgs {
+        u: &x[0],
+        delta: &x[1],
+        a: &x[2],
+        b: &x[3],
+        c: &x[4],
+        d: &x[5],
+        z: if full { Some(&x[6]) } else { None },
+        delta_bias: if full { Some(&x[7]) } else { None },
+        softplus: full,
+        chunk,
+    }
+}
+
+/// What one case produced.
+struct Outcome {
+    report: Report,
+    /// Ops recorded in the graph of `f` itself.
+    ops: BTreeSet<&'static str>,
+}
+
+fn run(case: &Case) -> std::result::Result<Outcome, String> {
+    let seed = seed_of(case.name);
+    let inputs = (case.inputs)(&mut Rng::new(seed));
+    let fail = |e: Error| format!("case {} (seed {seed:#x}): {e}", case.name);
+    // The graph of f alone, built on leaves exactly as gradcheck builds them.
+    let leaves: Vec<Tensor> = inputs
+        .iter()
+        .map(|t| t.detach().contiguous().map(Tensor::requires_grad))
+        .collect::<Result<_>>()
+        .map_err(fail)?;
+    let ops: BTreeSet<&'static str> = ops_in_graph(&(case.f)(&leaves).map_err(fail)?).into_iter().collect();
+    let missing: Vec<_> = case.exercises.iter().filter(|op| !ops.contains(*op)).collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "case {}: its graph {ops:?} lacks the ops it is meant to exercise: {missing:?}",
+            case.name
+        ));
+    }
+    let report = check(case.f, &inputs, case.tol).map_err(fail)?;
+    let expected: usize = inputs.iter().map(Tensor::numel).sum();
+    if report.checked != expected {
+        return Err(format!(
+            "case {}: checked {} derivatives, inputs have {expected} elements",
+            case.name, report.checked
+        ));
+    }
+    Ok(Outcome { report, ops })
+}
+
+fn run_named(name: &str) {
+    let case = cases().into_iter().find(|c| c.name == name).expect("case in table");
+    if let Err(e) = run(&case) {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn registry_every_op_has_a_gradient_check() {
+    let mut covered = BTreeSet::new();
+    let mut failures = Vec::new();
+    let mut derivatives = 0;
+    for case in cases() {
+        match run(&case) {
+            Ok(o) => {
+                println!(
+                    "{:<42} seed {:#018x} derivatives {:>4} worst {:.1e}",
+                    case.name,
+                    seed_of(case.name),
+                    o.report.checked,
+                    o.report.worst
+                );
+                derivatives += o.report.checked;
+                covered.extend(o.ops);
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+    println!("{} cases, {derivatives} partial derivatives checked", cases().len());
+    let missing: Vec<_> = OPS.iter().filter(|op| !covered.contains(*op)).collect();
+    let unknown: Vec<_> = covered.iter().filter(|op| !OPS.contains(op)).collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty() && failures.is_empty(),
+        "ops in ops::OPS without a passing gradient check: {missing:?}\nops recorded but not in ops::OPS: {unknown:?}\nfailing cases:\n{}",
+        failures.join("\n")
+    );
+}

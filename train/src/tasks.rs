@@ -1,0 +1,388 @@
+//! The two synthetic tasks of the Mamba paper (Gu & Dao 2023, §4.1.1).
+//!
+//! Both test whether a sequence model can *select* what to remember:
+//!
+//! - **Selective copying**: a few data tokens are scattered among blanks; after the
+//!   sequence the model must reproduce them in order. A time-invariant model (a fixed
+//!   convolution, an LTI SSM) cannot, because where the tokens sit varies per example.
+//! - **Induction heads**: a trigger token appears once, followed by some token `a`;
+//!   when the trigger appears again at the end, the model must output `a` (associative
+//!   recall, the mechanism behind in-context learning).
+//!
+//! Each sample is an [`Example`]: `input` token ids and `targets` of the same length,
+//! where `targets[t]` is what the model's output at position `t` should be, or
+//! [`IGNORE`] where the position is not scored (same convention as cross-entropy with
+//! `ignore_index = -100` in PyTorch).
+
+use mamba_engine::{Error, Result, Rng, Tensor};
+
+/// Target value of a position that is not scored.
+pub const IGNORE: i64 = -100;
+
+/// One training/eval sequence: model inputs and next-token targets of equal length;
+/// targets are -100 (ignored) except at the positions the task scores.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Example {
+    pub input: Vec<usize>,
+    pub targets: Vec<i64>,
+}
+
+/// A synthetic task with its parameters; build it with [`Task::from_name`] or the
+/// validating constructors [`SelectiveCopying::new`] and [`InductionHeads::new`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Task {
+    SelectiveCopying(SelectiveCopying),
+    InductionHeads(InductionHeads),
+}
+
+/// Selective copying. Token ids: 0 = blank (noise), 1 = "answer now" marker,
+/// `2..2 + vocab` = data tokens. Each example has `seq_len + n_tokens` positions:
+///
+/// ```text
+/// seq_len = 8, n_tokens = 3, vocab = 4 (data tokens 2..=5):
+///
+/// position  0  1  2  3  4  5  6  7 | 8  9 10
+/// input     0  5  0  0  3  0  5  0 | 1  1  1     <- data region | markers
+/// target    .  .  .  .  .  .  .  . | 5  3  5     (. = -100, not scored)
+/// ```
+///
+/// The `n_tokens` data tokens sit at distinct random positions of the first `seq_len`
+/// (drawn uniformly, repeats of a token allowed); at marker `i` the model must output
+/// the `i`-th data token in order of position.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SelectiveCopying {
+    pub seq_len: usize,
+    pub n_tokens: usize,
+    /// Number of data tokens (the model's vocabulary is `vocab + 2`).
+    pub vocab: usize,
+}
+
+/// Induction heads. Token ids: `0..vocab` = data tokens, `vocab` = the trigger.
+/// Each example has `seq_len` positions of random data tokens, except that the trigger
+/// sits at a random position `p <= seq_len - 3` and again at the last position:
+///
+/// ```text
+/// seq_len = 8, vocab = 4 (data tokens 0..=3, trigger T = 4), p = 2:
+///
+/// position  0  1  2  3  4  5  6  7
+/// input     2  0  T  3  1  3  0  T
+/// target    .  .  .  .  .  .  .  3     (. = -100, not scored)
+/// ```
+///
+/// Only the last position is scored: its target is the token that followed the first
+/// trigger. Data tokens are below `vocab`, so the trigger occurs exactly twice.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InductionHeads {
+    pub seq_len: usize,
+    /// Number of data tokens (the model's vocabulary is `vocab + 1`).
+    pub vocab: usize,
+}
+
+/// Selective copying's blank and marker token ids.
+const BLANK: usize = 0;
+const MARKER: usize = 1;
+
+impl SelectiveCopying {
+    /// Checks `1 <= n_tokens <= seq_len` and `vocab >= 2`.
+    pub fn new(seq_len: usize, n_tokens: usize, vocab: usize) -> std::result::Result<SelectiveCopying, String> {
+        if n_tokens == 0 {
+            return Err("selective-copying: n_tokens must be at least 1 (how many tokens to memorise)".into());
+        }
+        if n_tokens > seq_len {
+            return Err(format!(
+                "selective-copying: n_tokens = {n_tokens} does not fit in seq_len = {seq_len}; \
+                 raise seq_len or lower n_tokens"
+            ));
+        }
+        if vocab < 2 {
+            return Err(format!("selective-copying: vocab = {vocab} data tokens is too few; use vocab >= 2"));
+        }
+        Ok(SelectiveCopying { seq_len, n_tokens, vocab })
+    }
+
+    pub fn sample(&self, rng: &mut Rng) -> Example {
+        // Clamped so that a hand-built struct with n_tokens > seq_len cannot panic.
+        let k = self.n_tokens.min(self.seq_len);
+        let len = self.seq_len + self.n_tokens;
+        let mut input = vec![BLANK; len];
+        let mut targets = vec![IGNORE; len];
+        for (i, pos) in distinct_sorted(self.seq_len, k, rng).into_iter().enumerate() {
+            let token = 2 + rng.below(self.vocab);
+            input[pos] = token;
+            input[self.seq_len + i] = MARKER;
+            targets[self.seq_len + i] = token as i64;
+        }
+        Example { input, targets }
+    }
+}
+
+impl InductionHeads {
+    /// Checks `seq_len >= 4` and `vocab >= 2`.
+    pub fn new(seq_len: usize, vocab: usize) -> std::result::Result<InductionHeads, String> {
+        if seq_len < 4 {
+            return Err(format!(
+                "induction-heads: seq_len = {seq_len} is too short (trigger, answer, filler, trigger); use seq_len >= 4"
+            ));
+        }
+        if vocab < 2 {
+            return Err(format!("induction-heads: vocab = {vocab} data tokens is too few; use vocab >= 2"));
+        }
+        Ok(InductionHeads { seq_len, vocab })
+    }
+
+    pub fn sample(&self, rng: &mut Rng) -> Example {
+        let n = self.seq_len;
+        let trigger = self.vocab;
+        let mut input: Vec<usize> = (0..n).map(|_| rng.below(self.vocab)).collect();
+        let mut targets = vec![IGNORE; n];
+        // Below 3 positions there is no room for trigger, answer and final trigger
+        // (only reachable by building the struct by hand): leave the example unscored.
+        if n >= 3 {
+            let p = rng.below(n - 2); // 0..=n-3, so the answer at p+1 is not the last position
+            input[p] = trigger;
+            input[n - 1] = trigger;
+            targets[n - 1] = input[p + 1] as i64;
+        }
+        Example { input, targets }
+    }
+}
+
+impl Task {
+    /// Builds a task by name: `"selective-copying"` or `"induction-heads"` (which has no
+    /// `n_tokens` and ignores it). The error says which parameter to change.
+    pub fn from_name(name: &str, seq_len: usize, n_tokens: usize, vocab: usize) -> std::result::Result<Task, String> {
+        match name {
+            "selective-copying" => SelectiveCopying::new(seq_len, n_tokens, vocab).map(Task::SelectiveCopying),
+            "induction-heads" => InductionHeads::new(seq_len, vocab).map(Task::InductionHeads),
+            other => Err(format!("unknown task {other:?}; choose \"selective-copying\" or \"induction-heads\"")),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Task::SelectiveCopying(_) => "selective-copying",
+            Task::InductionHeads(_) => "induction-heads",
+        }
+    }
+
+    /// Total number of token ids the model needs: data tokens plus special tokens.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Task::SelectiveCopying(t) => t.vocab + 2, // + blank, marker
+            Task::InductionHeads(t) => t.vocab + 1,   // + trigger
+        }
+    }
+
+    /// Length of each [`Example`].
+    pub fn len(&self) -> usize {
+        match self {
+            Task::SelectiveCopying(t) => t.seq_len + t.n_tokens,
+            Task::InductionHeads(t) => t.seq_len,
+        }
+    }
+
+    /// True only for a degenerate hand-built task with zero-length examples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn sample(&self, rng: &mut Rng) -> Example {
+        match self {
+            Task::SelectiveCopying(t) => t.sample(rng),
+            Task::InductionHeads(t) => t.sample(rng),
+        }
+    }
+
+    /// `batch` fresh examples, concatenated row-major: inputs and targets of length
+    /// `batch * len()`, row `b` at `b * len() .. (b + 1) * len()`.
+    pub fn batch(&self, batch: usize, rng: &mut Rng) -> (Vec<usize>, Vec<i64>) {
+        let mut inputs = Vec::with_capacity(batch * self.len());
+        let mut targets = Vec::with_capacity(batch * self.len());
+        for _ in 0..batch {
+            let ex = self.sample(rng);
+            inputs.extend(ex.input);
+            targets.extend(ex.targets);
+        }
+        (inputs, targets)
+    }
+}
+
+/// `k` distinct positions from `0..n`, ascending (k <= n). A partial Fisher–Yates
+/// shuffle: after step i, `pool[..=i]` is a uniform random i+1-subset in random order.
+fn distinct_sorted(n: usize, k: usize, rng: &mut Rng) -> Vec<usize> {
+    let mut pool: Vec<usize> = (0..n).collect();
+    for i in 0..k {
+        let j = i + rng.below(n - i);
+        pool.swap(i, j);
+    }
+    pool.truncate(k);
+    pool.sort_unstable();
+    pool
+}
+
+/// Fraction of scored positions (target != -100) where argmax of logits (B, L, V) equals
+/// the target. Any shape `(..., V)` works: the leading axes flatten to one row per target,
+/// so `targets.len()` must equal `numel / V`. Ties go to the lowest index.
+///
+/// Errors: no class axis, a row count that differs from `targets.len()`, a target outside
+/// `0..V` (other than -100), or no scored position at all (the fraction would be 0/0).
+pub fn accuracy(logits: &Tensor, targets: &[i64]) -> Result<f64> {
+    const OP: &str = "accuracy";
+    let shape = logits.shape();
+    let v = match shape.last() {
+        Some(&v) if v > 0 => v,
+        _ => return Err(Error::Rank { op: OP, shape: shape.to_vec(), expected: "logits (B, L, V) with V > 0".into() }),
+    };
+    if logits.numel() / v != targets.len() {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            lhs: shape.to_vec(),
+            rhs: vec![targets.len()],
+            hint: "need one target per row of logits (B * L targets for logits (B, L, V))".into(),
+        });
+    }
+    let values = logits.to_vec_f64()?;
+    let (mut scored, mut correct) = (0usize, 0usize);
+    for (row, &t) in values.chunks_exact(v).zip(targets) {
+        if t == IGNORE {
+            continue;
+        }
+        if t < 0 || t as usize >= v {
+            return Err(Error::Index { op: OP, index: t, size: v, what: "target class" });
+        }
+        scored += 1;
+        if argmax(row) == t as usize {
+            correct += 1;
+        }
+    }
+    if scored == 0 {
+        return Err(Error::Invalid { op: OP, msg: "every target is -100: no position to score".into() });
+    }
+    Ok(correct as f64 / scored as f64)
+}
+
+/// Index of the largest value (first on ties; a NaN never beats a number).
+fn argmax(row: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, &x) in row.iter().enumerate() {
+        if x > row[best] || row[best].is_nan() {
+            best = i;
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copying() -> Task {
+        Task::from_name("selective-copying", 32, 5, 6).unwrap()
+    }
+
+    fn induction() -> Task {
+        Task::from_name("induction-heads", 20, 0, 5).unwrap()
+    }
+
+    #[test]
+    fn lengths_and_vocab() {
+        let (c, h) = (copying(), induction());
+        assert_eq!((c.name(), c.len(), c.vocab_size()), ("selective-copying", 37, 8));
+        assert_eq!((h.name(), h.len(), h.vocab_size()), ("induction-heads", 20, 6));
+        let mut rng = Rng::new(1);
+        for task in [c, h] {
+            let ex = task.sample(&mut rng);
+            assert_eq!((ex.input.len(), ex.targets.len()), (task.len(), task.len()));
+            assert!(ex.input.iter().all(|&x| x < task.vocab_size()));
+            let (x, y) = task.batch(3, &mut rng);
+            assert_eq!((x.len(), y.len()), (3 * task.len(), 3 * task.len()));
+        }
+    }
+
+    #[test]
+    fn selective_copying_layout() {
+        let Task::SelectiveCopying(t) = copying() else { unreachable!() };
+        let mut rng = Rng::new(2);
+        for _ in 0..50 {
+            let ex = t.sample(&mut rng);
+            let (data, tail) = ex.input.split_at(t.seq_len);
+            // Scored exactly at the marker positions, which are the tail.
+            assert!(tail.iter().all(|&x| x == MARKER));
+            assert!(ex.targets[..t.seq_len].iter().all(|&y| y == IGNORE));
+            let answers: Vec<i64> = ex.targets[t.seq_len..].to_vec();
+            assert!(answers.iter().all(|&y| (2..2 + t.vocab as i64).contains(&y)));
+            // The data region holds exactly the answers, in order, among blanks.
+            let copied: Vec<i64> = data.iter().filter(|&&x| x != BLANK).map(|&x| x as i64).collect();
+            assert_eq!(copied, answers);
+            assert!(!data.contains(&MARKER));
+        }
+        // n_tokens == seq_len fills the whole data region.
+        let full = SelectiveCopying::new(4, 4, 3).unwrap().sample(&mut rng);
+        assert!(full.input[..4].iter().all(|&x| x >= 2));
+    }
+
+    #[test]
+    fn induction_heads_layout() {
+        let Task::InductionHeads(t) = induction() else { unreachable!() };
+        let trigger = t.vocab;
+        let mut rng = Rng::new(3);
+        let mut first_positions = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let ex = t.sample(&mut rng);
+            let at: Vec<usize> = (0..t.seq_len).filter(|&i| ex.input[i] == trigger).collect();
+            assert_eq!(at.len(), 2, "trigger must appear exactly twice: {:?}", ex.input);
+            let p = at[0];
+            assert!(p <= t.seq_len - 3);
+            assert_eq!(at[1], t.seq_len - 1);
+            first_positions.insert(p);
+            let scored: Vec<usize> = (0..t.seq_len).filter(|&i| ex.targets[i] != IGNORE).collect();
+            assert_eq!(scored, vec![t.seq_len - 1]);
+            assert_eq!(ex.targets[t.seq_len - 1], ex.input[p + 1] as i64);
+        }
+        // Every allowed first position 0..=seq_len-3 shows up.
+        assert_eq!(first_positions.len(), t.seq_len - 2);
+    }
+
+    #[test]
+    fn deterministic_for_a_seed() {
+        for task in [copying(), induction()] {
+            let a = task.batch(4, &mut Rng::new(42));
+            assert_eq!(a, task.batch(4, &mut Rng::new(42)));
+            assert_ne!(a, task.batch(4, &mut Rng::new(43)));
+        }
+    }
+
+    #[test]
+    fn bad_parameters_are_errors() {
+        let err = |name, s, n, v| Task::from_name(name, s, n, v).unwrap_err();
+        assert!(err("selective-copying", 4, 5, 4).contains("raise seq_len or lower n_tokens"));
+        assert!(err("selective-copying", 4, 0, 4).contains("n_tokens"));
+        assert!(err("selective-copying", 8, 2, 1).contains("vocab >= 2"));
+        assert!(err("induction-heads", 3, 0, 4).contains("seq_len >= 4"));
+        assert!(err("induction-heads", 8, 0, 1).contains("vocab >= 2"));
+        assert!(err("copying", 8, 2, 4).contains("unknown task"));
+    }
+
+    #[test]
+    fn hand_built_degenerate_tasks_do_not_panic() {
+        let mut rng = Rng::new(5);
+        let ex = SelectiveCopying { seq_len: 2, n_tokens: 4, vocab: 0 }.sample(&mut rng);
+        assert_eq!(ex.input.len(), 6);
+        let ex = InductionHeads { seq_len: 1, vocab: 0 }.sample(&mut rng);
+        assert_eq!(ex.targets, vec![IGNORE]);
+    }
+
+    #[test]
+    fn accuracy_on_handcrafted_logits() {
+        // B = 1, L = 4, V = 3; argmaxes 0, 2, 1, 1 (a tie between 1 and 2 goes to 1).
+        let logits =
+            Tensor::from_vec(vec![5.0f32, 1.0, 0.0, 0.0, 1.0, 3.0, 0.0, 2.0, 1.0, 0.0, 4.0, 4.0], &[1, 4, 3]).unwrap();
+        assert_eq!(accuracy(&logits, &[IGNORE, 2, 0, 1]).unwrap(), 2.0 / 3.0);
+        assert_eq!(accuracy(&logits, &[0, 2, 1, 1]).unwrap(), 1.0);
+        assert_eq!(accuracy(&logits, &[IGNORE, IGNORE, 0, IGNORE]).unwrap(), 0.0);
+        // Wrong number of targets, a class out of range, nothing scored.
+        assert!(matches!(accuracy(&logits, &[0, 1]), Err(Error::ShapeMismatch { .. })));
+        assert!(matches!(accuracy(&logits, &[0, 3, 0, 0]), Err(Error::Index { index: 3, .. })));
+        assert!(matches!(accuracy(&logits, &[IGNORE; 4]), Err(Error::Invalid { .. })));
+    }
+}

@@ -1,0 +1,312 @@
+//! The training loop behind `mamba train`.
+//!
+//! Each step: sample a batch (random text windows or a synthetic task), forward the
+//! Mamba LM, cross-entropy, backward, clip the gradient norm, set the learning rate
+//! (linear warmup, cosine decay), AdamW. Periodically: validation (bits per byte, or
+//! accuracy for tasks), a sample, a checkpoint, the metrics log and the loss curve.
+//! A non-finite loss or gradient stops the run before it can touch the weights, so
+//! the last checkpoint stays good.
+
+use crate::{
+    checkpoint::{self, TrainingState},
+    data::{default_corpus, eval_starts, random_batch, windows, Corpus},
+    generate::{generate, Sampling},
+    optim::{clip_grad_norm, lr_at, AdamW},
+    report::{loss_curve_svg, read_metrics, write_atomic, MetricsLog},
+    tasks::{accuracy, Task},
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use mamba_engine::{no_grad, DType, Rng};
+use mamba_model::{MambaConfig, MambaLM};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::{f64::consts::LN_2, path::PathBuf, time::Instant};
+
+pub type Error = Box<dyn std::error::Error>;
+
+#[derive(clap::Args, Clone, Debug, Serialize, Deserialize)]
+pub struct TrainArgs {
+    /// Train on this text file instead of the embedded corpus (this repository's source and docs).
+    #[arg(long, conflicts_with = "task")]
+    pub text: Option<PathBuf>,
+    /// Train on a synthetic task instead: selective-copying or induction-heads.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Task: sequence length before the answer.
+    #[arg(long, default_value_t = 64)]
+    pub task_len: usize,
+    /// Task: tokens to copy (selective-copying).
+    #[arg(long, default_value_t = 8)]
+    pub task_tokens: usize,
+    /// Task: number of data tokens.
+    #[arg(long, default_value_t = 16)]
+    pub task_vocab: usize,
+    #[arg(long, default_value_t = 128)]
+    pub d_model: usize,
+    #[arg(long, default_value_t = 4)]
+    pub n_layer: usize,
+    /// Total optimizer steps (the learning-rate schedule spans them).
+    #[arg(long, default_value_t = 600)]
+    pub steps: u64,
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Bytes per training window (text only).
+    #[arg(long, default_value_t = 128)]
+    pub seq_len: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 3e-3)]
+    pub lr: f64,
+    /// Final learning rate as a fraction of the peak.
+    #[arg(long, default_value_t = 0.1)]
+    pub min_lr_frac: f64,
+    #[arg(long, default_value_t = 50)]
+    pub warmup: u64,
+    #[arg(long, default_value_t = 0.1)]
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this.
+    #[arg(long, default_value_t = 1.0)]
+    pub grad_clip: f64,
+    #[arg(long, default_value_t = 1337)]
+    pub seed: u64,
+    /// Where checkpoints, metrics.jsonl and loss.svg go.
+    #[arg(long, default_value = "runs/default")]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 100)]
+    pub eval_every: u64,
+    /// Validation windows per evaluation.
+    #[arg(long, default_value_t = 16)]
+    pub eval_windows: usize,
+    /// Bytes to sample at each evaluation (text only; 0 disables).
+    #[arg(long, default_value_t = 200)]
+    pub sample_tokens: usize,
+    #[arg(long, default_value_t = 200)]
+    pub checkpoint_every: u64,
+    /// Time steps between the scan states saved for backward.
+    #[arg(long, default_value_t = 64)]
+    pub scan_chunk: usize,
+    /// Continue from this checkpoint directory with its saved settings (only --steps, --out and --stop-after apply).
+    #[arg(long)]
+    #[serde(skip)]
+    pub resume: Option<PathBuf>,
+    /// Stop after this many steps of this run (a checkpoint is written; continue with --resume).
+    #[arg(long)]
+    #[serde(skip)]
+    pub stop_after: Option<u64>,
+    /// No progress bar or samples (logs still written).
+    #[arg(long)]
+    #[serde(skip)]
+    pub quiet: bool,
+}
+
+/// What a run did, for callers and tests.
+pub struct TrainSummary {
+    /// Training loss (nats) of every step of this run, in order.
+    pub losses: Vec<f64>,
+    /// Last validation result: bits per byte (text) or accuracy (task).
+    pub last_eval: Option<f64>,
+    pub final_step: u64,
+}
+
+/// Where batches come from.
+enum Source {
+    Text(Corpus),
+    Task(Task),
+}
+
+impl Source {
+    fn new(args: &TrainArgs) -> Result<Source, Error> {
+        if let Some(name) = &args.task {
+            return Ok(Source::Task(Task::from_name(name, args.task_len, args.task_tokens, args.task_vocab)?));
+        }
+        let bytes = match &args.text {
+            Some(path) => std::fs::read(path).map_err(|e| format!("cannot read --text {}: {e}", path.display()))?,
+            None => default_corpus().to_vec(),
+        };
+        Ok(Source::Text(Corpus::split(&bytes, 0.1, args.seq_len)?))
+    }
+
+    fn vocab(&self) -> usize {
+        match self {
+            Source::Text(_) => 256,
+            Source::Task(t) => t.vocab_size(),
+        }
+    }
+
+    fn seq_len(&self, args: &TrainArgs) -> usize {
+        match self {
+            Source::Text(_) => args.seq_len,
+            Source::Task(t) => t.len(),
+        }
+    }
+
+    fn batch(&self, args: &TrainArgs, rng: &mut Rng) -> (Vec<usize>, Vec<i64>) {
+        match self {
+            Source::Text(c) => random_batch(&c.train, args.batch, args.seq_len, rng),
+            Source::Task(t) => t.batch(args.batch, rng),
+        }
+    }
+
+    /// (metric name, value): validation bits per byte, or task accuracy on a fixed set.
+    fn evaluate(&self, model: &MambaLM, args: &TrainArgs) -> Result<(&'static str, f64), Error> {
+        let _guard = no_grad();
+        match self {
+            Source::Text(c) => {
+                let starts = eval_starts(&c.val, args.eval_windows, args.seq_len);
+                let (ids, targets) = windows(&c.val, &starts, args.seq_len);
+                let loss = model.loss(&ids, &targets, starts.len(), args.seq_len)?.item()?;
+                Ok(("val_bpb", loss / LN_2))
+            }
+            Source::Task(t) => {
+                let mut rng = Rng::new(0xe7a1); // the same evaluation set every time
+                let (ids, targets) = t.batch(args.eval_windows.max(1) * 4, &mut rng);
+                let logits = model.forward(&ids, ids.len() / t.len(), t.len())?;
+                Ok(("val_accuracy", accuracy(&logits, &targets)?))
+            }
+        }
+    }
+}
+
+/// Run (or resume) training as `args` says.
+pub fn train(args: &TrainArgs) -> Result<TrainSummary, Error> {
+    let (args, model, mut opt, mut rng) = match &args.resume {
+        None => start(args)?,
+        Some(dir) => resume(args, dir)?,
+    };
+    let source = Source::new(&args)?;
+    let len = source.seq_len(&args);
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create --out {}: {e}", args.out.display()))?;
+    let ckpt_dir = args.out.join("checkpoint");
+    let metrics_path = args.out.join("metrics.jsonl");
+    let mut metrics = MetricsLog::open(&metrics_path).map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+    let first = opt.step;
+    let last = args.stop_after.map_or(args.steps, |n| (first + n).min(args.steps));
+    let bar = progress_bar(&args, first, last);
+    bar.println(format!(
+        "mamba: {} parameters (d_model {}, {} layers), batch {} x {len}, steps {}..{last} of {}, out {}",
+        model.num_parameters(),
+        args.d_model,
+        args.n_layer,
+        args.batch,
+        first,
+        args.steps,
+        args.out.display()
+    ));
+    let started = Instant::now();
+    let mut summary = TrainSummary { losses: vec![], last_eval: None, final_step: first };
+    for step in first..last {
+        opt.lr = lr_at(step, args.warmup, args.steps, args.lr, args.lr * args.min_lr_frac);
+        let (ids, targets) = source.batch(&args, &mut rng);
+        let loss = model.loss(&ids, &targets, args.batch, len)?;
+        let loss_value = loss.item()?;
+        if !loss_value.is_finite() {
+            return Err(stopped(step + 1, &format!("the loss is {loss_value}"), &ckpt_dir));
+        }
+        loss.backward()?;
+        let grad_norm = clip_grad_norm(&opt.params, args.grad_clip)?;
+        if !grad_norm.is_finite() {
+            return Err(stopped(step + 1, &format!("the gradient norm is {grad_norm}"), &ckpt_dir));
+        }
+        opt.step()?;
+        summary.losses.push(loss_value);
+        summary.final_step = step + 1;
+        let done = step + 1 - first;
+        let tokens_per_s = (done as usize * args.batch * len) as f64 / started.elapsed().as_secs_f64();
+        metrics.write(&json!({"step": step + 1, "loss": loss_value, "lr": opt.lr, "grad_norm": grad_norm, "tokens_per_s": tokens_per_s}))?;
+        bar.set_position(step + 1);
+        bar.set_message(format!("loss {loss_value:.3} | {tokens_per_s:.0} tok/s"));
+
+        let at_end = step + 1 == last;
+        if (step + 1) % args.eval_every == 0 || at_end {
+            let (name, value) = source.evaluate(&model, &args)?;
+            summary.last_eval = Some(value);
+            metrics.write(&json!({"step": step + 1, name: value}))?;
+            bar.println(format!("step {:>6} | loss {loss_value:.4} | {name} {value:.4} | {tokens_per_s:.0} tok/s", step + 1));
+            if let (Source::Text(c), false, true) = (&source, args.quiet, args.sample_tokens > 0) {
+                bar.println(format!("  sample: {}", sample(&model, &c.val, &args, step)?));
+            }
+            write_loss_curve(&args, &metrics_path)?;
+        }
+        if (step + 1) % args.checkpoint_every == 0 || at_end {
+            let state = TrainingState { step: opt.step, rng_state: rng.state, train_args: serde_json::to_value(&args)? };
+            checkpoint::save(&ckpt_dir, &model, &opt, &state)?;
+        }
+    }
+    bar.finish_and_clear();
+    if summary.final_step > first {
+        println!("done: step {} | checkpoint {} | metrics {} | curve {}", summary.final_step, ckpt_dir.display(), metrics_path.display(), args.out.join("loss.svg").display());
+    }
+    Ok(summary)
+}
+
+/// A fresh model and optimizer from `args`.
+fn start(args: &TrainArgs) -> Result<(TrainArgs, MambaLM, AdamW, Rng), Error> {
+    let source = Source::new(args)?;
+    let mut cfg = MambaConfig::new(args.d_model, args.n_layer);
+    cfg.vocab_size = source.vocab();
+    let mut model = MambaLM::new(cfg, DType::F32, args.seed)?;
+    model.scan_chunk = args.scan_chunk;
+    let opt = optimizer(&model, args);
+    Ok((args.clone(), model, opt, Rng::new(args.seed ^ 0xda7a)))
+}
+
+/// Model, optimizer, data RNG and settings as a checkpoint left them.
+fn resume(cli: &TrainArgs, dir: &std::path::Path) -> Result<(TrainArgs, MambaLM, AdamW, Rng), Error> {
+    let mut model = checkpoint::load_model(dir)?;
+    let mut opt = optimizer(&model, cli);
+    let state = checkpoint::load_training_state(dir, &mut opt)?;
+    let mut args: TrainArgs = serde_json::from_value(state.train_args)
+        .map_err(|e| format!("{}: the saved training settings are unreadable: {e}", dir.display()))?;
+    args.steps = cli.steps;
+    args.out = cli.out.clone();
+    args.stop_after = cli.stop_after;
+    args.quiet = cli.quiet;
+    model.scan_chunk = args.scan_chunk;
+    opt.lr = args.lr;
+    opt.weight_decay = args.weight_decay;
+    Ok((args, model, opt, Rng { state: state.rng_state }))
+}
+
+fn optimizer(model: &MambaLM, args: &TrainArgs) -> AdamW {
+    let params = model.named_parameters().into_iter().map(|(n, t)| (n.clone(), t, MambaLM::decays(&n))).collect();
+    AdamW::new(params, args.lr, args.weight_decay)
+}
+
+fn stopped(step: u64, why: &str, ckpt: &std::path::Path) -> Error {
+    format!("training stopped at step {step}: {why}. Nothing was written after the last good checkpoint ({}); try a lower --lr or a tighter --grad-clip", ckpt.display()).into()
+}
+
+fn progress_bar(args: &TrainArgs, first: u64, last: u64) -> ProgressBar {
+    if args.quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(last).with_position(first);
+    let style = ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise} < {eta_precise}] {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}
+
+/// A short continuation of the start of the validation text (its own RNG: sampling
+/// never disturbs the training data stream, so resumed runs stay bit-identical).
+fn sample(model: &MambaLM, val: &[u8], args: &TrainArgs, step: u64) -> Result<String, Error> {
+    let prompt: Vec<usize> = val[..val.len().min(32)].iter().map(|&b| b as usize).collect();
+    let mut rng = Rng::new(args.seed.wrapping_add(step));
+    let how = Sampling { temperature: 0.8, top_k: 40 };
+    let out = generate(model, &prompt, args.sample_tokens, how, &mut rng, |_| {})?;
+    let bytes: Vec<u8> = prompt.iter().chain(&out).map(|&t| t as u8).collect();
+    Ok(String::from_utf8_lossy(&bytes).replace('\n', "⏎"))
+}
+
+/// Redraw loss.svg from the whole metrics log (so resumed runs keep their history).
+fn write_loss_curve(args: &TrainArgs, metrics_path: &std::path::Path) -> Result<(), Error> {
+    let records = read_metrics(metrics_path)?;
+    let series = |key: &str, scale: f64| -> Vec<(f64, f64)> {
+        records.iter().filter_map(|r| Some((r["step"].as_f64()?, r[key].as_f64()? * scale))).collect()
+    };
+    let svg = match args.task {
+        None => loss_curve_svg("mamba train", &[("train loss (bits/byte)", series("loss", 1.0 / LN_2)), ("val bits/byte", series("val_bpb", 1.0))]),
+        Some(_) => loss_curve_svg("mamba train", &[("train loss (nats)", series("loss", 1.0)), ("val accuracy", series("val_accuracy", 1.0))]),
+    };
+    write_atomic(&args.out.join("loss.svg"), svg.as_bytes())?;
+    Ok(())
+}
