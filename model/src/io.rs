@@ -45,19 +45,24 @@ fn float_tensor(data: &[u8], shape: &[usize], dtype: DType, size: usize, f: impl
     Tensor::from_f64(&values, shape, dtype).map_err(|e| e.to_string())
 }
 
-/// Serialise named tensors (any dtype the engine has) to safetensors bytes.
-pub fn write_safetensors(tensors: &[(String, Tensor)]) -> Result<Vec<u8>, String> {
-    let mut blobs = Vec::new();
+/// Serialise named tensors (any dtype the engine has) to safetensors bytes, with
+/// optional `__metadata__` strings in the header.
+pub fn write_safetensors(tensors: &[(String, Tensor)], metadata: &[(&str, String)]) -> Result<Vec<u8>, String> {
+    let mut blobs = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
-        let (dtype, bytes) = match t.dtype() {
-            DType::F32 => (Dtype::F32, t.to_vec::<f32>().map_err(|e| e.to_string())?.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()),
-            DType::F64 => (Dtype::F64, t.to_vec::<f64>().map_err(|e| e.to_string())?.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        let to_string = |e: mamba_engine::Error| format!("`{name}`: {e}");
+        let (dtype, bytes): (Dtype, Vec<u8>) = match t.dtype() {
+            DType::F32 => (Dtype::F32, t.to_vec::<f32>().map_err(to_string)?.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            DType::F64 => (Dtype::F64, t.to_vec::<f64>().map_err(to_string)?.iter().flat_map(|v| v.to_le_bytes()).collect()),
         };
-        blobs.push((name.clone(), dtype, t.shape().to_vec(), bytes));
+        blobs.push((name.as_str(), dtype, t.shape().to_vec(), bytes));
     }
     let views = blobs
         .iter()
-        .map(|(name, dtype, shape, bytes)| Ok((name.as_str(), TensorView::new(*dtype, shape.clone(), bytes).map_err(|e| format!("{name}: {e}"))?)))
+        .map(|(name, dtype, shape, bytes)| {
+            TensorView::new(*dtype, shape.clone(), bytes).map(|v| (*name, v)).map_err(|e| format!("`{name}`: {e}"))
+        })
         .collect::<Result<Vec<_>, String>>()?;
-    safetensors::serialize(views, &None).map_err(|e| e.to_string())
+    let metadata = (!metadata.is_empty()).then(|| metadata.iter().map(|(k, v)| (k.to_string(), v.clone())).collect());
+    safetensors::serialize(views, &metadata).map_err(|e| e.to_string())
 }

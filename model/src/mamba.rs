@@ -262,6 +262,13 @@ impl MambaLM {
             }
             p.set_data(&t.to_dtype(p.dtype()).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
         }
+        if let Some(head) = tensors.get(&format!("{prefix}lm_head.weight")) {
+            let embedding = self.embedding.to_vec_f64().map_err(|e| e.to_string())?;
+            let head = head.tensor().map(|t| t.to_dtype(self.embedding.dtype()).and_then(|t| t.to_vec_f64()));
+            if !matches!(head, Some(Ok(h)) if h == embedding) {
+                return Err(format!("`{prefix}lm_head.weight` differs from the embedding, but this model ties them"));
+            }
+        }
         for key in tensors.keys().filter_map(|k| k.strip_prefix(prefix)) {
             if key != "lm_head.weight" && !params.iter().any(|(n, _)| n == key) {
                 return Err(format!("unexpected tensor `{prefix}{key}`: the checkpoint does not match this model configuration"));

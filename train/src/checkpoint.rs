@@ -35,10 +35,10 @@
 use crate::optim::AdamW;
 use mamba_engine::{no_grad, DType, Tensor};
 use mamba_model::{
-    io::{read_safetensors, Loaded},
+    io::{read_safetensors, write_safetensors, Loaded},
     MambaConfig, MambaLM,
 };
-use safetensors::{tensor::TensorView, Dtype, SafeTensorError, SafeTensors};
+use safetensors::{SafeTensorError, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs;
@@ -140,7 +140,7 @@ fn model_bytes(model: &MambaLM) -> std::result::Result<Vec<u8>, String> {
         .map(|(name, t)| Ok((name, t.to_dtype(DType::F32).map_err(|e| e.to_string())?)))
         .collect::<std::result::Result<Vec<_>, String>>()?;
     // "format": "pt" is what PyTorch-side loaders (e.g. transformers) expect to find.
-    serialize(&f32s, &[("format", "pt".to_string())])
+    write_safetensors(&f32s, &[("format", "pt".to_string())])
 }
 
 /// training_state.safetensors: both moments of every parameter, and the metadata.
@@ -156,32 +156,7 @@ fn state_bytes(opt: &AdamW, state: &TrainingState) -> std::result::Result<Vec<u8
         ("rng_state", state.rng_state.to_string()),
         ("train_args", state.train_args.to_string()),
     ];
-    serialize(&tensors, &metadata)
-}
-
-/// Like `mamba_model::io::write_safetensors`, plus the header's `__metadata__` strings.
-fn serialize(tensors: &[(String, Tensor)], metadata: &[(&str, String)]) -> std::result::Result<Vec<u8>, String> {
-    let mut blobs = Vec::with_capacity(tensors.len());
-    for (name, t) in tensors {
-        let to_string = |e: mamba_engine::Error| format!("`{name}`: {e}");
-        let (dtype, bytes): (Dtype, Vec<u8>) = match t.dtype() {
-            DType::F32 => {
-                (Dtype::F32, t.to_vec::<f32>().map_err(to_string)?.iter().flat_map(|v| v.to_le_bytes()).collect())
-            }
-            DType::F64 => {
-                (Dtype::F64, t.to_vec::<f64>().map_err(to_string)?.iter().flat_map(|v| v.to_le_bytes()).collect())
-            }
-        };
-        blobs.push((name.as_str(), dtype, t.shape().to_vec(), bytes));
-    }
-    let views = blobs
-        .iter()
-        .map(|(name, dtype, shape, bytes)| {
-            TensorView::new(*dtype, shape.clone(), bytes).map(|v| (*name, v)).map_err(|e| format!("`{name}`: {e}"))
-        })
-        .collect::<std::result::Result<Vec<_>, String>>()?;
-    let metadata = metadata.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-    safetensors::serialize(views, &Some(metadata)).map_err(|e| e.to_string())
+    write_safetensors(&tensors, &metadata)
 }
 
 /// Write `bytes` to a new file and wait until they are on disk.
@@ -265,7 +240,6 @@ pub fn load_model(dir: &Path) -> Result<MambaLM> {
     model
         .load_parameters(&tensors, "")
         .map_err(|e| CheckpointError::new(&path, format!("does not match {CONFIG_FILE}: {e}")))?;
-    check_tied_head(&tensors).map_err(|e| CheckpointError::new(&path, e))?;
     Ok(model)
 }
 
@@ -422,15 +396,6 @@ fn padded_vocab(cfg: &MambaConfig) -> Option<usize> {
     cfg.vocab_size.div_ceil(multiple).checked_mul(multiple)
 }
 
-/// The head is tied: a `lm_head.weight` in the file must equal the embedding.
-fn check_tied_head(tensors: &BTreeMap<String, Loaded>) -> std::result::Result<(), String> {
-    let Some(head) = tensors.get("lm_head.weight") else { return Ok(()) };
-    let values = |t: Option<&Loaded>| t.and_then(Loaded::tensor).and_then(|t| t.to_vec_f64().ok());
-    if values(Some(head)) != values(tensors.get("backbone.embedding.weight")) {
-        return Err("`lm_head.weight` differs from `backbone.embedding.weight`, but this model ties them".into());
-    }
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {
@@ -668,7 +633,7 @@ mod tests {
                     [(format!("exp_avg.{}", p.name), p.m.clone()), (format!("exp_avg_sq.{}", p.name), p.v.clone())]
                 })
                 .collect();
-            fs::write(&path, serialize(&tensors, &meta).unwrap()).unwrap();
+            fs::write(&path, write_safetensors(&tensors, &meta).unwrap()).unwrap();
             let msg =
                 names_file(load_training_state(&scratch.ckpt(), &mut optimizer(&model)).err().unwrap(), STATE_FILE);
             assert!(msg.contains(&format!("`{key}`")) || msg.contains("format"), "{msg}");
@@ -682,7 +647,7 @@ mod tests {
         save(&scratch.ckpt(), &model, &opt, &state).unwrap();
         let mut named = model.named_parameters();
         named.push(("lm_head.weight".into(), model.embedding.affine(2.0, 0.0).unwrap()));
-        fs::write(scratch.ckpt().join(MODEL_FILE), serialize(&named, &[]).unwrap()).unwrap();
+        fs::write(scratch.ckpt().join(MODEL_FILE), write_safetensors(&named, &[]).unwrap()).unwrap();
         let msg = names_file(load_model(&scratch.ckpt()).err().unwrap(), MODEL_FILE);
         assert!(msg.contains("lm_head.weight"), "{msg}");
     }

@@ -181,7 +181,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary, Error> {
     let first = opt.step;
     let last = args.stop_after.map_or(args.steps, |n| (first + n).min(args.steps));
     let bar = progress_bar(&args, first, last);
-    bar.println(format!(
+    say(&bar, args.quiet, format!(
         "mamba: {} parameters (d_model {}, {} layers), batch {} x {len}, steps {}..{last} of {}, out {}",
         model.num_parameters(),
         args.d_model,
@@ -220,9 +220,9 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary, Error> {
             let (name, value) = source.evaluate(&model, &args)?;
             summary.last_eval = Some(value);
             metrics.write(&json!({"step": step + 1, name: value}))?;
-            bar.println(format!("step {:>6} | loss {loss_value:.4} | {name} {value:.4} | {tokens_per_s:.0} tok/s", step + 1));
+            say(&bar, args.quiet, format!("step {:>6} | loss {loss_value:.4} | {name} {value:.4} | {tokens_per_s:.0} tok/s", step + 1));
             if let (Source::Text(c), false, true) = (&source, args.quiet, args.sample_tokens > 0) {
-                bar.println(format!("  sample: {}", sample(&model, &c.val, &args, step)?));
+                say(&bar, args.quiet, format!("  sample: {}", sample(&model, &c.val, &args, step)?));
             }
             write_loss_curve(&args, &metrics_path)?;
         }
@@ -273,6 +273,16 @@ fn optimizer(model: &MambaLM, args: &TrainArgs) -> AdamW {
 
 fn stopped(step: u64, why: &str, ckpt: &std::path::Path) -> Error {
     format!("training stopped at step {step}: {why}. Nothing was written after the last good checkpoint ({}); try a lower --lr or a tighter --grad-clip", ckpt.display()).into()
+}
+
+/// Print a line above the progress bar, or plainly when there is no bar (not a terminal).
+/// `--quiet` silences everything but errors and the final line.
+fn say(bar: &ProgressBar, quiet: bool, line: String) {
+    if !bar.is_hidden() {
+        bar.println(line);
+    } else if !quiet {
+        println!("{line}");
+    }
 }
 
 fn progress_bar(args: &TrainArgs, first: u64, last: u64) -> ProgressBar {

@@ -1,0 +1,38 @@
+//! The `mamba` binary as a user runs it.
+
+use std::process::Command;
+
+fn mamba(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mamba")).args(args).output().expect("the binary runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for cmd in [vec!["--help"], vec!["train", "--help"], vec!["generate", "--help"]] {
+        let (ok, text) = mamba(&cmd);
+        assert!(ok && text.contains("Usage"), "{cmd:?}: {text}");
+    }
+    let (_, text) = mamba(&["train", "--help"]);
+    for flag in ["--text", "--task", "--steps", "--batch", "--seq-len", "--lr", "--out", "--seed", "--resume"] {
+        assert!(text.contains(flag), "train --help lacks {flag}");
+    }
+}
+
+#[test]
+fn train_then_generate_streams_bytes() {
+    let dir = std::env::temp_dir().join(format!("mamba-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.to_str().unwrap();
+    let (ok, text) = mamba(&["train", "--d-model", "16", "--n-layer", "1", "--batch", "2", "--seq-len", "16", "--steps", "3", "--eval-every", "3", "--eval-windows", "1", "--sample-tokens", "8", "--out", out]);
+    assert!(ok, "{text}");
+    assert!(text.contains("val_bpb") && text.contains("sample:"), "{text}");
+    let ckpt = dir.join("checkpoint");
+    let (ok, text) = mamba(&["generate", "--checkpoint", ckpt.to_str().unwrap(), "--prompt", "fn ", "--tokens", "20"]);
+    assert!(ok, "{text}");
+    assert!(text.starts_with("fn ") && text.len() >= 3 + 20, "{text:?}");
+    let (ok, text) = mamba(&["generate", "--checkpoint", "/nonexistent/ckpt"]);
+    assert!(!ok && text.contains("/nonexistent/ckpt"), "{text}");
+    let _ = std::fs::remove_dir_all(dir);
+}
