@@ -21,7 +21,8 @@ fn inputs() -> Vec<Tensor> {
 
 fn inputs_of_len(len: usize) -> Vec<Tensor> {
     let mut rng = Rng::new(11);
-    let mut r = |shape: &[usize], lo: f64, hi: f64| Tensor::rand_uniform(shape, lo, hi, DType::F32, &mut rng).requires_grad();
+    let mut r =
+        |shape: &[usize], lo: f64, hi: f64| Tensor::rand_uniform(shape, lo, hi, DType::F32, &mut rng).requires_grad();
     vec![
         r(&[B, D, len], -1.0, 1.0),
         r(&[B, D, len], -2.0, 1.0),
@@ -83,8 +84,19 @@ fn fused_scan_saves_inputs_and_chunk_states_only_composed_saves_every_state() {
     assert!(worst < 1e-5, "fused vs composed relative error {worst:e}");
 
     println!("selective scan, B={B} D={D} L={L} N={N} chunk={CHUNK}, f32, bytes saved for backward:");
-    println!("  fused:    {:>12} ({}) = inputs {} + chunk states {}", fused_saved.total_bytes, human(fused_saved.total_bytes), human(input_bytes), human(chunk_state_bytes));
-    println!("  composed: {:>12} ({})  (B*D*L*N floats alone = {})", composed_saved.total_bytes, human(composed_saved.total_bytes), human(all_states_bytes));
+    println!(
+        "  fused:    {:>12} ({}) = inputs {} + chunk states {}",
+        fused_saved.total_bytes,
+        human(fused_saved.total_bytes),
+        human(input_bytes),
+        human(chunk_state_bytes)
+    );
+    println!(
+        "  composed: {:>12} ({})  (B*D*L*N floats alone = {})",
+        composed_saved.total_bytes,
+        human(composed_saved.total_bytes),
+        human(all_states_bytes)
+    );
     println!("  ratio composed/fused: {:.1}x", composed_saved.total_bytes as f64 / fused_saved.total_bytes as f64);
 }
 

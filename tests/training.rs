@@ -26,8 +26,23 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-const TINY: &[&str] =
-    &["--d-model", "16", "--n-layer", "2", "--batch", "2", "--seq-len", "24", "--eval-every", "5", "--eval-windows", "2", "--quiet", "--scan-chunk", "8"];
+const TINY: &[&str] = &[
+    "--d-model",
+    "16",
+    "--n-layer",
+    "2",
+    "--batch",
+    "2",
+    "--seq-len",
+    "24",
+    "--eval-every",
+    "5",
+    "--eval-windows",
+    "2",
+    "--quiet",
+    "--scan-chunk",
+    "8",
+];
 
 fn tiny(extra: &[&str]) -> TrainArgs {
     let mut flags = TINY.to_vec();
@@ -39,13 +54,21 @@ fn tiny(extra: &[&str]) -> TrainArgs {
 fn ten_steps_resume_ten_steps_equals_twenty_straight_steps_bit_for_bit() {
     let (a, b) = (scratch("straight"), scratch("resumed"));
     let straight = train(&tiny(&["--steps", "20", "--warmup", "3", "--out", a.to_str().unwrap()])).unwrap();
-    let first = train(&tiny(&["--steps", "20", "--warmup", "3", "--stop-after", "10", "--out", b.to_str().unwrap()])).unwrap();
+    let first =
+        train(&tiny(&["--steps", "20", "--warmup", "3", "--stop-after", "10", "--out", b.to_str().unwrap()])).unwrap();
     let ckpt = b.join("checkpoint");
-    let second = train(&tiny(&["--steps", "20", "--out", b.to_str().unwrap(), "--resume", ckpt.to_str().unwrap()])).unwrap();
+    let second =
+        train(&tiny(&["--steps", "20", "--out", b.to_str().unwrap(), "--resume", ckpt.to_str().unwrap()])).unwrap();
     assert_eq!((first.losses.len(), second.losses.len(), straight.losses.len()), (10, 10, 20));
     let resumed: Vec<u64> = first.losses.iter().chain(&second.losses).map(|l| l.to_bits()).collect();
     let straight_bits: Vec<u64> = straight.losses.iter().map(|l| l.to_bits()).collect();
-    assert_eq!(resumed, straight_bits, "losses differ:\n resumed {:?}\n straight {:?}", [first.losses, second.losses].concat(), straight.losses);
+    assert_eq!(
+        resumed,
+        straight_bits,
+        "losses differ:\n resumed {:?}\n straight {:?}",
+        [first.losses, second.losses].concat(),
+        straight.losses
+    );
     // and the loss went down
     assert!(straight.losses[19] < straight.losses[0], "{:?}", straight.losses);
     for d in [a, b] {
@@ -57,7 +80,20 @@ fn ten_steps_resume_ten_steps_equals_twenty_straight_steps_bit_for_bit() {
 fn a_nan_stops_training_and_keeps_the_last_good_checkpoint() {
     let dir = scratch("nan");
     // An absurd learning rate overflows the weights after the first update.
-    let run = tiny(&["--steps", "10", "--warmup", "0", "--lr", "1e36", "--grad-clip", "1e30", "--checkpoint-every", "1", "--out", dir.to_str().unwrap()]);
+    let run = tiny(&[
+        "--steps",
+        "10",
+        "--warmup",
+        "0",
+        "--lr",
+        "1e36",
+        "--grad-clip",
+        "1e30",
+        "--checkpoint-every",
+        "1",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
     let err = match train(&run) {
         Ok(s) => panic!("training went on to step {} with lr 1e36", s.final_step),
         Err(e) => e.to_string(),
@@ -74,7 +110,20 @@ fn a_nan_stops_training_and_keeps_the_last_good_checkpoint() {
 fn synthetic_tasks_train_and_report_accuracy() {
     for task in ["selective-copying", "induction-heads"] {
         let dir = scratch(task);
-        let run = tiny(&["--task", task, "--task-len", "12", "--task-tokens", "3", "--task-vocab", "4", "--steps", "5", "--out", dir.to_str().unwrap()]);
+        let run = tiny(&[
+            "--task",
+            task,
+            "--task-len",
+            "12",
+            "--task-tokens",
+            "3",
+            "--task-vocab",
+            "4",
+            "--steps",
+            "5",
+            "--out",
+            dir.to_str().unwrap(),
+        ]);
         let s = train(&run).unwrap();
         let acc = s.last_eval.unwrap();
         assert!((0.0..=1.0).contains(&acc), "{task}: accuracy {acc}");

@@ -232,7 +232,16 @@ impl Tensor {
         let Some(var) = &self.var else { return invalid("set_grad", "this tensor does not require grad") };
         if let Some(g) = &grad {
             if g.shape() != self.shape() || g.dtype != self.dtype {
-                return invalid("set_grad", format!("gradient {:?} {} does not fit tensor {:?} {}", g.shape(), g.dtype, self.shape(), self.dtype));
+                return invalid(
+                    "set_grad",
+                    format!(
+                        "gradient {:?} {} does not fit tensor {:?} {}",
+                        g.shape(),
+                        g.dtype,
+                        self.shape(),
+                        self.dtype
+                    ),
+                );
             }
         }
         *var.grad.lock().unwrap_or_else(|e| e.into_inner()) = grad.map(|g| g.detach());

@@ -29,18 +29,36 @@ pub fn read_safetensors(bytes: &[u8]) -> Result<BTreeMap<String, Loaded>, String
         let shape = view.shape().to_vec();
         let data = view.data();
         let loaded = match view.dtype() {
-            Dtype::F32 => Loaded::Float(float_tensor(data, &shape, DType::F32, 4, |b| f32::from_le_bytes(b.try_into().unwrap()) as f64)?),
-            Dtype::F64 => Loaded::Float(float_tensor(data, &shape, DType::F64, 8, |b| f64::from_le_bytes(b.try_into().unwrap()))?),
-            Dtype::I64 => Loaded::Int { values: data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect(), shape },
-            Dtype::I32 => Loaded::Int { values: data.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64).collect(), shape },
-            other => return Err(format!("tensor `{name}` has dtype {other:?}; only F32, F64, I32 and I64 are supported")),
+            Dtype::F32 => Loaded::Float(float_tensor(data, &shape, DType::F32, 4, |b| {
+                f32::from_le_bytes(b.try_into().unwrap()) as f64
+            })?),
+            Dtype::F64 => {
+                Loaded::Float(float_tensor(data, &shape, DType::F64, 8, |b| f64::from_le_bytes(b.try_into().unwrap()))?)
+            }
+            Dtype::I64 => Loaded::Int {
+                values: data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect(),
+                shape,
+            },
+            Dtype::I32 => Loaded::Int {
+                values: data.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64).collect(),
+                shape,
+            },
+            other => {
+                return Err(format!("tensor `{name}` has dtype {other:?}; only F32, F64, I32 and I64 are supported"))
+            }
         };
         out.insert(name, loaded);
     }
     Ok(out)
 }
 
-fn float_tensor(data: &[u8], shape: &[usize], dtype: DType, size: usize, f: impl Fn(&[u8]) -> f64) -> Result<Tensor, String> {
+fn float_tensor(
+    data: &[u8],
+    shape: &[usize],
+    dtype: DType,
+    size: usize,
+    f: impl Fn(&[u8]) -> f64,
+) -> Result<Tensor, String> {
     let values: Vec<f64> = data.chunks_exact(size).map(f).collect();
     Tensor::from_f64(&values, shape, dtype).map_err(|e| e.to_string())
 }
@@ -52,8 +70,12 @@ pub fn write_safetensors(tensors: &[(String, Tensor)], metadata: &[(&str, String
     for (name, t) in tensors {
         let to_string = |e: mamba_engine::Error| format!("`{name}`: {e}");
         let (dtype, bytes): (Dtype, Vec<u8>) = match t.dtype() {
-            DType::F32 => (Dtype::F32, t.to_vec::<f32>().map_err(to_string)?.iter().flat_map(|v| v.to_le_bytes()).collect()),
-            DType::F64 => (Dtype::F64, t.to_vec::<f64>().map_err(to_string)?.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            DType::F32 => {
+                (Dtype::F32, t.to_vec::<f32>().map_err(to_string)?.iter().flat_map(|v| v.to_le_bytes()).collect())
+            }
+            DType::F64 => {
+                (Dtype::F64, t.to_vec::<f64>().map_err(to_string)?.iter().flat_map(|v| v.to_le_bytes()).collect())
+            }
         };
         blobs.push((name.as_str(), dtype, t.shape().to_vec(), bytes));
     }

@@ -21,12 +21,12 @@
 //! and an SSM state (B, d_inner, d_state) per layer: constant cost per token.
 
 use crate::{config::MambaConfig, io::Loaded};
-use std::collections::BTreeMap;
 use mamba_engine::{
     no_grad,
     ops::scan::{selective_scan, ScanArgs},
     DType, Device, Error, Result, Rng, Tensor,
 };
+use std::collections::BTreeMap;
 
 /// RMSNorm epsilon of the reference.
 pub const RMS_EPS: f64 = 1e-5;
@@ -37,15 +37,15 @@ fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 }
 
 pub struct Mixer {
-    pub in_proj: Tensor,      // (2 d_inner, d_model)
-    pub conv_weight: Tensor,  // (d_inner, 1, d_conv)
-    pub conv_bias: Tensor,    // (d_inner)
-    pub x_proj: Tensor,       // (dt_rank + 2 d_state, d_inner)
+    pub in_proj: Tensor,        // (2 d_inner, d_model)
+    pub conv_weight: Tensor,    // (d_inner, 1, d_conv)
+    pub conv_bias: Tensor,      // (d_inner)
+    pub x_proj: Tensor,         // (dt_rank + 2 d_state, d_inner)
     pub dt_proj_weight: Tensor, // (d_inner, dt_rank)
-    pub dt_proj_bias: Tensor, // (d_inner)
-    pub a_log: Tensor,        // (d_inner, d_state)
-    pub d: Tensor,            // (d_inner)
-    pub out_proj: Tensor,     // (d_model, d_inner)
+    pub dt_proj_bias: Tensor,   // (d_inner)
+    pub a_log: Tensor,          // (d_inner, d_state)
+    pub d: Tensor,              // (d_inner)
+    pub out_proj: Tensor,       // (d_model, d_inner)
 }
 
 pub struct Layer {
@@ -74,7 +74,8 @@ impl Mixer {
         let (dm, di) = (cfg.d_model, cfg.d_inner());
         let s = &cfg.ssm_cfg;
         let (n, r, k) = (s.d_state, s.dt_rank, s.d_conv);
-        let uniform = |shape: &[usize], bound: f64, rng: &mut Rng| Tensor::rand_uniform(shape, -bound, bound, dtype, rng);
+        let uniform =
+            |shape: &[usize], bound: f64, rng: &mut Rng| Tensor::rand_uniform(shape, -bound, bound, dtype, rng);
         let fan = |n: usize| 1.0 / (n as f64).sqrt(); // nn.Linear / nn.Conv1d default bound
         let in_proj = uniform(&[2 * di, dm], fan(dm), rng);
         let conv_weight = uniform(&[di, 1, k], fan(k), rng);
@@ -144,7 +145,7 @@ impl Mixer {
         let parts = linear(&x, &self.x_proj)?.split(&[s.dt_rank, s.d_state, s.d_state], 1)?;
         let dt = linear(&parts[0], &self.dt_proj_weight)?.add(&self.dt_proj_bias)?.softplus()?.unsqueeze(2)?;
         let a = self.a_log.exp()?.neg()?; // (d_inner, d_state)
-        // h = exp(dt A) h + dt B x ;  y = C h + D x ;  out = y silu(z)
+                                          // h = exp(dt A) h + dt B x ;  y = C h + D x ;  out = y silu(z)
         let drive = dt.mul(&parts[1].unsqueeze(1)?)?.mul(&x.unsqueeze(2)?)?;
         *ssm = dt.mul(&a)?.exp()?.mul(ssm)?.add(&drive)?;
         let y = ssm.mul(&parts[2].unsqueeze(1)?)?.sum(&[2], false)?.add(&x.mul(&self.d)?)?;
@@ -256,7 +257,8 @@ impl MambaLM {
         let params = self.named_parameters();
         for (name, p) in &params {
             let key = format!("{prefix}{name}");
-            let t = tensors.get(&key).and_then(Loaded::tensor).ok_or_else(|| format!("missing float tensor `{key}`"))?;
+            let t =
+                tensors.get(&key).and_then(Loaded::tensor).ok_or_else(|| format!("missing float tensor `{key}`"))?;
             if t.shape() != p.shape() {
                 return Err(format!("`{key}` has shape {:?}, the model expects {:?}", t.shape(), p.shape()));
             }
@@ -271,7 +273,9 @@ impl MambaLM {
         }
         for key in tensors.keys().filter_map(|k| k.strip_prefix(prefix)) {
             if key != "lm_head.weight" && !params.iter().any(|(n, _)| n == key) {
-                return Err(format!("unexpected tensor `{prefix}{key}`: the checkpoint does not match this model configuration"));
+                return Err(format!(
+                    "unexpected tensor `{prefix}{key}`: the checkpoint does not match this model configuration"
+                ));
             }
         }
         Ok(())

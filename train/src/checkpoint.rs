@@ -396,7 +396,6 @@ fn padded_vocab(cfg: &MambaConfig) -> Option<usize> {
     cfg.vocab_size.div_ceil(multiple).checked_mul(multiple)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,14 +15,24 @@ pub struct Sampling {
 }
 
 /// Continue `prompt` (non-empty) by `n` tokens, calling `emit` with each new token.
-pub fn generate(model: &MambaLM, prompt: &[usize], n: usize, how: Sampling, rng: &mut Rng, mut emit: impl FnMut(usize)) -> Result<Vec<usize>> {
+pub fn generate(
+    model: &MambaLM,
+    prompt: &[usize],
+    n: usize,
+    how: Sampling,
+    rng: &mut Rng,
+    mut emit: impl FnMut(usize),
+) -> Result<Vec<usize>> {
     let mut state = model.new_state(1);
     let mut logits = None;
     for &t in prompt {
         logits = Some(model.step(&[t], &mut state)?);
     }
     let Some(mut logits) = logits else {
-        return Err(mamba_engine::Error::Invalid { op: "generate", msg: "the prompt must contain at least one token".into() });
+        return Err(mamba_engine::Error::Invalid {
+            op: "generate",
+            msg: "the prompt must contain at least one token".into(),
+        });
     };
     let vocab = model.cfg.vocab_size;
     let mut out = Vec::with_capacity(n);

@@ -63,7 +63,12 @@ fn run_generate(args: &GenerateArgs) -> Result<(), Box<dyn std::error::Error>> {
         return Err("--prompt must not be empty".into());
     }
     if model.cfg.vocab_size < 256 {
-        return Err(format!("{} holds a synthetic-task model (vocabulary {}), not a byte model", args.checkpoint.display(), model.cfg.vocab_size).into());
+        return Err(format!(
+            "{} holds a synthetic-task model (vocabulary {}), not a byte model",
+            args.checkpoint.display(),
+            model.cfg.vocab_size
+        )
+        .into());
     }
     let prompt: Vec<usize> = args.prompt.bytes().map(usize::from).collect();
     let mut rng = Rng::new(args.seed);

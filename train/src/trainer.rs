@@ -181,16 +181,20 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary, Error> {
     let first = opt.step;
     let last = args.stop_after.map_or(args.steps, |n| (first + n).min(args.steps));
     let bar = progress_bar(&args, first, last);
-    say(&bar, args.quiet, format!(
-        "mamba: {} parameters (d_model {}, {} layers), batch {} x {len}, steps {}..{last} of {}, out {}",
-        model.num_parameters(),
-        args.d_model,
-        args.n_layer,
-        args.batch,
-        first,
-        args.steps,
-        args.out.display()
-    ));
+    say(
+        &bar,
+        args.quiet,
+        format!(
+            "mamba: {} parameters (d_model {}, {} layers), batch {} x {len}, steps {}..{last} of {}, out {}",
+            model.num_parameters(),
+            args.d_model,
+            args.n_layer,
+            args.batch,
+            first,
+            args.steps,
+            args.out.display()
+        ),
+    );
     let started = Instant::now();
     let mut summary = TrainSummary { losses: vec![], last_eval: None, final_step: first };
     for step in first..last {
@@ -220,20 +224,31 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary, Error> {
             let (name, value) = source.evaluate(&model, &args)?;
             summary.last_eval = Some(value);
             metrics.write(&json!({"step": step + 1, name: value}))?;
-            say(&bar, args.quiet, format!("step {:>6} | loss {loss_value:.4} | {name} {value:.4} | {tokens_per_s:.0} tok/s", step + 1));
+            say(
+                &bar,
+                args.quiet,
+                format!("step {:>6} | loss {loss_value:.4} | {name} {value:.4} | {tokens_per_s:.0} tok/s", step + 1),
+            );
             if let (Source::Text(c), false, true) = (&source, args.quiet, args.sample_tokens > 0) {
                 say(&bar, args.quiet, format!("  sample: {}", sample(&model, &c.val, &args, step)?));
             }
             write_loss_curve(&args, &metrics_path)?;
         }
         if (step + 1) % args.checkpoint_every == 0 || at_end {
-            let state = TrainingState { step: opt.step, rng_state: rng.state, train_args: serde_json::to_value(&args)? };
+            let state =
+                TrainingState { step: opt.step, rng_state: rng.state, train_args: serde_json::to_value(&args)? };
             checkpoint::save(&ckpt_dir, &model, &opt, &state)?;
         }
     }
     bar.finish_and_clear();
     if summary.final_step > first {
-        println!("done: step {} | checkpoint {} | metrics {} | curve {}", summary.final_step, ckpt_dir.display(), metrics_path.display(), args.out.join("loss.svg").display());
+        println!(
+            "done: step {} | checkpoint {} | metrics {} | curve {}",
+            summary.final_step,
+            ckpt_dir.display(),
+            metrics_path.display(),
+            args.out.join("loss.svg").display()
+        );
     }
     Ok(summary)
 }
@@ -314,8 +329,14 @@ fn write_loss_curve(args: &TrainArgs, metrics_path: &std::path::Path) -> Result<
         records.iter().filter_map(|r| Some((r["step"].as_f64()?, r[key].as_f64()? * scale))).collect()
     };
     let svg = match args.task {
-        None => loss_curve_svg("mamba train", &[("train loss (bits/byte)", series("loss", 1.0 / LN_2)), ("val bits/byte", series("val_bpb", 1.0))]),
-        Some(_) => loss_curve_svg("mamba train", &[("train loss (nats)", series("loss", 1.0)), ("val accuracy", series("val_accuracy", 1.0))]),
+        None => loss_curve_svg(
+            "mamba train",
+            &[("train loss (bits/byte)", series("loss", 1.0 / LN_2)), ("val bits/byte", series("val_bpb", 1.0))],
+        ),
+        Some(_) => loss_curve_svg(
+            "mamba train",
+            &[("train loss (nats)", series("loss", 1.0)), ("val accuracy", series("val_accuracy", 1.0))],
+        ),
     };
     write_atomic(&args.out.join("loss.svg"), svg.as_bytes())?;
     Ok(())

@@ -25,7 +25,27 @@ fn train_then_generate_streams_bytes() {
     let dir = std::env::temp_dir().join(format!("mamba-cli-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let out = dir.to_str().unwrap();
-    let (ok, text) = mamba(&["train", "--d-model", "16", "--n-layer", "1", "--batch", "2", "--seq-len", "16", "--steps", "3", "--eval-every", "3", "--eval-windows", "1", "--sample-tokens", "8", "--out", out]);
+    let (ok, text) = mamba(&[
+        "train",
+        "--d-model",
+        "16",
+        "--n-layer",
+        "1",
+        "--batch",
+        "2",
+        "--seq-len",
+        "16",
+        "--steps",
+        "3",
+        "--eval-every",
+        "3",
+        "--eval-windows",
+        "1",
+        "--sample-tokens",
+        "8",
+        "--out",
+        out,
+    ]);
     assert!(ok, "{text}");
     assert!(text.contains("val_bpb") && text.contains("sample:"), "{text}");
     let ckpt = dir.join("checkpoint");

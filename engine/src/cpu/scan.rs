@@ -31,8 +31,8 @@
 //! that `dBm`, `dCm` sum over `d` and `dA`, `dD`, `dbias` sum over `b`, so each task
 //! accumulates those into its own small buffers, reduced at the end.
 
-use crate::dtype::Elem;
 use crate::cpu::elementwise::{sigmoid, softplus};
+use crate::dtype::Elem;
 use rayon::prelude::*;
 
 /// Problem sizes. `chunk` is the number of time steps between saved states.
@@ -151,7 +151,12 @@ struct Partial<T> {
     dcm: Vec<T>,    // (N, L)
 }
 
-pub fn selective_scan_backward<T: Elem>(dims: ScanDims, x: &ScanInputs<T>, chunk_states: &[T], dout: &[T]) -> ScanGrads<T> {
+pub fn selective_scan_backward<T: Elem>(
+    dims: ScanDims,
+    x: &ScanInputs<T>,
+    chunk_states: &[T],
+    dout: &[T],
+) -> ScanGrads<T> {
     let ScanDims { batch, dim, len, state: n_state, .. } = dims;
     // Enough tasks to keep every thread busy, few enough that the (N, L) partials stay small.
     let tasks_wanted = 4 * rayon::current_num_threads();
@@ -253,8 +258,8 @@ fn channel_group_backward<T: Elem>(
                 let dy = match x.z {
                     Some(z) => {
                         let (zt, s) = (z[row + t], sigmoid(z[row + t]));
-                        let y = (0..n_state).map(|n| x.cm[(b * n_state + n) * len + t] * h[n]).sum::<T>()
-                            + x.d_skip[d] * u;
+                        let y =
+                            (0..n_state).map(|n| x.cm[(b * n_state + n) * len + t] * h[n]).sum::<T>() + x.d_skip[d] * u;
                         p.dz[k * len + t] = dout[row + t] * y * s * (T::one() + zt * (T::one() - s));
                         dout[row + t] * zt * s
                     }

@@ -60,11 +60,19 @@ impl ScanArgs<'_> {
     /// Check every shape against `u: (B, D, L)` and `a: (D, N)`.
     fn dims(&self) -> Result<ScanDims> {
         let [batch, dim, len] = self.u.shape() else {
-            return Err(Error::Rank { op: "selective_scan", shape: self.u.shape().to_vec(), expected: "u of shape (B, D, L)".into() });
+            return Err(Error::Rank {
+                op: "selective_scan",
+                shape: self.u.shape().to_vec(),
+                expected: "u of shape (B, D, L)".into(),
+            });
         };
         let (batch, dim, len) = (*batch, *dim, *len);
         let [_, state] = self.a.shape() else {
-            return Err(Error::Rank { op: "selective_scan", shape: self.a.shape().to_vec(), expected: "A of shape (D, N)".into() });
+            return Err(Error::Rank {
+                op: "selective_scan",
+                shape: self.a.shape().to_vec(),
+                expected: "A of shape (D, N)".into(),
+            });
         };
         let state = *state;
         expect_shape("delta", self.delta, &[batch, dim, len])?;
@@ -135,11 +143,13 @@ pub fn selective_scan(args: &ScanArgs) -> Result<ScanOut> {
     let inputs: Vec<Tensor> = args.tensors().into_iter().map(|t| t.contiguous()).collect::<Result<_>>()?;
     let (out, last, states) = match args.u.dtype() {
         crate::DType::F32 => {
-            let f = with_inputs::<f32, _>(&inputs, has_z, has_bias, softplus, |x| kernel::selective_scan_forward(dims, x))?;
+            let f =
+                with_inputs::<f32, _>(&inputs, has_z, has_bias, softplus, |x| kernel::selective_scan_forward(dims, x))?;
             (CpuData::F32(f.out), CpuData::F32(f.last_state), CpuData::F32(f.chunk_states))
         }
         crate::DType::F64 => {
-            let f = with_inputs::<f64, _>(&inputs, has_z, has_bias, softplus, |x| kernel::selective_scan_forward(dims, x))?;
+            let f =
+                with_inputs::<f64, _>(&inputs, has_z, has_bias, softplus, |x| kernel::selective_scan_forward(dims, x))?;
             (CpuData::F64(f.out), CpuData::F64(f.last_state), CpuData::F64(f.chunk_states))
         }
     };
@@ -167,7 +177,15 @@ fn scan_backward(
     has_bias: bool,
     softplus: bool,
 ) -> Result<Vec<Option<Tensor>>> {
-    fn run<T: CpuElem>(dims: ScanDims, ins: &[Tensor], states: &Tensor, dout: &Tensor, z: bool, bias: bool, sp: bool) -> Result<Vec<Vec<T>>> {
+    fn run<T: CpuElem>(
+        dims: ScanDims,
+        ins: &[Tensor],
+        states: &Tensor,
+        dout: &Tensor,
+        z: bool,
+        bias: bool,
+        sp: bool,
+    ) -> Result<Vec<Vec<T>>> {
         let (sg, dg) = (states.read(), dout.read());
         let slice = |g: &crate::storage::Storage, t: &Tensor| -> Result<Vec<T>> {
             let StorageKind::Cpu(d) = g.kind();
@@ -184,8 +202,12 @@ fn scan_backward(
         })
     }
     let grads: Vec<CpuData> = match dout.dtype() {
-        crate::DType::F32 => run::<f32>(dims, ins, states, dout, has_z, has_bias, softplus)?.into_iter().map(CpuData::F32).collect(),
-        crate::DType::F64 => run::<f64>(dims, ins, states, dout, has_z, has_bias, softplus)?.into_iter().map(CpuData::F64).collect(),
+        crate::DType::F32 => {
+            run::<f32>(dims, ins, states, dout, has_z, has_bias, softplus)?.into_iter().map(CpuData::F32).collect()
+        }
+        crate::DType::F64 => {
+            run::<f64>(dims, ins, states, dout, has_z, has_bias, softplus)?.into_iter().map(CpuData::F64).collect()
+        }
     };
     grads.into_iter().zip(ins).map(|(g, t)| Ok(Some(Tensor::from_cpu_data(g, t.shape())?))).collect()
 }
@@ -230,19 +252,30 @@ mod tests {
         let mut rng = Rng::new(seed);
         let mut r = |shape: &[usize], lo: f64, hi: f64| Tensor::rand_uniform(shape, lo, hi, dtype, &mut rng);
         vec![
-            r(&[b, d, l], -1.0, 1.0),  // u
-            r(&[b, d, l], -2.0, 1.0),  // delta
-            r(&[d, n], -2.0, -0.1),    // A
-            r(&[b, n, l], -1.0, 1.0),  // B
-            r(&[b, n, l], -1.0, 1.0),  // C
-            r(&[d], -1.0, 1.0),        // D
-            r(&[b, d, l], -2.0, 2.0),  // z
-            r(&[d], -1.0, 0.5),        // delta_bias
+            r(&[b, d, l], -1.0, 1.0), // u
+            r(&[b, d, l], -2.0, 1.0), // delta
+            r(&[d, n], -2.0, -0.1),   // A
+            r(&[b, n, l], -1.0, 1.0), // B
+            r(&[b, n, l], -1.0, 1.0), // C
+            r(&[d], -1.0, 1.0),       // D
+            r(&[b, d, l], -2.0, 2.0), // z
+            r(&[d], -1.0, 0.5),       // delta_bias
         ]
     }
 
     fn args(x: &[Tensor], chunk: usize) -> ScanArgs<'_> {
-        ScanArgs { u: &x[0], delta: &x[1], a: &x[2], b: &x[3], c: &x[4], d: &x[5], z: Some(&x[6]), delta_bias: Some(&x[7]), softplus: true, chunk }
+        ScanArgs {
+            u: &x[0],
+            delta: &x[1],
+            a: &x[2],
+            b: &x[3],
+            c: &x[4],
+            d: &x[5],
+            z: Some(&x[6]),
+            delta_bias: Some(&x[7]),
+            softplus: true,
+            chunk,
+        }
     }
 
     #[test]
@@ -276,7 +309,18 @@ mod tests {
         let r = gradcheck::check(|x| Ok(selective_scan(&args(x, 3))?.out), &x, tol).unwrap();
         assert!(r.ops.contains(&"selective_scan"));
         let plain = |x: &[Tensor]| {
-            let a = ScanArgs { u: &x[0], delta: &x[1], a: &x[2], b: &x[3], c: &x[4], d: &x[5], z: None, delta_bias: None, softplus: false, chunk: 2 };
+            let a = ScanArgs {
+                u: &x[0],
+                delta: &x[1],
+                a: &x[2],
+                b: &x[3],
+                c: &x[4],
+                d: &x[5],
+                z: None,
+                delta_bias: None,
+                softplus: false,
+                chunk: 2,
+            };
             Ok(selective_scan(&a)?.out)
         };
         gradcheck::check(plain, &x[..6], tol).unwrap();

@@ -111,7 +111,12 @@ impl Tensor {
         let d = axis("narrow", self.shape(), dim)?;
         let size = self.shape()[d];
         if start.checked_add(len).is_none_or(|end| end > size) {
-            return Err(Error::Index { op: "narrow", index: start.saturating_add(len) as i64, size, what: "slice end" });
+            return Err(Error::Index {
+                op: "narrow",
+                index: start.saturating_add(len) as i64,
+                size,
+                what: "slice end",
+            });
         }
         let out = self.with_layout(self.layout.narrow(d, start, len));
         let shape = self.shape().to_vec();
