@@ -86,9 +86,48 @@ pub struct ScanForward<T> {
     pub chunk_states: Vec<T>,
 }
 
+/// (B, N, L) -> (B, L, N), so that the state loop reads B_t and C_t contiguously.
+fn time_major<T: Elem>(m: &[T], batch: usize, n_state: usize, len: usize) -> Vec<T> {
+    let mut out = vec![T::zero(); m.len()];
+    for b in 0..batch {
+        for n in 0..n_state {
+            for t in 0..len {
+                out[(b * len + t) * n_state + n] = m[(b * n_state + n) * len + t];
+            }
+        }
+    }
+    out
+}
+
+/// Compile `$body` (which calls `#[inline(always)]` generic code) a second time with
+/// AVX2+FMA enabled and pick that copy at run time when the CPU has them: the state
+/// loops and `exp_fast` then become 256-bit vector code.
+macro_rules! with_avx2 {
+    ($body:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn fast<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
+            if super::avx2_fma() {
+                // SAFETY: the features were detected on this CPU just above.
+                unsafe { fast(|| $body) }
+            } else {
+                $body
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            $body
+        }
+    }};
+}
+
 pub fn selective_scan_forward<T: Elem>(dims: ScanDims, x: &ScanInputs<T>) -> ScanForward<T> {
-    let ScanDims { batch, dim, len, state: n_state, chunk } = dims;
+    let ScanDims { batch, dim, len, state: n_state, .. } = dims;
     let nc = dims.n_chunks();
+    let (bt, ct) = (time_major(x.bm, batch, n_state, len), time_major(x.cm, batch, n_state, len));
     let mut out = vec![T::zero(); batch * dim * len];
     let mut last_state = vec![T::zero(); batch * dim * n_state];
     let mut chunk_states = vec![T::zero(); batch * dim * nc * n_state];
@@ -99,29 +138,47 @@ pub fn selective_scan_forward<T: Elem>(dims: ScanDims, x: &ScanInputs<T>) -> Sca
         .enumerate()
         .for_each(|(bd, ((out, last), saved))| {
             let (b, d) = (bd / dim, bd % dim);
-            let row = bd * len; // offset of (b, d, 0) in (B, D, L)
-            let a = &x.a[d * n_state..(d + 1) * n_state];
-            let mut h = vec![T::zero(); n_state];
-            for t in 0..len {
-                if t % chunk == 0 {
-                    saved[(t / chunk) * n_state..][..n_state].copy_from_slice(&h);
-                }
-                let (dt, _) = x.dt(d, x.delta[row + t]);
-                let du = dt * x.u[row + t];
-                let mut y = x.d_skip[d] * x.u[row + t];
-                for n in 0..n_state {
-                    let bc = (b * n_state + n) * len + t; // (b, n, t) in (B, N, L)
-                    h[n] = (dt * a[n]).exp() * h[n] + du * x.bm[bc];
-                    y += x.cm[bc] * h[n];
-                }
-                out[t] = match x.z {
-                    Some(z) => y * z[row + t] * sigmoid(z[row + t]),
-                    None => y,
-                };
-            }
-            last.copy_from_slice(&h);
+            let (bt, ct) = (&bt[b * len * n_state..], &ct[b * len * n_state..]);
+            with_avx2!(forward_channel(dims, x, b, d, bt, ct, out, last, saved))
         });
     ScanForward { out, last_state, chunk_states }
+}
+
+/// The recurrence for one (b, d) channel; `bt`, `ct` are batch b's B and C as (L, N).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn forward_channel<T: Elem>(
+    dims: ScanDims,
+    x: &ScanInputs<T>,
+    b: usize,
+    d: usize,
+    bt: &[T],
+    ct: &[T],
+    out: &mut [T],
+    last: &mut [T],
+    saved: &mut [T],
+) {
+    let ScanDims { dim, len, state: n_state, chunk, .. } = dims;
+    let row = (b * dim + d) * len; // offset of (b, d, 0) in (B, D, L)
+    let a = &x.a[d * n_state..(d + 1) * n_state];
+    let mut h = vec![T::zero(); n_state];
+    for t in 0..len {
+        if t % chunk == 0 {
+            saved[(t / chunk) * n_state..][..n_state].copy_from_slice(&h);
+        }
+        let (dt, _) = x.dt(d, x.delta[row + t]);
+        let du = dt * x.u[row + t];
+        let (b_t, c_t) = (&bt[t * n_state..][..n_state], &ct[t * n_state..][..n_state]);
+        for n in 0..n_state {
+            h[n] = (dt * a[n]).exp_fast() * h[n] + du * b_t[n]; // h = exp(dt A) h + dt B u
+        }
+        let y = (0..n_state).map(|n| c_t[n] * h[n]).sum::<T>() + x.d_skip[d] * x.u[row + t];
+        out[t] = match x.z {
+            Some(z) => y * z[row + t] * sigmoid(z[row + t]),
+            None => y,
+        };
+    }
+    last.copy_from_slice(&h);
 }
 
 /// Gradients of every input; `dz`/`ddelta_bias` exist when `z`/`delta_bias` were given.
@@ -147,8 +204,8 @@ struct Partial<T> {
     da: Vec<T>,     // (g, N)
     dd: Vec<T>,     // (g)
     dbias: Vec<T>,  // (g)
-    dbm: Vec<T>,    // (N, L) summed over this task's channels
-    dcm: Vec<T>,    // (N, L)
+    dbt: Vec<T>,    // (L, N) summed over this task's channels (time-major, like bt)
+    dct: Vec<T>,    // (L, N)
 }
 
 pub fn selective_scan_backward<T: Elem>(
@@ -158,7 +215,8 @@ pub fn selective_scan_backward<T: Elem>(
     dout: &[T],
 ) -> ScanGrads<T> {
     let ScanDims { batch, dim, len, state: n_state, .. } = dims;
-    // Enough tasks to keep every thread busy, few enough that the (N, L) partials stay small.
+    let (bt, ct) = (time_major(x.bm, batch, n_state, len), time_major(x.cm, batch, n_state, len));
+    // Enough tasks to keep every thread busy, few enough that the (L, N) partials stay small.
     let tasks_wanted = 4 * rayon::current_num_threads();
     let group = (batch * dim).div_ceil(tasks_wanted).clamp(1, dim.max(1));
     let groups = dim.div_ceil(group);
@@ -166,7 +224,9 @@ pub fn selective_scan_backward<T: Elem>(
         .into_par_iter()
         .map(|task| {
             let (b, d0) = (task / groups, (task % groups) * group);
-            channel_group_backward(dims, x, chunk_states, dout, b, d0, group.min(dim - d0))
+            let g = group.min(dim - d0);
+            let (bt, ct) = (&bt[b * len * n_state..], &ct[b * len * n_state..]);
+            with_avx2!(channel_group_backward(dims, x, bt, ct, chunk_states, dout, b, d0, g))
         })
         .collect();
 
@@ -192,8 +252,13 @@ pub fn selective_scan_backward<T: Elem>(
         if let Some(db) = &mut g.ddelta_bias {
             add_into(&mut db[p.d0..][..p.dbias.len()], &p.dbias);
         }
-        add_into(&mut g.dbm[p.b * n_state * len..][..n_state * len], &p.dbm);
-        add_into(&mut g.dcm[p.b * n_state * len..][..n_state * len], &p.dcm);
+        // back from (L, N) to the reference layout (N, L)
+        for t in 0..len {
+            for n in 0..n_state {
+                g.dbm[(p.b * n_state + n) * len + t] += p.dbt[t * n_state + n];
+                g.dcm[(p.b * n_state + n) * len + t] += p.dct[t * n_state + n];
+            }
+        }
     }
     g
 }
@@ -203,9 +268,13 @@ fn add_into<T: Elem>(dst: &mut [T], src: &[T]) {
 }
 
 /// Backward for channels `d0..d0+g` of batch `b`, chunk by chunk in reverse.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn channel_group_backward<T: Elem>(
     dims: ScanDims,
     x: &ScanInputs<T>,
+    bt: &[T],
+    ct: &[T],
     chunk_states: &[T],
     dout: &[T],
     b: usize,
@@ -224,12 +293,14 @@ fn channel_group_backward<T: Elem>(
         da: vec![zero; g * n_state],
         dd: vec![zero; g],
         dbias: vec![zero; g],
-        dbm: vec![zero; n_state * len],
-        dcm: vec![zero; n_state * len],
+        dbt: vec![zero; len * n_state],
+        dct: vec![zero; len * n_state],
     };
-    // Replayed states of one chunk and their decay factors, (chunk, N) each.
+    // One chunk replayed: states h_t and decays exp(dt_t A) as (chunk, N); dt_t and
+    // d(dt_t)/d(delta_t) as (chunk).
     let mut hs = vec![zero; chunk * n_state];
     let mut decay = vec![zero; chunk * n_state];
+    let mut dts = vec![(zero, zero); chunk];
     let mut dh = vec![zero; n_state];
     for k in 0..g {
         let d = d0 + k;
@@ -241,44 +312,54 @@ fn channel_group_backward<T: Elem>(
             let h0 = &chunk_states[((b * dim + d) * nc + c) * n_state..][..n_state];
             // Replay the forward recurrence over this chunk from its saved entry state.
             for t in t0..t1 {
-                let (dt, _) = x.dt(d, x.delta[row + t]);
+                let i = t - t0;
+                dts[i] = x.dt(d, x.delta[row + t]);
+                let dt = dts[i].0;
                 let du = dt * x.u[row + t];
+                let (prev, rest) = if i == 0 {
+                    (h0, &mut hs[..])
+                } else {
+                    let (p, r) = hs.split_at_mut(i * n_state);
+                    (&p[(i - 1) * n_state..], r)
+                };
+                let (h, e) = (&mut rest[..n_state], &mut decay[i * n_state..][..n_state]);
+                let b_t = &bt[t * n_state..][..n_state];
                 for n in 0..n_state {
-                    let prev = if t == t0 { h0[n] } else { hs[(t - t0 - 1) * n_state + n] };
-                    let e = (dt * a[n]).exp();
-                    decay[(t - t0) * n_state + n] = e;
-                    hs[(t - t0) * n_state + n] = e * prev + du * x.bm[(b * n_state + n) * len + t];
+                    e[n] = (dt * a[n]).exp_fast();
+                    h[n] = e[n] * prev[n] + du * b_t[n];
                 }
             }
             // Adjoint recurrence, newest step first.
             for t in (t0..t1).rev() {
-                let (dt, ddt_ddelta) = x.dt(d, x.delta[row + t]);
+                let i = t - t0;
+                let (dt, ddt_ddelta) = dts[i];
                 let u = x.u[row + t];
-                let h = &hs[(t - t0) * n_state..][..n_state];
+                let h = &hs[i * n_state..][..n_state];
+                let prev = if i == 0 { h0 } else { &hs[(i - 1) * n_state..][..n_state] };
+                let e = &decay[i * n_state..][..n_state];
+                let (b_t, c_t) = (&bt[t * n_state..][..n_state], &ct[t * n_state..][..n_state]);
                 let dy = match x.z {
                     Some(z) => {
                         let (zt, s) = (z[row + t], sigmoid(z[row + t]));
-                        let y =
-                            (0..n_state).map(|n| x.cm[(b * n_state + n) * len + t] * h[n]).sum::<T>() + x.d_skip[d] * u;
+                        let y = (0..n_state).map(|n| c_t[n] * h[n]).sum::<T>() + x.d_skip[d] * u;
                         p.dz[k * len + t] = dout[row + t] * y * s * (T::one() + zt * (T::one() - s));
                         dout[row + t] * zt * s
                     }
                     None => dout[row + t],
                 };
                 p.dd[k] += dy * u;
+                let (dct, dbt) = (&mut p.dct[t * n_state..][..n_state], &mut p.dbt[t * n_state..][..n_state]);
+                let da = &mut p.da[k * n_state..][..n_state];
                 let mut du = dy * x.d_skip[d];
                 let mut ddt = zero;
                 for n in 0..n_state {
-                    let bc = (b * n_state + n) * len + t;
-                    let prev = if t == t0 { h0[n] } else { hs[(t - t0 - 1) * n_state + n] };
-                    let e = decay[(t - t0) * n_state + n];
-                    p.dcm[n * len + t] += dy * h[n];
-                    dh[n] += dy * x.cm[bc];
-                    ddt += dh[n] * (a[n] * e * prev + x.bm[bc] * u);
-                    p.da[k * n_state + n] += dh[n] * dt * e * prev;
-                    p.dbm[n * len + t] += dh[n] * dt * u;
-                    du += dh[n] * dt * x.bm[bc];
-                    dh[n] *= e; // becomes the carry into step t-1
+                    dct[n] += dy * h[n];
+                    dh[n] += dy * c_t[n]; // dh_t is now complete
+                    ddt += dh[n] * (a[n] * e[n] * prev[n] + b_t[n] * u);
+                    da[n] += dh[n] * dt * e[n] * prev[n];
+                    dbt[n] += dh[n] * dt * u;
+                    du += dh[n] * dt * b_t[n];
+                    dh[n] *= e[n]; // becomes the carry into step t-1
                 }
                 p.du[k * len + t] = du;
                 let ddelta = ddt * ddt_ddelta;
