@@ -80,7 +80,7 @@ fn selective_scan_matches_reference_in_f32() {
 fn check_lm(dtype: DType, tol_logits: f64, tol_grads: f64) {
     let r = fixture("mamba_lm.safetensors");
     let cfg_path = format!("{}/fixtures/reference/mamba_lm.config.json", env!("CARGO_MANIFEST_DIR"));
-    let cfg: MambaConfig = serde_json::from_str(&std::fs::read_to_string(cfg_path).unwrap()).unwrap();
+    let cfg = MambaConfig::from_json(&std::fs::read_to_string(cfg_path).unwrap()).unwrap();
     let model = MambaLM::new(cfg, dtype, 0).unwrap();
     model.load_parameters(&r, "param.").unwrap();
     let ids: Vec<usize> = ints(&r, "input_ids").iter().map(|&i| i as usize).collect();

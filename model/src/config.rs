@@ -3,13 +3,33 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The mixer's settings. Fields missing from a config file take the reference defaults
+/// (`"ssm_cfg": {}` is what the published Mamba checkpoints contain).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SsmConfig {
+    #[serde(default = "default_d_state")]
     pub d_state: usize,
+    #[serde(default = "default_d_conv")]
     pub d_conv: usize,
+    #[serde(default = "default_expand")]
     pub expand: usize,
-    /// Rank of the delta projection; the reference default is ceil(d_model / 16).
+    /// Rank of the delta projection; absent (the reference's "auto") means ceil(d_model / 16),
+    /// filled in by [`MambaConfig::from_json`].
+    #[serde(default)]
     pub dt_rank: usize,
+}
+
+fn default_d_state() -> usize {
+    16
+}
+fn default_d_conv() -> usize {
+    4
+}
+fn default_expand() -> usize {
+    2
+}
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -18,11 +38,20 @@ pub struct MambaConfig {
     pub n_layer: usize,
     pub vocab_size: usize,
     pub ssm_cfg: SsmConfig,
+    #[serde(default = "default_true")]
     pub rms_norm: bool,
+    #[serde(default = "default_true")]
     pub residual_in_fp32: bool,
+    #[serde(default = "default_true")]
     pub fused_add_norm: bool,
+    #[serde(default = "default_pad")]
     pub pad_vocab_size_multiple: usize,
+    #[serde(default = "default_true")]
     pub tie_embeddings: bool,
+}
+
+fn default_pad() -> usize {
+    8
 }
 
 impl MambaConfig {
@@ -39,6 +68,17 @@ impl MambaConfig {
             pad_vocab_size_multiple: 8,
             tie_embeddings: true,
         }
+    }
+
+    /// Parse a reference-style `config.json`: absent fields take the reference defaults,
+    /// then the result is validated.
+    pub fn from_json(text: &str) -> Result<MambaConfig, String> {
+        let mut cfg: MambaConfig = serde_json::from_str(text).map_err(|e| format!("invalid config: {e}"))?;
+        if cfg.ssm_cfg.dt_rank == 0 {
+            cfg.ssm_cfg.dt_rank = cfg.d_model.div_ceil(16);
+        }
+        cfg.validate().map_err(|e| format!("unsupported configuration: {e}"))?;
+        Ok(cfg)
     }
 
     pub fn d_inner(&self) -> usize {
@@ -63,5 +103,23 @@ impl MambaConfig {
             return Err("only rms_norm = true and tie_embeddings = true are implemented".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_configs_load_with_reference_defaults() {
+        // The shape of state-spaces/mamba-130m's config.json.
+        let text = r#"{"d_model": 768, "n_layer": 24, "vocab_size": 50277, "ssm_cfg": {}, "rms_norm": true,
+                       "residual_in_fp32": true, "fused_add_norm": true, "pad_vocab_size_multiple": 8}"#;
+        let cfg = MambaConfig::from_json(text).unwrap();
+        assert_eq!((cfg.ssm_cfg.d_state, cfg.ssm_cfg.d_conv, cfg.ssm_cfg.expand, cfg.ssm_cfg.dt_rank), (16, 4, 2, 48));
+        assert_eq!(cfg.padded_vocab(), 50280);
+        assert!(MambaConfig::from_json(r#"{"d_model": 0, "n_layer": 1, "vocab_size": 8, "ssm_cfg": {}}"#).is_err());
+        let round_trip = MambaConfig::from_json(&serde_json::to_string(&MambaConfig::new(64, 2)).unwrap()).unwrap();
+        assert_eq!(round_trip, MambaConfig::new(64, 2));
     }
 }

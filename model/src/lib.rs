@@ -1,14 +1,12 @@
 //! # mamba-model
 //!
-//! Layers and models on top of the engine: the Mamba language model (`mamba.rs`,
-//! the reference `MambaLMHeadModel`), its configuration (`config.rs`), and `Linear`
-//! plus the small demo `Mlp` (`linear.rs`).
+//! Models on top of the engine: the Mamba language model (`mamba.rs`, the reference
+//! `MambaLMHeadModel`), its configuration (`config.rs`, serialised like the reference
+//! `config.json`) and safetensors reading/writing (`io.rs`).
 
 pub mod config;
 pub mod io;
-pub mod linear;
 pub mod mamba;
 
 pub use config::{MambaConfig, SsmConfig};
-pub use linear::{Linear, Mlp};
 pub use mamba::{InferenceState, MambaLM};

@@ -311,10 +311,7 @@ fn resolve(dir: &Path) -> Result<PathBuf> {
 
 fn read_config(path: &Path) -> Result<MambaConfig> {
     let text = fs::read_to_string(path).map_err(|e| CheckpointError::new(path, format!("cannot read: {e}")))?;
-    let cfg: MambaConfig =
-        serde_json::from_str(&text).map_err(|e| CheckpointError::new(path, format!("invalid config: {e}")))?;
-    cfg.validate().map_err(|e| CheckpointError::new(path, format!("unsupported configuration: {e}")))?;
-    Ok(cfg)
+    MambaConfig::from_json(&text).map_err(|e| CheckpointError::new(path, e))
 }
 
 /// The tensors of a safetensors file and its `__metadata__` strings.

@@ -11,25 +11,40 @@ pub fn default_corpus() -> &'static [u8] {
     include_bytes!(concat!(env!("OUT_DIR"), "/corpus.txt"))
 }
 
-/// A byte corpus split into a training part and a validation part (the last `val_frac`).
+/// A byte corpus split into a training part and a validation part.
 pub struct Corpus {
     pub train: Vec<u8>,
     pub val: Vec<u8>,
 }
 
+/// Validation takes whole blocks of this many bytes, spread over the text.
+const BLOCK: usize = 4096;
+
 impl Corpus {
-    /// Split `bytes`; both parts must hold at least one window of `seq_len + 1` bytes.
+    /// Send every `1/val_frac`-th block of 4 KiB to validation and the rest to training, so
+    /// that validation samples every part of the text (the tail of a corpus of source
+    /// files is one particular file, not a fair test). Short texts fall back to a tail
+    /// split. Both parts must hold at least one window of `seq_len + 1` bytes.
     pub fn split(bytes: &[u8], val_frac: f64, seq_len: usize) -> Result<Corpus, String> {
-        let cut = ((bytes.len() as f64) * (1.0 - val_frac)) as usize;
-        let (train, val) = bytes.split_at(cut);
+        let every = (1.0 / val_frac).round().max(2.0) as usize;
+        let (mut train, mut val) = (Vec::new(), Vec::new());
+        if bytes.len() >= 2 * every * BLOCK {
+            for (i, block) in bytes.chunks(BLOCK).enumerate() {
+                if i % every == every - 1 { &mut val } else { &mut train }.extend_from_slice(block);
+            }
+        } else {
+            let cut = bytes.len() - bytes.len() / every;
+            (train, val) = (bytes[..cut].to_vec(), bytes[cut..].to_vec());
+        }
         if val.len() <= seq_len + 1 || train.len() <= seq_len + 1 {
             return Err(format!(
-                "the text has {} bytes, too few for --seq-len {seq_len}: need more than {} (10% goes to validation); use a longer file or a smaller --seq-len",
+                "the text has {} bytes, too few for --seq-len {seq_len}: need more than {} ({}% goes to validation); use a longer file or a smaller --seq-len",
                 bytes.len(),
-                (seq_len + 2) * 10
+                (seq_len + 2) * every,
+                100 / every
             ));
         }
-        Ok(Corpus { train: train.to_vec(), val: val.to_vec() })
+        Ok(Corpus { train, val })
     }
 }
 
@@ -71,5 +86,10 @@ mod tests {
         assert!(starts.iter().all(|&s| s + 4 <= data.len()), "{starts:?}");
         assert!(!default_corpus().is_empty());
         assert!(Corpus::split(b"short", 0.1, 8).is_err());
+        let text: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let c = Corpus::split(&text, 0.1, 16).unwrap();
+        assert_eq!(c.train.len() + c.val.len(), text.len());
+        assert_eq!(c.val.len(), 2 * BLOCK); // blocks 9 and 19 of 25
+        assert_eq!(&c.val[..BLOCK], &text[9 * BLOCK..10 * BLOCK]);
     }
 }

@@ -46,7 +46,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 4)]
     pub n_layer: usize,
     /// Total optimizer steps (the learning-rate schedule spans them).
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 1000)]
     pub steps: u64,
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
@@ -74,7 +74,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 100)]
     pub eval_every: u64,
     /// Validation windows per evaluation.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 64)]
     pub eval_windows: usize,
     /// Bytes to sample at each evaluation (text only; 0 disables).
     #[arg(long, default_value_t = 200)]
