@@ -12,9 +12,8 @@ fn main() {
     }
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let out = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
-    let nvcc = env::var_os("NVCC")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| manifest.join("../.cuda/pip/nvidia/cu13/bin/nvcc"));
+    let nvcc =
+        env::var_os("NVCC").map(PathBuf::from).unwrap_or_else(|| manifest.join("../.cuda/pip/nvidia/cu13/bin/nvcc"));
     if !nvcc.exists() {
         panic!("nvcc not found at {}: run `bash kernels/tools/setup-cuda.sh` (or set NVCC)", nvcc.display());
     }

@@ -65,7 +65,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("gpu-check: seed {seed}");
     let mut rng = Rng::new(seed);
     let n = (1 << 20) + 3; // not a multiple of the block size
-    // for timing (small under the sanitizer, which skips timing anyway)
+                           // for timing (small under the sanitizer, which skips timing anyway)
     let big = if std::env::var_os("GPU_CHECK_NO_TIMING").is_some() { 1 << 10 } else { 1 << 24 };
     let mut rows = Vec::new();
 
