@@ -7,6 +7,7 @@
 
 use mamba_engine::{
     cpu::elementwise::{binary, unary, BinaryOp, UnaryOp},
+    cpu::matmul::{matmul, MatStrides},
     shape::Layout,
     Rng,
 };
@@ -123,7 +124,32 @@ fn main() -> Result<(), Box<dyn Error>> {
         rows.push(Row { kernel: format!("binary_f32 {name}"), err, ok, us, gbps: (12 * big) as f64 / us / 1e3 });
     }
 
-    println!("{:<22} {:>12} {:>6} {:>10} {:>8}", "kernel", "max rel err", "ok", "us (16Mi)", "GB/s");
+    // Matmul: correctness at an awkward size (every edge path) and at 4096^3, then timing.
+    let timing = std::env::var_os("GPU_CHECK_NO_TIMING").is_none();
+    let sizes: &[(usize, usize, usize)] =
+        if timing { &[(515, 259, 131), (4096, 4096, 4096)] } else { &[(515, 259, 131)] };
+    for &(m, n, k) in sizes {
+        let a: Vec<f32> = (0..m * k).map(|_| (rng.uniform() * 2.0 - 1.0) as f32).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| (rng.uniform() * 2.0 - 1.0) as f32).collect();
+        let (da, db) = (DeviceBuffer::from_slice(&a)?, DeviceBuffer::from_slice(&b)?);
+        let mut dc = DeviceBuffer::from_slice(&vec![f32::NAN; m * n])?;
+        gpu.matmul_f32(&da, &db, &mut dc, m, n, k)?;
+        gpu.stream.synchronize()?;
+        let got = dc.as_host_vec()?;
+        let mut want = vec![0f32; m * n];
+        let (sa, sb) = (MatStrides { batch: 0, row: k, col: 1 }, MatStrides { batch: 0, row: n, col: 1 });
+        matmul(1, m, n, k, &a, sa, &b, sb, &mut want);
+        // ‖gpu - cpu‖ / ‖cpu‖: the two sum in different orders
+        let diff: f64 = got.iter().zip(&want).map(|(&g, &w)| ((g - w) as f64).powi(2)).sum::<f64>().sqrt();
+        let norm: f64 = want.iter().map(|&w| (w as f64).powi(2)).sum::<f64>().sqrt();
+        let err = if got.iter().all(|v| v.is_finite()) { diff / norm } else { f64::INFINITY };
+        let us = time(&gpu, || Ok(gpu.matmul_f32(&da, &db, &mut dc, m, n, k)?))?;
+        let tflops = 2.0 * (m * n * k) as f64 / us / 1e6;
+        rows.push(Row { kernel: format!("matmul_f32 {m}x{n}x{k}"), err, ok: err <= TOL, us, gbps: tflops * 1000.0 });
+    }
+
+    println!("{:<22} {:>12} {:>6} {:>10} {:>8}", "kernel", "max rel err", "ok", "us", "GB/s");
+    println!("(matmul rows: error is ‖gpu - cpu‖ / ‖cpu‖ and the last column is GFLOP/s)");
     for r in &rows {
         println!("{:<22} {:>12.2e} {:>6} {:>10.1} {:>8.0}", r.kernel, r.err, r.ok, r.us, r.gbps);
     }

@@ -11,6 +11,7 @@ const BLOCK: u32 = 256;
 pub struct Gpu {
     pub stream: Stream,
     elementwise: Module,
+    matmul: Module,
     _context: Context,
 }
 
@@ -23,8 +24,9 @@ impl Gpu {
     pub fn new() -> CudaResult<Gpu> {
         let context = cust::quick_init()?;
         let elementwise = Module::from_ptx(ptx::ELEMENTWISE, &[])?;
+        let matmul = Module::from_ptx(ptx::MATMUL, &[])?;
         let stream = Stream::new(StreamFlags::NON_BLOCKING, None)?;
-        Ok(Gpu { stream, elementwise, _context: context })
+        Ok(Gpu { stream, elementwise, matmul, _context: context })
     }
 
     /// `out[i] = op(x[i])` — twin of `cpu::elementwise::unary` (op codes in the same order).
@@ -57,6 +59,29 @@ impl Gpu {
         let (n, stream) = (out.len(), &self.stream);
         unsafe {
             launch!(f<<<grid_for(n), BLOCK, 0, stream>>>(out.as_device_ptr(), a.as_device_ptr(), b.as_device_ptr(), op, n as i64))
+        }
+    }
+
+    /// `c = a b` for row-major contiguous `a (m, k)`, `b (k, n)`, `c (m, n)` — twin of
+    /// `cpu::matmul::matmul` with batch 1 (kernels/cu/matmul.cu has the tiling).
+    pub fn matmul_f32(
+        &self,
+        a: &DeviceBuffer<f32>,
+        b: &DeviceBuffer<f32>,
+        c: &mut DeviceBuffer<f32>,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> CudaResult<()> {
+        assert!(
+            a.len() == m * k && b.len() == k * n && c.len() == m * n,
+            "matmul_f32: buffer sizes do not match (m, n, k)"
+        );
+        let f = self.matmul.get_function("matmul_f32")?;
+        let grid = (n.div_ceil(128) as u32, m.div_ceil(128) as u32, 1);
+        let stream = &self.stream;
+        unsafe {
+            launch!(f<<<grid, 256, 0, stream>>>(a.as_device_ptr(), b.as_device_ptr(), c.as_device_ptr(), m as i32, n as i32, k as i32))
         }
     }
 }

@@ -23,6 +23,8 @@ case "${1:-}" in
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/device.txt"
     echo "== gpu-check"
     stage/gpu-check | tee "$out/gpu-check.txt"
+    echo "== cuBLAS reference (torch)"
+    python3 kernels/tools/cublas_ref.py | tee "$out/cublas.txt"
     echo "== compute-sanitizer memcheck (no timing)"
     GPU_CHECK_NO_TIMING=1 compute-sanitizer --tool memcheck --error-exitcode 3 stage/gpu-check > "$out/memcheck.txt" 2>&1 \
       && tail -n 3 "$out/memcheck.txt" || { tail -n 30 "$out/memcheck.txt"; exit 3; }
