@@ -77,6 +77,20 @@ fn ten_steps_resume_ten_steps_equals_twenty_straight_steps_bit_for_bit() {
 }
 
 #[test]
+fn resume_continues_the_run_it_belongs_to() {
+    let dir = scratch("belongs");
+    train(&tiny(&["--steps", "6", "--stop-after", "3", "--out", dir.to_str().unwrap()])).unwrap();
+    // no --out and no --steps: the checkpoint's run directory and schedule
+    let resumed = train(&tiny(&["--resume", dir.join("checkpoint").to_str().unwrap()])).unwrap();
+    assert_eq!(resumed.final_step, 6);
+    let records = mamba_train::report::read_metrics(&dir.join("metrics.jsonl")).unwrap();
+    let steps: Vec<u64> =
+        records.iter().filter(|r| r.get("loss").is_some()).map(|r| r["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, vec![1, 2, 3, 4, 5, 6]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn a_nan_stops_training_and_keeps_the_last_good_checkpoint() {
     let dir = scratch("nan");
     // An absurd learning rate overflows the weights after the first update.
@@ -138,6 +152,19 @@ fn bad_flags_are_clear_errors() {
     let missing = tiny(&["--text", "/nonexistent/file.txt", "--out", dir.to_str().unwrap()]);
     let err = train(&missing).err().unwrap().to_string();
     assert!(err.contains("/nonexistent/file.txt"), "{err}");
+    for (flags, flag) in [
+        (&["--eval-every", "0"][..], "--eval-every"),
+        (&["--checkpoint-every", "0"], "--checkpoint-every"),
+        (&["--batch", "0"], "--batch"),
+        (&["--grad-clip=-1"], "--grad-clip"),
+        (&["--lr", "NaN"], "--lr"),
+        (&["--stop-after", "0"], "--stop-after"),
+    ] {
+        let mut all = flags.to_vec();
+        all.extend(["--out", dir.to_str().unwrap(), "--quiet"]);
+        let err = train(&args(&all)).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains(flag), "{flags:?}: {err}");
+    }
     let bad_task = tiny(&["--task", "sorting", "--out", dir.to_str().unwrap()]);
     let err = train(&bad_task).err().unwrap().to_string();
     assert!(err.contains("selective-copying"), "{err}");

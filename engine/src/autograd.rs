@@ -147,6 +147,12 @@ pub(crate) fn backward(root: &Tensor, seed: Tensor) -> Result<()> {
             "this tensor does not require grad: no parameter it depends on has .requires_grad()",
         );
     };
+    if seed.dtype() != root.dtype() {
+        return invalid(
+            "backward",
+            format!("seed gradient dtype {} differs from tensor dtype {}", seed.dtype(), root.dtype()),
+        );
+    }
     if seed.shape() != root.shape() {
         return invalid(
             "backward",

@@ -48,6 +48,14 @@ pub fn broadcast_shape(op: &'static str, a: &[usize], b: &[usize]) -> Result<Dim
     Ok(out)
 }
 
+/// The number of elements of `shape`, or an error naming `op` if it overflows.
+pub fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| Error::Invalid { op, msg: format!("shape {shape:?} has more elements than fit in memory") })
+}
+
 /// Turn a possibly negative axis into an index, or say why not.
 pub fn axis(op: &'static str, shape: &[usize], axis: isize) -> Result<usize> {
     let rank = shape.len() as isize;

@@ -45,7 +45,7 @@ impl Tensor {
     }
 
     pub fn from_cpu_data(data: CpuData, shape: &[usize]) -> Result<Tensor> {
-        let numel: usize = shape.iter().product();
+        let numel = crate::shape::checked_numel("from_vec", shape)?;
         if data.len() != numel {
             return invalid(
                 "from_vec",

@@ -46,7 +46,7 @@ impl AdamW {
         let _guard = no_grad();
         self.step += 1;
         let (b1, b2) = self.betas;
-        let (c1, c2) = (1.0 - b1.powi(self.step as i32), 1.0 - b2.powi(self.step as i32));
+        let (c1, c2) = (1.0 - b1.powf(self.step as f64), 1.0 - b2.powf(self.step as f64));
         for p in &mut self.params {
             let Some(g) = p.tensor.grad() else { continue };
             p.m = p.m.affine(b1, 0.0)?.add(&g.affine(1.0 - b1, 0.0)?)?;

@@ -45,9 +45,10 @@ pub struct TrainArgs {
     pub d_model: usize,
     #[arg(long, default_value_t = 4)]
     pub n_layer: usize,
-    /// Total optimizer steps (the learning-rate schedule spans them).
-    #[arg(long, default_value_t = 1000)]
-    pub steps: u64,
+    /// Total optimizer steps, which the learning-rate schedule spans [default: 1000; on
+    /// --resume, the checkpoint's].
+    #[arg(long)]
+    pub steps: Option<u64>,
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
     /// Bytes per training window (text only).
@@ -68,9 +69,10 @@ pub struct TrainArgs {
     pub grad_clip: f64,
     #[arg(long, default_value_t = 1337)]
     pub seed: u64,
-    /// Where checkpoints, metrics.jsonl and loss.svg go.
-    #[arg(long, default_value = "runs/default")]
-    pub out: PathBuf,
+    /// Where checkpoints, metrics.jsonl and loss.svg go [default: runs/default; on
+    /// --resume, the run the checkpoint belongs to].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     #[arg(long, default_value_t = 100)]
     pub eval_every: u64,
     /// Validation windows per evaluation.
@@ -84,7 +86,8 @@ pub struct TrainArgs {
     /// Time steps between the scan states saved for backward.
     #[arg(long, default_value_t = 64)]
     pub scan_chunk: usize,
-    /// Continue from this checkpoint directory with its saved settings (only --steps, --out and --stop-after apply).
+    /// Continue from this checkpoint directory with its saved settings (only --steps, --out,
+    /// --stop-after and --quiet apply).
     #[arg(long)]
     #[serde(skip)]
     pub resume: Option<PathBuf>,
@@ -96,6 +99,43 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip)]
     pub quiet: bool,
+}
+
+impl TrainArgs {
+    pub fn steps(&self) -> u64 {
+        self.steps.unwrap_or(1000)
+    }
+
+    pub fn out(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| PathBuf::from("runs/default"))
+    }
+
+    /// Refuse settings that cannot train, each with the flag to change.
+    fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("--steps", self.steps() as usize),
+            ("--batch", self.batch),
+            ("--seq-len", self.seq_len),
+            ("--d-model", self.d_model),
+            ("--n-layer", self.n_layer),
+            ("--eval-every", self.eval_every as usize),
+            ("--eval-windows", self.eval_windows),
+            ("--checkpoint-every", self.checkpoint_every as usize),
+            ("--scan-chunk", self.scan_chunk),
+            ("--stop-after", self.stop_after.map_or(1, |n| n as usize)),
+        ];
+        if let Some((flag, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{flag} must be at least 1"));
+        }
+        let rates = [("--lr", self.lr), ("--min-lr-frac", self.min_lr_frac), ("--weight-decay", self.weight_decay)];
+        if let Some((flag, v)) = rates.iter().find(|(_, v)| !v.is_finite() || *v < 0.0) {
+            return Err(format!("{flag} must be a finite number >= 0, got {v}"));
+        }
+        if !(self.grad_clip.is_finite() && self.grad_clip > 0.0) {
+            return Err(format!("--grad-clip must be a finite number > 0, got {}", self.grad_clip));
+        }
+        Ok(())
+    }
 }
 
 /// What a run did, for callers and tests.
@@ -172,14 +212,19 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary, Error> {
         None => start(args)?,
         Some(dir) => resume(args, dir)?,
     };
+    args.validate()?;
     let source = Source::new(&args)?;
     let len = source.seq_len(&args);
-    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create --out {}: {e}", args.out.display()))?;
-    let ckpt_dir = args.out.join("checkpoint");
-    let metrics_path = args.out.join("metrics.jsonl");
+    let out = args.out();
+    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create --out {}: {e}", out.display()))?;
+    let ckpt_dir = out.join("checkpoint");
+    let metrics_path = out.join("metrics.jsonl");
+    // The log holds exactly this run's history: a fresh run starts it anew, a resumed
+    // one drops whatever was logged after its checkpoint.
+    keep_metrics_up_to(&metrics_path, opt.step)?;
     let mut metrics = MetricsLog::open(&metrics_path).map_err(|e| format!("{}: {e}", metrics_path.display()))?;
     let first = opt.step;
-    let last = args.stop_after.map_or(args.steps, |n| (first + n).min(args.steps));
+    let last = args.stop_after.map_or(args.steps(), |n| first.saturating_add(n).min(args.steps()));
     let bar = progress_bar(&args, first, last);
     say(
         &bar,
@@ -191,14 +236,14 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary, Error> {
             args.n_layer,
             args.batch,
             first,
-            args.steps,
-            args.out.display()
+            args.steps(),
+            out.display()
         ),
     );
     let started = Instant::now();
     let mut summary = TrainSummary { losses: vec![], last_eval: None, final_step: first };
     for step in first..last {
-        opt.lr = lr_at(step, args.warmup, args.steps, args.lr, args.lr * args.min_lr_frac);
+        opt.lr = lr_at(step, args.warmup, args.steps(), args.lr, args.lr * args.min_lr_frac);
         let (ids, targets) = source.batch(&args, &mut rng);
         let loss = model.loss(&ids, &targets, args.batch, len)?;
         let loss_value = loss.item()?;
@@ -235,6 +280,9 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary, Error> {
             write_loss_curve(&args, &metrics_path)?;
         }
         if (step + 1) % args.checkpoint_every == 0 || at_end {
+            if let Some(name) = first_non_finite(&model)? {
+                return Err(stopped(step + 1, &format!("parameter {name} is not finite"), &ckpt_dir));
+            }
             let state =
                 TrainingState { step: opt.step, rng_state: rng.state, train_args: serde_json::to_value(&args)? };
             checkpoint::save(&ckpt_dir, &model, &opt, &state)?;
@@ -247,7 +295,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary, Error> {
             summary.final_step,
             ckpt_dir.display(),
             metrics_path.display(),
-            args.out.join("loss.svg").display()
+            out.join("loss.svg").display()
         );
     }
     Ok(summary)
@@ -271,14 +319,46 @@ fn resume(cli: &TrainArgs, dir: &std::path::Path) -> Result<(TrainArgs, MambaLM,
     let state = checkpoint::load_training_state(dir, &mut opt)?;
     let mut args: TrainArgs = serde_json::from_value(state.train_args)
         .map_err(|e| format!("{}: the saved training settings are unreadable: {e}", dir.display()))?;
-    args.steps = cli.steps;
-    args.out = cli.out.clone();
+    if cli.steps.is_some() {
+        args.steps = cli.steps;
+    }
+    // <out>/checkpoint belongs to the run in <out>
+    args.out = cli.out.clone().or_else(|| dir.parent().map(PathBuf::from));
     args.stop_after = cli.stop_after;
     args.quiet = cli.quiet;
     model.scan_chunk = args.scan_chunk;
     opt.lr = args.lr;
     opt.weight_decay = args.weight_decay;
     Ok((args, model, opt, Rng { state: state.rng_state }))
+}
+
+/// The first parameter holding a NaN or an infinity, if any (checked before every save,
+/// so a checkpoint is never written from broken weights).
+fn first_non_finite(model: &MambaLM) -> Result<Option<String>, Error> {
+    for (name, p) in model.named_parameters() {
+        if p.to_vec_f64()?.iter().any(|v| !v.is_finite()) {
+            return Ok(Some(name));
+        }
+    }
+    Ok(None)
+}
+
+/// Rewrite the metrics log keeping only records up to `step` (none for a fresh run);
+/// a malformed line (a crash mid-write) is dropped too.
+fn keep_metrics_up_to(path: &std::path::Path, step: u64) -> Result<(), Error> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|r| r["step"].as_u64())
+                .is_some_and(|s| s <= step)
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    write_atomic(path, kept.as_bytes())?;
+    Ok(())
 }
 
 fn optimizer(model: &MambaLM, args: &TrainArgs) -> AdamW {
@@ -338,6 +418,6 @@ fn write_loss_curve(args: &TrainArgs, metrics_path: &std::path::Path) -> Result<
             &[("train loss (nats)", series("loss", 1.0)), ("val accuracy", series("val_accuracy", 1.0))],
         ),
     };
-    write_atomic(&args.out.join("loss.svg"), svg.as_bytes())?;
+    write_atomic(&args.out().join("loss.svg"), svg.as_bytes())?;
     Ok(())
 }

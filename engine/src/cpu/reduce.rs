@@ -42,7 +42,12 @@ pub fn reduce<T: Elem>(op: ReduceOp, x: &[T], layout: &Layout, axes: &[usize]) -
             }
             ReduceOp::Max => {
                 let mut acc = T::neg_infinity();
-                inner.for_each_offset(|_, off| acc = acc.max(x[off]));
+                // a NaN wins (as in PyTorch): `Float::max` would skip it
+                inner.for_each_offset(|_, off| {
+                    if x[off].is_nan() || x[off] > acc {
+                        acc = x[off];
+                    }
+                });
                 acc
             }
         }
@@ -67,6 +72,13 @@ fn element_offset(layout: &Layout, mut i: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn max_propagates_nan() {
+        let x = [f64::NAN, 1.0, 2.0, 3.0];
+        let r = reduce(ReduceOp::Max, &x, &Layout::contiguous(&[2, 2]), &[1]);
+        assert!(r[0].is_nan() && r[1] == 3.0, "{r:?}");
+    }
 
     #[test]
     fn sums_and_maxes_over_any_axes() {

@@ -27,7 +27,7 @@ impl Tensor {
         let &[v, d] = self.shape() else {
             return Err(Error::Rank { op: OP, shape: self.shape().to_vec(), expected: "rank 2: (vocab, dim)".into() });
         };
-        let n: usize = ids_shape.iter().product();
+        let n = crate::shape::checked_numel("embedding", ids_shape)?;
         if ids.len() != n {
             return invalid(OP, format!("{} ids cannot fill ids_shape {ids_shape:?} ({n} elements)", ids.len()));
         }

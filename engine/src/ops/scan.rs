@@ -92,7 +92,8 @@ impl ScanArgs<'_> {
         for t in self.tensors() {
             super::check_pair("selective_scan", self.u, t)?;
         }
-        Ok(ScanDims { batch, dim, len, state, chunk: self.chunk })
+        // A chunk longer than the sequence is the whole sequence (and bounds the replay buffers).
+        Ok(ScanDims { batch, dim, len, state, chunk: self.chunk.min(len.max(1)) })
     }
 
     /// u, delta, A, B, C, D, then z and delta_bias if present: the op's input order.

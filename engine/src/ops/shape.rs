@@ -17,7 +17,7 @@ use crate::{
 impl Tensor {
     /// Same elements, new shape (a view when contiguous, else a copy first).
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
-        let numel: usize = shape.iter().product();
+        let numel = crate::shape::checked_numel("reshape", shape)?;
         if numel != self.numel() {
             return Err(Error::ShapeMismatch {
                 op: "reshape",
@@ -218,7 +218,7 @@ impl Tensor {
     /// Split `dim` into consecutive pieces of the given sizes (views).
     pub fn split(&self, sizes: &[usize], dim: isize) -> Result<Vec<Tensor>> {
         let d = axis("split", self.shape(), dim)?;
-        if sizes.iter().sum::<usize>() != self.shape()[d] {
+        if sizes.iter().try_fold(0usize, |a, &b| a.checked_add(b)) != Some(self.shape()[d]) {
             return invalid("split", format!("sizes {sizes:?} do not add up to axis {d} of shape {:?}", self.shape()));
         }
         let mut start = 0;
