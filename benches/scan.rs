@@ -30,18 +30,7 @@ fn benches(c: &mut Criterion) {
         r(&[B, D, L], -2.0, 2.0),
         r(&[D], -1.0, 0.5),
     ];
-    let args = ScanArgs {
-        u: &x[0],
-        delta: &x[1],
-        a: &x[2],
-        b: &x[3],
-        c: &x[4],
-        d: &x[5],
-        z: Some(&x[6]),
-        delta_bias: Some(&x[7]),
-        softplus: true,
-        chunk: 64,
-    };
+    let args = ScanArgs::mamba(&x, 64).unwrap();
     let mut group = c.benchmark_group("selective_scan_f32 (elements = state updates)");
     group.throughput(Throughput::Elements((B * D * L * N) as u64));
     group.bench_function("forward", |b| b.iter(|| black_box(selective_scan(&args).unwrap().out)));

@@ -41,18 +41,7 @@ fn check_scan(dtype: DType, chunk: usize, tol: f64) {
     let r = fixture("selective_scan.safetensors");
     let names = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"];
     let x: Vec<Tensor> = names.iter().map(|n| float(&r, n, dtype).requires_grad()).collect();
-    let args = ScanArgs {
-        u: &x[0],
-        delta: &x[1],
-        a: &x[2],
-        b: &x[3],
-        c: &x[4],
-        d: &x[5],
-        z: Some(&x[6]),
-        delta_bias: Some(&x[7]),
-        softplus: true,
-        chunk,
-    };
+    let args = ScanArgs::mamba(&x, chunk).unwrap();
     let out = selective_scan(&args).unwrap();
     let mut errs = vec![("out", rel_err(&out.out, &float(&r, "out", dtype)))];
     errs.push(("last_state", rel_err(&out.last_state, &float(&r, "last_state", dtype))));

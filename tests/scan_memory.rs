@@ -36,18 +36,7 @@ fn inputs_of_len(len: usize) -> Vec<Tensor> {
 }
 
 fn args(x: &[Tensor]) -> ScanArgs<'_> {
-    ScanArgs {
-        u: &x[0],
-        delta: &x[1],
-        a: &x[2],
-        b: &x[3],
-        c: &x[4],
-        d: &x[5],
-        z: Some(&x[6]),
-        delta_bias: Some(&x[7]),
-        softplus: true,
-        chunk: CHUNK,
-    }
+    ScanArgs::mamba(x, CHUNK).unwrap()
 }
 
 #[test]

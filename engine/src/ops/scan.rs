@@ -56,6 +56,20 @@ fn expect_shape(name: &str, t: &Tensor, want: &[usize]) -> Result<()> {
     })
 }
 
+impl<'a> ScanArgs<'a> {
+    /// The configuration Mamba uses, from its eight inputs in the op's order
+    /// `[u, delta, A, B, C, D, z, delta_bias]`: gate on, delta bias on, softplus on.
+    pub fn mamba(x: &'a [Tensor], chunk: usize) -> Result<ScanArgs<'a>> {
+        let [u, delta, a, b, c, d, z, delta_bias] = x else {
+            return invalid(
+                "selective_scan",
+                format!("ScanArgs::mamba takes 8 tensors [u, delta, A, B, C, D, z, delta_bias], got {}", x.len()),
+            );
+        };
+        Ok(ScanArgs { u, delta, a, b, c, d, z: Some(z), delta_bias: Some(delta_bias), softplus: true, chunk })
+    }
+}
+
 impl ScanArgs<'_> {
     /// Check every shape against `u: (B, D, L)` and `a: (D, N)`.
     fn dims(&self) -> Result<ScanDims> {
@@ -265,18 +279,7 @@ mod tests {
     }
 
     fn args(x: &[Tensor], chunk: usize) -> ScanArgs<'_> {
-        ScanArgs {
-            u: &x[0],
-            delta: &x[1],
-            a: &x[2],
-            b: &x[3],
-            c: &x[4],
-            d: &x[5],
-            z: Some(&x[6]),
-            delta_bias: Some(&x[7]),
-            softplus: true,
-            chunk,
-        }
+        ScanArgs::mamba(x, chunk).unwrap()
     }
 
     #[test]
