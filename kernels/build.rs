@@ -25,6 +25,7 @@ fn main() {
         .collect();
     sources.sort();
     let mut consts = String::new();
+    let mut all = String::from("/// Every kernel file as (name, PTX).\npub const ALL: &[(&str, &str)] = &[");
     for src in &sources {
         let stem = src.file_stem().and_then(|s| s.to_str()).expect("utf-8 file name");
         let ptx = out.join(format!("{stem}.ptx"));
@@ -41,6 +42,9 @@ fn main() {
             "/// PTX of `kernels/cu/{stem}.cu`.\npub const {}: &str = include_str!(concat!(env!(\"OUT_DIR\"), \"/{stem}.ptx\"));\n",
             stem.to_uppercase()
         );
+        all += &format!("(\"{stem}\", {}), ", stem.to_uppercase());
     }
+    consts += &all;
+    consts += "];\n";
     fs::write(out.join("ptx.rs"), consts).expect("write ptx.rs");
 }

@@ -1,0 +1,123 @@
+//! Every GPU kernel against its CPU twin, on the GPU machine: fresh random inputs each
+//! run (the seed is printed), outputs poisoned with NaN before each launch (so an element
+//! the kernel forgot fails), then CUDA-event timing (median of 20 after warm-up) and the
+//! throughput each kernel reaches. Exits non-zero if any kernel disagrees.
+//!
+//! One module per kernel file (`kernels/cu/<name>.cu` -> `<name>.rs` here), each with a
+//! `run(&mut Check)`. Build here and run there: see docs/GPU.md.
+
+mod elementwise;
+mod matmul;
+mod norm;
+mod softmax;
+
+use mamba_engine::Rng;
+use mamba_kernels::{cust::prelude::*, launch::Gpu};
+use std::error::Error;
+
+pub type Res<T> = Result<T, Box<dyn Error>>;
+
+/// Element tolerance: |gpu - cpu| <= TOL * max(1, |cpu|) (f32, different libm).
+pub const TOL: f64 = 1e-5;
+
+/// One line of the final table.
+pub struct Row {
+    pub kernel: String,
+    pub err: f64,
+    pub ok: bool,
+    pub us: f64,
+    /// GB/s for memory-bound kernels, GFLOP/s for matmul (the kernel name says which).
+    pub rate: f64,
+}
+
+/// What every check module gets: the GPU, the random source and the result table.
+pub struct Check {
+    pub gpu: Gpu,
+    pub rng: Rng,
+    pub rows: Vec<Row>,
+    /// False under compute-sanitizer: correctness only, small sizes.
+    pub timing: bool,
+}
+
+impl Check {
+    /// `n` uniform values in [lo, hi).
+    pub fn uniform(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f32> {
+        (0..n).map(|_| (lo + (hi - lo) * self.rng.uniform()) as f32).collect()
+    }
+
+    /// Median time in microseconds of `f` over 20 runs after 3 warm-ups, timed with events.
+    pub fn time(&self, mut f: impl FnMut() -> Res<()>) -> Res<f64> {
+        if !self.timing {
+            return Ok(f64::NAN);
+        }
+        for _ in 0..3 {
+            f()?;
+        }
+        let mut times = Vec::new();
+        for _ in 0..20 {
+            let (start, stop) = (Event::new(EventFlags::DEFAULT)?, Event::new(EventFlags::DEFAULT)?);
+            start.record(&self.gpu.stream)?;
+            f()?;
+            stop.record(&self.gpu.stream)?;
+            stop.synchronize()?;
+            times.push(stop.elapsed_time_f32(&start)? as f64 * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        Ok(times[times.len() / 2])
+    }
+}
+
+/// Largest |gpu - cpu| / max(1, |cpu|), and whether every element is within `TOL` (a NaN
+/// left by the poisoning fails).
+pub fn worst(gpu: &[f32], cpu: &[f32]) -> (f64, bool) {
+    let mut worst = 0.0f64;
+    let mut ok = gpu.len() == cpu.len();
+    for (&g, &c) in gpu.iter().zip(cpu) {
+        let e = (g as f64 - c as f64).abs() / (c as f64).abs().max(1.0);
+        if !e.is_finite() || e > TOL {
+            ok = false;
+        }
+        worst = worst.max(if e.is_finite() { e } else { f64::INFINITY });
+    }
+    (worst, ok)
+}
+
+/// ‖gpu - cpu‖ / ‖cpu‖ (infinite if the GPU left a non-finite value).
+pub fn rel_norm(gpu: &[f32], cpu: &[f32]) -> f64 {
+    if gpu.len() != cpu.len() || gpu.iter().any(|v| !v.is_finite()) {
+        return f64::INFINITY;
+    }
+    let diff: f64 = gpu.iter().zip(cpu).map(|(&g, &w)| ((g - w) as f64).powi(2)).sum::<f64>().sqrt();
+    let norm: f64 = cpu.iter().map(|&w| (w as f64).powi(2)).sum::<f64>().sqrt();
+    diff / norm.max(1e-30)
+}
+
+/// A device buffer of `n` NaNs, for outputs.
+pub fn poisoned(n: usize) -> Res<DeviceBuffer<f32>> {
+    Ok(DeviceBuffer::from_slice(&vec![f32::NAN; n])?)
+}
+
+fn main() -> Res<()> {
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64;
+    println!("gpu-check: seed {seed}");
+    let timing = std::env::var_os("GPU_CHECK_NO_TIMING").is_none();
+    let mut c = Check { gpu: Gpu::new()?, rng: Rng::new(seed), rows: Vec::new(), timing };
+    elementwise::run(&mut c)?;
+    matmul::run(&mut c)?;
+    norm::run(&mut c)?;
+    softmax::run(&mut c)?;
+
+    println!("{:<30} {:>12} {:>6} {:>10} {:>9}", "kernel", "error", "ok", "us", "GB/s");
+    println!(
+        "(error: max |gpu-cpu|/max(1,|cpu|), or ‖gpu-cpu‖/‖cpu‖ where the name says norm; matmul rates are GFLOP/s)"
+    );
+    for r in &c.rows {
+        println!("{:<30} {:>12.2e} {:>6} {:>10.1} {:>9.0}", r.kernel, r.err, r.ok, r.us, r.rate);
+    }
+    let failed = c.rows.iter().filter(|r| !r.ok).count();
+    println!("{} checks, {failed} failed (tolerance {TOL:e})", c.rows.len());
+    if failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
