@@ -1,1 +1,109 @@
-//! (being written)
+//! Launchers of `cu/norm.cu`.
+
+use super::Gpu;
+use cust::error::CudaResult;
+use cust::prelude::*;
+
+/// Threads per block of the RMSNorm kernels (`NORM_THREADS` in norm.cu).
+const NORM_THREADS: u32 = 256;
+/// At most this many dw partials (backward blocks): ~8 resident blocks on each of 132 SMs.
+const MAX_PARTS: usize = 1024;
+/// Widest row the backward kernel takes: its dw accumulator (d floats) lives in the 48 KiB
+/// of shared memory a block gets without opting in.
+const MAX_D_BACKWARD: usize = 48 * 1024 / 4 - 32;
+
+impl Gpu {
+    /// Rows per backward block and the number of blocks (= dw partials) for `rows` rows.
+    /// Depends only on `rows`, so the dw summation order is fixed for a shape.
+    pub fn rms_norm_parts(rows: usize) -> (usize, usize) {
+        let per_part = rows.div_ceil(MAX_PARTS).max(1);
+        (per_part, rows.div_ceil(per_part))
+    }
+
+    /// Length of the scratch buffer `rms_norm_backward_f32` needs for `rows` rows of `d`.
+    pub fn rms_norm_scratch_len(rows: usize, d: usize) -> usize {
+        (Self::rms_norm_parts(rows).1 * d).max(1)
+    }
+
+    /// `(y, rstd)` of RMSNorm over `rows` contiguous rows of `d` — twin of
+    /// `cpu::norm::rms_norm_forward` (`y` shaped like `x`, one `rstd` per row).
+    #[allow(clippy::too_many_arguments)]
+    pub fn rms_norm_forward_f32(
+        &self,
+        x: &DeviceBuffer<f32>,
+        w: &DeviceBuffer<f32>,
+        y: &mut DeviceBuffer<f32>,
+        rstd: &mut DeviceBuffer<f32>,
+        rows: usize,
+        d: usize,
+        eps: f32,
+    ) -> CudaResult<()> {
+        assert!(d > 0, "rms_norm_forward_f32: d must be positive");
+        assert!(
+            x.len() == rows * d && y.len() == rows * d && w.len() == d && rstd.len() == rows,
+            "rms_norm_forward_f32: buffer sizes do not match (rows, d)"
+        );
+        assert!(rows <= i32::MAX as usize && d <= i32::MAX as usize, "rms_norm_forward_f32: too large");
+        if rows == 0 {
+            return Ok(());
+        }
+        let f = self.function("norm", "rms_norm_forward_f32")?;
+        let stream = &self.stream;
+        unsafe {
+            launch!(f<<<rows as u32, NORM_THREADS, 0, stream>>>(
+                y.as_device_ptr(), rstd.as_device_ptr(), x.as_device_ptr(), w.as_device_ptr(), rows as i32, d as i32, eps
+            ))
+        }
+    }
+
+    /// `(dx, dw)` of RMSNorm given the saved `rstd` and upstream `dy` — twin of
+    /// `cpu::norm::rms_norm_backward`. `scratch` holds the per-block dw partials and must
+    /// have at least `Gpu::rms_norm_scratch_len(rows, d)` elements (no allocation here, so
+    /// the call stays asynchronous). dw is reproducible: no atomics, fixed summation order.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rms_norm_backward_f32(
+        &self,
+        x: &DeviceBuffer<f32>,
+        w: &DeviceBuffer<f32>,
+        rstd: &DeviceBuffer<f32>,
+        dy: &DeviceBuffer<f32>,
+        dx: &mut DeviceBuffer<f32>,
+        dw: &mut DeviceBuffer<f32>,
+        scratch: &mut DeviceBuffer<f32>,
+        rows: usize,
+        d: usize,
+    ) -> CudaResult<()> {
+        assert!(d > 0, "rms_norm_backward_f32: d must be positive");
+        assert!(
+            x.len() == rows * d
+                && dy.len() == rows * d
+                && dx.len() == rows * d
+                && w.len() == d
+                && dw.len() == d
+                && rstd.len() == rows,
+            "rms_norm_backward_f32: buffer sizes do not match (rows, d)"
+        );
+        assert!(d <= MAX_D_BACKWARD, "rms_norm_backward_f32: d = {d} exceeds {MAX_D_BACKWARD}");
+        assert!(rows <= i32::MAX as usize, "rms_norm_backward_f32: too many rows");
+        assert!(scratch.len() >= Self::rms_norm_scratch_len(rows, d), "rms_norm_backward_f32: scratch too small");
+        let (per_part, parts) = Self::rms_norm_parts(rows);
+        let stream = &self.stream;
+        if parts > 0 {
+            let f = self.function("norm", "rms_norm_backward_f32")?;
+            let shared = (d * std::mem::size_of::<f32>()) as u32;
+            unsafe {
+                launch!(f<<<parts as u32, NORM_THREADS, shared, stream>>>(
+                    dx.as_device_ptr(), scratch.as_device_ptr(), x.as_device_ptr(), w.as_device_ptr(),
+                    rstd.as_device_ptr(), dy.as_device_ptr(), rows as i32, d as i32, per_part as i32
+                ))?;
+            }
+        }
+        // With no rows, parts = 0 and the reduce writes zeros, like the CPU twin.
+        let f = self.function("norm", "rms_norm_dw_reduce_f32")?;
+        unsafe {
+            launch!(f<<<d.div_ceil(32) as u32, (32, 32, 1), 0, stream>>>(
+                dw.as_device_ptr(), scratch.as_device_ptr(), parts as i32, d as i32
+            ))
+        }
+    }
+}
