@@ -6,9 +6,12 @@
 //! One module per kernel file (`kernels/cu/<name>.cu` -> `<name>.rs` here), each with a
 //! `run(&mut Check)`. Build here and run there: see docs/GPU.md.
 
+mod conv;
 mod elementwise;
+mod index;
 mod matmul;
 mod norm;
+mod scan;
 mod softmax;
 
 use mamba_engine::Rng;
@@ -106,6 +109,9 @@ fn main() -> Res<()> {
     matmul::run(&mut c)?;
     norm::run(&mut c)?;
     softmax::run(&mut c)?;
+    conv::run(&mut c)?;
+    index::run(&mut c)?;
+    scan::run(&mut c)?;
 
     println!("{:<30} {:>12} {:>6} {:>10} {:>9}", "kernel", "error", "ok", "us", "GB/s");
     println!(

@@ -1,9 +1,12 @@
 //! Typed launchers: one file per kernel file (`cu/<name>.cu` -> `launch/<name>.rs`), each an
 //! `impl Gpu` block with one Rust function per kernel, checking sizes before launching.
 
+mod conv;
 mod elementwise;
+mod index;
 mod matmul;
 mod norm;
+mod scan;
 mod softmax;
 
 use crate::ptx;
