@@ -24,7 +24,7 @@ use mamba_engine::{
     },
     DType, Result, Rng, Tensor,
 };
-use mamba_tests::randn_rng;
+use mamba_tests::{randn_rng, scan_args, scan_inputs};
 use std::collections::BTreeSet;
 
 /// The default f64 tolerance: central differences with eps 1e-6 are accurate to ~1e-9.
@@ -283,58 +283,24 @@ cases! {
     // ------------------------------------------------------------ Mamba
     selective_scan_all_options: tol TIGHT, exercises ["selective_scan"],
         // chunk 3 does not divide L = 7: the last chunk is short
-        inputs |r| scan_inputs(2, 3, 7, 2, true, r),
-        f |x| Ok(selective_scan(&scan_args(x, true, 3))?.out);
+        inputs |r| scan_inputs((2, 3, 7, 2), true, DType::F64, r),
+        f |x| Ok(selective_scan(&scan_args(x, (true, true, true), 3))?.out);
     selective_scan_plain: tol TIGHT, exercises ["selective_scan"],
-        inputs |r| scan_inputs(1, 2, 5, 3, false, r)[..6].to_vec(),
-        f |x| Ok(selective_scan(&scan_args(x, false, 2))?.out);
+        inputs |r| scan_inputs((1, 2, 5, 3), false, DType::F64, r)[..6].to_vec(),
+        f |x| Ok(selective_scan(&scan_args(x, (false, false, false), 2))?.out);
     selective_scan_one_chunk_strided_inputs: tol TIGHT, exercises ["selective_scan", "permute"],
         // u and z arrive as (B, L, D) permuted to (B, D, L), as in the Mamba block
         inputs |r| {
-            let mut v = scan_inputs(2, 2, 4, 2, true, r);
+            let mut v = scan_inputs((2, 2, 4, 2), true, DType::F64, r);
             v[0] = v[0].permute(&[0, 2, 1]).unwrap().contiguous().unwrap();
             v[6] = v[6].permute(&[0, 2, 1]).unwrap().contiguous().unwrap();
             v
         },
         f |x| {
             let (u, z) = (strided(x[0].permute(&[0, 2, 1])?)?, strided(x[6].permute(&[0, 2, 1])?)?);
-            let a = ScanArgs { u: &u, z: Some(&z), ..scan_args(x, true, 16) };
+            let a = ScanArgs { u: &u, z: Some(&z), ..scan_args(x, (true, true, true), 16) };
             Ok(selective_scan(&a)?.out)
         };
-}
-
-/// Selective-scan inputs u, delta, A, B, C, D, z, delta_bias for sizes (B, D, L, N),
-/// with A < 0, and without softplus dt = delta > 0, so the recurrence decays (a growing
-/// state would drown the finite differences in round-off).
-fn scan_inputs(b: usize, d: usize, l: usize, n: usize, softplus: bool, rng: &mut Rng) -> Vec<Tensor> {
-    let mut r = |shape: &[usize], lo: f64, hi: f64| Tensor::rand_uniform(shape, lo, hi, DType::F64, rng);
-    let delta = if softplus { (-2.0, 1.0) } else { (0.05, 1.5) };
-    vec![
-        r(&[b, d, l], -1.0, 1.0),
-        r(&[b, d, l], delta.0, delta.1),
-        r(&[d, n], -2.0, -0.1),
-        r(&[b, n, l], -1.0, 1.0),
-        r(&[b, n, l], -1.0, 1.0),
-        r(&[d], -1.0, 1.0),
-        r(&[b, d, l], -2.0, 2.0),
-        r(&[d], -1.0, 0.5),
-    ]
-}
-
-/// Scan arguments over `scan_inputs`; `full` adds the gate z, delta_bias and softplus.
-fn scan_args(x: &[Tensor], full: bool, chunk: usize) -> ScanArgs<'_> {
-    ScanArgs {
-        u: &x[0],
-        delta: &x[1],
-        a: &x[2],
-        b: &x[3],
-        c: &x[4],
-        d: &x[5],
-        z: if full { Some(&x[6]) } else { None },
-        delta_bias: if full { Some(&x[7]) } else { None },
-        softplus: full,
-        chunk,
-    }
 }
 
 /// What one case produced.

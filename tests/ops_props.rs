@@ -7,7 +7,7 @@
 
 use mamba_engine::{
     gradcheck::{check, Tolerance},
-    ops::scan::{selective_scan, ScanArgs},
+    ops::scan::selective_scan,
     DType, Device, Result, Rng, Tensor,
 };
 use mamba_tests::*;
@@ -374,40 +374,6 @@ proptest! {
         let want = naive_conv1d_causal(&vals(&x), (b, c, l), &vals(&w), k, with_bias.then_some(&bv[..]));
         let got = x.conv1d_causal(&w, with_bias.then_some(&bias)).unwrap();
         close("conv1d_causal", &got, &want, &[b, c, l], 1e-13, 1e-12)?;
-    }
-}
-
-/// Random selective-scan inputs (u, delta, A < 0, B, C, D, z, delta_bias) of `dtype`.
-/// Without softplus, delta and delta_bias are drawn positive: dt > 0 is the regime the
-/// scan is built for (with dt < 0 and A < 0 the state grows exponentially, and so does
-/// the round-off of a finite difference).
-fn scan_inputs((b, d, l, n): (usize, usize, usize, usize), softplus: bool, dtype: DType, rng: &mut Rng) -> Vec<Tensor> {
-    let mut r = |shape: &[usize], lo: f64, hi: f64| Tensor::rand_uniform(shape, lo, hi, dtype, rng);
-    let (delta, bias) = if softplus { ((-2.0, 1.0), (-1.0, 0.5)) } else { ((0.05, 1.5), (0.0, 0.5)) };
-    vec![
-        r(&[b, d, l], -1.0, 1.0),
-        r(&[b, d, l], delta.0, delta.1),
-        r(&[d, n], -2.0, -0.1),
-        r(&[b, n, l], -1.0, 1.0),
-        r(&[b, n, l], -1.0, 1.0),
-        r(&[d], -1.0, 1.0),
-        r(&[b, d, l], -2.0, 2.0),
-        r(&[d], bias.0, bias.1),
-    ]
-}
-
-fn scan_args(x: &[Tensor], (gate, bias, softplus): (bool, bool, bool), chunk: usize) -> ScanArgs<'_> {
-    ScanArgs {
-        u: &x[0],
-        delta: &x[1],
-        a: &x[2],
-        b: &x[3],
-        c: &x[4],
-        d: &x[5],
-        z: gate.then(|| &x[6]),
-        delta_bias: bias.then(|| &x[7]),
-        softplus,
-        chunk,
     }
 }
 
