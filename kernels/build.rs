@@ -5,7 +5,7 @@
 use std::{env, fs, path::PathBuf, process::Command};
 
 fn main() {
-    println!("cargo:rerun-if-changed=cu");
+    println!("cargo:rerun-if-changed=cu"); // .cu files and their .cuh headers
     println!("cargo:rerun-if-env-changed=NVCC");
     if env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;

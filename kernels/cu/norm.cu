@@ -25,28 +25,12 @@
 
 #define NORM_THREADS 256
 
-// Sum of v over the block (blockDim.x a multiple of 32, at most 1024), returned to every
-// thread. Starts with a barrier so that `shared` may be reused by back-to-back calls.
-__device__ __forceinline__ float block_sum(float v, float* shared) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    __syncthreads();  // the previous call's readers are done with shared[0]
-    if (lane == 0) shared[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        v = lane < warps ? shared[lane] : 0.0f;
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (lane == 0) shared[0] = v;
-    }
-    __syncthreads();
-    return shared[0];
-}
+#include "reduce.cuh"
 
 // Grid (rows), block NORM_THREADS. y (rows, d), rstd (rows).
 extern "C" __global__ void __launch_bounds__(NORM_THREADS)
     rms_norm_forward_f32(float* __restrict__ y, float* __restrict__ rstd, const float* __restrict__ x,
                          const float* __restrict__ w, int rows, int d, float eps) {
-    __shared__ float shared[32];
     const int r = blockIdx.x;
     if (r >= rows) return;
     const float* xr = x + (long long)r * d;
@@ -56,7 +40,7 @@ extern "C" __global__ void __launch_bounds__(NORM_THREADS)
         const float v = xr[j];
         ss = fmaf(v, v, ss);
     }
-    ss = block_sum(ss, shared);
+    ss = block_sum(ss);
     const float rs = rsqrtf(ss / (float)d + eps);
     if (threadIdx.x == 0) rstd[r] = rs;
     for (int j = threadIdx.x; j < d; j += blockDim.x) yr[j] = xr[j] * rs * w[j];
@@ -68,7 +52,6 @@ extern "C" __global__ void __launch_bounds__(NORM_THREADS)
     rms_norm_backward_f32(float* __restrict__ dx, float* __restrict__ dw_partial, const float* __restrict__ x,
                           const float* __restrict__ w, const float* __restrict__ rstd, const float* __restrict__ dy,
                           int rows, int d, int rows_per_part) {
-    __shared__ float shared[32];
     extern __shared__ float acc[];  // d floats: this block's dw partial
     for (int j = threadIdx.x; j < d; j += blockDim.x) acc[j] = 0.0f;
     const int r0 = blockIdx.x * rows_per_part;
@@ -81,7 +64,7 @@ extern "C" __global__ void __launch_bounds__(NORM_THREADS)
         const float rs = rstd[r];
         float dot = 0.0f;
         for (int j = threadIdx.x; j < d; j += blockDim.x) dot = fmaf(w[j] * dyr[j], xr[j], dot);
-        dot = block_sum(dot, shared) * inv_d;
+        dot = block_sum(dot) * inv_d;
         const float coef = rs * rs * rs * dot;
         for (int j = threadIdx.x; j < d; j += blockDim.x) {
             const float xv = xr[j], g = dyr[j];
