@@ -23,7 +23,7 @@ pub fn run(c: &mut Check) -> Res<()> {
         // forward, with and without bias, element by element
         for with_bias in [true, false] {
             let want = conv1d_causal_forward(&x, &w, with_bias.then_some(&bias[..]), b, ch, l, k);
-            let gb = with_bias.then_some(&gbias);
+            let gb = with_bias.then_some(&*gbias);
             let mut gy = poisoned(n)?;
             c.gpu.conv1d_causal_forward_f32(&gx, &gw, gb, &mut gy, b, ch, l, k)?;
             c.gpu.stream.synchronize()?;

@@ -39,7 +39,7 @@ pub fn run(c: &mut Check) -> Res<()> {
         let up = |v: &[f32]| DeviceBuffer::from_slice(v);
         let (gu, gdelta, ga, gbm, gcm, gd) = (up(&u)?, up(&delta)?, up(&a)?, up(&bm)?, up(&cm)?, up(&d_skip)?);
         let (gz, gbias) = (up(&z)?, up(&bias)?);
-        let (gz, gbias) = (extras.then_some(&gz), extras.then_some(&gbias));
+        let (gz, gbias) = (extras.then_some(&*gz), extras.then_some(&*gbias));
         let (mut gout, mut glast, mut gchunks) =
             (poisoned(bdl)?, poisoned(batch * dim * state)?, poisoned(batch * dim * nc * state)?);
         let launch = |gout: &mut DeviceBuffer<f32>, glast: &mut DeviceBuffer<f32>, gchunks: &mut DeviceBuffer<f32>| {

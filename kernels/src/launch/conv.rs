@@ -1,6 +1,6 @@
 //! Launchers of `cu/conv.cu`.
 
-use super::{grid_for, Gpu, BLOCK};
+use super::{grid_for, Cost, Gpu, BLOCK};
 use cust::error::CudaResult;
 use cust::memory::DevicePointer;
 use cust::prelude::*;
@@ -25,10 +25,10 @@ impl Gpu {
     #[allow(clippy::too_many_arguments)]
     pub fn conv1d_causal_forward_f32(
         &self,
-        x: &DeviceBuffer<f32>,
-        w: &DeviceBuffer<f32>,
-        bias: Option<&DeviceBuffer<f32>>,
-        y: &mut DeviceBuffer<f32>,
+        x: &DeviceSlice<f32>,
+        w: &DeviceSlice<f32>,
+        bias: Option<&DeviceSlice<f32>>,
+        y: &mut DeviceSlice<f32>,
         b: usize,
         c: usize,
         l: usize,
@@ -45,6 +45,7 @@ impl Gpu {
         }
         let bias_ptr = bias.map_or(DevicePointer::null(), |bs| bs.as_device_ptr());
         let f = self.function("conv", "conv1d_causal_forward_f32")?;
+        let _timed = self.timed("conv1d_causal_forward_f32", Cost::default());
         let stream = &self.stream;
         unsafe {
             launch!(f<<<grid_for(n), BLOCK, 0, stream>>>(
@@ -60,12 +61,12 @@ impl Gpu {
     #[allow(clippy::too_many_arguments)]
     pub fn conv1d_causal_backward_f32(
         &self,
-        x: &DeviceBuffer<f32>,
-        w: &DeviceBuffer<f32>,
-        dy: &DeviceBuffer<f32>,
-        dx: &mut DeviceBuffer<f32>,
-        dw: &mut DeviceBuffer<f32>,
-        db: &mut DeviceBuffer<f32>,
+        x: &DeviceSlice<f32>,
+        w: &DeviceSlice<f32>,
+        dy: &DeviceSlice<f32>,
+        dx: &mut DeviceSlice<f32>,
+        dw: &mut DeviceSlice<f32>,
+        db: &mut DeviceSlice<f32>,
         b: usize,
         c: usize,
         l: usize,
@@ -81,6 +82,7 @@ impl Gpu {
         let stream = &self.stream;
         if n > 0 {
             let f = self.function("conv", "conv1d_causal_backward_dx_f32")?;
+            let _timed = self.timed("conv1d_causal_backward_dx_f32", Cost::default());
             unsafe {
                 launch!(f<<<grid_for(n), BLOCK, 0, stream>>>(
                     dx.as_device_ptr(), w.as_device_ptr(), dy.as_device_ptr(), b as i32, c as i32, l as i32, k as i32
@@ -92,6 +94,7 @@ impl Gpu {
         }
         // With b*l == 0 every block sums nothing and writes zeros, like the CPU twin.
         let f = self.function("conv", "conv1d_causal_backward_dw_f32")?;
+        let _timed = self.timed("conv1d_causal_backward_dw_f32", Cost::default());
         unsafe {
             launch!(f<<<c as u32, CONV_THREADS, 0, stream>>>(
                 dw.as_device_ptr(), db.as_device_ptr(), x.as_device_ptr(), dy.as_device_ptr(),

@@ -1,6 +1,6 @@
 //! Launchers of `cu/index.cu`.
 
-use super::{grid_for, Gpu, BLOCK};
+use super::{grid_for, Cost, Gpu, BLOCK};
 use cust::error::CudaResult;
 use cust::prelude::*;
 
@@ -12,9 +12,9 @@ impl Gpu {
     /// `cpu::index::embedding_forward`. Every id must be in `[0, v)`; the kernel does not check.
     pub fn embedding_forward_f32(
         &self,
-        w: &DeviceBuffer<f32>,
-        ids: &DeviceBuffer<i64>,
-        y: &mut DeviceBuffer<f32>,
+        w: &DeviceSlice<f32>,
+        ids: &DeviceSlice<i64>,
+        y: &mut DeviceSlice<f32>,
         n: usize,
         d: usize,
     ) -> CudaResult<()> {
@@ -27,6 +27,7 @@ impl Gpu {
             return Ok(());
         }
         let f = self.function("index", "embedding_forward_f32")?;
+        let _timed = self.timed("embedding_forward_f32", Cost::default());
         let stream = &self.stream;
         unsafe {
             launch!(f<<<grid_for(n * d), BLOCK, 0, stream>>>(
@@ -41,9 +42,9 @@ impl Gpu {
     /// for small vocabularies. Every id must be in `[0, v)`; others are ignored.
     pub fn embedding_backward_f32(
         &self,
-        dy: &DeviceBuffer<f32>,
-        ids: &DeviceBuffer<i64>,
-        dw: &mut DeviceBuffer<f32>,
+        dy: &DeviceSlice<f32>,
+        ids: &DeviceSlice<i64>,
+        dw: &mut DeviceSlice<f32>,
         n: usize,
         v: usize,
         d: usize,
@@ -62,6 +63,7 @@ impl Gpu {
             return Ok(());
         }
         let f = self.function("index", "embedding_backward_f32")?;
+        let _timed = self.timed("embedding_backward_f32", Cost::default());
         let stream = &self.stream;
         unsafe {
             launch!(f<<<(v as u32, col_blocks as u32, 1), INDEX_THREADS, 0, stream>>>(

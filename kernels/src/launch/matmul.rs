@@ -1,6 +1,6 @@
 //! Launchers of `cu/matmul.cu`.
 
-use super::Gpu;
+use super::{Cost, Gpu};
 use cust::error::CudaResult;
 use cust::prelude::*;
 
@@ -9,9 +9,9 @@ impl Gpu {
     /// `cpu::matmul::matmul` with batch 1 (kernels/cu/matmul.cu has the tiling).
     pub fn matmul_f32(
         &self,
-        a: &DeviceBuffer<f32>,
-        b: &DeviceBuffer<f32>,
-        c: &mut DeviceBuffer<f32>,
+        a: &DeviceSlice<f32>,
+        b: &DeviceSlice<f32>,
+        c: &mut DeviceSlice<f32>,
         m: usize,
         n: usize,
         k: usize,
@@ -21,6 +21,7 @@ impl Gpu {
             "matmul_f32: buffer sizes do not match (m, n, k)"
         );
         let f = self.function("matmul", "matmul_f32")?;
+        let _timed = self.timed("matmul_f32", Cost::default());
         let grid = (n.div_ceil(128) as u32, m.div_ceil(128) as u32, 1);
         let stream = &self.stream;
         unsafe {

@@ -1,6 +1,6 @@
 //! Launchers of `cu/norm.cu`.
 
-use super::Gpu;
+use super::{Cost, Gpu};
 use cust::error::CudaResult;
 use cust::prelude::*;
 
@@ -30,10 +30,10 @@ impl Gpu {
     #[allow(clippy::too_many_arguments)]
     pub fn rms_norm_forward_f32(
         &self,
-        x: &DeviceBuffer<f32>,
-        w: &DeviceBuffer<f32>,
-        y: &mut DeviceBuffer<f32>,
-        rstd: &mut DeviceBuffer<f32>,
+        x: &DeviceSlice<f32>,
+        w: &DeviceSlice<f32>,
+        y: &mut DeviceSlice<f32>,
+        rstd: &mut DeviceSlice<f32>,
         rows: usize,
         d: usize,
         eps: f32,
@@ -48,6 +48,7 @@ impl Gpu {
             return Ok(());
         }
         let f = self.function("norm", "rms_norm_forward_f32")?;
+        let _timed = self.timed("rms_norm_forward_f32", Cost::default());
         let stream = &self.stream;
         unsafe {
             launch!(f<<<rows as u32, NORM_THREADS, 0, stream>>>(
@@ -63,13 +64,13 @@ impl Gpu {
     #[allow(clippy::too_many_arguments)]
     pub fn rms_norm_backward_f32(
         &self,
-        x: &DeviceBuffer<f32>,
-        w: &DeviceBuffer<f32>,
-        rstd: &DeviceBuffer<f32>,
-        dy: &DeviceBuffer<f32>,
-        dx: &mut DeviceBuffer<f32>,
-        dw: &mut DeviceBuffer<f32>,
-        scratch: &mut DeviceBuffer<f32>,
+        x: &DeviceSlice<f32>,
+        w: &DeviceSlice<f32>,
+        rstd: &DeviceSlice<f32>,
+        dy: &DeviceSlice<f32>,
+        dx: &mut DeviceSlice<f32>,
+        dw: &mut DeviceSlice<f32>,
+        scratch: &mut DeviceSlice<f32>,
         rows: usize,
         d: usize,
     ) -> CudaResult<()> {
@@ -90,6 +91,7 @@ impl Gpu {
         let stream = &self.stream;
         if parts > 0 {
             let f = self.function("norm", "rms_norm_backward_f32")?;
+            let _timed = self.timed("rms_norm_backward_f32", Cost::default());
             let shared = (d * std::mem::size_of::<f32>()) as u32;
             unsafe {
                 launch!(f<<<parts as u32, NORM_THREADS, shared, stream>>>(
@@ -100,6 +102,7 @@ impl Gpu {
         }
         // With no rows, parts = 0 and the reduce writes zeros, like the CPU twin.
         let f = self.function("norm", "rms_norm_dw_reduce_f32")?;
+        let _timed = self.timed("rms_norm_dw_reduce_f32", Cost::default());
         unsafe {
             launch!(f<<<d.div_ceil(32) as u32, (32, 32, 1), 0, stream>>>(
                 dw.as_device_ptr(), scratch.as_device_ptr(), parts as i32, d as i32

@@ -1,6 +1,6 @@
 //! Launchers of `cu/scan.cu`.
 
-use super::Gpu;
+use super::{Cost, Gpu};
 use cust::error::CudaResult;
 use cust::memory::DevicePointer;
 use cust::prelude::*;
@@ -19,18 +19,18 @@ impl Gpu {
     #[allow(clippy::too_many_arguments)]
     pub fn selective_scan_forward_f32(
         &self,
-        u: &DeviceBuffer<f32>,
-        delta: &DeviceBuffer<f32>,
-        a: &DeviceBuffer<f32>,
-        bm: &DeviceBuffer<f32>,
-        cm: &DeviceBuffer<f32>,
-        d_skip: &DeviceBuffer<f32>,
-        z: Option<&DeviceBuffer<f32>>,
-        delta_bias: Option<&DeviceBuffer<f32>>,
+        u: &DeviceSlice<f32>,
+        delta: &DeviceSlice<f32>,
+        a: &DeviceSlice<f32>,
+        bm: &DeviceSlice<f32>,
+        cm: &DeviceSlice<f32>,
+        d_skip: &DeviceSlice<f32>,
+        z: Option<&DeviceSlice<f32>>,
+        delta_bias: Option<&DeviceSlice<f32>>,
         softplus: bool,
-        out: &mut DeviceBuffer<f32>,
-        last_state: &mut DeviceBuffer<f32>,
-        chunk_states: &mut DeviceBuffer<f32>,
+        out: &mut DeviceSlice<f32>,
+        last_state: &mut DeviceSlice<f32>,
+        chunk_states: &mut DeviceSlice<f32>,
         batch: usize,
         dim: usize,
         len: usize,
@@ -69,6 +69,7 @@ impl Gpu {
         let z = z.map_or(DevicePointer::null(), |z| z.as_device_ptr());
         let bias = delta_bias.map_or(DevicePointer::null(), |b| b.as_device_ptr());
         let f = self.function("scan", "selective_scan_forward_f32")?;
+        let _timed = self.timed("selective_scan_forward_f32", Cost::default());
         let stream = &self.stream;
         let grid = channels.div_ceil(SCAN_THREADS as usize) as u32;
         unsafe {

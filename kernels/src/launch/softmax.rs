@@ -1,6 +1,6 @@
 //! Launchers of `cu/softmax.cu`: one 256-thread block per row of `v` values.
 
-use super::Gpu;
+use super::{Cost, Gpu};
 use cust::error::CudaResult;
 use cust::prelude::*;
 
@@ -25,12 +25,7 @@ fn dims(rows: usize, v: usize, name: &str) -> (i32, i32) {
 
 impl Gpu {
     /// `y = log_softmax(x)` over rows of `v` values — twin of `cpu::softmax::log_softmax_forward`.
-    pub fn log_softmax_forward_f32(
-        &self,
-        x: &DeviceBuffer<f32>,
-        y: &mut DeviceBuffer<f32>,
-        v: usize,
-    ) -> CudaResult<()> {
+    pub fn log_softmax_forward_f32(&self, x: &DeviceSlice<f32>, y: &mut DeviceSlice<f32>, v: usize) -> CudaResult<()> {
         assert_eq!(x.len(), y.len(), "log_softmax_forward_f32: input and output lengths differ");
         let rows = rows_of(x.len(), v, "log_softmax_forward_f32");
         if rows == 0 {
@@ -38,6 +33,7 @@ impl Gpu {
         }
         let (r, n) = dims(rows, v, "log_softmax_forward_f32");
         let f = self.function("softmax", "log_softmax_forward_f32")?;
+        let _timed = self.timed("log_softmax_forward_f32", Cost::default());
         let stream = &self.stream;
         unsafe { launch!(f<<<rows as u32, ROW_BLOCK, 0, stream>>>(y.as_device_ptr(), x.as_device_ptr(), r, n)) }
     }
@@ -46,9 +42,9 @@ impl Gpu {
     /// `cpu::softmax::log_softmax_backward`.
     pub fn log_softmax_backward_f32(
         &self,
-        y: &DeviceBuffer<f32>,
-        dy: &DeviceBuffer<f32>,
-        dx: &mut DeviceBuffer<f32>,
+        y: &DeviceSlice<f32>,
+        dy: &DeviceSlice<f32>,
+        dx: &mut DeviceSlice<f32>,
         v: usize,
     ) -> CudaResult<()> {
         assert!(y.len() == dy.len() && y.len() == dx.len(), "log_softmax_backward_f32: buffer lengths differ");
@@ -58,6 +54,7 @@ impl Gpu {
         }
         let (r, n) = dims(rows, v, "log_softmax_backward_f32");
         let f = self.function("softmax", "log_softmax_backward_f32")?;
+        let _timed = self.timed("log_softmax_backward_f32", Cost::default());
         let stream = &self.stream;
         unsafe {
             launch!(f<<<rows as u32, ROW_BLOCK, 0, stream>>>(dx.as_device_ptr(), y.as_device_ptr(), dy.as_device_ptr(), r, n))
@@ -69,11 +66,11 @@ impl Gpu {
     /// (whose loss is f64). The mean over valid rows is the caller's.
     pub fn cross_entropy_forward_f32(
         &self,
-        x: &DeviceBuffer<f32>,
-        targets: &DeviceBuffer<i64>,
+        x: &DeviceSlice<f32>,
+        targets: &DeviceSlice<i64>,
         ignore_index: i64,
-        lse: &mut DeviceBuffer<f32>,
-        loss: &mut DeviceBuffer<f32>,
+        lse: &mut DeviceSlice<f32>,
+        loss: &mut DeviceSlice<f32>,
         v: usize,
     ) -> CudaResult<()> {
         let rows = targets.len();
@@ -84,6 +81,7 @@ impl Gpu {
         }
         let (r, n) = dims(rows, v, "cross_entropy_forward_f32");
         let f = self.function("softmax", "cross_entropy_forward_f32")?;
+        let _timed = self.timed("cross_entropy_forward_f32", Cost::default());
         let stream = &self.stream;
         unsafe {
             launch!(f<<<rows as u32, ROW_BLOCK, 0, stream>>>(
@@ -104,12 +102,12 @@ impl Gpu {
     #[allow(clippy::too_many_arguments)]
     pub fn cross_entropy_backward_f32(
         &self,
-        x: &DeviceBuffer<f32>,
-        lse: &DeviceBuffer<f32>,
-        targets: &DeviceBuffer<i64>,
+        x: &DeviceSlice<f32>,
+        lse: &DeviceSlice<f32>,
+        targets: &DeviceSlice<i64>,
         ignore_index: i64,
         scale: f32,
-        dx: &mut DeviceBuffer<f32>,
+        dx: &mut DeviceSlice<f32>,
         v: usize,
     ) -> CudaResult<()> {
         let rows = targets.len();
@@ -121,6 +119,7 @@ impl Gpu {
         }
         let (r, n) = dims(rows, v, "cross_entropy_backward_f32");
         let f = self.function("softmax", "cross_entropy_backward_f32")?;
+        let _timed = self.timed("cross_entropy_backward_f32", Cost::default());
         let stream = &self.stream;
         unsafe {
             launch!(f<<<rows as u32, ROW_BLOCK, 0, stream>>>(
