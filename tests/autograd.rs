@@ -138,7 +138,7 @@ const DEPTH: usize = 100_000;
 /// A chain of `DEPTH` ops on a scalar leaf `x = 0.1`: mostly `1.0001 y + 0.001`, with a
 /// tanh every 1000 steps. Returns (leaf, output, d output / d x by forward mode in f64).
 fn deep_chain() -> (Tensor, Tensor, f64) {
-    let x = Tensor::scalar(0.1, DType::F64, Device::Cpu).requires_grad();
+    let x = Tensor::scalar(0.1, DType::F64, Device::Cpu).unwrap().requires_grad();
     let (mut y, mut v, mut d) = (x.clone(), 0.1f64, 1.0f64);
     for i in 0..DEPTH {
         if i % 1000 == 999 {

@@ -214,7 +214,7 @@ fn item_on_a_non_scalar() {
     assert!(matches!(e, Error::Invalid { op: "item", .. }), "{e:?}");
     assert_names(&e, "item", &["[2]"]);
     // one element of any rank is fine
-    assert_eq!(Tensor::full(&[1, 1], 2.5, DType::F32, Device::Cpu).item().unwrap(), 2.5);
+    assert_eq!(Tensor::full(&[1, 1], 2.5, DType::F32, Device::Cpu).unwrap().item().unwrap(), 2.5);
 }
 
 #[test]

@@ -103,7 +103,7 @@ fn device_memory_tracks_allocation_and_free() {
     const BIG: usize = 64 << 20; // 64 MiB
     const SLACK: usize = 8 << 20;
     let before = ledger::memory(Device::Cpu).current;
-    let big = Tensor::zeros(&[BIG / F64], DType::F64, Device::Cpu);
+    let big = Tensor::zeros(&[BIG / F64], DType::F64, Device::Cpu).unwrap();
     let during = ledger::memory(Device::Cpu);
     assert!(during.current.abs_diff(before + BIG) <= SLACK, "allocated 64 MiB: {before} -> {}", during.current);
     assert!(during.peak >= during.current);

@@ -343,6 +343,7 @@ pub fn error_op(e: &Error) -> &'static str {
         | Error::Index { op, .. }
         | Error::DTypeMismatch { op, .. }
         | Error::DeviceMismatch { op, .. }
+        | Error::Device { op, .. }
         | Error::Invalid { op, .. } => op,
     }
 }

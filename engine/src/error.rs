@@ -36,6 +36,13 @@ pub enum Error {
         lhs: Device,
         rhs: Device,
     },
+    /// A device that cannot do what was asked (not compiled in, no GPU, out of memory, a
+    /// driver error, or an op/dtype the device has no kernel for).
+    Device {
+        op: &'static str,
+        device: Device,
+        msg: String,
+    },
     /// Anything else that is wrong with an argument.
     Invalid {
         op: &'static str,
@@ -61,8 +68,9 @@ impl fmt::Display for Error {
                 write!(f, "{op}: dtypes {lhs} and {rhs} differ; convert one with .to_dtype()")
             }
             Error::DeviceMismatch { op, lhs, rhs } => {
-                write!(f, "{op}: tensors on {lhs} and {rhs}; move one with .to_device()")
+                write!(f, "{op}: tensors on {lhs} and {rhs}; move one with .to(device)")
             }
+            Error::Device { op, device, msg } => write!(f, "{op} on {device}: {msg}"),
             Error::Invalid { op, msg } => write!(f, "{op}: {msg}"),
         }
     }

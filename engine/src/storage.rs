@@ -121,6 +121,8 @@ impl CpuElem for f64 {
 #[derive(Debug)]
 pub enum StorageKind {
     Cpu(CpuData),
+    #[cfg(feature = "cuda")]
+    Cuda(crate::cuda::CudaData),
 }
 
 /// A buffer on some device, counted in the ledger for as long as it lives.
@@ -137,15 +139,26 @@ impl Storage {
         Storage { kind: StorageKind::Cpu(data), bytes }
     }
 
+    #[cfg(feature = "cuda")]
+    pub fn cuda(data: crate::cuda::CudaData) -> Storage {
+        let bytes = data.len() * data.dtype().size();
+        ledger::on_alloc(Device::Cuda, bytes);
+        Storage { kind: StorageKind::Cuda(data), bytes }
+    }
+
     pub fn device(&self) -> Device {
         match self.kind {
             StorageKind::Cpu(_) => Device::Cpu,
+            #[cfg(feature = "cuda")]
+            StorageKind::Cuda(_) => Device::Cuda,
         }
     }
 
     pub fn dtype(&self) -> DType {
         match &self.kind {
             StorageKind::Cpu(d) => d.dtype(),
+            #[cfg(feature = "cuda")]
+            StorageKind::Cuda(d) => d.dtype(),
         }
     }
 
@@ -158,17 +171,46 @@ impl Storage {
     }
 
     /// The CPU buffer, or an error naming `op` if the storage lives elsewhere.
-    pub fn as_cpu(&self, _op: &'static str) -> Result<&CpuData> {
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+    pub fn as_cpu(&self, op: &'static str) -> Result<&CpuData> {
         match &self.kind {
             StorageKind::Cpu(d) => Ok(d),
+            #[cfg(feature = "cuda")]
+            StorageKind::Cuda(_) => Err(not_here(op)),
         }
     }
 
     /// Mutable CPU buffer (in-place updates such as optimiser steps).
-    pub fn as_cpu_mut(&mut self, _op: &'static str) -> Result<&mut CpuData> {
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+    pub fn as_cpu_mut(&mut self, op: &'static str) -> Result<&mut CpuData> {
         match &mut self.kind {
             StorageKind::Cpu(d) => Ok(d),
+            #[cfg(feature = "cuda")]
+            StorageKind::Cuda(_) => Err(not_here(op)),
         }
+    }
+
+    /// The GPU buffer, or an error naming `op` if the storage lives elsewhere.
+    #[cfg(feature = "cuda")]
+    pub fn as_cuda(&self, op: &'static str) -> Result<&crate::cuda::CudaData> {
+        match &self.kind {
+            StorageKind::Cuda(d) => Ok(d),
+            StorageKind::Cpu(_) => Err(crate::Error::Device {
+                op,
+                device: Device::Cpu,
+                msg: "engine bug: expected a GPU buffer".into(),
+            }),
+        }
+    }
+}
+
+/// A CPU-only code path was handed a GPU buffer.
+#[cfg(feature = "cuda")]
+fn not_here(op: &'static str) -> crate::Error {
+    crate::Error::Device {
+        op,
+        device: Device::Cuda,
+        msg: "this path reads host memory; move the tensor with .to(Device::Cpu) first".into(),
     }
 }
 

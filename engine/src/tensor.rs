@@ -65,41 +65,46 @@ impl Tensor {
         Tensor::from_cpu_data(CpuData::from_f64(dtype, values.iter().copied()), shape)
     }
 
-    pub fn full(shape: &[usize], value: f64, dtype: DType, device: Device) -> Tensor {
-        let n = shape.iter().product();
+    /// A tensor of `shape` filled with `value`, on `device`.
+    pub fn full(shape: &[usize], value: f64, dtype: DType, device: Device) -> Result<Tensor> {
+        let n = crate::shape::checked_numel("full", shape)?;
         match device {
-            Device::Cpu => Tensor::from_storage(Storage::cpu(CpuData::full(dtype, n, value)), shape),
+            Device::Cpu => Ok(Tensor::from_storage(Storage::cpu(CpuData::full(dtype, n, value)), shape)),
+            #[cfg(feature = "cuda")]
+            Device::Cuda => Ok(Tensor::from_storage(Storage::cuda(crate::cuda::ops::full(dtype, n, value)?), shape)),
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda => Err(no_cuda("full")),
         }
     }
 
-    pub fn zeros(shape: &[usize], dtype: DType, device: Device) -> Tensor {
+    pub fn zeros(shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
         Tensor::full(shape, 0.0, dtype, device)
     }
 
-    pub fn ones(shape: &[usize], dtype: DType, device: Device) -> Tensor {
+    pub fn ones(shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
         Tensor::full(shape, 1.0, dtype, device)
     }
 
-    pub fn scalar(value: f64, dtype: DType, device: Device) -> Tensor {
+    pub fn scalar(value: f64, dtype: DType, device: Device) -> Result<Tensor> {
         Tensor::full(&[], value, dtype, device)
     }
 
-    pub fn zeros_like(&self) -> Tensor {
+    pub fn zeros_like(&self) -> Result<Tensor> {
         Tensor::zeros(self.shape(), self.dtype, self.device)
     }
 
-    pub fn ones_like(&self) -> Tensor {
+    pub fn ones_like(&self) -> Result<Tensor> {
         Tensor::ones(self.shape(), self.dtype, self.device)
     }
 
-    /// Normal(mean, std) samples drawn from `rng`.
+    /// Normal(mean, std) samples drawn from `rng` (on the CPU; move them with `.to`).
     pub fn randn(shape: &[usize], mean: f64, std: f64, dtype: DType, rng: &mut Rng) -> Tensor {
         let n: usize = shape.iter().product();
         let data = CpuData::from_f64(dtype, (0..n).map(|_| mean + std * rng.normal()));
         Tensor::from_storage(Storage::cpu(data), shape)
     }
 
-    /// Uniform samples in [lo, hi) drawn from `rng`.
+    /// Uniform samples in [lo, hi) drawn from `rng` (on the CPU).
     pub fn rand_uniform(shape: &[usize], lo: f64, hi: f64, dtype: DType, rng: &mut Rng) -> Tensor {
         let n: usize = shape.iter().product();
         let data = CpuData::from_f64(dtype, (0..n).map(|_| lo + (hi - lo) * rng.uniform()));
@@ -107,16 +112,32 @@ impl Tensor {
     }
 
     /// 0, 1, .., n-1.
-    pub fn arange(n: usize, dtype: DType, device: Device) -> Tensor {
+    pub fn arange(n: usize, dtype: DType, device: Device) -> Result<Tensor> {
         let data = CpuData::from_f64(dtype, (0..n).map(|i| i as f64));
-        Tensor::from_storage(Storage::cpu(data), &[n]).to_device(device)
+        Tensor::from_storage(Storage::cpu(data), &[n]).to(device)
     }
 
-    /// The same values on `device` (a no-op if already there).
-    pub fn to_device(&self, device: Device) -> Tensor {
-        match (self.device, device) {
-            (Device::Cpu, Device::Cpu) => self.clone(),
+    /// The same values on `device` (a no-op if already there). The copy is cut off from
+    /// the graph: move parameters as leaves (`.to(device)?.requires_grad()`) and inputs
+    /// before building the graph, as training does.
+    pub fn to(&self, device: Device) -> Result<Tensor> {
+        if device == self.device {
+            return Ok(self.clone());
         }
+        #[cfg(feature = "cuda")]
+        return crate::cuda::ops::transfer(self, device);
+        #[cfg(not(feature = "cuda"))]
+        Err(no_cuda("to"))
+    }
+}
+
+/// The error for asking a build without the `cuda` feature for the GPU.
+#[cfg(not(feature = "cuda"))]
+fn no_cuda(op: &'static str) -> Error {
+    Error::Device {
+        op,
+        device: Device::Cuda,
+        msg: "this build has no CUDA backend: rebuild with `--features cuda` (docs/GPU.md says how)".into(),
     }
 }
 
@@ -169,7 +190,7 @@ impl Tensor {
 
     /// The values in row-major order as `T` (which must be the tensor's dtype).
     pub fn to_vec<T: CpuElem>(&self) -> Result<Vec<T>> {
-        let t = self.to_device(Device::Cpu).contiguous_detached()?;
+        let t = self.to(Device::Cpu)?.contiguous_detached()?;
         let storage = t.read();
         let data = storage.as_cpu("to_vec")?;
         let Some(all) = T::slice(data) else {
@@ -180,7 +201,7 @@ impl Tensor {
 
     /// The values in row-major order, widened to `f64` whatever the dtype.
     pub fn to_vec_f64(&self) -> Result<Vec<f64>> {
-        let t = self.to_device(Device::Cpu);
+        let t = self.to(Device::Cpu)?;
         let storage = t.read();
         let data = storage.as_cpu("to_vec_f64")?;
         let mut out = Vec::with_capacity(self.numel());
@@ -257,7 +278,7 @@ impl Tensor {
     /// Backpropagate from this tensor, seeded with ones (normally a scalar loss).
     /// Gradients accumulate into the leaves' `.grad()` until zeroed.
     pub fn backward(&self) -> Result<()> {
-        autograd::backward(self, self.ones_like())
+        autograd::backward(self, self.ones_like()?)
     }
 
     /// Backpropagate with an explicit `dL/d(self)`.
@@ -282,7 +303,14 @@ impl Tensor {
         if !self.is_contiguous() {
             return invalid("set_data", "the destination must be contiguous");
         }
+        if src.device != self.device {
+            return Err(Error::DeviceMismatch { op: "set_data", lhs: self.device, rhs: src.device });
+        }
         let src = src.contiguous_detached()?;
+        #[cfg(feature = "cuda")]
+        if self.device == Device::Cuda {
+            return crate::cuda::ops::copy_within(&src, self);
+        }
         let values = {
             let s = src.read();
             let data = s.as_cpu("set_data")?;

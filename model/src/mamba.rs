@@ -70,7 +70,7 @@ pub struct InferenceState {
 
 impl Mixer {
     /// The reference initialisation (see the module docs of the issue / docs/MAMBA.md).
-    fn new(cfg: &MambaConfig, dtype: DType, rng: &mut Rng) -> Mixer {
+    fn new(cfg: &MambaConfig, dtype: DType, rng: &mut Rng) -> Result<Mixer> {
         let (dm, di) = (cfg.d_model, cfg.d_inner());
         let s = &cfg.ssm_cfg;
         let (n, r, k) = (s.d_state, s.dt_rank, s.d_conv);
@@ -93,18 +93,32 @@ impl Mixer {
         let a_log: Vec<f64> = (0..di).flat_map(|_| (1..=n).map(|i| (i as f64).ln())).collect();
         // out_proj is rescaled by 1/sqrt(n_layer) (GPT-2 style prenorm-residual scaling).
         let out_proj = uniform(&[dm, di], fan(di) / (cfg.n_layer as f64).sqrt(), rng);
-        let from = |v: Vec<f64>, shape: &[usize]| Tensor::from_f64(&v, shape, dtype).expect("sizes computed above");
-        Mixer {
+        Ok(Mixer {
             in_proj: in_proj.requires_grad(),
             conv_weight: conv_weight.requires_grad(),
             conv_bias: conv_bias.requires_grad(),
             x_proj: x_proj.requires_grad(),
             dt_proj_weight: dt_proj_weight.requires_grad(),
-            dt_proj_bias: from(bias, &[di]).requires_grad(),
-            a_log: from(a_log, &[di, n]).requires_grad(),
-            d: Tensor::ones(&[di], dtype, Device::Cpu).requires_grad(),
+            dt_proj_bias: Tensor::from_f64(&bias, &[di], dtype)?.requires_grad(),
+            a_log: Tensor::from_f64(&a_log, &[di, n], dtype)?.requires_grad(),
+            d: Tensor::ones(&[di], dtype, Device::Cpu)?.requires_grad(),
             out_proj: out_proj.requires_grad(),
-        }
+        })
+    }
+
+    /// The same mixer with every parameter passed through `f`.
+    fn map(&self, f: &impl Fn(&Tensor) -> Result<Tensor>) -> Result<Mixer> {
+        Ok(Mixer {
+            in_proj: f(&self.in_proj)?,
+            conv_weight: f(&self.conv_weight)?,
+            conv_bias: f(&self.conv_bias)?,
+            x_proj: f(&self.x_proj)?,
+            dt_proj_weight: f(&self.dt_proj_weight)?,
+            dt_proj_bias: f(&self.dt_proj_bias)?,
+            a_log: f(&self.a_log)?,
+            d: f(&self.d)?,
+            out_proj: f(&self.out_proj)?,
+        })
     }
 
     /// h (B, L, d_model) -> (B, L, d_model)
@@ -159,13 +173,36 @@ impl MambaLM {
         let mut rng = Rng::new(seed);
         let embedding = Tensor::randn(&[cfg.padded_vocab(), cfg.d_model], 0.0, 0.02, dtype, &mut rng).requires_grad();
         let layers = (0..cfg.n_layer)
-            .map(|_| Layer {
-                norm: Tensor::ones(&[cfg.d_model], dtype, Device::Cpu).requires_grad(),
-                mixer: Mixer::new(&cfg, dtype, &mut rng),
+            .map(|_| {
+                Ok(Layer {
+                    norm: Tensor::ones(&[cfg.d_model], dtype, Device::Cpu)?.requires_grad(),
+                    mixer: Mixer::new(&cfg, dtype, &mut rng)?,
+                })
             })
-            .collect();
-        let norm_f = Tensor::ones(&[cfg.d_model], dtype, Device::Cpu).requires_grad();
+            .collect::<Result<_>>()?;
+        let norm_f = Tensor::ones(&[cfg.d_model], dtype, Device::Cpu)?.requires_grad();
         Ok(MambaLM { cfg, embedding, layers, norm_f, scan_chunk: 64 })
+    }
+
+    /// The same model with its parameters (as fresh leaves) on `device`.
+    pub fn to(&self, device: Device) -> Result<MambaLM> {
+        let f = |t: &Tensor| Ok(t.detach().to(device)?.requires_grad());
+        Ok(MambaLM {
+            cfg: self.cfg.clone(),
+            embedding: f(&self.embedding)?,
+            layers: self
+                .layers
+                .iter()
+                .map(|l| Ok(Layer { norm: f(&l.norm)?, mixer: l.mixer.map(&f)? }))
+                .collect::<Result<_>>()?,
+            norm_f: f(&self.norm_f)?,
+            scan_chunk: self.scan_chunk,
+        })
+    }
+
+    /// Where the parameters live.
+    pub fn device(&self) -> Device {
+        self.embedding.device()
     }
 
     /// ids (batch * len, row-major) -> logits (batch, len, padded vocab)
@@ -193,12 +230,13 @@ impl MambaLM {
     }
 
     /// Zero conv and SSM states for `batch` sequences.
-    pub fn new_state(&self, batch: usize) -> InferenceState {
-        let (di, s, dt) = (self.cfg.d_inner(), &self.cfg.ssm_cfg, self.embedding.dtype());
-        InferenceState {
-            conv: (0..self.cfg.n_layer).map(|_| Tensor::zeros(&[batch, di, s.d_conv], dt, Device::Cpu)).collect(),
-            ssm: (0..self.cfg.n_layer).map(|_| Tensor::zeros(&[batch, di, s.d_state], dt, Device::Cpu)).collect(),
-        }
+    pub fn new_state(&self, batch: usize) -> Result<InferenceState> {
+        let (di, s, dt, dev) = (self.cfg.d_inner(), &self.cfg.ssm_cfg, self.embedding.dtype(), self.device());
+        let layers = 0..self.cfg.n_layer;
+        Ok(InferenceState {
+            conv: layers.clone().map(|_| Tensor::zeros(&[batch, di, s.d_conv], dt, dev)).collect::<Result<_>>()?,
+            ssm: layers.map(|_| Tensor::zeros(&[batch, di, s.d_state], dt, dev)).collect::<Result<_>>()?,
+        })
     }
 
     /// Feed one token per sequence; returns logits (batch, padded vocab). No graph is recorded.
@@ -262,7 +300,8 @@ impl MambaLM {
             if t.shape() != p.shape() {
                 return Err(format!("`{key}` has shape {:?}, the model expects {:?}", t.shape(), p.shape()));
             }
-            p.set_data(&t.to_dtype(p.dtype()).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+            let value = t.to_dtype(p.dtype()).and_then(|t| t.to(p.device())).map_err(|e| e.to_string())?;
+            p.set_data(&value).map_err(|e| e.to_string())?;
         }
         if let Some(head) = tensors.get(&format!("{prefix}lm_head.weight")) {
             let embedding = self.embedding.to_vec_f64().map_err(|e| e.to_string())?;
@@ -297,7 +336,7 @@ mod tests {
         let mut rng = Rng::new(3);
         let ids: Vec<usize> = (0..2 * 512).map(|_| rng.below(256)).collect();
         let parallel = model.forward(&ids, 2, 512).unwrap().to_vec_f64().unwrap(); // (2, 512, 256)
-        let mut state = model.new_state(2);
+        let mut state = model.new_state(2).unwrap();
         let mut worst: f64 = 0.0;
         let scale = parallel.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         for t in 0..512 {

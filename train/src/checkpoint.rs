@@ -276,7 +276,7 @@ pub fn load_training_state(dir: &Path, opt: &mut AdamW) -> Result<TrainingState>
                 let (got, want) = (t.shape(), p.tensor.shape());
                 return Err(error(format!("`{key}` has shape {got:?}, the optimizer's parameter has shape {want:?}")));
             }
-            t.to_dtype(p.m.dtype()).map_err(|e| error(format!("`{key}`: {e}")))
+            t.to_dtype(p.m.dtype()).and_then(|t| t.to(p.m.device())).map_err(|e| error(format!("`{key}`: {e}")))
         };
         moments.push((moment("exp_avg")?, moment("exp_avg_sq")?));
     }
@@ -432,7 +432,7 @@ mod tests {
 
     fn optimizer(model: &MambaLM) -> AdamW {
         let params = model.named_parameters().into_iter().map(|(n, t)| (n.clone(), t, MambaLM::decays(&n))).collect();
-        AdamW::new(params, 1e-3, 0.1)
+        AdamW::new(params, 1e-3, 0.1).unwrap()
     }
 
     /// A small model, an optimizer with random moments after 42 steps, and a state.

@@ -23,7 +23,7 @@ pub fn generate(
     rng: &mut Rng,
     mut emit: impl FnMut(usize),
 ) -> Result<Vec<usize>> {
-    let mut state = model.new_state(1);
+    let mut state = model.new_state(1)?;
     let mut logits = None;
     for &t in prompt {
         logits = Some(model.step(&[t], &mut state)?);

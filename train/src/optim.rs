@@ -33,12 +33,14 @@ pub struct AdamW {
 
 impl AdamW {
     /// `params`: (name, tensor, whether weight decay applies).
-    pub fn new(params: Vec<(String, Tensor, bool)>, lr: f64, weight_decay: f64) -> AdamW {
+    pub fn new(params: Vec<(String, Tensor, bool)>, lr: f64, weight_decay: f64) -> Result<AdamW> {
         let params = params
             .into_iter()
-            .map(|(name, tensor, decay)| Param { name, m: tensor.zeros_like(), v: tensor.zeros_like(), tensor, decay })
-            .collect();
-        AdamW { lr, betas: (0.9, 0.999), eps: 1e-8, weight_decay, step: 0, params }
+            .map(|(name, tensor, decay)| {
+                Ok(Param { name, m: tensor.zeros_like()?, v: tensor.zeros_like()?, tensor, decay })
+            })
+            .collect::<Result<_>>()?;
+        Ok(AdamW { lr, betas: (0.9, 0.999), eps: 1e-8, weight_decay, step: 0, params })
     }
 
     /// Apply one update from the accumulated gradients (at `self.lr`), then clear them.
@@ -67,26 +69,38 @@ impl AdamW {
     }
 }
 
-/// Scale all gradients so their joint L2 norm is at most `max_norm`; returns the norm
-/// before clipping (a NaN here means a NaN gradient).
-pub fn clip_grad_norm(params: &[Param], max_norm: f64) -> Result<f64> {
+/// Scale all gradients so their joint L2 norm is at most `max_norm`:
+///
+/// ```text
+/// norm = sqrt(sum over parameters of sum(g^2))      scale = min(1, max_norm / (norm + 1e-6))
+/// ```
+///
+/// Returns the norm before clipping as a scalar tensor where the gradients live (a NaN
+/// there means a NaN gradient). Nothing is read back to the host: on the GPU the whole
+/// computation, the `min` included, stays on the device, and the caller reads the norm
+/// together with the loss in one transfer. `None` if no parameter has a gradient.
+pub fn clip_grad_norm(params: &[Param], max_norm: f64) -> Result<Option<Tensor>> {
     let _guard = no_grad();
-    let mut sq = 0.0;
-    for p in params {
-        if let Some(g) = p.tensor.grad() {
-            sq += g.sqr()?.sum_all()?.item()?;
-        }
+    let grads: Vec<(&Param, Tensor)> = params.iter().filter_map(|p| Some((p, p.tensor.grad()?))).collect();
+    let mut sq: Option<Tensor> = None;
+    for (_, g) in &grads {
+        let s = g.sqr()?.sum_all()?;
+        sq = Some(match sq {
+            Some(acc) => acc.add(&s)?,
+            None => s,
+        });
     }
-    let norm = sq.sqrt();
-    if norm > max_norm {
-        let scale = max_norm / (norm + 1e-6);
-        for p in params {
-            if let Some(g) = p.tensor.grad() {
-                p.tensor.set_grad(Some(g.affine(scale, 0.0)?))?;
-            }
-        }
+    let Some(sq) = sq else { return Ok(None) };
+    let norm = sq.sqrt()?;
+    // min(1, r) = -max(-r, -1), with max a reduction over the pair.
+    let ratio = norm.add_scalar(1e-6)?.powf(-1.0)?.mul_scalar(max_norm)?;
+    let minus_one = Tensor::scalar(-1.0, norm.dtype(), norm.device())?;
+    let pair = Tensor::concat(&[&ratio.neg()?.reshape(&[1])?, &minus_one.reshape(&[1])?], 0)?;
+    let scale = pair.max(&[0], false)?.neg()?;
+    for (p, g) in &grads {
+        p.tensor.set_grad(Some(g.mul(&scale)?))?;
     }
-    Ok(norm)
+    Ok(Some(norm))
 }
 
 /// Linear warmup to `max_lr` over `warmup` steps, then cosine decay to `min_lr` at `total`.

@@ -16,7 +16,7 @@ use crate::{
     tasks::{accuracy, Task},
 };
 use indicatif::{ProgressBar, ProgressStyle};
-use mamba_engine::{no_grad, DType, Rng};
+use mamba_engine::{no_grad, DType, Device, Rng, Tensor};
 use mamba_model::{MambaConfig, MambaLM};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -99,6 +99,19 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip)]
     pub quiet: bool,
+    /// Where to train: cpu, or cuda (a build with `--features cuda`; see docs/GPU.md).
+    #[arg(long, default_value = "cpu")]
+    #[serde(skip, default = "cpu")]
+    pub device: Device,
+    /// Time every GPU kernel (CUDA events): print a per-kernel table at the end and write
+    /// <out>/profile.txt and <out>/trace.json (open it in Perfetto). Needs --device cuda.
+    #[arg(long)]
+    #[serde(skip)]
+    pub profile: bool,
+}
+
+fn cpu() -> Device {
+    Device::Cpu
 }
 
 impl TrainArgs {
@@ -133,6 +146,9 @@ impl TrainArgs {
         }
         if !(self.grad_clip.is_finite() && self.grad_clip > 0.0) {
             return Err(format!("--grad-clip must be a finite number > 0, got {}", self.grad_clip));
+        }
+        if self.profile && self.device != Device::Cuda {
+            return Err("--profile times GPU kernels: add --device cuda".into());
         }
         Ok(())
     }
@@ -240,18 +256,23 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary, Error> {
             out.display()
         ),
     );
+    let profiler = Profiler::start(&args)?;
     let started = Instant::now();
     let mut summary = TrainSummary { losses: vec![], last_eval: None, final_step: first };
     for step in first..last {
         opt.lr = lr_at(step, args.warmup, args.steps(), args.lr, args.lr * args.min_lr_frac);
         let (ids, targets) = source.batch(&args, &mut rng);
         let loss = model.loss(&ids, &targets, args.batch, len)?;
-        let loss_value = loss.item()?;
+        loss.backward()?;
+        let grad_norm = clip_grad_norm(&opt.params, args.grad_clip)?;
+        // The step's one read back to the host: the loss and the gradient norm together.
+        let mut scalars = vec![loss.reshape(&[1])?];
+        scalars.extend(grad_norm.map(|n| n.reshape(&[1])).transpose()?);
+        let values = Tensor::concat(&scalars.iter().collect::<Vec<_>>(), 0)?.to_vec_f64()?;
+        let (loss_value, grad_norm) = (values[0], values.get(1).copied().unwrap_or(0.0));
         if !loss_value.is_finite() {
             return Err(stopped(step + 1, &format!("the loss is {loss_value}"), &ckpt_dir));
         }
-        loss.backward()?;
-        let grad_norm = clip_grad_norm(&opt.params, args.grad_clip)?;
         if !grad_norm.is_finite() {
             return Err(stopped(step + 1, &format!("the gradient norm is {grad_norm}"), &ckpt_dir));
         }
@@ -289,6 +310,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary, Error> {
         }
     }
     bar.finish_and_clear();
+    profiler.finish(&out)?;
     if summary.final_step > first {
         println!(
             "done: step {} | checkpoint {} | metrics {} | curve {}",
@@ -306,16 +328,16 @@ fn start(args: &TrainArgs) -> Result<(TrainArgs, MambaLM, AdamW, Rng), Error> {
     let source = Source::new(args)?;
     let mut cfg = MambaConfig::new(args.d_model, args.n_layer);
     cfg.vocab_size = source.vocab();
-    let mut model = MambaLM::new(cfg, DType::F32, args.seed)?;
+    let mut model = MambaLM::new(cfg, DType::F32, args.seed)?.to(args.device)?;
     model.scan_chunk = args.scan_chunk;
-    let opt = optimizer(&model, args);
+    let opt = optimizer(&model, args)?;
     Ok((args.clone(), model, opt, Rng::new(args.seed ^ 0xda7a)))
 }
 
 /// Model, optimizer, data RNG and settings as a checkpoint left them.
 fn resume(cli: &TrainArgs, dir: &std::path::Path) -> Result<(TrainArgs, MambaLM, AdamW, Rng), Error> {
-    let mut model = checkpoint::load_model(dir)?;
-    let mut opt = optimizer(&model, cli);
+    let mut model = checkpoint::load_model(dir)?.to(cli.device)?;
+    let mut opt = optimizer(&model, cli)?;
     let state = checkpoint::load_training_state(dir, &mut opt)?;
     let mut args: TrainArgs = serde_json::from_value(state.train_args)
         .map_err(|e| format!("{}: the saved training settings are unreadable: {e}", dir.display()))?;
@@ -326,6 +348,7 @@ fn resume(cli: &TrainArgs, dir: &std::path::Path) -> Result<(TrainArgs, MambaLM,
     args.out = cli.out.clone().or_else(|| dir.parent().map(PathBuf::from));
     args.stop_after = cli.stop_after;
     args.quiet = cli.quiet;
+    (args.device, args.profile) = (cli.device, cli.profile);
     model.scan_chunk = args.scan_chunk;
     opt.lr = args.lr;
     opt.weight_decay = args.weight_decay;
@@ -361,9 +384,48 @@ fn keep_metrics_up_to(path: &std::path::Path, step: u64) -> Result<(), Error> {
     Ok(())
 }
 
-fn optimizer(model: &MambaLM, args: &TrainArgs) -> AdamW {
+fn optimizer(model: &MambaLM, args: &TrainArgs) -> Result<AdamW, Error> {
     let params = model.named_parameters().into_iter().map(|(n, t)| (n.clone(), t, MambaLM::decays(&n))).collect();
-    AdamW::new(params, args.lr, args.weight_decay)
+    Ok(AdamW::new(params, args.lr, args.weight_decay)?)
+}
+
+/// `--profile`: CUDA-event timing of every kernel launch from the first step to the last.
+struct Profiler {
+    on: bool,
+}
+
+impl Profiler {
+    fn start(args: &TrainArgs) -> Result<Profiler, Error> {
+        if !args.profile {
+            return Ok(Profiler { on: false });
+        }
+        #[cfg(feature = "cuda")]
+        {
+            mamba_engine::cuda::gpu("profile")?.profile_start()?;
+            Ok(Profiler { on: true })
+        }
+        #[cfg(not(feature = "cuda"))]
+        Err("--profile needs a build with `--features cuda` (docs/GPU.md)".into())
+    }
+
+    /// Print the per-kernel table; write it to <out>/profile.txt and the trace to <out>/trace.json.
+    fn finish(self, out: &std::path::Path) -> Result<(), Error> {
+        if !self.on {
+            return Ok(());
+        }
+        #[cfg(feature = "cuda")]
+        {
+            let profile = mamba_engine::cuda::gpu("profile")?.profile_stop()?;
+            let table = profile.table();
+            println!("{table}");
+            write_atomic(&out.join("profile.txt"), table.as_bytes())?;
+            write_atomic(&out.join("trace.json"), profile.chrome_trace().as_bytes())?;
+            println!("profile: {} and {}", out.join("profile.txt").display(), out.join("trace.json").display());
+        }
+        #[cfg(not(feature = "cuda"))]
+        let _ = out;
+        Ok(())
+    }
 }
 
 fn stopped(step: u64, why: &str, ckpt: &std::path::Path) -> Error {

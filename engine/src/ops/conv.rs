@@ -14,7 +14,7 @@ use crate::{
     autograd::record,
     cpu::conv as kernel,
     error::{invalid, Error},
-    storage::{CpuData, StorageKind},
+    storage::CpuData,
     Result, Tensor,
 };
 
@@ -27,7 +27,7 @@ impl Tensor {
         if let Some(bias) = bias {
             super::check_pair(OP, self, bias)?;
         }
-        let &[b, c, l] = self.shape() else {
+        let &[_, c, _] = self.shape() else {
             return Err(Error::Rank {
                 op: OP,
                 shape: self.shape().to_vec(),
@@ -56,30 +56,7 @@ impl Tensor {
             return Err(mismatch(bias, format!("the bias must have shape [{c}], one value per channel")));
         }
 
-        let (x, w) = (self.contiguous_detached()?, weight.contiguous_detached()?);
-        let bias_c = bias.map(|t| t.contiguous_detached()).transpose()?;
-        let (sx, sw) = (x.read(), w.read());
-        let sb = bias_c.as_ref().map(|t| t.read());
-        let (ox, ow, ob) = (x.layout.offset, w.layout.offset, bias_c.as_ref().map_or(0, |t| t.layout.offset));
-        let (n, nw) = (b * c * l, c * k);
-        let data = match (sx.kind(), sw.kind(), sb.as_ref().map(|s| s.kind())) {
-            (StorageKind::Cpu(CpuData::F32(xv)), StorageKind::Cpu(CpuData::F32(wv)), bv) => {
-                let bv = match bv {
-                    Some(StorageKind::Cpu(CpuData::F32(bv))) => Some(&bv[ob..ob + c]),
-                    _ => None,
-                };
-                CpuData::F32(kernel::conv1d_causal_forward(&xv[ox..ox + n], &wv[ow..ow + nw], bv, b, c, l, k))
-            }
-            (StorageKind::Cpu(CpuData::F64(xv)), StorageKind::Cpu(CpuData::F64(wv)), bv) => {
-                let bv = match bv {
-                    Some(StorageKind::Cpu(CpuData::F64(bv))) => Some(&bv[ob..ob + c]),
-                    _ => None,
-                };
-                CpuData::F64(kernel::conv1d_causal_forward(&xv[ox..ox + n], &wv[ow..ow + nw], bv, b, c, l, k))
-            }
-            _ => unreachable!("dtypes checked above"),
-        };
-        let out = Tensor::from_cpu_data(data, self.shape())?;
+        let out = conv1d_causal_forward(self, weight, bias)?;
         let backward = move |g: &Tensor, s: &[Tensor], needs: &[bool]| -> Result<Vec<Option<Tensor>>> {
             let (dx, dw, db) = conv1d_causal_grads(&s[0], &s[1], g)?;
             let mut grads = vec![needs[0].then_some(dx), needs[1].then_some(dw)];
@@ -103,25 +80,22 @@ fn conv1d_causal_grads(x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Tensor, T
             format!("saved shapes {:?} and {:?} are not (B, C, L) and (C, K) (engine bug)", x.shape(), w.shape()),
         );
     };
+    #[cfg(feature = "cuda")]
+    if x.device() == crate::Device::Cuda {
+        return crate::cuda::ops::conv1d_causal_backward(x, w, dy);
+    }
     let (x, w, dy) = (x.contiguous_detached()?, w.contiguous_detached()?, dy.contiguous_detached()?);
     let (sx, sw, sg) = (x.read(), w.read(), dy.read());
     let (ox, ow, og) = (x.layout.offset, w.layout.offset, dy.layout.offset);
     let (n, nw) = (b * c * l, c * k);
-    let (dx, dw, db) = match (sx.kind(), sw.kind(), sg.kind()) {
-        (
-            StorageKind::Cpu(CpuData::F32(xv)),
-            StorageKind::Cpu(CpuData::F32(wv)),
-            StorageKind::Cpu(CpuData::F32(gv)),
-        ) => {
+    const OP: &str = "conv1d_causal";
+    let (dx, dw, db) = match (sx.as_cpu(OP)?, sw.as_cpu(OP)?, sg.as_cpu(OP)?) {
+        (CpuData::F32(xv), CpuData::F32(wv), CpuData::F32(gv)) => {
             let (dx, dw, db) =
                 kernel::conv1d_causal_backward(&xv[ox..ox + n], &wv[ow..ow + nw], &gv[og..og + n], b, c, l, k);
             (CpuData::F32(dx), CpuData::F32(dw), CpuData::F32(db))
         }
-        (
-            StorageKind::Cpu(CpuData::F64(xv)),
-            StorageKind::Cpu(CpuData::F64(wv)),
-            StorageKind::Cpu(CpuData::F64(gv)),
-        ) => {
+        (CpuData::F64(xv), CpuData::F64(wv), CpuData::F64(gv)) => {
             let (dx, dw, db) =
                 kernel::conv1d_causal_backward(&xv[ox..ox + n], &wv[ow..ow + nw], &gv[og..og + n], b, c, l, k);
             (CpuData::F64(dx), CpuData::F64(dw), CpuData::F64(db))
@@ -129,6 +103,41 @@ fn conv1d_causal_grads(x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Tensor, T
         _ => return Err(Error::DTypeMismatch { op: "conv1d_causal", lhs: x.dtype(), rhs: dy.dtype() }),
     };
     Ok((Tensor::from_cpu_data(dx, &[b, c, l])?, Tensor::from_cpu_data(dw, &[c, k])?, Tensor::from_cpu_data(db, &[c])?))
+}
+
+/// The forward kernel on validated `(B, C, L)`, `(C, K)` and optional `(C)` tensors (no graph).
+fn conv1d_causal_forward(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if x.device() == crate::Device::Cuda {
+        return crate::cuda::ops::conv1d_causal_forward(x, w, bias);
+    }
+    let (&[b, c, l], k) = (x.shape(), w.shape()[1]) else { unreachable!("shapes checked by conv1d_causal") };
+    let (x, w) = (x.contiguous_detached()?, w.contiguous_detached()?);
+    let bias = bias.map(|t| t.contiguous_detached()).transpose()?;
+    let (sx, sw) = (x.read(), w.read());
+    let sb = bias.as_ref().map(|t| t.read());
+    let ob = bias.as_ref().map_or(0, |t| t.layout.offset);
+    let bv = sb.as_ref().map(|s| s.as_cpu("conv1d_causal")).transpose()?;
+    let (ox, ow) = (x.layout.offset, w.layout.offset);
+    let (n, nw) = (b * c * l, c * k);
+    let data = match (sx.as_cpu("conv1d_causal")?, sw.as_cpu("conv1d_causal")?) {
+        (CpuData::F32(xv), CpuData::F32(wv)) => {
+            let bv = match bv {
+                Some(CpuData::F32(bv)) => Some(&bv[ob..ob + c]),
+                _ => None,
+            };
+            CpuData::F32(kernel::conv1d_causal_forward(&xv[ox..ox + n], &wv[ow..ow + nw], bv, b, c, l, k))
+        }
+        (CpuData::F64(xv), CpuData::F64(wv)) => {
+            let bv = match bv {
+                Some(CpuData::F64(bv)) => Some(&bv[ob..ob + c]),
+                _ => None,
+            };
+            CpuData::F64(kernel::conv1d_causal_forward(&xv[ox..ox + n], &wv[ow..ow + nw], bv, b, c, l, k))
+        }
+        _ => unreachable!("dtypes checked by conv1d_causal"),
+    };
+    Tensor::from_cpu_data(data, &[b, c, l])
 }
 
 #[cfg(test)]
@@ -151,7 +160,7 @@ mod tests {
         let mut want = bias.reshape(&[1, c, 1]).unwrap().broadcast_as(&[b, c, l]).unwrap();
         for j in 0..k {
             let delay = k - 1 - j;
-            let zeros = Tensor::zeros(&[b, c, delay], DType::F64, Device::Cpu);
+            let zeros = Tensor::zeros(&[b, c, delay], DType::F64, Device::Cpu).unwrap();
             let shifted = Tensor::concat(&[&zeros, &x.narrow(2, 0, l - delay).unwrap()], 2).unwrap();
             let tap = w.narrow(1, j, 1).unwrap().reshape(&[1, c, 1]).unwrap();
             want = want.add(&shifted.mul(&tap).unwrap()).unwrap();
@@ -196,7 +205,7 @@ mod tests {
         let mut rng = Rng::new(24);
         let x = Tensor::randn(&[2, 8, 16], 0.0, 1.0, DType::F32, &mut rng).requires_grad();
         let w = Tensor::randn(&[8, 4], 0.0, 0.5, DType::F32, &mut rng).requires_grad();
-        let bias = Tensor::zeros(&[8], DType::F32, Device::Cpu).requires_grad();
+        let bias = Tensor::zeros(&[8], DType::F32, Device::Cpu).unwrap().requires_grad();
         let y = x.conv1d_causal(&w, Some(&bias)).unwrap();
         assert_eq!(saved_in_graph(&y).per_op["conv1d_causal"].bytes, (2 * 8 * 16 + 8 * 4) * 4);
         y.sum_all().unwrap().backward().unwrap();
@@ -208,7 +217,7 @@ mod tests {
 
     #[test]
     fn bad_arguments_are_errors() {
-        let z = |s: &[usize]| Tensor::zeros(s, DType::F32, Device::Cpu);
+        let z = |s: &[usize]| Tensor::zeros(s, DType::F32, Device::Cpu).unwrap();
         let x = z(&[2, 3, 5]);
         let w = z(&[3, 4]);
         assert!(matches!(z(&[3, 5]).conv1d_causal(&w, None), Err(Error::Rank { op: "conv1d_causal", .. })));
@@ -217,9 +226,9 @@ mod tests {
         assert!(matches!(x.conv1d_causal(&z(&[3, 0]), None), Err(Error::Invalid { .. })));
         assert!(matches!(x.conv1d_causal(&w, Some(&z(&[2]))), Err(Error::ShapeMismatch { .. })));
         assert!(matches!(x.conv1d_causal(&w, Some(&z(&[1, 3]))), Err(Error::ShapeMismatch { .. })));
-        let w64 = Tensor::zeros(&[3, 4], DType::F64, Device::Cpu);
+        let w64 = Tensor::zeros(&[3, 4], DType::F64, Device::Cpu).unwrap();
         assert!(matches!(x.conv1d_causal(&w64, None), Err(Error::DTypeMismatch { .. })));
-        let b64 = Tensor::zeros(&[3], DType::F64, Device::Cpu);
+        let b64 = Tensor::zeros(&[3], DType::F64, Device::Cpu).unwrap();
         assert!(matches!(x.conv1d_causal(&w, Some(&b64)), Err(Error::DTypeMismatch { .. })));
     }
 }

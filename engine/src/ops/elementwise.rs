@@ -7,16 +7,17 @@ use crate::{
     cpu::elementwise::{self as kernel, BinaryOp, UnaryOp},
     map_cpu,
     shape::broadcast_shape,
-    storage::StorageKind,
     zip_cpu, Result, Tensor,
 };
 
 /// Run the unary kernel on `x`'s device.
 fn unary_forward(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if x.device() == crate::Device::Cuda {
+        return crate::cuda::ops::unary(op, x);
+    }
     let s = x.read();
-    let data = match s.kind() {
-        StorageKind::Cpu(d) => map_cpu!(d, v => kernel::unary(op, v, &x.layout)),
-    };
+    let data = map_cpu!(s.as_cpu("unary")?, v => kernel::unary(op, v, &x.layout));
     Tensor::from_cpu_data(data, x.shape())
 }
 
@@ -25,12 +26,12 @@ fn binary_forward(name: &'static str, op: BinaryOp, a: &Tensor, b: &Tensor) -> R
     super::check_pair(name, a, b)?;
     let shape = broadcast_shape(name, a.shape(), b.shape())?;
     let (la, lb) = (a.layout.broadcast_as(&shape), b.layout.broadcast_as(&shape));
+    #[cfg(feature = "cuda")]
+    if a.device() == crate::Device::Cuda {
+        return crate::cuda::ops::binary(op, a, &la, b, &lb, &shape);
+    }
     let (sa, sb) = (a.read(), b.read());
-    let data = match (sa.kind(), sb.kind()) {
-        (StorageKind::Cpu(da), StorageKind::Cpu(db)) => {
-            zip_cpu!(name, da, db, (x, y) => kernel::binary(op, x, &la, y, &lb))?
-        }
-    };
+    let data = zip_cpu!(name, sa.as_cpu(name)?, sb.as_cpu(name)?, (x, y) => kernel::binary(op, x, &la, y, &lb))?;
     Tensor::from_cpu_data(data, &shape)
 }
 

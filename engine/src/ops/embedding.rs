@@ -15,7 +15,6 @@ use crate::{
     cpu::index as kernel,
     error::{invalid, Error},
     map_cpu,
-    storage::StorageKind,
     Result, Tensor,
 };
 
@@ -34,15 +33,9 @@ impl Tensor {
         if let Some(&bad) = ids.iter().find(|&&id| id >= v) {
             return Err(Error::Index { op: OP, index: bad as i64, size: v, what: "token id" });
         }
-        let w = self.contiguous_detached()?;
-        let s = w.read();
-        let off = w.layout.offset;
-        let data = match s.kind() {
-            StorageKind::Cpu(data) => map_cpu!(data, t => kernel::embedding_forward(&t[off..off + v * d], d, ids)),
-        };
         let mut shape = ids_shape.to_vec();
         shape.push(d);
-        let out = Tensor::from_cpu_data(data, &shape)?;
+        let out = embedding_forward(self, ids, &shape)?;
         let ids = ids.to_vec();
         Ok(record(OP, out, &[self], &[], move |g, _, _| Ok(vec![Some(embedding_grad(g, &ids, v, d)?)])))
     }
@@ -50,13 +43,29 @@ impl Tensor {
 
 /// The `(v, d)` scatter-add of the gradient rows `dy` (runs inside backward).
 fn embedding_grad(dy: &Tensor, ids: &[usize], v: usize, d: usize) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if dy.device() == crate::Device::Cuda {
+        return crate::cuda::ops::embedding_backward(dy, ids, v, d);
+    }
     let dy = dy.contiguous_detached()?;
     let s = dy.read();
     let (off, n) = (dy.layout.offset, dy.numel());
-    let data = match s.kind() {
-        StorageKind::Cpu(data) => map_cpu!(data, t => kernel::embedding_backward(&t[off..off + n], ids, v, d)),
-    };
+    let data = map_cpu!(s.as_cpu("embedding")?, t => kernel::embedding_backward(&t[off..off + n], ids, v, d));
     Tensor::from_cpu_data(data, &[v, d])
+}
+
+/// The looked-up rows, shaped `shape` (forward kernel; no graph).
+fn embedding_forward(table: &Tensor, ids: &[usize], shape: &[usize]) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if table.device() == crate::Device::Cuda {
+        return crate::cuda::ops::embedding_forward(table, ids, shape);
+    }
+    let d = table.shape()[1];
+    let w = table.contiguous_detached()?;
+    let s = w.read();
+    let off = w.layout.offset;
+    let data = map_cpu!(s.as_cpu("embedding")?, t => kernel::embedding_forward(&t[off..off + w.numel()], d, ids));
+    Tensor::from_cpu_data(data, shape)
 }
 
 #[cfg(test)]
@@ -69,7 +78,7 @@ mod tests {
 
     #[test]
     fn output_has_ids_shape_plus_d() {
-        let w = Tensor::arange(12, DType::F32, Device::Cpu).reshape(&[4, 3]).unwrap(); // row r = 3r..3r+2
+        let w = Tensor::arange(12, DType::F32, Device::Cpu).unwrap().reshape(&[4, 3]).unwrap(); // row r = 3r..3r+2
         let y = w.embedding(&[3, 0, 3, 1], &[2, 2]).unwrap();
         assert_eq!(y.shape(), &[2, 2, 3]);
         assert_eq!(y.to_vec::<f32>().unwrap(), vec![9., 10., 11., 0., 1., 2., 9., 10., 11., 3., 4., 5.]);
@@ -103,7 +112,7 @@ mod tests {
 
     #[test]
     fn backward_counts_each_occurrence_and_saves_no_tensor() {
-        let w = Tensor::zeros(&[4, 2], DType::F32, Device::Cpu).requires_grad();
+        let w = Tensor::zeros(&[4, 2], DType::F32, Device::Cpu).unwrap().requires_grad();
         let y = w.embedding(&[1, 3, 1, 1], &[4]).unwrap();
         assert_eq!(saved_in_graph(&y).per_op["embedding"].bytes, 0);
         y.sum_all().unwrap().backward().unwrap();
@@ -112,15 +121,15 @@ mod tests {
 
     #[test]
     fn bad_arguments_are_errors() {
-        let w = Tensor::zeros(&[4, 2], DType::F32, Device::Cpu);
+        let w = Tensor::zeros(&[4, 2], DType::F32, Device::Cpu).unwrap();
         let err = w.embedding(&[0, 4], &[2]).unwrap_err();
         assert_eq!(err, Error::Index { op: "embedding", index: 4, size: 4, what: "token id" });
         assert!(err.to_string().contains('4'), "{err}");
         assert!(matches!(w.embedding(&[0, 1, 2], &[2]), Err(Error::Invalid { op: "embedding", .. })));
         assert!(w.embedding(&[0], &[]).is_ok());
-        let flat = Tensor::zeros(&[8], DType::F32, Device::Cpu);
+        let flat = Tensor::zeros(&[8], DType::F32, Device::Cpu).unwrap();
         assert!(matches!(flat.embedding(&[0], &[1]), Err(Error::Rank { op: "embedding", .. })));
-        let cube = Tensor::zeros(&[2, 2, 2], DType::F32, Device::Cpu);
+        let cube = Tensor::zeros(&[2, 2, 2], DType::F32, Device::Cpu).unwrap();
         assert!(matches!(cube.embedding(&[0], &[1]), Err(Error::Rank { .. })));
     }
 }

@@ -14,7 +14,7 @@ use crate::{
     cpu::softmax as kernel,
     error::Error,
     map_cpu,
-    storage::{CpuData, StorageKind},
+    storage::CpuData,
     zip_cpu, Result, Tensor,
 };
 
@@ -45,14 +45,7 @@ impl Tensor {
     pub fn log_softmax(&self) -> Result<Tensor> {
         let (_, v) = rows_and_classes("log_softmax", self)?;
         let x = self.contiguous_detached()?;
-        let (off, n) = (x.layout.offset, x.numel());
-        let data = {
-            let s = x.read();
-            match s.kind() {
-                StorageKind::Cpu(d) => map_cpu!(d, xs => kernel::log_softmax_forward(&xs[off..off + n], v)),
-            }
-        };
-        let out = Tensor::from_cpu_data(data, self.shape())?;
+        let out = log_softmax_forward(&x, v)?;
         let saved = out.clone();
         Ok(record("log_softmax", out, &[self], &[&saved], move |g, s, _| {
             Ok(vec![Some(log_softmax_grad(&s[0], g, v)?)])
@@ -104,34 +97,14 @@ impl Tensor {
         }
 
         let x = self.contiguous_detached()?;
-        let (off, len) = (x.layout.offset, x.numel());
-        let (lse, row_loss) = {
-            let s = x.read();
-            match s.kind() {
-                StorageKind::Cpu(CpuData::F32(d)) => {
-                    let (lse, loss) = kernel::cross_entropy_forward(&d[off..off + len], v, targets, ignore_index);
-                    (CpuData::F32(lse), loss)
-                }
-                StorageKind::Cpu(CpuData::F64(d)) => {
-                    let (lse, loss) = kernel::cross_entropy_forward(&d[off..off + len], v, targets, ignore_index);
-                    (CpuData::F64(lse), loss)
-                }
-            }
-        };
-        // Summed in row order, so the result does not depend on the thread count.
-        let total: f64 = row_loss.iter().sum();
-        let loss = if n_valid == 0 { 0.0 } else { total / n_valid as f64 };
-        let out = Tensor::scalar(loss, self.dtype(), self.device());
-        let lse = Tensor::from_cpu_data(lse, &[n])?;
-
+        let (out, lse) = cross_entropy_forward(&x, targets, ignore_index, n_valid, v)?;
         let targets = targets.to_vec();
         Ok(record(OP, out, &[self], &[&x, &lse], move |g, s, _| {
             let (x, lse) = (&s[0], &s[1]);
             if n_valid == 0 {
-                return Ok(vec![Some(x.zeros_like())]);
+                return Ok(vec![Some(x.zeros_like()?)]);
             }
-            let scale = g.item()? / n_valid as f64;
-            Ok(vec![Some(cross_entropy_grad(x, lse, &targets, ignore_index, scale)?)])
+            Ok(vec![Some(cross_entropy_grad(x, lse, &targets, ignore_index, n_valid, g)?)])
         }))
     }
 }
@@ -140,29 +113,84 @@ impl Tensor {
 fn log_softmax_grad(y: &Tensor, dy: &Tensor, v: usize) -> Result<Tensor> {
     // The incoming gradient may be a broadcast or other strided view.
     let dy = dy.contiguous_detached()?;
+    #[cfg(feature = "cuda")]
+    if y.device() == crate::Device::Cuda {
+        return crate::cuda::ops::log_softmax_backward(y, &dy, v);
+    }
     let (oy, og, n) = (y.layout.offset, dy.layout.offset, y.numel());
     let data = {
         let (sy, sg) = (y.read(), dy.read());
-        match (sy.kind(), sg.kind()) {
-            (StorageKind::Cpu(a), StorageKind::Cpu(b)) => {
-                zip_cpu!("log_softmax", a, b, (ys, gs) => kernel::log_softmax_backward(&ys[oy..oy + n], &gs[og..og + n], v))?
-            }
-        }
+        zip_cpu!("log_softmax", sy.as_cpu("log_softmax")?, sg.as_cpu("log_softmax")?, (ys, gs) => {
+            kernel::log_softmax_backward(&ys[oy..oy + n], &gs[og..og + n], v)
+        })?
     };
     Tensor::from_cpu_data(data, y.shape())
 }
 
+/// `log_softmax` of the contiguous `x` over rows of `v` (forward kernel; no graph).
+fn log_softmax_forward(x: &Tensor, v: usize) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if x.device() == crate::Device::Cuda {
+        return crate::cuda::ops::log_softmax_forward(x, v);
+    }
+    let (off, n) = (x.layout.offset, x.numel());
+    let s = x.read();
+    let data = map_cpu!(s.as_cpu("log_softmax")?, xs => kernel::log_softmax_forward(&xs[off..off + n], v));
+    Tensor::from_cpu_data(data, x.shape())
+}
+
+/// The mean loss (a scalar on `x`'s device) and one logsumexp per row of the contiguous `x`.
+fn cross_entropy_forward(
+    x: &Tensor,
+    targets: &[i64],
+    ignore_index: i64,
+    n_valid: usize,
+    v: usize,
+) -> Result<(Tensor, Tensor)> {
+    #[cfg(feature = "cuda")]
+    if x.device() == crate::Device::Cuda {
+        return crate::cuda::ops::cross_entropy_forward(x, targets, ignore_index, n_valid, v);
+    }
+    let (off, len) = (x.layout.offset, x.numel());
+    let s = x.read();
+    let (lse, row_loss) = match s.as_cpu("cross_entropy")? {
+        CpuData::F32(d) => {
+            let (lse, loss) = kernel::cross_entropy_forward(&d[off..off + len], v, targets, ignore_index);
+            (CpuData::F32(lse), loss)
+        }
+        CpuData::F64(d) => {
+            let (lse, loss) = kernel::cross_entropy_forward(&d[off..off + len], v, targets, ignore_index);
+            (CpuData::F64(lse), loss)
+        }
+    };
+    // Summed in row order, so the result does not depend on the thread count.
+    let total: f64 = row_loss.iter().sum();
+    let loss = if n_valid == 0 { 0.0 } else { total / n_valid as f64 };
+    Ok((Tensor::scalar(loss, x.dtype(), x.device())?, Tensor::from_cpu_data(lse, &[targets.len()])?))
+}
+
 /// `dx = (softmax(x) - onehot(t)) * scale` from the saved logits and logsumexps (no graph).
-fn cross_entropy_grad(x: &Tensor, lse: &Tensor, targets: &[i64], ignore_index: i64, scale: f64) -> Result<Tensor> {
+/// `dloss` is the incoming gradient of the scalar loss.
+fn cross_entropy_grad(
+    x: &Tensor,
+    lse: &Tensor,
+    targets: &[i64],
+    ignore_index: i64,
+    n_valid: usize,
+    dloss: &Tensor,
+) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if x.device() == crate::Device::Cuda {
+        return crate::cuda::ops::cross_entropy_backward(x, lse, targets, ignore_index, n_valid, dloss);
+    }
+    let scale = dloss.item()? / n_valid as f64;
     let v = x.shape().last().copied().unwrap_or(1);
     let (ox, ol, n, rows) = (x.layout.offset, lse.layout.offset, x.numel(), lse.numel());
     let data = {
         let (sx, sl) = (x.read(), lse.read());
-        match (sx.kind(), sl.kind()) {
-            (StorageKind::Cpu(a), StorageKind::Cpu(b)) => zip_cpu!("cross_entropy", a, b, (xs, ls) => {
-                kernel::cross_entropy_backward(&xs[ox..ox + n], v, &ls[ol..ol + rows], targets, ignore_index, scale)
-            })?,
-        }
+        zip_cpu!("cross_entropy", sx.as_cpu("cross_entropy")?, sl.as_cpu("cross_entropy")?, (xs, ls) => {
+            kernel::cross_entropy_backward(&xs[ox..ox + n], v, &ls[ol..ol + rows], targets, ignore_index, scale)
+        })?
     };
     Tensor::from_cpu_data(data, x.shape())
 }
@@ -291,9 +319,9 @@ mod tests {
         loss.backward().unwrap();
         assert!(x.grad().unwrap().to_vec_f64().unwrap().iter().all(|&g| g == 0.0));
         // No rows at all, and no classes with every row ignored: also 0, not an error.
-        let empty = Tensor::zeros(&[0, 4], DType::F32, crate::Device::Cpu);
+        let empty = Tensor::zeros(&[0, 4], DType::F32, crate::Device::Cpu).unwrap();
         assert_eq!(empty.cross_entropy(&[], -100).unwrap().item().unwrap(), 0.0);
-        let no_classes = Tensor::zeros(&[2, 0], DType::F32, crate::Device::Cpu);
+        let no_classes = Tensor::zeros(&[2, 0], DType::F32, crate::Device::Cpu).unwrap();
         assert_eq!(no_classes.cross_entropy(&[-1, -1], -1).unwrap().item().unwrap(), 0.0);
     }
 
@@ -328,7 +356,7 @@ mod tests {
     #[test]
     fn bad_arguments_are_errors() {
         let x = randn(&[2, 3], 1.0, 17);
-        let scalar = Tensor::scalar(1.0, DType::F64, crate::Device::Cpu);
+        let scalar = Tensor::scalar(1.0, DType::F64, crate::Device::Cpu).unwrap();
         assert!(matches!(scalar.log_softmax(), Err(Error::Rank { op: "log_softmax", .. })));
         assert!(matches!(scalar.cross_entropy(&[0], -1), Err(Error::Rank { op: "cross_entropy", .. })));
         let e = x.cross_entropy(&[0, 1, 2], -1).unwrap_err();

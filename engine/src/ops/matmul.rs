@@ -7,8 +7,8 @@ use crate::{
     cpu::matmul::{self as kernel, MatStrides},
     error::Error,
     shape::{broadcast_shape, Layout},
-    storage::{CpuData, StorageKind},
-    Result, Tensor,
+    storage::CpuData,
+    Device, Result, Tensor,
 };
 
 /// The batch axes of `layout` (all but the last two) as one stride, if they collapse.
@@ -67,24 +67,32 @@ impl Tensor {
         let (va, sa) = operand(self, &batch)?;
         let (vb, sb) = operand(b, &batch)?;
         let nb: usize = batch.iter().product();
-        let (ga, gb) = (va.read(), vb.read());
-        let (oa, ob) = (va.layout.offset, vb.layout.offset);
-        let data = match (ga.kind(), gb.kind()) {
-            (StorageKind::Cpu(CpuData::F32(x)), StorageKind::Cpu(CpuData::F32(y))) => {
-                let mut out = vec![0f32; nb * m * n];
-                kernel::matmul(nb, m, n, k, &x[oa..], sa, &y[ob..], sb, &mut out);
-                CpuData::F32(out)
-            }
-            (StorageKind::Cpu(CpuData::F64(x)), StorageKind::Cpu(CpuData::F64(y))) => {
-                let mut out = vec![0f64; nb * m * n];
-                kernel::matmul(nb, m, n, k, &x[oa..], sa, &y[ob..], sb, &mut out);
-                CpuData::F64(out)
-            }
-            _ => unreachable!("dtypes checked above"),
-        };
         let mut shape = batch.to_vec();
         shape.extend_from_slice(&[m, n]);
-        let out = Tensor::from_cpu_data(data, &shape)?;
+        let out = match self.device() {
+            Device::Cpu => {
+                let (ga, gb) = (va.read(), vb.read());
+                let (oa, ob) = (va.layout.offset, vb.layout.offset);
+                let data = match (ga.as_cpu("matmul")?, gb.as_cpu("matmul")?) {
+                    (CpuData::F32(x), CpuData::F32(y)) => {
+                        let mut out = vec![0f32; nb * m * n];
+                        kernel::matmul(nb, m, n, k, &x[oa..], sa, &y[ob..], sb, &mut out);
+                        CpuData::F32(out)
+                    }
+                    (CpuData::F64(x), CpuData::F64(y)) => {
+                        let mut out = vec![0f64; nb * m * n];
+                        kernel::matmul(nb, m, n, k, &x[oa..], sa, &y[ob..], sb, &mut out);
+                        CpuData::F64(out)
+                    }
+                    _ => unreachable!("dtypes checked above"),
+                };
+                Tensor::from_cpu_data(data, &shape)?
+            }
+            #[cfg(feature = "cuda")]
+            Device::Cuda => crate::cuda::ops::matmul(&va, sa, &vb, sb, nb, m, n, k, &shape)?,
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda => unreachable!("no tensor lives on the GPU without the cuda feature"),
+        };
         Ok(record("matmul", out, &[self, b], &[self, b], |g, s, needs| {
             let (a, b) = (&s[0], &s[1]);
             let ga = if needs[0] { Some(g.matmul(&b.transpose(-1, -2)?)?.sum_to_shape(a.shape())?) } else { None };

@@ -16,7 +16,7 @@ use crate::{
     autograd::record,
     cpu::norm as kernel,
     error::{invalid, Error},
-    storage::{CpuData, StorageKind},
+    storage::CpuData,
     Result, Tensor,
 };
 
@@ -48,23 +48,7 @@ impl Tensor {
         if !(eps.is_finite() && eps >= 0.0) {
             return invalid("rms_norm", format!("eps must be finite and >= 0, got {eps}"));
         }
-        let rows = self.numel() / d;
-        let (x, w) = (self.contiguous_detached()?, weight.contiguous_detached()?);
-        let (sx, sw) = (x.read(), w.read());
-        let (ox, ow) = (x.layout.offset, w.layout.offset);
-        let (y, rstd) = match (sx.kind(), sw.kind()) {
-            (StorageKind::Cpu(CpuData::F32(xv)), StorageKind::Cpu(CpuData::F32(wv))) => {
-                let (y, r) = kernel::rms_norm_forward(&xv[ox..ox + rows * d], &wv[ow..ow + d], rows, d, eps);
-                (CpuData::F32(y), CpuData::F32(r))
-            }
-            (StorageKind::Cpu(CpuData::F64(xv)), StorageKind::Cpu(CpuData::F64(wv))) => {
-                let (y, r) = kernel::rms_norm_forward(&xv[ox..ox + rows * d], &wv[ow..ow + d], rows, d, eps);
-                (CpuData::F64(y), CpuData::F64(r))
-            }
-            _ => unreachable!("dtypes checked above"),
-        };
-        let out = Tensor::from_cpu_data(y, self.shape())?;
-        let rstd = Tensor::from_cpu_data(rstd, &[rows])?;
+        let (out, rstd) = rms_norm_forward(self, weight, eps)?;
         // Save the input view itself (not a contiguous copy) so no new buffer is kept alive.
         Ok(record("rms_norm", out, &[self, weight], &[self, weight, &rstd], |g, s, needs| {
             let (dx, dw) = rms_norm_grads(&s[0], &s[1], &s[2], g)?;
@@ -75,28 +59,23 @@ impl Tensor {
 
 /// `(dx, dw)` from the backward kernel (no graph is recorded: this runs inside backward).
 fn rms_norm_grads(x: &Tensor, w: &Tensor, rstd: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
+    #[cfg(feature = "cuda")]
+    if x.device() == crate::Device::Cuda {
+        return crate::cuda::ops::rms_norm_backward(x, w, rstd, dy);
+    }
     let n = x.numel();
     let (d, rows) = (w.numel(), rstd.numel());
     let (x, w, dy) = (x.contiguous_detached()?, w.contiguous_detached()?, dy.contiguous_detached()?);
     let (sx, sw, sr, sg) = (x.read(), w.read(), rstd.read(), dy.read());
     let (ox, ow, or, og) = (x.layout.offset, w.layout.offset, rstd.layout.offset, dy.layout.offset);
-    let (dx, dw) = match (sx.kind(), sw.kind(), sr.kind(), sg.kind()) {
-        (
-            StorageKind::Cpu(CpuData::F32(xv)),
-            StorageKind::Cpu(CpuData::F32(wv)),
-            StorageKind::Cpu(CpuData::F32(rv)),
-            StorageKind::Cpu(CpuData::F32(gv)),
-        ) => {
+    const OP: &str = "rms_norm";
+    let (dx, dw) = match (sx.as_cpu(OP)?, sw.as_cpu(OP)?, sr.as_cpu(OP)?, sg.as_cpu(OP)?) {
+        (CpuData::F32(xv), CpuData::F32(wv), CpuData::F32(rv), CpuData::F32(gv)) => {
             let (dx, dw) =
                 kernel::rms_norm_backward(&xv[ox..ox + n], &wv[ow..ow + d], &rv[or..or + rows], &gv[og..og + n]);
             (CpuData::F32(dx), CpuData::F32(dw))
         }
-        (
-            StorageKind::Cpu(CpuData::F64(xv)),
-            StorageKind::Cpu(CpuData::F64(wv)),
-            StorageKind::Cpu(CpuData::F64(rv)),
-            StorageKind::Cpu(CpuData::F64(gv)),
-        ) => {
+        (CpuData::F64(xv), CpuData::F64(wv), CpuData::F64(rv), CpuData::F64(gv)) => {
             let (dx, dw) =
                 kernel::rms_norm_backward(&xv[ox..ox + n], &wv[ow..ow + d], &rv[or..or + rows], &gv[og..og + n]);
             (CpuData::F64(dx), CpuData::F64(dw))
@@ -104,6 +83,32 @@ fn rms_norm_grads(x: &Tensor, w: &Tensor, rstd: &Tensor, dy: &Tensor) -> Result<
         _ => return Err(Error::DTypeMismatch { op: "rms_norm", lhs: x.dtype(), rhs: dy.dtype() }),
     };
     Ok((Tensor::from_cpu_data(dx, x.shape())?, Tensor::from_cpu_data(dw, &[d])?))
+}
+
+/// `(y, rstd)` from the forward kernel (no graph).
+fn rms_norm_forward(x: &Tensor, w: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
+    #[cfg(feature = "cuda")]
+    if x.device() == crate::Device::Cuda {
+        return crate::cuda::ops::rms_norm_forward(x, w, eps);
+    }
+    let d = w.numel();
+    let rows = x.numel() / d;
+    let shape = x.shape().to_vec();
+    let (x, w) = (x.contiguous_detached()?, w.contiguous_detached()?);
+    let (sx, sw) = (x.read(), w.read());
+    let (ox, ow) = (x.layout.offset, w.layout.offset);
+    let (y, rstd) = match (sx.as_cpu("rms_norm")?, sw.as_cpu("rms_norm")?) {
+        (CpuData::F32(xv), CpuData::F32(wv)) => {
+            let (y, r) = kernel::rms_norm_forward(&xv[ox..ox + rows * d], &wv[ow..ow + d], rows, d, eps);
+            (CpuData::F32(y), CpuData::F32(r))
+        }
+        (CpuData::F64(xv), CpuData::F64(wv)) => {
+            let (y, r) = kernel::rms_norm_forward(&xv[ox..ox + rows * d], &wv[ow..ow + d], rows, d, eps);
+            (CpuData::F64(y), CpuData::F64(r))
+        }
+        _ => unreachable!("dtypes checked by rms_norm"),
+    };
+    Ok((Tensor::from_cpu_data(y, &shape)?, Tensor::from_cpu_data(rstd, &[rows])?))
 }
 
 #[cfg(test)]
@@ -164,7 +169,7 @@ mod tests {
     fn f32_backward_reaches_both_leaves_and_saves_only_x_w_rstd() {
         let mut rng = Rng::new(13);
         let x = Tensor::randn(&[6, 16], 0.0, 1.0, DType::F32, &mut rng).requires_grad();
-        let w = Tensor::ones(&[16], DType::F32, crate::Device::Cpu).requires_grad();
+        let w = Tensor::ones(&[16], DType::F32, crate::Device::Cpu).unwrap().requires_grad();
         let y = x.rms_norm(&w, 1e-5).unwrap();
         let saved = saved_in_graph(&y).per_op["rms_norm"].bytes;
         assert_eq!(saved, (6 * 16 + 16 + 6) * 4, "x, weight and one rstd per row");
@@ -176,20 +181,20 @@ mod tests {
 
     #[test]
     fn bad_arguments_are_errors() {
-        let x = Tensor::zeros(&[2, 3], DType::F32, crate::Device::Cpu);
-        let w3 = Tensor::ones(&[3], DType::F32, crate::Device::Cpu);
-        let scalar = Tensor::scalar(1.0, DType::F32, crate::Device::Cpu);
+        let x = Tensor::zeros(&[2, 3], DType::F32, crate::Device::Cpu).unwrap();
+        let w3 = Tensor::ones(&[3], DType::F32, crate::Device::Cpu).unwrap();
+        let scalar = Tensor::scalar(1.0, DType::F32, crate::Device::Cpu).unwrap();
         assert!(matches!(scalar.rms_norm(&w3, 1e-5), Err(Error::Rank { op: "rms_norm", .. })));
-        let w2 = Tensor::ones(&[2], DType::F32, crate::Device::Cpu);
+        let w2 = Tensor::ones(&[2], DType::F32, crate::Device::Cpu).unwrap();
         assert!(matches!(x.rms_norm(&w2, 1e-5), Err(Error::ShapeMismatch { op: "rms_norm", .. })));
-        let w13 = Tensor::ones(&[1, 3], DType::F32, crate::Device::Cpu);
+        let w13 = Tensor::ones(&[1, 3], DType::F32, crate::Device::Cpu).unwrap();
         assert!(matches!(x.rms_norm(&w13, 1e-5), Err(Error::ShapeMismatch { .. })));
-        let w64 = Tensor::ones(&[3], DType::F64, crate::Device::Cpu);
+        let w64 = Tensor::ones(&[3], DType::F64, crate::Device::Cpu).unwrap();
         assert!(matches!(x.rms_norm(&w64, 1e-5), Err(Error::DTypeMismatch { .. })));
         assert!(matches!(x.rms_norm(&w3, -1.0), Err(Error::Invalid { op: "rms_norm", .. })));
         assert!(matches!(x.rms_norm(&w3, f64::NAN), Err(Error::Invalid { .. })));
-        let empty = Tensor::zeros(&[2, 0], DType::F32, crate::Device::Cpu);
-        let w0 = Tensor::ones(&[0], DType::F32, crate::Device::Cpu);
+        let empty = Tensor::zeros(&[2, 0], DType::F32, crate::Device::Cpu).unwrap();
+        let w0 = Tensor::ones(&[0], DType::F32, crate::Device::Cpu).unwrap();
         assert!(matches!(empty.rms_norm(&w0, 1e-5), Err(Error::Invalid { .. })));
     }
 }

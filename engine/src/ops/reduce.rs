@@ -8,7 +8,6 @@ use crate::{
     error::{invalid, Error},
     map_cpu,
     shape::axis,
-    storage::StorageKind,
     Result, Tensor,
 };
 
@@ -27,11 +26,14 @@ fn keepdim_shape(shape: &[usize], axes: &[usize]) -> Vec<usize> {
 
 /// Reduce with the kernel; the result keeps every axis.
 fn reduce_forward(op: ReduceOp, x: &Tensor, axes: &[usize]) -> Result<Tensor> {
+    let shape = keepdim_shape(x.shape(), axes);
+    #[cfg(feature = "cuda")]
+    if x.device() == crate::Device::Cuda {
+        return crate::cuda::ops::reduce(op, x, axes, &shape);
+    }
     let s = x.read();
-    let data = match s.kind() {
-        StorageKind::Cpu(d) => map_cpu!(d, v => kernel::reduce(op, v, &x.layout, axes)),
-    };
-    Tensor::from_cpu_data(data, &keepdim_shape(x.shape(), axes))
+    let data = map_cpu!(s.as_cpu("reduce")?, v => kernel::reduce(op, v, &x.layout, axes));
+    Tensor::from_cpu_data(data, &shape)
 }
 
 /// Drop the reduced axes unless `keepdim`.

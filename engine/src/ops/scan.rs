@@ -9,7 +9,7 @@ use crate::{
     autograd::record,
     cpu::scan::{self as kernel, ScanDims, ScanInputs},
     error::{invalid, Error},
-    storage::{CpuData, CpuElem, StorageKind},
+    storage::{CpuData, CpuElem},
     Result, Tensor,
 };
 
@@ -131,11 +131,13 @@ fn with_inputs<T: CpuElem, R>(
     let slices: Vec<&[T]> = guards
         .iter()
         .zip(ts)
-        .map(|(g, t)| match g.kind() {
-            StorageKind::Cpu(d) => T::slice(d).map(|s| &s[t.layout.offset..t.layout.offset + t.numel()]),
+        .map(|(g, t)| {
+            let d = g.as_cpu("selective_scan")?;
+            T::slice(d)
+                .map(|s| &s[t.layout.offset..t.layout.offset + t.numel()])
+                .ok_or(Error::DTypeMismatch { op: "selective_scan", lhs: ts[0].dtype(), rhs: T::DTYPE })
         })
-        .collect::<Option<_>>()
-        .ok_or(Error::DTypeMismatch { op: "selective_scan", lhs: ts[0].dtype(), rhs: T::DTYPE })?;
+        .collect::<Result<_>>()?;
     let mut rest = slices[6..].iter();
     let inputs = ScanInputs {
         u: slices[0],
@@ -156,7 +158,31 @@ pub fn selective_scan(args: &ScanArgs) -> Result<ScanOut> {
     let dims = args.dims()?;
     let (has_z, has_bias, softplus) = (args.z.is_some(), args.delta_bias.is_some(), args.softplus);
     let inputs: Vec<Tensor> = args.tensors().into_iter().map(|t| t.contiguous()).collect::<Result<_>>()?;
-    let (out, last, states) = match args.u.dtype() {
+    let (out, last_state, states) = scan_forward(dims, &inputs, has_z, has_bias, softplus)?;
+    let input_refs: Vec<&Tensor> = inputs.iter().collect();
+    let mut saved = input_refs.clone();
+    saved.push(&states);
+    let out = record("selective_scan", out, &input_refs, &saved, move |g, s, _| {
+        let (ins, states) = s.split_at(s.len() - 1);
+        let dout = g.contiguous()?;
+        scan_backward(dims, ins, &states[0], &dout, has_z, has_bias, softplus)
+    });
+    Ok(ScanOut { out, last_state })
+}
+
+/// `(out, last_state, chunk_states)` from the forward kernel on contiguous inputs (no graph).
+fn scan_forward(
+    dims: ScanDims,
+    inputs: &[Tensor],
+    has_z: bool,
+    has_bias: bool,
+    softplus: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    #[cfg(feature = "cuda")]
+    if inputs[0].device() == crate::Device::Cuda {
+        return crate::cuda::ops::scan_forward(dims, inputs, has_z, has_bias, softplus);
+    }
+    let (out, last, states) = match inputs[0].dtype() {
         crate::DType::F32 => {
             let f =
                 with_inputs::<f32, _>(&inputs, has_z, has_bias, softplus, |x| kernel::selective_scan_forward(dims, x))?;
@@ -168,18 +194,11 @@ pub fn selective_scan(args: &ScanArgs) -> Result<ScanOut> {
             (CpuData::F64(f.out), CpuData::F64(f.last_state), CpuData::F64(f.chunk_states))
         }
     };
-    let out = Tensor::from_cpu_data(out, &[dims.batch, dims.dim, dims.len])?;
-    let last_state = Tensor::from_cpu_data(last, &[dims.batch, dims.dim, dims.state])?;
-    let states = Tensor::from_cpu_data(states, &[dims.batch, dims.dim, dims.n_chunks(), dims.state])?;
-    let input_refs: Vec<&Tensor> = inputs.iter().collect();
-    let mut saved = input_refs.clone();
-    saved.push(&states);
-    let out = record("selective_scan", out, &input_refs, &saved, move |g, s, _| {
-        let (ins, states) = s.split_at(s.len() - 1);
-        let dout = g.contiguous()?;
-        scan_backward(dims, ins, &states[0], &dout, has_z, has_bias, softplus)
-    });
-    Ok(ScanOut { out, last_state })
+    Ok((
+        Tensor::from_cpu_data(out, &[dims.batch, dims.dim, dims.len])?,
+        Tensor::from_cpu_data(last, &[dims.batch, dims.dim, dims.state])?,
+        Tensor::from_cpu_data(states, &[dims.batch, dims.dim, dims.n_chunks(), dims.state])?,
+    ))
 }
 
 /// Gradients for each input (in `ScanArgs::tensors` order) from the backward kernel.
@@ -203,7 +222,7 @@ fn scan_backward(
     ) -> Result<Vec<Vec<T>>> {
         let (sg, dg) = (states.read(), dout.read());
         let slice = |g: &crate::storage::Storage, t: &Tensor| -> Result<Vec<T>> {
-            let StorageKind::Cpu(d) = g.kind();
+            let d = g.as_cpu("selective_scan")?;
             let s = T::slice(d).ok_or(Error::DTypeMismatch { op: "selective_scan", lhs: t.dtype(), rhs: T::DTYPE })?;
             Ok(s[t.layout.offset..t.layout.offset + t.numel()].to_vec())
         };
@@ -215,6 +234,11 @@ fn scan_backward(
             v.extend(g.ddelta_bias);
             v
         })
+    }
+    #[cfg(feature = "cuda")]
+    if dout.device() == crate::Device::Cuda {
+        let grads = crate::cuda::ops::scan_backward(dims, ins, states, dout, has_z, has_bias, softplus)?;
+        return Ok(grads.into_iter().map(Some).collect());
     }
     let grads: Vec<CpuData> = match dout.dtype() {
         crate::DType::F32 => {
@@ -244,7 +268,7 @@ pub fn selective_scan_composed(args: &ScanArgs) -> Result<ScanOut> {
     let bt = args.b.transpose(1, 2)?.unsqueeze(1)?; // (B, 1, L, N)
     let drive = dt.mul(&bt)?.mul(&args.u.unsqueeze(3)?)?; // (B, D, L, N)
     let ct = args.c.transpose(1, 2)?.unsqueeze(1)?; // (B, 1, L, N)
-    let mut h = Tensor::zeros(&[batch, dim, 1, state], args.u.dtype(), args.u.device());
+    let mut h = Tensor::zeros(&[batch, dim, 1, state], args.u.dtype(), args.u.device())?;
     let mut ys = Vec::with_capacity(len);
     for t in 0..len {
         h = decay.narrow(2, t, 1)?.mul(&h)?.add(&drive.narrow(2, t, 1)?)?; // (B, D, 1, N)

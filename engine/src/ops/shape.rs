@@ -10,7 +10,7 @@ use crate::{
     error::{invalid, Error},
     map_cpu,
     shape::{axis, broadcast_shape, Layout},
-    storage::{CpuData, StorageKind},
+    storage::CpuData,
     Result, Tensor,
 };
 
@@ -128,11 +128,11 @@ impl Tensor {
                 Tensor::zeros(&s, g.dtype(), g.device())
             };
             if start > 0 {
-                parts.push(zeros(start));
+                parts.push(zeros(start)?);
             }
             parts.push(g.clone());
             if start + len < size {
-                parts.push(zeros(size - start - len));
+                parts.push(zeros(size - start - len)?);
             }
             Ok(vec![Some(Tensor::concat(&parts.iter().collect::<Vec<_>>(), d as isize)?)])
         }))
@@ -162,11 +162,18 @@ impl Tensor {
         if self.is_contiguous() {
             return Ok(self.clone());
         }
-        let s = self.read();
-        let data = match s.kind() {
-            StorageKind::Cpu(d) => map_cpu!(d, v => kernel::copy_strided(v, &self.layout)),
+        #[cfg(feature = "cuda")]
+        let out = if self.device() == crate::Device::Cuda { Some(crate::cuda::ops::contiguous(self)?) } else { None };
+        #[cfg(not(feature = "cuda"))]
+        let out = None;
+        let out = match out {
+            Some(out) => out,
+            None => {
+                let s = self.read();
+                let data = map_cpu!(s.as_cpu("copy")?, v => kernel::copy_strided(v, &self.layout));
+                Tensor::from_cpu_data(data, self.shape())?
+            }
         };
-        let out = Tensor::from_cpu_data(data, self.shape())?;
         Ok(record("copy", out, &[self], &[], |g, _, _| Ok(vec![Some(g.clone())])))
     }
 
@@ -189,20 +196,7 @@ impl Tensor {
             }
             shape[d] += t.shape()[d];
         }
-        let mut data = CpuData::full(first.dtype(), shape.iter().product(), 0.0);
-        let out_layout = Layout::contiguous(&shape);
-        let mut start = 0;
-        for t in tensors {
-            let s = t.read();
-            let dst = out_layout.narrow(d, start, t.shape()[d]);
-            match (&mut data, s.kind()) {
-                (CpuData::F32(o), StorageKind::Cpu(CpuData::F32(v))) => kernel::copy_into(o, &dst, v, &t.layout),
-                (CpuData::F64(o), StorageKind::Cpu(CpuData::F64(v))) => kernel::copy_into(o, &dst, v, &t.layout),
-                _ => unreachable!("dtypes checked above"),
-            }
-            start += t.shape()[d];
-        }
-        let out = Tensor::from_cpu_data(data, &shape)?;
+        let out = concat_forward(tensors, d, &shape)?;
         let sizes: Vec<usize> = tensors.iter().map(|t| t.shape()[d]).collect();
         Ok(record("concat", out, tensors, &[], move |g, _, _| {
             let mut start = 0;
@@ -237,14 +231,45 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        let s = self.read();
-        let data = match (s.kind(), dtype) {
-            (StorageKind::Cpu(CpuData::F32(v)), DType::F64) => CpuData::F64(kernel::cast(v, &self.layout)),
-            (StorageKind::Cpu(CpuData::F64(v)), DType::F32) => CpuData::F32(kernel::cast(v, &self.layout)),
-            _ => unreachable!("equal dtypes returned above"),
-        };
-        let out = Tensor::from_cpu_data(data, self.shape())?;
+        let out = cast_forward(self, dtype)?;
         let from = self.dtype();
         Ok(record("to_dtype", out, &[self], &[], move |g, _, _| Ok(vec![Some(g.to_dtype(from)?)])))
     }
+}
+
+/// The pieces joined along `d` into a fresh tensor of `shape` (twin kernels: `copy_into`).
+fn concat_forward(tensors: &[&Tensor], d: usize, shape: &[usize]) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if tensors[0].device() == crate::Device::Cuda {
+        return crate::cuda::ops::concat(tensors, d, shape);
+    }
+    let mut data = CpuData::full(tensors[0].dtype(), shape.iter().product(), 0.0);
+    let out_layout = Layout::contiguous(shape);
+    let mut start = 0;
+    for t in tensors {
+        let s = t.read();
+        let dst = out_layout.narrow(d, start, t.shape()[d]);
+        match (&mut data, s.as_cpu("concat")?) {
+            (CpuData::F32(o), CpuData::F32(v)) => kernel::copy_into(o, &dst, v, &t.layout),
+            (CpuData::F64(o), CpuData::F64(v)) => kernel::copy_into(o, &dst, v, &t.layout),
+            _ => unreachable!("dtypes checked by concat"),
+        }
+        start += t.shape()[d];
+    }
+    Tensor::from_cpu_data(data, shape)
+}
+
+/// `x` converted to `dtype` (twin kernels: `cast`).
+fn cast_forward(x: &Tensor, dtype: DType) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if x.device() == crate::Device::Cuda {
+        return crate::cuda::ops::cast(x, dtype);
+    }
+    let s = x.read();
+    let data = match (s.as_cpu("to_dtype")?, dtype) {
+        (CpuData::F32(v), DType::F64) => CpuData::F64(kernel::cast(v, &x.layout)),
+        (CpuData::F64(v), DType::F32) => CpuData::F32(kernel::cast(v, &x.layout)),
+        _ => unreachable!("equal dtypes return early in to_dtype"),
+    };
+    Tensor::from_cpu_data(data, x.shape())
 }

@@ -1,0 +1,165 @@
+//! The CUDA backend: one GPU (device 0), one stream, our PTX kernels (mamba-kernels).
+//!
+//! - [`gpu`] hands out the process-wide [`Gpu`] (context, modules, stream), created on first
+//!   use and made current on whichever thread asks.
+//! - `alloc.rs` is the caching allocator; [`CudaData`] is a typed view of one of its blocks,
+//!   the payload of `StorageKind::Cuda`.
+//! - `ops.rs` is the GPU arm of every op: it launches the kernels twin to `cpu/`.
+//!
+//! Every launch and copy goes on the one stream, in program order, so nothing needs events
+//! except reading back to the host, which waits for the stream.
+
+pub mod alloc;
+pub mod ops;
+
+use crate::{
+    dtype::DType,
+    error::{Error, Result},
+    Device,
+};
+use mamba_kernels::cust::{
+    context::{Context, CurrentContext},
+    device::Device as CuDevice,
+    error::CudaError,
+    memory::{AsyncCopyDestination, DeviceCopy, DeviceSlice},
+};
+pub use mamba_kernels::launch::Gpu;
+use std::cell::Cell;
+use std::sync::OnceLock;
+
+static GPU: OnceLock<std::result::Result<Gpu, String>> = OnceLock::new();
+
+thread_local! {
+    /// Whether this thread has the (primary) context current.
+    static CURRENT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The GPU, or the driver's error as text.
+pub(crate) fn gpu_raw() -> std::result::Result<&'static Gpu, CudaError> {
+    match GPU.get_or_init(|| Gpu::new().map_err(|e| e.to_string())) {
+        Ok(gpu) => {
+            if !CURRENT.get() {
+                // The primary context: retaining it again on this thread makes it current here.
+                let ctx = Context::new(CuDevice::get_device(0)?)?;
+                CurrentContext::set_current(&ctx)?;
+                std::mem::forget(ctx); // keep the retain for the thread's lifetime
+                CURRENT.set(true);
+            }
+            Ok(gpu)
+        }
+        Err(_) => Err(CudaError::NoDevice),
+    }
+}
+
+/// The GPU for `op`, or an error saying why there is none.
+pub fn gpu(op: &'static str) -> Result<&'static Gpu> {
+    gpu_raw().map_err(|e| {
+        let why = match GPU.get() {
+            Some(Err(msg)) => msg.clone(),
+            _ => e.to_string(),
+        };
+        Error::Device { op, device: Device::Cuda, msg: format!("cannot start the GPU: {why}") }
+    })
+}
+
+/// Map a driver error to an engine error naming `op`.
+pub(crate) fn err(op: &'static str) -> impl Fn(CudaError) -> Error {
+    move |e| Error::Device { op, device: Device::Cuda, msg: format!("CUDA error: {e}") }
+}
+
+/// `len` elements of `dtype` in one allocator block.
+#[derive(Debug)]
+pub struct CudaData {
+    block: alloc::Block,
+    dtype: DType,
+    len: usize,
+}
+
+impl CudaData {
+    /// Uninitialised device memory for `len` elements.
+    pub fn alloc(op: &'static str, dtype: DType, len: usize) -> Result<CudaData> {
+        gpu(op)?;
+        let block = alloc::alloc(len * dtype.size()).map_err(err(op))?;
+        Ok(CudaData { block, dtype, len })
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Elements `offset..offset + len` as a typed device slice. Kernels write through the
+    /// slices of outputs they were given; nothing else holds those while a launch is built.
+    pub fn slice<T: DeviceCopy>(&self, op: &'static str, offset: usize, len: usize) -> Result<DeviceSlice<T>> {
+        if std::mem::size_of::<T>() != self.dtype.size() || offset + len > self.len {
+            return Err(Error::Device {
+                op,
+                device: Device::Cuda,
+                msg: format!(
+                    "engine bug: a view of {len} elements at {offset} of a {} buffer of {}",
+                    self.dtype, self.len
+                ),
+            });
+        }
+        // SAFETY: in bounds of a live block (checked above), element type of the right size.
+        Ok(unsafe { DeviceSlice::from_raw_parts(self.block.ptr.cast::<T>().add(offset), len) })
+    }
+
+    /// The whole buffer as f32 (the dtype every kernel computes in).
+    pub fn f32(&self, op: &'static str) -> Result<DeviceSlice<f32>> {
+        if self.dtype != DType::F32 {
+            return Err(f32_only(op, self.dtype));
+        }
+        self.slice(op, 0, self.len)
+    }
+
+    /// Copy host values in (on the stream, ordered after earlier kernels).
+    pub fn upload<T: DeviceCopy>(op: &'static str, dtype: DType, values: &[T]) -> Result<CudaData> {
+        let data = CudaData::alloc(op, dtype, values.len())?;
+        if !values.is_empty() {
+            let mut dst = data.slice::<T>(op, 0, values.len())?;
+            // SAFETY: a pageable source is staged by the driver before this returns.
+            unsafe { dst.async_copy_from(values, &gpu(op)?.stream) }.map_err(err(op))?;
+        }
+        Ok(data)
+    }
+
+    /// Copy `len` elements from `offset` out to the host (waits for the stream).
+    pub fn download<T: DeviceCopy + Default + Clone>(&self, op: &'static str, offset: usize, len: usize) -> Result<Vec<T>> {
+        let mut out = vec![T::default(); len];
+        if len > 0 {
+            let src = self.slice::<T>(op, offset, len)?;
+            let stream = &gpu(op)?.stream;
+            // SAFETY: `out` outlives the copy: the stream is synchronised before returning.
+            unsafe { src.async_copy_to(&mut out[..], stream) }.map_err(err(op))?;
+            stream.synchronize().map_err(err(op))?;
+        }
+        Ok(out)
+    }
+}
+
+/// The error for an op asked to compute in a dtype the GPU kernels do not have.
+pub(crate) fn f32_only(op: &'static str, dtype: DType) -> Error {
+    Error::Device {
+        op,
+        device: Device::Cuda,
+        msg: format!("the GPU kernels compute in f32, this tensor is {dtype}; convert it with .to_dtype(F32)"),
+    }
+}
+
+/// What the allocator holds: (reserved from the driver, of which cached for reuse), bytes.
+pub fn allocator_bytes() -> (usize, usize) {
+    (alloc::reserved(), alloc::cached())
+}
+
+/// Wait until every launched kernel has finished.
+pub fn synchronize() -> Result<()> {
+    gpu("synchronize")?.stream.synchronize().map_err(err("synchronize"))
+}
