@@ -4,6 +4,8 @@
 //! The references here work on plain row-major `Vec<f64>`s and never call the engine,
 //! so a test comparing an op against them compares two independent implementations.
 
+pub mod op_cases;
+
 use mamba_engine::{ops::scan::ScanArgs, DType, Error, Rng, Tensor};
 
 // ---------------------------------------------------------------- random tensors

@@ -195,11 +195,9 @@ impl Storage {
     pub fn as_cuda(&self, op: &'static str) -> Result<&crate::cuda::CudaData> {
         match &self.kind {
             StorageKind::Cuda(d) => Ok(d),
-            StorageKind::Cpu(_) => Err(crate::Error::Device {
-                op,
-                device: Device::Cpu,
-                msg: "engine bug: expected a GPU buffer".into(),
-            }),
+            StorageKind::Cpu(_) => {
+                Err(crate::Error::Device { op, device: Device::Cpu, msg: "engine bug: expected a GPU buffer".into() })
+            }
         }
     }
 }

@@ -3,9 +3,20 @@
 // Napkin math (f32, n elements): unary reads 4n and writes 4n bytes, binary reads 8n and
 // writes 4n; at most ~20 FLOPs per element (softplus), so every op is memory bound on an
 // H100: the floor is bytes / ~2.9 TB/s (e.g. 16 Mi elements unary: 134 MB -> 46 us).
-// Launch: 1-D grid of 256-thread blocks, a grid-stride loop, contiguous operands.
+// Launch: 1-D grid of 256-thread blocks, a grid-stride loop.
+//
+// Two flavours: `unary_f32` / `binary_f32` for contiguous operands (i is the element), and
+// `*_strided_f32` for any view (transposed, narrowed, broadcast): thread i writes output i
+// (row-major, contiguous, so stores coalesce) and reads operand element strided_offset(l, i).
+// Index math costs one integer division per merged axis beyond the first; with n < 2^31 it
+// runs in 32 bits. A broadcast operand (stride 0) reads fewer distinct bytes: the repeats
+// come from L1/L2. Reads of a transposed view are not coalesced (a warp touches 32 sectors
+// for 32 floats); the neighbouring warps use the rest of each sector from L1/L2, so DRAM
+// still sees each byte about once, but expect these below the contiguous kernels' rate.
 //
 // Op codes follow the order of the Rust enums `UnaryOp` and `BinaryOp`.
+
+#include "strided.cuh"
 
 enum UnaryOp { NEG = 0, EXP, LOG, SQRT, RSQRT, SIGMOID, SILU, SOFTPLUS, TANH, POWF, AFFINE };
 enum BinaryOp { ADD = 0, SUB, MUL, DIV, EQ };
@@ -39,19 +50,53 @@ extern "C" __global__ void unary_f32(float* out, const float* x, int op, float p
     }
 }
 
+__device__ __forceinline__ float apply_binary(int op, float x, float y) {
+    switch (op) {
+        case ADD: return x + y;
+        case SUB: return x - y;
+        case MUL: return x * y;
+        case DIV: return x / y;
+        case EQ: return x == y ? 1.0f : 0.0f;
+        default: return __int_as_float(0x7fc00000);
+    }
+}
+
 // out[i] = a[i] (op) b[i] for i < n.
 extern "C" __global__ void binary_f32(float* out, const float* a, const float* b, int op, long long n) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-        float x = a[i], y = b[i];
-        float r;
-        switch (op) {
-            case ADD: r = x + y; break;
-            case SUB: r = x - y; break;
-            case MUL: r = x * y; break;
-            case DIV: r = x / y; break;
-            case EQ: r = x == y ? 1.0f : 0.0f; break;
-            default: r = __int_as_float(0x7fc00000);
-        }
-        out[i] = r;
+        out[i] = apply_binary(op, a[i], b[i]);
     }
+}
+
+// The strided kernels' loops, generic over the index type (see strided.cuh). With I =
+// unsigned the caller guarantees n <= 2^31 - 1, so i + grid stride never wraps.
+template <typename I>
+__device__ __forceinline__ void unary_strided(float* out, const float* x, const Strided& lx, int op, float p0,
+                                              float p1, I n) {
+    for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x) {
+        out[i] = apply_unary(op, x[strided_offset(lx, i)], p0, p1);
+    }
+}
+
+template <typename I>
+__device__ __forceinline__ void binary_strided(float* out, const float* a, const Strided& la, const float* b,
+                                               const Strided& lb, int op, I n) {
+    for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x) {
+        out[i] = apply_binary(op, a[strided_offset(la, i)], b[strided_offset(lb, i)]);
+    }
+}
+
+// out[i] = f(x[lx(i)]) for i < n; out contiguous (n elements, the view's row-major order).
+extern "C" __global__ void unary_strided_f32(float* out, const float* x, Strided lx, int op, float p0, float p1,
+                                             long long n) {
+    if (n <= 0x7fffffffLL) unary_strided<unsigned>(out, x, lx, op, p0, p1, (unsigned)n);
+    else unary_strided<unsigned long long>(out, x, lx, op, p0, p1, (unsigned long long)n);
+}
+
+// out[i] = a[la(i)] (op) b[lb(i)] for i < n. la and lb are both operands' layouts already
+// broadcast to the output's shape (stride 0 on broadcast axes); out is contiguous.
+extern "C" __global__ void binary_strided_f32(float* out, const float* a, Strided la, const float* b, Strided lb,
+                                              int op, long long n) {
+    if (n <= 0x7fffffffLL) binary_strided<unsigned>(out, a, la, b, lb, op, (unsigned)n);
+    else binary_strided<unsigned long long>(out, a, la, b, lb, op, (unsigned long long)n);
 }

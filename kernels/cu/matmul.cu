@@ -1,97 +1,236 @@
-// Matrix product C = A B (f32, row-major, contiguous): the CUDA twin of
-// engine/src/cpu/matmul.rs (`matmul`, batch 1). No cuBLAS: a classic tiled SGEMM.
+// Batched, strided matrix product C[b] = A[b] B[b] (f32): the CUDA twin of
+// engine/src/cpu/matmul.rs (`matmul`). No cuBLAS: a classic tiled SGEMM.
+//
+// Operands: A[b] is (M, K), B[b] is (K, N), each at a batch stride (0 = broadcast over the
+// batch) and either row-major ("n": element (r, c) at r * ld + c) or column-major ("t":
+// at r + c * ld) with any leading dimension ld; C is contiguous (nb, M, N). One kernel per
+// (A layout, B layout) pair and version: matmul_v{1,2}_{nn,nt,tn,tt}_f32 (templates), so the
+// only thing a layout changes is how a tile is staged in shared memory; the FMA loop is the
+// same. 16-byte loads are used only where the launcher says the base pointer, ld and batch
+// stride keep every float4 aligned (views can start at any element); otherwise, and at
+// every edge, loads are bounds-checked scalars (zero outside the matrix), so any shape works.
 //
 // Napkin math at M = N = K = 4096: 2 M N K = 137.4 GFLOP; the H100's non-tensor f32 rate
-// (cuBLAS reaches 51.1 TFLOP/s) makes it compute bound: ~2.7 ms at cuBLAS speed, while the
-// bytes (3 x 64 MiB once) would take ~70 us.
+// (cuBLAS reaches ~50 TFLOP/s) makes it compute bound: ~2.7 ms at cuBLAS speed, while the
+// bytes (3 x 64 MiB once) would take ~70 us. The Mamba in_proj (2048 x 768 x 3072) is
+// 9.7 GFLOP, ~0.2 ms at cuBLAS speed.
 //
-// Version 1 (this one): each 256-thread block computes a 128 x 128 tile of C, marching
-// over K in steps of 8. Per step the block stages A's 128 x 8 slice (transposed, so a
-// thread's 8 rows are contiguous) and B's 8 x 128 slice in shared memory with one 16-byte
-// load per thread each; every thread then accumulates an 8 x 8 sub-tile of C in registers
-// from 8 + 8 values per k (64 FMAs per 16 shared-memory reads). Edges are handled by
-// bounds-checked scalar loads and stores, so any M, N, K work.
-// Launch: grid (ceil(N/128), ceil(M/128)), block 256.
+// Both versions: a 256-thread block computes a 128 x 128 tile of C, marching over K in
+// steps of 8. Per step the block stages A's 128 x 8 slice and B's 8 x 128 slice in shared
+// memory as S[k][x] (x = the row of A or the column of B), one float4 per thread each:
+// where the operand is contiguous along k (A row-major, B column-major) a thread reads 4
+// consecutive k of one x and stores them transposed; otherwise 4 consecutive x of one k,
+// stored as they are. Every thread then accumulates an 8 x 8 sub-tile of C in registers
+// from 8 + 8 shared values per k (64 FMAs per 16 shared reads).
+//   v1: one shared buffer (load, sync, compute, sync); a thread's 8 x 8 tile is contiguous.
+//       The former row-major-only `matmul_f32` (33.5 TFLOP/s at 4096^3, 67% of cuBLAS),
+//       now strided: 127 registers under a 2-blocks-per-SM bound (it had 111: same occupancy).
+//   v2: two shared buffers: the next slice is fetched into registers before computing on
+//       this one and stored to the other buffer after (one sync per step, global latency
+//       hidden behind 512 FMAs); a thread's tile is 2 x 2 blocks of 4 x 4 spaced 64 apart,
+//       read as float4 with no bank conflicts; the shared rows are padded by 4 floats so the
+//       transposed stores do not conflict either. 2 blocks per SM (<= 128 registers).
+//       Prediction (not yet measured): 75-85% of cuBLAS at 4096^3.
+// Launch: grid (ceil(N/128), ceil(M/128), nb), block 256; the launcher splits a batch of
+// more than 65535 matrices into several launches (offset base pointers).
 
 #define BM 128
 #define BN 128
 #define BK 8
-#define TM 8
-#define TN 8
+#define THREADS 256
 
-extern "C" __global__ void __launch_bounds__(256) matmul_f32(const float* __restrict__ A, const float* __restrict__ B,
-                                                             float* __restrict__ C, int M, int N, int K) {
-    __shared__ float As[BK * BM];  // As[k][m]: A's tile, transposed
-    __shared__ float Bs[BK * BN];  // Bs[k][n]
+// One operand's share of staging: each thread owns one float4 of every 128 (x) x 8 (k)
+// slice, x being the row of A or the column of B. KINNER: the operand is contiguous along
+// k (A row-major, B column-major): the thread reads 4 consecutive k of one x and stores
+// them transposed into S[k][x]; otherwise 4 consecutive x of one k, stored as they are.
+// The thread's pointer walks along k (8 elements or 8 rows per slice), so the loop does
+// no 64-bit index math; loads outside the matrix read as zero.
+template <bool KINNER>
+struct Stager {
+    const float* p;  // the thread's first element of the current slice
+    long long step;  // elements from one slice to the next
+    int x_left;      // elements of the matrix left along x from the thread's first x
+    int k;           // the thread's first k in the current slice
+    bool vec;        // 16-byte loads are aligned (base, ld and batch stride checked by the launcher)
+
+    __device__ __forceinline__ Stager(const float* __restrict__ P, long long ld, int x0, int X, bool vec_ok, int tid) {
+        const int x = KINNER ? x0 + tid / 2 : x0 + (tid % 32) * 4;
+        k = KINNER ? (tid % 2) * 4 : tid / 32;
+        p = KINNER ? P + (long long)x * ld + k : P + (long long)k * ld + x;
+        step = KINNER ? BK : BK * ld;
+        x_left = X - x;
+        vec = vec_ok;
+    }
+
+    // This thread's float4 of the current slice (K: the operand's k extent); then step on.
+    __device__ __forceinline__ float4 fetch(int K) {
+        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+        // Elements along the contiguous axis that are inside the matrix (0..4), if any.
+        const int inner_left = KINNER ? (x_left > 0 ? K - k : 0) : (k < K ? x_left : 0);
+        if (vec && inner_left >= 4) {
+            v = *reinterpret_cast<const float4*>(p);
+        } else if (inner_left > 0) {
+            v.x = p[0];
+            v.y = inner_left > 1 ? p[1] : 0.f;
+            v.z = inner_left > 2 ? p[2] : 0.f;
+            v.w = inner_left > 3 ? p[3] : 0.f;
+        }
+        p += step;
+        k += BK;
+        return v;
+    }
+};
+
+// Store what `fetch` returned into S[k * LD + x].
+template <bool KINNER, int LD>
+__device__ __forceinline__ void stash(float* S, float4 v, int tid) {
+    if (KINNER) {
+        const int x = tid / 2, k = (tid % 2) * 4;
+        S[(k + 0) * LD + x] = v.x;
+        S[(k + 1) * LD + x] = v.y;
+        S[(k + 2) * LD + x] = v.z;
+        S[(k + 3) * LD + x] = v.w;
+    } else {
+        *reinterpret_cast<float4*>(&S[(tid / 32) * LD + (tid % 32) * 4]) = v;
+    }
+}
+
+// Store 4 consecutive values of row r of C (row length N) from column c on.
+__device__ __forceinline__ void store4(float* C, int M, int N, int r, int c, float4 v, bool vec) {
+    if (r >= M) return;
+    float* p = C + (long long)r * N + c;
+    if (vec && c + 3 < N) {
+        *reinterpret_cast<float4*>(p) = v;
+    } else {
+        if (c < N) p[0] = v.x;
+        if (c + 1 < N) p[1] = v.y;
+        if (c + 2 < N) p[2] = v.z;
+        if (c + 3 < N) p[3] = v.w;
+    }
+}
+
+// Flags: bit 0: A's float4 loads are aligned, bit 1: B's, bit 2: C's float4 stores.
+#define VEC_A 1
+#define VEC_B 2
+#define VEC_C 4
+
+// ---------------------------------------------------------------------------------------
+// Version 1: single-buffered, contiguous 8 x 8 thread tile.
+template <bool AT, bool BT>
+__device__ __forceinline__ void tile_v1(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
+                                        int M, int N, int K, long long lda, long long ldb, int flags) {
+    __shared__ __align__(16) float As[BK * BM];  // As[k][m]
+    __shared__ __align__(16) float Bs[BK * BN];  // Bs[k][n]
     const int tid = threadIdx.x;
     const int row0 = blockIdx.y * BM, col0 = blockIdx.x * BN;
-    const int thread_row = tid / (BN / TN), thread_col = tid % (BN / TN);  // 16 x 16 threads
-    // Which 4 consecutive elements this thread stages: A tile 128 x 8 = 256 float4, B tile 8 x 128 = 256 float4.
-    const int a_row = tid / (BK / 4), a_col = (tid % (BK / 4)) * 4;
-    const int b_row = tid / (BN / 4), b_col = (tid % (BN / 4)) * 4;
-    const bool a_vec = (K % 4) == 0, b_vec = (N % 4) == 0;  // 16-byte aligned rows
-
-    float acc[TM][TN] = {};
-    float reg_m[TM], reg_n[TN];
+    const int thread_row = tid / 16, thread_col = tid % 16;  // 16 x 16 threads, 8 x 8 each
+    Stager<!AT> sa(A, lda, row0, M, flags & VEC_A, tid);
+    Stager<BT> sb(B, ldb, col0, N, flags & VEC_B, tid);
+    float acc[8][8] = {};
     for (int k0 = 0; k0 < K; k0 += BK) {
-        {
-            const int r = row0 + a_row, c = k0 + a_col;
-            float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-            if (a_vec && r < M && c + 3 < K) {
-                v = *reinterpret_cast<const float4*>(&A[(long long)r * K + c]);
-            } else if (r < M) {
-                const float* p = &A[(long long)r * K];
-                v.x = c < K ? p[c] : 0.f;
-                v.y = c + 1 < K ? p[c + 1] : 0.f;
-                v.z = c + 2 < K ? p[c + 2] : 0.f;
-                v.w = c + 3 < K ? p[c + 3] : 0.f;
-            }
-            As[(a_col + 0) * BM + a_row] = v.x;
-            As[(a_col + 1) * BM + a_row] = v.y;
-            As[(a_col + 2) * BM + a_row] = v.z;
-            As[(a_col + 3) * BM + a_row] = v.w;
-        }
-        {
-            const int r = k0 + b_row, c = col0 + b_col;
-            float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-            if (b_vec && r < K && c + 3 < N) {
-                v = *reinterpret_cast<const float4*>(&B[(long long)r * N + c]);
-            } else if (r < K) {
-                const float* p = &B[(long long)r * N];
-                v.x = c < N ? p[c] : 0.f;
-                v.y = c + 1 < N ? p[c + 1] : 0.f;
-                v.z = c + 2 < N ? p[c + 2] : 0.f;
-                v.w = c + 3 < N ? p[c + 3] : 0.f;
-            }
-            *reinterpret_cast<float4*>(&Bs[b_row * BN + b_col]) = v;
-        }
+        stash<!AT, BM>(As, sa.fetch(K), tid);
+        stash<BT, BN>(Bs, sb.fetch(K), tid);
         __syncthreads();
 #pragma unroll
         for (int k = 0; k < BK; ++k) {
+            float reg_m[8], reg_n[8];
 #pragma unroll
-            for (int i = 0; i < TM; ++i) reg_m[i] = As[k * BM + thread_row * TM + i];
+            for (int i = 0; i < 8; ++i) reg_m[i] = As[k * BM + thread_row * 8 + i];
 #pragma unroll
-            for (int j = 0; j < TN; ++j) reg_n[j] = Bs[k * BN + thread_col * TN + j];
+            for (int j = 0; j < 8; ++j) reg_n[j] = Bs[k * BN + thread_col * 8 + j];
 #pragma unroll
-            for (int i = 0; i < TM; ++i)
+            for (int i = 0; i < 8; ++i)
 #pragma unroll
-                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(reg_m[i], reg_n[j], acc[i][j]);
+                for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(reg_m[i], reg_n[j], acc[i][j]);
         }
-        __syncthreads();
+        __syncthreads();  // before the next slice overwrites the buffers
     }
 #pragma unroll
-    for (int i = 0; i < TM; ++i) {
-        const int r = row0 + thread_row * TM + i;
-        if (r >= M) break;
+    for (int i = 0; i < 8; ++i)
 #pragma unroll
-        for (int j = 0; j < TN; j += 4) {
-            const int c = col0 + thread_col * TN + j;
-            float* p = &C[(long long)r * N + c];
-            if (b_vec && c + 3 < N) {
-                *reinterpret_cast<float4*>(p) = make_float4(acc[i][j], acc[i][j + 1], acc[i][j + 2], acc[i][j + 3]);
-            } else {
-                for (int q = 0; q < 4 && c + q < N; ++q) p[q] = acc[i][j + q];
-            }
+        for (int j = 0; j < 8; j += 4)
+            store4(C, M, N, row0 + thread_row * 8 + i, col0 + thread_col * 8 + j,
+                   make_float4(acc[i][j], acc[i][j + 1], acc[i][j + 2], acc[i][j + 3]), flags & VEC_C);
+}
+
+// ---------------------------------------------------------------------------------------
+// Version 2: double-buffered, 2 x 2 blocks of 4 x 4 per thread, padded shared rows.
+#define LDS (BM + 4)  // padded row: transposed stores hit 32 distinct banks; 528 B keeps float4 alignment
+
+template <bool AT, bool BT>
+__device__ __forceinline__ void tile_v2(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
+                                        int M, int N, int K, long long lda, long long ldb, int flags) {
+    __shared__ __align__(16) float As[2][BK * LDS];  // As[buf][k][m]
+    __shared__ __align__(16) float Bs[2][BK * LDS];  // Bs[buf][k][n]
+    const int tid = threadIdx.x;
+    const int row0 = blockIdx.y * BM, col0 = blockIdx.x * BN;
+    // Rows ty*4 + {0..3} and 64 + ty*4 + {0..3}; columns likewise with tx. In a warp ty
+    // takes 2 values (broadcast reads of A), tx 16 consecutive float4s (no conflicts).
+    const int ty = tid / 16, tx = tid % 16;
+    Stager<!AT> sa(A, lda, row0, M, flags & VEC_A, tid);
+    Stager<BT> sb(B, ldb, col0, N, flags & VEC_B, tid);
+    float acc[8][8] = {};
+
+    float4 ra = sa.fetch(K), rb = sb.fetch(K);
+    stash<!AT, LDS>(As[0], ra, tid);
+    stash<BT, LDS>(Bs[0], rb, tid);
+    __syncthreads();
+    int buf = 0;
+    for (int k0 = 0; k0 < K; k0 += BK) {
+        const bool next = k0 + BK < K;
+        if (next) {  // in flight while the FMAs below run
+            ra = sa.fetch(K);
+            rb = sb.fetch(K);
         }
+        const float* as = As[buf];
+        const float* bs = Bs[buf];
+#pragma unroll
+        for (int k = 0; k < BK; ++k) {
+            const float4 a0 = *reinterpret_cast<const float4*>(&as[k * LDS + ty * 4]);
+            const float4 a1 = *reinterpret_cast<const float4*>(&as[k * LDS + 64 + ty * 4]);
+            const float4 b0 = *reinterpret_cast<const float4*>(&bs[k * LDS + tx * 4]);
+            const float4 b1 = *reinterpret_cast<const float4*>(&bs[k * LDS + 64 + tx * 4]);
+            const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+            const float b[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+#pragma unroll
+            for (int i = 0; i < 8; ++i)
+#pragma unroll
+                for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+        }
+        if (next) {
+            // The other buffer was last read in the previous step, before its closing sync.
+            stash<!AT, LDS>(As[buf ^ 1], ra, tid);
+            stash<BT, LDS>(Bs[buf ^ 1], rb, tid);
+            __syncthreads();
+            buf ^= 1;
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        const int r = row0 + (i < 4 ? ty * 4 + i : 64 + ty * 4 + i - 4);
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+            store4(C, M, N, r, col0 + h * 64 + tx * 4,
+                   make_float4(acc[i][h * 4], acc[i][h * 4 + 1], acc[i][h * 4 + 2], acc[i][h * 4 + 3]), flags & VEC_C);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Entry points. AT: A column-major (A[b] + r + c * lda), else row-major (r * lda + c); BT
+// likewise for B. sa, sb: batch strides in elements (0 = broadcast); C's is M * N.
+#define MATMUL_KERNEL(name, tile, at, bt, minblocks)                                                          \
+    extern "C" __global__ void __launch_bounds__(THREADS, minblocks)                                         \
+        name(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C, int M, int N,  \
+             int K, long long lda, long long sa, long long ldb, long long sb, int flags) {                     \
+        const long long z = blockIdx.z;                                                                       \
+        tile<at, bt>(A + z * sa, B + z * sb, C + z * M * N, M, N, K, lda, ldb, flags);                       \
+    }
+
+MATMUL_KERNEL(matmul_v1_nn_f32, tile_v1, false, false, 2)
+MATMUL_KERNEL(matmul_v1_nt_f32, tile_v1, false, true, 2)
+MATMUL_KERNEL(matmul_v1_tn_f32, tile_v1, true, false, 2)
+MATMUL_KERNEL(matmul_v1_tt_f32, tile_v1, true, true, 2)
+MATMUL_KERNEL(matmul_v2_nn_f32, tile_v2, false, false, 2)
+MATMUL_KERNEL(matmul_v2_nt_f32, tile_v2, false, true, 2)
+MATMUL_KERNEL(matmul_v2_tn_f32, tile_v2, true, false, 2)
+MATMUL_KERNEL(matmul_v2_tt_f32, tile_v2, true, true, 2)

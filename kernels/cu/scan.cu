@@ -1,4 +1,4 @@
-// Selective scan (Mamba's S6 recurrence), forward, f32: the CUDA twin of
+// Selective scan (Mamba's S6 recurrence), forward v1, f32: the CUDA twin of
 // engine/src/cpu/scan.rs `selective_scan_forward` (docs/SCAN.md). Layouts: u, delta, z,
 // out (B, D, L); A (D, N); Bm, Cm (B, N, L); Dskip, delta_bias (D); last_state (B, D, N);
 // chunk_states (B, D, n_chunks, N) = the state entering each chunk (zeros for chunk 0).
@@ -29,11 +29,10 @@
 //    7 steps keeps DRAM traffic near the napkin bytes, and L1 transactions are ~8-32x.
 //  * too little parallelism: B*D = 12288 threads = 96 blocks < 132 SMs, each thread a
 //    2048-step dependent chain, so the kernel is latency bound.
-// v2 would put threads along L: a block per (b, group of channels) stages a tile of time
-// steps of u/delta/z/Bm/Cm in shared memory with coalesced loads, each thread scans a
-// contiguous stretch of t, and the stretches are joined with a parallel (Blelloch /
-// warp-shuffle) scan over the affine pairs (prod exp(dt A), accumulated h) — as the
-// reference kernel does — with chunk boundaries aligned to the tiles.
+// v2 (`selective_scan_forward_f32`, at the end of this file, after the backward whose block
+// layout it shares) gives each channel 16 lanes, one per state, and stages 16-step windows
+// with coalesced loads; time stays sequential per channel (196 K threads are enough to fill
+// the GPU). A scan along L (the reference kernel's way) would be the next step after it.
 
 #define SCAN_THREADS 128
 #define SCAN_MAX_STATE 16
@@ -44,8 +43,9 @@ __device__ __forceinline__ float softplus_f(float x) { return fmaxf(x, 0.0f) + l
 __device__ __forceinline__ float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 // Grid ceil(B*D / SCAN_THREADS), block SCAN_THREADS. z and delta_bias may be null.
+// (Kept as the baseline for forward v2, `selective_scan_forward_f32` at the end of this file.)
 extern "C" __global__ void __launch_bounds__(SCAN_THREADS)
-    selective_scan_forward_f32(float* __restrict__ out, float* __restrict__ last_state,
+    selective_scan_forward_v1_f32(float* __restrict__ out, float* __restrict__ last_state,
                                float* __restrict__ chunk_states, const float* __restrict__ u,
                                const float* __restrict__ delta, const float* __restrict__ A,
                                const float* __restrict__ Bm, const float* __restrict__ Cm,
@@ -101,4 +101,328 @@ extern "C" __global__ void __launch_bounds__(SCAN_THREADS)
 #pragma unroll
     for (int n = 0; n < SCAN_MAX_STATE; ++n)
         if (n < n_state) last[n] = h[n];
+}
+
+// ---------------------------------------------------------------------------------------
+// Selective scan backward, f32: the CUDA twin of `selective_scan_backward` (cpu/scan.rs).
+// Gradient layouts as the inputs: du, ddelta, dz (B, D, L); dA (D, N); dBm, dCm (B, N, L);
+// dDskip, ddelta_bias (D). Given the forward's chunk_states and dout, per channel and chunk
+// (newest first) it replays the forward from the chunk's saved state, then runs the adjoint
+//   dh_t = Cm_t dy_t + exp(dt_{t+1} A) dh_{t+1}     (dy = dout * silu(z), or dout)
+//   du_t = D dy_t + dt_t sum_n dh_t Bm_t       d(dt)_t = sum_n dh_t (A e_t h_{t-1}) + u_t sum_n dh_t Bm_t
+//   dA += dh_t dt_t e_t h_{t-1}   dBm_t += dh_t dt_t u_t   dCm_t += dy_t h_t   (e_t = exp(dt_t A))
+//   dz_t = dout_t y_t s (1 + z_t (1 - s)), s = sigmoid(z_t), y_t = sum_n Cm_t h_t + D u_t
+//
+// Launch shape: grid (ceil(D / 8), B), 128 threads = 8 channels (b, d) x 16 lanes; lane n of
+// a channel owns state n (lanes >= n_state idle: A = Bm = Cm = 0 keeps their h and dh at 0).
+// Time goes in windows of 16 steps; the window's per-step values are computed once per
+// (channel, step) by lane `step` (dt = softplus, dy, ...) and staged in shared memory with
+// Bm, Cm (coalesced 64-byte rows).
+// Recomputation, in registers: per chunk, pass 1 replays the chunk window by window keeping
+// only the state entering each window (s_ck, one float per thread per window: chunk <= 256);
+// pass 2 walks the windows newest first, replays the window's 16 states h and decays e into
+// registers (fully unrolled), then runs the adjoint over them with dh carried in a register
+// across windows and chunks. Each element is replayed twice (2 exps) and the adjoint reuses e.
+// Reductions: over n (du, d(dt), y) a transposed butterfly sums 16 steps' values over the 16
+// lanes in 15 shuffles, leaving step l's total on lane l (which also owns step l's scalars,
+// so it writes du, ddelta, dz with no more traffic); over channels (dBm, dCm) one xor-16
+// shuffle joins a warp's 2 channels, shared memory the 4 warps, and one global atomicAdd per
+// (block, n, t) the D / 8 blocks; dA (over b), dD, dbias (over b, t) are summed in registers
+// and atomically added at the end. Atomics make those sums' order vary from run to run (f32
+// rounding differs, well within the check's tolerance); du, ddelta, dz are deterministic.
+// The launcher zeroes the accumulated outputs first.
+//
+// Napkin math at B 8, D 1536, L 2048, N 16, chunk 64 (f32):
+//   reads  u, delta, z, dout 4 x 100.7 MB; Bm, Cm 2.1 MB (re-read by every block of a batch:
+//          L2 hits); chunk_states 25.2 MB; writes du, ddelta, dz 3 x 100.7 MB; dBm, dCm 2.1 MB
+//          (as 2 x 1.05 MB x 192 blocks = 403 MB of atomic traffic into L2, not DRAM).
+//   ~730 MB once each -> ~0.25 ms at ~2.9 TB/s.
+//   Per (b, d, t, n) (403 M of them): 2 exps (MUFU ex2, ~3.7 T/s on 132 SMs: 0.22 ms) and ~22
+//   FP ops (pass 1: 3, pass 2 replay: 4, adjoint: ~12, reductions ~3) ~ 9 GFLOP (~0.15 ms),
+//   plus ~8 shared loads/shuffles per element step per warp on the MIO pipe (~0.3 ms).
+//   So ~0.3-0.5 ms expected; the reference kernel's backward is ~2.4 ms (3.367 fwd+bwd).
+
+#define SCAN_BWD_CH 8                                    // channels per block
+#define SCAN_BWD_LANES 16                                // lanes per channel = most states
+#define SCAN_BWD_THREADS (SCAN_BWD_CH * SCAN_BWD_LANES)  // 128
+#define SCAN_BWD_WARPS (SCAN_BWD_THREADS / 32)
+#define SCAN_BWD_WIN 16                                  // time steps per window (= lanes)
+#define SCAN_BWD_MAX_WINS 16                             // windows per chunk: chunk <= 256
+#define SCAN_LOG2E 1.4426950408889634f
+
+// Transposed sum over a 16-lane group: lane l returns sum over the group's lanes of v[l].
+// Each level halves the values a lane holds: 8 + 4 + 2 + 1 = 15 shuffles for 16 sums.
+template <int OFF>
+__device__ __forceinline__ void transpose_level(float (&v)[SCAN_BWD_WIN], int lane) {
+    const bool up = lane & OFF;  // this lane keeps the upper half (steps with bit OFF set)
+#pragma unroll
+    for (int k = 0; k < OFF; ++k) {
+        const float send = up ? v[k] : v[k + OFF];
+        const float keep = up ? v[k + OFF] : v[k];
+        v[k] = keep + __shfl_xor_sync(0xffffffffu, send, OFF);
+    }
+}
+__device__ __forceinline__ float transpose_sum16(float (&v)[SCAN_BWD_WIN], int lane) {
+    transpose_level<8>(v, lane);
+    transpose_level<4>(v, lane);
+    transpose_level<2>(v, lane);
+    transpose_level<1>(v, lane);
+    return v[0];
+}
+
+// The body of both backward kernels. KEEP_E: keep the window's decays e_t from the replay in
+// registers for the adjoint (152 registers, 3 blocks per SM); otherwise recompute them (one
+// more exp per element, 128 registers, 4 blocks per SM). Which is faster is for the H100 to say.
+#define SCAN_BWD_PARAMS                                                                                             \
+    float *__restrict__ du, float *__restrict__ ddelta, float *__restrict__ dA, float *__restrict__ dBm,            \
+        float *__restrict__ dCm, float *__restrict__ dDskip, float *__restrict__ dz, float *__restrict__ ddelta_bias, \
+        const float *__restrict__ u, const float *__restrict__ delta, const float *__restrict__ A,                   \
+        const float *__restrict__ Bm, const float *__restrict__ Cm, const float *__restrict__ Dskip,                 \
+        const float *__restrict__ z, const float *__restrict__ delta_bias, int softplus,                            \
+        const float *__restrict__ chunk_states, const float *__restrict__ dout, int batch, int dim, int len,        \
+        int n_state, int chunk
+#define SCAN_BWD_ARGS                                                                                            \
+    du, ddelta, dA, dBm, dCm, dDskip, dz, ddelta_bias, u, delta, A, Bm, Cm, Dskip, z, delta_bias, softplus, \
+        chunk_states, dout, batch, dim, len, n_state, chunk
+
+template <bool KEEP_E>
+__device__ __forceinline__ void scan_backward(SCAN_BWD_PARAMS) {
+    __shared__ float4 s_sc[SCAN_BWD_CH][SCAN_BWD_WIN];  // per channel and step: (dt, dt u, dy, 0)
+    __shared__ float s_b[SCAN_BWD_LANES][SCAN_BWD_WIN + 1];  // the window's Bm as (n, step), padded
+    __shared__ float s_c[SCAN_BWD_LANES][SCAN_BWD_WIN + 1];
+    __shared__ float s_ck[SCAN_BWD_MAX_WINS][SCAN_BWD_THREADS];  // state entering each window of the chunk
+    __shared__ float s_red[SCAN_BWD_WARPS][SCAN_BWD_WIN][32];    // per warp and step: dBm[n] | dCm[n]
+
+    if (n_state > SCAN_BWD_LANES || n_state < 1 || chunk < 1 || chunk > SCAN_BWD_WIN * SCAN_BWD_MAX_WINS) return;
+    const int tid = threadIdx.x, ch = tid / SCAN_BWD_LANES, lane = tid % SCAN_BWD_LANES, warp = tid / 32;
+    const bool upper = tid & 16;  // upper half-warp: the second of the warp's two channels
+    const int b = blockIdx.y, d = blockIdx.x * SCAN_BWD_CH + ch;
+    const bool live = d < dim;                   // this channel exists
+    const bool live_n = live && lane < n_state;  // ... and this lane's state
+    const long long bd = (long long)b * dim + d;
+    const long long row = bd * len;  // offset of (b, d, 0) in (B, D, L)
+    const int n_chunks = (len + chunk - 1) / chunk;
+    const float a = live_n ? A[(long long)d * n_state + lane] : 0.0f;
+    const float a2 = a * SCAN_LOG2E;  // exp(dt A) = exp2(dt a2)
+    const float bias = live && delta_bias ? delta_bias[d] : 0.0f;
+    const float dskip = live ? Dskip[d] : 0.0f;
+    const float* bb = Bm + (long long)b * n_state * len;
+    const float* cb = Cm + (long long)b * n_state * len;
+
+    // This thread's own step (tw + lane) of the staged window: its values for the outputs.
+    float o_dt = 0.0f, o_sig = 0.0f, o_u = 0.0f, o_dy = 0.0f, o_gz = 0.0f;
+    // Stage the window [tw, tw + wl) (zeros past wl, which make those steps no-ops: e = 1,
+    // no input). `adjoint`: also dy, Cm and the own-step values.
+    auto stage = [&](int tw, int wl, bool adjoint) {
+        __syncthreads();  // the previous window's readers are done
+        const bool ok = live && lane < wl;
+        const long long t = row + tw + lane;
+        float dt = 0.0f, dtu = 0.0f, dy = 0.0f;
+        o_dt = o_sig = o_u = o_dy = o_gz = 0.0f;
+        if (ok) {
+            const float x = delta[t] + bias;
+            dt = softplus ? softplus_f(x) : x;
+            o_u = u[t];
+            dtu = dt * o_u;
+            if (adjoint) {
+                o_dt = dt;
+                o_sig = softplus ? sigmoid_f(x) : 1.0f;  // d(dt)/d(delta)
+                const float g = dout[t];
+                if (z) {
+                    const float zt = z[t], s = sigmoid_f(zt);
+                    dy = g * zt * s;
+                    o_gz = g * s * (1.0f + zt * (1.0f - s));
+                } else {
+                    dy = g;
+                }
+                o_dy = dy;
+            }
+        }
+        s_sc[ch][lane] = make_float4(dt, dtu, dy, 0.0f);
+        for (int r = ch; r < SCAN_BWD_LANES; r += SCAN_BWD_CH) {  // rows n of Bm, Cm: 64 bytes each
+            const bool okr = r < n_state && lane < wl;
+            const long long o = (long long)r * len + tw + lane;
+            s_b[r][lane] = okr ? bb[o] : 0.0f;
+            if (adjoint) s_c[r][lane] = okr ? cb[o] : 0.0f;
+        }
+        __syncthreads();
+    };
+
+    float dh = 0.0f, dA_acc = 0.0f, dd_acc = 0.0f, dbias_acc = 0.0f;
+    for (int c = n_chunks - 1; c >= 0; --c) {
+        const int t0 = c * chunk, t1 = min(t0 + chunk, len);
+        const int n_win = (t1 - t0 + SCAN_BWD_WIN - 1) / SCAN_BWD_WIN;
+        // Pass 1: from the chunk's saved state, the state entering each window.
+        float h = live_n ? chunk_states[(bd * n_chunks + c) * n_state + lane] : 0.0f;
+        for (int w = 0; w < n_win; ++w) {
+            s_ck[w][tid] = h;  // read back by this thread only
+            if (w == n_win - 1) break;
+            stage(t0 + w * SCAN_BWD_WIN, SCAN_BWD_WIN, false);
+#pragma unroll
+            for (int i = 0; i < SCAN_BWD_WIN; ++i) {
+                const float4 s = s_sc[ch][i];
+                h = fmaf(exp2f(s.x * a2), h, s.y * s_b[lane][i]);
+            }
+        }
+        // Pass 2: windows newest first.
+        for (int w = n_win - 1; w >= 0; --w) {
+            const int tw = t0 + w * SCAN_BWD_WIN, wl = min(SCAN_BWD_WIN, t1 - tw);
+            stage(tw, wl, true);
+            // Replay: h_t and e_t of the window's steps into registers; y's terms for dz.
+            float hw[SCAN_BWD_WIN], ew[SCAN_BWD_WIN], v[SCAN_BWD_WIN];
+            const float h_in = s_ck[w][tid];
+            float hc = h_in;
+#pragma unroll
+            for (int i = 0; i < SCAN_BWD_WIN; ++i) {
+                const float4 s = s_sc[ch][i];
+                const float e = exp2f(s.x * a2);
+                if (KEEP_E) ew[i] = e;
+                hc = fmaf(e, hc, s.y * s_b[lane][i]);
+                hw[i] = hc;
+                v[i] = s_c[lane][i] * hc;
+            }
+            const bool ok = live && lane < wl;  // this lane's own step exists
+            const long long t = row + tw + lane;
+            if (z) {  // uniform branch: the shuffles see every lane
+                const float y = transpose_sum16(v, lane) + dskip * o_u;
+                if (ok) dz[t] = y * o_gz;
+            }
+            // Adjoint, newest step first. S: dh Bm (for du and d(dt)); P: A dh e h_{t-1}.
+            float S[SCAN_BWD_WIN], P[SCAN_BWD_WIN];
+#pragma unroll
+            for (int i = SCAN_BWD_WIN - 1; i >= 0; --i) {
+                const float4 s = s_sc[ch][i];  // dt, dt u, dy
+                const float hp = i > 0 ? hw[i - 1] : h_in, e = KEEP_E ? ew[i] : exp2f(s.x * a2);
+                dh = fmaf(s.z, s_c[lane][i], dh);  // dh_t is now complete
+                const float q = dh * e * hp;
+                dA_acc = fmaf(q, s.x, dA_acc);
+                P[i] = a * q;
+                S[i] = dh * s_b[lane][i];
+                const float gb = dh * s.y, gc = s.z * hw[i];  // this channel's dBm_t[n], dCm_t[n]
+                s_red[warp][i][tid & 31] = (upper ? gc : gb) + __shfl_xor_sync(0xffffffffu, upper ? gb : gc, 16);
+                dh *= e;  // the carry into step t - 1
+            }
+            const float s_sum = transpose_sum16(S, lane), p_sum = transpose_sum16(P, lane);
+            if (ok) {
+                du[t] = fmaf(dskip, o_dy, o_dt * s_sum);
+                const float g = (p_sum + o_u * s_sum) * o_sig;
+                ddelta[t] = g;
+                dbias_acc += g;
+                dd_acc = fmaf(o_dy, o_u, dd_acc);
+            }
+            __syncthreads();
+            // dBm, dCm of the window: sum the 4 warps, one atomic per (n, step); 64-byte runs in t.
+            for (int o = tid; o < 2 * SCAN_BWD_LANES * SCAN_BWD_WIN; o += SCAN_BWD_THREADS) {
+                const int q = o / (SCAN_BWD_LANES * SCAN_BWD_WIN), n = (o / SCAN_BWD_WIN) % SCAN_BWD_LANES;
+                const int i = o % SCAN_BWD_WIN;
+                if (n < n_state && i < wl) {
+                    float sum = 0.0f;
+#pragma unroll
+                    for (int k = 0; k < SCAN_BWD_WARPS; ++k) sum += s_red[k][i][q * 16 + n];
+                    atomicAdd((q ? dCm : dBm) + ((long long)b * n_state + n) * len + tw + i, sum);
+                }
+            }
+        }
+    }
+    if (live_n) atomicAdd(dA + (long long)d * n_state + lane, dA_acc);
+#pragma unroll
+    for (int off = 8; off >= 1; off >>= 1) {
+        dd_acc += __shfl_xor_sync(0xffffffffu, dd_acc, off);
+        dbias_acc += __shfl_xor_sync(0xffffffffu, dbias_acc, off);
+    }
+    if (live && lane == 0) {
+        atomicAdd(dDskip + d, dd_acc);
+        if (ddelta_bias) atomicAdd(ddelta_bias + d, dbias_acc);
+    }
+}
+
+// Version 1: keeps each step's e_t in registers for the adjoint (152 registers, 3 blocks
+// per SM). On the H100 at (8, 1536, 2048, 16): 3.43 ms, slower than version 2 (2.70 ms).
+// Grid (ceil(dim / SCAN_BWD_CH), batch), block SCAN_BWD_THREADS. z, dz, delta_bias,
+// ddelta_bias may be null (z and dz together, delta_bias and ddelta_bias together).
+// dA, dBm, dCm, dDskip, ddelta_bias must be zero on entry (accumulated with atomics).
+extern "C" __global__ void __launch_bounds__(SCAN_BWD_THREADS, 3) selective_scan_backward_v1_f32(SCAN_BWD_PARAMS) {
+    scan_backward<true>(SCAN_BWD_ARGS);
+}
+
+// Version 2 (selected): the same, recomputing e_t in the adjoint (one more exp per element,
+// 128 registers, 4 blocks per SM; see scan_backward).
+extern "C" __global__ void __launch_bounds__(SCAN_BWD_THREADS, 4) selective_scan_backward_f32(SCAN_BWD_PARAMS) {
+    scan_backward<false>(SCAN_BWD_ARGS);
+}
+
+// ---------------------------------------------------------------------------------------
+// Forward v2: the backward's block layout for the forward (same signature and outputs as
+// v1). Grid (ceil(D / 8), B), 128 threads = 8 channels x 16 lanes, lane n holding state n.
+// Per window of 16 steps (windows start at every chunk start, so the state entering each
+// chunk is on hand to save): lane `step` computes the step's dt = softplus(...), dt u and
+// gate silu(z) once per (channel, step), staged with the window's Bm, Cm rows in shared
+// memory (coalesced 64-byte loads); the 16 steps run unrolled, h in a register, and the
+// y_t = sum_n Cm h terms are summed over lanes by the transposed butterfly (15 shuffles per
+// 16 steps), leaving y_t on lane t, which writes out_t.
+// Napkin math (the v1 header's 431 MB, ~0.14 ms of bytes; 403 M exps, ~0.11 ms of MUFU):
+// per element step ~5 FP ops and ~4 shared loads/shuffles per warp on the MIO pipe (~0.2 ms).
+// Expect ~0.25-0.4 ms against v1's 3.6 ms and the reference's 0.977 ms.
+extern "C" __global__ void __launch_bounds__(SCAN_BWD_THREADS)
+    selective_scan_forward_f32(float* __restrict__ out, float* __restrict__ last_state,
+                               float* __restrict__ chunk_states, const float* __restrict__ u,
+                               const float* __restrict__ delta, const float* __restrict__ A,
+                               const float* __restrict__ Bm, const float* __restrict__ Cm,
+                               const float* __restrict__ Dskip, const float* __restrict__ z,
+                               const float* __restrict__ delta_bias, int softplus, int batch, int dim, int len,
+                               int n_state, int chunk) {
+    __shared__ float2 s_sc[SCAN_BWD_CH][SCAN_BWD_WIN];       // per channel and step: (dt, dt u)
+    __shared__ float s_b[SCAN_BWD_LANES][SCAN_BWD_WIN + 1];  // the window's Bm as (n, step), padded
+    __shared__ float s_c[SCAN_BWD_LANES][SCAN_BWD_WIN + 1];
+
+    if (n_state > SCAN_BWD_LANES || n_state < 1 || chunk < 1) return;
+    const int tid = threadIdx.x, ch = tid / SCAN_BWD_LANES, lane = tid % SCAN_BWD_LANES;
+    const int b = blockIdx.y, d = blockIdx.x * SCAN_BWD_CH + ch;
+    const bool live = d < dim, live_n = live && lane < n_state;
+    const long long bd = (long long)b * dim + d;
+    const long long row = bd * len;  // offset of (b, d, 0) in (B, D, L)
+    const int n_chunks = (len + chunk - 1) / chunk;
+    const float a2 = live_n ? A[(long long)d * n_state + lane] * SCAN_LOG2E : 0.0f;  // exp(dt A) = exp2(dt a2)
+    const float bias = live && delta_bias ? delta_bias[d] : 0.0f;
+    const float dskip = live ? Dskip[d] : 0.0f;
+    const float* bb = Bm + (long long)b * n_state * len;
+    const float* cb = Cm + (long long)b * n_state * len;
+
+    float h = 0.0f;
+    for (int c = 0; c < n_chunks; ++c) {
+        if (live_n) chunk_states[(bd * n_chunks + c) * n_state + lane] = h;
+        const int t0 = c * chunk, t1 = min(t0 + chunk, len);
+        for (int tw = t0; tw < t1; tw += SCAN_BWD_WIN) {
+            const int wl = min(SCAN_BWD_WIN, t1 - tw);
+            __syncthreads();  // the previous window's readers are done
+            // Stage this lane's own step tw + lane (zeros past wl: e = 1, no input).
+            const bool ok = live && lane < wl;
+            const long long t = row + tw + lane;
+            float dt = 0.0f, ut = 0.0f, gate = 1.0f;
+            if (ok) {
+                const float x = delta[t] + bias;
+                dt = softplus ? softplus_f(x) : x;
+                ut = u[t];
+                if (z) gate = z[t] * sigmoid_f(z[t]);
+            }
+            s_sc[ch][lane] = make_float2(dt, dt * ut);
+            for (int r = ch; r < SCAN_BWD_LANES; r += SCAN_BWD_CH) {  // rows n of Bm, Cm: 64 bytes each
+                const bool okr = r < n_state && lane < wl;
+                const long long o = (long long)r * len + tw + lane;
+                s_b[r][lane] = okr ? bb[o] : 0.0f;
+                s_c[r][lane] = okr ? cb[o] : 0.0f;
+            }
+            __syncthreads();
+            float v[SCAN_BWD_WIN];
+#pragma unroll
+            for (int i = 0; i < SCAN_BWD_WIN; ++i) {
+                const float2 s = s_sc[ch][i];
+                h = fmaf(exp2f(s.x * a2), h, s.y * s_b[lane][i]);
+                v[i] = s_c[lane][i] * h;
+            }
+            const float y = transpose_sum16(v, lane) + dskip * ut;
+            if (ok) out[t] = y * gate;
+        }
+    }
+    if (live_n) last_state[bd * n_state + lane] = h;
 }

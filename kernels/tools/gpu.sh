@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Build here, run on the lent GPU machine (which has the driver, compute-sanitizer and ncu
-# but no Rust). Two verbs:
-#   bash kernels/tools/gpu.sh stage   # here: build the GPU binaries, copy them into stage/
-#   bash kernels/tools/gpu.sh run     # there (the device tool's command, with carry ["stage"])
+# but no Rust). Verbs:
+#   bash kernels/tools/gpu.sh stage   # here: build gpu-check and mamba (cuda), copy them into stage/
+#   bash kernels/tools/gpu.sh run     # there (the device tool's command, with carry ["stage"]):
+#                                     # gpu-check, cuBLAS reference, memcheck of gpu-check and of training
+#   bash kernels/tools/gpu.sh train [flags]  # there: stage/mamba train --device cuda --profile [flags]
 # docs/GPU.md has the details.
 set -euo pipefail
 case "${1:-}" in
@@ -10,9 +12,10 @@ case "${1:-}" in
     cd "$(dirname "$0")/../.."
     source <(bash kernels/tools/setup-cuda.sh)
     cargo build --release -p mamba-tests --features cuda --bin gpu-check
+    cargo build --release -p mamba-train --features cuda --bin mamba
     rm -rf stage && mkdir -p stage
-    cp target/release/gpu-check stage/
-    strip stage/gpu-check
+    cp target/release/gpu-check target/release/mamba stage/
+    strip stage/gpu-check stage/mamba
     cp kernels/tools/gpu.sh stage/
     ls -la stage
     ;;
@@ -28,9 +31,20 @@ case "${1:-}" in
     echo "== compute-sanitizer memcheck (no timing)"
     GPU_CHECK_NO_TIMING=1 compute-sanitizer --tool memcheck --error-exitcode 3 stage/gpu-check > "$out/memcheck.txt" 2>&1 \
       && tail -n 3 "$out/memcheck.txt" || { tail -n 30 "$out/memcheck.txt"; exit 3; }
+    echo "== compute-sanitizer memcheck of 3 training steps (small model)"
+    compute-sanitizer --tool memcheck --error-exitcode 3 stage/mamba train --device cuda --steps 3 --d-model 64 \
+      --n-layer 2 --batch 2 --seq-len 64 --eval-windows 2 --sample-tokens 8 --quiet --out /tmp/memcheck-run \
+      > "$out/memcheck-train.txt" 2>&1 && tail -n 3 "$out/memcheck-train.txt" || { tail -n 30 "$out/memcheck-train.txt"; exit 3; }
+    ;;
+  train)
+    # `mamba train` on the GPU with the kernel profile; extra flags pass through.
+    shift
+    out="${OUT:-/tmp/gpu-out}"
+    mkdir -p "$out"
+    stage/mamba train --device cuda --profile --out "$out/run" "$@" 2>&1 | tee "$out/train.txt"
     ;;
   *)
-    echo "usage: $0 stage|run" >&2
+    echo "usage: $0 stage|run|train [flags]" >&2
     exit 2
     ;;
 esac

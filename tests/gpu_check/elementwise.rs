@@ -1,5 +1,8 @@
-//! `cu/elementwise.cu` against `cpu::elementwise::{unary, binary}`.
+//! `cu/elementwise.cu` against `cpu::elementwise::{unary, binary}`: every op on contiguous
+//! operands, then the strided kernels on random views (transposed, narrowed, broadcast
+//! operands; ranks 0 to 4, awkward sizes; see `copy.rs`), then one large strided case each.
 
+use crate::copy::{broadcast_view, describe, random_shape, random_view, strided};
 use crate::{poisoned, worst, Check, Res, Row};
 use mamba_engine::{
     cpu::elementwise::{binary, unary, BinaryOp, UnaryOp},
@@ -56,5 +59,102 @@ pub fn run(c: &mut Check) -> Res<()> {
         let us = c.time(|| Ok(c.gpu.binary_f32(code, &ba, &bb, &mut bout)?))?;
         c.rows.push(Row { kernel: format!("binary_f32 {name}"), err, ok, us, rate: (12 * big) as f64 / us / 1e3 });
     }
+    strided_checks(c)
+}
+
+/// (name, op, kernel code, p0, p1) of the unary ops the strided checks cycle through.
+const STRIDED_UNARY: [(&str, UnaryOp, i32, f32, f32); 5] = [
+    ("neg", UnaryOp::Neg, 0, 0.0, 0.0),
+    ("exp", UnaryOp::Exp, 1, 0.0, 0.0),
+    ("silu", UnaryOp::Silu, 6, 0.0, 0.0),
+    ("powf", UnaryOp::Powf(2.5), 9, 2.5, 0.0),
+    ("affine", UnaryOp::Affine { mul: -1.5, add: 0.25 }, 10, -1.5, 0.25),
+];
+
+const STRIDED_BINARY: [(&str, BinaryOp, i32); 5] = [
+    ("add", BinaryOp::Add, 0),
+    ("sub", BinaryOp::Sub, 1),
+    ("mul", BinaryOp::Mul, 2),
+    ("div", BinaryOp::Div, 3),
+    ("eq", BinaryOp::Eq, 4),
+];
+
+fn strided_checks(c: &mut Check) -> Res<()> {
+    for case in 0..10 {
+        let (name, op, code, p0, p1) = STRIDED_UNARY[case % STRIDED_UNARY.len()];
+        let shape = random_shape(c, case % 5);
+        let (l, len) = if case % 4 == 3 { broadcast_view(c, &shape) } else { random_view(c, &shape) };
+        let x = if matches!(op, UnaryOp::Powf(_)) { c.uniform(len, 0.01, 10.0) } else { c.uniform(len, -5.0, 5.0) };
+        let dx = DeviceBuffer::from_slice(&x)?;
+        let mut dout = poisoned(l.numel())?;
+        c.gpu.unary_strided_f32(code, p0, p1, &dx, strided(&l), &mut dout)?;
+        c.gpu.stream.synchronize()?;
+        let (err, ok) = worst(&dout.as_host_vec()?, &unary(op, &x, &l));
+        let kernel = format!("unary_strided {name} {}", describe(&l));
+        c.rows.push(Row { kernel, err, ok, us: f64::NAN, rate: f64::NAN });
+    }
+    for case in 0..10 {
+        let (name, op, code) = STRIDED_BINARY[case % STRIDED_BINARY.len()];
+        let shape = random_shape(c, 1 + case % 4);
+        // a: sometimes broadcast too; b: always broadcast (maybe with no axis of size 1)
+        let (la, alen) = if case % 3 == 0 { broadcast_view(c, &shape) } else { random_view(c, &shape) };
+        let (lb, blen) = broadcast_view(c, &shape);
+        let (a, b) = match op {
+            BinaryOp::Div => (c.uniform(alen, -10.0, 10.0), c.uniform(blen, 1.0, 10.0)),
+            // small integers, so equal pairs happen
+            BinaryOp::Eq => {
+                let (a, b) = (c.uniform(alen, 0.0, 3.0), c.uniform(blen, 0.0, 3.0));
+                (a.iter().map(|v| v.floor()).collect(), b.iter().map(|v| v.floor()).collect())
+            }
+            _ => (c.uniform(alen, -10.0, 10.0), c.uniform(blen, -10.0, 10.0)),
+        };
+        let (da, db) = (DeviceBuffer::from_slice(&a)?, DeviceBuffer::from_slice(&b)?);
+        let mut dout = poisoned(la.numel())?;
+        c.gpu.binary_strided_f32(code, &da, strided(&la), &db, strided(&lb), &mut dout)?;
+        c.gpu.stream.synchronize()?;
+        let (err, ok) = worst(&dout.as_host_vec()?, &binary(op, &a, &la, &b, &lb));
+        let kernel =
+            format!("binary_strided {name} {} / {}", describe(&la), describe(&lb).split(' ').nth(1).unwrap_or("-"));
+        c.rows.push(Row { kernel, err, ok, us: f64::NAN, rate: f64::NAN });
+    }
+
+    // Large: a transposed 4096^2 view through silu; (16384, 1024) plus a broadcast row (a
+    // bias); a transposed 4096^2 times a contiguous one.
+    let (side, rows) = if c.timing { (4096, 16384) } else { (64, 64) };
+    let square = Layout::contiguous(&[side, side]);
+    let t = square.transpose(0, 1);
+    let x = c.uniform(side * side, -5.0, 5.0);
+    let dx = DeviceBuffer::from_slice(&x)?;
+    let mut dout = poisoned(side * side)?;
+    let lt = strided(&t);
+    c.gpu.unary_strided_f32(6, 0.0, 0.0, &dx, lt, &mut dout)?;
+    c.gpu.stream.synchronize()?;
+    let (err, ok) = worst(&dout.as_host_vec()?, &unary(UnaryOp::Silu, &x, &t));
+    let us = c.time(|| Ok(c.gpu.unary_strided_f32(6, 0.0, 0.0, &dx, lt, &mut dout)?))?;
+    let rate = (8 * side * side) as f64 / us / 1e3;
+    c.rows.push(Row { kernel: format!("unary_strided silu {side}^2 T"), err, ok, us, rate });
+
+    let (la, lb) = (Layout::contiguous(&[rows, 1024]), Layout::contiguous(&[1024]).broadcast_as(&[rows, 1024]));
+    let (a, b) = (c.uniform(rows * 1024, -1.0, 1.0), c.uniform(1024, -1.0, 1.0));
+    let (da, db) = (DeviceBuffer::from_slice(&a)?, DeviceBuffer::from_slice(&b)?);
+    let mut dout = poisoned(rows * 1024)?;
+    let (sa, sb) = (strided(&la), strided(&lb));
+    c.gpu.binary_strided_f32(0, &da, sa, &db, sb, &mut dout)?;
+    c.gpu.stream.synchronize()?;
+    let (err, ok) = worst(&dout.as_host_vec()?, &binary(BinaryOp::Add, &a, &la, &b, &lb));
+    let us = c.time(|| Ok(c.gpu.binary_strided_f32(0, &da, sa, &db, sb, &mut dout)?))?;
+    let rate = (8 * rows * 1024 + 4 * 1024) as f64 / us / 1e3;
+    c.rows.push(Row { kernel: format!("binary_strided add {rows}x1024 B"), err, ok, us, rate });
+
+    let y = c.uniform(side * side, -1.0, 1.0);
+    let dy = DeviceBuffer::from_slice(&y)?;
+    let mut dout = poisoned(side * side)?;
+    let ls = strided(&square);
+    c.gpu.binary_strided_f32(2, &dx, lt, &dy, ls, &mut dout)?;
+    c.gpu.stream.synchronize()?;
+    let (err, ok) = worst(&dout.as_host_vec()?, &binary(BinaryOp::Mul, &x, &t, &y, &square));
+    let us = c.time(|| Ok(c.gpu.binary_strided_f32(2, &dx, lt, &dy, ls, &mut dout)?))?;
+    let rate = (12 * side * side) as f64 / us / 1e3;
+    c.rows.push(Row { kernel: format!("binary_strided mul {side}^2 T*C"), err, ok, us, rate });
     Ok(())
 }

@@ -7,12 +7,16 @@
 //! `run(&mut Check)`. Build here and run there: see docs/GPU.md.
 
 mod conv;
+mod copy;
 mod elementwise;
 mod index;
 mod matmul;
 mod norm;
+mod ops;
+mod reduce;
 mod scan;
 mod softmax;
+mod train;
 
 use mamba_engine::Rng;
 use mamba_kernels::{cust::prelude::*, launch::Gpu};
@@ -35,7 +39,7 @@ pub struct Row {
 
 /// What every check module gets: the GPU, the random source and the result table.
 pub struct Check {
-    pub gpu: Gpu,
+    pub gpu: &'static Gpu,
     pub rng: Rng,
     pub rows: Vec<Row>,
     /// False under compute-sanitizer: correctness only, small sizes.
@@ -104,14 +108,25 @@ fn main() -> Res<()> {
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64;
     println!("gpu-check: seed {seed}");
     let timing = std::env::var_os("GPU_CHECK_NO_TIMING").is_none();
-    let mut c = Check { gpu: Gpu::new()?, rng: Rng::new(seed), rows: Vec::new(), timing };
+    // The engine's GPU: kernel checks and engine ops share one context, stream and profiler.
+    let mut c = Check { gpu: mamba_engine::cuda::gpu("gpu-check")?, rng: Rng::new(seed), rows: Vec::new(), timing };
+    let profile = std::env::var_os("GPU_CHECK_PROFILE").is_some();
+    if profile {
+        c.gpu.profile_start()?;
+    }
     elementwise::run(&mut c)?;
+    copy::run(&mut c)?;
+    reduce::run(&mut c)?;
     matmul::run(&mut c)?;
     norm::run(&mut c)?;
     softmax::run(&mut c)?;
     conv::run(&mut c)?;
     index::run(&mut c)?;
     scan::run(&mut c)?;
+    ops::run(&mut c)?;
+    if c.timing {
+        train::run(&mut c)?; // under compute-sanitizer, gpu.sh checks training with the mamba binary
+    }
 
     println!("{:<30} {:>12} {:>6} {:>10} {:>9}", "kernel", "error", "ok", "us", "GB/s");
     println!(
@@ -120,10 +135,25 @@ fn main() -> Res<()> {
     for r in &c.rows {
         println!("{:<30} {:>12.2e} {:>6} {:>10.1} {:>9.0}", r.kernel, r.err, r.ok, r.us, r.rate);
     }
+    if profile {
+        write_profile(c.gpu)?;
+    }
     let failed = c.rows.iter().filter(|r| !r.ok).count();
     println!("{} checks, {failed} failed (tolerance {TOL:e})", c.rows.len());
     if failed > 0 {
         std::process::exit(1);
     }
+    Ok(())
+}
+
+/// With GPU_CHECK_PROFILE set: every launch's CUDA-event time per kernel, and the Chrome
+/// trace in `$OUT/gpu_check_trace.json` (or `./gpu_check_trace.json`; open in ui.perfetto.dev).
+fn write_profile(gpu: &Gpu) -> Res<()> {
+    let profile = gpu.profile_stop()?;
+    print!("{}", profile.table());
+    let dir = std::env::var_os("OUT").map_or_else(|| std::path::PathBuf::from("."), std::path::PathBuf::from);
+    let path = dir.join("gpu_check_trace.json");
+    std::fs::write(&path, profile.chrome_trace())?;
+    println!("trace: {} ({} spans)", path.display(), profile.spans.len());
     Ok(())
 }

@@ -1,18 +1,170 @@
-//! `cu/scan.cu` against `cpu::scan::selective_scan_forward`: two awkward shapes (B 2, D 5,
-//! L 37, N 4, chunk 8 — a partial last chunk and a partial block — once with z, delta_bias
-//! and softplus, once with none of them), then the Mamba-sized one (B 8, D 1536, L 2048,
-//! N 16, chunk 64) for correctness (relative norm: 2048-step f32 recurrences with another
-//! exp) and speed.
+//! `cu/scan.cu` against `cpu::scan::selective_scan_forward` and `selective_scan_backward`:
+//! two awkward shapes (B 2, D 5, L 37, N 4, chunk 8 — a partial last chunk, a partial block,
+//! idle state lanes — once with z, delta_bias and softplus, once with none of them), one
+//! more for the backward's windows (B 1, D 9, L 100, N 16, chunk 40: windows of 16, 16, 8 per
+//! chunk, a block with one live channel), then the Mamba-sized one (B 8, D 1536, L 2048,
+//! N 16, chunk 64) for correctness and speed. Errors are relative norms: 2048-step f32
+//! recurrences with another exp. Forward against TOL; backward against BWD_TOL = 1e-4,
+//! since its gradients are long sums (dA, dD, dbias over B x L terms, dBm, dCm over D,
+//! dh over the whole sequence) taken in another order, partly by atomics.
+//!
+//! The backward runs on the CPU's chunk_states (one row per gradient) and on the GPU
+//! forward's (one row, the worst gradient); both kernel variants are checked and timed, and
+//! forward + backward together at the big size (the reference Mamba kernels: 3.367 ms).
+//! The forward runs in both versions (v2 is the default launcher, v1 the baseline).
 
 use crate::{poisoned, rel_norm, Check, Res, Row, TOL};
-use mamba_engine::cpu::scan::{selective_scan_forward, ScanDims, ScanInputs};
-use mamba_kernels::cust::prelude::*;
+use mamba_engine::cpu::scan::{selective_scan_backward, selective_scan_forward, ScanDims, ScanGrads, ScanInputs};
+use mamba_kernels::{cust::prelude::*, launch::Gpu};
+
+/// Tolerance of the backward's gradients (relative norm), see above.
+const BWD_TOL: f64 = 1e-4;
+
+/// The scan's inputs on the GPU; `z`, `bias` are passed only with `extras`.
+struct GpuInputs {
+    u: DeviceBuffer<f32>,
+    delta: DeviceBuffer<f32>,
+    a: DeviceBuffer<f32>,
+    bm: DeviceBuffer<f32>,
+    cm: DeviceBuffer<f32>,
+    d: DeviceBuffer<f32>,
+    z: DeviceBuffer<f32>,
+    bias: DeviceBuffer<f32>,
+    dout: DeviceBuffer<f32>,
+    extras: bool,
+}
+
+/// The backward's outputs on the GPU, NaN-poisoned.
+struct GpuGrads {
+    du: DeviceBuffer<f32>,
+    ddelta: DeviceBuffer<f32>,
+    da: DeviceBuffer<f32>,
+    dbm: DeviceBuffer<f32>,
+    dcm: DeviceBuffer<f32>,
+    dd: DeviceBuffer<f32>,
+    dz: DeviceBuffer<f32>,
+    dbias: DeviceBuffer<f32>,
+}
+
+impl GpuGrads {
+    fn poisoned(dims: ScanDims) -> Res<GpuGrads> {
+        let ScanDims { batch, dim, len, state, .. } = dims;
+        let (bdl, bnl) = (batch * dim * len, batch * state * len);
+        Ok(GpuGrads {
+            du: poisoned(bdl)?,
+            ddelta: poisoned(bdl)?,
+            da: poisoned(dim * state)?,
+            dbm: poisoned(bnl)?,
+            dcm: poisoned(bnl)?,
+            dd: poisoned(dim)?,
+            dz: poisoned(bdl)?,
+            dbias: poisoned(dim)?,
+        })
+    }
+
+    /// (name, relative-norm error) of every gradient against the CPU's.
+    fn errors(&self, want: &ScanGrads<f32>) -> Res<Vec<(&'static str, f64)>> {
+        let mut e = vec![
+            ("du", rel_norm(&self.du.as_host_vec()?, &want.du)),
+            ("ddelta", rel_norm(&self.ddelta.as_host_vec()?, &want.ddelta)),
+            ("dA", rel_norm(&self.da.as_host_vec()?, &want.da)),
+            ("dBm", rel_norm(&self.dbm.as_host_vec()?, &want.dbm)),
+            ("dCm", rel_norm(&self.dcm.as_host_vec()?, &want.dcm)),
+            ("dD", rel_norm(&self.dd.as_host_vec()?, &want.dd_skip)),
+        ];
+        if let Some(dz) = &want.dz {
+            e.push(("dz", rel_norm(&self.dz.as_host_vec()?, dz)));
+        }
+        if let Some(db) = &want.ddelta_bias {
+            e.push(("ddelta_bias", rel_norm(&self.dbias.as_host_vec()?, db)));
+        }
+        Ok(e)
+    }
+}
+
+fn forward(c: &Check, v1: bool, g: &GpuInputs, dims: ScanDims, out: &mut [&mut DeviceBuffer<f32>; 3]) -> Res<()> {
+    let ScanDims { batch, dim, len, state, chunk } = dims;
+    let [gout, glast, gchunks] = out;
+    let f = if v1 { Gpu::selective_scan_forward_v1_f32 } else { Gpu::selective_scan_forward_f32 };
+    f(
+        c.gpu,
+        &g.u,
+        &g.delta,
+        &g.a,
+        &g.bm,
+        &g.cm,
+        &g.d,
+        g.extras.then_some(&*g.z),
+        g.extras.then_some(&*g.bias),
+        g.extras,
+        gout,
+        glast,
+        gchunks,
+        batch,
+        dim,
+        len,
+        state,
+        chunk,
+    )?;
+    Ok(())
+}
+
+fn backward(
+    c: &Check,
+    v1: bool,
+    g: &GpuInputs,
+    states: &DeviceSlice<f32>,
+    dims: ScanDims,
+    o: &mut GpuGrads,
+) -> Res<()> {
+    let ScanDims { batch, dim, len, state, chunk } = dims;
+    let f = if v1 {
+        mamba_kernels::launch::Gpu::selective_scan_backward_v1_f32
+    } else {
+        mamba_kernels::launch::Gpu::selective_scan_backward_f32
+    };
+    f(
+        c.gpu,
+        &g.u,
+        &g.delta,
+        &g.a,
+        &g.bm,
+        &g.cm,
+        &g.d,
+        g.extras.then_some(&*g.z),
+        g.extras.then_some(&*g.bias),
+        g.extras,
+        states,
+        &g.dout,
+        &mut o.du,
+        &mut o.ddelta,
+        &mut o.da,
+        &mut o.dbm,
+        &mut o.dcm,
+        &mut o.dd,
+        g.extras.then_some(&mut *o.dz),
+        g.extras.then_some(&mut *o.dbias),
+        batch,
+        dim,
+        len,
+        state,
+        chunk,
+    )?;
+    Ok(())
+}
+
+fn row(kernel: String, err: f64, tol: f64, us: f64, rate: f64) -> Row {
+    Row { kernel, err, ok: err <= tol, us, rate }
+}
 
 pub fn run(c: &mut Check) -> Res<()> {
     let big = if c.timing { (8, 1536, 2048, 16, 64) } else { (1, 64, 256, 16, 64) }; // small under compute-sanitizer
-    for (batch, dim, len, state, chunk, extras) in
-        [(2, 5, 37, 4, 8, true), (2, 5, 37, 4, 8, false), (big.0, big.1, big.2, big.3, big.4, true)]
-    {
+    for (batch, dim, len, state, chunk, extras) in [
+        (2, 5, 37, 4, 8, true),
+        (2, 5, 37, 4, 8, false),
+        (1, 9, 100, 16, 40, true),
+        (big.0, big.1, big.2, big.3, big.4, true),
+    ] {
         let dims = ScanDims { batch, dim, len, state, chunk };
         let (bdl, bnl, nc) = (batch * dim * len, batch * state * len, dims.n_chunks());
         let u = c.uniform(bdl, -1.0, 1.0);
@@ -23,6 +175,7 @@ pub fn run(c: &mut Check) -> Res<()> {
         let d_skip = c.uniform(dim, -1.0, 1.0);
         let z = c.uniform(bdl, -3.0, 3.0);
         let bias = c.uniform(dim, -1.0, 1.0);
+        let dout = c.uniform(bdl, -1.0, 1.0);
         let inputs = ScanInputs {
             u: &u,
             delta: &delta,
@@ -35,41 +188,91 @@ pub fn run(c: &mut Check) -> Res<()> {
             softplus: extras,
         };
         let want = selective_scan_forward(dims, &inputs);
+        let want_grads = selective_scan_backward(dims, &inputs, &want.chunk_states, &dout);
 
         let up = |v: &[f32]| DeviceBuffer::from_slice(v);
-        let (gu, gdelta, ga, gbm, gcm, gd) = (up(&u)?, up(&delta)?, up(&a)?, up(&bm)?, up(&cm)?, up(&d_skip)?);
-        let (gz, gbias) = (up(&z)?, up(&bias)?);
-        let (gz, gbias) = (extras.then_some(&*gz), extras.then_some(&*gbias));
-        let (mut gout, mut glast, mut gchunks) =
-            (poisoned(bdl)?, poisoned(batch * dim * state)?, poisoned(batch * dim * nc * state)?);
-        let launch = |gout: &mut DeviceBuffer<f32>, glast: &mut DeviceBuffer<f32>, gchunks: &mut DeviceBuffer<f32>| {
-            c.gpu.selective_scan_forward_f32(
-                &gu, &gdelta, &ga, &gbm, &gcm, &gd, gz, gbias, extras, gout, glast, gchunks, batch, dim, len, state,
-                chunk,
-            )
+        let g = GpuInputs {
+            u: up(&u)?,
+            delta: up(&delta)?,
+            a: up(&a)?,
+            bm: up(&bm)?,
+            cm: up(&cm)?,
+            d: up(&d_skip)?,
+            z: up(&z)?,
+            bias: up(&bias)?,
+            dout: up(&dout)?,
+            extras,
         };
-        launch(&mut gout, &mut glast, &mut gchunks)?;
-        c.gpu.stream.synchronize()?;
-        let eo = rel_norm(&gout.as_host_vec()?, &want.out);
-        let el = rel_norm(&glast.as_host_vec()?, &want.last_state);
-        let ec = rel_norm(&gchunks.as_host_vec()?, &want.chunk_states);
-        let us = c.time(|| Ok(launch(&mut gout, &mut glast, &mut gchunks)?))?;
+        let name = format!("scan {batch}x{dim}x{len}x{state}/{chunk}{}", if extras { " z,bias,sp" } else { "" });
+
+        // Forward, v2 (the default) and v1.
         // read u, delta (+ z), Bm, Cm, A, D (+ bias); write out, last_state, chunk_states
         let zb = if extras { bdl + dim } else { 0 };
         let bytes =
             (2 * bdl + zb + 2 * bnl + dim * state + dim + bdl + batch * dim * state + batch * dim * nc * state) * 4;
-        let rate = bytes as f64 / us / 1e3;
-        let name = format!("scan_fwd {batch}x{dim}x{len}x{state}/{chunk}{}", if extras { " z,bias,sp" } else { "" });
-        c.rows.push(Row { kernel: format!("{name} out (norm)"), err: eo, ok: eo <= TOL, us, rate });
-        for (what, e) in [("last_state", el), ("chunk_states", ec)] {
-            c.rows.push(Row {
-                kernel: format!("{name} {what} (norm)"),
-                err: e,
-                ok: e <= TOL,
-                us: f64::NAN,
-                rate: f64::NAN,
-            });
+        let mut fwd_bufs = Vec::new(); // v2's (out, last_state, chunk_states) stay for the backward
+        for v1 in [true, false] {
+            // freshly poisoned for each version
+            let (mut gout, mut glast, mut gchunks) =
+                (poisoned(bdl)?, poisoned(batch * dim * state)?, poisoned(batch * dim * nc * state)?);
+            forward(c, v1, &g, dims, &mut [&mut gout, &mut glast, &mut gchunks])?;
+            c.gpu.stream.synchronize()?;
+            let errs = [
+                ("out", rel_norm(&gout.as_host_vec()?, &want.out)),
+                ("last_state", rel_norm(&glast.as_host_vec()?, &want.last_state)),
+                ("chunk_states", rel_norm(&gchunks.as_host_vec()?, &want.chunk_states)),
+            ];
+            let us = c.time(|| forward(c, v1, &g, dims, &mut [&mut gout, &mut glast, &mut gchunks]))?;
+            let rate = bytes as f64 / us / 1e3;
+            if v1 {
+                let worst = errs.iter().map(|e| e.1).fold(0.0, f64::max);
+                c.rows.push(row(format!("{name} fwd v1 worst (norm)"), worst, TOL, us, rate));
+            } else {
+                for (i, (what, e)) in errs.into_iter().enumerate() {
+                    let (us, rate) = if i == 0 { (us, rate) } else { (f64::NAN, f64::NAN) };
+                    c.rows.push(row(format!("{name} fwd {what} (norm)"), e, TOL, us, rate));
+                }
+                fwd_bufs.extend([gout, glast, gchunks]);
+            }
         }
+        let [mut gout, mut glast, mut gchunks]: [DeviceBuffer<f32>; 3] =
+            fwd_bufs.try_into().map_err(|_| "three forward buffers")?;
+
+        // Backward on the CPU's chunk states, both variants.
+        let cpu_states = up(&want.chunk_states)?;
+        // read u, delta, dout (+ z), Bm, Cm, chunk_states, A, D (+ bias); write du, ddelta (+ dz),
+        // dBm, dCm, dA, dD (+ dbias)
+        let zb = if extras { 2 * bdl + 2 * dim } else { 0 };
+        let bytes = (5 * bdl + zb + 4 * bnl + batch * dim * nc * state + 2 * dim * state + 2 * dim) * 4;
+        for v1 in [false, true] {
+            let variant = if v1 { "bwd v1" } else { "bwd" };
+            let mut o = GpuGrads::poisoned(dims)?;
+            backward(c, v1, &g, &cpu_states, dims, &mut o)?;
+            c.gpu.stream.synchronize()?;
+            let errs = o.errors(&want_grads)?;
+            let us = c.time(|| backward(c, v1, &g, &cpu_states, dims, &mut o))?;
+            let rate = bytes as f64 / us / 1e3;
+            if v1 {
+                let worst = errs.iter().map(|e| e.1).fold(0.0, f64::max);
+                c.rows.push(row(format!("{name} {variant} worst grad (norm)"), worst, BWD_TOL, us, rate));
+            } else {
+                for (i, (what, e)) in errs.into_iter().enumerate() {
+                    let (us, rate) = if i == 0 { (us, rate) } else { (f64::NAN, f64::NAN) };
+                    c.rows.push(row(format!("{name} {variant} {what} (norm)"), e, BWD_TOL, us, rate));
+                }
+            }
+        }
+
+        // Backward on the GPU forward's chunk states; then forward + backward timed together.
+        let mut o = GpuGrads::poisoned(dims)?;
+        backward(c, false, &g, &gchunks, dims, &mut o)?;
+        c.gpu.stream.synchronize()?;
+        let worst = o.errors(&want_grads)?.iter().map(|e| e.1).fold(0.0, f64::max);
+        let us = c.time(|| {
+            forward(c, false, &g, dims, &mut [&mut gout, &mut glast, &mut gchunks])?;
+            backward(c, false, &g, &gchunks, dims, &mut o)
+        })?;
+        c.rows.push(row(format!("{name} fwd+bwd, gpu states: worst grad (norm)"), worst, BWD_TOL, us, f64::NAN));
     }
     Ok(())
 }

@@ -45,7 +45,8 @@ unsafe impl Send for Block {}
 unsafe impl Sync for Block {}
 
 struct Cache {
-    free: Mutex<HashMap<usize, Vec<DevicePointer<u8>>>>,
+    /// Free blocks by size, as raw device addresses.
+    free: Mutex<HashMap<usize, Vec<u64>>>,
     reserved: AtomicUsize,
     cached: AtomicUsize,
 }
@@ -60,9 +61,9 @@ static CACHE: std::sync::LazyLock<Cache> = std::sync::LazyLock::new(|| Cache {
 pub fn alloc(bytes: usize) -> CudaResult<Block> {
     let block = block_size(bytes);
     let reused = CACHE.free.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&block).and_then(|v| v.pop());
-    if let Some(ptr) = reused {
+    if let Some(raw) = reused {
         CACHE.cached.fetch_sub(block, Ordering::Relaxed);
-        return Ok(Block { ptr, block });
+        return Ok(Block { ptr: DevicePointer::from_raw(raw), block });
     }
     // SAFETY: a fresh allocation of `block` bytes; freed in `release` or `empty_cache`.
     let ptr = match unsafe { cuda_malloc::<u8>(block) } {
@@ -80,7 +81,7 @@ pub fn alloc(bytes: usize) -> CudaResult<Block> {
 impl Drop for Block {
     fn drop(&mut self) {
         CACHE.cached.fetch_add(self.block, Ordering::Relaxed);
-        CACHE.free.lock().unwrap_or_else(|e| e.into_inner()).entry(self.block).or_default().push(self.ptr);
+        CACHE.free.lock().unwrap_or_else(|e| e.into_inner()).entry(self.block).or_default().push(self.ptr.as_raw());
     }
 }
 
@@ -89,9 +90,9 @@ pub fn empty_cache() -> CudaResult<()> {
     super::gpu_raw()?.stream.synchronize()?;
     let mut free = CACHE.free.lock().unwrap_or_else(|e| e.into_inner());
     for (block, ptrs) in free.drain() {
-        for ptr in ptrs {
-            // SAFETY: `ptr` came from cuda_malloc and no Block owns it any more.
-            unsafe { cuda_free(ptr)? };
+        for raw in ptrs {
+            // SAFETY: `raw` came from cuda_malloc and no Block owns it any more.
+            unsafe { cuda_free(DevicePointer::<u8>::from_raw(raw))? };
             CACHE.reserved.fetch_sub(block, Ordering::Relaxed);
             CACHE.cached.fetch_sub(block, Ordering::Relaxed);
         }

@@ -25,9 +25,18 @@ use mamba_kernels::cust::{
 };
 pub use mamba_kernels::launch::Gpu;
 use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 static GPU: OnceLock<std::result::Result<Gpu, String>> = OnceLock::new();
+
+/// When set, every new buffer is filled with NaN before anyone writes it (the GPU check
+/// turns it on so that an element a kernel forgets to write cannot pass unnoticed).
+static POISON: AtomicBool = AtomicBool::new(false);
+
+pub fn set_poison(on: bool) {
+    POISON.store(on, Ordering::Relaxed);
+}
 
 thread_local! {
     /// Whether this thread has the (primary) context current.
@@ -80,6 +89,12 @@ impl CudaData {
     pub fn alloc(op: &'static str, dtype: DType, len: usize) -> Result<CudaData> {
         gpu(op)?;
         let block = alloc::alloc(len * dtype.size()).map_err(err(op))?;
+        if POISON.load(Ordering::Relaxed) {
+            // All-ones bits are a NaN in f32 and in f64 alike.
+            // SAFETY: the whole block, in bounds by construction.
+            let mut all = unsafe { DeviceSlice::from_raw_parts(block.ptr.cast::<f32>(), block.block / 4) };
+            gpu(op)?.fill_f32(&mut all, f32::from_bits(u32::MAX)).map_err(err(op))?;
+        }
         Ok(CudaData { block, dtype, len })
     }
 
@@ -132,7 +147,12 @@ impl CudaData {
     }
 
     /// Copy `len` elements from `offset` out to the host (waits for the stream).
-    pub fn download<T: DeviceCopy + Default + Clone>(&self, op: &'static str, offset: usize, len: usize) -> Result<Vec<T>> {
+    pub fn download<T: DeviceCopy + Default + Clone>(
+        &self,
+        op: &'static str,
+        offset: usize,
+        len: usize,
+    ) -> Result<Vec<T>> {
         let mut out = vec![T::default(); len];
         if len > 0 {
             let src = self.slice::<T>(op, offset, len)?;

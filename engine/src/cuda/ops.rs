@@ -129,10 +129,12 @@ pub fn copy_within(src: &Tensor, dst: &Tensor) -> Result<()> {
     // SAFETY: both ranges are in bounds (checked by `slice`); the copy is ordered on the stream.
     match s.dtype() {
         DType::F32 => unsafe {
-            d.slice::<f32>(OP, dst.layout.offset, n)?.async_copy_from(&s.slice::<f32>(OP, src.layout.offset, n)?, stream)
+            d.slice::<f32>(OP, dst.layout.offset, n)?
+                .async_copy_from(&s.slice::<f32>(OP, src.layout.offset, n)?, stream)
         },
         DType::F64 => unsafe {
-            d.slice::<f64>(OP, dst.layout.offset, n)?.async_copy_from(&s.slice::<f64>(OP, src.layout.offset, n)?, stream)
+            d.slice::<f64>(OP, dst.layout.offset, n)?
+                .async_copy_from(&s.slice::<f64>(OP, src.layout.offset, n)?, stream)
         },
     }
     .map_err(err(OP))
@@ -447,6 +449,23 @@ pub fn conv1d_causal_backward(x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Te
 
 // ---------------------------------------------------------------- selective scan
 
+/// The GPU scan keeps a channel's states in one 16-lane group and replays at most
+/// `SCAN_BWD_MAX_CHUNK` steps from shared memory.
+fn scan_limits(dims: ScanDims) -> Result<()> {
+    use mamba_kernels::launch::{SCAN_BWD_MAX_CHUNK, SCAN_MAX_STATE};
+    if dims.state > SCAN_MAX_STATE || dims.chunk > SCAN_BWD_MAX_CHUNK {
+        return Err(Error::Device {
+            op: "selective_scan",
+            device: Device::Cuda,
+            msg: format!(
+                "the GPU scan takes d_state <= {SCAN_MAX_STATE} and chunk <= {SCAN_BWD_MAX_CHUNK}, got {} and {}",
+                dims.state, dims.chunk
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Twin of `cpu::scan::selective_scan_forward` on contiguous inputs in the op's order
 /// `[u, delta, A, B, C, D, (z), (delta_bias)]`: `(out, last_state, chunk_states)`.
 pub fn scan_forward(
@@ -457,6 +476,7 @@ pub fn scan_forward(
     softplus: bool,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "selective_scan";
+    scan_limits(dims)?;
     let ScanDims { batch, dim, len, state, chunk } = dims;
     let x = ins.iter().map(|t| elems(OP, t)).collect::<Result<Vec<_>>>()?;
     let mut rest = x[6..].iter();
@@ -485,6 +505,7 @@ pub fn scan_backward(
     softplus: bool,
 ) -> Result<Vec<Tensor>> {
     const OP: &str = "selective_scan";
+    scan_limits(dims)?;
     let ScanDims { batch, dim, len, state, chunk } = dims;
     let x = ins.iter().map(|t| elems(OP, t)).collect::<Result<Vec<_>>>()?;
     let mut rest = x[6..].iter();

@@ -14,8 +14,7 @@ use crate::{
     autograd::record,
     cpu::index as kernel,
     error::{invalid, Error},
-    map_cpu,
-    Result, Tensor,
+    map_cpu, Result, Tensor,
 };
 
 impl Tensor {

@@ -10,12 +10,7 @@
 //! `N × V` floats are the largest activation of the whole network.
 
 use crate::{
-    autograd::record,
-    cpu::softmax as kernel,
-    error::Error,
-    map_cpu,
-    storage::CpuData,
-    zip_cpu, Result, Tensor,
+    autograd::record, cpu::softmax as kernel, error::Error, map_cpu, storage::CpuData, zip_cpu, Result, Tensor,
 };
 
 /// `(N, V)` for a tensor of shape `(..., V)`: rows and row length. Rank 0 has no last axis.

@@ -133,9 +133,11 @@ fn with_inputs<T: CpuElem, R>(
         .zip(ts)
         .map(|(g, t)| {
             let d = g.as_cpu("selective_scan")?;
-            T::slice(d)
-                .map(|s| &s[t.layout.offset..t.layout.offset + t.numel()])
-                .ok_or(Error::DTypeMismatch { op: "selective_scan", lhs: ts[0].dtype(), rhs: T::DTYPE })
+            T::slice(d).map(|s| &s[t.layout.offset..t.layout.offset + t.numel()]).ok_or(Error::DTypeMismatch {
+                op: "selective_scan",
+                lhs: ts[0].dtype(),
+                rhs: T::DTYPE,
+            })
         })
         .collect::<Result<_>>()?;
     let mut rest = slices[6..].iter();
@@ -185,12 +187,12 @@ fn scan_forward(
     let (out, last, states) = match inputs[0].dtype() {
         crate::DType::F32 => {
             let f =
-                with_inputs::<f32, _>(&inputs, has_z, has_bias, softplus, |x| kernel::selective_scan_forward(dims, x))?;
+                with_inputs::<f32, _>(inputs, has_z, has_bias, softplus, |x| kernel::selective_scan_forward(dims, x))?;
             (CpuData::F32(f.out), CpuData::F32(f.last_state), CpuData::F32(f.chunk_states))
         }
         crate::DType::F64 => {
             let f =
-                with_inputs::<f64, _>(&inputs, has_z, has_bias, softplus, |x| kernel::selective_scan_forward(dims, x))?;
+                with_inputs::<f64, _>(inputs, has_z, has_bias, softplus, |x| kernel::selective_scan_forward(dims, x))?;
             (CpuData::F64(f.out), CpuData::F64(f.last_state), CpuData::F64(f.chunk_states))
         }
     };

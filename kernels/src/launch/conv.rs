@@ -45,7 +45,10 @@ impl Gpu {
         }
         let bias_ptr = bias.map_or(DevicePointer::null(), |bs| bs.as_device_ptr());
         let f = self.function("conv", "conv1d_causal_forward_f32")?;
-        let _timed = self.timed("conv1d_causal_forward_f32", Cost::default());
+        // Reads x, w (and bias), writes y; 2K FLOPs per output (padding taps counted).
+        let bytes = 4 * (2 * n + c * k + if bias.is_some() { c } else { 0 });
+        let cost = Cost { bytes: bytes as f64, flops: (2 * k * n) as f64 };
+        let _timed = self.timed("conv1d_causal_forward_f32", cost);
         let stream = &self.stream;
         unsafe {
             launch!(f<<<grid_for(n), BLOCK, 0, stream>>>(
@@ -81,8 +84,11 @@ impl Gpu {
         );
         let stream = &self.stream;
         if n > 0 {
+            // In a block, so the guard below times this launch only.
             let f = self.function("conv", "conv1d_causal_backward_dx_f32")?;
-            let _timed = self.timed("conv1d_causal_backward_dx_f32", Cost::default());
+            // Reads dy and w, writes dx; 2K FLOPs per element.
+            let cost = Cost { bytes: (4 * (2 * n + c * k)) as f64, flops: (2 * k * n) as f64 };
+            let _timed = self.timed("conv1d_causal_backward_dx_f32", cost);
             unsafe {
                 launch!(f<<<grid_for(n), BLOCK, 0, stream>>>(
                     dx.as_device_ptr(), w.as_device_ptr(), dy.as_device_ptr(), b as i32, c as i32, l as i32, k as i32
@@ -94,7 +100,9 @@ impl Gpu {
         }
         // With b*l == 0 every block sums nothing and writes zeros, like the CPU twin.
         let f = self.function("conv", "conv1d_causal_backward_dw_f32")?;
-        let _timed = self.timed("conv1d_causal_backward_dw_f32", Cost::default());
+        // Reads x and dy again, writes dw and db; 2K + 1 FLOPs per element.
+        let cost = Cost { bytes: (4 * (2 * n + c * k + c)) as f64, flops: ((2 * k + 1) * n) as f64 };
+        let _timed = self.timed("conv1d_causal_backward_dw_f32", cost);
         unsafe {
             launch!(f<<<c as u32, CONV_THREADS, 0, stream>>>(
                 dw.as_device_ptr(), db.as_device_ptr(), x.as_device_ptr(), dy.as_device_ptr(),

@@ -27,7 +27,9 @@ impl Gpu {
             return Ok(());
         }
         let f = self.function("index", "embedding_forward_f32")?;
-        let _timed = self.timed("embedding_forward_f32", Cost::default());
+        // Reads the ids and the gathered rows, writes y; no FLOPs (rows of a small w are
+        // L2 hits, so this is an upper bound on DRAM traffic, as in gpu-check's rate).
+        let _timed = self.timed("embedding_forward_f32", Cost { bytes: (8 * n + 8 * n * d) as f64, flops: 0.0 });
         let stream = &self.stream;
         unsafe {
             launch!(f<<<grid_for(n * d), BLOCK, 0, stream>>>(
@@ -63,7 +65,10 @@ impl Gpu {
             return Ok(());
         }
         let f = self.function("index", "embedding_backward_f32")?;
-        let _timed = self.timed("embedding_backward_f32", Cost::default());
+        // Reads dy and the ids once from DRAM (each block's rescans of the ids hit L2), writes
+        // dw; one add per dy element.
+        let cost = Cost { bytes: (4 * n * d + 8 * n + 4 * v * d) as f64, flops: (n * d) as f64 };
+        let _timed = self.timed("embedding_backward_f32", cost);
         let stream = &self.stream;
         unsafe {
             launch!(f<<<(v as u32, col_blocks as u32, 1), INDEX_THREADS, 0, stream>>>(

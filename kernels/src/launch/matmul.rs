@@ -1,12 +1,69 @@
-//! Launchers of `cu/matmul.cu`.
+//! Launchers of `cu/matmul.cu`: the batched, strided product the engine uses for every
+//! matmul (forward and both backward forms, whose operands are transposed views).
 
 use super::{Cost, Gpu};
 use cust::error::CudaResult;
 use cust::prelude::*;
 
+/// Strides of one matmul operand, in elements; `batch` 0 broadcasts it over the batch.
+/// The same fields as `cpu::matmul::MatStrides` (the engine converts its own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatStrides {
+    pub batch: usize,
+    pub row: usize,
+    pub col: usize,
+}
+
+/// The kernel version [`Gpu::matmul_strided_f32`] (and so [`Gpu::matmul_f32`]) runs; gpu-check
+/// times every version. v2 (double-buffered) is expected to beat v1; switch here if the H100 says otherwise.
+pub const MATMUL_VERSION: u32 = 2;
+/// Versions that [`Gpu::matmul_strided_f32_version`] accepts.
+pub const MATMUL_VERSIONS: [u32; 2] = [1, 2];
+
+/// Kernel names by version and layout (A column-major, B column-major): n = row-major, t = column-major.
+const KERNELS: [[&str; 4]; 2] = [
+    ["matmul_v1_nn_f32", "matmul_v1_nt_f32", "matmul_v1_tn_f32", "matmul_v1_tt_f32"],
+    ["matmul_v2_nn_f32", "matmul_v2_nt_f32", "matmul_v2_tn_f32", "matmul_v2_tt_f32"],
+];
+
+/// Tile of C per block (BM = BN in matmul.cu), threads per block, most blocks along y and z.
+const TILE: usize = 128;
+const THREADS: u32 = 256;
+const MAX_GRID_YZ: usize = 65535;
+
+/// How the kernel reads one operand of shape (rows, cols).
+struct Layout {
+    /// Column-major (element (r, c) at r + c * ld), else row-major (r * ld + c).
+    col_major: bool,
+    ld: usize,
+    /// Every 16-byte load the kernel may issue is aligned.
+    vec: bool,
+}
+
+/// The layout of an operand at `base` (a device address) with strides `s`; panics unless a
+/// row or a column is contiguous. The stride of a size-1 axis is never used, so it does not count.
+fn layout(name: &str, base: u64, nb: usize, rows: usize, cols: usize, s: MatStrides) -> Layout {
+    let (col_major, ld, outer) = if s.col == 1 || cols == 1 {
+        (false, s.row, rows)
+    } else if s.row == 1 || rows == 1 {
+        (true, s.col, cols)
+    } else {
+        panic!("{name}: operand strides {s:?} are neither row- nor column-major (copy it to contiguous first)");
+    };
+    // float4 loads at base + z * batch + outer * ld + 4j: all 16-byte aligned?
+    let vec = base.is_multiple_of(16) && (outer == 1 || ld.is_multiple_of(4)) && (nb == 1 || s.batch.is_multiple_of(4));
+    assert!(ld <= i64::MAX as usize && s.batch <= i64::MAX as usize, "{name}: stride too large");
+    Layout { col_major, ld, vec }
+}
+
+/// Largest element index `(nb, rows, cols)` with strides `s` reads (all sizes > 0).
+fn last_index(nb: usize, rows: usize, cols: usize, s: MatStrides) -> usize {
+    (nb - 1) * s.batch + (rows - 1) * s.row + (cols - 1) * s.col
+}
+
 impl Gpu {
     /// `c = a b` for row-major contiguous `a (m, k)`, `b (k, n)`, `c (m, n)` — twin of
-    /// `cpu::matmul::matmul` with batch 1 (kernels/cu/matmul.cu has the tiling).
+    /// `cpu::matmul::matmul` with batch 1; a thin wrapper of [`Gpu::matmul_strided_f32`].
     pub fn matmul_f32(
         &self,
         a: &DeviceSlice<f32>,
@@ -20,12 +77,95 @@ impl Gpu {
             a.len() == m * k && b.len() == k * n && c.len() == m * n,
             "matmul_f32: buffer sizes do not match (m, n, k)"
         );
-        let f = self.function("matmul", "matmul_f32")?;
-        let _timed = self.timed("matmul_f32", Cost::default());
-        let grid = (n.div_ceil(128) as u32, m.div_ceil(128) as u32, 1);
-        let stream = &self.stream;
-        unsafe {
-            launch!(f<<<grid, 256, 0, stream>>>(a.as_device_ptr(), b.as_device_ptr(), c.as_device_ptr(), m as i32, n as i32, k as i32))
+        let (sa, sb) = (MatStrides { batch: 0, row: k, col: 1 }, MatStrides { batch: 0, row: n, col: 1 });
+        self.matmul_strided_f32(a, sa, b, sb, c, 1, m, n, k)
+    }
+
+    /// `c[z] = a[z] b[z]` for `z < nb`: `a[z] (m, k)` is `a[z * sa.batch + r * sa.row + p * sa.col]`,
+    /// `b[z] (k, n)` likewise with `sb`, and `c` is contiguous `(nb, m, n)` — twin of
+    /// `cpu::matmul::matmul`. Each operand must be row-major (`col == 1`) or column-major
+    /// (`row == 1`) with any leading dimension, any batch stride (0 = broadcast) and any
+    /// start (a view). `k == 0` writes zeros. Runs kernel version [`MATMUL_VERSION`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_strided_f32(
+        &self,
+        a: &DeviceSlice<f32>,
+        sa: MatStrides,
+        b: &DeviceSlice<f32>,
+        sb: MatStrides,
+        c: &mut DeviceSlice<f32>,
+        nb: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> CudaResult<()> {
+        self.matmul_strided_f32_version(MATMUL_VERSION, a, sa, b, sb, c, nb, m, n, k)
+    }
+
+    /// [`Gpu::matmul_strided_f32`] with kernel version `version` (one of [`MATMUL_VERSIONS`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_strided_f32_version(
+        &self,
+        version: u32,
+        a: &DeviceSlice<f32>,
+        sa: MatStrides,
+        b: &DeviceSlice<f32>,
+        sb: MatStrides,
+        c: &mut DeviceSlice<f32>,
+        nb: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> CudaResult<()> {
+        const NAME: &str = "matmul_strided_f32";
+        assert!(MATMUL_VERSIONS.contains(&version), "{NAME}: no kernel version {version}");
+        assert!(c.len() >= nb * m * n, "{NAME}: c holds {} elements, (nb, m, n) needs {}", c.len(), nb * m * n);
+        if nb == 0 || m == 0 || n == 0 {
+            return Ok(());
         }
+        // The kernels index with int (plus a tile of slack) and put row tiles on grid y.
+        let fits = |x: usize| x <= (i32::MAX as usize) - 2 * TILE;
+        assert!(fits(m) && fits(n) && fits(k) && m.div_ceil(TILE) <= MAX_GRID_YZ, "{NAME}: (m, n, k) too large");
+        if k > 0 {
+            assert!(a.len() > last_index(nb, m, k, sa), "{NAME}: a too short for (nb, m, k) with strides {sa:?}");
+            assert!(b.len() > last_index(nb, k, n, sb), "{NAME}: b too short for (nb, k, n) with strides {sb:?}");
+        }
+        let la = layout(NAME, a.as_device_ptr().as_raw(), nb, m, k, sa);
+        let lb = layout(NAME, b.as_device_ptr().as_raw(), nb, k, n, sb);
+        let vec_c = c.as_device_ptr().as_raw().is_multiple_of(16) && n.is_multiple_of(4);
+        let flags = la.vec as i32 | (lb.vec as i32) << 1 | (vec_c as i32) << 2;
+        let kernel = KERNELS[version as usize - 1][2 * la.col_major as usize + lb.col_major as usize];
+        let f = self.function("matmul", kernel)?;
+        let stream = &self.stream;
+        // Grid z is at most 65535: a larger batch is several launches on offset views.
+        for z0 in (0..nb).step_by(MAX_GRID_YZ) {
+            let chunk = MAX_GRID_YZ.min(nb - z0);
+            // Bytes: each operand read once (a broadcast one once in all), C written once.
+            let reads = |s: MatStrides, elems| if s.batch == 0 { elems } else { chunk * elems };
+            let bytes = 4 * (reads(sa, m * k) + reads(sb, k * n) + chunk * m * n);
+            let cost = Cost { bytes: bytes as f64, flops: 2.0 * (chunk * m * n * k) as f64 };
+            // In bounds: z0 * batch <= the last index read (or 0 when k == 0 reads nothing).
+            let (a, b) =
+                if k > 0 { (a.index(z0 * sa.batch..), b.index(z0 * sb.batch..)) } else { (a.index(..), b.index(..)) };
+            let cz = c.index(z0 * m * n..);
+            let grid = (n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, chunk as u32);
+            let _timed = self.timed(kernel, cost);
+            unsafe {
+                launch!(f<<<grid, THREADS, 0, stream>>>(
+                    a.as_device_ptr(),
+                    b.as_device_ptr(),
+                    cz.as_device_ptr(),
+                    m as i32,
+                    n as i32,
+                    k as i32,
+                    la.ld as i64,
+                    sa.batch as i64,
+                    lb.ld as i64,
+                    sb.batch as i64,
+                    flags
+                ))?;
+            }
+        }
+        Ok(())
     }
 }

@@ -6,21 +6,31 @@
 //! launcher's napkin math ([`Cost`]: bytes moved, FLOPs) into GB/s and GFLOP/s.
 
 mod conv;
+mod copy;
 mod elementwise;
 mod index;
 mod matmul;
 mod norm;
+mod profile;
+mod reduce;
 mod scan;
 mod softmax;
 
 use crate::ptx;
+pub use copy::{Strided, MAX_RANK};
 use cust::error::CudaResult;
 use cust::prelude::*;
+pub use matmul::{MatStrides, MATMUL_VERSION, MATMUL_VERSIONS};
+use profile::Profiler;
+pub use profile::{KernelStats, Profile, Span, MAX_SPANS};
+pub use scan::{SCAN_BWD_MAX_CHUNK, SCAN_MAX_STATE};
 
 /// Threads per block for the 1-D elementwise kernels.
 pub(crate) const BLOCK: u32 = 256;
 
-/// The napkin math of one launch: bytes it must move to and from global memory, and FLOPs.
+/// The napkin math of one launch: bytes it must move to and from global memory (each byte
+/// once: re-reads that hit L1/L2 are not counted, so GB/s compares with the copy rate), and
+/// FLOPs (an exp, rsqrt or division counts as one).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Cost {
     pub bytes: f64,
@@ -41,6 +51,8 @@ impl Cost {
 pub struct Gpu {
     pub stream: Stream,
     modules: Vec<(&'static str, Module)>,
+    /// Holds CUDA events, so it drops before the context.
+    profiler: Profiler,
     _context: Context,
 }
 
@@ -55,7 +67,7 @@ impl Gpu {
         let modules =
             ptx::ALL.iter().map(|&(name, src)| Ok((name, Module::from_ptx(src, &[])?))).collect::<CudaResult<_>>()?;
         let stream = Stream::new(StreamFlags::NON_BLOCKING, None)?;
-        Ok(Gpu { stream, modules, _context: context })
+        Ok(Gpu { stream, modules, profiler: Profiler::default(), _context: context })
     }
 
     /// Kernel `kernel` of the file `cu/<file>.cu`.
@@ -64,11 +76,49 @@ impl Gpu {
         module.ok_or(cust::error::CudaError::NotFound)?.get_function(kernel)
     }
 
-    /// Bracket the launch that follows (until the guard drops) for the profiler.
-    pub(crate) fn timed(&self, _kernel: &'static str, _cost: Cost) -> Timed {
-        Timed
+    /// Brackets the launch that follows, until the guard drops, for the profiler: with
+    /// profiling on, a start event now and a stop event at the drop, both on `self.stream`.
+    /// With it off this is one relaxed atomic load. Bind the guard (`let _timed = ...`) right
+    /// before the one launch it times, and drop it right after (a block or `drop`).
+    #[inline]
+    pub fn timed(&self, kernel: &'static str, cost: Cost) -> Timed<'_> {
+        if !self.profiler.is_on() {
+            return Timed { active: None };
+        }
+        Timed { active: self.profiler.begin(&self.stream).map(|start| (self, kernel, cost, start)) }
+    }
+
+    /// Starts a profiling session (dropping any unfinished one): records the base event on
+    /// `self.stream`, from which trace timestamps count, and turns timing on for every launch.
+    pub fn profile_start(&self) -> CudaResult<()> {
+        self.profiler.start(&self.stream)
+    }
+
+    /// Ends the session: turns timing off, synchronizes the stream, reads every event and
+    /// returns the per-kernel table and spans (empty if no session was started). A CUDA error
+    /// met while timing a launch is returned here. The profiler is then clear for a new start.
+    pub fn profile_stop(&self) -> CudaResult<Profile> {
+        self.profiler.stop(&self.stream)
+    }
+
+    /// Whether a profiling session is on.
+    pub fn profiling(&self) -> bool {
+        self.profiler.is_on()
     }
 }
 
-/// Guard returned by [`Gpu::timed`]; records the end event when dropped.
-pub(crate) struct Timed;
+/// Guard returned by [`Gpu::timed`]; records the stop event when dropped (nothing when
+/// profiling was off at its creation).
+#[must_use = "the guard times the launch until it drops: bind it with `let _timed = ...`"]
+pub struct Timed<'a> {
+    active: Option<(&'a Gpu, &'static str, Cost, Event)>,
+}
+
+impl Drop for Timed<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some((gpu, kernel, cost, start)) = self.active.take() {
+            gpu.profiler.end(&gpu.stream, kernel, cost, start);
+        }
+    }
+}

@@ -48,7 +48,11 @@ impl Gpu {
             return Ok(());
         }
         let f = self.function("norm", "rms_norm_forward_f32")?;
-        let _timed = self.timed("rms_norm_forward_f32", Cost::default());
+        // Reads x and w, writes y and rstd; per element an FMA for the sum of squares and two
+        // multiplies for y.
+        let n = rows * d;
+        let cost = Cost { bytes: (4 * (2 * n + d + rows)) as f64, flops: (4 * n) as f64 };
+        let _timed = self.timed("rms_norm_forward_f32", cost);
         let stream = &self.stream;
         unsafe {
             launch!(f<<<rows as u32, NORM_THREADS, 0, stream>>>(
@@ -90,8 +94,13 @@ impl Gpu {
         let (per_part, parts) = Self::rms_norm_parts(rows);
         let stream = &self.stream;
         if parts > 0 {
+            // In a block, so the guard below times this launch only.
             let f = self.function("norm", "rms_norm_backward_f32")?;
-            let _timed = self.timed("rms_norm_backward_f32", Cost::default());
+            // Reads x, dy, w, rstd, writes dx and the dw partials; per element 3 FLOPs for the
+            // row dot, 4 for dx, 3 for the dw partial.
+            let n = rows * d;
+            let cost = Cost { bytes: (4 * (3 * n + d + rows + parts * d)) as f64, flops: (10 * n) as f64 };
+            let _timed = self.timed("rms_norm_backward_f32", cost);
             let shared = (d * std::mem::size_of::<f32>()) as u32;
             unsafe {
                 launch!(f<<<parts as u32, NORM_THREADS, shared, stream>>>(
@@ -102,7 +111,9 @@ impl Gpu {
         }
         // With no rows, parts = 0 and the reduce writes zeros, like the CPU twin.
         let f = self.function("norm", "rms_norm_dw_reduce_f32")?;
-        let _timed = self.timed("rms_norm_dw_reduce_f32", Cost::default());
+        // Reads the partials (parts, d), writes dw; one add per partial.
+        let cost = Cost { bytes: (4 * (parts * d + d)) as f64, flops: (parts * d) as f64 };
+        let _timed = self.timed("rms_norm_dw_reduce_f32", cost);
         unsafe {
             launch!(f<<<d.div_ceil(32) as u32, (32, 32, 1), 0, stream>>>(
                 dw.as_device_ptr(), scratch.as_device_ptr(), parts as i32, d as i32

@@ -33,7 +33,9 @@ impl Gpu {
         }
         let (r, n) = dims(rows, v, "log_softmax_forward_f32");
         let f = self.function("softmax", "log_softmax_forward_f32")?;
-        let _timed = self.timed("log_softmax_forward_f32", Cost::default());
+        // Reads x, writes y; per element a max, a subtract, an exp and an add, then two subtracts.
+        let nv = rows * v;
+        let _timed = self.timed("log_softmax_forward_f32", Cost { bytes: (8 * nv) as f64, flops: (6 * nv) as f64 });
         let stream = &self.stream;
         unsafe { launch!(f<<<rows as u32, ROW_BLOCK, 0, stream>>>(y.as_device_ptr(), x.as_device_ptr(), r, n)) }
     }
@@ -54,7 +56,9 @@ impl Gpu {
         }
         let (r, n) = dims(rows, v, "log_softmax_backward_f32");
         let f = self.function("softmax", "log_softmax_backward_f32")?;
-        let _timed = self.timed("log_softmax_backward_f32", Cost::default());
+        // Reads y and dy, writes dx; per element an add (row sum), then exp, multiply, subtract.
+        let nv = rows * v;
+        let _timed = self.timed("log_softmax_backward_f32", Cost { bytes: (12 * nv) as f64, flops: (4 * nv) as f64 });
         let stream = &self.stream;
         unsafe {
             launch!(f<<<rows as u32, ROW_BLOCK, 0, stream>>>(dx.as_device_ptr(), y.as_device_ptr(), dy.as_device_ptr(), r, n))
@@ -81,7 +85,9 @@ impl Gpu {
         }
         let (r, n) = dims(rows, v, "cross_entropy_forward_f32");
         let f = self.function("softmax", "cross_entropy_forward_f32")?;
-        let _timed = self.timed("cross_entropy_forward_f32", Cost::default());
+        // Reads x and the targets, writes lse and loss; per element a max, subtract, exp, add.
+        let cost = Cost { bytes: (4 * rows * v + 16 * rows) as f64, flops: (4 * rows * v) as f64 };
+        let _timed = self.timed("cross_entropy_forward_f32", cost);
         let stream = &self.stream;
         unsafe {
             launch!(f<<<rows as u32, ROW_BLOCK, 0, stream>>>(
@@ -119,7 +125,9 @@ impl Gpu {
         }
         let (r, n) = dims(rows, v, "cross_entropy_backward_f32");
         let f = self.function("softmax", "cross_entropy_backward_f32")?;
-        let _timed = self.timed("cross_entropy_backward_f32", Cost::default());
+        // Reads x, lse and the targets, writes dx; per element a subtract, an exp, a multiply.
+        let cost = Cost { bytes: (8 * rows * v + 12 * rows) as f64, flops: (3 * rows * v) as f64 };
+        let _timed = self.timed("cross_entropy_backward_f32", cost);
         let stream = &self.stream;
         unsafe {
             launch!(f<<<rows as u32, ROW_BLOCK, 0, stream>>>(
