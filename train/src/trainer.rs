@@ -103,8 +103,9 @@ pub struct TrainArgs {
     #[arg(long, default_value = "cpu")]
     #[serde(skip, default = "cpu")]
     pub device: Device,
-    /// Time every GPU kernel (CUDA events): print a per-kernel table at the end and write
-    /// <out>/profile.txt and <out>/trace.json (open it in Perfetto). Needs --device cuda.
+    /// Time every GPU kernel (CUDA events): print a per-kernel table and the memory ledger
+    /// at the end and write them to <out>/profile.txt, and the kernel timeline to
+    /// <out>/trace.json (open it in Perfetto). Needs --device cuda.
     #[arg(long)]
     #[serde(skip)]
     pub profile: bool,
@@ -416,7 +417,14 @@ impl Profiler {
         #[cfg(feature = "cuda")]
         {
             let profile = mamba_engine::cuda::gpu("profile")?.profile_stop()?;
-            let table = profile.table();
+            let (reserved, cached) = mamba_engine::cuda::allocator_bytes();
+            let table = format!(
+                "{}\n{}  cuda allocator: {} reserved from the driver, {} of it cached for reuse\n",
+                profile.table(),
+                mamba_engine::ledger::report(),
+                mamba_engine::ledger::human(reserved),
+                mamba_engine::ledger::human(cached)
+            );
             println!("{table}");
             write_atomic(&out.join("profile.txt"), table.as_bytes())?;
             write_atomic(&out.join("trace.json"), profile.chrome_trace().as_bytes())?;
