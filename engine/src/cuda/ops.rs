@@ -393,10 +393,18 @@ pub fn cross_entropy_backward(
     dx.mul(&dloss.reshape(&[1])?)
 }
 
-/// Twin of `cpu::norm::rms_norm_forward`: `(y, rstd)`.
+/// Twin of `cpu::norm::rms_norm_forward`: `(y, rstd)`. Refuses rows wider than the
+/// backward kernel takes, so that a model fails at its first forward, not in backward.
 pub fn rms_norm_forward(x: &Tensor, w: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
     const OP: &str = "rms_norm";
     let d = w.numel();
+    if d > mamba_kernels::launch::RMS_NORM_MAX_D {
+        let max = mamba_kernels::launch::RMS_NORM_MAX_D;
+        let msg = format!(
+            "the GPU RMSNorm takes rows of at most {max} values (its backward keeps a row in shared memory), got {d}"
+        );
+        return Err(Error::Device { op: OP, device: Device::Cuda, msg });
+    }
     let rows = x.numel() / d;
     let t = dense(&[x, w])?;
     let (y, mut ys) = new_f32(OP, x.shape())?;
@@ -466,6 +474,19 @@ fn scan_limits(dims: ScanDims) -> Result<()> {
     Ok(())
 }
 
+/// The contiguous inputs as slices, after checking the GPU scan's limits.
+fn scan_inputs(dims: ScanDims, ins: &[Tensor]) -> Result<Vec<Slice>> {
+    scan_limits(dims)?;
+    ins.iter().map(|t| elems("selective_scan", t)).collect()
+}
+
+/// `z` and `delta_bias` among the inputs after the six required ones, where present.
+fn optional_inputs(x: &[Slice], has_z: bool, has_bias: bool) -> (Option<&Slice>, Option<&Slice>) {
+    let mut rest = x[6..].iter();
+    let z = if has_z { rest.next() } else { None };
+    (z, if has_bias { rest.next() } else { None })
+}
+
 /// Twin of `cpu::scan::selective_scan_forward` on contiguous inputs in the op's order
 /// `[u, delta, A, B, C, D, (z), (delta_bias)]`: `(out, last_state, chunk_states)`.
 pub fn scan_forward(
@@ -476,12 +497,9 @@ pub fn scan_forward(
     softplus: bool,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "selective_scan";
-    scan_limits(dims)?;
     let ScanDims { batch, dim, len, state, chunk } = dims;
-    let x = ins.iter().map(|t| elems(OP, t)).collect::<Result<Vec<_>>>()?;
-    let mut rest = x[6..].iter();
-    let z = if has_z { rest.next() } else { None };
-    let bias = if has_bias { rest.next() } else { None };
+    let x = scan_inputs(dims, ins)?;
+    let (z, bias) = optional_inputs(&x, has_z, has_bias);
     let (out, mut o) = new_f32(OP, &[batch, dim, len])?;
     let (last, mut ls) = new_f32(OP, &[batch, dim, state])?;
     let (states, mut ss) = new_f32(OP, &[batch, dim, dims.n_chunks(), state])?;
@@ -505,12 +523,9 @@ pub fn scan_backward(
     softplus: bool,
 ) -> Result<Vec<Tensor>> {
     const OP: &str = "selective_scan";
-    scan_limits(dims)?;
     let ScanDims { batch, dim, len, state, chunk } = dims;
-    let x = ins.iter().map(|t| elems(OP, t)).collect::<Result<Vec<_>>>()?;
-    let mut rest = x[6..].iter();
-    let z = if has_z { rest.next() } else { None };
-    let bias = if has_bias { rest.next() } else { None };
+    let x = scan_inputs(dims, ins)?;
+    let (z, bias) = optional_inputs(&x, has_z, has_bias);
     let t = dense(&[states, dout])?;
     let (st, dy) = (elems(OP, &t[0])?, elems(OP, &t[1])?);
     let mut grads = Vec::new();

@@ -21,6 +21,7 @@ pub use copy::{Strided, MAX_RANK};
 use cust::error::CudaResult;
 use cust::prelude::*;
 pub use matmul::{MatStrides, MATMUL_VERSION, MATMUL_VERSIONS};
+pub use norm::MAX_D_BACKWARD as RMS_NORM_MAX_D;
 use profile::Profiler;
 pub use profile::{KernelStats, Profile, Span, MAX_SPANS};
 pub use scan::{SCAN_BWD_MAX_CHUNK, SCAN_MAX_STATE};

@@ -10,7 +10,7 @@ const NORM_THREADS: u32 = 256;
 const MAX_PARTS: usize = 1024;
 /// Widest row the backward kernel takes: its dw accumulator (d floats) lives in the 48 KiB
 /// of shared memory a block gets without opting in.
-const MAX_D_BACKWARD: usize = 48 * 1024 / 4 - 32;
+pub const MAX_D_BACKWARD: usize = 48 * 1024 / 4 - 32;
 
 impl Gpu {
     /// Rows per backward block and the number of blocks (= dw partials) for `rows` rows.
