@@ -147,6 +147,9 @@ pub(crate) fn backward(root: &Tensor, seed: Tensor) -> Result<()> {
             "this tensor does not require grad: no parameter it depends on has .requires_grad()",
         );
     };
+    if seed.device() != root.device() {
+        return Err(crate::Error::DeviceMismatch { op: "backward", lhs: root.device(), rhs: seed.device() });
+    }
     if seed.dtype() != root.dtype() {
         return invalid(
             "backward",

@@ -117,12 +117,20 @@ impl Tensor {
         Tensor::from_storage(Storage::cpu(data), &[n]).to(device)
     }
 
-    /// The same values on `device` (a no-op if already there). The copy is cut off from
-    /// the graph: move parameters as leaves (`.to(device)?.requires_grad()`) and inputs
-    /// before building the graph, as training does.
+    /// The same values on `device` (a no-op if already there). Moving does not record a
+    /// graph node, so a tensor that requires grad must be detached first, which makes the
+    /// cut visible: move parameters as leaves (`p.detach().to(device)?.requires_grad()`)
+    /// and inputs before building the graph, as training does.
     pub fn to(&self, device: Device) -> Result<Tensor> {
         if device == self.device {
             return Ok(self.clone());
+        }
+        if self.var.is_some() {
+            return invalid(
+                "to",
+                "this tensor requires grad and gradients do not flow between devices: \
+                 call .detach() first (and .requires_grad() on the result to make a leaf there)",
+            );
         }
         #[cfg(feature = "cuda")]
         return crate::cuda::ops::transfer(self, device);
@@ -190,7 +198,7 @@ impl Tensor {
 
     /// The values in row-major order as `T` (which must be the tensor's dtype).
     pub fn to_vec<T: CpuElem>(&self) -> Result<Vec<T>> {
-        let t = self.to(Device::Cpu)?.contiguous_detached()?;
+        let t = self.detach().to(Device::Cpu)?.contiguous_detached()?;
         let storage = t.read();
         let data = storage.as_cpu("to_vec")?;
         let Some(all) = T::slice(data) else {
@@ -201,7 +209,7 @@ impl Tensor {
 
     /// The values in row-major order, widened to `f64` whatever the dtype.
     pub fn to_vec_f64(&self) -> Result<Vec<f64>> {
-        let t = self.to(Device::Cpu)?;
+        let t = self.detach().to(Device::Cpu)?;
         let storage = t.read();
         let data = storage.as_cpu("to_vec_f64")?;
         let mut out = Vec::with_capacity(self.numel());
@@ -252,6 +260,9 @@ impl Tensor {
     pub fn set_grad(&self, grad: Option<Tensor>) -> Result<()> {
         let Some(var) = &self.var else { return invalid("set_grad", "this tensor does not require grad") };
         if let Some(g) = &grad {
+            if g.device != self.device {
+                return Err(Error::DeviceMismatch { op: "set_grad", lhs: self.device, rhs: g.device });
+            }
             if g.shape() != self.shape() || g.dtype != self.dtype {
                 return invalid(
                     "set_grad",

@@ -6,6 +6,7 @@
 //! One module per kernel file (`kernels/cu/<name>.cu` -> `<name>.rs` here), each with a
 //! `run(&mut Check)`. Build here and run there: see docs/GPU.md.
 
+mod adamw;
 mod conv;
 mod copy;
 mod elementwise;
@@ -122,6 +123,7 @@ fn main() -> Res<()> {
     softmax::run(&mut c)?;
     conv::run(&mut c)?;
     index::run(&mut c)?;
+    adamw::run(&mut c)?;
     scan::run(&mut c)?;
     ops::run(&mut c)?;
     if c.timing {

@@ -276,7 +276,14 @@ pub fn load_training_state(dir: &Path, opt: &mut AdamW) -> Result<TrainingState>
                 let (got, want) = (t.shape(), p.tensor.shape());
                 return Err(error(format!("`{key}` has shape {got:?}, the optimizer's parameter has shape {want:?}")));
             }
-            t.to_dtype(p.m.dtype()).and_then(|t| t.to(p.m.device())).map_err(|e| error(format!("`{key}`: {e}")))
+            // The step updates the moments in place, so each must be a contiguous buffer of its
+            // own. A loaded tensor is: `read_safetensors` gives every tensor its own, and once
+            // `tensors` drops, the moment is its only holder (whether or not the conversions
+            // below copy it). `.contiguous()` would copy a strided view, were one ever loaded.
+            t.to_dtype(p.m.dtype())
+                .and_then(|t| t.to(p.m.device()))
+                .and_then(|t| t.contiguous())
+                .map_err(|e| error(format!("`{key}`: {e}")))
         };
         moments.push((moment("exp_avg")?, moment("exp_avg_sq")?));
     }

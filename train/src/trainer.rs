@@ -257,7 +257,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary, Error> {
             out.display()
         ),
     );
-    let profiler = Profiler::start(&args)?;
+    let profiler = Profiler::start(&args, &out)?;
     let started = Instant::now();
     let mut summary = TrainSummary { losses: vec![], last_eval: None, final_step: first };
     for step in first..last {
@@ -311,7 +311,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary, Error> {
         }
     }
     bar.finish_and_clear();
-    profiler.finish(&out)?;
+    profiler.finish()?;
     if summary.final_step > first {
         println!(
             "done: step {} | checkpoint {} | metrics {} | curve {}",
@@ -391,29 +391,38 @@ fn optimizer(model: &MambaLM, args: &TrainArgs) -> Result<AdamW, Error> {
 }
 
 /// `--profile`: CUDA-event timing of every kernel launch from the first step to the last.
+/// A run that stops early (a NaN, an error) still writes its profile, when this drops.
 struct Profiler {
     on: bool,
+    out: PathBuf,
 }
 
 impl Profiler {
-    fn start(args: &TrainArgs) -> Result<Profiler, Error> {
+    fn start(args: &TrainArgs, out: &std::path::Path) -> Result<Profiler, Error> {
+        let profiler = Profiler { on: args.profile, out: out.to_path_buf() };
         if !args.profile {
-            return Ok(Profiler { on: false });
+            return Ok(profiler);
         }
         #[cfg(feature = "cuda")]
         {
             mamba_engine::cuda::gpu("profile")?.profile_start()?;
-            Ok(Profiler { on: true })
+            Ok(profiler)
         }
         #[cfg(not(feature = "cuda"))]
         Err("--profile needs a build with `--features cuda` (docs/GPU.md)".into())
     }
 
-    /// Print the per-kernel table; write it to <out>/profile.txt and the trace to <out>/trace.json.
-    fn finish(self, out: &std::path::Path) -> Result<(), Error> {
-        if !self.on {
+    fn finish(mut self) -> Result<(), Error> {
+        self.write()
+    }
+
+    /// Print the per-kernel table and the ledger; write them to <out>/profile.txt and the
+    /// trace to <out>/trace.json. Only once.
+    fn write(&mut self) -> Result<(), Error> {
+        if !std::mem::replace(&mut self.on, false) {
             return Ok(());
         }
+        let out = &self.out;
         #[cfg(feature = "cuda")]
         {
             let profile = mamba_engine::cuda::gpu("profile")?.profile_stop()?;
@@ -433,6 +442,14 @@ impl Profiler {
         #[cfg(not(feature = "cuda"))]
         let _ = out;
         Ok(())
+    }
+}
+
+impl Drop for Profiler {
+    fn drop(&mut self) {
+        if let Err(e) = self.write() {
+            eprintln!("profile: {e}");
+        }
     }
 }
 

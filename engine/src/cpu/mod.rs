@@ -1,7 +1,9 @@
 //! CPU kernels. Each works on a flat slice plus a [`Layout`](crate::shape::Layout)
-//! and returns a fresh contiguous `Vec`; none knows about autograd. The CUDA kernels
-//! (kernels/*.cu) carry the same names, and tests tie each pair together.
+//! and returns a fresh contiguous `Vec` (except `adamw`, an optimizer update in place);
+//! none knows about autograd. The CUDA kernels (kernels/*.cu) carry the same names, and
+//! tests tie each pair together.
 
+pub mod adamw;
 pub mod conv;
 pub mod copy;
 pub mod elementwise;

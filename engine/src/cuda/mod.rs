@@ -67,7 +67,11 @@ pub fn gpu(op: &'static str) -> Result<&'static Gpu> {
             Some(Err(msg)) => msg.clone(),
             _ => e.to_string(),
         };
-        Error::Device { op, device: Device::Cuda, msg: format!("cannot start the GPU: {why}") }
+        let msg = format!(
+            "cannot start the GPU: {why}. The kernels need an NVIDIA GPU of compute capability 9.0 \
+             (Hopper) and a driver for CUDA 13.0 or later (580+); use --device cpu otherwise"
+        );
+        Error::Device { op, device: Device::Cuda, msg }
     })
 }
 
@@ -85,10 +89,29 @@ pub struct CudaData {
 }
 
 impl CudaData {
-    /// Uninitialised device memory for `len` elements.
+    /// Uninitialised device memory for `len` elements. The kernels index with 32-bit
+    /// integers, so a buffer holds at most `i32::MAX` elements.
     pub fn alloc(op: &'static str, dtype: DType, len: usize) -> Result<CudaData> {
         gpu(op)?;
-        let block = alloc::alloc(len * dtype.size()).map_err(err(op))?;
+        if len > i32::MAX as usize {
+            let msg = format!("{len} elements of {dtype} exceed the {} a GPU buffer holds", i32::MAX);
+            return Err(Error::Device { op, device: Device::Cuda, msg });
+        }
+        let bytes = len * dtype.size();
+        let block = alloc::alloc(bytes).map_err(|e| match e {
+            CudaError::OutOfMemory => {
+                let (reserved, cached) = allocator_bytes();
+                let msg = format!(
+                    "out of GPU memory allocating {} ({} already reserved, {} of it cached); \
+                     try a smaller --batch or --seq-len",
+                    crate::ledger::human(bytes),
+                    crate::ledger::human(reserved),
+                    crate::ledger::human(cached)
+                );
+                Error::Device { op, device: Device::Cuda, msg }
+            }
+            other => err(op)(other),
+        })?;
         if POISON.load(Ordering::Relaxed) {
             // All-ones bits are a NaN in f32 and in f64 alike.
             // SAFETY: the whole block, in bounds by construction.
@@ -113,7 +136,8 @@ impl CudaData {
     /// Elements `offset..offset + len` as a typed device slice. Kernels write through the
     /// slices of outputs they were given; nothing else holds those while a launch is built.
     pub fn slice<T: DeviceCopy>(&self, op: &'static str, offset: usize, len: usize) -> Result<DeviceSlice<T>> {
-        if std::mem::size_of::<T>() != self.dtype.size() || offset + len > self.len {
+        let end = offset.checked_add(len).filter(|&e| e <= self.len && e * self.dtype.size() <= self.block.block);
+        if std::mem::size_of::<T>() != self.dtype.size() || end.is_none() {
             return Err(Error::Device {
                 op,
                 device: Device::Cuda,

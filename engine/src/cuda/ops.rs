@@ -43,7 +43,10 @@ fn buffer(op: &'static str, t: &Tensor) -> Result<Slice> {
 
 /// The elements of `t`, which must be contiguous, as one slice from its offset.
 fn elems(op: &'static str, t: &Tensor) -> Result<Slice> {
-    debug_assert!(t.is_contiguous(), "{op}: elems of a strided view");
+    if !t.is_contiguous() {
+        let msg = format!("engine bug: a contiguous-only kernel got a view with strides {:?}", t.layout.strides);
+        return Err(Error::Device { op, device: Device::Cuda, msg });
+    }
     let s = t.read();
     let data = s.as_cuda(op)?;
     if data.dtype() != DType::F32 {
@@ -96,6 +99,13 @@ pub fn full(dtype: DType, n: usize, value: f64) -> Result<CudaData> {
 /// `t`'s values on `device`, detached, contiguous.
 pub fn transfer(t: &Tensor, device: Device) -> Result<Tensor> {
     const OP: &str = "to";
+    if device == Device::Cpu && t.dtype() == DType::F64 && !t.is_contiguous() && t.numel() > 0 {
+        // No f64 copy kernel: fetch the span the view covers and gather it on the host.
+        let (lo, end) = (t.layout.offset, t.layout.max_offset());
+        let span: Vec<f64> = t.read().as_cuda(OP)?.download(OP, lo, end - lo)?;
+        let layout = Layout { offset: 0, ..t.layout.clone() };
+        return Tensor::from_cpu_data(CpuData::F64(span), &[end - lo])?.with_layout(layout).contiguous_detached();
+    }
     let c = t.contiguous_detached()?;
     let (off, n) = (c.layout.offset, c.numel());
     match device {
@@ -122,7 +132,11 @@ pub fn transfer(t: &Tensor, device: Device) -> Result<Tensor> {
 /// Overwrite contiguous `dst` with contiguous `src` (same shape and dtype), device to device.
 pub fn copy_within(src: &Tensor, dst: &Tensor) -> Result<()> {
     const OP: &str = "set_data";
-    let (ss, ds) = (src.read(), dst.storage.write().unwrap_or_else(|e| e.into_inner()));
+    // A source inside the destination's own buffer (which may overlap it) goes through a copy.
+    let src = if src.same_storage(dst) { contiguous(src)? } else { src.clone() };
+    // The device memory is written through the stream; the host-side lock only guards the
+    // buffer's identity, so read guards suffice (and the same lock is never taken twice).
+    let (ss, ds) = (src.read(), dst.read());
     let (s, d) = (ss.as_cuda(OP)?, ds.as_cuda(OP)?);
     let n = src.numel();
     let stream = &gpu(OP)?.stream;
@@ -245,7 +259,7 @@ pub fn cast(x: &Tensor, to: DType) -> Result<Tensor> {
             let (xs, mut o) = (src.slice::<f64>(OP, 0, src.len())?, data.slice::<f32>(OP, 0, n)?);
             run(OP, |g| g.cast_f64_f32(&xs, lx, &mut o))?;
         }
-        _ => return transfer(x, Device::Cuda), // same dtype: a plain copy
+        _ => unreachable!("to_dtype returns early when the dtype does not change"),
     }
     Ok(Tensor::from_storage(Storage::cuda(data), x.shape()))
 }
@@ -297,6 +311,10 @@ pub fn matmul(
         let batch = if s.batch == 0 { 0 } else { rows * cols };
         Ok((c, MatStrides { batch, row: cols, col: 1 }))
     };
+    if m.div_ceil(128) > 65535 {
+        let msg = format!("the GPU matmul takes at most {} rows, got {m}", 128 * 65535);
+        return Err(Error::Device { op: OP, device: Device::Cuda, msg });
+    }
     let (a, sa) = operand(a, sa, m, k)?;
     let (b, sb) = operand(b, sb, k, n)?;
     let (out, mut o) = new_f32(OP, shape)?;
@@ -312,10 +330,13 @@ pub fn matmul(
 pub fn embedding_forward(w: &Tensor, ids: &[usize], shape: &[usize]) -> Result<Tensor> {
     const OP: &str = "embedding";
     let d = w.shape()[1];
+    let (out, mut o) = new_f32(OP, shape)?;
+    if out.numel() == 0 {
+        return Ok(out);
+    }
     let w = dense(&[w])?.remove(0);
     let ids64: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
     let (_keep, gids) = upload_i64(OP, &ids64)?;
-    let (out, mut o) = new_f32(OP, shape)?;
     let ws = elems(OP, &w)?;
     run(OP, |g| g.embedding_forward_f32(&ws, &gids, &mut o, ids.len(), d))?;
     Ok(out)
@@ -324,6 +345,9 @@ pub fn embedding_forward(w: &Tensor, ids: &[usize], shape: &[usize]) -> Result<T
 /// Twin of `cpu::index::embedding_backward`: the `(v, d)` scatter-add of `dy`'s rows.
 pub fn embedding_backward(dy: &Tensor, ids: &[usize], v: usize, d: usize) -> Result<Tensor> {
     const OP: &str = "embedding";
+    if v * d == 0 || ids.is_empty() {
+        return Tensor::zeros(&[v, d], DType::F32, Device::Cuda);
+    }
     let dy = dense(&[dy])?.remove(0);
     let ids64: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
     let (_keep, gids) = upload_i64(OP, &ids64)?;
@@ -433,6 +457,12 @@ pub fn rms_norm_backward(x: &Tensor, w: &Tensor, rstd: &Tensor, dy: &Tensor) -> 
 pub fn conv1d_causal_forward(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     const OP: &str = "conv1d_causal";
     let (&[b, c, l], k) = (x.shape(), w.shape()[1]) else { unreachable!("shapes checked by the op") };
+    let max = mamba_kernels::launch::CONV_MAX_K;
+    if k > max {
+        // Refused at forward so a model fails at once, not in its backward.
+        let msg = format!("the GPU conv takes kernels of at most {max} taps (d_conv), got {k}");
+        return Err(Error::Device { op: OP, device: Device::Cuda, msg });
+    }
     let t = dense(&[x, w])?;
     let bias = bias.map(|t| t.contiguous_detached()).transpose()?;
     let (out, mut o) = new_f32(OP, x.shape())?;
@@ -461,13 +491,14 @@ pub fn conv1d_causal_backward(x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Te
 /// `SCAN_BWD_MAX_CHUNK` steps from shared memory.
 fn scan_limits(dims: ScanDims) -> Result<()> {
     use mamba_kernels::launch::{SCAN_BWD_MAX_CHUNK, SCAN_MAX_STATE};
-    if dims.state > SCAN_MAX_STATE || dims.chunk > SCAN_BWD_MAX_CHUNK {
+    if !(1..=SCAN_MAX_STATE).contains(&dims.state) || dims.chunk > SCAN_BWD_MAX_CHUNK || dims.batch > 65535 {
         return Err(Error::Device {
             op: "selective_scan",
             device: Device::Cuda,
             msg: format!(
-                "the GPU scan takes d_state <= {SCAN_MAX_STATE} and chunk <= {SCAN_BWD_MAX_CHUNK}, got {} and {}",
-                dims.state, dims.chunk
+                "the GPU scan takes 1 <= d_state <= {SCAN_MAX_STATE}, chunk <= {SCAN_BWD_MAX_CHUNK} and batch \
+                 <= 65535, got {}, {} and {}",
+                dims.state, dims.chunk, dims.batch
             ),
         });
     }
@@ -546,4 +577,37 @@ pub fn scan_backward(
         )
     })?;
     Ok(grads)
+}
+
+// ---------------------------------------------------------------- optimizer
+
+/// Twin of `cpu::adamw::adamw_step` through `ops::adamw::adamw_step`, which has checked that
+/// the four tensors agree, that `param`, `m`, `v` are contiguous and that no two share a
+/// buffer. Updates `param`, `m` and `v` in place (one launch) from the contiguous `grad`.
+pub fn adamw_step(
+    param: &Tensor,
+    grad: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    h: &crate::cpu::adamw::AdamWHyper,
+) -> Result<()> {
+    const OP: &str = "adamw_step";
+    // The written buffers stay locked for writing until the launch is queued (distinct
+    // buffers, checked by the op, so no lock is taken twice).
+    fn write(t: &Tensor) -> std::sync::RwLockWriteGuard<'_, Storage> {
+        t.storage.write().unwrap_or_else(|e| e.into_inner())
+    }
+    let slice = |s: &Storage, t: &Tensor| -> Result<Slice> {
+        let data = s.as_cuda(OP)?;
+        if data.dtype() != DType::F32 {
+            return Err(f32_only(OP, data.dtype()));
+        }
+        data.slice(OP, t.layout.offset, t.numel())
+    };
+    let (lp, lm, lv) = (write(param), write(m), write(v));
+    let (mut ps, mut ms, mut vs) = (slice(&lp, param)?, slice(&lm, m)?, slice(&lv, v)?);
+    let gs = elems(OP, grad)?;
+    let f = |x: f64| x as f32;
+    let (lr, eps, wd) = (f(h.lr), f(h.eps), f(h.weight_decay));
+    run(OP, |g| g.adamw_step_f32(&mut ps, &gs, &mut ms, &mut vs, lr, h.b1, h.b2, eps, wd, f(h.bias1), f(h.bias2)))
 }

@@ -1,6 +1,7 @@
 //! Differentiable ops: each file pairs an op's forward (which calls a device kernel)
 //! with its backward (written in tensor ops), side by side.
 
+pub mod adamw;
 pub mod conv;
 pub mod elementwise;
 pub mod embedding;

@@ -5,6 +5,7 @@
 //! records a CUDA event before and after the kernel, and the profile table turns the
 //! launcher's napkin math ([`Cost`]: bytes moved, FLOPs) into GB/s and GFLOP/s.
 
+mod adamw;
 mod conv;
 mod copy;
 mod elementwise;
@@ -17,6 +18,7 @@ mod scan;
 mod softmax;
 
 use crate::ptx;
+pub use conv::CONV_MAX_K;
 pub use copy::{Strided, MAX_RANK};
 use cust::error::CudaResult;
 use cust::prelude::*;
