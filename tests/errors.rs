@@ -278,3 +278,17 @@ fn selective_scan_with_inconsistent_shapes() {
     let e = refuse("scan dtype", || selective_scan(&ScanArgs { d: &d32, ..ok }).map(|o| o.out));
     assert!(matches!(e, Error::DTypeMismatch { op: "selective_scan", .. }), "{e:?}");
 }
+
+#[test]
+fn moving_to_the_gpu_says_what_is_wrong() {
+    let leaf = Tensor::zeros(&[2, 3], DType::F32, Device::Cpu).unwrap().requires_grad();
+    // Gradients do not cross devices: a tensor that requires grad is refused, on any build.
+    let e = refuse("to() of a leaf", || leaf.to(Device::Cuda));
+    assert_names(&e, "to", &["detach()"]);
+    if !Device::Cuda.is_compiled() {
+        let e = refuse("to(Cuda) without the feature", || leaf.detach().to(Device::Cuda));
+        assert_names(&e, "to", &["--features cuda"]);
+        let e = refuse("zeros on Cuda without the feature", || Tensor::zeros(&[2], DType::F32, Device::Cuda));
+        assert_names(&e, "full", &["--features cuda"]);
+    }
+}

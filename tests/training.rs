@@ -159,6 +159,7 @@ fn bad_flags_are_clear_errors() {
         (&["--grad-clip=-1"], "--grad-clip"),
         (&["--lr", "NaN"], "--lr"),
         (&["--stop-after", "0"], "--stop-after"),
+        (&["--profile"], "--device cuda"),
     ] {
         let mut all = flags.to_vec();
         all.extend(["--out", dir.to_str().unwrap(), "--quiet"]);
