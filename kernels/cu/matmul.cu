@@ -33,6 +33,8 @@
 //       Prediction (not yet measured): 75-85% of cuBLAS at 4096^3.
 // Launch: grid (ceil(N/128), ceil(M/128), nb), block 256; the launcher splits a batch of
 // more than 65535 matrices into several launches (offset base pointers).
+// For M <= 8 (generation, batch 1) the engine runs matmul_small_m_{nt,nn}_f32 instead
+// (GEMV-style, reading B once with every SM busy): see the end of this file.
 
 #define BM 128
 #define BN 128
@@ -234,3 +236,222 @@ MATMUL_KERNEL(matmul_v2_nn_f32, tile_v2, false, false, 2)
 MATMUL_KERNEL(matmul_v2_nt_f32, tile_v2, false, true, 2)
 MATMUL_KERNEL(matmul_v2_tn_f32, tile_v2, true, false, 2)
 MATMUL_KERNEL(matmul_v2_tt_f32, tile_v2, true, true, 2)
+
+// ---------------------------------------------------------------------------------------
+// Small M (M <= SMALL_M = 8): token-by-token generation, y (M, N) = x (M, K) @ W^T. The
+// tiled kernels above launch ceil(N/128) blocks for M = 1 (24 at N = 3072) and stream all
+// of B through each: the floor here is reading B once at the copy rate (a 768 x 3072
+// weight is 9.4 MB: ~3.2 us at 2.95 TB/s), and the FLOPs (2 M N K) are nothing beside it.
+// Why 8: per 16 bytes of B a lane reads M float4 of A from shared memory; a warp's LDS.128
+// is 4 cycles of the SM's 128 B/clk, so M = 8 costs 32 cycles per 512 B of B, about what
+// the SM's share of DRAM (~15 B/clk) takes for them. Beyond that A's reads, not B's, set
+// the pace, and the tiled kernel (register reuse of A) is the right shape again.
+//
+// A (any layout: its row and column strides are arguments) is staged in shared memory in
+// chunks of KC columns (the launcher picks KC, a multiple of 4, so M * KC * 4 <= 32 KiB):
+// As[r * KC + p], zero-filled up to a multiple of 4. The first group of B loads of each
+// chunk is issued before staging (it does not need A), so the staging latency hides under it.
+//   matmul_small_m_nt_f32: B column-major (element (p, j) at j * ldb + p; a Linear weight
+//     as W^T, the tied head). One warp per output column j: lanes stride over p with float4
+//     loads (32 lanes x 16 B = one 512 B run of the column), NT_UNROLL of them in flight per
+//     lane, M float4 accumulators, then a butterfly shuffle sum; lane 0 writes the M values.
+//     Launch: grid (ceil(N / warps), nb), block warps * 32 (warps in {2, 4, 8}: the launcher
+//     uses fewer for small N so that more SMs pull B).
+//   matmul_small_m_nn_f32: B row-major (element (p, j) at p * ldb + j). A block owns 16
+//     columns: 4 lanes x float4 cover a 64 B run of one row; the block's blockDim / 4 row
+//     groups split K (split-K inside the block), NN_UNROLL rows in flight per thread. The
+//     8 row groups of a warp are summed by shuffles, the warps through shared memory.
+//     Launch: grid (ceil(N / 16), nb), block 256 or 512 (512 for small N: more rows in flight).
+// B's float4 loads only where the launcher says they are aligned (VEC_B), as above; C is
+// written with scalar stores (M values per column). K == 0 writes zeros.
+
+#define SMALL_M 8
+#define NT_UNROLL 8
+#define NN_UNROLL 8
+#define NN_COLS 16      // columns of C per nn block
+#define NN_MAX_THREADS 512
+
+// Stage A[r][p0 + p] for r < M, p < kcur into S[r * KC + p], zeros up to kcur rounded up to 4.
+__device__ __forceinline__ void stage_a(float* S, const float* __restrict__ A, int M, int KC, int p0, int kcur,
+                                        long long a_rs, long long a_cs) {
+    const int k4 = (kcur + 3) & ~3;
+    for (int r = 0; r < M; ++r) {
+        const float* row = A + r * a_rs + p0 * a_cs;
+        for (int p = threadIdx.x; p < k4; p += blockDim.x) S[r * KC + p] = p < kcur ? row[p * a_cs] : 0.f;
+    }
+}
+
+// Four consecutive floats from p (left of them inside the operand: 0 reads zeros).
+__device__ __forceinline__ float4 load4(const float* __restrict__ p, int left, bool vec) {
+    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (vec && left >= 4) {
+        v = __ldg(reinterpret_cast<const float4*>(p));
+    } else if (left > 0) {
+        v.x = __ldg(p);
+        v.y = left > 1 ? __ldg(p + 1) : 0.f;
+        v.z = left > 2 ? __ldg(p + 2) : 0.f;
+        v.w = left > 3 ? __ldg(p + 3) : 0.f;
+    }
+    return v;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// A[z] + r * a_rs + p * a_cs; B[z] column j at j * ldb (contiguous along p); sa, sb: batch
+// strides (0 = broadcast); C contiguous (nb, M, N). KC: A's shared chunk (dynamic shared
+// memory M * KC floats).
+extern "C" __global__ void __launch_bounds__(256)
+    matmul_small_m_nt_f32(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C, int M,
+                          int N, int K, int KC, long long a_rs, long long a_cs, long long sa, long long ldb,
+                          long long sb, int flags) {
+    extern __shared__ __align__(16) float As[];  // As[r * KC + p]
+    const long long z = blockIdx.y;
+    A += z * sa;
+    B += z * sb;
+    C += z * M * N;
+    const int lane = threadIdx.x % 32;
+    const int j = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    const bool active = j < N;  // inactive warps still stage A and meet the syncs
+    const float* col = B + (long long)(active ? j : 0) * ldb;
+    const bool vec = flags & VEC_B;
+    float4 acc[SMALL_M];
+#pragma unroll
+    for (int r = 0; r < SMALL_M; ++r) acc[r] = make_float4(0.f, 0.f, 0.f, 0.f);
+
+    for (int p0 = 0; p0 < K; p0 += KC) {
+        const int kcur = min(KC, K - p0);
+        const float* bp = col + p0;
+        // Group g covers p in [g * 128 * NT_UNROLL, ...): lane's float4 u at q0 + u * 128.
+        int q0 = lane * 4;
+        float4 bv[NT_UNROLL];
+#pragma unroll
+        for (int u = 0; u < NT_UNROLL; ++u) {
+            const int q = q0 + u * 128;
+            bv[u] = active ? load4(bp + q, kcur - q, vec) : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+        __syncthreads();  // the previous chunk's As is no longer read
+        stage_a(As, A, M, KC, p0, kcur, a_rs, a_cs);
+        __syncthreads();
+        if (!active) continue;
+        for (;;) {
+#pragma unroll
+            for (int u = 0; u < NT_UNROLL; ++u) {
+                const int q = q0 + u * 128;
+                if (q < kcur) {  // As is zero-filled to a multiple of 4, B read as zeros past kcur
+#pragma unroll
+                    for (int r = 0; r < SMALL_M; ++r) {
+                        if (r < M) {
+                            const float4 a = *reinterpret_cast<const float4*>(&As[r * KC + q]);
+                            acc[r].x = fmaf(a.x, bv[u].x, acc[r].x);
+                            acc[r].y = fmaf(a.y, bv[u].y, acc[r].y);
+                            acc[r].z = fmaf(a.z, bv[u].z, acc[r].z);
+                            acc[r].w = fmaf(a.w, bv[u].w, acc[r].w);
+                        }
+                    }
+                }
+            }
+            q0 += 128 * NT_UNROLL;
+            if (q0 >= kcur) break;
+#pragma unroll
+            for (int u = 0; u < NT_UNROLL; ++u) {
+                const int q = q0 + u * 128;
+                bv[u] = load4(bp + q, kcur - q, vec);
+            }
+        }
+    }
+    if (!active) return;
+#pragma unroll
+    for (int r = 0; r < SMALL_M; ++r) {
+        if (r < M) {
+            const float s = warp_sum((acc[r].x + acc[r].y) + (acc[r].z + acc[r].w));
+            if (lane == 0) C[(long long)r * N + j] = s;
+        }
+    }
+}
+
+// A as above; B[z] row p at p * ldb (contiguous along j); block: NN_COLS columns from
+// blockIdx.x * NN_COLS, blockDim.x / 4 row groups.
+extern "C" __global__ void __launch_bounds__(NN_MAX_THREADS)
+    matmul_small_m_nn_f32(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C, int M,
+                          int N, int K, int KC, long long a_rs, long long a_cs, long long sa, long long ldb,
+                          long long sb, int flags) {
+    extern __shared__ __align__(16) float As[];  // As[r * KC + p]
+    __shared__ float red[NN_MAX_THREADS / 32][SMALL_M][NN_COLS];  // per-warp partial sums
+    const long long z = blockIdx.y;
+    A += z * sa;
+    B += z * sb;
+    C += z * M * N;
+    const int tid = threadIdx.x, lane = tid % 32;
+    const int groups = blockDim.x / 4;
+    const int g = tid / 4;                                 // row group: rows g, g + groups, ...
+    const int j0 = blockIdx.x * NN_COLS + (tid % 4) * 4;  // this thread's 4 columns
+    const int jleft = N - j0;                              // columns inside C from j0 (<= 0: none)
+    const bool vec = flags & VEC_B;
+    float acc[SMALL_M][4] = {};
+
+    for (int p0 = 0; p0 < K; p0 += KC) {
+        const int kcur = min(KC, K - p0);
+        const float* bp = B + (long long)p0 * ldb + j0;
+        int q0 = g;  // the thread's row u of this group: q0 + u * groups
+        float4 bv[NN_UNROLL];
+#pragma unroll
+        for (int u = 0; u < NN_UNROLL; ++u) {
+            const int q = q0 + u * groups;
+            bv[u] = q < kcur ? load4(bp + (long long)q * ldb, jleft, vec) : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+        __syncthreads();  // the previous chunk's As is no longer read
+        stage_a(As, A, M, KC, p0, kcur, a_rs, a_cs);
+        __syncthreads();
+        for (;;) {
+#pragma unroll
+            for (int u = 0; u < NN_UNROLL; ++u) {
+                const int q = q0 + u * groups;
+                if (q < kcur) {
+#pragma unroll
+                    for (int r = 0; r < SMALL_M; ++r) {
+                        if (r < M) {
+                            const float a = As[r * KC + q];
+                            acc[r][0] = fmaf(a, bv[u].x, acc[r][0]);
+                            acc[r][1] = fmaf(a, bv[u].y, acc[r][1]);
+                            acc[r][2] = fmaf(a, bv[u].z, acc[r][2]);
+                            acc[r][3] = fmaf(a, bv[u].w, acc[r][3]);
+                        }
+                    }
+                }
+            }
+            q0 += groups * NN_UNROLL;
+            if (q0 >= kcur) break;
+#pragma unroll
+            for (int u = 0; u < NN_UNROLL; ++u) {
+                const int q = q0 + u * groups;
+                bv[u] = q < kcur ? load4(bp + (long long)q * ldb, jleft, vec) : make_float4(0.f, 0.f, 0.f, 0.f);
+            }
+        }
+    }
+    // Sum the warp's 8 row groups (lanes 4 apart hold the same columns), then the warps.
+    const int warp = tid / 32;
+#pragma unroll
+    for (int r = 0; r < SMALL_M; ++r) {
+        if (r < M) {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                float v = acc[r][i];
+                v += __shfl_xor_sync(0xffffffffu, v, 4);
+                v += __shfl_xor_sync(0xffffffffu, v, 8);
+                v += __shfl_xor_sync(0xffffffffu, v, 16);
+                if (lane < 4) red[warp][r][lane * 4 + i] = v;
+            }
+        }
+    }
+    __syncthreads();
+    if (tid < M * NN_COLS) {
+        const int r = tid / NN_COLS, c = tid % NN_COLS, j = blockIdx.x * NN_COLS + c;
+        float s = 0.f;
+        for (int w = 0; w < blockDim.x / 32; ++w) s += red[w][r][c];
+        if (j < N) C[(long long)r * N + j] = s;
+    }
+}

@@ -11,6 +11,13 @@
 //! - 4096^3 for each layout and version: correctness and GFLOP/s (cuBLAS f32 ~50 TFLOP/s,
 //!   kernels/tools/cublas_ref.py), plus `matmul_f32` (the contiguous wrapper).
 //!
+//! - small m (generation: `matmul_strided_f32` runs `matmul_small_m_{nt,nn}_f32` for
+//!   m <= `Gpu::MATMUL_SMALL_M`): m in {1, 2, 3, 8, 9 (tiled)} x n in {1, 33, 3072} x k in
+//!   {1, 7, 768, 1536} for each layout, with the sweep's random batch, broadcast, offsets and
+//!   padding; k == 0, k past A's shared chunk, a contiguous column (n == 1), a batch of 70,000;
+//!   timing of the generation shapes (1 x 768 @ 768 x 3072 and the others, B a Linear weight)
+//!   in GB/s of weight bytes, against the tiled kernel (`MATMUL_VERSION`) on the same shape.
+//!
 //! Tolerance, per element: |gpu - cpu| <= 1e-5 * sqrt(k) * max(1, |cpu|); the error column
 //! is the largest |gpu - cpu| / (sqrt(k) * max(1, |cpu|)). With inputs in [-1, 1) a sum of k
 //! products is ~sqrt(k)/3 and the two f32 sums (different orders) differ by ~1.2e-7 * k / 15:
@@ -20,11 +27,15 @@
 
 use crate::{poisoned, Check, Res, Row};
 use mamba_engine::cpu::matmul::{matmul, MatStrides as CpuStrides};
+use mamba_kernels::cust::error::CudaResult;
 use mamba_kernels::cust::prelude::*;
-use mamba_kernels::launch::{MatStrides, MATMUL_VERSION, MATMUL_VERSIONS};
+use mamba_kernels::launch::{Gpu, MatStrides, MATMUL_VERSION, MATMUL_VERSIONS};
 
 /// Per-element tolerance, relative to sqrt(k) * max(1, |cpu|).
 const MM_TOL: f64 = 1e-5;
+/// For `Case::check` and `launch`: run `matmul_strided_f32` (the engine's entry, which picks
+/// the small-m kernels for small m) instead of one tiled version.
+const AUTO: u32 = 0;
 /// Layout names: A then B, n = row-major, t = column-major (transposed storage).
 const LAYOUTS: [(bool, bool, &str); 4] =
     [(false, false, "nn"), (false, true, "nt"), (true, false, "tn"), (true, true, "tt")];
@@ -125,12 +136,34 @@ impl Case {
         let mut view = out.index(c_off..c_off + len);
         let (av, bv) = (da.index(self.a.off..), db.index(self.b.off..));
         let (sa, sb) = (self.a.gpu_strides(), self.b.gpu_strides());
-        c.gpu.matmul_strided_f32_version(version, &av, sa, &bv, sb, &mut view, self.nb, self.m, self.n, self.k)?;
+        launch(c.gpu, version, &av, sa, &bv, sb, &mut view, self.nb, self.m, self.n, self.k)?;
         c.gpu.stream.synchronize()?;
         let got = out.as_host_vec()?;
         let (err, ok) = scaled_error(&got[c_off..c_off + len], want, self.k);
         let untouched = got[..c_off].iter().chain(&got[c_off + len..]).all(|v| v.is_nan());
         Ok((err, ok && untouched))
+    }
+}
+
+/// Tiled kernel `version`, or `matmul_strided_f32` for `AUTO`.
+#[allow(clippy::too_many_arguments)]
+fn launch(
+    gpu: &Gpu,
+    version: u32,
+    a: &DeviceSlice<f32>,
+    sa: MatStrides,
+    b: &DeviceSlice<f32>,
+    sb: MatStrides,
+    out: &mut DeviceSlice<f32>,
+    nb: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> CudaResult<()> {
+    if version == AUTO {
+        gpu.matmul_strided_f32(a, sa, b, sb, out, nb, m, n, k)
+    } else {
+        gpu.matmul_strided_f32_version(version, a, sa, b, sb, out, nb, m, n, k)
     }
 }
 
@@ -160,6 +193,9 @@ pub fn run(c: &mut Check) -> Res<()> {
     sweep(c)?;
     special(c)?;
     mamba(c)?;
+    small_m(c)?;
+    small_m_special(c)?;
+    generation(c)?;
     if c.timing {
         big(c)?;
     }
@@ -312,5 +348,96 @@ fn big(c: &mut Check) -> Res<()> {
     let us = c.time(|| Ok(c.gpu.matmul_f32(&da, &db, &mut out, s, s, s)?))?;
     let rate = 2.0 * (s * s * s) as f64 / us / 1e3;
     c.rows.push(Row { kernel: format!("matmul_f32 {s}^3 (v{MATMUL_VERSION})"), err, ok, us, rate });
+    Ok(())
+}
+
+/// Small m through `matmul_strided_f32`: m in {1, 2, 3, 8, MATMUL_SMALL_M + 1} x n x k for each
+/// layout (B column-major runs the nt kernel, row-major the nn one; A any), each case with a
+/// random batch (1-3), broadcast operand, offsets and padding as in `sweep`. One row per
+/// (layout, m). Under compute-sanitizer n 3072 becomes 300.
+fn small_m(c: &mut Check) -> Res<()> {
+    let ms = [1, 2, 3, 8, Gpu::MATMUL_SMALL_M + 1];
+    let ns = [1, 33, if c.timing { 3072 } else { 300 }];
+    const KS: [usize; 4] = [1, 7, 768, 1536];
+    for &(at, bt, name) in &LAYOUTS {
+        for m in ms {
+            let (mut worst, mut all_ok) = (0.0f64, true);
+            for n in ns {
+                for k in KS {
+                    let nb = 1 + c.rng.below(3);
+                    let bcast = if nb > 1 { c.rng.below(3) } else { 0 }; // 0 none, 1 a, 2 b
+                    let sa = random_spec(c, at, bcast == 1, if at { m } else { k });
+                    let sb = random_spec(c, bt, bcast == 2, if bt { k } else { n });
+                    let case = Case::random(c, nb, m, n, k, sa, sb);
+                    let c_off = [0, 1, 4][c.rng.below(3)];
+                    let (err, ok) = case.check(c, AUTO, c_off, &case.want())?;
+                    (worst, all_ok) = (worst.max(err), all_ok && ok);
+                }
+            }
+            let path = if m <= Gpu::MATMUL_SMALL_M { "small-m" } else { "tiled" };
+            let kernel = format!("matmul {path} {name} m={m} x12");
+            c.rows.push(Row { kernel, err: worst, ok: all_ok, us: f64::NAN, rate: f64::NAN });
+        }
+    }
+    Ok(())
+}
+
+/// Small-m edges, for B column- (nt) and row-major (nn): k == 0 (zeros); k past A's shared
+/// chunk (8192 floats / m: several chunks, unaligned ends); n == 1 (nt: a contiguous column,
+/// which the launcher sends to nt; nn: row stride 2); a batch of 70,000 (two launches on grid y).
+fn small_m_special(c: &mut Check) -> Res<()> {
+    for (bt, name) in [(true, "nt"), (false, "nn")] {
+        let odd = |col_major| Spec { off: 1, pad: 1, batch_pad: 1, ..Spec::plain(col_major) };
+        let cases = [
+            ("k=0", Case::random(c, 2, 3, 33, 0, Spec::plain(false), Spec::plain(bt))),
+            ("m=1 k=9001", Case::random(c, 1, 1, 33, 9001, odd(false), odd(bt))),
+            ("m=5 k=3000", Case::random(c, 2, 5, 40, 3000, Spec::plain(true), Spec::plain(bt))),
+            ("n=1", Case::random(c, 3, 2, 1, 700, odd(false), odd(bt))),
+            (
+                "nb=70000",
+                Case::random(c, 70_000, 1, 5, 3, odd(false), Spec { broadcast: true, off: 3, ..Spec::plain(bt) }),
+            ),
+        ];
+        for (what, case) in cases {
+            let (err, ok) = case.check(c, AUTO, 1, &case.want())?;
+            let kernel = format!("matmul small-m {name} {what}");
+            c.rows.push(Row { kernel, err, ok, us: f64::NAN, rate: f64::NAN });
+        }
+    }
+    Ok(())
+}
+
+/// The generation shapes (d_model 768, d_inner 1536, batch 1): in_proj x (1, 768) @ W^T
+/// (768, 3072), out_proj (1, 1536) @ (1536, 768), the tied head (1, 768) @ (768, 256) with B
+/// a Linear weight (column-major), then in_proj with W row-major (nn) and with m = 8 (the
+/// threshold). Each on the small-m path and the tiled MATMUL_VERSION; rate in GB/s of B's
+/// bytes (the floor: B read once at ~2.9 TB/s on the H100).
+fn generation(c: &mut Check) -> Res<()> {
+    if !c.timing {
+        return Ok(());
+    }
+    let (row, col) = (Spec::plain(false), Spec::plain(true));
+    let cases = [
+        ("nt in_proj", Case::random(c, 1, 1, 3072, 768, row, col)),
+        ("nt out_proj", Case::random(c, 1, 1, 768, 1536, row, col)),
+        ("nt head", Case::random(c, 1, 1, 256, 768, row, col)),
+        ("nn in_proj", Case::random(c, 1, 1, 3072, 768, row, row)),
+        ("nt in_proj", Case::random(c, 1, 8, 3072, 768, row, col)),
+    ];
+    for (what, case) in &cases {
+        let want = case.want();
+        let (da, db) = case.upload()?;
+        let (av, bv) = (da.index(case.a.off..), db.index(case.b.off..));
+        let (sa, sb) = (case.a.gpu_strides(), case.b.gpu_strides());
+        let (nb, m, n, k) = (case.nb, case.m, case.n, case.k);
+        let mut out = poisoned(nb * m * n)?;
+        for (v, path) in [(AUTO, "small-m".to_string()), (MATMUL_VERSION, format!("tiled v{MATMUL_VERSION}"))] {
+            let (err, ok) = case.check(c, v, 0, &want)?;
+            let us = c.time(|| Ok(launch(c.gpu, v, &av, sa, &bv, sb, &mut out, nb, m, n, k)?))?;
+            let rate = 4.0 * (k * n) as f64 / us / 1e3;
+            let kernel = format!("matmul {path} {what} {m}x{k}@{k}x{n} (GB/s of B)");
+            c.rows.push(Row { kernel, err, ok, us, rate });
+        }
+    }
     Ok(())
 }

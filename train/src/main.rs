@@ -1,7 +1,7 @@
 //! The `mamba` command: train byte-level Mamba models and sample from them.
 
 use clap::{Parser, Subcommand};
-use mamba_engine::Rng;
+use mamba_engine::{Device, Rng};
 use mamba_train::{
     checkpoint,
     generate::{generate, Sampling},
@@ -44,6 +44,12 @@ struct GenerateArgs {
     top_k: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Where to run: cpu, or cuda (a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: Device,
+    /// Print the generation speed (tokens/s, prompt included) to stderr at the end.
+    #[arg(long)]
+    timing: bool,
 }
 
 fn main() {
@@ -58,7 +64,7 @@ fn main() {
 }
 
 fn run_generate(args: &GenerateArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let model = checkpoint::load_model(&args.checkpoint)?;
+    let model = checkpoint::load_model(&args.checkpoint)?.to(args.device)?;
     if args.prompt.is_empty() {
         return Err("--prompt must not be empty".into());
     }
@@ -75,11 +81,17 @@ fn run_generate(args: &GenerateArgs) -> Result<(), Box<dyn std::error::Error>> {
     let how = Sampling { temperature: args.temperature, top_k: args.top_k };
     let mut stdout = std::io::stdout();
     write!(stdout, "{}", args.prompt)?;
+    let started = std::time::Instant::now();
     generate(&model, &prompt, args.tokens, how, &mut rng, |t| {
         // Bytes go out as they come; a multi-byte character may arrive in pieces.
         let _ = stdout.write_all(&[t as u8]);
         let _ = stdout.flush();
     })?;
     writeln!(stdout)?;
+    if args.timing {
+        let steps = prompt.len() + args.tokens;
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!("{steps} steps in {secs:.2} s: {:.0} tokens/s on {}", steps as f64 / secs, args.device);
+    }
     Ok(())
 }

@@ -14,7 +14,7 @@ pub struct MatStrides {
     pub col: usize,
 }
 
-/// The kernel version [`Gpu::matmul_strided_f32`] (and so [`Gpu::matmul_f32`]) runs; gpu-check
+/// The kernel version [`Gpu::matmul_strided_f32`] (and so [`Gpu::matmul_f32`]) runs for m > 8; gpu-check
 /// times every version. v2 (double-buffered) is expected to beat v1; switch here if the H100 says otherwise.
 pub const MATMUL_VERSION: u32 = 2;
 /// Versions that [`Gpu::matmul_strided_f32_version`] accepts.
@@ -30,6 +30,15 @@ const KERNELS: [[&str; 4]; 2] = [
 const TILE: usize = 128;
 const THREADS: u32 = 256;
 const MAX_GRID_YZ: usize = 65535;
+
+/// Most rows of A the small-m kernels take (SMALL_M in matmul.cu; why 8: see there).
+const SMALL_M: usize = 8;
+/// Floats of A a small-m block stages in shared memory at once (32 KiB).
+const SMALL_M_SHARED: usize = 8192;
+/// Columns of C per `matmul_small_m_nn_f32` block (NN_COLS in matmul.cu).
+const NN_COLS: usize = 16;
+/// SMs of the H100: the small-m launchers size blocks so that at least two land on each.
+const SMS: usize = 132;
 
 /// How the kernel reads one operand of shape (rows, cols).
 struct Layout {
@@ -85,7 +94,8 @@ impl Gpu {
     /// `b[z] (k, n)` likewise with `sb`, and `c` is contiguous `(nb, m, n)` — twin of
     /// `cpu::matmul::matmul`. Each operand must be row-major (`col == 1`) or column-major
     /// (`row == 1`) with any leading dimension, any batch stride (0 = broadcast) and any
-    /// start (a view). `k == 0` writes zeros. Runs kernel version [`MATMUL_VERSION`].
+    /// start (a view). `k == 0` writes zeros. Runs [`Gpu::matmul_small_m_f32`] for
+    /// `m <= Gpu::MATMUL_SMALL_M` (token-by-token generation), else kernel version [`MATMUL_VERSION`].
     #[allow(clippy::too_many_arguments)]
     pub fn matmul_strided_f32(
         &self,
@@ -99,7 +109,104 @@ impl Gpu {
         n: usize,
         k: usize,
     ) -> CudaResult<()> {
+        if m <= SMALL_M {
+            return self.matmul_small_m_f32(a, sa, b, sb, c, nb, m, n, k);
+        }
         self.matmul_strided_f32_version(MATMUL_VERSION, a, sa, b, sb, c, nb, m, n, k)
+    }
+
+    /// Rows of A up to which [`Gpu::matmul_strided_f32`] runs [`Gpu::matmul_small_m_f32`].
+    pub const MATMUL_SMALL_M: usize = SMALL_M;
+
+    /// [`Gpu::matmul_strided_f32`] for `m <= Gpu::MATMUL_SMALL_M`: the GEMV-style kernels
+    /// `matmul_small_m_{nt,nn}_f32`, which read B once with all SMs busy (the tiled kernels
+    /// launch only ceil(n / 128) blocks for such m). B column-major (a Linear weight as W^T)
+    /// runs `nt`, row-major `nn`; A may have any strides (it is staged in shared memory).
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_small_m_f32(
+        &self,
+        a: &DeviceSlice<f32>,
+        sa: MatStrides,
+        b: &DeviceSlice<f32>,
+        sb: MatStrides,
+        c: &mut DeviceSlice<f32>,
+        nb: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> CudaResult<()> {
+        const NAME: &str = "matmul_small_m_f32";
+        assert!(m <= SMALL_M, "{NAME}: m = {m} is more than {SMALL_M} rows");
+        assert!(c.len() >= nb * m * n, "{NAME}: c holds {} elements, (nb, m, n) needs {}", c.len(), nb * m * n);
+        if nb == 0 || m == 0 || n == 0 {
+            return Ok(());
+        }
+        // The kernels index with int; k walks in chunks of up to SMALL_M_SHARED past k.
+        let fits = |x: usize| x <= (i32::MAX as usize) - 2 * SMALL_M_SHARED;
+        assert!(fits(n) && fits(k), "{NAME}: (n, k) too large");
+        if k > 0 {
+            assert!(a.len() > last_index(nb, m, k, sa), "{NAME}: a too short for (nb, m, k) with strides {sa:?}");
+            assert!(b.len() > last_index(nb, k, n, sb), "{NAME}: b too short for (nb, k, n) with strides {sb:?}");
+        }
+        assert!(sa.row.max(sa.col) <= i64::MAX as usize && sa.batch <= i64::MAX as usize, "{NAME}: stride too large");
+        let b_base = b.as_device_ptr().as_raw();
+        let lb = layout(NAME, b_base, nb, k, n, sb);
+        // One column (n == 1) stored contiguously is a column-major B whatever its col stride.
+        let column = n == 1 && sb.row == 1 && !lb.col_major;
+        let (nt, ldb, vec_b) = if column {
+            (true, 0, b_base.is_multiple_of(16) && (nb == 1 || sb.batch.is_multiple_of(4)))
+        } else {
+            (lb.col_major, lb.ld, lb.vec)
+        };
+        // A's chunk: a multiple of 4 columns, m * kc * 4 <= 32 KiB of dynamic shared memory.
+        let kc = (SMALL_M_SHARED / m / 4 * 4).min(k.next_multiple_of(4)).max(4);
+        let shared = (4 * m * kc) as u32;
+        // nt: a warp per column, fewer warps per block for small n (more SMs pulling B);
+        // nn: NN_COLS columns per block, more row groups (512 threads) for small n.
+        let (kernel, per_block, threads) = if nt {
+            let warps = if n >= 8 * 2 * SMS {
+                8
+            } else if n >= 4 * 2 * SMS {
+                4
+            } else {
+                2
+            };
+            ("matmul_small_m_nt_f32", warps, 32 * warps as u32)
+        } else {
+            ("matmul_small_m_nn_f32", NN_COLS, if n.div_ceil(NN_COLS) >= 2 * SMS { 256 } else { 512 })
+        };
+        let f = self.function("matmul", kernel)?;
+        let stream = &self.stream;
+        for z0 in (0..nb).step_by(MAX_GRID_YZ) {
+            let chunk = MAX_GRID_YZ.min(nb - z0);
+            // Bytes: each operand read once (a broadcast one once in all), C written once.
+            let reads = |s: MatStrides, elems| if s.batch == 0 { elems } else { chunk * elems };
+            let bytes = 4 * (reads(sa, m * k) + reads(sb, k * n) + chunk * m * n);
+            let cost = Cost { bytes: bytes as f64, flops: 2.0 * (chunk * m * n * k) as f64 };
+            let (a, b) =
+                if k > 0 { (a.index(z0 * sa.batch..), b.index(z0 * sb.batch..)) } else { (a.index(..), b.index(..)) };
+            let cz = c.index(z0 * m * n..);
+            let grid = (n.div_ceil(per_block) as u32, chunk as u32, 1);
+            let _timed = self.timed(kernel, cost);
+            unsafe {
+                launch!(f<<<grid, threads, shared, stream>>>(
+                    a.as_device_ptr(),
+                    b.as_device_ptr(),
+                    cz.as_device_ptr(),
+                    m as i32,
+                    n as i32,
+                    k as i32,
+                    kc as i32,
+                    sa.row as i64,
+                    sa.col as i64,
+                    sa.batch as i64,
+                    ldb as i64,
+                    sb.batch as i64,
+                    (vec_b as i32) << 1
+                ))?;
+            }
+        }
+        Ok(())
     }
 
     /// [`Gpu::matmul_strided_f32`] with kernel version `version` (one of [`MATMUL_VERSIONS`]).
