@@ -27,6 +27,7 @@ pub use norm::MAX_D_BACKWARD as RMS_NORM_MAX_D;
 use profile::Profiler;
 pub use profile::{KernelStats, Profile, Span, MAX_SPANS};
 pub use scan::{SCAN_BWD_MAX_CHUNK, SCAN_MAX_STATE};
+use std::collections::HashMap;
 
 /// Threads per block for the 1-D elementwise kernels.
 pub(crate) const BLOCK: u32 = 256;
@@ -53,10 +54,17 @@ impl Cost {
 /// A CUDA context on device 0 with every kernel module loaded and one stream.
 pub struct Gpu {
     pub stream: Stream,
-    modules: Vec<(&'static str, Module)>,
+    /// Every kernel's handle by name, looked up once (names are unique across files). A
+    /// launch-bound step launches hundreds of kernels and should not pay a lookup for each.
+    functions: HashMap<&'static str, (&'static str, Function<'static>)>,
     /// Holds CUDA events, so it drops before the context.
     profiler: Profiler,
     _context: Context,
+}
+
+/// The kernels a PTX module declares (`.entry <name>(` lines).
+fn entries(ptx: &'static str) -> impl Iterator<Item = &'static str> {
+    ptx.lines().filter_map(|line| line.split(".entry ").nth(1)).filter_map(|rest| rest.split('(').next())
 }
 
 /// Blocks for `n` elements with a grid-stride loop: enough to fill the GPU, no more.
@@ -65,18 +73,30 @@ pub(crate) fn grid_for(n: usize) -> u32 {
 }
 
 impl Gpu {
+    /// Start the context, load every module and resolve every kernel it declares. The
+    /// modules are leaked: they live as long as the process, like the one `Gpu` the engine
+    /// keeps, so the kernel handles can be `'static`.
     pub fn new() -> CudaResult<Gpu> {
         let context = cust::quick_init()?;
-        let modules =
-            ptx::ALL.iter().map(|&(name, src)| Ok((name, Module::from_ptx(src, &[])?))).collect::<CudaResult<_>>()?;
+        let mut functions = HashMap::new();
+        for &(file, src) in ptx::ALL {
+            let module: &'static Module = Box::leak(Box::new(Module::from_ptx(src, &[])?));
+            for kernel in entries(src) {
+                if functions.insert(kernel, (file, module.get_function(kernel)?)).is_some() {
+                    return Err(cust::error::CudaError::InvalidValue); // two files define one kernel name
+                }
+            }
+        }
         let stream = Stream::new(StreamFlags::NON_BLOCKING, None)?;
-        Ok(Gpu { stream, modules, profiler: Profiler::default(), _context: context })
+        Ok(Gpu { stream, functions, profiler: Profiler::default(), _context: context })
     }
 
     /// Kernel `kernel` of the file `cu/<file>.cu`.
-    pub(crate) fn function(&self, file: &str, kernel: &str) -> CudaResult<Function<'_>> {
-        let module = self.modules.iter().find(|(name, _)| *name == file).map(|(_, m)| m);
-        module.ok_or(cust::error::CudaError::NotFound)?.get_function(kernel)
+    pub(crate) fn function(&self, file: &str, kernel: &str) -> CudaResult<&Function<'static>> {
+        match self.functions.get(kernel) {
+            Some((f, function)) if *f == file => Ok(function),
+            _ => Err(cust::error::CudaError::NotFound),
+        }
     }
 
     /// Brackets the launch that follows, until the guard drops, for the profiler: with
@@ -123,5 +143,14 @@ impl Drop for Timed<'_> {
         if let Some((gpu, kernel, cost, start)) = self.active.take() {
             gpu.profiler.end(&gpu.stream, kernel, cost, start);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn entries_are_read_from_ptx() {
+        let ptx = ".version 9.0\n.visible .entry unary_f32(\n\t.param .u64 a\n)\n.visible .entry fill_f32(\n";
+        assert_eq!(super::entries(ptx).collect::<Vec<_>>(), ["unary_f32", "fill_f32"]);
     }
 }
