@@ -1,8 +1,9 @@
 //! `cu/copy.cu` against `cpu::copy::{copy_strided, copy_into, cast}` (and a fill), on random
 //! views: axes permuted in memory (transposed), padded and narrowed at random starts (an
 //! offset and gaps), broadcast (stride 0); ranks 0 to 4, awkward sizes (1, 37, 129, ...).
-//! Copies and casts move values without arithmetic, so they must match bit for bit. Then
-//! one large case each for speed (16 Mi elements).
+//! Copies and casts move values without arithmetic, so they must match bit for bit. Explicit
+//! transposing gathers check the tiled path of `copy_strided_f32`. Then one large case each
+//! for speed (16 Mi elements; the training permute, 25 Mi).
 //!
 //! The view helpers here (`random_shape`, `random_view`, `broadcast_view`) serve the
 //! elementwise and reduce checks too.
@@ -116,7 +117,8 @@ pub fn run(c: &mut Check) -> Res<()> {
     fill_checks(c)
 }
 
-/// Gathers of random views, then a contiguous copy (the copy rate) and a 4096^2 transpose.
+/// Gathers of random views (transposing ones take `copy_transpose_f32`), then the explicit
+/// transpose cases and the timing.
 fn copy_strided_checks(c: &mut Check) -> Res<()> {
     for case in 0..8 {
         let shape = random_shape(c, case % 5); // ranks 0..4
@@ -130,22 +132,64 @@ fn copy_strided_checks(c: &mut Check) -> Res<()> {
         let (err, ok) = exact(&dout.as_host_vec()?, &copy_strided(&x, &l));
         c.rows.push(Row { kernel: format!("copy_strided {}", describe(&l)), err, ok, us: f64::NAN, rate: f64::NAN });
     }
-    let side = if c.timing { 4096 } else { 64 };
+    transpose_checks(c)
+}
+
+/// The transposing gathers that `copy_strided_f32` hands to `copy_transpose_f32` (an innermost
+/// axis with input stride > 1 and another axis of stride 1): 2-D transposes with partial
+/// tiles, 4-D permutes, a narrowed view with an offset, a broadcast batch axis. Each row says
+/// which kernel ran (`tile` or `generic`) and fails if it is not the expected one. Then timing:
+/// a contiguous copy (the copy rate), the 4096^2 transpose and the training permute
+/// (B, L, D) -> (B, D, L) at batch 8 x 2048, d_inner 1536.
+fn transpose_checks(c: &mut Check) -> Res<()> {
+    let t2 = |r: usize, k: usize| Layout::contiguous(&[r, k]).transpose(0, 1);
+    let p4 = |perm: &[usize]| Layout::contiguous(&[2, 3, 5, 7]).permute(perm);
+    let narrowed = Layout::contiguous(&[100, 70]).narrow(0, 3, 61).narrow(1, 5, 50).transpose(0, 1);
+    let broadcast = t2(65, 40).broadcast_as(&[3, 40, 65]);
+    let cases = [
+        (t2(1, 1), false), // one element: rank 0 after merging
+        (t2(37, 129), true),
+        (t2(129, 37), true),
+        (p4(&[0, 3, 1, 2]), true),
+        (p4(&[3, 1, 2, 0]), true),
+        (narrowed, true),
+        (broadcast, true),
+    ];
+    for (l, want_tile) in cases {
+        let len = l.max_offset();
+        let x = c.uniform(len, -10.0, 10.0);
+        let tile = strided(&l).transpose_axis().is_some();
+        let (err, ok, _) = gather(c, &x, &l, false)?;
+        let kernel = format!("copy_strided {} {}", describe(&l), if tile { "tile" } else { "generic" });
+        c.rows.push(Row { kernel, err, ok: ok && tile == want_tile, us: f64::NAN, rate: f64::NAN });
+    }
+    let (side, (b, l, d)) = if c.timing { (4096, (8, 2048, 1536)) } else { (64, (2, 64, 48)) };
     let square = Layout::contiguous(&[side, side]);
-    for (name, l) in [("contiguous", square.clone()), ("transposed", square.transpose(0, 1))] {
-        let n = side * side;
-        let x = c.uniform(n, -1.0, 1.0);
-        let dx = DeviceBuffer::from_slice(&x)?;
-        let mut dout = poisoned(n)?;
-        let lx = strided(&l);
-        c.gpu.copy_strided_f32(&dx, lx, &mut dout)?;
-        c.gpu.stream.synchronize()?;
-        let (err, ok) = exact(&dout.as_host_vec()?, &copy_strided(&x, &l));
-        let us = c.time(|| Ok(c.gpu.copy_strided_f32(&dx, lx, &mut dout)?))?;
-        let kernel = format!("copy_strided {side}^2 {name}");
-        c.rows.push(Row { kernel, err, ok, us, rate: rate(8 * n, us) });
+    let timed = [
+        (format!("{side}^2 contiguous"), square.clone()),
+        (format!("{side}^2 transposed"), square.transpose(0, 1)),
+        (format!("{b}x{l}x{d} -> {b}x{d}x{l}"), Layout::contiguous(&[b, l, d]).permute(&[0, 2, 1])),
+    ];
+    for (name, l) in timed {
+        let x = c.uniform(l.numel(), -1.0, 1.0);
+        let (err, ok, us) = gather(c, &x, &l, true)?;
+        let kernel = format!("copy_strided {name}");
+        c.rows.push(Row { kernel, err, ok, us, rate: rate(8 * l.numel(), us) });
     }
     Ok(())
+}
+
+/// `x` gathered through the view `l` on the GPU against `copy_strided` (bit for bit), and
+/// with `time` its median time in us (NaN without).
+fn gather(c: &Check, x: &[f32], l: &Layout, time: bool) -> Res<(f64, bool, f64)> {
+    let dx = DeviceBuffer::from_slice(x)?;
+    let lx = strided(l);
+    let mut dout = poisoned(l.numel())?;
+    c.gpu.copy_strided_f32(&dx, lx, &mut dout)?;
+    c.gpu.stream.synchronize()?;
+    let (err, ok) = exact(&dout.as_host_vec()?, &copy_strided(x, l));
+    let us = if time { c.time(|| Ok(c.gpu.copy_strided_f32(&dx, lx, &mut dout)?))? } else { f64::NAN };
+    Ok((err, ok, us))
 }
 
 /// Concat as the engine does it: each piece (a random view) into a narrowed view of a fresh

@@ -85,6 +85,19 @@ impl Strided {
         self.axes().filter(|&(_, s)| s != 0).map(|(d, _)| d).product()
     }
 
+    /// The transpose case of a gather into contiguous output: `Some(k)` when the innermost
+    /// axis (the output's unit-stride axis) steps through the input with a stride above 1
+    /// while axis `k` has stride 1 (the innermost such axis), so one side of the generic
+    /// copy cannot coalesce. A broadcast innermost axis (stride 0) is not a transpose: a
+    /// warp reads one element there.
+    pub fn transpose_axis(&self) -> Option<usize> {
+        let r = self.rank as usize;
+        if r < 2 || self.strides[r - 1] <= 1 {
+            return None;
+        }
+        (0..r - 1).rev().find(|&k| self.strides[k] == 1)
+    }
+
     /// Whether no two indices map to one element (needed of a view that is written), judged
     /// by stride 0 only: axes that interleave are not detected.
     pub fn writable(&self) -> bool {
@@ -98,9 +111,78 @@ pub(crate) fn check_len(name: &str, n: usize) -> i64 {
     n as i64
 }
 
+/// Axes besides the two of the tile plane that `copy_transpose_f32` walks as a batch.
+const TRANSPOSE_MAX_BATCH: usize = MAX_RANK - 2;
+/// The tile edge of `copy_transpose_f32` and the rows of threads in its block.
+const TRANSPOSE_TILE: u32 = 32;
+const TRANSPOSE_ROWS: u32 = 8;
+
+/// The argument of `copy_transpose_f32` (`struct Transpose` in `cu/copy.cu`, same fields,
+/// all 8-byte: 144 bytes): a gather `lx` whose innermost axis `a` has input stride `in_a`
+/// and whose axis `k` has input stride 1, split into the (a, k) plane and the other axes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Transpose {
+    offset: i64,
+    n_a: i64,
+    n_k: i64,
+    in_a: i64,
+    /// Output stride of `k` (of `a`: 1).
+    out_k: i64,
+    /// Product of the batch axes' lengths.
+    batch: i64,
+    batch_rank: i64,
+    batch_shape: [i64; TRANSPOSE_MAX_BATCH],
+    batch_in: [i64; TRANSPOSE_MAX_BATCH],
+    batch_out: [i64; TRANSPOSE_MAX_BATCH],
+}
+
+// SAFETY: plain integers, no pointers; the kernel reads it as the C struct above.
+unsafe impl DeviceCopy for Transpose {}
+
+impl Transpose {
+    /// `lx` (merged, rank >= 2) with `k` from [`Strided::transpose_axis`].
+    fn new(lx: &Strided, k: usize) -> Transpose {
+        let r = lx.rank as usize;
+        let a = r - 1;
+        // output strides: contiguous row-major over the view's shape
+        let mut out = [1i64; MAX_RANK];
+        for d in (0..a).rev() {
+            out[d] = out[d + 1] * lx.shape[d + 1];
+        }
+        let mut t = Transpose {
+            offset: lx.offset,
+            n_a: lx.shape[a],
+            n_k: lx.shape[k],
+            in_a: lx.strides[a],
+            out_k: out[k],
+            batch: 1,
+            ..Transpose::default()
+        };
+        for d in (0..a).filter(|&d| d != k) {
+            let i = t.batch_rank as usize;
+            (t.batch_shape[i], t.batch_in[i], t.batch_out[i]) = (lx.shape[d], lx.strides[d], out[d]);
+            t.batch *= lx.shape[d];
+            t.batch_rank += 1;
+        }
+        t
+    }
+
+    /// Grid (tiles along a, tiles along k, batch), each clamped to CUDA's limit; the kernel
+    /// grid-strides each dimension.
+    fn grid(&self) -> (u32, u32, u32) {
+        let tiles = |n: i64| (n as u64).div_ceil(TRANSPOSE_TILE as u64);
+        let x = tiles(self.n_a).min(i32::MAX as u64) as u32;
+        let y = tiles(self.n_k).min(65535) as u32;
+        let z = (self.batch as u64).min(65535) as u32;
+        (x, y, z)
+    }
+}
+
 impl Gpu {
     /// `out[i] = x[lx(i)]`: the view `lx` of `x` gathered into contiguous `out` — twin of
-    /// `cpu::copy::copy_strided`.
+    /// `cpu::copy::copy_strided`. A transposing view ([`Strided::transpose_axis`]) goes to
+    /// `copy_transpose_f32` (timed under that name), any other to `copy_strided_f32`.
     pub fn copy_strided_f32(&self, x: &DeviceSlice<f32>, lx: Strided, out: &mut DeviceSlice<f32>) -> CudaResult<()> {
         let n = out.len();
         assert_eq!(lx.numel(), n, "copy_strided_f32: view and output sizes differ");
@@ -108,9 +190,19 @@ impl Gpu {
         if n == 0 {
             return Ok(());
         }
-        let f = self.function("copy", "copy_strided_f32")?;
-        let _timed = self.timed("copy_strided_f32", Cost::f32s(lx.footprint() + n));
+        let cost = Cost::f32s(lx.footprint() + n);
         let stream = &self.stream;
+        // A transposing view: both sides coalesce through shared-memory tiles (cu/copy.cu);
+        // its tile and batch counts are 32-bit.
+        if let Some(k) = lx.transpose_axis().filter(|_| n <= i32::MAX as usize) {
+            let t = Transpose::new(&lx, k);
+            let f = self.function("copy", "copy_transpose_f32")?;
+            let _timed = self.timed("copy_transpose_f32", cost);
+            let block = (TRANSPOSE_TILE, TRANSPOSE_ROWS, 1);
+            return unsafe { launch!(f<<<t.grid(), block, 0, stream>>>(out.as_device_ptr(), x.as_device_ptr(), t)) };
+        }
+        let f = self.function("copy", "copy_strided_f32")?;
+        let _timed = self.timed("copy_strided_f32", cost);
         unsafe {
             launch!(f<<<grid_for(n), BLOCK, 0, stream>>>(
                 out.as_device_ptr(), x.as_device_ptr(), lx, check_len("copy_strided_f32", n)
@@ -222,6 +314,104 @@ mod tests {
         let s = Strided::new(&[1, 1], &[9, 9], 4).unwrap();
         assert_eq!((s.rank, s.numel(), s.end()), (0, 1, 5));
         assert_eq!(Strided::new(&[3, 0], &[1, 1], 0).unwrap().numel(), 0);
+    }
+
+    /// The view `l` of the buffer whose values are their offsets (`0.0, 1.0, 2.0, ...`),
+    /// gathered element by element in row-major order.
+    fn gather(l: &Strided) -> Vec<f32> {
+        let r = l.rank as usize;
+        (0..l.numel())
+            .map(|mut i| {
+                let mut off = l.offset;
+                for d in (0..r).rev() {
+                    off += (i % l.shape[d] as usize) as i64 * l.strides[d];
+                    i /= l.shape[d] as usize;
+                }
+                off as f32
+            })
+            .collect()
+    }
+
+    /// `copy_transpose_f32` replayed on the CPU with the kernel's loops and bounds (a block's
+    /// 32 x 8 threads as loops, each doing its 4 rows), over the same buffer as [`gather`].
+    fn replay(t: &Transpose, n: usize) -> Vec<f32> {
+        let (tile, rows) = (TRANSPOSE_TILE as i64, TRANSPOSE_ROWS as i64);
+        let mut out = vec![f32::NAN; n];
+        let mut shared = [[f32::NAN; 33]; 32];
+        for z in 0..t.batch {
+            let (mut inp, mut o, mut b) = (t.offset, 0i64, z);
+            for d in (1..t.batch_rank as usize).rev() {
+                let (q, r) = (b / t.batch_shape[d], b % t.batch_shape[d]);
+                (inp, o, b) = (inp + r * t.batch_in[d], o + r * t.batch_out[d], q);
+            }
+            if t.batch_rank > 0 {
+                (inp, o) = (inp + b * t.batch_in[0], o + b * t.batch_out[0]);
+            }
+            for k0 in (0..t.n_k).step_by(tile as usize) {
+                for a0 in (0..t.n_a).step_by(tile as usize) {
+                    for (ty, tx) in (0..rows).flat_map(|ty| (0..tile).map(move |tx| (ty, tx))) {
+                        for j in (0..tile).step_by(rows as usize) {
+                            if k0 + tx < t.n_k && a0 + ty + j < t.n_a {
+                                let src = inp + k0 + tx + (a0 + ty + j) * t.in_a;
+                                shared[(ty + j) as usize][tx as usize] = src as f32;
+                                // buffer value = offset
+                            }
+                        }
+                    }
+                    for (ty, tx) in (0..rows).flat_map(|ty| (0..tile).map(move |tx| (ty, tx))) {
+                        for j in (0..tile).step_by(rows as usize) {
+                            if a0 + tx < t.n_a && k0 + ty + j < t.n_k {
+                                out[(o + (k0 + ty + j) * t.out_k + a0 + tx) as usize] =
+                                    shared[tx as usize][(ty + j) as usize];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn transpose_case_is_detected() {
+        // (37, 129) transposed: innermost stride 129, axis 0 stride 1
+        assert_eq!(Strided::new(&[129, 37], &[1, 129], 0).unwrap().transpose_axis(), Some(0));
+        // contiguous, narrowed rows, broadcast innermost, no unit stride: generic copy
+        assert_eq!(Strided::new(&[4, 5], &[5, 1], 0).unwrap().transpose_axis(), None);
+        assert_eq!(Strided::new(&[4, 5], &[7, 1], 2).unwrap().transpose_axis(), None);
+        assert_eq!(Strided::new(&[4, 5], &[1, 0], 0).unwrap().transpose_axis(), None);
+        assert_eq!(Strided::new(&[4, 5], &[2, 10], 0).unwrap().transpose_axis(), None);
+        // a (2, 3, 5, 7) permuted (0, 3, 1, 2): axes (2, 105), (7, 1), (15, 7) after merging
+        let p = Strided::new(&[2, 7, 3, 5], &[105, 1, 35, 7], 0).unwrap();
+        assert_eq!((p.rank, p.transpose_axis()), (3, Some(1)));
+        // ... and (3, 1, 2, 0): axes (7, 1), (15, 7), (2, 105)
+        let p = Strided::new(&[7, 3, 5, 2], &[1, 35, 7, 105], 0).unwrap();
+        assert_eq!((p.rank, p.transpose_axis()), (3, Some(0)));
+        // (1, 1) merges to rank 0
+        assert_eq!(Strided::new(&[1, 1], &[1, 1], 0).unwrap().transpose_axis(), None);
+    }
+
+    #[test]
+    fn transpose_replay_matches_the_gather() {
+        let cases: [(&[usize], &[usize], usize); 8] = [
+            (&[129, 37], &[1, 129], 0),                               // 2-D transpose, partial tiles
+            (&[37, 129], &[1, 37], 0),                                // the other way
+            (&[2, 7, 3, 5], &[105, 1, 35, 7], 0),                     // (2, 3, 5, 7) permuted (0, 3, 1, 2)
+            (&[7, 3, 5, 2], &[1, 35, 7, 105], 0),                     // permuted (3, 1, 2, 0)
+            (&[50, 33], &[1, 100], 17),                               // transposed narrowed view, offset
+            (&[3, 40, 65], &[0, 1, 40], 5),                           // batch axis broadcast
+            (&[2, 64, 3, 70], &[3 * 64 * 70, 1, 64 * 70, 64], 0),     // batch axes around k
+            (&[2, 2, 3, 2, 33, 34], &[1000, 7, 300, 1, 20000, 2], 3), // rank 6: 4 batch axes, odd strides
+        ];
+        for (shape, strides, offset) in cases {
+            let l = Strided::new(shape, strides, offset).unwrap();
+            let k = l.transpose_axis().unwrap_or_else(|| panic!("{shape:?} {strides:?} is a transpose"));
+            let t = Transpose::new(&l, k);
+            assert_eq!((t.batch_rank + 2, t.batch * t.n_a * t.n_k), (l.rank as i64, l.numel() as i64));
+            assert_eq!(replay(&t, l.numel()), gather(&l), "{shape:?} {strides:?} {offset}");
+            let (x, y, z) = t.grid();
+            assert!(x >= 1 && (1..=65535).contains(&y) && (1..=65535).contains(&z));
+        }
     }
 
     #[test]
