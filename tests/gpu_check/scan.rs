@@ -15,7 +15,7 @@
 
 use crate::{poisoned, rel_norm, Check, Res, Row, TOL};
 use mamba_engine::cpu::scan::{selective_scan_backward, selective_scan_forward, ScanDims, ScanGrads, ScanInputs};
-use mamba_kernels::{cust::prelude::*, launch::Gpu};
+use mamba_kernels::cust::prelude::*;
 
 /// Tolerance of the backward's gradients (relative norm), see above.
 const BWD_TOL: f64 = 1e-4;
@@ -85,9 +85,8 @@ impl GpuGrads {
 fn forward(c: &Check, v1: bool, g: &GpuInputs, dims: ScanDims, out: &mut [&mut DeviceBuffer<f32>; 3]) -> Res<()> {
     let ScanDims { batch, dim, len, state, chunk } = dims;
     let [gout, glast, gchunks] = out;
-    let f = if v1 { Gpu::selective_scan_forward_v1_f32 } else { Gpu::selective_scan_forward_f32 };
-    f(
-        c.gpu,
+    c.gpu.selective_scan_forward_f32(
+        if v1 { 1 } else { 2 },
         &g.u,
         &g.delta,
         &g.a,
@@ -118,13 +117,8 @@ fn backward(
     o: &mut GpuGrads,
 ) -> Res<()> {
     let ScanDims { batch, dim, len, state, chunk } = dims;
-    let f = if v1 {
-        mamba_kernels::launch::Gpu::selective_scan_backward_v1_f32
-    } else {
-        mamba_kernels::launch::Gpu::selective_scan_backward_f32
-    };
-    f(
-        c.gpu,
+    c.gpu.selective_scan_backward_f32(
+        if v1 { 1 } else { 2 },
         &g.u,
         &g.delta,
         &g.a,

@@ -32,6 +32,21 @@ fn losses_with(device: Device, out: &std::path::Path, flags: &[&str]) -> Res<(Ve
     Ok((summary.losses, started.elapsed().as_secs_f64()))
 }
 
+/// Largest |a - b| / |a| over two loss curves; infinite if their lengths differ or a value
+/// is not finite.
+fn worst_rel(want: &[f64], got: &[f64]) -> f64 {
+    if want.len() != got.len() {
+        return f64::INFINITY;
+    }
+    want.iter().zip(got).map(|(a, b)| (a - b).abs() / a.abs()).fold(0.0, |w, r| {
+        if r.is_finite() {
+            w.max(r)
+        } else {
+            f64::INFINITY
+        }
+    })
+}
+
 pub fn run(c: &mut Check) -> Res<()> {
     let dir = std::env::temp_dir().join(format!("gpu-check-train-{}", std::process::id()));
     let (cpu, cpu_s) = losses(Device::Cpu, &dir.join("cpu"))?;
@@ -42,11 +57,7 @@ pub fn run(c: &mut Check) -> Res<()> {
     let (second, _) = losses_with(Device::Cuda, &resumed_dir, &["--resume", ckpt.to_str().unwrap_or_default()])?;
     let _ = std::fs::remove_dir_all(&dir);
     let resumed = [first, second].concat();
-    let mut worst_resume = if resumed.len() == gpu.len() { 0.0f64 } else { f64::INFINITY };
-    for (a, b) in gpu.iter().zip(&resumed) {
-        let rel = (a - b).abs() / a.abs();
-        worst_resume = worst_resume.max(if rel.is_finite() { rel } else { f64::INFINITY });
-    }
+    let worst_resume = worst_rel(&gpu, &resumed);
     c.rows.push(Row {
         kernel: format!("train cuda 10 + resume 10 vs {STEPS} straight"),
         err: worst_resume,
@@ -56,12 +67,10 @@ pub fn run(c: &mut Check) -> Res<()> {
     });
     println!("train: {STEPS} steps, cpu {cpu_s:.1} s, cuda {gpu_s:.1} s (each including evaluation and sampling)");
     println!("{:>5} {:>12} {:>12} {:>10}", "step", "cpu loss", "cuda loss", "rel diff");
-    let mut worst = if cpu.len() == gpu.len() && cpu.len() == STEPS as usize { 0.0f64 } else { f64::INFINITY };
     for (i, (a, b)) in cpu.iter().zip(&gpu).enumerate() {
-        let rel = (a - b).abs() / a.abs();
-        worst = worst.max(if rel.is_finite() { rel } else { f64::INFINITY });
-        println!("{:>5} {a:>12.6} {b:>12.6} {rel:>10.2e}", i + 1);
+        println!("{:>5} {a:>12.6} {b:>12.6} {:>10.2e}", i + 1, (a - b).abs() / a.abs());
     }
+    let worst = if cpu.len() == STEPS as usize { worst_rel(&cpu, &gpu) } else { f64::INFINITY };
     c.rows.push(Row {
         kernel: format!("train {STEPS} losses cpu vs cuda"),
         err: worst,

@@ -22,7 +22,7 @@ use crate::{
     Device, Tensor,
 };
 use mamba_kernels::cust::memory::{AsyncCopyDestination, DeviceSlice};
-use mamba_kernels::launch::{Gpu, MatStrides, Strided};
+use mamba_kernels::launch::{Gpu, MatStrides, Strided, SCAN_BWD_VERSION, SCAN_FWD_VERSION};
 
 type Slice = DeviceSlice<f32>;
 
@@ -75,6 +75,11 @@ fn upload_i64(op: &'static str, values: &[i64]) -> Result<(CudaData, DeviceSlice
     let data = CudaData::upload(op, DType::F64, values)?;
     let slice = data.slice::<i64>(op, 0, values.len())?;
     Ok((data, slice))
+}
+
+/// Token ids (host `usize`) as the kernels' `i64`s.
+fn upload_ids(op: &'static str, ids: &[usize]) -> Result<(CudaData, DeviceSlice<i64>)> {
+    upload_i64(op, &ids.iter().map(|&i| i as i64).collect::<Vec<_>>())
 }
 
 fn run(op: &'static str, launch: impl FnOnce(&Gpu) -> mamba_kernels::cust::error::CudaResult<()>) -> Result<()> {
@@ -335,8 +340,7 @@ pub fn embedding_forward(w: &Tensor, ids: &[usize], shape: &[usize]) -> Result<T
         return Ok(out);
     }
     let w = dense(&[w])?.remove(0);
-    let ids64: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-    let (_keep, gids) = upload_i64(OP, &ids64)?;
+    let (_keep, gids) = upload_ids(OP, ids)?;
     let ws = elems(OP, &w)?;
     run(OP, |g| g.embedding_forward_f32(&ws, &gids, &mut o, ids.len(), d))?;
     Ok(out)
@@ -349,8 +353,7 @@ pub fn embedding_backward(dy: &Tensor, ids: &[usize], v: usize, d: usize) -> Res
         return Tensor::zeros(&[v, d], DType::F32, Device::Cuda);
     }
     let dy = dense(&[dy])?.remove(0);
-    let ids64: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-    let (_keep, gids) = upload_i64(OP, &ids64)?;
+    let (_keep, gids) = upload_ids(OP, ids)?;
     let (out, mut o) = new_f32(OP, &[v, d])?;
     let gs = elems(OP, &dy)?;
     run(OP, |g| g.embedding_backward_f32(&gs, &gids, &mut o, ids.len(), v, d))?;
@@ -536,8 +539,24 @@ pub fn scan_forward(
     let (states, mut ss) = new_f32(OP, &[batch, dim, dims.n_chunks(), state])?;
     run(OP, |g| {
         g.selective_scan_forward_f32(
-            &x[0], &x[1], &x[2], &x[3], &x[4], &x[5], z, bias, softplus, &mut o, &mut ls, &mut ss, batch, dim, len,
-            state, chunk,
+            SCAN_FWD_VERSION,
+            &x[0],
+            &x[1],
+            &x[2],
+            &x[3],
+            &x[4],
+            &x[5],
+            z,
+            bias,
+            softplus,
+            &mut o,
+            &mut ls,
+            &mut ss,
+            batch,
+            dim,
+            len,
+            state,
+            chunk,
         )
     })?;
     Ok((out, last, states))
@@ -572,8 +591,31 @@ pub fn scan_backward(
     let dbias = if has_bias { extra.next() } else { None };
     run(OP, |g| {
         g.selective_scan_backward_f32(
-            &x[0], &x[1], &x[2], &x[3], &x[4], &x[5], z, bias, softplus, &st, &dy, du, ddelta, da, dbm, dcm, dd, dz,
-            dbias, batch, dim, len, state, chunk,
+            SCAN_BWD_VERSION,
+            &x[0],
+            &x[1],
+            &x[2],
+            &x[3],
+            &x[4],
+            &x[5],
+            z,
+            bias,
+            softplus,
+            &st,
+            &dy,
+            du,
+            ddelta,
+            da,
+            dbm,
+            dcm,
+            dd,
+            dz,
+            dbias,
+            batch,
+            dim,
+            len,
+            state,
+            chunk,
         )
     })?;
     Ok(grads)

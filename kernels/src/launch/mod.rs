@@ -26,7 +26,7 @@ pub use matmul::{MatStrides, MATMUL_VERSION, MATMUL_VERSIONS};
 pub use norm::MAX_D_BACKWARD as RMS_NORM_MAX_D;
 use profile::Profiler;
 pub use profile::{KernelStats, Profile, Span, MAX_SPANS};
-pub use scan::{SCAN_BWD_MAX_CHUNK, SCAN_MAX_STATE};
+pub use scan::{SCAN_BWD_MAX_CHUNK, SCAN_BWD_VERSION, SCAN_FWD_VERSION, SCAN_MAX_STATE};
 use std::collections::HashMap;
 
 /// Threads per block for the 1-D elementwise kernels.

@@ -15,104 +15,21 @@ const SCAN_BWD_CH: usize = 8;
 const SCAN_BWD_THREADS: u32 = 128;
 /// Longest `chunk` the backward takes: 16 windows of 16 steps (`SCAN_BWD_MAX_WINS` x `SCAN_BWD_WIN`).
 pub const SCAN_BWD_MAX_CHUNK: usize = 256;
+/// The scan kernel versions the engine runs (the faster ones; gpu-check times both).
+pub const SCAN_FWD_VERSION: u32 = 2;
+pub const SCAN_BWD_VERSION: u32 = 2;
 
 impl Gpu {
     /// Selective-scan forward — twin of `cpu::scan::selective_scan_forward`. Layouts:
     /// `u, delta, z, out: (B, D, L)`, `a: (D, N)`, `bm, cm: (B, N, L)`,
     /// `d_skip, delta_bias: (D)`, `last_state: (B, D, N)`,
     /// `chunk_states: (B, D, ceil(L / chunk), N)` (the state entering each chunk).
-    /// `n_state` must be at most `SCAN_MAX_STATE` (16). Runs version 2 (16 lanes per channel).
+    /// `n_state` must be at most `SCAN_MAX_STATE` (16). `version` 1 is one thread per channel
+    /// (the baseline), 2 is 16 lanes per channel ([`SCAN_FWD_VERSION`], the selected one).
     #[allow(clippy::too_many_arguments)]
     pub fn selective_scan_forward_f32(
         &self,
-        u: &DeviceSlice<f32>,
-        delta: &DeviceSlice<f32>,
-        a: &DeviceSlice<f32>,
-        bm: &DeviceSlice<f32>,
-        cm: &DeviceSlice<f32>,
-        d_skip: &DeviceSlice<f32>,
-        z: Option<&DeviceSlice<f32>>,
-        delta_bias: Option<&DeviceSlice<f32>>,
-        softplus: bool,
-        out: &mut DeviceSlice<f32>,
-        last_state: &mut DeviceSlice<f32>,
-        chunk_states: &mut DeviceSlice<f32>,
-        batch: usize,
-        dim: usize,
-        len: usize,
-        n_state: usize,
-        chunk: usize,
-    ) -> CudaResult<()> {
-        self.scan_forward(
-            true,
-            u,
-            delta,
-            a,
-            bm,
-            cm,
-            d_skip,
-            z,
-            delta_bias,
-            softplus,
-            out,
-            last_state,
-            chunk_states,
-            batch,
-            dim,
-            len,
-            n_state,
-            chunk,
-        )
-    }
-
-    /// The same with version 1 (one thread per channel), kept as the baseline.
-    #[allow(clippy::too_many_arguments)]
-    pub fn selective_scan_forward_v1_f32(
-        &self,
-        u: &DeviceSlice<f32>,
-        delta: &DeviceSlice<f32>,
-        a: &DeviceSlice<f32>,
-        bm: &DeviceSlice<f32>,
-        cm: &DeviceSlice<f32>,
-        d_skip: &DeviceSlice<f32>,
-        z: Option<&DeviceSlice<f32>>,
-        delta_bias: Option<&DeviceSlice<f32>>,
-        softplus: bool,
-        out: &mut DeviceSlice<f32>,
-        last_state: &mut DeviceSlice<f32>,
-        chunk_states: &mut DeviceSlice<f32>,
-        batch: usize,
-        dim: usize,
-        len: usize,
-        n_state: usize,
-        chunk: usize,
-    ) -> CudaResult<()> {
-        self.scan_forward(
-            false,
-            u,
-            delta,
-            a,
-            bm,
-            cm,
-            d_skip,
-            z,
-            delta_bias,
-            softplus,
-            out,
-            last_state,
-            chunk_states,
-            batch,
-            dim,
-            len,
-            n_state,
-            chunk,
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn scan_forward(
-        &self,
-        v2: bool,
+        version: u32,
         u: &DeviceSlice<f32>,
         delta: &DeviceSlice<f32>,
         a: &DeviceSlice<f32>,
@@ -162,6 +79,8 @@ impl Gpu {
         }
         let z = z.map_or(DevicePointer::null(), |z| z.as_device_ptr());
         let bias = delta_bias.map_or(DevicePointer::null(), |b| b.as_device_ptr());
+        assert!(version == 1 || version == 2, "selective_scan_forward_f32: no version {version}");
+        let v2 = version == 2;
         let kernel = if v2 { "selective_scan_forward_f32" } else { "selective_scan_forward_v1_f32" };
         let f = self.function("scan", kernel)?;
         // Bytes once each: read u, delta (+ z), Bm, Cm; write out, last_state, chunk_states.
@@ -191,10 +110,13 @@ impl Gpu {
     /// is, `ddelta_bias` exactly when `delta_bias` is. All outputs are overwritten (the
     /// accumulated ones, `da, dbm, dcm, dd_skip, ddelta_bias`, are zeroed here on the stream
     /// first); those five are sums of atomics, so their last bits vary from run to run.
-    /// `n_state <= 16`, `chunk <= SCAN_BWD_MAX_CHUNK` (256).
+    /// `n_state <= 16`, `chunk <= SCAN_BWD_MAX_CHUNK` (256). `version` 1 keeps each step's
+    /// decay in registers for the adjoint (more registers, fewer exps), 2 recomputes it
+    /// ([`SCAN_BWD_VERSION`], selected: 2.70 vs 3.43 ms at B8 D1536 L2048 N16 on the H100).
     #[allow(clippy::too_many_arguments)]
     pub fn selective_scan_backward_f32(
         &self,
+        version: u32,
         u: &DeviceSlice<f32>,
         delta: &DeviceSlice<f32>,
         a: &DeviceSlice<f32>,
@@ -222,44 +144,12 @@ impl Gpu {
     ) -> CudaResult<()> {
         let x = ScanBwdArgs { u, delta, a, bm, cm, d_skip, z, delta_bias, softplus, chunk_states, dout };
         let g = ScanBwdOut { du, ddelta, da, dbm, dcm, dd_skip, dz, ddelta_bias };
-        self.scan_backward("selective_scan_backward_f32", x, g, [batch, dim, len, n_state, chunk])
-    }
-
-    /// Version 1 of [`Gpu::selective_scan_backward_f32`]: the kernel variant that keeps each
-    /// step's decay in registers for the adjoint (more registers, fewer exps; `scan_backward`
-    /// in scan.cu). Slower on the H100 (3.43 vs 2.70 ms at B8 D1536 L2048 N16); kept for the
-    /// comparison in gpu-check.
-    #[allow(clippy::too_many_arguments)]
-    pub fn selective_scan_backward_v1_f32(
-        &self,
-        u: &DeviceSlice<f32>,
-        delta: &DeviceSlice<f32>,
-        a: &DeviceSlice<f32>,
-        bm: &DeviceSlice<f32>,
-        cm: &DeviceSlice<f32>,
-        d_skip: &DeviceSlice<f32>,
-        z: Option<&DeviceSlice<f32>>,
-        delta_bias: Option<&DeviceSlice<f32>>,
-        softplus: bool,
-        chunk_states: &DeviceSlice<f32>,
-        dout: &DeviceSlice<f32>,
-        du: &mut DeviceSlice<f32>,
-        ddelta: &mut DeviceSlice<f32>,
-        da: &mut DeviceSlice<f32>,
-        dbm: &mut DeviceSlice<f32>,
-        dcm: &mut DeviceSlice<f32>,
-        dd_skip: &mut DeviceSlice<f32>,
-        dz: Option<&mut DeviceSlice<f32>>,
-        ddelta_bias: Option<&mut DeviceSlice<f32>>,
-        batch: usize,
-        dim: usize,
-        len: usize,
-        n_state: usize,
-        chunk: usize,
-    ) -> CudaResult<()> {
-        let x = ScanBwdArgs { u, delta, a, bm, cm, d_skip, z, delta_bias, softplus, chunk_states, dout };
-        let g = ScanBwdOut { du, ddelta, da, dbm, dcm, dd_skip, dz, ddelta_bias };
-        self.scan_backward("selective_scan_backward_v1_f32", x, g, [batch, dim, len, n_state, chunk])
+        let kernel = match version {
+            1 => "selective_scan_backward_v1_f32",
+            2 => "selective_scan_backward_f32",
+            _ => panic!("selective_scan_backward_f32: no version {version}"),
+        };
+        self.scan_backward(kernel, x, g, [batch, dim, len, n_state, chunk])
     }
 
     /// Size checks, zeroing of the accumulated outputs and the launch, for either variant.
