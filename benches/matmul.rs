@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use mamba_engine::cpu::matmul::{matmul, MatStrides};
+use mamba_engine::ops::matmul::cpu::{matmul, MatStrides};
 
 const SIZES: [usize; 3] = [512, 1024, 2048];
 

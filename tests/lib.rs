@@ -339,15 +339,7 @@ pub fn assert_close(what: &str, got: &[f64], want: &[f64], atol: f64, rtol: f64)
 
 /// The op an engine error names.
 pub fn error_op(e: &Error) -> &'static str {
-    match e {
-        Error::ShapeMismatch { op, .. }
-        | Error::Rank { op, .. }
-        | Error::Index { op, .. }
-        | Error::DTypeMismatch { op, .. }
-        | Error::DeviceMismatch { op, .. }
-        | Error::Device { op, .. }
-        | Error::Invalid { op, .. } => op,
-    }
+    e.op()
 }
 
 /// Random selective-scan inputs (u, delta, A < 0, B, C, D, z, delta_bias) of `dtype`.

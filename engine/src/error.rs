@@ -43,6 +43,12 @@ pub enum Error {
         device: Device,
         msg: String,
     },
+    /// A device and dtype the op has no kernel for (e.g. a compute op on bf16 tensors).
+    Unsupported {
+        op: &'static str,
+        device: Device,
+        dtype: DType,
+    },
     /// Anything else that is wrong with an argument.
     Invalid {
         op: &'static str,
@@ -51,6 +57,22 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// The op that refused the call.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Error::ShapeMismatch { op, .. }
+            | Error::Rank { op, .. }
+            | Error::Index { op, .. }
+            | Error::DTypeMismatch { op, .. }
+            | Error::DeviceMismatch { op, .. }
+            | Error::Device { op, .. }
+            | Error::Unsupported { op, .. }
+            | Error::Invalid { op, .. } => op,
+        }
+    }
+}
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -71,6 +93,11 @@ impl fmt::Display for Error {
                 write!(f, "{op}: tensors on {lhs} and {rhs}; move one with .to(device)")
             }
             Error::Device { op, device, msg } => write!(f, "{op} on {device}: {msg}"),
+            Error::Unsupported { op, device, dtype } => write!(
+                f,
+                "{op}: no {device} kernel for {dtype} tensors; convert them first with .to_dtype() \
+                 (every op runs in f32)"
+            ),
             Error::Invalid { op, msg } => write!(f, "{op}: {msg}"),
         }
     }

@@ -3,16 +3,19 @@
 //! A small tensor library with reverse-mode autograd, written to be read.
 //!
 //! Start with [`Tensor`] (tensor.rs): a strided view onto shared storage. Ops live in
-//! `ops/` — each pairs a forward that calls a device kernel (`cpu/`) with a backward
-//! written in tensor ops. `autograd.rs` records the graph and runs backward;
-//! `ledger.rs` counts bytes per device and what each op saves for backward;
-//! `gradcheck.rs` checks any op's gradient against central finite differences in f64.
+//! `ops/<op>/` — each pairs a forward that hands its kernel to `dispatch.rs` (the one
+//! place that picks the CPU or GPU kernel for a device and dtype) with a backward written
+//! in tensor ops. `autograd.rs` records the graph and runs backward; `ledger.rs` counts
+//! bytes per device and what each op saves for backward; `gradcheck.rs` checks any op's
+//! gradient against central finite differences in f64. `cuda/` is the GPU's plumbing
+//! (context, allocator, buffers); `cpu.rs` the CPU's (threading threshold, SIMD).
 
 pub mod autograd;
-pub mod cpu;
+pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod device;
+pub(crate) mod dispatch;
 pub mod dtype;
 pub mod error;
 pub mod gradcheck;

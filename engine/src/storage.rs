@@ -2,7 +2,7 @@
 //! tells the memory ledger when it is born and when it dies.
 
 use crate::{
-    dtype::{DType, Elem},
+    dtype::{bf16, DType, Scalar},
     error::Result,
     ledger, Device,
 };
@@ -12,109 +12,78 @@ use crate::{
 pub enum CpuData {
     F32(Vec<f32>),
     F64(Vec<f64>),
+    BF16(Vec<bf16>),
 }
 
-/// Bind `$v` to the typed vector/slice of a `CpuData` and wrap the (same-typed) `Vec` that
-/// `$body` returns back into a `CpuData`. The body is written once, compiled per dtype.
-#[macro_export]
-#[doc(hidden)]
-macro_rules! map_cpu {
+/// Bind `$v` to the typed vector inside a `CpuData` (whatever its dtype) and evaluate
+/// `$body`, which must give the same type for every dtype. The body is written once and
+/// compiled per element type; `dispatch.rs` and this file are its only users.
+macro_rules! with_cpu_data {
     ($data:expr, $v:ident => $body:expr) => {
         match $data {
-            $crate::storage::CpuData::F32($v) => $crate::storage::CpuData::F32($body),
-            $crate::storage::CpuData::F64($v) => $crate::storage::CpuData::F64($body),
+            CpuData::F32($v) => $body,
+            CpuData::F64($v) => $body,
+            CpuData::BF16($v) => $body,
         }
     };
 }
-
-/// Like `map_cpu!` for two buffers of the same dtype; a dtype mismatch is an error.
-#[macro_export]
-#[doc(hidden)]
-macro_rules! zip_cpu {
-    ($op:expr, $a:expr, $b:expr, ($x:ident, $y:ident) => $body:expr) => {
-        match ($a, $b) {
-            ($crate::storage::CpuData::F32($x), $crate::storage::CpuData::F32($y)) => {
-                Ok($crate::storage::CpuData::F32($body))
-            }
-            ($crate::storage::CpuData::F64($x), $crate::storage::CpuData::F64($y)) => {
-                Ok($crate::storage::CpuData::F64($body))
-            }
-            (a, b) => Err($crate::Error::DTypeMismatch { op: $op, lhs: a.dtype(), rhs: b.dtype() }),
-        }
-    };
-}
+pub(crate) use with_cpu_data;
 
 impl CpuData {
     pub fn dtype(&self) -> DType {
         match self {
             CpuData::F32(_) => DType::F32,
             CpuData::F64(_) => DType::F64,
+            CpuData::BF16(_) => DType::BF16,
         }
     }
 
     pub fn len(&self) -> usize {
-        match self {
-            CpuData::F32(v) => v.len(),
-            CpuData::F64(v) => v.len(),
-        }
+        with_cpu_data!(self, v => v.len())
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// A buffer of `n` copies of `value`.
+    /// A buffer of `n` copies of `value` (rounded to `dtype`).
     pub fn full(dtype: DType, n: usize, value: f64) -> CpuData {
-        match dtype {
-            DType::F32 => CpuData::F32(vec![value as f32; n]),
-            DType::F64 => CpuData::F64(vec![value; n]),
-        }
+        CpuData::from_f64(dtype, std::iter::repeat_n(value, n))
     }
 
-    /// Convert `f64` values into a buffer of `dtype`.
+    /// Convert `f64` values into a buffer of `dtype` (each rounded to nearest even).
     pub fn from_f64(dtype: DType, values: impl Iterator<Item = f64>) -> CpuData {
+        fn collect<T: Scalar>(values: impl Iterator<Item = f64>) -> CpuData {
+            T::wrap(values.map(T::cast).collect())
+        }
         match dtype {
-            DType::F32 => CpuData::F32(values.map(|v| v as f32).collect()),
-            DType::F64 => CpuData::F64(values.collect()),
+            DType::F32 => collect::<f32>(values),
+            DType::F64 => collect::<f64>(values),
+            DType::BF16 => collect::<bf16>(values),
         }
     }
 
-    /// Element `i` widened to `f64`.
+    /// Element `i` widened to `f64` (exact).
     pub fn get_f64(&self, i: usize) -> f64 {
-        match self {
-            CpuData::F32(v) => v[i] as f64,
-            CpuData::F64(v) => v[i],
-        }
+        with_cpu_data!(self, v => v[i].as_f64())
     }
-}
 
-/// Typed access to a `CpuData` from generic code.
-pub trait CpuElem: Elem {
-    fn slice(data: &CpuData) -> Option<&[Self]>;
-    fn wrap(v: Vec<Self>) -> CpuData;
-}
+    /// `n` elements from `offset`, copied into a buffer of the same dtype.
+    pub fn slice_copy(&self, offset: usize, n: usize) -> CpuData {
+        with_cpu_data!(self, v => Scalar::wrap(v[offset..offset + n].to_vec()))
+    }
 
-impl CpuElem for f32 {
-    fn slice(data: &CpuData) -> Option<&[f32]> {
-        match data {
-            CpuData::F32(v) => Some(v),
-            _ => None,
+    /// Overwrite `n` elements from `offset` with `src`'s (same dtype), or say which differ.
+    pub fn write_at(&mut self, offset: usize, src: &CpuData) -> Result<()> {
+        match (self, src) {
+            (CpuData::F32(d), CpuData::F32(s)) => d[offset..offset + s.len()].copy_from_slice(s),
+            (CpuData::F64(d), CpuData::F64(s)) => d[offset..offset + s.len()].copy_from_slice(s),
+            (CpuData::BF16(d), CpuData::BF16(s)) => d[offset..offset + s.len()].copy_from_slice(s),
+            (d, s) => {
+                return Err(crate::Error::DTypeMismatch { op: "set_data", lhs: d.dtype(), rhs: s.dtype() });
+            }
         }
-    }
-    fn wrap(v: Vec<f32>) -> CpuData {
-        CpuData::F32(v)
-    }
-}
-
-impl CpuElem for f64 {
-    fn slice(data: &CpuData) -> Option<&[f64]> {
-        match data {
-            CpuData::F64(v) => Some(v),
-            _ => None,
-        }
-    }
-    fn wrap(v: Vec<f64>) -> CpuData {
-        CpuData::F64(v)
+        Ok(())
     }
 }
 

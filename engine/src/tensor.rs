@@ -5,11 +5,13 @@
 
 use crate::{
     autograd::{self, Var},
+    dispatch,
     dtype::DType,
+    dtype::Scalar,
     error::{invalid, Error, Result},
     rng::Rng,
     shape::Layout,
-    storage::{CpuData, CpuElem, Storage},
+    storage::{CpuData, Storage},
     Device,
 };
 use std::fmt;
@@ -55,8 +57,8 @@ impl Tensor {
         Ok(Tensor::from_storage(Storage::cpu(data), shape))
     }
 
-    /// A CPU tensor from a `Vec<f32>` or `Vec<f64>` in row-major order.
-    pub fn from_vec<T: CpuElem>(values: Vec<T>, shape: &[usize]) -> Result<Tensor> {
+    /// A CPU tensor from a `Vec` of f32, f64 or bf16 values in row-major order.
+    pub fn from_vec<T: Scalar>(values: Vec<T>, shape: &[usize]) -> Result<Tensor> {
         Tensor::from_cpu_data(T::wrap(values), shape)
     }
 
@@ -65,16 +67,9 @@ impl Tensor {
         Tensor::from_cpu_data(CpuData::from_f64(dtype, values.iter().copied()), shape)
     }
 
-    /// A tensor of `shape` filled with `value`, on `device`.
+    /// A tensor of `shape` filled with `value` (rounded to `dtype`), on `device`.
     pub fn full(shape: &[usize], value: f64, dtype: DType, device: Device) -> Result<Tensor> {
-        let n = crate::shape::checked_numel("full", shape)?;
-        match device {
-            Device::Cpu => Ok(Tensor::from_storage(Storage::cpu(CpuData::full(dtype, n, value)), shape)),
-            #[cfg(feature = "cuda")]
-            Device::Cuda => Ok(Tensor::from_storage(Storage::cuda(crate::cuda::ops::full(dtype, n, value)?), shape)),
-            #[cfg(not(feature = "cuda"))]
-            Device::Cuda => Err(no_cuda("full")),
-        }
+        dispatch::full(shape, value, dtype, device)
     }
 
     pub fn zeros(shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
@@ -132,20 +127,7 @@ impl Tensor {
                  call .detach() first (and .requires_grad() on the result to make a leaf there)",
             );
         }
-        #[cfg(feature = "cuda")]
-        return crate::cuda::ops::transfer(self, device);
-        #[cfg(not(feature = "cuda"))]
-        Err(no_cuda("to"))
-    }
-}
-
-/// The error for asking a build without the `cuda` feature for the GPU.
-#[cfg(not(feature = "cuda"))]
-fn no_cuda(op: &'static str) -> Error {
-    Error::Device {
-        op,
-        device: Device::Cuda,
-        msg: "this build has no CUDA backend: rebuild with `--features cuda` (docs/GPU.md says how)".into(),
+        dispatch::transfer(self, device)
     }
 }
 
@@ -197,7 +179,7 @@ impl Tensor {
     }
 
     /// The values in row-major order as `T` (which must be the tensor's dtype).
-    pub fn to_vec<T: CpuElem>(&self) -> Result<Vec<T>> {
+    pub fn to_vec<T: Scalar>(&self) -> Result<Vec<T>> {
         let t = self.detach().to(Device::Cpu)?.contiguous_detached()?;
         let storage = t.read();
         let data = storage.as_cpu("to_vec")?;
@@ -209,12 +191,7 @@ impl Tensor {
 
     /// The values in row-major order, widened to `f64` whatever the dtype.
     pub fn to_vec_f64(&self) -> Result<Vec<f64>> {
-        let t = self.detach().to(Device::Cpu)?;
-        let storage = t.read();
-        let data = storage.as_cpu("to_vec_f64")?;
-        let mut out = Vec::with_capacity(self.numel());
-        t.layout.for_each_offset(|_, o| out.push(data.get_f64(o)));
-        Ok(out)
+        dispatch::to_f64s(self)
     }
 
     /// The single value of a one-element tensor.
@@ -317,31 +294,8 @@ impl Tensor {
         if src.device != self.device {
             return Err(Error::DeviceMismatch { op: "set_data", lhs: self.device, rhs: src.device });
         }
-        let src = src.contiguous_detached()?;
-        #[cfg(feature = "cuda")]
-        if self.device == Device::Cuda {
-            return crate::cuda::ops::copy_within(&src, self);
-        }
-        let values = {
-            let s = src.read();
-            let data = s.as_cpu("set_data")?;
-            slice_cpu(data, src.layout.offset, src.numel())
-        };
-        let mut dst = self.storage.write().unwrap_or_else(|e| e.into_inner());
-        let off = self.layout.offset;
-        let n = self.numel();
-        match (dst.as_cpu_mut("set_data")?, values) {
-            (CpuData::F32(d), CpuData::F32(v)) => d[off..off + n].copy_from_slice(&v),
-            (CpuData::F64(d), CpuData::F64(v)) => d[off..off + n].copy_from_slice(&v),
-            _ => unreachable!("dtypes checked above"),
-        }
-        Ok(())
+        dispatch::copy_within(src, self)
     }
-}
-
-/// `n` elements of `data` from `offset`, copied.
-fn slice_cpu(data: &CpuData, offset: usize, n: usize) -> CpuData {
-    crate::map_cpu!(data, v => v[offset..offset + n].to_vec())
 }
 
 impl fmt::Debug for Tensor {

@@ -2,7 +2,7 @@
 //! reference checkpoints): an 8-byte header length, a JSON header of names, dtypes,
 //! shapes and byte ranges, then the raw little-endian data.
 
-use mamba_engine::{DType, Tensor};
+use mamba_engine::{dtype::bf16, DType, Tensor};
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use std::collections::BTreeMap;
 
@@ -35,6 +35,9 @@ pub fn read_safetensors(bytes: &[u8]) -> Result<BTreeMap<String, Loaded>, String
             Dtype::F64 => {
                 Loaded::Float(float_tensor(data, &shape, DType::F64, 8, |b| f64::from_le_bytes(b.try_into().unwrap()))?)
             }
+            Dtype::BF16 => Loaded::Float(float_tensor(data, &shape, DType::BF16, 2, |b| {
+                bf16::from_le_bytes(b.try_into().unwrap()).to_f64()
+            })?),
             Dtype::I64 => Loaded::Int {
                 values: data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect(),
                 shape,
@@ -44,7 +47,9 @@ pub fn read_safetensors(bytes: &[u8]) -> Result<BTreeMap<String, Loaded>, String
                 shape,
             },
             other => {
-                return Err(format!("tensor `{name}` has dtype {other:?}; only F32, F64, I32 and I64 are supported"))
+                return Err(format!(
+                    "tensor `{name}` has dtype {other:?}; only F32, F64, BF16, I32 and I64 are supported"
+                ))
             }
         };
         out.insert(name, loaded);
@@ -75,6 +80,9 @@ pub fn write_safetensors(tensors: &[(String, Tensor)], metadata: &[(&str, String
             }
             DType::F64 => {
                 (Dtype::F64, t.to_vec::<f64>().map_err(to_string)?.iter().flat_map(|v| v.to_le_bytes()).collect())
+            }
+            DType::BF16 => {
+                (Dtype::BF16, t.to_vec::<bf16>().map_err(to_string)?.iter().flat_map(|v| v.to_le_bytes()).collect())
             }
         };
         blobs.push((name.as_str(), dtype, t.shape().to_vec(), bytes));

@@ -11,8 +11,9 @@
 
 use crate::{Check, Res, Row, TOL};
 use mamba_engine::{
-    cpu::adamw::{adamw_step, AdamWHyper},
-    cuda, ops, DType, Device, Rng, Tensor,
+    cuda, ops,
+    ops::adamw::cpu::{adamw_step, AdamWHyper},
+    DType, Device, Rng, Tensor,
 };
 use mamba_kernels::cust::prelude::*;
 

@@ -3,7 +3,7 @@
 //! then the LM's (B 8, C 1536, L 2048, K 4) for correctness and speed.
 
 use crate::{poisoned, rel_norm, worst, Check, Res, Row, TOL};
-use mamba_engine::cpu::conv::{conv1d_causal_backward, conv1d_causal_forward};
+use mamba_engine::ops::conv::cpu::{conv1d_causal_backward, conv1d_causal_forward};
 use mamba_kernels::cust::prelude::*;
 
 pub fn run(c: &mut Check) -> Res<()> {

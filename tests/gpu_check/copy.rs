@@ -10,7 +10,7 @@
 
 use crate::{poisoned, Check, Res, Row};
 use mamba_engine::{
-    cpu::copy::{cast, copy_into, copy_strided},
+    ops::copy::cpu::{cast, copy_into, copy_strided},
     shape::Layout,
 };
 use mamba_kernels::{cust::prelude::*, launch::Strided};

@@ -5,7 +5,7 @@
 use crate::copy::{broadcast_view, describe, random_shape, random_view, strided};
 use crate::{poisoned, worst, Check, Res, Row};
 use mamba_engine::{
-    cpu::elementwise::{binary, unary, BinaryOp, UnaryOp},
+    ops::elementwise::cpu::{binary, unary, BinaryOp, UnaryOp},
     shape::Layout,
 };
 use mamba_kernels::cust::prelude::*;

@@ -3,7 +3,7 @@
 //! then the LM's (n 16384, v 256, d 768) for correctness and speed.
 
 use crate::{poisoned, worst, Check, Res, Row};
-use mamba_engine::cpu::index::{embedding_backward, embedding_forward};
+use mamba_engine::ops::embedding::cpu::{embedding_backward, embedding_forward};
 use mamba_kernels::cust::prelude::*;
 
 pub fn run(c: &mut Check) -> Res<()> {

@@ -26,7 +26,7 @@
 //! each side, which must stay NaN (no write outside C).
 
 use crate::{poisoned, Check, Res, Row};
-use mamba_engine::cpu::matmul::{matmul, MatStrides as CpuStrides};
+use mamba_engine::ops::matmul::cpu::{matmul, MatStrides as CpuStrides};
 use mamba_kernels::cust::error::CudaResult;
 use mamba_kernels::cust::prelude::*;
 use mamba_kernels::launch::{Gpu, MatStrides, MATMUL_VERSION, MATMUL_VERSIONS};

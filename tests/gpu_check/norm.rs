@@ -3,7 +3,7 @@
 //! one (8*2048 rows of 768) for correctness and speed.
 
 use crate::{poisoned, rel_norm, worst, Check, Res, Row, TOL};
-use mamba_engine::cpu::norm::{rms_norm_backward, rms_norm_forward};
+use mamba_engine::ops::norm::cpu::{rms_norm_backward, rms_norm_forward};
 use mamba_kernels::{cust::prelude::*, launch::Gpu};
 
 pub fn run(c: &mut Check) -> Res<()> {

@@ -11,7 +11,7 @@
 use crate::copy::{describe, random_shape, random_view};
 use crate::{Check, Res, Row, TOL};
 use mamba_engine::{
-    cpu::reduce::{reduce, ReduceOp},
+    ops::reduce::cpu::{reduce, ReduceOp},
     shape::Layout,
 };
 use mamba_kernels::{cust::prelude::*, launch::Strided};

@@ -14,7 +14,7 @@
 //! The forward runs in both versions (v2 is the default launcher, v1 the baseline).
 
 use crate::{poisoned, rel_norm, Check, Res, Row, TOL};
-use mamba_engine::cpu::scan::{selective_scan_backward, selective_scan_forward, ScanDims, ScanGrads, ScanInputs};
+use mamba_engine::ops::scan::cpu::{selective_scan_backward, selective_scan_forward, ScanDims, ScanGrads, ScanInputs};
 use mamba_kernels::cust::prelude::*;
 
 /// Tolerance of the backward's gradients (relative norm), see above.

@@ -3,7 +3,7 @@
 //! a few rows shifted by +1e4 to check the max shift. Timed at the LM's shape.
 
 use crate::{poisoned, worst, Check, Res, Row};
-use mamba_engine::cpu::softmax::{
+use mamba_engine::ops::softmax::cpu::{
     cross_entropy_backward, cross_entropy_forward, log_softmax_backward, log_softmax_forward,
 };
 use mamba_kernels::cust::prelude::*;

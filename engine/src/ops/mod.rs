@@ -1,16 +1,23 @@
-//! Differentiable ops: each file pairs an op's forward (which calls a device kernel)
-//! with its backward (written in tensor ops), side by side.
+//! Differentiable ops, one folder per op family (a unit):
+//! - `<op>/mod.rs`: the op's arguments, validation, the math as doc comments, and its
+//!   forward and backward side by side; the forward hands a kernel struct to `dispatch`;
+//! - `<op>/cpu.rs`: the CPU kernel, generic over the element type;
+//! - `<op>/cuda.rs`: the GPU arm (behind the `cuda` feature), which launches the CUDA
+//!   kernel of the same name in `kernels/cu/<op>.cu`.
+//!
+//! docs/ARCHITECTURE.md has the recipe for adding one.
 
 pub mod adamw;
 pub mod conv;
+pub mod copy;
 pub mod elementwise;
 pub mod embedding;
-pub mod loss;
 pub mod matmul;
 pub mod norm;
 pub mod reduce;
 pub mod scan;
 pub mod shape;
+pub mod softmax;
 
 use crate::{Error, Result, Tensor};
 

@@ -31,8 +31,8 @@
 //! that `dBm`, `dCm` sum over `d` and `dA`, `dD`, `dbias` sum over `b`, so each task
 //! accumulates those into its own small buffers, reduced at the end.
 
-use crate::cpu::elementwise::{sigmoid, softplus};
 use crate::dtype::Elem;
+use crate::ops::elementwise::cpu::{sigmoid, softplus};
 use rayon::prelude::*;
 
 /// Problem sizes. `chunk` is the number of time steps between saved states.
@@ -110,7 +110,7 @@ macro_rules! with_avx2 {
             unsafe fn fast<R>(f: impl FnOnce() -> R) -> R {
                 f()
             }
-            if super::avx2_fma() {
+            if crate::cpu::avx2_fma() {
                 // SAFETY: the features were detected on this CPU just above.
                 unsafe { fast(|| $body) }
             } else {

@@ -8,13 +8,17 @@
 //! This is PyTorch's `nn.Conv1d(C, C, K, groups=C, padding=K-1)` with its output cut to
 //! the first `L` steps, which is how Mamba mixes each channel with its recent past
 //! (K = 4). Mamba stores the weight as `(C, 1, K)`; reshape it to `(C, K)` first.
-//! Backward saves `x` and `weight` only; the formulas are in `cpu/conv.rs`.
+//! Backward saves `x` and `weight` only; the formulas are in `cpu.rs`.
+
+pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 
 use crate::{
     autograd::record,
-    cpu::conv as kernel,
+    dispatch::{run, CpuIn, Kernel},
+    dtype::Elem,
     error::{invalid, Error},
-    storage::CpuData,
     Result, Tensor,
 };
 
@@ -74,70 +78,66 @@ impl Tensor {
 
 /// `(dx, dw, db)` from the backward kernel (runs inside backward: records nothing).
 fn conv1d_causal_grads(x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-    let (&[b, c, l], &[_, k]) = (x.shape(), w.shape()) else {
+    if x.rank() != 3 || w.rank() != 2 {
         return invalid(
             "conv1d_causal",
             format!("saved shapes {:?} and {:?} are not (B, C, L) and (C, K) (engine bug)", x.shape(), w.shape()),
         );
-    };
-    #[cfg(feature = "cuda")]
-    if x.device() == crate::Device::Cuda {
-        return crate::cuda::ops::conv1d_causal_backward(x, w, dy);
     }
     let (x, w, dy) = (x.contiguous_detached()?, w.contiguous_detached()?, dy.contiguous_detached()?);
-    let (sx, sw, sg) = (x.read(), w.read(), dy.read());
-    let (ox, ow, og) = (x.layout.offset, w.layout.offset, dy.layout.offset);
-    let (n, nw) = (b * c * l, c * k);
-    const OP: &str = "conv1d_causal";
-    let (dx, dw, db) = match (sx.as_cpu(OP)?, sw.as_cpu(OP)?, sg.as_cpu(OP)?) {
-        (CpuData::F32(xv), CpuData::F32(wv), CpuData::F32(gv)) => {
-            let (dx, dw, db) =
-                kernel::conv1d_causal_backward(&xv[ox..ox + n], &wv[ow..ow + nw], &gv[og..og + n], b, c, l, k);
-            (CpuData::F32(dx), CpuData::F32(dw), CpuData::F32(db))
-        }
-        (CpuData::F64(xv), CpuData::F64(wv), CpuData::F64(gv)) => {
-            let (dx, dw, db) =
-                kernel::conv1d_causal_backward(&xv[ox..ox + n], &wv[ow..ow + nw], &gv[og..og + n], b, c, l, k);
-            (CpuData::F64(dx), CpuData::F64(dw), CpuData::F64(db))
-        }
-        _ => return Err(Error::DTypeMismatch { op: "conv1d_causal", lhs: x.dtype(), rhs: dy.dtype() }),
-    };
-    Ok((Tensor::from_cpu_data(dx, &[b, c, l])?, Tensor::from_cpu_data(dw, &[c, k])?, Tensor::from_cpu_data(db, &[c])?))
+    run(&Conv1dCausalBackward, &[&x, &w, &dy])
 }
 
 /// The forward kernel on validated `(B, C, L)`, `(C, K)` and optional `(C)` tensors (no graph).
 fn conv1d_causal_forward(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    #[cfg(feature = "cuda")]
-    if x.device() == crate::Device::Cuda {
-        return crate::cuda::ops::conv1d_causal_forward(x, w, bias);
-    }
-    let (&[b, c, l], k) = (x.shape(), w.shape()[1]) else { unreachable!("shapes checked by conv1d_causal") };
     let (x, w) = (x.contiguous_detached()?, w.contiguous_detached()?);
     let bias = bias.map(|t| t.contiguous_detached()).transpose()?;
-    let (sx, sw) = (x.read(), w.read());
-    let sb = bias.as_ref().map(|t| t.read());
-    let ob = bias.as_ref().map_or(0, |t| t.layout.offset);
-    let bv = sb.as_ref().map(|s| s.as_cpu("conv1d_causal")).transpose()?;
-    let (ox, ow) = (x.layout.offset, w.layout.offset);
-    let (n, nw) = (b * c * l, c * k);
-    let data = match (sx.as_cpu("conv1d_causal")?, sw.as_cpu("conv1d_causal")?) {
-        (CpuData::F32(xv), CpuData::F32(wv)) => {
-            let bv = match bv {
-                Some(CpuData::F32(bv)) => Some(&bv[ob..ob + c]),
-                _ => None,
-            };
-            CpuData::F32(kernel::conv1d_causal_forward(&xv[ox..ox + n], &wv[ow..ow + nw], bv, b, c, l, k))
-        }
-        (CpuData::F64(xv), CpuData::F64(wv)) => {
-            let bv = match bv {
-                Some(CpuData::F64(bv)) => Some(&bv[ob..ob + c]),
-                _ => None,
-            };
-            CpuData::F64(kernel::conv1d_causal_forward(&xv[ox..ox + n], &wv[ow..ow + nw], bv, b, c, l, k))
-        }
-        _ => unreachable!("dtypes checked by conv1d_causal"),
-    };
-    Tensor::from_cpu_data(data, &[b, c, l])
+    let mut inputs = vec![&x, &w];
+    inputs.extend(bias.as_ref());
+    run(&Conv1dCausalForward, &inputs)
+}
+
+/// `(b, c, l, k)` from `x (B, C, L)` and `w (C, K)`.
+fn dims(x: &crate::shape::Layout, w: &crate::shape::Layout) -> (usize, usize, usize, usize) {
+    (x.shape[0], x.shape[1], x.shape[2], w.shape[1])
+}
+
+/// `[x (B, C, L), w (C, K), (bias (C))]`, contiguous -> `y (B, C, L)`.
+struct Conv1dCausalForward;
+
+impl Kernel for Conv1dCausalForward {
+    const NAME: &'static str = "conv1d_causal";
+    type Out = Tensor;
+
+    fn cpu<T: Elem>(&self, x: &[CpuIn<'_, T>]) -> Result<Tensor> {
+        let (b, c, l, k) = dims(x[0].layout, x[1].layout);
+        let bias = x.get(2).map(|t| t.elems());
+        Tensor::from_vec(cpu::conv1d_causal_forward(x[0].elems(), x[1].elems(), bias, b, c, l, k), &[b, c, l])
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda(&self, x: &[&Tensor]) -> Result<Tensor> {
+        cuda::conv1d_causal_forward(x[0], x[1], x.get(2).copied())
+    }
+}
+
+/// `[x (B, C, L), w (C, K), dy (B, C, L)]`, contiguous -> `(dx, dw, db)`.
+struct Conv1dCausalBackward;
+
+impl Kernel for Conv1dCausalBackward {
+    const NAME: &'static str = "conv1d_causal";
+    type Out = (Tensor, Tensor, Tensor);
+
+    fn cpu<T: Elem>(&self, x: &[CpuIn<'_, T>]) -> Result<(Tensor, Tensor, Tensor)> {
+        let (b, c, l, k) = dims(x[0].layout, x[1].layout);
+        let (dx, dw, db) = cpu::conv1d_causal_backward(x[0].elems(), x[1].elems(), x[2].elems(), b, c, l, k);
+        Ok((Tensor::from_vec(dx, &[b, c, l])?, Tensor::from_vec(dw, &[c, k])?, Tensor::from_vec(db, &[c])?))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda(&self, x: &[&Tensor]) -> Result<(Tensor, Tensor, Tensor)> {
+        cuda::conv1d_causal_backward(x[0], x[1], x[2])
+    }
 }
 
 #[cfg(test)]

@@ -1,15 +1,19 @@
 //! The fused AdamW step for one parameter: the parameter and its two moments are updated
 //! in place, in one pass (one kernel launch on the GPU) instead of ~16 elementwise ops.
-//! The math is in `cpu/adamw.rs`. Not a differentiable op: it records no graph, so it is
-//! not in [`OPS`](super::OPS).
+//! The math is in `cpu.rs`. Not a differentiable op: it records no graph.
 
-pub use crate::cpu::adamw::AdamWHyper;
+pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
+
 use crate::{
-    cpu::adamw as kernel,
+    dispatch::{run, CpuIn, Kernel},
+    dtype::{Elem, Scalar},
     error::{invalid, Error, Result},
-    storage::{CpuData, Storage},
+    storage::Storage,
     Tensor,
 };
+pub use cpu::AdamWHyper;
 use std::sync::RwLockWriteGuard;
 
 const OP: &str = "adamw_step";
@@ -52,30 +56,45 @@ pub fn adamw_step(param: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, h: &Ada
     if param.numel() == 0 {
         return Ok(());
     }
+    // Only the gradient is an input: the kernel locks param, m and v for writing itself.
+    run(&AdamWStep { param, m, v, h }, &[&grad])
+}
+
+/// `[grad]`, contiguous: updates `param`, `m` and `v` (contiguous, distinct buffers) in place.
+struct AdamWStep<'a> {
+    param: &'a Tensor,
+    m: &'a Tensor,
+    v: &'a Tensor,
+    h: &'a AdamWHyper,
+}
+
+impl Kernel for AdamWStep<'_> {
+    const NAME: &'static str = OP;
+    type Out = ();
+
+    fn cpu<T: Elem>(&self, g: &[CpuIn<'_, T>]) -> Result<()> {
+        // Distinct storages (checked by adamw_step), so taking each lock once cannot deadlock.
+        let (mut ps, mut ms, mut vs) = (write(self.param), write(self.m), write(self.v));
+        let (p, m, v) = (in_place::<T>(&mut ps, self.param)?, in_place(&mut ms, self.m)?, in_place(&mut vs, self.v)?);
+        cpu::adamw_step(p, g[0].elems(), m, v, self.h);
+        Ok(())
+    }
+
     #[cfg(feature = "cuda")]
-    if param.device() == crate::Device::Cuda {
-        return crate::cuda::ops::adamw_step(param, &grad, m, v, h);
+    fn cuda(&self, g: &[&Tensor]) -> Result<()> {
+        cuda::adamw_step(self.param, g[0], self.m, self.v, self.h)
     }
-    // Distinct storages (checked above), so taking each lock once cannot deadlock.
-    let (mut ps, mut ms, mut vs, gs) = (write(param), write(m), write(v), grad.read());
-    let n = param.numel();
-    let at = |t: &Tensor| t.layout.offset..t.layout.offset + n;
-    let (rp, rg, rm, rv) = (at(param), at(&grad), at(m), at(v));
-    match (ps.as_cpu_mut(OP)?, gs.as_cpu(OP)?, ms.as_cpu_mut(OP)?, vs.as_cpu_mut(OP)?) {
-        (CpuData::F32(p), CpuData::F32(g), CpuData::F32(m), CpuData::F32(v)) => {
-            kernel::adamw_step(&mut p[rp], &g[rg], &mut m[rm], &mut v[rv], h)
-        }
-        (CpuData::F64(p), CpuData::F64(g), CpuData::F64(m), CpuData::F64(v)) => {
-            kernel::adamw_step(&mut p[rp], &g[rg], &mut m[rm], &mut v[rv], h)
-        }
-        _ => unreachable!("dtypes checked above"),
-    }
-    Ok(())
 }
 
 /// The storage of `t`, locked for writing (as `Tensor::set_data` does).
 fn write(t: &Tensor) -> RwLockWriteGuard<'_, Storage> {
     t.storage.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The elements of the contiguous `t` inside its locked CPU storage `s`.
+fn in_place<'a, T: Scalar>(s: &'a mut Storage, t: &Tensor) -> Result<&'a mut [T]> {
+    let data = T::slice_mut(s.as_cpu_mut(OP)?).ok_or(Error::DTypeMismatch { op: OP, lhs: t.dtype(), rhs: T::DTYPE })?;
+    Ok(&mut data[t.layout.offset..t.layout.offset + t.numel()])
 }
 
 #[cfg(test)]

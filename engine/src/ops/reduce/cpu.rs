@@ -4,7 +4,7 @@
 //! For output element `o`, the kernel walks the sub-layout spanned by the reduced axes,
 //! starting at the offset of `o`'s kept indices. Sums accumulate in f64.
 
-use super::PAR_MIN;
+use crate::cpu::PAR_MIN;
 use crate::{dtype::Elem, shape::Layout};
 use rayon::prelude::*;
 

@@ -10,13 +10,17 @@
 //!
 //! Written with elementwise ops this would save several `x`-sized intermediates for
 //! backward; fused, it saves `x`, `w` and the `rows` values of `rstd` — and not `y`.
-//! The backward formulas are in `cpu/norm.rs`, next to the kernel that evaluates them.
+//! The backward formulas are in `cpu.rs`, next to the kernel that evaluates them.
+
+pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 
 use crate::{
     autograd::record,
-    cpu::norm as kernel,
+    dispatch::{run, CpuIn, Kernel},
+    dtype::Elem,
     error::{invalid, Error},
-    storage::CpuData,
     Result, Tensor,
 };
 
@@ -48,67 +52,56 @@ impl Tensor {
         if !(eps.is_finite() && eps >= 0.0) {
             return invalid("rms_norm", format!("eps must be finite and >= 0, got {eps}"));
         }
-        let (out, rstd) = rms_norm_forward(self, weight, eps)?;
+        let (x, w) = (self.contiguous_detached()?, weight.contiguous_detached()?);
+        let (out, rstd) = run(&RmsNormForward { eps }, &[&x, &w])?;
         // Save the input view itself (not a contiguous copy) so no new buffer is kept alive.
         Ok(record("rms_norm", out, &[self, weight], &[self, weight, &rstd], |g, s, needs| {
-            let (dx, dw) = rms_norm_grads(&s[0], &s[1], &s[2], g)?;
+            let t =
+                [&s[0], &s[1], &s[2], g].map(|t| t.contiguous_detached()).into_iter().collect::<Result<Vec<_>>>()?;
+            let (dx, dw) = run(&RmsNormBackward, &[&t[0], &t[1], &t[2], &t[3]])?;
             Ok(vec![needs[0].then_some(dx), needs[1].then_some(dw)])
         }))
     }
 }
 
-/// `(dx, dw)` from the backward kernel (no graph is recorded: this runs inside backward).
-fn rms_norm_grads(x: &Tensor, w: &Tensor, rstd: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
-    #[cfg(feature = "cuda")]
-    if x.device() == crate::Device::Cuda {
-        return crate::cuda::ops::rms_norm_backward(x, w, rstd, dy);
-    }
-    let n = x.numel();
-    let (d, rows) = (w.numel(), rstd.numel());
-    let (x, w, dy) = (x.contiguous_detached()?, w.contiguous_detached()?, dy.contiguous_detached()?);
-    let (sx, sw, sr, sg) = (x.read(), w.read(), rstd.read(), dy.read());
-    let (ox, ow, or, og) = (x.layout.offset, w.layout.offset, rstd.layout.offset, dy.layout.offset);
-    const OP: &str = "rms_norm";
-    let (dx, dw) = match (sx.as_cpu(OP)?, sw.as_cpu(OP)?, sr.as_cpu(OP)?, sg.as_cpu(OP)?) {
-        (CpuData::F32(xv), CpuData::F32(wv), CpuData::F32(rv), CpuData::F32(gv)) => {
-            let (dx, dw) =
-                kernel::rms_norm_backward(&xv[ox..ox + n], &wv[ow..ow + d], &rv[or..or + rows], &gv[og..og + n]);
-            (CpuData::F32(dx), CpuData::F32(dw))
-        }
-        (CpuData::F64(xv), CpuData::F64(wv), CpuData::F64(rv), CpuData::F64(gv)) => {
-            let (dx, dw) =
-                kernel::rms_norm_backward(&xv[ox..ox + n], &wv[ow..ow + d], &rv[or..or + rows], &gv[og..og + n]);
-            (CpuData::F64(dx), CpuData::F64(dw))
-        }
-        _ => return Err(Error::DTypeMismatch { op: "rms_norm", lhs: x.dtype(), rhs: dy.dtype() }),
-    };
-    Ok((Tensor::from_cpu_data(dx, x.shape())?, Tensor::from_cpu_data(dw, &[d])?))
+/// `[x (rows, d), w (d)]`, contiguous -> `(y (rows, d), rstd (rows))`.
+struct RmsNormForward {
+    eps: f64,
 }
 
-/// `(y, rstd)` from the forward kernel (no graph).
-fn rms_norm_forward(x: &Tensor, w: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
-    #[cfg(feature = "cuda")]
-    if x.device() == crate::Device::Cuda {
-        return crate::cuda::ops::rms_norm_forward(x, w, eps);
+impl Kernel for RmsNormForward {
+    const NAME: &'static str = "rms_norm";
+    type Out = (Tensor, Tensor);
+
+    fn cpu<T: Elem>(&self, x: &[CpuIn<'_, T>]) -> Result<(Tensor, Tensor)> {
+        let (d, shape) = (x[1].layout.numel(), &x[0].layout.shape);
+        let rows = x[0].layout.numel() / d;
+        let (y, rstd) = cpu::rms_norm_forward(x[0].elems(), x[1].elems(), rows, d, self.eps);
+        Ok((Tensor::from_vec(y, shape)?, Tensor::from_vec(rstd, &[rows])?))
     }
-    let d = w.numel();
-    let rows = x.numel() / d;
-    let shape = x.shape().to_vec();
-    let (x, w) = (x.contiguous_detached()?, w.contiguous_detached()?);
-    let (sx, sw) = (x.read(), w.read());
-    let (ox, ow) = (x.layout.offset, w.layout.offset);
-    let (y, rstd) = match (sx.as_cpu("rms_norm")?, sw.as_cpu("rms_norm")?) {
-        (CpuData::F32(xv), CpuData::F32(wv)) => {
-            let (y, r) = kernel::rms_norm_forward(&xv[ox..ox + rows * d], &wv[ow..ow + d], rows, d, eps);
-            (CpuData::F32(y), CpuData::F32(r))
-        }
-        (CpuData::F64(xv), CpuData::F64(wv)) => {
-            let (y, r) = kernel::rms_norm_forward(&xv[ox..ox + rows * d], &wv[ow..ow + d], rows, d, eps);
-            (CpuData::F64(y), CpuData::F64(r))
-        }
-        _ => unreachable!("dtypes checked by rms_norm"),
-    };
-    Ok((Tensor::from_cpu_data(y, &shape)?, Tensor::from_cpu_data(rstd, &[rows])?))
+
+    #[cfg(feature = "cuda")]
+    fn cuda(&self, x: &[&Tensor]) -> Result<(Tensor, Tensor)> {
+        cuda::rms_norm_forward(x[0], x[1], self.eps)
+    }
+}
+
+/// `[x (rows, d), w (d), rstd (rows), dy (rows, d)]`, contiguous -> `(dx, dw)`.
+struct RmsNormBackward;
+
+impl Kernel for RmsNormBackward {
+    const NAME: &'static str = "rms_norm";
+    type Out = (Tensor, Tensor);
+
+    fn cpu<T: Elem>(&self, x: &[CpuIn<'_, T>]) -> Result<(Tensor, Tensor)> {
+        let (dx, dw) = cpu::rms_norm_backward(x[0].elems(), x[1].elems(), x[2].elems(), x[3].elems());
+        Ok((Tensor::from_vec(dx, &x[0].layout.shape)?, Tensor::from_vec(dw, &x[1].layout.shape)?))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda(&self, x: &[&Tensor]) -> Result<(Tensor, Tensor)> {
+        cuda::rms_norm_backward(x[0], x[1], x[2], x[3])
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Log-softmax over the last axis and the fused cross-entropy loss.
 //!
 //! Both treat a tensor of shape `(..., V)` as `N` rows of `V` logits (`N` = product of the
-//! leading axes) and call the row kernels in `cpu/softmax.rs`.
+//! leading axes) and call the row kernels in `cpu.rs`.
 //!
 //! Cross-entropy is fused rather than composed from `log_softmax` and a gather: the
 //! composition would save the `N × V` log-probabilities for backward, while the fused op saves
@@ -9,8 +9,16 @@
 //! softmax from them in backward. For a language model with a large vocabulary those
 //! `N × V` floats are the largest activation of the whole network.
 
+pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
+
 use crate::{
-    autograd::record, cpu::softmax as kernel, error::Error, map_cpu, storage::CpuData, zip_cpu, Result, Tensor,
+    autograd::record,
+    dispatch::{run, CpuIn, Kernel},
+    dtype::Elem,
+    error::Error,
+    Result, Tensor,
 };
 
 /// `(N, V)` for a tensor of shape `(..., V)`: rows and row length. Rank 0 has no last axis.
@@ -107,31 +115,12 @@ impl Tensor {
 /// `dx = dy - exp(y) * Σ_j dy_j` per row of length `v` (no graph recorded).
 fn log_softmax_grad(y: &Tensor, dy: &Tensor, v: usize) -> Result<Tensor> {
     // The incoming gradient may be a broadcast or other strided view.
-    let dy = dy.contiguous_detached()?;
-    #[cfg(feature = "cuda")]
-    if y.device() == crate::Device::Cuda {
-        return crate::cuda::ops::log_softmax_backward(y, &dy, v);
-    }
-    let (oy, og, n) = (y.layout.offset, dy.layout.offset, y.numel());
-    let data = {
-        let (sy, sg) = (y.read(), dy.read());
-        zip_cpu!("log_softmax", sy.as_cpu("log_softmax")?, sg.as_cpu("log_softmax")?, (ys, gs) => {
-            kernel::log_softmax_backward(&ys[oy..oy + n], &gs[og..og + n], v)
-        })?
-    };
-    Tensor::from_cpu_data(data, y.shape())
+    run(&LogSoftmaxBackward { v }, &[y, &dy.contiguous_detached()?])
 }
 
 /// `log_softmax` of the contiguous `x` over rows of `v` (forward kernel; no graph).
 fn log_softmax_forward(x: &Tensor, v: usize) -> Result<Tensor> {
-    #[cfg(feature = "cuda")]
-    if x.device() == crate::Device::Cuda {
-        return crate::cuda::ops::log_softmax_forward(x, v);
-    }
-    let (off, n) = (x.layout.offset, x.numel());
-    let s = x.read();
-    let data = map_cpu!(s.as_cpu("log_softmax")?, xs => kernel::log_softmax_forward(&xs[off..off + n], v));
-    Tensor::from_cpu_data(data, x.shape())
+    run(&LogSoftmaxForward { v }, &[x])
 }
 
 /// The mean loss (a scalar on `x`'s device) and one logsumexp per row of the contiguous `x`.
@@ -142,30 +131,11 @@ fn cross_entropy_forward(
     n_valid: usize,
     v: usize,
 ) -> Result<(Tensor, Tensor)> {
-    #[cfg(feature = "cuda")]
-    if x.device() == crate::Device::Cuda {
-        return crate::cuda::ops::cross_entropy_forward(x, targets, ignore_index, n_valid, v);
-    }
-    let (off, len) = (x.layout.offset, x.numel());
-    let s = x.read();
-    let (lse, row_loss) = match s.as_cpu("cross_entropy")? {
-        CpuData::F32(d) => {
-            let (lse, loss) = kernel::cross_entropy_forward(&d[off..off + len], v, targets, ignore_index);
-            (CpuData::F32(lse), loss)
-        }
-        CpuData::F64(d) => {
-            let (lse, loss) = kernel::cross_entropy_forward(&d[off..off + len], v, targets, ignore_index);
-            (CpuData::F64(lse), loss)
-        }
-    };
-    // Summed in row order, so the result does not depend on the thread count.
-    let total: f64 = row_loss.iter().sum();
-    let loss = if n_valid == 0 { 0.0 } else { total / n_valid as f64 };
-    Ok((Tensor::scalar(loss, x.dtype(), x.device())?, Tensor::from_cpu_data(lse, &[targets.len()])?))
+    run(&CrossEntropyForward { targets, ignore_index, n_valid, v }, &[x])
 }
 
-/// `dx = (softmax(x) - onehot(t)) * scale` from the saved logits and logsumexps (no graph).
-/// `dloss` is the incoming gradient of the scalar loss.
+/// `dx = (softmax(x) - onehot(t)) * dloss / n_valid` from the saved logits and logsumexps
+/// (no graph). `dloss` is the incoming gradient of the scalar loss.
 fn cross_entropy_grad(
     x: &Tensor,
     lse: &Tensor,
@@ -174,20 +144,96 @@ fn cross_entropy_grad(
     n_valid: usize,
     dloss: &Tensor,
 ) -> Result<Tensor> {
-    #[cfg(feature = "cuda")]
-    if x.device() == crate::Device::Cuda {
-        return crate::cuda::ops::cross_entropy_backward(x, lse, targets, ignore_index, n_valid, dloss);
+    run(&CrossEntropyBackward { targets, ignore_index, n_valid }, &[x, lse, dloss])
+}
+
+/// `[x (rows, v)]`, contiguous -> `log_softmax(x)` per row.
+struct LogSoftmaxForward {
+    v: usize,
+}
+
+impl Kernel for LogSoftmaxForward {
+    const NAME: &'static str = "log_softmax";
+    type Out = Tensor;
+
+    fn cpu<T: Elem>(&self, x: &[CpuIn<'_, T>]) -> Result<Tensor> {
+        Tensor::from_vec(cpu::log_softmax_forward(x[0].elems(), self.v), &x[0].layout.shape)
     }
-    let scale = dloss.item()? / n_valid as f64;
-    let v = x.shape().last().copied().unwrap_or(1);
-    let (ox, ol, n, rows) = (x.layout.offset, lse.layout.offset, x.numel(), lse.numel());
-    let data = {
-        let (sx, sl) = (x.read(), lse.read());
-        zip_cpu!("cross_entropy", sx.as_cpu("cross_entropy")?, sl.as_cpu("cross_entropy")?, (xs, ls) => {
-            kernel::cross_entropy_backward(&xs[ox..ox + n], v, &ls[ol..ol + rows], targets, ignore_index, scale)
-        })?
-    };
-    Tensor::from_cpu_data(data, x.shape())
+
+    #[cfg(feature = "cuda")]
+    fn cuda(&self, x: &[&Tensor]) -> Result<Tensor> {
+        cuda::log_softmax_forward(x[0], self.v)
+    }
+}
+
+/// `[y, dy]` (rows, v), contiguous -> `dx`.
+struct LogSoftmaxBackward {
+    v: usize,
+}
+
+impl Kernel for LogSoftmaxBackward {
+    const NAME: &'static str = "log_softmax";
+    type Out = Tensor;
+
+    fn cpu<T: Elem>(&self, x: &[CpuIn<'_, T>]) -> Result<Tensor> {
+        Tensor::from_vec(cpu::log_softmax_backward(x[0].elems(), x[1].elems(), self.v), &x[0].layout.shape)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda(&self, x: &[&Tensor]) -> Result<Tensor> {
+        cuda::log_softmax_backward(x[0], x[1], self.v)
+    }
+}
+
+/// `[x (rows, v)]`, contiguous -> (the mean loss over the `n_valid` rows, as a scalar;
+/// one logsumexp per row).
+struct CrossEntropyForward<'a> {
+    targets: &'a [i64],
+    ignore_index: i64,
+    n_valid: usize,
+    v: usize,
+}
+
+impl Kernel for CrossEntropyForward<'_> {
+    const NAME: &'static str = "cross_entropy";
+    type Out = (Tensor, Tensor);
+
+    fn cpu<T: Elem>(&self, x: &[CpuIn<'_, T>]) -> Result<(Tensor, Tensor)> {
+        let (lse, row_loss) = cpu::cross_entropy_forward(x[0].elems(), self.v, self.targets, self.ignore_index);
+        // Summed in row order, so the result does not depend on the thread count.
+        let total: f64 = row_loss.iter().sum();
+        let loss = if self.n_valid == 0 { 0.0 } else { total / self.n_valid as f64 };
+        Ok((Tensor::from_vec(vec![T::cast(loss)], &[])?, Tensor::from_vec(lse, &[self.targets.len()])?))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda(&self, x: &[&Tensor]) -> Result<(Tensor, Tensor)> {
+        cuda::cross_entropy_forward(x[0], self.targets, self.ignore_index, self.n_valid, self.v)
+    }
+}
+
+/// `[x (rows, v), lse (rows), dloss (scalar)]`, x contiguous -> `dx`.
+struct CrossEntropyBackward<'a> {
+    targets: &'a [i64],
+    ignore_index: i64,
+    n_valid: usize,
+}
+
+impl Kernel for CrossEntropyBackward<'_> {
+    const NAME: &'static str = "cross_entropy";
+    type Out = Tensor;
+
+    fn cpu<T: Elem>(&self, x: &[CpuIn<'_, T>]) -> Result<Tensor> {
+        let scale = x[2].data[x[2].layout.offset].as_f64() / self.n_valid as f64;
+        let v = x[0].layout.shape.last().copied().unwrap_or(1);
+        let dx = cpu::cross_entropy_backward(x[0].elems(), v, x[1].elems(), self.targets, self.ignore_index, scale);
+        Tensor::from_vec(dx, &x[0].layout.shape)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda(&self, x: &[&Tensor]) -> Result<Tensor> {
+        cuda::cross_entropy_backward(x[0], x[1], self.targets, self.ignore_index, self.n_valid, x[2])
+    }
 }
 
 #[cfg(test)]

@@ -1,16 +1,13 @@
-//! Shape ops. Most are views (no copy): reshape of a contiguous tensor, permute,
+//! Shape ops, all views (no copy, no kernel): reshape of a contiguous tensor, permute,
 //! transpose, narrow (slice) and broadcast only rewrite the layout. Their backward
 //! ops are the inverse view: reshape back, permute by the inverse permutation, pad
-//! the slice with zeros, sum over the broadcast axes.
+//! the slice with zeros, sum over the broadcast axes. The ops that do copy (contiguous,
+//! concat, to_dtype) are in `ops/copy`.
 
 use crate::{
     autograd::record,
-    cpu::copy as kernel,
-    dtype::DType,
     error::{invalid, Error},
-    map_cpu,
     shape::{axis, broadcast_shape, Layout},
-    storage::CpuData,
     Result, Tensor,
 };
 
@@ -157,58 +154,6 @@ impl Tensor {
         Ok(record("broadcast", out, &[self], &[], move |g, _, _| Ok(vec![Some(g.sum_to_shape(&in_shape)?)])))
     }
 
-    /// The same values in a fresh row-major buffer (or `self` if already contiguous).
-    pub fn contiguous(&self) -> Result<Tensor> {
-        if self.is_contiguous() {
-            return Ok(self.clone());
-        }
-        #[cfg(feature = "cuda")]
-        let out = if self.device() == crate::Device::Cuda { Some(crate::cuda::ops::contiguous(self)?) } else { None };
-        #[cfg(not(feature = "cuda"))]
-        let out = None;
-        let out = match out {
-            Some(out) => out,
-            None => {
-                let s = self.read();
-                let data = map_cpu!(s.as_cpu("copy")?, v => kernel::copy_strided(v, &self.layout));
-                Tensor::from_cpu_data(data, self.shape())?
-            }
-        };
-        Ok(record("copy", out, &[self], &[], |g, _, _| Ok(vec![Some(g.clone())])))
-    }
-
-    /// Join tensors along `dim`; all other axes must agree. Backward slices the gradient.
-    pub fn concat(tensors: &[&Tensor], dim: isize) -> Result<Tensor> {
-        let Some(first) = tensors.first() else { return invalid("concat", "needs at least one tensor") };
-        let d = axis("concat", first.shape(), dim)?;
-        let mut shape = first.shape().to_vec();
-        shape[d] = 0;
-        for t in tensors {
-            super::check_pair("concat", first, t)?;
-            let ok = t.rank() == first.rank() && (0..t.rank()).all(|i| i == d || t.shape()[i] == first.shape()[i]);
-            if !ok {
-                return Err(Error::ShapeMismatch {
-                    op: "concat",
-                    lhs: first.shape().to_vec(),
-                    rhs: t.shape().to_vec(),
-                    hint: format!("all axes but {d} must match"),
-                });
-            }
-            shape[d] += t.shape()[d];
-        }
-        let out = concat_forward(tensors, d, &shape)?;
-        let sizes: Vec<usize> = tensors.iter().map(|t| t.shape()[d]).collect();
-        Ok(record("concat", out, tensors, &[], move |g, _, _| {
-            let mut start = 0;
-            let mut grads = Vec::new();
-            for &n in &sizes {
-                grads.push(Some(g.narrow(d as isize, start, n)?));
-                start += n;
-            }
-            Ok(grads)
-        }))
-    }
-
     /// Split `dim` into consecutive pieces of the given sizes (views).
     pub fn split(&self, sizes: &[usize], dim: isize) -> Result<Vec<Tensor>> {
         let d = axis("split", self.shape(), dim)?;
@@ -225,51 +170,4 @@ impl Tensor {
             })
             .collect()
     }
-
-    /// Convert to another dtype. Backward converts the gradient back.
-    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
-        if dtype == self.dtype() {
-            return Ok(self.clone());
-        }
-        let out = cast_forward(self, dtype)?;
-        let from = self.dtype();
-        Ok(record("to_dtype", out, &[self], &[], move |g, _, _| Ok(vec![Some(g.to_dtype(from)?)])))
-    }
-}
-
-/// The pieces joined along `d` into a fresh tensor of `shape` (twin kernels: `copy_into`).
-fn concat_forward(tensors: &[&Tensor], d: usize, shape: &[usize]) -> Result<Tensor> {
-    #[cfg(feature = "cuda")]
-    if tensors[0].device() == crate::Device::Cuda {
-        return crate::cuda::ops::concat(tensors, d, shape);
-    }
-    let mut data = CpuData::full(tensors[0].dtype(), shape.iter().product(), 0.0);
-    let out_layout = Layout::contiguous(shape);
-    let mut start = 0;
-    for t in tensors {
-        let s = t.read();
-        let dst = out_layout.narrow(d, start, t.shape()[d]);
-        match (&mut data, s.as_cpu("concat")?) {
-            (CpuData::F32(o), CpuData::F32(v)) => kernel::copy_into(o, &dst, v, &t.layout),
-            (CpuData::F64(o), CpuData::F64(v)) => kernel::copy_into(o, &dst, v, &t.layout),
-            _ => unreachable!("dtypes checked by concat"),
-        }
-        start += t.shape()[d];
-    }
-    Tensor::from_cpu_data(data, shape)
-}
-
-/// `x` converted to `dtype` (twin kernels: `cast`).
-fn cast_forward(x: &Tensor, dtype: DType) -> Result<Tensor> {
-    #[cfg(feature = "cuda")]
-    if x.device() == crate::Device::Cuda {
-        return crate::cuda::ops::cast(x, dtype);
-    }
-    let s = x.read();
-    let data = match (s.as_cpu("to_dtype")?, dtype) {
-        (CpuData::F32(v), DType::F64) => CpuData::F64(kernel::cast(v, &x.layout)),
-        (CpuData::F64(v), DType::F32) => CpuData::F32(kernel::cast(v, &x.layout)),
-        _ => unreachable!("equal dtypes return early in to_dtype"),
-    };
-    Tensor::from_cpu_data(data, x.shape())
 }

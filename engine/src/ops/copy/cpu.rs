@@ -1,17 +1,17 @@
 //! Strided copies: gather a view into a contiguous buffer, or scatter a view's
 //! values into a region of another buffer (concat). Also dtype casts.
 
-use super::PAR_MIN;
-use crate::{dtype::Elem, shape::Layout};
+use crate::cpu::PAR_MIN;
+use crate::{dtype::Scalar, shape::Layout};
 use rayon::prelude::*;
 
 /// The elements of `layout` in row-major order, contiguous.
-pub fn copy_strided<T: Elem>(src: &[T], layout: &Layout) -> Vec<T> {
-    super::elementwise::map(src, layout, |v| v)
+pub fn copy_strided<T: Scalar>(src: &[T], layout: &Layout) -> Vec<T> {
+    crate::ops::elementwise::cpu::map(src, layout, |v| v)
 }
 
 /// `dst[dst_layout] = src[src_layout]` element by element (equal shapes).
-pub fn copy_into<T: Elem>(dst: &mut [T], dst_layout: &Layout, src: &[T], src_layout: &Layout) {
+pub fn copy_into<T: Scalar>(dst: &mut [T], dst_layout: &Layout, src: &[T], src_layout: &Layout) {
     debug_assert_eq!(dst_layout.shape, src_layout.shape);
     let (len, ds, ss) = (src_layout.row_len(), dst_layout.row_stride(), src_layout.row_stride());
     for r in 0..src_layout.rows() {
@@ -22,8 +22,9 @@ pub fn copy_into<T: Elem>(dst: &mut [T], dst_layout: &Layout, src: &[T], src_lay
     }
 }
 
-/// Convert every element of a view to another element type.
-pub fn cast<S: Elem, D: Elem>(src: &[S], layout: &Layout) -> Vec<D> {
+/// Convert every element of a view to another element type (through `f64`, which holds
+/// every f32 and bf16 value exactly, so each element is rounded once: to nearest even).
+pub fn cast<S: Scalar, D: Scalar>(src: &[S], layout: &Layout) -> Vec<D> {
     let contiguous = copy_strided(src, layout);
     if contiguous.len() < PAR_MIN {
         contiguous.iter().map(|&v| D::cast(v.as_f64())).collect()

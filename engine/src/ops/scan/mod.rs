@@ -1,17 +1,22 @@
 //! The selective scan as one fused, differentiable op — and the same computation
 //! composed from plain ops, which the tests use as its reference.
 //!
-//! The math and the recomputation scheme are in `cpu/scan.rs` and docs/SCAN.md. The
+//! The math and the recomputation scheme are in `cpu.rs` and docs/SCAN.md. The
 //! fused op saves only its (contiguous) inputs and the chunk-entry states
 //! `(B, D, L/chunk, N)`; the composed version stores every step's `(B, D, N)` state.
 
+pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
+
 use crate::{
     autograd::record,
-    cpu::scan::{self as kernel, ScanDims, ScanInputs},
+    dispatch::{run, CpuIn, Kernel},
+    dtype::Elem,
     error::{invalid, Error},
-    storage::{CpuData, CpuElem},
     Result, Tensor,
 };
+pub use cpu::{ScanDims, ScanInputs};
 
 /// Arguments of the selective scan, in the reference layout.
 #[derive(Clone, Copy)]
@@ -119,138 +124,105 @@ impl ScanArgs<'_> {
     }
 }
 
-/// Borrow contiguous tensors in the op's input order as kernel inputs, run `f`.
-fn with_inputs<T: CpuElem, R>(
-    ts: &[Tensor],
+/// Which optional inputs are present and whether delta goes through softplus: what the
+/// kernels need besides the tensors.
+#[derive(Clone, Copy)]
+struct ScanConfig {
+    dims: ScanDims,
     has_z: bool,
     has_bias: bool,
     softplus: bool,
-    f: impl FnOnce(&ScanInputs<T>) -> R,
-) -> Result<R> {
-    let guards: Vec<_> = ts.iter().map(|t| t.read()).collect();
-    let slices: Vec<&[T]> = guards
-        .iter()
-        .zip(ts)
-        .map(|(g, t)| {
-            let d = g.as_cpu("selective_scan")?;
-            T::slice(d).map(|s| &s[t.layout.offset..t.layout.offset + t.numel()]).ok_or(Error::DTypeMismatch {
-                op: "selective_scan",
-                lhs: ts[0].dtype(),
-                rhs: T::DTYPE,
-            })
-        })
-        .collect::<Result<_>>()?;
-    let mut rest = slices[6..].iter();
-    let inputs = ScanInputs {
-        u: slices[0],
-        delta: slices[1],
-        a: slices[2],
-        bm: slices[3],
-        cm: slices[4],
-        d_skip: slices[5],
-        z: if has_z { rest.next().copied() } else { None },
-        delta_bias: if has_bias { rest.next().copied() } else { None },
-        softplus,
-    };
-    Ok(f(&inputs))
+}
+
+impl ScanConfig {
+    /// The first inputs `[u, delta, A, B, C, D, (z), (delta_bias)]` as the kernels' inputs.
+    fn inputs<'a, T>(&self, x: &[CpuIn<'a, T>]) -> ScanInputs<'a, T> {
+        let mut rest = x[6..].iter();
+        ScanInputs {
+            u: x[0].elems(),
+            delta: x[1].elems(),
+            a: x[2].elems(),
+            bm: x[3].elems(),
+            cm: x[4].elems(),
+            d_skip: x[5].elems(),
+            z: if self.has_z { rest.next().map(|t| t.elems()) } else { None },
+            delta_bias: if self.has_bias { rest.next().map(|t| t.elems()) } else { None },
+            softplus: self.softplus,
+        }
+    }
+
+    /// How many of the inputs are scan inputs (the rest are backward-only).
+    fn n_inputs(&self) -> usize {
+        6 + self.has_z as usize + self.has_bias as usize
+    }
+}
+
+/// `[u, delta, A, B, C, D, (z), (delta_bias)]`, contiguous -> `(out, last_state, chunk_states)`.
+struct ScanForwardKernel(ScanConfig);
+
+impl Kernel for ScanForwardKernel {
+    const NAME: &'static str = "selective_scan";
+    type Out = (Tensor, Tensor, Tensor);
+
+    fn cpu<T: Elem>(&self, x: &[CpuIn<'_, T>]) -> Result<(Tensor, Tensor, Tensor)> {
+        let d = self.0.dims;
+        let f = cpu::selective_scan_forward(d, &self.0.inputs(x));
+        Ok((
+            Tensor::from_vec(f.out, &[d.batch, d.dim, d.len])?,
+            Tensor::from_vec(f.last_state, &[d.batch, d.dim, d.state])?,
+            Tensor::from_vec(f.chunk_states, &[d.batch, d.dim, d.n_chunks(), d.state])?,
+        ))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda(&self, x: &[&Tensor]) -> Result<(Tensor, Tensor, Tensor)> {
+        let c = self.0;
+        cuda::scan_forward(c.dims, x, c.has_z, c.has_bias, c.softplus)
+    }
+}
+
+/// The forward's inputs, then `chunk_states` and `dout`, contiguous -> one gradient per
+/// scan input, in input order.
+struct ScanBackwardKernel(ScanConfig);
+
+impl Kernel for ScanBackwardKernel {
+    const NAME: &'static str = "selective_scan";
+    type Out = Vec<Tensor>;
+
+    fn cpu<T: Elem>(&self, x: &[CpuIn<'_, T>]) -> Result<Vec<Tensor>> {
+        let n = self.0.n_inputs();
+        let g = cpu::selective_scan_backward(self.0.dims, &self.0.inputs(x), x[n].elems(), x[n + 1].elems());
+        let mut grads = vec![g.du, g.ddelta, g.da, g.dbm, g.dcm, g.dd_skip];
+        grads.extend(g.dz);
+        grads.extend(g.ddelta_bias);
+        grads.into_iter().zip(x).map(|(g, t)| Tensor::from_vec(g, &t.layout.shape)).collect()
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda(&self, x: &[&Tensor]) -> Result<Vec<Tensor>> {
+        let (c, n) = (self.0, self.0.n_inputs());
+        let ins: Vec<Tensor> = x[..n].iter().map(|&t| t.clone()).collect();
+        cuda::scan_backward(c.dims, &ins, x[n], x[n + 1], c.has_z, c.has_bias, c.softplus)
+    }
 }
 
 /// Run the fused selective scan.
 pub fn selective_scan(args: &ScanArgs) -> Result<ScanOut> {
     let dims = args.dims()?;
-    let (has_z, has_bias, softplus) = (args.z.is_some(), args.delta_bias.is_some(), args.softplus);
+    let config =
+        ScanConfig { dims, has_z: args.z.is_some(), has_bias: args.delta_bias.is_some(), softplus: args.softplus };
     let inputs: Vec<Tensor> = args.tensors().into_iter().map(|t| t.contiguous()).collect::<Result<_>>()?;
-    let (out, last_state, states) = scan_forward(dims, &inputs, has_z, has_bias, softplus)?;
     let input_refs: Vec<&Tensor> = inputs.iter().collect();
+    let (out, last_state, states) = run(&ScanForwardKernel(config), &input_refs)?;
     let mut saved = input_refs.clone();
     saved.push(&states);
     let out = record("selective_scan", out, &input_refs, &saved, move |g, s, _| {
-        let (ins, states) = s.split_at(s.len() - 1);
         let dout = g.contiguous()?;
-        scan_backward(dims, ins, &states[0], &dout, has_z, has_bias, softplus)
+        let mut ins: Vec<&Tensor> = s.iter().collect(); // inputs, then chunk_states
+        ins.push(&dout);
+        Ok(run(&ScanBackwardKernel(config), &ins)?.into_iter().map(Some).collect())
     });
     Ok(ScanOut { out, last_state })
-}
-
-/// `(out, last_state, chunk_states)` from the forward kernel on contiguous inputs (no graph).
-fn scan_forward(
-    dims: ScanDims,
-    inputs: &[Tensor],
-    has_z: bool,
-    has_bias: bool,
-    softplus: bool,
-) -> Result<(Tensor, Tensor, Tensor)> {
-    #[cfg(feature = "cuda")]
-    if inputs[0].device() == crate::Device::Cuda {
-        return crate::cuda::ops::scan_forward(dims, inputs, has_z, has_bias, softplus);
-    }
-    let (out, last, states) = match inputs[0].dtype() {
-        crate::DType::F32 => {
-            let f =
-                with_inputs::<f32, _>(inputs, has_z, has_bias, softplus, |x| kernel::selective_scan_forward(dims, x))?;
-            (CpuData::F32(f.out), CpuData::F32(f.last_state), CpuData::F32(f.chunk_states))
-        }
-        crate::DType::F64 => {
-            let f =
-                with_inputs::<f64, _>(inputs, has_z, has_bias, softplus, |x| kernel::selective_scan_forward(dims, x))?;
-            (CpuData::F64(f.out), CpuData::F64(f.last_state), CpuData::F64(f.chunk_states))
-        }
-    };
-    Ok((
-        Tensor::from_cpu_data(out, &[dims.batch, dims.dim, dims.len])?,
-        Tensor::from_cpu_data(last, &[dims.batch, dims.dim, dims.state])?,
-        Tensor::from_cpu_data(states, &[dims.batch, dims.dim, dims.n_chunks(), dims.state])?,
-    ))
-}
-
-/// Gradients for each input (in `ScanArgs::tensors` order) from the backward kernel.
-fn scan_backward(
-    dims: ScanDims,
-    ins: &[Tensor],
-    states: &Tensor,
-    dout: &Tensor,
-    has_z: bool,
-    has_bias: bool,
-    softplus: bool,
-) -> Result<Vec<Option<Tensor>>> {
-    fn run<T: CpuElem>(
-        dims: ScanDims,
-        ins: &[Tensor],
-        states: &Tensor,
-        dout: &Tensor,
-        z: bool,
-        bias: bool,
-        sp: bool,
-    ) -> Result<Vec<Vec<T>>> {
-        let (sg, dg) = (states.read(), dout.read());
-        let slice = |g: &crate::storage::Storage, t: &Tensor| -> Result<Vec<T>> {
-            let d = g.as_cpu("selective_scan")?;
-            let s = T::slice(d).ok_or(Error::DTypeMismatch { op: "selective_scan", lhs: t.dtype(), rhs: T::DTYPE })?;
-            Ok(s[t.layout.offset..t.layout.offset + t.numel()].to_vec())
-        };
-        let (st, dy) = (slice(&sg, states)?, slice(&dg, dout)?);
-        with_inputs::<T, _>(ins, z, bias, sp, |x| {
-            let g = kernel::selective_scan_backward(dims, x, &st, &dy);
-            let mut v = vec![g.du, g.ddelta, g.da, g.dbm, g.dcm, g.dd_skip];
-            v.extend(g.dz);
-            v.extend(g.ddelta_bias);
-            v
-        })
-    }
-    #[cfg(feature = "cuda")]
-    if dout.device() == crate::Device::Cuda {
-        let grads = crate::cuda::ops::scan_backward(dims, ins, states, dout, has_z, has_bias, softplus)?;
-        return Ok(grads.into_iter().map(Some).collect());
-    }
-    let grads: Vec<CpuData> = match dout.dtype() {
-        crate::DType::F32 => {
-            run::<f32>(dims, ins, states, dout, has_z, has_bias, softplus)?.into_iter().map(CpuData::F32).collect()
-        }
-        crate::DType::F64 => {
-            run::<f64>(dims, ins, states, dout, has_z, has_bias, softplus)?.into_iter().map(CpuData::F64).collect()
-        }
-    };
-    grads.into_iter().zip(ins).map(|(g, t)| Ok(Some(Tensor::from_cpu_data(g, t.shape())?))).collect()
 }
 
 /// The same scan written with plain engine ops, one time step at a time. It stores

@@ -1,8 +1,11 @@
 //! Elementwise kernels: `out[i] = f(x[i])` and `out[i] = f(a[i], b[i])` over strided
 //! inputs (broadcast operands arrive as stride-0 layouts of the output's shape).
 
-use super::PAR_MIN;
-use crate::{dtype::Elem, shape::Layout};
+use crate::cpu::PAR_MIN;
+use crate::{
+    dtype::{Elem, Scalar},
+    shape::Layout,
+};
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -24,6 +27,25 @@ pub enum UnaryOp {
         mul: f64,
         add: f64,
     },
+}
+
+impl UnaryOp {
+    /// The op's name (the `Tensor` method that runs it).
+    pub fn name(self) -> &'static str {
+        match self {
+            UnaryOp::Neg => "neg",
+            UnaryOp::Exp => "exp",
+            UnaryOp::Log => "log",
+            UnaryOp::Sqrt => "sqrt",
+            UnaryOp::Rsqrt => "rsqrt",
+            UnaryOp::Sigmoid => "sigmoid",
+            UnaryOp::Silu => "silu",
+            UnaryOp::Softplus => "softplus",
+            UnaryOp::Tanh => "tanh",
+            UnaryOp::Powf(_) => "powf",
+            UnaryOp::Affine { .. } => "affine",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,9 +105,9 @@ pub fn binary<T: Elem>(op: BinaryOp, a: &[T], la: &Layout, b: &[T], lb: &Layout)
 }
 
 /// `out[i] = f(x[i])` in row-major order of `layout`.
-pub fn map<T: Elem, F: Fn(T) -> T + Sync + Send>(x: &[T], layout: &Layout, f: F) -> Vec<T> {
+pub fn map<T: Scalar, F: Fn(T) -> T + Sync + Send>(x: &[T], layout: &Layout, f: F) -> Vec<T> {
     let n = layout.numel();
-    let mut out = vec![T::zero(); n];
+    let mut out = vec![T::default(); n];
     if n == 0 {
         return out;
     }

@@ -18,7 +18,7 @@
 //! `d rstd / d x_k = -rstd^3 x_k / d`. Sums over a row accumulate in f64, so the f32
 //! kernel loses nothing to long rows.
 
-use super::PAR_MIN;
+use crate::cpu::PAR_MIN;
 use crate::dtype::Elem;
 use rayon::prelude::*;
 

@@ -12,7 +12,7 @@
 //! computed in `T` with the same roundings, in the same order, as the tensor ops the
 //! optimizer used before (`affine`, `add`, `sqrt`, `div`, `sub`), so the result is the same.
 
-use super::PAR_MIN;
+use crate::cpu::PAR_MIN;
 use crate::dtype::Elem;
 use rayon::prelude::*;
 

@@ -1,18 +1,7 @@
-//! CPU kernels. Each works on a flat slice plus a [`Layout`](crate::shape::Layout)
-//! and returns a fresh contiguous `Vec` (except `adamw`, an optimizer update in place);
-//! none knows about autograd. The CUDA kernels (kernels/*.cu) carry the same names, and
-//! tests tie each pair together.
-
-pub mod adamw;
-pub mod conv;
-pub mod copy;
-pub mod elementwise;
-pub mod index;
-pub mod matmul;
-pub mod norm;
-pub mod reduce;
-pub mod scan;
-pub mod softmax;
+//! What every CPU kernel shares: when to go parallel and which SIMD the machine has.
+//! The kernels themselves live with their ops (`ops/<op>/cpu.rs`): each works on flat
+//! slices plus a [`Layout`](crate::shape::Layout), returns fresh contiguous `Vec`s (except
+//! `adamw`, an optimizer update in place) and knows nothing of autograd or devices.
 
 /// Below this many elements a kernel stays on one thread: rayon's fork/join costs more.
 pub(crate) const PAR_MIN: usize = 1 << 15;

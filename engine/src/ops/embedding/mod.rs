@@ -10,11 +10,16 @@
 //! closure; they are not a tensor, so the memory ledger does not count their
 //! `8 * ids.len()` bytes.
 
+pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
+
 use crate::{
     autograd::record,
-    cpu::index as kernel,
+    dispatch::{run, CpuIn, Kernel},
+    dtype::Elem,
     error::{invalid, Error},
-    map_cpu, Result, Tensor,
+    Result, Tensor,
 };
 
 impl Tensor {
@@ -34,37 +39,54 @@ impl Tensor {
         }
         let mut shape = ids_shape.to_vec();
         shape.push(d);
-        let out = embedding_forward(self, ids, &shape)?;
+        let out = run(&EmbeddingForward { ids, shape: &shape }, &[&self.contiguous_detached()?])?;
         let ids = ids.to_vec();
-        Ok(record(OP, out, &[self], &[], move |g, _, _| Ok(vec![Some(embedding_grad(g, &ids, v, d)?)])))
+        Ok(record(OP, out, &[self], &[], move |g, _, _| {
+            Ok(vec![Some(run(&EmbeddingBackward { ids: &ids, v, d }, &[&g.contiguous_detached()?])?)])
+        }))
     }
 }
 
-/// The `(v, d)` scatter-add of the gradient rows `dy` (runs inside backward).
-fn embedding_grad(dy: &Tensor, ids: &[usize], v: usize, d: usize) -> Result<Tensor> {
-    #[cfg(feature = "cuda")]
-    if dy.device() == crate::Device::Cuda {
-        return crate::cuda::ops::embedding_backward(dy, ids, v, d);
-    }
-    let dy = dy.contiguous_detached()?;
-    let s = dy.read();
-    let (off, n) = (dy.layout.offset, dy.numel());
-    let data = map_cpu!(s.as_cpu("embedding")?, t => kernel::embedding_backward(&t[off..off + n], ids, v, d));
-    Tensor::from_cpu_data(data, &[v, d])
+/// `[table (v, d)]`, contiguous -> the rows `ids`, shaped `shape`.
+struct EmbeddingForward<'a> {
+    ids: &'a [usize],
+    shape: &'a [usize],
 }
 
-/// The looked-up rows, shaped `shape` (forward kernel; no graph).
-fn embedding_forward(table: &Tensor, ids: &[usize], shape: &[usize]) -> Result<Tensor> {
-    #[cfg(feature = "cuda")]
-    if table.device() == crate::Device::Cuda {
-        return crate::cuda::ops::embedding_forward(table, ids, shape);
+impl Kernel for EmbeddingForward<'_> {
+    const NAME: &'static str = "embedding";
+    type Out = Tensor;
+
+    fn cpu<T: Elem>(&self, x: &[CpuIn<'_, T>]) -> Result<Tensor> {
+        let d = x[0].layout.shape[1];
+        Tensor::from_vec(cpu::embedding_forward(x[0].elems(), d, self.ids), self.shape)
     }
-    let d = table.shape()[1];
-    let w = table.contiguous_detached()?;
-    let s = w.read();
-    let off = w.layout.offset;
-    let data = map_cpu!(s.as_cpu("embedding")?, t => kernel::embedding_forward(&t[off..off + w.numel()], d, ids));
-    Tensor::from_cpu_data(data, shape)
+
+    #[cfg(feature = "cuda")]
+    fn cuda(&self, x: &[&Tensor]) -> Result<Tensor> {
+        cuda::embedding_forward(x[0], self.ids, self.shape)
+    }
+}
+
+/// `[dy (ids.len(), d)]`, contiguous -> the `(v, d)` scatter-add of its rows.
+struct EmbeddingBackward<'a> {
+    ids: &'a [usize],
+    v: usize,
+    d: usize,
+}
+
+impl Kernel for EmbeddingBackward<'_> {
+    const NAME: &'static str = "embedding";
+    type Out = Tensor;
+
+    fn cpu<T: Elem>(&self, x: &[CpuIn<'_, T>]) -> Result<Tensor> {
+        Tensor::from_vec(cpu::embedding_backward(x[0].elems(), self.ids, self.v, self.d), &[self.v, self.d])
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda(&self, x: &[&Tensor]) -> Result<Tensor> {
+        cuda::embedding_backward(x[0], self.ids, self.v, self.d)
+    }
 }
 
 #[cfg(test)]

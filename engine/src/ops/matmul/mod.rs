@@ -2,14 +2,19 @@
 //! Backward: dA = dC @ B^T, dB = A^T @ dC (each summed over axes it was broadcast on).
 //! Transposes are views: the kernel reads any strides, so nothing is copied.
 
+pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
+
 use crate::{
     autograd::record,
-    cpu::matmul::{self as kernel, MatStrides},
+    dispatch::{run, CpuIn, Kernel},
+    dtype::Elem,
     error::Error,
     shape::{broadcast_shape, Layout},
-    storage::CpuData,
-    Device, Result, Tensor,
+    Result, Tensor,
 };
+pub use cpu::MatStrides;
 
 /// The batch axes of `layout` (all but the last two) as one stride, if they collapse.
 fn batch_stride(layout: &Layout) -> Option<usize> {
@@ -44,6 +49,35 @@ fn operand(t: &Tensor, batch: &[usize]) -> Result<(Tensor, MatStrides)> {
     Ok((view, strides))
 }
 
+/// `[a, b]` read as `nb` matrices `(m, k)` and `(k, n)` through strides -> `(.., m, n)`.
+struct Matmul<'a> {
+    sa: MatStrides,
+    sb: MatStrides,
+    nb: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    shape: &'a [usize],
+}
+
+impl Kernel for Matmul<'_> {
+    const NAME: &'static str = "matmul";
+    type Out = Tensor;
+
+    fn cpu<T: Elem>(&self, x: &[CpuIn<'_, T>]) -> Result<Tensor> {
+        let Matmul { sa, sb, nb, m, n, k, shape } = *self;
+        let mut out = vec![T::zero(); nb * m * n];
+        cpu::matmul(nb, m, n, k, x[0].from_offset(), sa, x[1].from_offset(), sb, &mut out);
+        Tensor::from_vec(out, shape)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda(&self, x: &[&Tensor]) -> Result<Tensor> {
+        let Matmul { sa, sb, nb, m, n, k, shape } = *self;
+        cuda::matmul(x[0], sa, x[1], sb, nb, m, n, k, shape)
+    }
+}
+
 impl Tensor {
     /// Matrix product; both operands need rank >= 2.
     pub fn matmul(&self, b: &Tensor) -> Result<Tensor> {
@@ -69,30 +103,7 @@ impl Tensor {
         let nb: usize = batch.iter().product();
         let mut shape = batch.to_vec();
         shape.extend_from_slice(&[m, n]);
-        let out = match self.device() {
-            Device::Cpu => {
-                let (ga, gb) = (va.read(), vb.read());
-                let (oa, ob) = (va.layout.offset, vb.layout.offset);
-                let data = match (ga.as_cpu("matmul")?, gb.as_cpu("matmul")?) {
-                    (CpuData::F32(x), CpuData::F32(y)) => {
-                        let mut out = vec![0f32; nb * m * n];
-                        kernel::matmul(nb, m, n, k, &x[oa..], sa, &y[ob..], sb, &mut out);
-                        CpuData::F32(out)
-                    }
-                    (CpuData::F64(x), CpuData::F64(y)) => {
-                        let mut out = vec![0f64; nb * m * n];
-                        kernel::matmul(nb, m, n, k, &x[oa..], sa, &y[ob..], sb, &mut out);
-                        CpuData::F64(out)
-                    }
-                    _ => unreachable!("dtypes checked above"),
-                };
-                Tensor::from_cpu_data(data, &shape)?
-            }
-            #[cfg(feature = "cuda")]
-            Device::Cuda => crate::cuda::ops::matmul(&va, sa, &vb, sb, nb, m, n, k, &shape)?,
-            #[cfg(not(feature = "cuda"))]
-            Device::Cuda => unreachable!("no tensor lives on the GPU without the cuda feature"),
-        };
+        let out = run(&Matmul { sa, sb, nb, m, n, k, shape: &shape }, &[&va, &vb])?;
         Ok(record("matmul", out, &[self, b], &[self, b], |g, s, needs| {
             let (a, b) = (&s[0], &s[1]);
             let ga = if needs[0] { Some(g.matmul(&b.transpose(-1, -2)?)?.sum_to_shape(a.shape())?) } else { None };

@@ -20,7 +20,7 @@
 //! two threads ever write the same value. Sums over `j` have only `K` terms and stay in
 //! `T`; sums over `(b, t)` are long and accumulate in f64.
 
-use super::PAR_MIN;
+use crate::cpu::PAR_MIN;
 use crate::dtype::Elem;
 use rayon::prelude::*;
 

@@ -14,7 +14,7 @@
 //! only the rows it owns. Each row then receives its terms in the order of `ids`, as the
 //! sequential loop would, so the result does not depend on the thread count.
 
-use super::PAR_MIN;
+use crate::cpu::PAR_MIN;
 use crate::dtype::Elem;
 use rayon::prelude::*;
 

@@ -2,14 +2,19 @@
 //! Backward of a sum broadcasts the gradient back over the reduced axes; backward of
 //! a max routes it to the elements that attained the max (split evenly among ties).
 
+pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
+
 use crate::{
     autograd::record,
-    cpu::reduce::{self as kernel, ReduceOp},
+    dispatch::{run, CpuIn, Kernel},
+    dtype::Elem,
     error::{invalid, Error},
-    map_cpu,
     shape::axis,
     Result, Tensor,
 };
+pub use cpu::ReduceOp;
 
 /// Sorted, unique, non-negative axes.
 fn normalize_axes(op: &'static str, shape: &[usize], axes: &[isize]) -> Result<Vec<usize>> {
@@ -24,16 +29,37 @@ fn keepdim_shape(shape: &[usize], axes: &[usize]) -> Vec<usize> {
     shape.iter().enumerate().map(|(i, &d)| if axes.contains(&i) { 1 } else { d }).collect()
 }
 
+/// `[x]` (any strides) reduced over the sorted, unique `axes`; the result keeps every axis.
+struct Reduce<'a> {
+    op: ReduceOp,
+    axes: &'a [usize],
+}
+
+impl Kernel for Reduce<'_> {
+    const NAME: &'static str = "reduce";
+    type Out = Tensor;
+
+    fn name(&self) -> &'static str {
+        match self.op {
+            ReduceOp::Sum => "sum",
+            ReduceOp::Max => "max",
+        }
+    }
+
+    fn cpu<T: Elem>(&self, x: &[CpuIn<'_, T>]) -> Result<Tensor> {
+        let shape = keepdim_shape(&x[0].layout.shape, self.axes);
+        Tensor::from_vec(cpu::reduce(self.op, x[0].data, x[0].layout, self.axes), &shape)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda(&self, x: &[&Tensor]) -> Result<Tensor> {
+        cuda::reduce(self.op, x[0], self.axes, &keepdim_shape(x[0].shape(), self.axes))
+    }
+}
+
 /// Reduce with the kernel; the result keeps every axis.
 fn reduce_forward(op: ReduceOp, x: &Tensor, axes: &[usize]) -> Result<Tensor> {
-    let shape = keepdim_shape(x.shape(), axes);
-    #[cfg(feature = "cuda")]
-    if x.device() == crate::Device::Cuda {
-        return crate::cuda::ops::reduce(op, x, axes, &shape);
-    }
-    let s = x.read();
-    let data = map_cpu!(s.as_cpu("reduce")?, v => kernel::reduce(op, v, &x.layout, axes));
-    Tensor::from_cpu_data(data, &shape)
+    run(&Reduce { op, axes }, &[x])
 }
 
 /// Drop the reduced axes unless `keepdim`.

@@ -14,7 +14,7 @@
 //! Every `x_j - m <= 0`, so each exponential lies in (0, 1] and the sum in [1, V].
 //! Sums are accumulated in f64 whatever the element type.
 
-use super::PAR_MIN;
+use crate::cpu::PAR_MIN;
 use crate::dtype::Elem;
 use rayon::prelude::*;
 

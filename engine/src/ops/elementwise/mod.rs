@@ -2,37 +2,78 @@
 //! for binary ops each gradient is summed back down to its operand's shape
 //! (the adjoint of broadcasting is summation over the broadcast axes).
 
+pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
+
 use crate::{
     autograd::record,
-    cpu::elementwise::{self as kernel, BinaryOp, UnaryOp},
-    map_cpu,
-    shape::broadcast_shape,
-    zip_cpu, Result, Tensor,
+    dispatch::{run, CpuIn, Kernel},
+    dtype::Elem,
+    shape::{broadcast_shape, Layout},
+    Result, Tensor,
 };
+pub use cpu::{BinaryOp, UnaryOp};
 
-/// Run the unary kernel on `x`'s device.
-fn unary_forward(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
-    #[cfg(feature = "cuda")]
-    if x.device() == crate::Device::Cuda {
-        return crate::cuda::ops::unary(op, x);
+/// `[x]` (any strides) -> `f(x)`, contiguous.
+struct Unary(UnaryOp);
+
+impl Kernel for Unary {
+    const NAME: &'static str = "unary";
+    type Out = Tensor;
+
+    fn name(&self) -> &'static str {
+        self.0.name()
     }
-    let s = x.read();
-    let data = map_cpu!(s.as_cpu("unary")?, v => kernel::unary(op, v, &x.layout));
-    Tensor::from_cpu_data(data, x.shape())
+
+    fn cpu<T: Elem>(&self, x: &[CpuIn<'_, T>]) -> Result<Tensor> {
+        Tensor::from_vec(cpu::unary(self.0, x[0].data, x[0].layout), &x[0].layout.shape)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda(&self, x: &[&Tensor]) -> Result<Tensor> {
+        cuda::unary(self.0, x[0])
+    }
 }
 
-/// Run the binary kernel on two tensors already broadcast to one shape.
+/// `[a, b]` read through layouts already broadcast to `shape` -> `f(a, b)` of `shape`.
+struct Binary<'a> {
+    name: &'static str,
+    op: BinaryOp,
+    la: &'a Layout,
+    lb: &'a Layout,
+    shape: &'a [usize],
+}
+
+impl Kernel for Binary<'_> {
+    const NAME: &'static str = "binary";
+    type Out = Tensor;
+
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn cpu<T: Elem>(&self, x: &[CpuIn<'_, T>]) -> Result<Tensor> {
+        Tensor::from_vec(cpu::binary(self.op, x[0].data, self.la, x[1].data, self.lb), self.shape)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda(&self, x: &[&Tensor]) -> Result<Tensor> {
+        cuda::binary(self.op, x[0], self.la, x[1], self.lb, self.shape)
+    }
+}
+
+/// Run the unary kernel on `x`.
+fn unary_forward(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
+    run(&Unary(op), &[x])
+}
+
+/// Run the binary kernel on `a` and `b` broadcast to one shape.
 fn binary_forward(name: &'static str, op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     super::check_pair(name, a, b)?;
     let shape = broadcast_shape(name, a.shape(), b.shape())?;
     let (la, lb) = (a.layout.broadcast_as(&shape), b.layout.broadcast_as(&shape));
-    #[cfg(feature = "cuda")]
-    if a.device() == crate::Device::Cuda {
-        return crate::cuda::ops::binary(op, a, &la, b, &lb, &shape);
-    }
-    let (sa, sb) = (a.read(), b.read());
-    let data = zip_cpu!(name, sa.as_cpu(name)?, sb.as_cpu(name)?, (x, y) => kernel::binary(op, x, &la, y, &lb))?;
-    Tensor::from_cpu_data(data, &shape)
+    run(&Binary { name, op, la: &la, lb: &lb, shape: &shape }, &[a, b])
 }
 
 impl Tensor {

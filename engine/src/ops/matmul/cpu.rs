@@ -111,11 +111,12 @@ pub fn matmul<T: Elem>(
     let (a, b) = (Operand { data: a, st: sa }, Operand { data: bm, st: sb });
     // Register tile MR x NR: 6x16 f32 / 6x8 f64 = 12 ymm accumulators with AVX2; the
     // portable path assumes only 16 SSE registers (4x8 f32 / 4x4 f64 = 8 xmm).
-    match (T::DTYPE, super::avx2_fma()) {
+    match (T::DTYPE, crate::cpu::avx2_fma()) {
         (DType::F32, true) => batched::<T, 6, 16, true>(batch, m, n, k, a, b, out),
-        (DType::F64, true) => batched::<T, 6, 8, true>(batch, m, n, k, a, b, out),
         (DType::F32, false) => batched::<T, 4, 8, false>(batch, m, n, k, a, b, out),
-        (DType::F64, false) => batched::<T, 4, 4, false>(batch, m, n, k, a, b, out),
+        // f64 (the only other `Elem`)
+        (_, true) => batched::<T, 6, 8, true>(batch, m, n, k, a, b, out),
+        (_, false) => batched::<T, 4, 4, false>(batch, m, n, k, a, b, out),
     }
 }
 
@@ -212,7 +213,7 @@ fn gemm<T: Elem, const MR: usize, const NR: usize, const FMA: bool>(
 ) {
     let (mc_max, kc_max, nc_max) = match T::DTYPE {
         DType::F32 => (72, 512, 4080),
-        DType::F64 => (72, 512, 2040),
+        _ => (72, 512, 2040), // f64
     };
     // Balance the row blocks: 512 rows become 8 blocks of 64 rather than 7x72 + 8.
     let mc = m.div_ceil(m.div_ceil(mc_max)).next_multiple_of(MR);
@@ -339,7 +340,7 @@ struct Tile<T> {
 }
 
 /// Run-time dispatch to the AVX2+FMA instantiation; `FMA` is true only when
-/// `super::avx2_fma()` said so.
+/// `crate::cpu::avx2_fma()` said so.
 #[inline]
 fn macro_kernel<T: Elem, const MR: usize, const NR: usize, const FMA: bool>(a: &[T], b: &[T], t: Tile<T>) {
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]

@@ -1,0 +1,154 @@
+//! The ops that copy values into a fresh buffer: `contiguous` (a strided view gathered in
+//! row-major order), `concat` (pieces scattered into their slots of one buffer) and
+//! `to_dtype` (every element converted). Data movement only, so their kernels take every
+//! storage dtype, bf16 included (`dispatch::CopyKernel`).
+//!
+//! ```text
+//! contiguous:  y[i] = x[layout(i)]                   backward: dx = dy
+//! concat:      y = [x_1 | x_2 | ...] along dim       backward: dx_k = dy[slot k] (a narrow)
+//! to_dtype:    y[i] = round(x[i])                    backward: dx = dy converted back
+//! ```
+//!
+//! Conversions round to nearest, ties to even (`dtype::bf16_from_f32` and its CUDA twin).
+
+pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
+
+use crate::{
+    autograd::record,
+    dispatch::{run_copy, CopyKernel, CpuIn},
+    dtype::{bf16, DType, Scalar},
+    error::{invalid, Error},
+    shape::{axis, Layout},
+    Result, Tensor,
+};
+
+impl Tensor {
+    /// The same values in a fresh row-major buffer (or `self` if already contiguous).
+    pub fn contiguous(&self) -> Result<Tensor> {
+        if self.is_contiguous() {
+            return Ok(self.clone());
+        }
+        let out = run_copy(&Contiguous, &[self])?;
+        Ok(record("copy", out, &[self], &[], |g, _, _| Ok(vec![Some(g.clone())])))
+    }
+
+    /// Join tensors along `dim`; all other axes must agree. Backward slices the gradient.
+    pub fn concat(tensors: &[&Tensor], dim: isize) -> Result<Tensor> {
+        let Some(first) = tensors.first() else { return invalid("concat", "needs at least one tensor") };
+        let d = axis("concat", first.shape(), dim)?;
+        let mut shape = first.shape().to_vec();
+        shape[d] = 0;
+        for t in tensors {
+            super::check_pair("concat", first, t)?;
+            let ok = t.rank() == first.rank() && (0..t.rank()).all(|i| i == d || t.shape()[i] == first.shape()[i]);
+            if !ok {
+                return Err(Error::ShapeMismatch {
+                    op: "concat",
+                    lhs: first.shape().to_vec(),
+                    rhs: t.shape().to_vec(),
+                    hint: format!("all axes but {d} must match"),
+                });
+            }
+            shape[d] += t.shape()[d];
+        }
+        let out = run_copy(&Concat { dim: d, shape: &shape }, tensors)?;
+        let sizes: Vec<usize> = tensors.iter().map(|t| t.shape()[d]).collect();
+        Ok(record("concat", out, tensors, &[], move |g, _, _| {
+            let mut start = 0;
+            let mut grads = Vec::new();
+            for &n in &sizes {
+                grads.push(Some(g.narrow(d as isize, start, n)?));
+                start += n;
+            }
+            Ok(grads)
+        }))
+    }
+
+    /// Convert to another dtype (rounding to nearest even). Backward converts the gradient back.
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        if dtype == self.dtype() {
+            return Ok(self.clone());
+        }
+        let out = run_copy(&Cast { to: dtype }, &[self])?;
+        let from = self.dtype();
+        Ok(record("to_dtype", out, &[self], &[], move |g, _, _| Ok(vec![Some(g.to_dtype(from)?)])))
+    }
+}
+
+/// `[x]` (any strides) -> its values in row-major order.
+struct Contiguous;
+
+impl CopyKernel for Contiguous {
+    const NAME: &'static str = "copy";
+    type Out = Tensor;
+    #[cfg(feature = "cuda")]
+    const CUDA_DTYPES: &'static [DType] = &[DType::F32];
+
+    fn cpu<T: Scalar>(&self, x: &[CpuIn<'_, T>]) -> Result<Tensor> {
+        Tensor::from_vec(cpu::copy_strided(x[0].data, x[0].layout), &x[0].layout.shape)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda(&self, x: &[&Tensor]) -> Result<Tensor> {
+        cuda::contiguous(x[0])
+    }
+}
+
+/// The pieces (any strides) joined along `dim` into a fresh tensor of `shape`.
+struct Concat<'a> {
+    dim: usize,
+    shape: &'a [usize],
+}
+
+impl CopyKernel for Concat<'_> {
+    const NAME: &'static str = "concat";
+    type Out = Tensor;
+    #[cfg(feature = "cuda")]
+    const CUDA_DTYPES: &'static [DType] = &[DType::F32];
+
+    fn cpu<T: Scalar>(&self, pieces: &[CpuIn<'_, T>]) -> Result<Tensor> {
+        let mut out = vec![T::default(); self.shape.iter().product()];
+        let full = Layout::contiguous(self.shape);
+        let mut start = 0;
+        for t in pieces {
+            let len = t.layout.shape[self.dim];
+            cpu::copy_into(&mut out, &full.narrow(self.dim, start, len), t.data, t.layout);
+            start += len;
+        }
+        Tensor::from_vec(out, self.shape)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda(&self, pieces: &[&Tensor]) -> Result<Tensor> {
+        cuda::concat(pieces, self.dim, self.shape)
+    }
+}
+
+/// `[x]` (any strides) -> its values converted to `to`.
+struct Cast {
+    to: DType,
+}
+
+impl CopyKernel for Cast {
+    const NAME: &'static str = "to_dtype";
+    type Out = Tensor;
+    #[cfg(feature = "cuda")]
+    const CUDA_DTYPES: &'static [DType] = &[DType::F32, DType::F64];
+
+    fn cpu<T: Scalar>(&self, x: &[CpuIn<'_, T>]) -> Result<Tensor> {
+        let (data, layout) = (x[0].data, x[0].layout);
+        // The target type is a second type parameter: one arm per dtype.
+        match self.to {
+            DType::F32 => Tensor::from_vec(cpu::cast::<T, f32>(data, layout), &layout.shape),
+            DType::F64 => Tensor::from_vec(cpu::cast::<T, f64>(data, layout), &layout.shape),
+            DType::BF16 => Tensor::from_vec(cpu::cast::<T, bf16>(data, layout), &layout.shape),
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda(&self, x: &[&Tensor]) -> Result<Tensor> {
+        cuda::cast(x[0], self.to)
+    }
+}
