@@ -37,7 +37,7 @@ impl<'a, T> CpuIn<'a, T> {
     }
 
     /// The buffer from the view's offset on (for kernels that take explicit strides).
-    pub fn from_offset(&self) -> &'a [T] {
+    pub fn at_offset(&self) -> &'a [T] {
         &self.data[self.layout.offset..]
     }
 }

@@ -13,9 +13,11 @@ pub mod alloc;
 pub mod ops;
 
 use crate::{
-    dtype::DType,
+    dtype::{bf16, DType},
     error::{Error, Result},
-    Device,
+    shape::Layout,
+    storage::{CpuData, Storage},
+    Device, Tensor,
 };
 use mamba_kernels::cust::{
     context::{Context, CurrentContext},
@@ -151,6 +153,18 @@ impl CudaData {
         Ok(unsafe { DeviceSlice::from_raw_parts(self.block.ptr.cast::<T>().add(offset), len) })
     }
 
+    /// Elements `offset..offset + len` as raw bytes, whatever the dtype (for copies).
+    pub fn bytes(&self, op: &'static str, offset: usize, len: usize) -> Result<DeviceSlice<u8>> {
+        let size = self.dtype.size();
+        let end = offset.checked_add(len).filter(|&e| e <= self.len);
+        if end.is_none() {
+            let msg = format!("engine bug: {len} elements at {offset} of a {} buffer of {}", self.dtype, self.len);
+            return Err(Error::Device { op, device: Device::Cuda, msg });
+        }
+        // SAFETY: in bounds of a live block (checked above); bytes have no alignment needs.
+        Ok(unsafe { DeviceSlice::from_raw_parts(self.block.ptr.cast::<u8>().add(offset * size), len * size) })
+    }
+
     /// The whole buffer as f32 (the dtype every kernel computes in).
     pub fn f32(&self, op: &'static str) -> Result<DeviceSlice<f32>> {
         if self.dtype != DType::F32 {
@@ -187,6 +201,89 @@ impl CudaData {
         }
         Ok(out)
     }
+}
+
+// ---------------------------------------------------------------- host <-> device
+
+/// Host values of any dtype in a new device buffer (bf16 travels as its 16-bit patterns).
+fn upload_cpu(op: &'static str, data: &CpuData, offset: usize, n: usize) -> Result<CudaData> {
+    let range = offset..offset + n;
+    match data {
+        CpuData::F32(v) => CudaData::upload(op, DType::F32, &v[range]),
+        CpuData::F64(v) => CudaData::upload(op, DType::F64, &v[range]),
+        CpuData::BF16(v) => {
+            CudaData::upload(op, DType::BF16, &v[range].iter().map(|b| b.to_bits()).collect::<Vec<_>>())
+        }
+    }
+}
+
+/// `n` elements from `offset` of a device buffer, on the host (waits for the stream).
+fn download_cpu(op: &'static str, data: &CudaData, offset: usize, n: usize) -> Result<CpuData> {
+    Ok(match data.dtype() {
+        DType::F32 => CpuData::F32(data.download(op, offset, n)?),
+        DType::F64 => CpuData::F64(data.download(op, offset, n)?),
+        DType::BF16 => CpuData::BF16(data.download::<u16>(op, offset, n)?.into_iter().map(bf16::from_bits).collect()),
+    })
+}
+
+/// `n` copies of `value` rounded to `dtype` (the twin of `CpuData::full`): f32 by the fill
+/// kernel, other dtypes from the host.
+pub(crate) fn full(dtype: DType, n: usize, value: f64) -> Result<CudaData> {
+    if dtype != DType::F32 {
+        return upload_cpu("full", &CpuData::full(dtype, n, value), 0, n);
+    }
+    let data = CudaData::alloc("full", dtype, n)?;
+    let mut out = data.f32("full")?;
+    gpu("full")?.fill_f32(&mut out, value as f32).map_err(err("full"))?;
+    Ok(data)
+}
+
+/// `t`'s values on `device`, detached, contiguous.
+pub(crate) fn transfer(t: &Tensor, device: Device) -> Result<Tensor> {
+    const OP: &str = "to";
+    if device == Device::Cpu && t.dtype() != DType::F32 && !t.is_contiguous() && t.numel() > 0 {
+        // The GPU copies views of f32 only: fetch the span the view covers, gather on the host.
+        let (lo, end) = (t.layout.offset, t.layout.max_offset());
+        let span = download_cpu(OP, t.read().as_cuda(OP)?, lo, end - lo)?;
+        let layout = Layout { offset: 0, ..t.layout.clone() };
+        return Tensor::from_cpu_data(span, &[end - lo])?.with_layout(layout).contiguous_detached();
+    }
+    let c = t.contiguous_detached()?;
+    let (off, n) = (c.layout.offset, c.numel());
+    let s = c.read();
+    match device {
+        Device::Cuda => Ok(Tensor::from_storage(Storage::cuda(upload_cpu(OP, s.as_cpu(OP)?, off, n)?), t.shape())),
+        Device::Cpu => Tensor::from_cpu_data(download_cpu(OP, s.as_cuda(OP)?, off, n)?, t.shape()),
+    }
+}
+
+/// Overwrite contiguous `dst` with `src` (same shape and dtype), device to device.
+pub(crate) fn copy_within(src: &Tensor, dst: &Tensor) -> Result<()> {
+    const OP: &str = "set_data";
+    let src = src.contiguous_detached()?;
+    // A source inside the destination's own buffer (which may overlap it) is staged first.
+    let src = if src.same_storage(dst) { duplicate(OP, &src)? } else { src };
+    // The device memory is written through the stream; the host-side lock only guards the
+    // buffer's identity, so read guards suffice (and the same lock is never taken twice).
+    let (ss, ds) = (src.read(), dst.read());
+    let (s, d) = (ss.as_cuda(OP)?, ds.as_cuda(OP)?);
+    let n = src.numel();
+    let (from, mut to) = (s.bytes(OP, src.layout.offset, n)?, d.bytes(OP, dst.layout.offset, n)?);
+    // SAFETY: both ranges are in bounds (checked by `bytes`); the copy is ordered on the stream.
+    unsafe { to.async_copy_from(&from, &gpu(OP)?.stream) }.map_err(err(OP))
+}
+
+/// A copy of the contiguous `t` in a buffer of its own.
+fn duplicate(op: &'static str, t: &Tensor) -> Result<Tensor> {
+    let n = t.numel();
+    let data = CudaData::alloc(op, t.dtype(), n)?;
+    {
+        let s = t.read();
+        let (from, mut to) = (s.as_cuda(op)?.bytes(op, t.layout.offset, n)?, data.bytes(op, 0, n)?);
+        // SAFETY: in bounds (checked by `bytes`), distinct buffers, ordered on the stream.
+        unsafe { to.async_copy_from(&from, &gpu(op)?.stream) }.map_err(err(op))?;
+    }
+    Ok(Tensor::from_storage(Storage::cuda(data), t.shape()))
 }
 
 /// The error for an op asked to compute in a dtype the GPU kernels do not have.

@@ -9,19 +9,19 @@
 
 use super::{err, f32_only, gpu, CudaData};
 use crate::{
-    cpu::{
+    dtype::DType,
+    error::{Error, Result},
+    ops::{
         elementwise::{BinaryOp, UnaryOp},
         matmul::MatStrides as CpuMatStrides,
         reduce::ReduceOp,
         scan::ScanDims,
     },
-    dtype::DType,
-    error::{Error, Result},
     shape::Layout,
-    storage::{CpuData, Storage},
+    storage::Storage,
     Device, Tensor,
 };
-use mamba_kernels::cust::memory::{AsyncCopyDestination, DeviceSlice};
+use mamba_kernels::cust::memory::DeviceSlice;
 use mamba_kernels::launch::{Gpu, MatStrides, Strided, SCAN_BWD_VERSION, SCAN_FWD_VERSION};
 
 type Slice = DeviceSlice<f32>;
@@ -84,79 +84,6 @@ fn upload_ids(op: &'static str, ids: &[usize]) -> Result<(CudaData, DeviceSlice<
 
 fn run(op: &'static str, launch: impl FnOnce(&Gpu) -> mamba_kernels::cust::error::CudaResult<()>) -> Result<()> {
     launch(gpu(op)?).map_err(err(op))
-}
-
-// ---------------------------------------------------------------- creation and movement
-
-/// `n` copies of `value` (twin of `CpuData::full`).
-pub fn full(dtype: DType, n: usize, value: f64) -> Result<CudaData> {
-    match dtype {
-        DType::F32 => {
-            let data = CudaData::alloc("full", dtype, n)?;
-            let mut out = data.f32("full")?;
-            run("full", |g| g.fill_f32(&mut out, value as f32))?;
-            Ok(data)
-        }
-        DType::F64 => CudaData::upload("full", dtype, &vec![value; n]),
-    }
-}
-
-/// `t`'s values on `device`, detached, contiguous.
-pub fn transfer(t: &Tensor, device: Device) -> Result<Tensor> {
-    const OP: &str = "to";
-    if device == Device::Cpu && t.dtype() == DType::F64 && !t.is_contiguous() && t.numel() > 0 {
-        // No f64 copy kernel: fetch the span the view covers and gather it on the host.
-        let (lo, end) = (t.layout.offset, t.layout.max_offset());
-        let span: Vec<f64> = t.read().as_cuda(OP)?.download(OP, lo, end - lo)?;
-        let layout = Layout { offset: 0, ..t.layout.clone() };
-        return Tensor::from_cpu_data(CpuData::F64(span), &[end - lo])?.with_layout(layout).contiguous_detached();
-    }
-    let c = t.contiguous_detached()?;
-    let (off, n) = (c.layout.offset, c.numel());
-    match device {
-        Device::Cuda => {
-            let s = c.read();
-            let data = match s.as_cpu(OP)? {
-                CpuData::F32(v) => CudaData::upload(OP, DType::F32, &v[off..off + n])?,
-                CpuData::F64(v) => CudaData::upload(OP, DType::F64, &v[off..off + n])?,
-            };
-            Ok(Tensor::from_storage(Storage::cuda(data), t.shape()))
-        }
-        Device::Cpu => {
-            let s = c.read();
-            let d = s.as_cuda(OP)?;
-            let data = match d.dtype() {
-                DType::F32 => CpuData::F32(d.download(OP, off, n)?),
-                DType::F64 => CpuData::F64(d.download(OP, off, n)?),
-            };
-            Tensor::from_cpu_data(data, t.shape())
-        }
-    }
-}
-
-/// Overwrite contiguous `dst` with contiguous `src` (same shape and dtype), device to device.
-pub fn copy_within(src: &Tensor, dst: &Tensor) -> Result<()> {
-    const OP: &str = "set_data";
-    // A source inside the destination's own buffer (which may overlap it) goes through a copy.
-    let src = if src.same_storage(dst) { contiguous(src)? } else { src.clone() };
-    // The device memory is written through the stream; the host-side lock only guards the
-    // buffer's identity, so read guards suffice (and the same lock is never taken twice).
-    let (ss, ds) = (src.read(), dst.read());
-    let (s, d) = (ss.as_cuda(OP)?, ds.as_cuda(OP)?);
-    let n = src.numel();
-    let stream = &gpu(OP)?.stream;
-    // SAFETY: both ranges are in bounds (checked by `slice`); the copy is ordered on the stream.
-    match s.dtype() {
-        DType::F32 => unsafe {
-            d.slice::<f32>(OP, dst.layout.offset, n)?
-                .async_copy_from(&s.slice::<f32>(OP, src.layout.offset, n)?, stream)
-        },
-        DType::F64 => unsafe {
-            d.slice::<f64>(OP, dst.layout.offset, n)?
-                .async_copy_from(&s.slice::<f64>(OP, src.layout.offset, n)?, stream)
-        },
-    }
-    .map_err(err(OP))
 }
 
 // ---------------------------------------------------------------- elementwise, copies, reductions
@@ -631,7 +558,7 @@ pub fn adamw_step(
     grad: &Tensor,
     m: &Tensor,
     v: &Tensor,
-    h: &crate::cpu::adamw::AdamWHyper,
+    h: &crate::ops::adamw::AdamWHyper,
 ) -> Result<()> {
     const OP: &str = "adamw_step";
     // The written buffers stay locked for writing until the launch is queued (distinct

@@ -67,7 +67,7 @@ impl Kernel for Matmul<'_> {
     fn cpu<T: Elem>(&self, x: &[CpuIn<'_, T>]) -> Result<Tensor> {
         let Matmul { sa, sb, nb, m, n, k, shape } = *self;
         let mut out = vec![T::zero(); nb * m * n];
-        cpu::matmul(nb, m, n, k, x[0].from_offset(), sa, x[1].from_offset(), sb, &mut out);
+        cpu::matmul(nb, m, n, k, x[0].at_offset(), sa, x[1].at_offset(), sb, &mut out);
         Tensor::from_vec(out, shape)
     }
 

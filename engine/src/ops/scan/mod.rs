@@ -176,8 +176,8 @@ impl Kernel for ScanForwardKernel {
 
     #[cfg(feature = "cuda")]
     fn cuda(&self, x: &[&Tensor]) -> Result<(Tensor, Tensor, Tensor)> {
-        let c = self.0;
-        cuda::scan_forward(c.dims, x, c.has_z, c.has_bias, c.softplus)
+        let (c, ins) = (self.0, x.iter().map(|&t| t.clone()).collect::<Vec<_>>());
+        cuda::scan_forward(c.dims, &ins, c.has_z, c.has_bias, c.softplus)
     }
 }
 
