@@ -4,9 +4,8 @@
 //! The references here work on plain row-major `Vec<f64>`s and never call the engine,
 //! so a test comparing an op against them compares two independent implementations.
 
-pub mod op_cases;
-
-use mamba_engine::{ops::scan::ScanArgs, DType, Error, Rng, Tensor};
+pub use mamba_engine::ops::scan::{scan_args, scan_inputs};
+use mamba_engine::{DType, Error, Rng, Tensor};
 
 // ---------------------------------------------------------------- random tensors
 
@@ -340,46 +339,6 @@ pub fn assert_close(what: &str, got: &[f64], want: &[f64], atol: f64, rtol: f64)
 /// The op an engine error names.
 pub fn error_op(e: &Error) -> &'static str {
     e.op()
-}
-
-/// Random selective-scan inputs (u, delta, A < 0, B, C, D, z, delta_bias) of `dtype`.
-/// Without softplus, delta and delta_bias are drawn positive: dt > 0 is the regime the
-/// scan is built for (with dt < 0 and A < 0 the state grows exponentially, and so does
-/// the round-off of a finite difference).
-pub fn scan_inputs(
-    (b, d, l, n): (usize, usize, usize, usize),
-    softplus: bool,
-    dtype: DType,
-    rng: &mut Rng,
-) -> Vec<Tensor> {
-    let mut r = |shape: &[usize], lo: f64, hi: f64| Tensor::rand_uniform(shape, lo, hi, dtype, rng);
-    let (delta, bias) = if softplus { ((-2.0, 1.0), (-1.0, 0.5)) } else { ((0.05, 1.5), (0.0, 0.5)) };
-    vec![
-        r(&[b, d, l], -1.0, 1.0),
-        r(&[b, d, l], delta.0, delta.1),
-        r(&[d, n], -2.0, -0.1),
-        r(&[b, n, l], -1.0, 1.0),
-        r(&[b, n, l], -1.0, 1.0),
-        r(&[d], -1.0, 1.0),
-        r(&[b, d, l], -2.0, 2.0),
-        r(&[d], bias.0, bias.1),
-    ]
-}
-
-/// Scan arguments over `scan_inputs`, with the gate z, delta_bias and softplus each on or off.
-pub fn scan_args(x: &[Tensor], (gate, bias, softplus): (bool, bool, bool), chunk: usize) -> ScanArgs<'_> {
-    ScanArgs {
-        u: &x[0],
-        delta: &x[1],
-        a: &x[2],
-        b: &x[3],
-        c: &x[4],
-        d: &x[5],
-        z: gate.then(|| &x[6]),
-        delta_bias: bias.then(|| &x[7]),
-        softplus,
-        chunk,
-    }
 }
 
 #[cfg(test)]

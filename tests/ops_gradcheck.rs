@@ -5,13 +5,14 @@
 //! `backward` against a central difference. Many cases feed non-contiguous views
 //! (transposed, permuted, narrowed, broadcast) into the op under test.
 //!
-//! The registry test runs every case and fails if some name in `ops::OPS` was not
+//! The registry test runs every case and fails if some name in `ops::names()` was not
 //! exercised by any of them: an op cannot join the registry without a gradient check.
 //! It counts the ops of each case's own graph (`ops_in_graph` of `f`'s output), not
 //! `Report.ops`, because the latter always contains the `mul` and `sum` of gradcheck's
 //! random projection and would cover those two names vacuously.
 //!
-//! The cases live in `tests/op_cases.rs` (the GPU check runs the same table). Run
+//! The cases live with their ops (`cases!` at the end of `engine/src/ops/<op>/mod.rs`;
+//! the GPU check runs the same table). Run
 //! `cargo test -p mamba-tests --test ops_gradcheck -- --nocapture` to see each case's seed,
 //! derivative count and worst error ratio; every failing case is listed, by name.
 
@@ -19,10 +20,12 @@ use mamba_engine::{
     autograd::ops_in_graph,
     error::Error,
     gradcheck::{check, Report},
-    ops::OPS,
+    ops::{
+        case::{seed_of, Case},
+        cases, names,
+    },
     Result, Rng, Tensor,
 };
-use mamba_tests::op_cases::{cases, seed_of, Case};
 use std::collections::BTreeSet;
 
 /// What one case produced.
@@ -83,11 +86,11 @@ fn registry_every_op_has_a_gradient_check() {
         }
     }
     println!("{} cases, {derivatives} partial derivatives checked", cases().len());
-    let missing: Vec<_> = OPS.iter().filter(|op| !covered.contains(*op)).collect();
-    let unknown: Vec<_> = covered.iter().filter(|op| !OPS.contains(op)).collect();
+    let missing: Vec<_> = names().iter().filter(|op| !covered.contains(*op)).collect();
+    let unknown: Vec<_> = covered.iter().filter(|op| !names().contains(op)).collect();
     assert!(
         missing.is_empty() && unknown.is_empty() && failures.is_empty(),
-        "ops in ops::OPS without a passing gradient check: {missing:?}\nops recorded but not in ops::OPS: {unknown:?}\nfailing cases:\n{}",
+        "ops in ops::names() without a passing gradient check: {missing:?}\nops recorded but in no unit's OPS: {unknown:?}\nfailing cases:\n{}",
         failures.join("\n")
     );
 }

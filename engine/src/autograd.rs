@@ -100,7 +100,7 @@ where
     if !is_grad_enabled() || inputs.iter().all(|t| t.var.is_none()) {
         return out;
     }
-    debug_assert!(crate::ops::OPS.contains(&op), "op {op} is missing from ops::OPS");
+    debug_assert!(crate::ops::names().contains(&op), "op {op} is in no unit's OPS list (ops/<unit>/mod.rs)");
     let saved: Vec<Tensor> = saved.iter().map(|t| t.detach()).collect();
     crate::ledger::on_saved(op, unique_bytes(&saved, &mut HashSet::new()));
     let node = Node { op, inputs: inputs.iter().map(|t| t.var.clone()).collect(), saved, backward: Box::new(backward) };

@@ -1,17 +1,21 @@
 //! Every engine op on the GPU against the same op on the CPU, forward and backward, through
 //! the engine itself (dispatch, layouts, allocator, autograd), not just the kernels.
 //!
-//! It runs the table of `tests/op_cases.rs` (the cases the f64 gradient checks use, many on
+//! It runs every unit's case table (`ops::cases()`, which the f64 gradient checks use, many on
 //! transposed, narrowed and broadcast views): inputs are drawn fresh from this run's seed and
 //! rounded to f32; each case runs on the CPU and on the GPU (with every new GPU buffer
 //! filled with NaN first, so an element a kernel forgets to write shows up), then backward
 //! from the same random output gradient. The output and the gradient of every input must
 //! agree to `OPS_TOL` in relative norm (f32 on both sides, different summation orders).
-//! Every name in `ops::OPS` must appear in some case's GPU graph, or the check fails.
+//! Every name in `ops::names()` must appear in some case's GPU graph, or the check fails.
 
 use crate::{rel_norm, Check, Res, Row};
-use mamba_engine::{autograd::ops_in_graph, cuda, ops::OPS, DType, Device, Rng, Tensor};
-use mamba_tests::op_cases::cases;
+use mamba_engine::{
+    autograd::ops_in_graph,
+    cuda,
+    ops::{cases, names},
+    DType, Device, Rng, Tensor,
+};
 use std::collections::BTreeSet;
 
 /// ‖gpu - cpu‖ / ‖cpu‖ bound for outputs and gradients.
@@ -77,7 +81,7 @@ pub fn run(c: &mut Check) -> Res<()> {
         }
     }
     cuda::set_poison(false);
-    let missing: Vec<_> = OPS.iter().filter(|op| !covered.contains(*op)).collect();
+    let missing: Vec<_> = names().iter().filter(|op| !covered.contains(*op)).collect();
     if !missing.is_empty() {
         println!("ops never run on the GPU by a passing case: {missing:?}");
     }

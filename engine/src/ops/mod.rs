@@ -7,37 +7,35 @@
 //!
 //! docs/ARCHITECTURE.md has the recipe for adding one.
 
-pub mod adamw;
-pub mod conv;
-pub mod copy;
-pub mod elementwise;
-pub mod embedding;
-pub mod matmul;
-pub mod norm;
-pub mod reduce;
-pub mod scan;
-pub mod shape;
-pub mod softmax;
+pub mod case;
+
+/// Every op unit, listed once: the modules, and the registries built from each unit's
+/// `OPS` (the differentiable op names it records) and `cases()` (its gradient checks).
+macro_rules! units {
+    ($($unit:ident),* $(,)?) => {
+        $(pub mod $unit;)*
+
+        /// The unit names; a unit with a GPU arm has its kernels in `kernels/cu/<unit>.cu`.
+        pub const UNITS: &[&str] = &[$(stringify!($unit)),*];
+
+        /// Every differentiable op name, unit by unit. `autograd::record` refuses other
+        /// names (in debug builds), and the gradient-check test fails for a name no case
+        /// exercises, so no op can ship without a gradient check.
+        pub fn names() -> &'static [&'static str] {
+            static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+            NAMES.get_or_init(|| [$($unit::OPS),*].concat())
+        }
+
+        /// Every unit's gradient-check cases, unit by unit.
+        pub fn cases() -> Vec<case::Case> {
+            [$($unit::cases()),*].into_iter().flatten().collect()
+        }
+    };
+}
+
+units!(adamw, conv, copy, elementwise, embedding, matmul, norm, reduce, scan, shape, softmax);
 
 use crate::{Error, Result, Tensor};
-
-/// Every op name that records a backward node. `autograd::record` refuses names not
-/// listed here (in debug builds), and the test suite fails for any name without a
-/// finite-difference gradient check, so no op can ship without one.
-#[rustfmt::skip]
-pub const OPS: &[&str] = &[
-    // elementwise
-    "add", "sub", "mul", "div", "neg", "exp", "log", "sqrt", "rsqrt", "powf", "sigmoid", "silu", "softplus", "tanh",
-    "affine",
-    // matmul and reductions
-    "matmul", "sum", "max",
-    // shape
-    "reshape", "permute", "narrow", "broadcast", "copy", "concat", "to_dtype",
-    // fused layers
-    "embedding", "log_softmax", "cross_entropy", "rms_norm", "conv1d_causal",
-    // Mamba
-    "selective_scan",
-];
 
 /// Both operands on one device with one dtype, or an error naming `op`.
 pub(crate) fn check_pair(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {

@@ -97,6 +97,11 @@ fn in_place<'a, T: Scalar>(s: &'a mut Storage, t: &Tensor) -> Result<&'a mut [T]
     Ok(&mut data[t.layout.offset..t.layout.offset + t.numel()])
 }
 
+/// Not differentiable: no op names, no gradient-check cases (its tests are below).
+pub const OPS: &[&str] = &[];
+
+super::case::cases! {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -140,6 +140,27 @@ impl Kernel for Conv1dCausalBackward {
     }
 }
 
+/// The differentiable ops this unit records (autograd refuses names no unit lists).
+pub const OPS: &[&str] = &["conv1d_causal"];
+
+// ---------------------------------------------------------------- gradient-check cases
+
+super::case::cases! {
+    conv1d_causal_with_bias: tol TIGHT, exercises ["conv1d_causal"],
+        inputs |r| vec![rn(&[2, 3, 5], r), rn(&[3, 4], r), rn(&[3], r)],
+        f |x| x[0].conv1d_causal(&x[1], Some(&x[2]));
+    conv1d_causal_without_bias: tol TIGHT, exercises ["conv1d_causal"],
+        inputs |r| vec![rn(&[2, 3, 5], r), rn(&[3, 4], r)],
+        f |x| x[0].conv1d_causal(&x[1], None);
+    conv1d_causal_kernel_longer_than_input: tol TIGHT, exercises ["conv1d_causal"],
+        inputs |r| vec![rn(&[1, 2, 3], r), rn(&[2, 4], r), rn(&[2], r)],
+        f |x| x[0].conv1d_causal(&x[1], Some(&x[2]));
+    conv1d_causal_of_permuted: tol TIGHT, exercises ["conv1d_causal", "permute"],
+        // Mamba's layout: (B, L, C) permuted to (B, C, L)
+        inputs |r| vec![rn(&[2, 6, 3], r), rn(&[3, 4], r), rn(&[3], r)],
+        f |x| strided(x[0].permute(&[0, 2, 1])?)?.conv1d_causal(&x[1], Some(&x[2]));
+}
+
 #[cfg(test)]
 mod tests {
     use crate::{

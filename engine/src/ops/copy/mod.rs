@@ -152,3 +152,38 @@ impl CopyKernel for Cast {
         cuda::cast(x[0], self.to)
     }
 }
+
+/// The differentiable ops this unit records (autograd refuses names no unit lists).
+pub const OPS: &[&str] = &["copy", "concat", "to_dtype"];
+
+// ---------------------------------------------------------------- gradient-check cases
+
+super::case::cases! {
+    concat: tol TIGHT, exercises ["concat"],
+        // three pieces along axis 1, one a transposed view; then along axis 0
+        inputs |r| vec![rn(&[2, 3], r), rn(&[2, 1], r), rn(&[4, 2], r)],
+        f |x| {
+            let c = strided(x[2].transpose(0, 1)?)?;
+            let row = Tensor::concat(&[&x[0], &x[1], &c], 1)?;
+            Tensor::concat(&[&row, &row.exp()?], 0)
+        };
+    contiguous_copy: tol TIGHT, exercises ["copy"],
+        inputs |r| vec![rn(&[2, 3, 4], r)],
+        f |x| {
+            let c = strided(x[0].permute(&[1, 2, 0])?)?.contiguous()?;
+            if !c.is_contiguous() {
+                return Err(Error::Invalid { op: "test", msg: "contiguous() returned a strided tensor".into() });
+            }
+            c.tanh()
+        };
+    to_dtype_round_trip: tol F32_PATH, exercises ["to_dtype"],
+        inputs |r| vec![rn(&[3, 4], r)],
+        f |x| x[0].to_dtype(DType::F32)?.to_dtype(DType::F64);
+    to_dtype_f32_compute: tol F32_PATH, exercises ["to_dtype", "tanh", "mul", "matmul"],
+        // the f32 kernels of a few ops, differentiated through the casts
+        inputs |r| vec![rn(&[3, 4], r), rn(&[4, 2], r)],
+        f |x| {
+            let (a, b) = (x[0].to_dtype(DType::F32)?, x[1].to_dtype(DType::F32)?);
+            a.tanh()?.mul(&a)?.matmul(&b)?.to_dtype(DType::F64)
+        };
+}

@@ -227,3 +227,68 @@ impl Tensor {
         self.mul(self)
     }
 }
+
+/// The differentiable ops this unit records (autograd refuses names no unit lists).
+pub const OPS: &[&str] = &["add", "sub", "mul", "div", "neg", "exp", "log", "sqrt", "rsqrt", "powf", "sigmoid", "silu", "softplus", "tanh", "affine"];
+
+// ---------------------------------------------------------------- gradient-check cases
+
+super::case::cases! {
+    add_broadcast: tol TIGHT, exercises ["add"],
+        inputs |r| vec![rn(&[2, 3, 4], r), rn(&[3, 1], r), rn(&[4], r)],
+        f |x| x[0].add(&x[1])?.add(&x[2]);
+    sub_broadcast_both_sides: tol TIGHT, exercises ["sub"],
+        // (2,3,4) - (3,1), and (4,) - (3,1) = (3,4) where both operands stretch
+        inputs |r| vec![rn(&[2, 3, 4], r), rn(&[3, 1], r), rn(&[4], r)],
+        f |x| x[0].sub(&x[1])?.mul(&x[2].sub(&x[1])?);
+    mul_broadcast: tol TIGHT, exercises ["mul"],
+        inputs |r| vec![rn(&[2, 3, 4], r), rn(&[3, 1], r), rn(&[4], r)],
+        f |x| x[0].mul(&x[1])?.mul(&x[2]);
+    div_broadcast: tol TIGHT, exercises ["div"],
+        inputs |r| vec![rn(&[2, 3, 4], r), pos(&[3, 1], r), pos(&[4], r)],
+        f |x| x[0].div(&x[1])?.div(&x[2]);
+    binary_on_strided_views: tol TIGHT, exercises ["permute", "narrow", "add", "mul", "div"],
+        // a (4,3,2) reversed to (2,3,4); b (3,6) sliced to (3,4): neither is contiguous
+        inputs |r| vec![rn(&[4, 3, 2], r), pos(&[3, 6], r)],
+        f |x| {
+            let a = strided(x[0].permute(&[2, 1, 0])?)?;
+            let b = strided(x[1].narrow(1, 1, 4)?)?;
+            a.add(&b)?.mul(&a)?.div(&b)
+        };
+    neg: tol TIGHT, exercises ["neg"],
+        inputs |r| vec![rn(&[3, 4], r)],
+        f |x| strided(x[0].transpose(0, 1)?)?.neg();
+    affine_scalars: tol TIGHT, exercises ["affine"],
+        inputs |r| vec![rn(&[2, 5], r)],
+        f |x| x[0].add_scalar(0.5)?.mul_scalar(-2.0)?.affine(3.0, 1.0)?.sub_scalar(2.0)?.div_scalar(4.0);
+    exp: tol TIGHT, exercises ["exp"],
+        inputs |r| vec![rn(&[3, 6], r)],
+        f |x| strided(x[0].narrow(1, 1, 4)?)?.exp();
+    log: tol TIGHT, exercises ["log"],
+        inputs |r| vec![pos(&[3, 4], r)],
+        f |x| x[0].log();
+    sqrt: tol TIGHT, exercises ["sqrt"],
+        inputs |r| vec![pos(&[4, 3], r)],
+        f |x| strided(x[0].transpose(0, 1)?)?.sqrt();
+    rsqrt: tol TIGHT, exercises ["rsqrt"],
+        inputs |r| vec![pos(&[3, 4], r)],
+        f |x| x[0].rsqrt();
+    powf_fractional_and_negative: tol TIGHT, exercises ["powf"],
+        inputs |r| vec![pos(&[3, 4], r)],
+        f |x| x[0].powf(2.5)?.add(&x[0].powf(-1.5)?);
+    powf_integer_on_negative_base: tol TIGHT, exercises ["powf"],
+        inputs |r| vec![rn(&[2, 5], r)],
+        f |x| x[0].powf(3.0);
+    sigmoid: tol TIGHT, exercises ["sigmoid"],
+        inputs |r| vec![rn(&[3, 4], r).mul_scalar(2.0).unwrap()],
+        f |x| x[0].sigmoid();
+    silu: tol TIGHT, exercises ["silu"],
+        inputs |r| vec![rn(&[4, 3], r).mul_scalar(2.0).unwrap()],
+        f |x| strided(x[0].transpose(0, 1)?)?.silu();
+    softplus: tol TIGHT, exercises ["softplus"],
+        inputs |r| vec![rn(&[3, 4], r).mul_scalar(3.0).unwrap()],
+        f |x| x[0].softplus();
+    tanh: tol TIGHT, exercises ["tanh"],
+        inputs |r| vec![rn(&[2, 3, 4], r)],
+        f |x| strided(x[0].permute(&[2, 0, 1])?)?.tanh();
+}

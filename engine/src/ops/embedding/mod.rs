@@ -89,6 +89,21 @@ impl Kernel for EmbeddingBackward<'_> {
     }
 }
 
+/// The differentiable ops this unit records (autograd refuses names no unit lists).
+pub const OPS: &[&str] = &["embedding"];
+
+// ---------------------------------------------------------------- gradient-check cases
+
+super::case::cases! {
+    embedding_repeated_ids: tol TIGHT, exercises ["embedding"],
+        // ids 1 and 3 repeat (their rows' gradients add up); 2 and 4 are never used
+        inputs |r| vec![rn(&[5, 3], r)],
+        f |x| x[0].embedding(&[1, 3, 1, 0, 3, 3], &[2, 3]);
+    embedding_transposed_weight: tol TIGHT, exercises ["embedding", "permute"],
+        inputs |r| vec![rn(&[3, 5], r)],
+        f |x| strided(x[0].transpose(0, 1)?)?.embedding(&[4, 4, 2], &[3]);
+}
+
 #[cfg(test)]
 mod tests {
     use crate::{

@@ -112,3 +112,29 @@ impl Tensor {
         }))
     }
 }
+
+/// The differentiable ops this unit records (autograd refuses names no unit lists).
+pub const OPS: &[&str] = &["matmul"];
+
+// ---------------------------------------------------------------- gradient-check cases
+
+super::case::cases! {
+    matmul_2d: tol TIGHT, exercises ["matmul"],
+        inputs |r| vec![rn(&[3, 4], r), rn(&[4, 5], r)],
+        f |x| x[0].matmul(&x[1]);
+    matmul_batched_broadcast_transposed_rhs: tol TIGHT, exercises ["matmul", "permute"],
+        // (2,1,3,4) @ (3,5,4)^T: batch (2,1) with (3,) broadcasts to (2,3)
+        inputs |r| vec![rn(&[2, 1, 3, 4], r), rn(&[3, 5, 4], r)],
+        f |x| x[0].matmul(&strided(x[1].transpose(-1, -2)?)?);
+    matmul_transposed_lhs: tol TIGHT, exercises ["matmul", "permute"],
+        inputs |r| vec![rn(&[4, 3], r), rn(&[4, 2], r)],
+        f |x| strided(x[0].transpose(0, 1)?)?.matmul(&x[1]);
+    matmul_broadcast_operand: tol TIGHT, exercises ["matmul", "broadcast"],
+        // a stride-0 batch axis: the gradient of `a` is summed over the batch
+        inputs |r| vec![rn(&[3, 4], r), rn(&[2, 4, 5], r)],
+        f |x| strided(x[0].broadcast_as(&[2, 3, 4])?)?.matmul(&x[1]);
+    matmul_permuted_batch: tol TIGHT, exercises ["matmul", "permute"],
+        // batch axes whose strides do not collapse into one
+        inputs |r| vec![rn(&[3, 2, 4, 5], r), rn(&[5, 2], r)],
+        f |x| strided(x[0].permute(&[1, 0, 2, 3])?)?.matmul(&x[1]);
+}

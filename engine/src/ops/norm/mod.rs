@@ -104,6 +104,20 @@ impl Kernel for RmsNormBackward {
     }
 }
 
+/// The differentiable ops this unit records (autograd refuses names no unit lists).
+pub const OPS: &[&str] = &["rms_norm"];
+
+// ---------------------------------------------------------------- gradient-check cases
+
+super::case::cases! {
+    rms_norm: tol TIGHT, exercises ["rms_norm"],
+        inputs |r| vec![rn(&[2, 3, 4], r), rn(&[4], r)],
+        f |x| x[0].rms_norm(&x[1], 1e-5);
+    rms_norm_of_transposed: tol TIGHT, exercises ["rms_norm", "permute"],
+        inputs |r| vec![rn(&[4, 3], r), rn(&[4], r)],
+        f |x| strided(x[0].transpose(0, 1)?)?.rms_norm(&x[1], 1e-5);
+}
+
 #[cfg(test)]
 mod tests {
     use crate::{

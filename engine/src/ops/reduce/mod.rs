@@ -149,3 +149,35 @@ fn not_broadcast(from: &[usize], to: &[usize]) -> Error {
         hint: "the target is not a broadcast source of this shape".into(),
     }
 }
+
+/// The differentiable ops this unit records (autograd refuses names no unit lists).
+pub const OPS: &[&str] = &["sum", "max"];
+
+// ---------------------------------------------------------------- gradient-check cases
+
+super::case::cases! {
+    sum_axes_keepdim: tol TIGHT, exercises ["sum"],
+        inputs |r| vec![rn(&[2, 3, 4], r)],
+        f |x| x[0].sum(&[0, 2], true);
+    sum_negative_axis: tol TIGHT, exercises ["sum", "reshape"],
+        inputs |r| vec![rn(&[2, 3, 4], r)],
+        f |x| x[0].sum(&[-1], false);
+    sum_all_of_transposed: tol TIGHT, exercises ["sum", "permute"],
+        inputs |r| vec![rn(&[3, 4], r)],
+        f |x| strided(x[0].transpose(0, 1)?)?.sqr()?.sum_all();
+    mean_keepdim: tol TIGHT, exercises ["sum", "affine"],
+        inputs |r| vec![rn(&[2, 3, 4], r)],
+        f |x| x[0].mean(&[0, 2], true);
+    mean_no_keepdim: tol TIGHT, exercises ["sum", "affine", "reshape"],
+        inputs |r| vec![rn(&[2, 3, 4], r)],
+        f |x| x[0].mean(&[1], false);
+    max_keepdim: tol TIGHT, exercises ["max"],
+        inputs |r| vec![rn(&[2, 3, 4], r)],
+        f |x| x[0].max(&[1], true);
+    max_no_keepdim: tol TIGHT, exercises ["max", "reshape"],
+        inputs |r| vec![rn(&[2, 3, 4], r)],
+        f |x| x[0].max(&[0, 2], false);
+    max_of_strided: tol TIGHT, exercises ["max", "narrow"],
+        inputs |r| vec![rn(&[3, 7], r)],
+        f |x| strided(x[0].narrow(1, 2, 4)?)?.max(&[-1], false);
+}

@@ -255,6 +255,74 @@ pub fn selective_scan_composed(args: &ScanArgs) -> Result<ScanOut> {
     Ok(ScanOut { out: y, last_state: h.squeeze(2)?.detach() })
 }
 
+/// Random scan inputs `[u, delta, A < 0, B, C, D, z, delta_bias]` of `dtype` for tests.
+/// Without softplus, delta and delta_bias are drawn positive: dt > 0 is the regime the
+/// scan is built for (with dt < 0 and A < 0 the state grows exponentially, and so does
+/// the round-off of a finite difference).
+pub fn scan_inputs(
+    (b, d, l, n): (usize, usize, usize, usize),
+    softplus: bool,
+    dtype: crate::DType,
+    rng: &mut crate::Rng,
+) -> Vec<Tensor> {
+    let mut r = |shape: &[usize], lo: f64, hi: f64| Tensor::rand_uniform(shape, lo, hi, dtype, rng);
+    let (delta, bias) = if softplus { ((-2.0, 1.0), (-1.0, 0.5)) } else { ((0.05, 1.5), (0.0, 0.5)) };
+    vec![
+        r(&[b, d, l], -1.0, 1.0),
+        r(&[b, d, l], delta.0, delta.1),
+        r(&[d, n], -2.0, -0.1),
+        r(&[b, n, l], -1.0, 1.0),
+        r(&[b, n, l], -1.0, 1.0),
+        r(&[d], -1.0, 1.0),
+        r(&[b, d, l], -2.0, 2.0),
+        r(&[d], bias.0, bias.1),
+    ]
+}
+
+/// Scan arguments over [`scan_inputs`], with the gate z, delta_bias and softplus each on or off.
+pub fn scan_args(x: &[Tensor], (gate, bias, softplus): (bool, bool, bool), chunk: usize) -> ScanArgs<'_> {
+    ScanArgs {
+        u: &x[0],
+        delta: &x[1],
+        a: &x[2],
+        b: &x[3],
+        c: &x[4],
+        d: &x[5],
+        z: gate.then(|| &x[6]),
+        delta_bias: bias.then(|| &x[7]),
+        softplus,
+        chunk,
+    }
+}
+
+/// The differentiable ops this unit records (autograd refuses names no unit lists).
+pub const OPS: &[&str] = &["selective_scan"];
+
+// ---------------------------------------------------------------- gradient-check cases
+
+super::case::cases! {
+    selective_scan_all_options: tol TIGHT, exercises ["selective_scan"],
+        // chunk 3 does not divide L = 7: the last chunk is short
+        inputs |r| scan_inputs((2, 3, 7, 2), true, DType::F64, r),
+        f |x| Ok(selective_scan(&scan_args(x, (true, true, true), 3))?.out);
+    selective_scan_plain: tol TIGHT, exercises ["selective_scan"],
+        inputs |r| scan_inputs((1, 2, 5, 3), false, DType::F64, r)[..6].to_vec(),
+        f |x| Ok(selective_scan(&scan_args(x, (false, false, false), 2))?.out);
+    selective_scan_one_chunk_strided_inputs: tol TIGHT, exercises ["selective_scan", "permute"],
+        // u and z arrive as (B, L, D) permuted to (B, D, L), as in the Mamba block
+        inputs |r| {
+            let mut v = scan_inputs((2, 2, 4, 2), true, DType::F64, r);
+            v[0] = v[0].permute(&[0, 2, 1]).unwrap().contiguous().unwrap();
+            v[6] = v[6].permute(&[0, 2, 1]).unwrap().contiguous().unwrap();
+            v
+        },
+        f |x| {
+            let (u, z) = (strided(x[0].permute(&[0, 2, 1])?)?, strided(x[6].permute(&[0, 2, 1])?)?);
+            let a = ScanArgs { u: &u, z: Some(&z), ..scan_args(x, (true, true, true), 16) };
+            Ok(selective_scan(&a)?.out)
+        };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

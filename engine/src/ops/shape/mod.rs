@@ -171,3 +171,35 @@ impl Tensor {
             .collect()
     }
 }
+
+/// The differentiable ops this unit records (autograd refuses names no unit lists).
+pub const OPS: &[&str] = &["reshape", "permute", "narrow", "broadcast"];
+
+// ---------------------------------------------------------------- gradient-check cases
+
+super::case::cases! {
+    reshape: tol TIGHT, exercises ["reshape"],
+        inputs |r| vec![rn(&[2, 3, 4], r)],
+        f |x| x[0].reshape(&[4, 6])?.tanh();
+    reshape_of_transposed: tol TIGHT, exercises ["reshape", "copy"],
+        inputs |r| vec![rn(&[3, 4], r)],
+        f |x| strided(x[0].transpose(0, 1)?)?.reshape(&[2, 6])?.sqr()?.tanh();
+    permute: tol TIGHT, exercises ["permute"],
+        inputs |r| vec![rn(&[2, 3, 4], r), rn(&[4, 2, 3], r)],
+        f |x| x[0].permute(&[2, 0, 1])?.mul(&x[1]);
+    transpose: tol TIGHT, exercises ["permute"],
+        inputs |r| vec![rn(&[2, 3, 4], r), rn(&[4, 3, 2], r)],
+        f |x| x[0].transpose(0, 2)?.mul(&x[1]);
+    narrow: tol TIGHT, exercises ["narrow"],
+        inputs |r| vec![rn(&[2, 5, 3], r)],
+        f |x| x[0].narrow(1, 1, 3)?.exp();
+    split: tol TIGHT, exercises ["narrow"],
+        inputs |r| vec![rn(&[2, 6], r)],
+        f |x| {
+            let p = x[0].split(&[1, 3, 2], 1)?;
+            p[1].mul(&p[0])?.add(&p[2].sum(&[1], true)?)
+        };
+    broadcast_as: tol TIGHT, exercises ["broadcast"],
+        inputs |r| vec![rn(&[3, 1], r), rn(&[4], r), rn(&[2, 3, 4], r)],
+        f |x| x[0].broadcast_as(&[2, 3, 4])?.mul(&x[2])?.add(&x[1].broadcast_as(&[2, 3, 4])?);
+}

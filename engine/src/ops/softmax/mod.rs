@@ -236,6 +236,26 @@ impl Kernel for CrossEntropyBackward<'_> {
     }
 }
 
+/// The differentiable ops this unit records (autograd refuses names no unit lists).
+pub const OPS: &[&str] = &["log_softmax", "cross_entropy"];
+
+// ---------------------------------------------------------------- gradient-check cases
+
+super::case::cases! {
+    log_softmax: tol TIGHT, exercises ["log_softmax"],
+        inputs |r| vec![rn(&[2, 3, 5], r).mul_scalar(2.0).unwrap()],
+        f |x| x[0].log_softmax();
+    log_softmax_of_transposed: tol TIGHT, exercises ["log_softmax", "permute"],
+        inputs |r| vec![rn(&[5, 3], r)],
+        f |x| strided(x[0].transpose(0, 1)?)?.log_softmax();
+    cross_entropy_with_ignored_row: tol TIGHT, exercises ["cross_entropy"],
+        inputs |r| vec![rn(&[4, 5], r)],
+        f |x| x[0].cross_entropy(&[1, -100, 4, 0], -100);
+    cross_entropy_of_transposed: tol TIGHT, exercises ["cross_entropy", "permute"],
+        inputs |r| vec![rn(&[5, 3], r)],
+        f |x| strided(x[0].transpose(0, 1)?)?.cross_entropy(&[2, 0, 2], -1);
+}
+
 #[cfg(test)]
 mod tests {
     use crate::{
