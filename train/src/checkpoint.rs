@@ -140,7 +140,7 @@ fn model_bytes(model: &MambaLM) -> std::result::Result<Vec<u8>, String> {
         .map(|(name, t)| Ok((name, t.to_dtype(DType::F32).map_err(|e| e.to_string())?)))
         .collect::<std::result::Result<Vec<_>, String>>()?;
     // "format": "pt" is what PyTorch-side loaders (e.g. transformers) expect to find.
-    write_safetensors(&f32s, &[("format", "pt".to_string())])
+    write_safetensors(&f32s, &[("format", "pt".to_string())]).map_err(|e| e.to_string())
 }
 
 /// training_state.safetensors: both moments of every parameter, and the metadata.
@@ -156,7 +156,7 @@ fn state_bytes(opt: &AdamW, state: &TrainingState) -> std::result::Result<Vec<u8
         ("rng_state", state.rng_state.to_string()),
         ("train_args", state.train_args.to_string()),
     ];
-    write_safetensors(&tensors, &metadata)
+    write_safetensors(&tensors, &metadata).map_err(|e| e.to_string())
 }
 
 /// Write `bytes` to a new file and wait until they are on disk.
@@ -318,7 +318,7 @@ fn resolve(dir: &Path) -> Result<PathBuf> {
 
 fn read_config(path: &Path) -> Result<MambaConfig> {
     let text = fs::read_to_string(path).map_err(|e| CheckpointError::new(path, format!("cannot read: {e}")))?;
-    MambaConfig::from_json(&text).map_err(|e| CheckpointError::new(path, e))
+    MambaConfig::from_json(&text).map_err(|e| CheckpointError::new(path, e.to_string()))
 }
 
 /// The tensors of a safetensors file and its `__metadata__` strings.
@@ -327,7 +327,7 @@ fn read_tensors(path: &Path) -> Result<(BTreeMap<String, Loaded>, HashMap<String
     // read_metadata checks the header and that the data fills the file exactly.
     let (_, header) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| CheckpointError::new(path, format!("not a valid safetensors file: {}", describe(&e))))?;
-    let tensors = read_safetensors(&bytes).map_err(|e| CheckpointError::new(path, e))?;
+    let tensors = read_safetensors(&bytes).map_err(|e| CheckpointError::new(path, e.to_string()))?;
     Ok((tensors, header.metadata().clone().unwrap_or_default()))
 }
 
