@@ -14,6 +14,7 @@ use crate::{
     optim::{clip_grad_norm, lr_at, AdamW},
     report::{loss_curve_svg, read_metrics, write_atomic, MetricsLog},
     tasks::{accuracy, Task},
+    Error, Result,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use mamba_engine::{no_grad, DType, Device, Rng, Tensor};
@@ -21,8 +22,6 @@ use mamba_model::{MambaConfig, MambaLM};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::{f64::consts::LN_2, path::PathBuf, time::Instant};
-
-pub type Error = Box<dyn std::error::Error>;
 
 #[derive(clap::Args, Clone, Debug, Serialize, Deserialize)]
 pub struct TrainArgs {
@@ -125,7 +124,7 @@ impl TrainArgs {
     }
 
     /// Refuse settings that cannot train, each with the flag to change.
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<()> {
         let positive = [
             ("--steps", self.steps() as usize),
             ("--batch", self.batch),
@@ -139,17 +138,18 @@ impl TrainArgs {
             ("--stop-after", self.stop_after.map_or(1, |n| n as usize)),
         ];
         if let Some((flag, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(format!("{flag} must be at least 1"));
+            return Err(Error::Settings(format!("{flag} must be at least 1")));
         }
         let rates = [("--lr", self.lr), ("--min-lr-frac", self.min_lr_frac), ("--weight-decay", self.weight_decay)];
         if let Some((flag, v)) = rates.iter().find(|(_, v)| !v.is_finite() || *v < 0.0) {
-            return Err(format!("{flag} must be a finite number >= 0, got {v}"));
+            return Err(Error::Settings(format!("{flag} must be a finite number >= 0, got {v}")));
         }
         if !(self.grad_clip.is_finite() && self.grad_clip > 0.0) {
-            return Err(format!("--grad-clip must be a finite number > 0, got {}", self.grad_clip));
+            let clip = self.grad_clip;
+            return Err(Error::Settings(format!("--grad-clip must be a finite number > 0, got {clip}")));
         }
         if self.profile && self.device != Device::Cuda {
-            return Err("--profile times GPU kernels: add --device cuda".into());
+            return Err(Error::Settings("--profile times GPU kernels: add --device cuda".into()));
         }
         Ok(())
     }
@@ -171,12 +171,12 @@ enum Source {
 }
 
 impl Source {
-    fn new(args: &TrainArgs) -> Result<Source, Error> {
+    fn new(args: &TrainArgs) -> Result<Source> {
         if let Some(name) = &args.task {
             return Ok(Source::Task(Task::from_name(name, args.task_len, args.task_tokens, args.task_vocab)?));
         }
         let bytes = match &args.text {
-            Some(path) => std::fs::read(path).map_err(|e| format!("cannot read --text {}: {e}", path.display()))?,
+            Some(path) => std::fs::read(path).map_err(Error::io(format!("cannot read --text {}", path.display())))?,
             None => default_corpus().to_vec(),
         };
         Ok(Source::Text(Corpus::split(&bytes, 0.1, args.seq_len)?))
@@ -204,7 +204,7 @@ impl Source {
     }
 
     /// (metric name, value): validation bits per byte, or task accuracy on a fixed set.
-    fn evaluate(&self, model: &MambaLM, args: &TrainArgs) -> Result<(&'static str, f64), Error> {
+    fn evaluate(&self, model: &MambaLM, args: &TrainArgs) -> Result<(&'static str, f64)> {
         let _guard = no_grad();
         match self {
             Source::Text(c) => {
@@ -224,7 +224,7 @@ impl Source {
 }
 
 /// Run (or resume) training as `args` says.
-pub fn train(args: &TrainArgs) -> Result<TrainSummary, Error> {
+pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
     let (args, model, mut opt, mut rng) = match &args.resume {
         None => start(args)?,
         Some(dir) => resume(args, dir)?,
@@ -233,13 +233,13 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary, Error> {
     let source = Source::new(&args)?;
     let len = source.seq_len(&args);
     let out = args.out();
-    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create --out {}: {e}", out.display()))?;
+    std::fs::create_dir_all(&out).map_err(Error::io(format!("cannot create --out {}", out.display())))?;
     let ckpt_dir = out.join("checkpoint");
     let metrics_path = out.join("metrics.jsonl");
     // The log holds exactly this run's history: a fresh run starts it anew, a resumed
     // one drops whatever was logged after its checkpoint.
     keep_metrics_up_to(&metrics_path, opt.step)?;
-    let mut metrics = MetricsLog::open(&metrics_path).map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+    let mut metrics = MetricsLog::open(&metrics_path).map_err(Error::io(metrics_path.display()))?;
     let first = opt.step;
     let last = args.stop_after.map_or(args.steps(), |n| first.saturating_add(n).min(args.steps()));
     let bar = progress_bar(&args, first, last);
@@ -282,7 +282,9 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary, Error> {
         summary.final_step = step + 1;
         let done = step + 1 - first;
         let tokens_per_s = (done as usize * args.batch * len) as f64 / started.elapsed().as_secs_f64();
-        metrics.write(&json!({"step": step + 1, "loss": loss_value, "lr": opt.lr, "grad_norm": grad_norm, "tokens_per_s": tokens_per_s}))?;
+        metrics
+            .write(&json!({"step": step + 1, "loss": loss_value, "lr": opt.lr, "grad_norm": grad_norm, "tokens_per_s": tokens_per_s}))
+            .map_err(Error::io(metrics_path.display()))?;
         bar.set_position(step + 1);
         bar.set_message(format!("loss {loss_value:.3} | {tokens_per_s:.0} tok/s"));
 
@@ -290,7 +292,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary, Error> {
         if (step + 1) % args.eval_every == 0 || at_end {
             let (name, value) = source.evaluate(&model, &args)?;
             summary.last_eval = Some(value);
-            metrics.write(&json!({"step": step + 1, name: value}))?;
+            metrics.write(&json!({"step": step + 1, name: value})).map_err(Error::io(metrics_path.display()))?;
             say(
                 &bar,
                 args.quiet,
@@ -325,7 +327,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary, Error> {
 }
 
 /// A fresh model and optimizer from `args`.
-fn start(args: &TrainArgs) -> Result<(TrainArgs, MambaLM, AdamW, Rng), Error> {
+fn start(args: &TrainArgs) -> Result<(TrainArgs, MambaLM, AdamW, Rng)> {
     let source = Source::new(args)?;
     let mut cfg = MambaConfig::new(args.d_model, args.n_layer);
     cfg.vocab_size = source.vocab();
@@ -336,12 +338,12 @@ fn start(args: &TrainArgs) -> Result<(TrainArgs, MambaLM, AdamW, Rng), Error> {
 }
 
 /// Model, optimizer, data RNG and settings as a checkpoint left them.
-fn resume(cli: &TrainArgs, dir: &std::path::Path) -> Result<(TrainArgs, MambaLM, AdamW, Rng), Error> {
+fn resume(cli: &TrainArgs, dir: &std::path::Path) -> Result<(TrainArgs, MambaLM, AdamW, Rng)> {
     let mut model = checkpoint::load_model(dir)?.to(cli.device)?;
     let mut opt = optimizer(&model, cli)?;
     let state = checkpoint::load_training_state(dir, &mut opt)?;
     let mut args: TrainArgs = serde_json::from_value(state.train_args)
-        .map_err(|e| format!("{}: the saved training settings are unreadable: {e}", dir.display()))?;
+        .map_err(|e| Error::checkpoint(dir, format!("the saved training settings are unreadable: {e}")))?;
     if cli.steps.is_some() {
         args.steps = cli.steps;
     }
@@ -358,7 +360,7 @@ fn resume(cli: &TrainArgs, dir: &std::path::Path) -> Result<(TrainArgs, MambaLM,
 
 /// The first parameter holding a NaN or an infinity, if any (checked before every save,
 /// so a checkpoint is never written from broken weights).
-fn first_non_finite(model: &MambaLM) -> Result<Option<String>, Error> {
+fn first_non_finite(model: &MambaLM) -> Result<Option<String>> {
     for (name, p) in model.named_parameters() {
         if p.to_vec_f64()?.iter().any(|v| !v.is_finite()) {
             return Ok(Some(name));
@@ -369,7 +371,7 @@ fn first_non_finite(model: &MambaLM) -> Result<Option<String>, Error> {
 
 /// Rewrite the metrics log keeping only records up to `step` (none for a fresh run);
 /// a malformed line (a crash mid-write) is dropped too.
-fn keep_metrics_up_to(path: &std::path::Path, step: u64) -> Result<(), Error> {
+fn keep_metrics_up_to(path: &std::path::Path, step: u64) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
     let kept: String = text
         .lines()
@@ -381,13 +383,12 @@ fn keep_metrics_up_to(path: &std::path::Path, step: u64) -> Result<(), Error> {
         })
         .map(|line| format!("{line}\n"))
         .collect();
-    write_atomic(path, kept.as_bytes())?;
-    Ok(())
+    write_atomic(path, kept.as_bytes()).map_err(Error::io(path.display()))
 }
 
-fn optimizer(model: &MambaLM, args: &TrainArgs) -> Result<AdamW, Error> {
+fn optimizer(model: &MambaLM, args: &TrainArgs) -> Result<AdamW> {
     let params = model.named_parameters().into_iter().map(|(n, t)| (n.clone(), t, MambaLM::decays(&n))).collect();
-    Ok(AdamW::new(params, args.lr, args.weight_decay)?)
+    AdamW::new(params, args.lr, args.weight_decay)
 }
 
 /// `--profile`: CUDA-event timing of every kernel launch from the first step to the last.
@@ -398,34 +399,34 @@ struct Profiler {
 }
 
 impl Profiler {
-    fn start(args: &TrainArgs, out: &std::path::Path) -> Result<Profiler, Error> {
+    fn start(args: &TrainArgs, out: &std::path::Path) -> Result<Profiler> {
         let profiler = Profiler { on: args.profile, out: out.to_path_buf() };
         if !args.profile {
             return Ok(profiler);
         }
         #[cfg(feature = "cuda")]
         {
-            mamba_engine::cuda::gpu("profile")?.profile_start()?;
+            mamba_engine::cuda::gpu("profile")?.profile_start().map_err(cuda_error)?;
             Ok(profiler)
         }
         #[cfg(not(feature = "cuda"))]
-        Err("--profile needs a build with `--features cuda` (docs/GPU.md)".into())
+        Err(Error::Settings("--profile needs a build with `--features cuda` (docs/GPU.md)".into()))
     }
 
-    fn finish(mut self) -> Result<(), Error> {
+    fn finish(mut self) -> Result<()> {
         self.write()
     }
 
     /// Print the per-kernel table and the ledger; write them to <out>/profile.txt and the
     /// trace to <out>/trace.json. Only once.
-    fn write(&mut self) -> Result<(), Error> {
+    fn write(&mut self) -> Result<()> {
         if !std::mem::replace(&mut self.on, false) {
             return Ok(());
         }
         let out = &self.out;
         #[cfg(feature = "cuda")]
         {
-            let profile = mamba_engine::cuda::gpu("profile")?.profile_stop()?;
+            let profile = mamba_engine::cuda::gpu("profile")?.profile_stop().map_err(cuda_error)?;
             let (reserved, cached) = mamba_engine::cuda::allocator_bytes();
             let table = format!(
                 "{}\n{}  cuda allocator: {} reserved from the driver, {} of it cached for reuse\n",
@@ -435,8 +436,9 @@ impl Profiler {
                 mamba_engine::ledger::human(cached)
             );
             println!("{table}");
-            write_atomic(&out.join("profile.txt"), table.as_bytes())?;
-            write_atomic(&out.join("trace.json"), profile.chrome_trace().as_bytes())?;
+            let (table_path, trace_path) = (out.join("profile.txt"), out.join("trace.json"));
+            write_atomic(&table_path, table.as_bytes()).map_err(Error::io(table_path.display()))?;
+            write_atomic(&trace_path, profile.chrome_trace().as_bytes()).map_err(Error::io(trace_path.display()))?;
             println!("profile: {} and {}", out.join("profile.txt").display(), out.join("trace.json").display());
         }
         #[cfg(not(feature = "cuda"))]
@@ -454,7 +456,13 @@ impl Drop for Profiler {
 }
 
 fn stopped(step: u64, why: &str, ckpt: &std::path::Path) -> Error {
-    format!("training stopped at step {step}: {why}. Nothing was written after the last good checkpoint ({}); try a lower --lr or a tighter --grad-clip", ckpt.display()).into()
+    Error::Stopped { step, why: why.to_string(), checkpoint: ckpt.to_path_buf() }
+}
+
+/// A CUDA driver error of the profiler, as the engine reports device errors.
+#[cfg(feature = "cuda")]
+fn cuda_error(e: impl std::fmt::Display) -> Error {
+    Error::Engine(mamba_engine::Error::Device { op: "profile", device: Device::Cuda, msg: e.to_string() })
 }
 
 /// Print a line above the progress bar, or plainly when there is no bar (not a terminal).
@@ -480,7 +488,7 @@ fn progress_bar(args: &TrainArgs, first: u64, last: u64) -> ProgressBar {
 
 /// A short continuation of the start of the validation text (its own RNG: sampling
 /// never disturbs the training data stream, so resumed runs stay bit-identical).
-fn sample(model: &MambaLM, val: &[u8], args: &TrainArgs, step: u64) -> Result<String, Error> {
+fn sample(model: &MambaLM, val: &[u8], args: &TrainArgs, step: u64) -> Result<String> {
     let prompt: Vec<usize> = val[..val.len().min(32)].iter().map(|&b| b as usize).collect();
     let mut rng = Rng::new(args.seed.wrapping_add(step));
     let how = Sampling { temperature: 0.8, top_k: 40 };
@@ -490,7 +498,7 @@ fn sample(model: &MambaLM, val: &[u8], args: &TrainArgs, step: u64) -> Result<St
 }
 
 /// Redraw loss.svg from the whole metrics log (so resumed runs keep their history).
-fn write_loss_curve(args: &TrainArgs, metrics_path: &std::path::Path) -> Result<(), Error> {
+fn write_loss_curve(args: &TrainArgs, metrics_path: &std::path::Path) -> Result<()> {
     let records = read_metrics(metrics_path)?;
     let series = |key: &str, scale: f64| -> Vec<(f64, f64)> {
         records.iter().filter_map(|r| Some((r["step"].as_f64()?, r[key].as_f64()? * scale))).collect()
@@ -505,6 +513,6 @@ fn write_loss_curve(args: &TrainArgs, metrics_path: &std::path::Path) -> Result<
             &[("train loss (nats)", series("loss", 1.0)), ("val accuracy", series("val_accuracy", 1.0))],
         ),
     };
-    write_atomic(&args.out().join("loss.svg"), svg.as_bytes())?;
-    Ok(())
+    let path = args.out().join("loss.svg");
+    write_atomic(&path, svg.as_bytes()).map_err(Error::io(path.display()))
 }
