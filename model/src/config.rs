@@ -1,6 +1,7 @@
 //! Model configuration, serialised exactly like the reference `config.json` of
 //! `MambaLMHeadModel`, so checkpoints are interchangeable.
 
+use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// The mixer's settings. Fields missing from a config file take the reference defaults
@@ -72,12 +73,12 @@ impl MambaConfig {
 
     /// Parse a reference-style `config.json`: absent fields take the reference defaults,
     /// then the result is validated.
-    pub fn from_json(text: &str) -> Result<MambaConfig, String> {
-        let mut cfg: MambaConfig = serde_json::from_str(text).map_err(|e| format!("invalid config: {e}"))?;
+    pub fn from_json(text: &str) -> Result<MambaConfig> {
+        let mut cfg: MambaConfig = serde_json::from_str(text)?;
         if cfg.ssm_cfg.dt_rank == 0 {
             cfg.ssm_cfg.dt_rank = cfg.d_model.div_ceil(16);
         }
-        cfg.validate().map_err(|e| format!("unsupported configuration: {e}"))?;
+        cfg.validate()?;
         Ok(cfg)
     }
 
@@ -90,17 +91,19 @@ impl MambaConfig {
         self.vocab_size.div_ceil(self.pad_vocab_size_multiple.max(1)) * self.pad_vocab_size_multiple.max(1)
     }
 
-    /// What this implementation supports; anything else is refused with a reason.
-    pub fn validate(&self) -> Result<(), String> {
+    /// What this implementation supports; anything else is refused with a reason
+    /// ([`Error::Unsupported`]).
+    pub fn validate(&self) -> Result<()> {
         let s = &self.ssm_cfg;
+        let unsupported = |msg: &str| Err(Error::Unsupported(msg.into()));
         if self.d_model == 0 || self.n_layer == 0 || self.vocab_size == 0 {
-            return Err("d_model, n_layer and vocab_size must be positive".into());
+            return unsupported("d_model, n_layer and vocab_size must be positive");
         }
         if s.d_state == 0 || s.d_conv == 0 || s.expand == 0 || s.dt_rank == 0 {
-            return Err("ssm_cfg: d_state, d_conv, expand and dt_rank must be positive".into());
+            return unsupported("ssm_cfg: d_state, d_conv, expand and dt_rank must be positive");
         }
         if !self.rms_norm || !self.tie_embeddings {
-            return Err("only rms_norm = true and tie_embeddings = true are implemented".into());
+            return unsupported("only rms_norm = true and tie_embeddings = true are implemented");
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! reference checkpoints): an 8-byte header length, a JSON header of names, dtypes,
 //! shapes and byte ranges, then the raw little-endian data.
 
+use crate::{Error, Result};
 use mamba_engine::{dtype::bf16, DType, Tensor};
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use std::collections::BTreeMap;
@@ -22,20 +23,21 @@ impl Loaded {
 }
 
 /// Parse safetensors bytes. Errors say what is wrong (never panic on bad bytes).
-pub fn read_safetensors(bytes: &[u8]) -> Result<BTreeMap<String, Loaded>, String> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a valid safetensors file: {e}"))?;
+pub fn read_safetensors(bytes: &[u8]) -> Result<BTreeMap<String, Loaded>> {
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|source| Error::Safetensors { context: "not a valid safetensors file", source })?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         let shape = view.shape().to_vec();
         let data = view.data();
         let loaded = match view.dtype() {
-            Dtype::F32 => Loaded::Float(float_tensor(data, &shape, DType::F32, 4, |b| {
+            Dtype::F32 => Loaded::Float(float_tensor(&name, data, &shape, DType::F32, 4, |b| {
                 f32::from_le_bytes(b.try_into().unwrap()) as f64
             })?),
-            Dtype::F64 => {
-                Loaded::Float(float_tensor(data, &shape, DType::F64, 8, |b| f64::from_le_bytes(b.try_into().unwrap()))?)
-            }
-            Dtype::BF16 => Loaded::Float(float_tensor(data, &shape, DType::BF16, 2, |b| {
+            Dtype::F64 => Loaded::Float(float_tensor(&name, data, &shape, DType::F64, 8, |b| {
+                f64::from_le_bytes(b.try_into().unwrap())
+            })?),
+            Dtype::BF16 => Loaded::Float(float_tensor(&name, data, &shape, DType::BF16, 2, |b| {
                 bf16::from_le_bytes(b.try_into().unwrap()).to_f64()
             })?),
             Dtype::I64 => Loaded::Int {
@@ -47,9 +49,9 @@ pub fn read_safetensors(bytes: &[u8]) -> Result<BTreeMap<String, Loaded>, String
                 shape,
             },
             other => {
-                return Err(format!(
+                return Err(Error::Weights(format!(
                     "tensor `{name}` has dtype {other:?}; only F32, F64, BF16, I32 and I64 are supported"
-                ))
+                )))
             }
         };
         out.insert(name, loaded);
@@ -58,22 +60,23 @@ pub fn read_safetensors(bytes: &[u8]) -> Result<BTreeMap<String, Loaded>, String
 }
 
 fn float_tensor(
+    name: &str,
     data: &[u8],
     shape: &[usize],
     dtype: DType,
     size: usize,
     f: impl Fn(&[u8]) -> f64,
-) -> Result<Tensor, String> {
+) -> Result<Tensor> {
     let values: Vec<f64> = data.chunks_exact(size).map(f).collect();
-    Tensor::from_f64(&values, shape, dtype).map_err(|e| e.to_string())
+    Tensor::from_f64(&values, shape, dtype).map_err(|e| Error::Tensor { name: name.into(), what: e.to_string() })
 }
 
 /// Serialise named tensors (any dtype the engine has) to safetensors bytes, with
 /// optional `__metadata__` strings in the header.
-pub fn write_safetensors(tensors: &[(String, Tensor)], metadata: &[(&str, String)]) -> Result<Vec<u8>, String> {
+pub fn write_safetensors(tensors: &[(String, Tensor)], metadata: &[(&str, String)]) -> Result<Vec<u8>> {
     let mut blobs = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
-        let to_string = |e: mamba_engine::Error| format!("`{name}`: {e}");
+        let to_string = |e: mamba_engine::Error| Error::Tensor { name: name.clone(), what: e.to_string() };
         let (dtype, bytes): (Dtype, Vec<u8>) = match t.dtype() {
             DType::F32 => {
                 (Dtype::F32, t.to_vec::<f32>().map_err(to_string)?.iter().flat_map(|v| v.to_le_bytes()).collect())
@@ -90,9 +93,11 @@ pub fn write_safetensors(tensors: &[(String, Tensor)], metadata: &[(&str, String
     let views = blobs
         .iter()
         .map(|(name, dtype, shape, bytes)| {
-            TensorView::new(*dtype, shape.clone(), bytes).map(|v| (*name, v)).map_err(|e| format!("`{name}`: {e}"))
+            TensorView::new(*dtype, shape.clone(), bytes)
+                .map(|v| (*name, v))
+                .map_err(|e| Error::Tensor { name: name.to_string(), what: e.to_string() })
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>>>()?;
     let metadata = (!metadata.is_empty()).then(|| metadata.iter().map(|(k, v)| (k.to_string(), v.clone())).collect());
-    safetensors::serialize(views, &metadata).map_err(|e| e.to_string())
+    Ok(safetensors::serialize(views, &metadata)?)
 }

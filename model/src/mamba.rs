@@ -20,11 +20,11 @@
 //! `step` runs the same network one token at a time with a conv state (B, d_inner, d_conv)
 //! and an SSM state (B, d_inner, d_state) per layer: constant cost per token.
 
-use crate::{config::MambaConfig, io::Loaded};
+use crate::{config::MambaConfig, io::Loaded, Error, Result};
 use mamba_engine::{
     no_grad,
     ops::scan::{selective_scan, ScanArgs},
-    DType, Device, Error, Result, Rng, Tensor,
+    DType, Device, Rng, Tensor,
 };
 use std::collections::BTreeMap;
 
@@ -33,7 +33,7 @@ pub const RMS_EPS: f64 = 1e-5;
 
 /// y = x W^T for a weight stored (out, in).
 fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    x.matmul(&w.transpose(0, 1)?)
+    Ok(x.matmul(&w.transpose(0, 1)?)?)
 }
 
 pub struct Mixer {
@@ -69,7 +69,8 @@ pub struct InferenceState {
 }
 
 impl Mixer {
-    /// The reference initialisation (see the module docs of the issue / docs/MAMBA.md).
+    /// The reference initialisation, each rule in the comments below (docs/ARCHITECTURE.md
+    /// describes the model, docs/SCAN.md the selective scan).
     fn new(cfg: &MambaConfig, dtype: DType, rng: &mut Rng) -> Result<Mixer> {
         let (dm, di) = (cfg.d_model, cfg.d_inner());
         let s = &cfg.ssm_cfg;
@@ -169,7 +170,7 @@ impl Mixer {
 
 impl MambaLM {
     pub fn new(cfg: MambaConfig, dtype: DType, seed: u64) -> Result<MambaLM> {
-        cfg.validate().map_err(|msg| Error::Invalid { op: "MambaLM::new", msg })?;
+        cfg.validate()?;
         let mut rng = Rng::new(seed);
         let embedding = Tensor::randn(&[cfg.padded_vocab(), cfg.d_model], 0.0, 0.02, dtype, &mut rng).requires_grad();
         let layers = (0..cfg.n_layer)
@@ -221,21 +222,22 @@ impl MambaLM {
             Some(r) => h.add(&r)?,
             None => h,
         };
-        r.rms_norm(&self.norm_f, RMS_EPS)?.matmul(&self.embedding.transpose(0, 1)?)
+        Ok(r.rms_norm(&self.norm_f, RMS_EPS)?.matmul(&self.embedding.transpose(0, 1)?)?)
     }
 
     /// Mean next-byte cross-entropy of `ids` against `targets` (both batch * len).
     pub fn loss(&self, ids: &[usize], targets: &[i64], batch: usize, len: usize) -> Result<Tensor> {
-        self.forward(ids, batch, len)?.cross_entropy(targets, -100)
+        Ok(self.forward(ids, batch, len)?.cross_entropy(targets, -100)?)
     }
 
     /// Zero conv and SSM states for `batch` sequences.
     pub fn new_state(&self, batch: usize) -> Result<InferenceState> {
         let (di, s, dt, dev) = (self.cfg.d_inner(), &self.cfg.ssm_cfg, self.embedding.dtype(), self.device());
         let layers = 0..self.cfg.n_layer;
+        let zeros = |shape: &[usize]| Tensor::zeros(shape, dt, dev);
         Ok(InferenceState {
-            conv: layers.clone().map(|_| Tensor::zeros(&[batch, di, s.d_conv], dt, dev)).collect::<Result<_>>()?,
-            ssm: layers.map(|_| Tensor::zeros(&[batch, di, s.d_state], dt, dev)).collect::<Result<_>>()?,
+            conv: layers.clone().map(|_| zeros(&[batch, di, s.d_conv])).collect::<mamba_engine::Result<_>>()?,
+            ssm: layers.map(|_| zeros(&[batch, di, s.d_state])).collect::<mamba_engine::Result<_>>()?,
         })
     }
 
@@ -257,7 +259,7 @@ impl MambaLM {
             Some(r) => h.add(&r)?,
             None => h,
         };
-        r.rms_norm(&self.norm_f, RMS_EPS)?.matmul(&self.embedding.transpose(0, 1)?)
+        Ok(r.rms_norm(&self.norm_f, RMS_EPS)?.matmul(&self.embedding.transpose(0, 1)?)?)
     }
 
     /// Every parameter under its reference name (the tied head is not repeated).
@@ -290,31 +292,35 @@ impl MambaLM {
 
     /// Copy parameters from `tensors` (names prefixed by `prefix`), converting dtypes.
     /// Every parameter must be present with its exact shape; a tied `lm_head.weight` may
-    /// appear and must then equal the embedding; any other name is refused.
-    pub fn load_parameters(&self, tensors: &BTreeMap<String, Loaded>, prefix: &str) -> std::result::Result<(), String> {
+    /// appear and must then equal the embedding; any other name is refused
+    /// ([`Error::Weights`], naming the tensor).
+    pub fn load_parameters(&self, tensors: &BTreeMap<String, Loaded>, prefix: &str) -> Result<()> {
         let params = self.named_parameters();
         for (name, p) in &params {
             let key = format!("{prefix}{name}");
-            let t =
-                tensors.get(&key).and_then(Loaded::tensor).ok_or_else(|| format!("missing float tensor `{key}`"))?;
+            let t = tensors
+                .get(&key)
+                .and_then(Loaded::tensor)
+                .ok_or_else(|| Error::Weights(format!("missing float tensor `{key}`")))?;
             if t.shape() != p.shape() {
-                return Err(format!("`{key}` has shape {:?}, the model expects {:?}", t.shape(), p.shape()));
+                let (got, want) = (t.shape(), p.shape());
+                return Err(Error::Weights(format!("`{key}` has shape {got:?}, the model expects {want:?}")));
             }
-            let value = t.to_dtype(p.dtype()).and_then(|t| t.to(p.device())).map_err(|e| e.to_string())?;
-            p.set_data(&value).map_err(|e| e.to_string())?;
+            p.set_data(&t.to_dtype(p.dtype())?.to(p.device())?)?;
         }
         if let Some(head) = tensors.get(&format!("{prefix}lm_head.weight")) {
-            let embedding = self.embedding.to_vec_f64().map_err(|e| e.to_string())?;
+            let embedding = self.embedding.to_vec_f64()?;
             let head = head.tensor().map(|t| t.to_dtype(self.embedding.dtype()).and_then(|t| t.to_vec_f64()));
             if !matches!(head, Some(Ok(h)) if h == embedding) {
-                return Err(format!("`{prefix}lm_head.weight` differs from the embedding, but this model ties them"));
+                let what = format!("`{prefix}lm_head.weight` differs from the embedding, but this model ties them");
+                return Err(Error::Weights(what));
             }
         }
         for key in tensors.keys().filter_map(|k| k.strip_prefix(prefix)) {
             if key != "lm_head.weight" && !params.iter().any(|(n, _)| n == key) {
-                return Err(format!(
+                return Err(Error::Weights(format!(
                     "unexpected tensor `{prefix}{key}`: the checkpoint does not match this model configuration"
-                ));
+                )));
             }
         }
         Ok(())

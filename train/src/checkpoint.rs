@@ -32,7 +32,7 @@
 //! missing, and the next save deletes a stale `<dir>.tmp`. Because saving deletes directories,
 //! it refuses to replace one that holds anything but checkpoint files.
 
-use crate::optim::AdamW;
+use crate::{optim::AdamW, Error, Result};
 use mamba_engine::{no_grad, DType, Tensor};
 use mamba_model::{
     io::{read_safetensors, write_safetensors, Loaded},
@@ -40,7 +40,6 @@ use mamba_model::{
 };
 use safetensors::{SafeTensorError, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -63,31 +62,14 @@ pub struct TrainingState {
     pub train_args: serde_json::Value,
 }
 
-/// A checkpoint problem: the file (or directory) concerned and what is wrong with it.
-#[derive(Debug)]
-pub struct CheckpointError {
-    pub path: PathBuf,
-    pub what: String,
+/// A checkpoint problem ([`Error::Checkpoint`]): the file (or directory) concerned and what
+/// is wrong with it.
+fn error(path: &Path, what: impl Into<String>) -> Error {
+    Error::checkpoint(path, what)
 }
-
-impl CheckpointError {
-    fn new(path: &Path, what: impl Into<String>) -> CheckpointError {
-        CheckpointError { path: path.to_path_buf(), what: what.into() }
-    }
-}
-
-impl fmt::Display for CheckpointError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path.display(), self.what)
-    }
-}
-
-impl std::error::Error for CheckpointError {}
-
-type Result<T> = std::result::Result<T, CheckpointError>;
 
 fn fail<T>(path: &Path, what: impl Into<String>) -> Result<T> {
-    Err(CheckpointError::new(path, what))
+    Err(error(path, what))
 }
 
 // ---------------------------------------------------------------- saving
@@ -104,14 +86,13 @@ pub fn save(dir: &Path, model: &MambaLM, opt: &AdamW, state: &TrainingState) -> 
         let what = format!("TrainingState.step is {} but the optimizer has taken {} steps", state.step, opt.step);
         return fail(&dir.join(STATE_FILE), what);
     }
-    let config = serde_json::to_string_pretty(&model.cfg)
-        .map_err(|e| CheckpointError::new(&dir.join(CONFIG_FILE), e.to_string()))?;
-    let weights = model_bytes(model).map_err(|e| CheckpointError::new(&dir.join(MODEL_FILE), e))?;
-    let training = state_bytes(opt, state).map_err(|e| CheckpointError::new(&dir.join(STATE_FILE), e))?;
+    let config = serde_json::to_string_pretty(&model.cfg).map_err(|e| error(&dir.join(CONFIG_FILE), e.to_string()))?;
+    let weights = model_bytes(model).map_err(|e| error(&dir.join(MODEL_FILE), e.to_string()))?;
+    let training = state_bytes(opt, state).map_err(|e| error(&dir.join(STATE_FILE), e.to_string()))?;
 
     // 1. The complete checkpoint in <dir>.tmp, durable before anything else changes.
     remove_if_exists(&tmp)?;
-    fs::create_dir_all(&tmp).map_err(|e| CheckpointError::new(&tmp, format!("cannot create directory: {e}")))?;
+    fs::create_dir_all(&tmp).map_err(|e| error(&tmp, format!("cannot create directory: {e}")))?;
     for (name, bytes) in [(CONFIG_FILE, config.as_bytes()), (MODEL_FILE, &weights), (STATE_FILE, &training)] {
         write_synced(&tmp.join(name), bytes)?;
     }
@@ -131,20 +112,20 @@ pub fn save(dir: &Path, model: &MambaLM, opt: &AdamW, state: &TrainingState) -> 
 }
 
 /// model.safetensors: the reference state dict in f32, `lm_head.weight` included.
-fn model_bytes(model: &MambaLM) -> std::result::Result<Vec<u8>, String> {
+fn model_bytes(model: &MambaLM) -> mamba_model::Result<Vec<u8>> {
     let _guard = no_grad();
     let mut named = model.named_parameters();
     named.push(("lm_head.weight".to_string(), model.embedding.clone()));
     let f32s = named
         .into_iter()
-        .map(|(name, t)| Ok((name, t.to_dtype(DType::F32).map_err(|e| e.to_string())?)))
-        .collect::<std::result::Result<Vec<_>, String>>()?;
+        .map(|(name, t)| Ok((name, t.to_dtype(DType::F32)?)))
+        .collect::<mamba_model::Result<Vec<_>>>()?;
     // "format": "pt" is what PyTorch-side loaders (e.g. transformers) expect to find.
     write_safetensors(&f32s, &[("format", "pt".to_string())])
 }
 
 /// training_state.safetensors: both moments of every parameter, and the metadata.
-fn state_bytes(opt: &AdamW, state: &TrainingState) -> std::result::Result<Vec<u8>, String> {
+fn state_bytes(opt: &AdamW, state: &TrainingState) -> mamba_model::Result<Vec<u8>> {
     let mut tensors = Vec::with_capacity(2 * opt.params.len());
     for p in &opt.params {
         tensors.push((format!("exp_avg.{}", p.name), p.m.clone()));
@@ -161,10 +142,8 @@ fn state_bytes(opt: &AdamW, state: &TrainingState) -> std::result::Result<Vec<u8
 
 /// Write `bytes` to a new file and wait until they are on disk.
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = fs::File::create(path).map_err(|e| CheckpointError::new(path, format!("cannot create: {e}")))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| CheckpointError::new(path, format!("cannot write: {e}")))
+    let mut file = fs::File::create(path).map_err(|e| error(path, format!("cannot create: {e}")))?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|e| error(path, format!("cannot write: {e}")))
 }
 
 /// Make a directory's new entries and renames durable. Only POSIX lets a directory be
@@ -173,13 +152,13 @@ fn sync_dir(path: &Path) -> Result<()> {
     if cfg!(unix) {
         fs::File::open(path)
             .and_then(|dir| dir.sync_all())
-            .map_err(|e| CheckpointError::new(path, format!("cannot sync directory: {e}")))?;
+            .map_err(|e| error(path, format!("cannot sync directory: {e}")))?;
     }
     Ok(())
 }
 
 fn rename(from: &Path, to: &Path) -> Result<()> {
-    fs::rename(from, to).map_err(|e| CheckpointError::new(from, format!("cannot rename to {}: {e}", to.display())))
+    fs::rename(from, to).map_err(|e| error(from, format!("cannot rename to {}: {e}", to.display())))
 }
 
 fn remove_if_exists(path: &Path) -> Result<()> {
@@ -195,9 +174,9 @@ fn ensure_replaceable(path: &Path) -> Result<()> {
     if !meta.is_dir() {
         return fail(path, "exists and is not a directory; refusing to replace it");
     }
-    let entries = fs::read_dir(path).map_err(|e| CheckpointError::new(path, format!("cannot list: {e}")))?;
+    let entries = fs::read_dir(path).map_err(|e| error(path, format!("cannot list: {e}")))?;
     for entry in entries {
-        let name = entry.map_err(|e| CheckpointError::new(path, format!("cannot list: {e}")))?.file_name();
+        let name = entry.map_err(|e| error(path, format!("cannot list: {e}")))?.file_name();
         if !FILES.iter().any(|f| name == *f) {
             let what = format!(
                 "holds `{}`, which is not part of a checkpoint; refusing to replace it (choose a new directory)",
@@ -234,12 +213,11 @@ pub fn load_model(dir: &Path) -> Result<MambaLM> {
     let cfg = read_config(&config_path)?;
     let path = dir.join(MODEL_FILE);
     let (tensors, _) = read_tensors(&path)?;
-    check_sizes(&cfg, &tensors)
-        .map_err(|e| CheckpointError::new(&path, format!("does not match {CONFIG_FILE}: {e}")))?;
-    let model = MambaLM::new(cfg, DType::F32, 0).map_err(|e| CheckpointError::new(&config_path, e.to_string()))?;
-    model
-        .load_parameters(&tensors, "")
-        .map_err(|e| CheckpointError::new(&path, format!("does not match {CONFIG_FILE}: {e}")))?;
+    if let Some(mismatch) = size_mismatch(&cfg, &tensors) {
+        return fail(&path, format!("does not match {CONFIG_FILE}: {mismatch}"));
+    }
+    let model = MambaLM::new(cfg, DType::F32, 0).map_err(|e| error(&config_path, e.to_string()))?;
+    model.load_parameters(&tensors, "").map_err(|e| error(&path, format!("does not match {CONFIG_FILE}: {e}")))?;
     Ok(model)
 }
 
@@ -249,7 +227,7 @@ pub fn load_model(dir: &Path) -> Result<MambaLM> {
 pub fn load_training_state(dir: &Path, opt: &mut AdamW) -> Result<TrainingState> {
     let path = resolve(dir)?.join(STATE_FILE);
     let (tensors, metadata) = read_tensors(&path)?;
-    let error = |what: String| CheckpointError::new(&path, what);
+    let error = |what: String| error(&path, what);
     let field = |key: &str| metadata.get(key).ok_or_else(|| error(format!("metadata field `{key}` is missing")));
     let number = |key: &str| {
         let text = field(key)?;
@@ -317,17 +295,17 @@ fn resolve(dir: &Path) -> Result<PathBuf> {
 }
 
 fn read_config(path: &Path) -> Result<MambaConfig> {
-    let text = fs::read_to_string(path).map_err(|e| CheckpointError::new(path, format!("cannot read: {e}")))?;
-    MambaConfig::from_json(&text).map_err(|e| CheckpointError::new(path, e))
+    let text = fs::read_to_string(path).map_err(|e| error(path, format!("cannot read: {e}")))?;
+    MambaConfig::from_json(&text).map_err(|e| error(path, e.to_string()))
 }
 
 /// The tensors of a safetensors file and its `__metadata__` strings.
 fn read_tensors(path: &Path) -> Result<(BTreeMap<String, Loaded>, HashMap<String, String>)> {
-    let bytes = fs::read(path).map_err(|e| CheckpointError::new(path, format!("cannot read: {e}")))?;
+    let bytes = fs::read(path).map_err(|e| error(path, format!("cannot read: {e}")))?;
     // read_metadata checks the header and that the data fills the file exactly.
     let (_, header) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| CheckpointError::new(path, format!("not a valid safetensors file: {}", describe(&e))))?;
-    let tensors = read_safetensors(&bytes).map_err(|e| CheckpointError::new(path, e))?;
+        .map_err(|e| error(path, format!("not a valid safetensors file: {}", describe(&e))))?;
+    let tensors = read_safetensors(&bytes).map_err(|e| error(path, e.to_string()))?;
     Ok((tensors, header.metadata().clone().unwrap_or_default()))
 }
 
@@ -352,15 +330,16 @@ fn describe(e: &SafeTensorError) -> String {
 }
 
 /// Before allocating the model, check that the config describes as many parameters as the file
-/// holds: a corrupt config.json could otherwise ask for terabytes. Mismatched shapes of equal
-/// total size are then caught by `load_parameters`.
-fn check_sizes(cfg: &MambaConfig, tensors: &BTreeMap<String, Loaded>) -> std::result::Result<(), String> {
-    let overflow = || "the config's sizes overflow".to_string();
+/// holds: a corrupt config.json could otherwise ask for terabytes. Returns what does not match,
+/// if anything. Mismatched shapes of equal total size are then caught by `load_parameters`.
+fn size_mismatch(cfg: &MambaConfig, tensors: &BTreeMap<String, Loaded>) -> Option<String> {
+    let overflow = Some("the config's sizes overflow".to_string());
     let key = "backbone.embedding.weight";
     if let Some(t) = tensors.get(key).and_then(Loaded::tensor) {
-        let want = [padded_vocab(cfg).ok_or_else(overflow)?, cfg.d_model];
+        let Some(vocab) = padded_vocab(cfg) else { return overflow };
+        let want = [vocab, cfg.d_model];
         if t.shape() != want {
-            return Err(format!(
+            return Some(format!(
                 "`{key}` has shape {:?}, the config implies {want:?} (padded vocab, d_model)",
                 t.shape()
             ));
@@ -369,9 +348,9 @@ fn check_sizes(cfg: &MambaConfig, tensors: &BTreeMap<String, Loaded>) -> std::re
     let held: usize =
         tensors.iter().filter(|(k, _)| *k != "lm_head.weight").filter_map(|(_, t)| t.tensor()).map(Tensor::numel).sum();
     match param_count(cfg) {
-        Some(n) if n == held => Ok(()),
-        Some(n) => Err(format!("the config describes {n} parameters, the file holds {held}")),
-        None => Err(overflow()),
+        Some(n) if n == held => None,
+        Some(n) => Some(format!("the config describes {n} parameters, the file holds {held}")),
+        None => overflow,
     }
 }
 
@@ -462,9 +441,10 @@ mod tests {
     }
 
     /// The error's message, checked to name `file`.
-    fn names_file(e: CheckpointError, file: &str) -> String {
+    fn names_file(e: Error, file: &str) -> String {
         let msg = e.to_string();
-        assert!(e.path.ends_with(file) && msg.contains(file), "error should name {file}: {msg}");
+        let Error::Checkpoint { path, .. } = &e else { panic!("not a checkpoint error: {msg}") };
+        assert!(path.ends_with(file) && msg.contains(file), "error should name {file}: {msg}");
         msg
     }
 

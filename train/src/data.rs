@@ -4,6 +4,7 @@
 //! The default corpus is this repository's own source and docs, gathered by build.rs
 //! and compiled into the binary, so `mamba train` needs no download.
 
+use crate::{Error, Result};
 use mamba_engine::Rng;
 
 /// The embedded default corpus.
@@ -25,7 +26,7 @@ impl Corpus {
     /// that validation samples every part of the text (the tail of a corpus of source
     /// files is one particular file, not a fair test). Short texts fall back to a tail
     /// split. Both parts must hold at least one window of `seq_len + 1` bytes.
-    pub fn split(bytes: &[u8], val_frac: f64, seq_len: usize) -> Result<Corpus, String> {
+    pub fn split(bytes: &[u8], val_frac: f64, seq_len: usize) -> Result<Corpus> {
         let every = (1.0 / val_frac).round().max(2.0) as usize;
         let (mut train, mut val) = (Vec::new(), Vec::new());
         if bytes.len() >= 2 * every * BLOCK {
@@ -37,12 +38,12 @@ impl Corpus {
             (train, val) = (bytes[..cut].to_vec(), bytes[cut..].to_vec());
         }
         if val.len() <= seq_len + 1 || train.len() <= seq_len + 1 {
-            return Err(format!(
+            return Err(Error::Settings(format!(
                 "the text has {} bytes, too few for --seq-len {seq_len}: need more than {} ({}% goes to validation); use a longer file or a smaller --seq-len",
                 bytes.len(),
                 (seq_len + 2) * every,
                 100 / every
-            ));
+            )));
         }
         Ok(Corpus { train, val })
     }

@@ -2,7 +2,8 @@
 //! byte at a time to build the conv and SSM states, then each new byte costs the same
 //! whatever its position.
 
-use mamba_engine::{Result, Rng};
+use crate::{Error, Result};
+use mamba_engine::Rng;
 use mamba_model::MambaLM;
 
 /// How to pick the next token from the logits.
@@ -29,10 +30,7 @@ pub fn generate(
         logits = Some(model.step(&[t], &mut state)?);
     }
     let Some(mut logits) = logits else {
-        return Err(mamba_engine::Error::Invalid {
-            op: "generate",
-            msg: "the prompt must contain at least one token".into(),
-        });
+        return Err(Error::Settings("generate: the prompt must contain at least one token".into()));
     };
     let vocab = model.cfg.vocab_size;
     let mut out = Vec::with_capacity(n);

@@ -1,12 +1,15 @@
 //! # mamba-train
 //!
 //! Optimisers, data, checkpoints, synthetic tasks, progress reports and the training
-//! loop behind the `mamba` command.
+//! loop behind the `mamba` command, with the crate's one error type (`error.rs`).
 
 pub mod checkpoint;
 pub mod data;
+pub mod error;
 pub mod generate;
 pub mod optim;
 pub mod report;
 pub mod tasks;
 pub mod trainer;
+
+pub use error::{Error, Result};

@@ -6,6 +6,7 @@ use mamba_train::{
     checkpoint,
     generate::{generate, Sampling},
     trainer::{train, TrainArgs},
+    Error, Result,
 };
 use std::io::Write;
 use std::path::PathBuf;
@@ -63,18 +64,17 @@ fn main() {
     }
 }
 
-fn run_generate(args: &GenerateArgs) -> Result<(), Box<dyn std::error::Error>> {
+fn run_generate(args: &GenerateArgs) -> Result<()> {
     let model = checkpoint::load_model(&args.checkpoint)?.to(args.device)?;
     if args.prompt.is_empty() {
-        return Err("--prompt must not be empty".into());
+        return Err(Error::Settings("--prompt must not be empty".into()));
     }
     if model.cfg.vocab_size < 256 {
-        return Err(format!(
+        return Err(Error::Settings(format!(
             "{} holds a synthetic-task model (vocabulary {}), not a byte model",
             args.checkpoint.display(),
             model.cfg.vocab_size
-        )
-        .into());
+        )));
     }
     let prompt: Vec<usize> = args.prompt.bytes().map(usize::from).collect();
     let mut rng = Rng::new(args.seed);

@@ -12,10 +12,11 @@
 //! (`mamba_engine::ops::adamw::adamw_step`: a CPU kernel, or one launch on the GPU); on the
 //! CPU it rounds exactly as the ~16 tensor ops it replaced, so the values are the same.
 
+use crate::Result;
 use mamba_engine::{
     no_grad,
     ops::adamw::{adamw_step, AdamWHyper},
-    Result, Tensor,
+    Tensor,
 };
 
 /// One optimised tensor and its two moment estimates (`exp_avg`, `exp_avg_sq` in PyTorch).

@@ -1,6 +1,7 @@
 //! Progress artefacts of a training run: a JSON-lines metrics log, an SVG loss curve
 //! and atomic file writes (so a crash never leaves a half-written checkpoint or chart).
 
+use crate::{Error, Result};
 use serde_json::Value;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -40,14 +41,14 @@ impl MetricsLog {
 
 /// Read back the records of a metrics file (skipping blank lines; a malformed line is
 /// an error naming the file and line number, as `path:line: reason`).
-pub fn read_metrics(path: &Path) -> Result<Vec<Value>, String> {
-    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn read_metrics(path: &Path) -> Result<Vec<Value>> {
+    let text = fs::read_to_string(path).map_err(Error::io(path.display()))?;
     let mut records = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let record = serde_json::from_str(line).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
+        let record = serde_json::from_str(line).map_err(Error::json(format!("{}:{}", path.display(), i + 1)))?;
         records.push(record);
     }
     Ok(records)
@@ -288,9 +289,9 @@ mod tests {
         let dir = scratch("malformed");
         let path = dir.join("m.jsonl");
         fs::write(&path, "{\"step\": 1}\n\n{\"step\": 2,\n").unwrap();
-        let err = read_metrics(&path).unwrap_err();
+        let err = read_metrics(&path).unwrap_err().to_string();
         assert!(err.contains("m.jsonl:3:"), "{err}");
-        let err = read_metrics(&dir.join("missing.jsonl")).unwrap_err();
+        let err = read_metrics(&dir.join("missing.jsonl")).unwrap_err().to_string();
         assert!(err.contains("missing.jsonl"), "{err}");
         fs::remove_dir_all(dir).unwrap();
     }

@@ -14,7 +14,8 @@
 //! [`IGNORE`] where the position is not scored (same convention as cross-entropy with
 //! `ignore_index = -100` in PyTorch).
 
-use mamba_engine::{Error, Result, Rng, Tensor};
+use crate::{Error, Result};
+use mamba_engine::{Error as EngineError, Rng, Tensor};
 
 /// Target value of a position that is not scored.
 pub const IGNORE: i64 = -100;
@@ -84,18 +85,22 @@ const MARKER: usize = 1;
 
 impl SelectiveCopying {
     /// Checks `1 <= n_tokens <= seq_len` and `vocab >= 2`.
-    pub fn new(seq_len: usize, n_tokens: usize, vocab: usize) -> std::result::Result<SelectiveCopying, String> {
+    pub fn new(seq_len: usize, n_tokens: usize, vocab: usize) -> Result<SelectiveCopying> {
         if n_tokens == 0 {
-            return Err("selective-copying: n_tokens must be at least 1 (how many tokens to memorise)".into());
-        }
-        if n_tokens > seq_len {
-            return Err(format!(
-                "selective-copying: n_tokens = {n_tokens} does not fit in seq_len = {seq_len}; \
-                 raise seq_len or lower n_tokens"
+            return Err(Error::Settings(
+                "selective-copying: n_tokens must be at least 1 (how many tokens to memorise)".into(),
             ));
         }
+        if n_tokens > seq_len {
+            return Err(Error::Settings(format!(
+                "selective-copying: n_tokens = {n_tokens} does not fit in seq_len = {seq_len}; \
+                 raise seq_len or lower n_tokens"
+            )));
+        }
         if vocab < 2 {
-            return Err(format!("selective-copying: vocab = {vocab} data tokens is too few; use vocab >= 2"));
+            return Err(Error::Settings(format!(
+                "selective-copying: vocab = {vocab} data tokens is too few; use vocab >= 2"
+            )));
         }
         Ok(SelectiveCopying { seq_len, n_tokens, vocab })
     }
@@ -118,14 +123,16 @@ impl SelectiveCopying {
 
 impl InductionHeads {
     /// Checks `seq_len >= 4` and `vocab >= 2`.
-    pub fn new(seq_len: usize, vocab: usize) -> std::result::Result<InductionHeads, String> {
+    pub fn new(seq_len: usize, vocab: usize) -> Result<InductionHeads> {
         if seq_len < 4 {
-            return Err(format!(
+            return Err(Error::Settings(format!(
                 "induction-heads: seq_len = {seq_len} is too short (trigger, answer, filler, trigger); use seq_len >= 4"
-            ));
+            )));
         }
         if vocab < 2 {
-            return Err(format!("induction-heads: vocab = {vocab} data tokens is too few; use vocab >= 2"));
+            return Err(Error::Settings(format!(
+                "induction-heads: vocab = {vocab} data tokens is too few; use vocab >= 2"
+            )));
         }
         Ok(InductionHeads { seq_len, vocab })
     }
@@ -150,11 +157,13 @@ impl InductionHeads {
 impl Task {
     /// Builds a task by name: `"selective-copying"` or `"induction-heads"` (which has no
     /// `n_tokens` and ignores it). The error says which parameter to change.
-    pub fn from_name(name: &str, seq_len: usize, n_tokens: usize, vocab: usize) -> std::result::Result<Task, String> {
+    pub fn from_name(name: &str, seq_len: usize, n_tokens: usize, vocab: usize) -> Result<Task> {
         match name {
             "selective-copying" => SelectiveCopying::new(seq_len, n_tokens, vocab).map(Task::SelectiveCopying),
             "induction-heads" => InductionHeads::new(seq_len, vocab).map(Task::InductionHeads),
-            other => Err(format!("unknown task {other:?}; choose \"selective-copying\" or \"induction-heads\"")),
+            other => Err(Error::Settings(format!(
+                "unknown task {other:?}; choose \"selective-copying\" or \"induction-heads\""
+            ))),
         }
     }
 
@@ -231,15 +240,18 @@ pub fn accuracy(logits: &Tensor, targets: &[i64]) -> Result<f64> {
     let shape = logits.shape();
     let v = match shape.last() {
         Some(&v) if v > 0 => v,
-        _ => return Err(Error::Rank { op: OP, shape: shape.to_vec(), expected: "logits (B, L, V) with V > 0".into() }),
+        _ => {
+            let expected = "logits (B, L, V) with V > 0".into();
+            return Err(Error::Engine(EngineError::Rank { op: OP, shape: shape.to_vec(), expected }));
+        }
     };
     if logits.numel() / v != targets.len() {
-        return Err(Error::ShapeMismatch {
+        return Err(Error::Engine(EngineError::ShapeMismatch {
             op: OP,
             lhs: shape.to_vec(),
             rhs: vec![targets.len()],
             hint: "need one target per row of logits (B * L targets for logits (B, L, V))".into(),
-        });
+        }));
     }
     let values = logits.to_vec_f64()?;
     let (mut scored, mut correct) = (0usize, 0usize);
@@ -248,7 +260,7 @@ pub fn accuracy(logits: &Tensor, targets: &[i64]) -> Result<f64> {
             continue;
         }
         if t < 0 || t as usize >= v {
-            return Err(Error::Index { op: OP, index: t, size: v, what: "target class" });
+            return Err(Error::Engine(EngineError::Index { op: OP, index: t, size: v, what: "target class" }));
         }
         scored += 1;
         if argmax(row) == t as usize {
@@ -256,7 +268,8 @@ pub fn accuracy(logits: &Tensor, targets: &[i64]) -> Result<f64> {
         }
     }
     if scored == 0 {
-        return Err(Error::Invalid { op: OP, msg: "every target is -100: no position to score".into() });
+        let msg = "every target is -100: no position to score".into();
+        return Err(Error::Engine(EngineError::Invalid { op: OP, msg }));
     }
     Ok(correct as f64 / scored as f64)
 }
@@ -354,7 +367,7 @@ mod tests {
 
     #[test]
     fn bad_parameters_are_errors() {
-        let err = |name, s, n, v| Task::from_name(name, s, n, v).unwrap_err();
+        let err = |name, s, n, v| Task::from_name(name, s, n, v).unwrap_err().to_string();
         assert!(err("selective-copying", 4, 5, 4).contains("raise seq_len or lower n_tokens"));
         assert!(err("selective-copying", 4, 0, 4).contains("n_tokens"));
         assert!(err("selective-copying", 8, 2, 1).contains("vocab >= 2"));
@@ -381,8 +394,8 @@ mod tests {
         assert_eq!(accuracy(&logits, &[0, 2, 1, 1]).unwrap(), 1.0);
         assert_eq!(accuracy(&logits, &[IGNORE, IGNORE, 0, IGNORE]).unwrap(), 0.0);
         // Wrong number of targets, a class out of range, nothing scored.
-        assert!(matches!(accuracy(&logits, &[0, 1]), Err(Error::ShapeMismatch { .. })));
-        assert!(matches!(accuracy(&logits, &[0, 3, 0, 0]), Err(Error::Index { index: 3, .. })));
-        assert!(matches!(accuracy(&logits, &[IGNORE; 4]), Err(Error::Invalid { .. })));
+        assert!(matches!(accuracy(&logits, &[0, 1]), Err(Error::Engine(EngineError::ShapeMismatch { .. }))));
+        assert!(matches!(accuracy(&logits, &[0, 3, 0, 0]), Err(Error::Engine(EngineError::Index { index: 3, .. }))));
+        assert!(matches!(accuracy(&logits, &[IGNORE; 4]), Err(Error::Engine(EngineError::Invalid { .. }))));
     }
 }
