@@ -75,9 +75,11 @@ pub fn gpu(op: &'static str) -> Result<&'static Gpu> {
     })
 }
 
-/// Map a driver error to an engine error naming `op`.
-pub(crate) fn err(op: &'static str) -> impl Fn(CudaError) -> Error {
-    move |e| Error::Device { op, device: Device::Cuda, msg: format!("CUDA error: {e}") }
+/// Map a driver error (`CudaError`) or a launcher's error (`mamba_kernels::Error`: a driver
+/// error or a bad argument, naming the kernel) to an engine error naming `op`. A driver
+/// error reads "CUDA error: ..." either way.
+pub(crate) fn err<E: Into<mamba_kernels::Error>>(op: &'static str) -> impl Fn(E) -> Error {
+    move |e| Error::Device { op, device: Device::Cuda, msg: e.into().to_string() }
 }
 
 /// `len` elements of `dtype` in one allocator block.

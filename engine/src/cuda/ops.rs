@@ -21,8 +21,13 @@ use crate::{
     storage::{CpuData, Storage},
     Device, Tensor,
 };
+use mamba_kernels::codes as kc;
 use mamba_kernels::cust::memory::{AsyncCopyDestination, DeviceSlice};
-use mamba_kernels::launch::{Gpu, MatStrides, Strided, SCAN_BWD_VERSION, SCAN_FWD_VERSION};
+use mamba_kernels::launch::{
+    AdamWStep, ConvDims, ConvGrads, CrossEntropyBackward, Gpu, MatStrides, Matmul, RmsNormBackward, RmsNormForward,
+    ScanBackward, ScanDims as KScanDims, ScanForward, ScanGrads, ScanInputs, Strided, SCAN_BWD_VERSION,
+    SCAN_FWD_VERSION,
+};
 
 type Slice = DeviceSlice<f32>;
 
@@ -82,7 +87,7 @@ fn upload_ids(op: &'static str, ids: &[usize]) -> Result<(CudaData, DeviceSlice<
     upload_i64(op, &ids.iter().map(|&i| i as i64).collect::<Vec<_>>())
 }
 
-fn run(op: &'static str, launch: impl FnOnce(&Gpu) -> mamba_kernels::cust::error::CudaResult<()>) -> Result<()> {
+fn run(op: &'static str, launch: impl FnOnce(&Gpu) -> mamba_kernels::Result<()>) -> Result<()> {
     launch(gpu(op)?).map_err(err(op))
 }
 
@@ -161,30 +166,30 @@ pub fn copy_within(src: &Tensor, dst: &Tensor) -> Result<()> {
 
 // ---------------------------------------------------------------- elementwise, copies, reductions
 
-/// Op code and parameters of `cu/elementwise.cu` (the order of `UnaryOp`).
-fn unary_code(op: UnaryOp) -> (i32, f32, f32) {
+/// Op code (`mamba_kernels::codes`) and parameters of `cu/elementwise.cu`.
+fn unary_code(op: UnaryOp) -> (kc::UnaryOp, f32, f32) {
     match op {
-        UnaryOp::Neg => (0, 0.0, 0.0),
-        UnaryOp::Exp => (1, 0.0, 0.0),
-        UnaryOp::Log => (2, 0.0, 0.0),
-        UnaryOp::Sqrt => (3, 0.0, 0.0),
-        UnaryOp::Rsqrt => (4, 0.0, 0.0),
-        UnaryOp::Sigmoid => (5, 0.0, 0.0),
-        UnaryOp::Silu => (6, 0.0, 0.0),
-        UnaryOp::Softplus => (7, 0.0, 0.0),
-        UnaryOp::Tanh => (8, 0.0, 0.0),
-        UnaryOp::Powf(p) => (9, p as f32, 0.0),
-        UnaryOp::Affine { mul, add } => (10, mul as f32, add as f32),
+        UnaryOp::Neg => (kc::UnaryOp::Neg, 0.0, 0.0),
+        UnaryOp::Exp => (kc::UnaryOp::Exp, 0.0, 0.0),
+        UnaryOp::Log => (kc::UnaryOp::Log, 0.0, 0.0),
+        UnaryOp::Sqrt => (kc::UnaryOp::Sqrt, 0.0, 0.0),
+        UnaryOp::Rsqrt => (kc::UnaryOp::Rsqrt, 0.0, 0.0),
+        UnaryOp::Sigmoid => (kc::UnaryOp::Sigmoid, 0.0, 0.0),
+        UnaryOp::Silu => (kc::UnaryOp::Silu, 0.0, 0.0),
+        UnaryOp::Softplus => (kc::UnaryOp::Softplus, 0.0, 0.0),
+        UnaryOp::Tanh => (kc::UnaryOp::Tanh, 0.0, 0.0),
+        UnaryOp::Powf(p) => (kc::UnaryOp::Powf, p as f32, 0.0),
+        UnaryOp::Affine { mul, add } => (kc::UnaryOp::Affine, mul as f32, add as f32),
     }
 }
 
-fn binary_code(op: BinaryOp) -> i32 {
+fn binary_code(op: BinaryOp) -> kc::BinaryOp {
     match op {
-        BinaryOp::Add => 0,
-        BinaryOp::Sub => 1,
-        BinaryOp::Mul => 2,
-        BinaryOp::Div => 3,
-        BinaryOp::Eq => 4,
+        BinaryOp::Add => kc::BinaryOp::Add,
+        BinaryOp::Sub => kc::BinaryOp::Sub,
+        BinaryOp::Mul => kc::BinaryOp::Mul,
+        BinaryOp::Div => kc::BinaryOp::Div,
+        BinaryOp::Eq => kc::BinaryOp::Eq,
     }
 }
 
@@ -279,14 +284,13 @@ pub fn reduce(op: ReduceOp, x: &Tensor, axes: &[usize], out_shape: &[usize]) -> 
         strides: axes.iter().map(|&a| l.strides[a]).collect(),
         offset: 0,
     };
-    let (n_out, inner_n) = (kept.numel(), inner.numel());
     let (out, mut o) = new_f32(OP, out_shape)?;
     let (xs, lk, li) = (buffer(OP, x)?, strided(OP, &kept)?, strided(OP, &inner)?);
     let code = match op {
-        ReduceOp::Sum => 0,
-        ReduceOp::Max => 1,
+        ReduceOp::Sum => kc::ReduceOp::Sum,
+        ReduceOp::Max => kc::ReduceOp::Max,
     };
-    run(OP, |g| g.reduce_f32(code, &xs, lk, li, &mut o, n_out, inner_n))?;
+    run(OP, |g| g.reduce_f32(code, &xs, lk, li, &mut o))?;
     Ok(out)
 }
 
@@ -325,7 +329,7 @@ pub fn matmul(
     let (out, mut o) = new_f32(OP, shape)?;
     let (xa, xb) = (buffer(OP, &a)?, buffer(OP, &b)?);
     let (xa, xb) = (xa.index(a.layout.offset..), xb.index(b.layout.offset..));
-    run(OP, |g| g.matmul_strided_f32(&xa, sa, &xb, sb, &mut o, nb, m, n, k))?;
+    run(OP, |g| g.matmul_strided_f32(Matmul { a: &xa, sa, b: &xb, sb, c: &mut o, nb, m, n, k }))?;
     Ok(out)
 }
 
@@ -415,7 +419,8 @@ pub fn cross_entropy_backward(
     let (dx, mut o) = new_f32(OP, x.shape())?;
     let (xs, ls) = (elems(OP, x)?, elems(OP, lse)?);
     let scale = 1.0 / n_valid.max(1) as f32;
-    run(OP, |g| g.cross_entropy_backward_f32(&xs, &ls, &gt, ignore_index, scale, &mut o, v))?;
+    let args = CrossEntropyBackward { x: &xs, lse: &ls, targets: &gt, ignore_index, scale, dx: &mut o, v };
+    run(OP, |g| g.cross_entropy_backward_f32(args))?;
     // dloss stays on the GPU: reading it back would stall the step.
     dx.mul(&dloss.reshape(&[1])?)
 }
@@ -437,7 +442,8 @@ pub fn rms_norm_forward(x: &Tensor, w: &Tensor, eps: f64) -> Result<(Tensor, Ten
     let (y, mut ys) = new_f32(OP, x.shape())?;
     let (rstd, mut rs) = new_f32(OP, &[rows])?;
     let (xs, ws) = (elems(OP, &t[0])?, elems(OP, &t[1])?);
-    run(OP, |g| g.rms_norm_forward_f32(&xs, &ws, &mut ys, &mut rs, rows, d, eps as f32))?;
+    let args = RmsNormForward { x: &xs, w: &ws, y: &mut ys, rstd: &mut rs, rows, d, eps: eps as f32 };
+    run(OP, |g| g.rms_norm_forward_f32(args))?;
     Ok((y, rstd))
 }
 
@@ -452,7 +458,9 @@ pub fn rms_norm_backward(x: &Tensor, w: &Tensor, rstd: &Tensor, dy: &Tensor) -> 
     let scratch = CudaData::alloc(OP, DType::F32, Gpu::rms_norm_scratch_len(rows, d))?;
     let mut sc = scratch.f32(OP)?;
     let (xs, ws, rs, gs) = (elems(OP, &t[0])?, elems(OP, &t[1])?, elems(OP, &t[2])?, elems(OP, &t[3])?);
-    run(OP, |g| g.rms_norm_backward_f32(&xs, &ws, &rs, &gs, &mut dxs, &mut dws, &mut sc, rows, d))?;
+    let args =
+        RmsNormBackward { x: &xs, w: &ws, rstd: &rs, dy: &gs, dx: &mut dxs, dw: &mut dws, scratch: &mut sc, rows, d };
+    run(OP, |g| g.rms_norm_backward_f32(args))?;
     Ok((dx, dw))
 }
 
@@ -471,7 +479,7 @@ pub fn conv1d_causal_forward(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> R
     let (out, mut o) = new_f32(OP, x.shape())?;
     let (xs, ws) = (elems(OP, &t[0])?, elems(OP, &t[1])?);
     let bs = bias.as_ref().map(|t| elems(OP, t)).transpose()?;
-    run(OP, |g| g.conv1d_causal_forward_f32(&xs, &ws, bs.as_ref(), &mut o, b, c, l, k))?;
+    run(OP, |g| g.conv1d_causal_forward_f32(&xs, &ws, bs.as_ref(), &mut o, ConvDims { b, c, l, k }))?;
     Ok(out)
 }
 
@@ -484,7 +492,8 @@ pub fn conv1d_causal_backward(x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Te
     let (dw, mut dws) = new_f32(OP, &[c, k])?;
     let (db, mut dbs) = new_f32(OP, &[c])?;
     let (xs, ws, gs) = (elems(OP, &t[0])?, elems(OP, &t[1])?, elems(OP, &t[2])?);
-    run(OP, |g| g.conv1d_causal_backward_f32(&xs, &ws, &gs, &mut dxs, &mut dws, &mut dbs, b, c, l, k))?;
+    let grads = ConvGrads { dx: &mut dxs, dw: &mut dws, db: &mut dbs };
+    run(OP, |g| g.conv1d_causal_backward_f32(&xs, &ws, &gs, grads, ConvDims { b, c, l, k }))?;
     Ok((dx, dw, db))
 }
 
@@ -514,11 +523,18 @@ fn scan_inputs(dims: ScanDims, ins: &[Tensor]) -> Result<Vec<Slice>> {
     ins.iter().map(|t| elems("selective_scan", t)).collect()
 }
 
-/// `z` and `delta_bias` among the inputs after the six required ones, where present.
-fn optional_inputs(x: &[Slice], has_z: bool, has_bias: bool) -> (Option<&Slice>, Option<&Slice>) {
+/// The scan's inputs as the kernels take them: `x` in the op's order `[u, delta, A, B, C,
+/// D, (z), (delta_bias)]`.
+fn scan_inputs_of(x: &[Slice], has_z: bool, has_bias: bool, softplus: bool) -> ScanInputs<'_> {
     let mut rest = x[6..].iter();
     let z = if has_z { rest.next() } else { None };
-    (z, if has_bias { rest.next() } else { None })
+    let delta_bias = if has_bias { rest.next() } else { None };
+    ScanInputs { u: &x[0], delta: &x[1], a: &x[2], bm: &x[3], cm: &x[4], d_skip: &x[5], z, delta_bias, softplus }
+}
+
+/// The engine's scan sizes as the kernels'.
+fn kernel_dims(d: ScanDims) -> KScanDims {
+    KScanDims { batch: d.batch, dim: d.dim, len: d.len, state: d.state, chunk: d.chunk }
 }
 
 /// Twin of `cpu::scan::selective_scan_forward` on contiguous inputs in the op's order
@@ -531,34 +547,19 @@ pub fn scan_forward(
     softplus: bool,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "selective_scan";
-    let ScanDims { batch, dim, len, state, chunk } = dims;
+    let ScanDims { batch, dim, len, state, .. } = dims;
     let x = scan_inputs(dims, ins)?;
-    let (z, bias) = optional_inputs(&x, has_z, has_bias);
     let (out, mut o) = new_f32(OP, &[batch, dim, len])?;
     let (last, mut ls) = new_f32(OP, &[batch, dim, state])?;
     let (states, mut ss) = new_f32(OP, &[batch, dim, dims.n_chunks(), state])?;
-    run(OP, |g| {
-        g.selective_scan_forward_f32(
-            SCAN_FWD_VERSION,
-            &x[0],
-            &x[1],
-            &x[2],
-            &x[3],
-            &x[4],
-            &x[5],
-            z,
-            bias,
-            softplus,
-            &mut o,
-            &mut ls,
-            &mut ss,
-            batch,
-            dim,
-            len,
-            state,
-            chunk,
-        )
-    })?;
+    let args = ScanForward {
+        x: scan_inputs_of(&x, has_z, has_bias, softplus),
+        out: &mut o,
+        last_state: &mut ls,
+        chunk_states: &mut ss,
+        dims: kernel_dims(dims),
+    };
+    run(OP, |g| g.selective_scan_forward_f32(SCAN_FWD_VERSION, args))?;
     Ok((out, last, states))
 }
 
@@ -573,9 +574,7 @@ pub fn scan_backward(
     softplus: bool,
 ) -> Result<Vec<Tensor>> {
     const OP: &str = "selective_scan";
-    let ScanDims { batch, dim, len, state, chunk } = dims;
     let x = scan_inputs(dims, ins)?;
-    let (z, bias) = optional_inputs(&x, has_z, has_bias);
     let t = dense(&[states, dout])?;
     let (st, dy) = (elems(OP, &t[0])?, elems(OP, &t[1])?);
     let mut grads = Vec::new();
@@ -585,39 +584,18 @@ pub fn scan_backward(
         grads.push(g);
         slices.push(s);
     }
-    let [du, ddelta, da, dbm, dcm, dd, extra @ ..] = &mut slices[..] else { unreachable!("at least six inputs") };
+    let [du, ddelta, da, dbm, dcm, dd_skip, extra @ ..] = &mut slices[..] else { unreachable!("at least six inputs") };
     let mut extra = extra.iter_mut();
     let dz = if has_z { extra.next() } else { None };
-    let dbias = if has_bias { extra.next() } else { None };
-    run(OP, |g| {
-        g.selective_scan_backward_f32(
-            SCAN_BWD_VERSION,
-            &x[0],
-            &x[1],
-            &x[2],
-            &x[3],
-            &x[4],
-            &x[5],
-            z,
-            bias,
-            softplus,
-            &st,
-            &dy,
-            du,
-            ddelta,
-            da,
-            dbm,
-            dcm,
-            dd,
-            dz,
-            dbias,
-            batch,
-            dim,
-            len,
-            state,
-            chunk,
-        )
-    })?;
+    let ddelta_bias = if has_bias { extra.next() } else { None };
+    let args = ScanBackward {
+        x: scan_inputs_of(&x, has_z, has_bias, softplus),
+        chunk_states: &st,
+        dout: &dy,
+        grads: ScanGrads { du, ddelta, da, dbm, dcm, dd_skip, dz, ddelta_bias },
+        dims: kernel_dims(dims),
+    };
+    run(OP, |g| g.selective_scan_backward_f32(SCAN_BWD_VERSION, args))?;
     Ok(grads)
 }
 
@@ -651,5 +629,6 @@ pub fn adamw_step(
     let gs = elems(OP, grad)?;
     let f = |x: f64| x as f32;
     let (lr, eps, wd) = (f(h.lr), f(h.eps), f(h.weight_decay));
-    run(OP, |g| g.adamw_step_f32(&mut ps, &gs, &mut ms, &mut vs, lr, h.b1, h.b2, eps, wd, f(h.bias1), f(h.bias2)))
+    let step = AdamWStep { lr, b1: h.b1, b2: h.b2, eps, wd, bias1: f(h.bias1), bias2: f(h.bias2) };
+    run(OP, |g| g.adamw_step_f32(&mut ps, &gs, &mut ms, &mut vs, step))
 }
