@@ -48,7 +48,10 @@ struct ConvForwardParams {
     w: DevicePointer<f32>,
     /// Null for no bias.
     bias: DevicePointer<f32>,
-    bclk: [i32; 4],
+    b: i32,
+    c: i32,
+    l: i32,
+    k: i32,
 }
 const _: () = assert!(std::mem::size_of::<ConvForwardParams>() == 48);
 // SAFETY: device pointers and integers only, laid out as the C struct.
@@ -61,7 +64,10 @@ struct ConvBackwardDxParams {
     dx: DevicePointer<f32>,
     w: DevicePointer<f32>,
     dy: DevicePointer<f32>,
-    bclk: [i32; 4],
+    b: i32,
+    c: i32,
+    l: i32,
+    k: i32,
 }
 const _: () = assert!(std::mem::size_of::<ConvBackwardDxParams>() == 40);
 // SAFETY: device pointers and integers only, laid out as the C struct.
@@ -75,7 +81,10 @@ struct ConvBackwardDwParams {
     db: DevicePointer<f32>,
     x: DevicePointer<f32>,
     dy: DevicePointer<f32>,
-    bclk: [i32; 4],
+    b: i32,
+    c: i32,
+    l: i32,
+    k: i32,
 }
 const _: () = assert!(std::mem::size_of::<ConvBackwardDwParams>() == 48);
 // SAFETY: device pointers and integers only, laid out as the C struct.
@@ -93,7 +102,7 @@ impl Gpu {
         dims: ConvDims,
     ) -> Result<()> {
         const K: &str = "conv1d_causal_forward_f32";
-        let bclk = dims.ints(K)?;
+        let [b32, c32, l32, k32] = dims.ints(K)?;
         let ConvDims { b, c, l, k } = dims;
         let n = b * c * l;
         check_len(K, "x", x.len(), n)?;
@@ -111,7 +120,10 @@ impl Gpu {
             x: x.as_device_ptr(),
             w: w.as_device_ptr(),
             bias: bias_ptr,
-            bclk,
+            b: b32,
+            c: c32,
+            l: l32,
+            k: k32,
         };
         // Reads x, w (and bias), writes y; 2K FLOPs per output (padding taps counted).
         let bytes = 4 * (2 * n + c * k + if bias.is_some() { c } else { 0 });
@@ -131,7 +143,7 @@ impl Gpu {
         dims: ConvDims,
     ) -> Result<()> {
         const K: &str = "conv1d_causal_backward_f32";
-        let bclk = dims.ints(K)?;
+        let [b32, c32, l32, k32] = dims.ints(K)?;
         let ConvDims { b, c, l, k } = dims;
         let ConvGrads { dx, dw, db } = grads;
         ensure(k <= CONV_MAX_K, K, || format!("k = {k} exceeds {CONV_MAX_K}"))?;
@@ -147,8 +159,15 @@ impl Gpu {
             check_len(K, name, len, want)?;
         }
         if n > 0 {
-            let params =
-                ConvBackwardDxParams { dx: dx.as_device_ptr(), w: w.as_device_ptr(), dy: dy.as_device_ptr(), bclk };
+            let params = ConvBackwardDxParams {
+                dx: dx.as_device_ptr(),
+                w: w.as_device_ptr(),
+                dy: dy.as_device_ptr(),
+                b: b32,
+                c: c32,
+                l: l32,
+                k: k32,
+            };
             // Reads dy and w, writes dx; 2K FLOPs per element.
             let cost = Cost { bytes: (4 * (2 * n + c * k)) as f64, flops: (2 * k * n) as f64 };
             self.launch("conv1d_causal_backward_dx_f32", grid_for(n), BLOCK, 0, params, cost)?;
@@ -162,7 +181,10 @@ impl Gpu {
             db: db.as_device_ptr(),
             x: x.as_device_ptr(),
             dy: dy.as_device_ptr(),
-            bclk,
+            b: b32,
+            c: c32,
+            l: l32,
+            k: k32,
         };
         // Reads x and dy again, writes dw and db; 2K + 1 FLOPs per element.
         let cost = Cost { bytes: (4 * (2 * n + c * k + c)) as f64, flops: ((2 * k + 1) * n) as f64 };

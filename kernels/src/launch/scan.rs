@@ -154,8 +154,11 @@ struct ScanForwardParams {
     /// Null without a bias.
     delta_bias: DevicePointer<f32>,
     softplus: i32,
-    /// batch, dim, len, n_state, chunk: five `int`s in the C struct.
-    sizes: [i32; 5],
+    batch: i32,
+    dim: i32,
+    len: i32,
+    n_state: i32,
+    chunk: i32,
 }
 const _: () = assert!(std::mem::size_of::<ScanForwardParams>() == 112);
 // SAFETY: device pointers and integers, laid out as the C struct.
@@ -185,10 +188,13 @@ struct ScanBackwardParams {
     delta_bias: DevicePointer<f32>,
     chunk_states: DevicePointer<f32>,
     dout: DevicePointer<f32>,
-    /// 8-byte flag and sizes (see the C struct: 4-byte ones make version 2 spill).
+    /// The flag and sizes are 8-byte (see the C struct: 4-byte ones make version 2 spill).
     softplus: i64,
-    /// batch, dim, len, n_state, chunk: five `long long`s in the C struct.
-    sizes: [i64; 5],
+    batch: i64,
+    dim: i64,
+    len: i64,
+    n_state: i64,
+    chunk: i64,
 }
 const _: () = assert!(std::mem::size_of::<ScanBackwardParams>() == 192);
 // SAFETY: device pointers and integers, laid out as the C struct.
@@ -207,7 +213,7 @@ impl Gpu {
     pub fn selective_scan_forward_f32(&self, version: u32, args: ScanForward<'_>) -> Result<()> {
         const K: &str = "selective_scan_forward_f32";
         let ScanForward { x, out, last_state, chunk_states, dims } = args;
-        let sizes = dims.ints(K)?;
+        let [batch32, dim32, len32, state32, chunk32] = dims.ints(K)?;
         x.check(K, dims)?;
         let ScanDims { batch, dim, len, state, .. } = dims;
         let (bdl, bnl, n_chunks) = (batch * dim * len, batch * state * len, dims.n_chunks());
@@ -236,7 +242,11 @@ impl Gpu {
             z: ptr_or_null(x.z),
             delta_bias: ptr_or_null(x.delta_bias),
             softplus: x.softplus as i32,
-            sizes,
+            batch: batch32,
+            dim: dim32,
+            len: len32,
+            n_state: state32,
+            chunk: chunk32,
         };
         // Bytes once each: read u, delta (+ z), Bm, Cm; write out, last_state, chunk_states.
         // FLOPs: ~5 per (b, d, t, n) (dt A, its exp, the update's mul and fma, C h).
@@ -266,7 +276,7 @@ impl Gpu {
             _ => return Err(Error::bad(K, format!("no version {version}"))),
         };
         let ScanBackward { x, chunk_states, dout, grads, dims } = args;
-        let sizes = dims.ints(kernel)?;
+        let [batch32, dim32, len32, state32, chunk32] = dims.ints(kernel)?;
         let chunk = dims.chunk;
         ensure(chunk <= SCAN_BWD_MAX_CHUNK, kernel, || format!("chunk = {chunk} not in 1..={SCAN_BWD_MAX_CHUNK}"))?;
         x.check(kernel, dims)?;
@@ -307,7 +317,11 @@ impl Gpu {
             chunk_states: chunk_states.as_device_ptr(),
             dout: dout.as_device_ptr(),
             softplus: x.softplus as i64,
-            sizes: sizes.map(i64::from),
+            batch: batch32.into(),
+            dim: dim32.into(),
+            len: len32.into(),
+            n_state: state32.into(),
+            chunk: chunk32.into(),
         };
         // Bytes once each: read u, delta, dout (+ z), Bm, Cm, chunk_states; write du, ddelta (+ dz),
         // dBm, dCm. FLOPs: ~22 per (b, d, t, n) (two replays and the adjoint, exps counted as one).
