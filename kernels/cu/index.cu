@@ -55,7 +55,9 @@ extern "C" __global__ void __launch_bounds__(INDEX_THREADS) embedding_forward_f3
     }
 }
 
-// Grid (v, ceil(d / INDEX_THREADS)), block INDEX_THREADS.
+// Grid (v, ceil(d / INDEX_THREADS)), block INDEX_THREADS. ids and dy are read with __ldg
+// (ld.global.nc), which nvcc inferred from __restrict__ kernel parameters but does not from
+// pointers in a parameter struct.
 extern "C" __global__ void __launch_bounds__(INDEX_THREADS) embedding_backward_f32(const __grid_constant__ EmbeddingBackwardParams p) {
     float* __restrict__ dw = p.dw;
     const float* __restrict__ dy = p.dy;

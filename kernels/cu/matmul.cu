@@ -285,6 +285,7 @@ MATMUL_KERNEL(matmul_v2_tt_f32, tile_v2, true, true, 2)
 #define NN_MAX_THREADS 512
 
 // Stage A[r][p0 + p] for r < M, p < kcur into S[r * KC + p], zeros up to kcur rounded up to 4.
+// (__ldg: nvcc does not infer the read-only load from a pointer in a parameter struct.)
 __device__ __forceinline__ void stage_a(float* S, const float* __restrict__ A, int M, int KC, int p0, int kcur,
                                         long long a_rs, long long a_cs) {
     const int k4 = (kcur + 3) & ~3;

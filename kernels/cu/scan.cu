@@ -19,7 +19,7 @@
 // Launch shape (version 1, simple and correct): one thread per (b, d) channel, blocks of
 // SCAN_THREADS = 128 over the B*D channels; the thread keeps its N states and A[d, :] in
 // registers (compile-time maximum SCAN_MAX_STATE = 16 states, loops fully unrolled over 16
-// with an `n < n_state` guard so the arrays stay in registers; the launcher asserts
+// with an `n < n_state` guard so the arrays stay in registers; the launcher checks
 // n_state <= 16 and the kernel also returns if it is larger) and walks t sequentially.
 // Bm/Cm at (b, n, t) are shared by all D channels of a batch: L1/L2 hits after the first.
 //
@@ -223,6 +223,8 @@ static_assert(sizeof(ScanBackwardParams) == 192, "ScanBackwardParams: launch/sca
         p.z, p.delta_bias, (int)p.softplus, p.chunk_states, p.dout, (int)p.batch, (int)p.dim, (int)p.len,         \
         (int)p.n_state, (int)p.chunk
 
+// The read-only inputs are loaded with __ldg (ld.global.nc): from __restrict__ kernel
+// parameters nvcc inferred that itself, from pointers in a parameter struct it does not.
 template <bool KEEP_E>
 __device__ __forceinline__ void scan_backward(SCAN_BWD_PARAMS) {
     __shared__ float4 s_sc[SCAN_BWD_CH][SCAN_BWD_WIN];  // per channel and step: (dt, dt u, dy, 0)
