@@ -1,11 +1,20 @@
-//! With the `cuda` feature: compile every `cu/*.cu` to PTX for sm_90 (Hopper) with nvcc
-//! and generate `ptx.rs`, which embeds each as a `&str` constant named after its file.
-//! nvcc comes from $NVCC or the project-local `.cuda/` that kernels/tools/setup-cuda.sh makes.
+//! With the `cuda` feature: write `codes.cuh` (the op codes of `src/codes.rs` as C++ enums)
+//! to OUT_DIR, compile every `cu/*.cu` to PTX for sm_90 (Hopper) with nvcc (`-I OUT_DIR`, so
+//! the kernels include that header), and generate `ptx.rs`, which embeds each PTX as a `&str`
+//! constant named after its file. nvcc comes from $NVCC or the project-local `.cuda/` that
+//! kernels/tools/setup-cuda.sh makes.
 
 use std::{env, fs, path::PathBuf, process::Command};
 
+/// The op-code enums, compiled into this build script too (the one definition).
+#[allow(dead_code)]
+mod codes {
+    include!("src/codes.rs");
+}
+
 fn main() {
     println!("cargo:rerun-if-changed=cu"); // .cu files and their .cuh headers
+    println!("cargo:rerun-if-changed=src/codes.rs");
     println!("cargo:rerun-if-env-changed=NVCC");
     if env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
@@ -17,6 +26,7 @@ fn main() {
     if !nvcc.exists() {
         panic!("nvcc not found at {}: run `bash kernels/tools/setup-cuda.sh` (or set NVCC)", nvcc.display());
     }
+    fs::write(out.join("codes.cuh"), codes::cuda_header()).expect("write codes.cuh");
     let mut sources: Vec<PathBuf> = fs::read_dir(manifest.join("cu"))
         .expect("kernels/cu exists")
         .flatten()
@@ -30,7 +40,9 @@ fn main() {
         let stem = src.file_stem().and_then(|s| s.to_str()).expect("utf-8 file name");
         let ptx = out.join(format!("{stem}.ptx"));
         let status = Command::new(&nvcc)
-            .args(["-arch=sm_90", "--ptx", "-O3", "-lineinfo", "-o"])
+            .args(["-arch=sm_90", "--ptx", "-O3", "-lineinfo", "-I"])
+            .arg(&out)
+            .arg("-o")
             .arg(&ptx)
             .arg(src)
             .status()

@@ -18,10 +18,28 @@
 // rounding of b2 is magnified by the cancellation), so 1 - b is taken in double, once per
 // thread, and rounded once, as the CPU twin does. Everything else is f32.
 
+// The parameter of adamw_step_f32: `AdamwStepParams` in launch/adamw.rs, same fields.
+struct AdamwStepParams {
+    float* p;        // (n) parameter, updated in place
+    const float* g;  // (n) gradient
+    float* m;        // (n) first moment, updated in place
+    float* v;        // (n) second moment, updated in place
+    long long n;
+    double beta1, beta2;
+    float lr, eps, wd, bias1, bias2;
+    int pad_;
+};
+static_assert(sizeof(AdamwStepParams) == 80, "AdamwStepParams: launch/adamw.rs has 80 bytes");
+
 // p, m, v updated in place from g, for i < n.
-extern "C" __global__ void adamw_step_f32(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
-                                          float* __restrict__ v, long long n, float lr, double beta1, double beta2,
-                                          float eps, float wd, float bias1, float bias2) {
+extern "C" __global__ void adamw_step_f32(const __grid_constant__ AdamwStepParams params) {
+    float* __restrict__ p = params.p;
+    const float* __restrict__ g = params.g;
+    float* __restrict__ m = params.m;
+    float* __restrict__ v = params.v;
+    const long long n = params.n;
+    const double beta1 = params.beta1, beta2 = params.beta2;
+    const float lr = params.lr, eps = params.eps, wd = params.wd, bias1 = params.bias1, bias2 = params.bias2;
     const float b1 = (float)beta1, c1 = (float)(1.0 - beta1), b2 = (float)beta2, c2 = (float)(1.0 - beta2);
     const float inv1 = 1.0f / bias1, inv2 = 1.0f / bias2;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {

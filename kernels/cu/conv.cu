@@ -24,10 +24,40 @@
 #define CONV_THREADS 256
 #define CONV_MAX_K 8
 
+// The kernels' parameters: `Conv*Params` in launch/conv.rs, same fields.
+struct ConvForwardParams {
+    float* y;           // (b, c, l)
+    const float* x;     // (b, c, l)
+    const float* w;     // (c, k)
+    const float* bias;  // (c) or null
+    int b, c, l, k;
+};
+static_assert(sizeof(ConvForwardParams) == 48, "ConvForwardParams: launch/conv.rs has 48 bytes");
+
+struct ConvBackwardDxParams {
+    float* dx;        // (b, c, l)
+    const float* w;   // (c, k)
+    const float* dy;  // (b, c, l)
+    int b, c, l, k;
+};
+static_assert(sizeof(ConvBackwardDxParams) == 40, "ConvBackwardDxParams: launch/conv.rs has 40 bytes");
+
+struct ConvBackwardDwParams {
+    float* dw;        // (c, k)
+    float* db;        // (c)
+    const float* x;   // (b, c, l)
+    const float* dy;  // (b, c, l)
+    int b, c, l, k;
+};
+static_assert(sizeof(ConvBackwardDwParams) == 48, "ConvBackwardDwParams: launch/conv.rs has 48 bytes");
+
 // Grid-stride over b*c*l outputs. bias may be null (no bias).
-extern "C" __global__ void __launch_bounds__(CONV_THREADS)
-    conv1d_causal_forward_f32(float* __restrict__ y, const float* __restrict__ x, const float* __restrict__ w,
-                              const float* __restrict__ bias, int b, int c, int l, int k) {
+extern "C" __global__ void __launch_bounds__(CONV_THREADS) conv1d_causal_forward_f32(const __grid_constant__ ConvForwardParams p) {
+    float* __restrict__ y = p.y;
+    const float* __restrict__ x = p.x;
+    const float* __restrict__ w = p.w;
+    const float* __restrict__ bias = p.bias;
+    const int b = p.b, c = p.c, l = p.l, k = p.k;
     const long long total = (long long)b * c * l;
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
@@ -44,9 +74,11 @@ extern "C" __global__ void __launch_bounds__(CONV_THREADS)
 }
 
 // Grid-stride over b*c*l inputs: dx only.
-extern "C" __global__ void __launch_bounds__(CONV_THREADS)
-    conv1d_causal_backward_dx_f32(float* __restrict__ dx, const float* __restrict__ w,
-                                  const float* __restrict__ dy, int b, int c, int l, int k) {
+extern "C" __global__ void __launch_bounds__(CONV_THREADS) conv1d_causal_backward_dx_f32(const __grid_constant__ ConvBackwardDxParams p) {
+    float* __restrict__ dx = p.dx;
+    const float* __restrict__ w = p.w;
+    const float* __restrict__ dy = p.dy;
+    const int b = p.b, c = p.c, l = p.l, k = p.k;
     const long long total = (long long)b * c * l;
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
@@ -63,9 +95,12 @@ extern "C" __global__ void __launch_bounds__(CONV_THREADS)
 }
 
 // Grid (c), block CONV_THREADS; k <= CONV_MAX_K. Block ch writes dw[ch, :] and db[ch].
-extern "C" __global__ void __launch_bounds__(CONV_THREADS)
-    conv1d_causal_backward_dw_f32(float* __restrict__ dw, float* __restrict__ db, const float* __restrict__ x,
-                                  const float* __restrict__ dy, int b, int c, int l, int k) {
+extern "C" __global__ void __launch_bounds__(CONV_THREADS) conv1d_causal_backward_dw_f32(const __grid_constant__ ConvBackwardDwParams p) {
+    float* __restrict__ dw = p.dw;
+    float* __restrict__ db = p.db;
+    const float* __restrict__ x = p.x;
+    const float* __restrict__ dy = p.dy;
+    const int b = p.b, c = p.c, l = p.l, k = p.k;
     __shared__ float shared[CONV_THREADS / 32][CONV_MAX_K + 1];
     const int ch = blockIdx.x;
     if (ch >= c) return;

@@ -41,8 +41,24 @@ __device__ __forceinline__ void cast(D* out, const S* x, const Strided& lx, I n)
     GRID_STRIDE_LOOP(I, i, n) out[i] = (D)x[strided_offset(lx, i)];  // f64 -> f32 rounds to nearest, as Rust `as`
 }
 
+// The parameter of copy_strided_f32 (O = I = float) and of the casts: a gather of n elements
+// through the view lx of x into contiguous out. `GatherParams` in launch/copy.rs, same fields.
+template <typename O, typename I>
+struct GatherParams {
+    O* out;       // (n)
+    const I* x;   // the buffer lx views
+    Strided lx;
+    long long n;
+};
+static_assert(sizeof(GatherParams<float, float>) == 136, "GatherParams: launch/copy.rs has 136 bytes");
+static_assert(sizeof(GatherParams<double, float>) == 136, "GatherParams: launch/copy.rs has 136 bytes");
+
 // out[i] = x[lx(i)]: the view lx of x gathered into contiguous out (n elements).
-extern "C" __global__ void copy_strided_f32(float* out, const float* x, Strided lx, long long n) {
+extern "C" __global__ void copy_strided_f32(const __grid_constant__ GatherParams<float, float> p) {
+    float* out = p.out;
+    const float* x = p.x;
+    const Strided& lx = p.lx;
+    const long long n = p.n;
     if (n <= 0x7fffffffLL) copy_strided<unsigned>(out, x, lx, (unsigned)n);
     else copy_strided<unsigned long long>(out, x, lx, (unsigned long long)n);
 }
@@ -66,12 +82,23 @@ struct Transpose {
     long long batch_out[TRANSPOSE_MAX_BATCH];  // their output strides
 };
 
+// The parameter of copy_transpose_f32: `CopyTransposeParams` in launch/copy.rs.
+struct CopyTransposeParams {
+    float* out;
+    const float* x;
+    Transpose t;
+};
+static_assert(sizeof(CopyTransposeParams) == 168, "CopyTransposeParams: launch/copy.rs has 168 bytes");
+
 // out[view order] = x[view]: the view's (a, k) plane of batch element z, 32 x 32 tiles.
 // The launcher guarantees n < 2^31, so tile and batch counts fit in unsigned; out and x are
 // distinct buffers (a Rust &mut and a &). Every loop bound depends on the block only, so the
 // __syncthreads are reached by all of its threads.
 extern "C" __global__ void __launch_bounds__(TRANSPOSE_TILE * TRANSPOSE_ROWS)
-    copy_transpose_f32(float* __restrict__ out, const float* __restrict__ x, Transpose t) {
+    copy_transpose_f32(const __grid_constant__ CopyTransposeParams p) {
+    float* __restrict__ out = p.out;
+    const float* __restrict__ x = p.x;
+    const Transpose& t = p.t;
     __shared__ float tile[TRANSPOSE_TILE][TRANSPOSE_TILE + 1];  // tile[a - a0][k - k0]
     const unsigned tiles_a = (unsigned)((t.n_a + TRANSPOSE_TILE - 1) / TRANSPOSE_TILE);
     const unsigned tiles_k = (unsigned)((t.n_k + TRANSPOSE_TILE - 1) / TRANSPOSE_TILE);
@@ -120,24 +147,57 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_TILE * TRANSPOSE_ROWS)
 // dst[ldst(i)] = src[lsrc(i)] for i < n: both views have the same shape (n elements). ldst
 // must not repeat an element (no stride 0 on an axis longer than 1), or two threads race.
 // Concat writes each piece into a narrowed view of the output with this.
-extern "C" __global__ void copy_into_f32(float* dst, Strided ldst, const float* src, Strided lsrc, long long n) {
+// `CopyIntoParams` in launch/copy.rs, same fields.
+struct CopyIntoParams {
+    float* dst;
+    const float* src;
+    Strided ldst, lsrc;
+    long long n;
+};
+static_assert(sizeof(CopyIntoParams) == 248, "CopyIntoParams: launch/copy.rs has 248 bytes");
+
+extern "C" __global__ void copy_into_f32(const __grid_constant__ CopyIntoParams p) {
+    float* dst = p.dst;
+    const float* src = p.src;
+    const Strided &ldst = p.ldst, &lsrc = p.lsrc;
+    const long long n = p.n;
     if (n <= 0x7fffffffLL) copy_into<unsigned>(dst, ldst, src, lsrc, (unsigned)n);
     else copy_into<unsigned long long>(dst, ldst, src, lsrc, (unsigned long long)n);
 }
 
 // out[i] = (double)x[lx(i)]: exact.
-extern "C" __global__ void cast_f32_f64(double* out, const float* x, Strided lx, long long n) {
+extern "C" __global__ void cast_f32_f64(const __grid_constant__ GatherParams<double, float> p) {
+    double* out = p.out;
+    const float* x = p.x;
+    const Strided& lx = p.lx;
+    const long long n = p.n;
     if (n <= 0x7fffffffLL) cast<double, float, unsigned>(out, x, lx, (unsigned)n);
     else cast<double, float, unsigned long long>(out, x, lx, (unsigned long long)n);
 }
 
 // out[i] = (float)x[lx(i)]: round to nearest even, out-of-range values become +-inf.
-extern "C" __global__ void cast_f64_f32(float* out, const double* x, Strided lx, long long n) {
+extern "C" __global__ void cast_f64_f32(const __grid_constant__ GatherParams<float, double> p) {
+    float* out = p.out;
+    const double* x = p.x;
+    const Strided& lx = p.lx;
+    const long long n = p.n;
     if (n <= 0x7fffffffLL) cast<float, double, unsigned>(out, x, lx, (unsigned)n);
     else cast<float, double, unsigned long long>(out, x, lx, (unsigned long long)n);
 }
 
+// `FillParams` in launch/copy.rs, same fields.
+struct FillParams {
+    float* out;  // (n)
+    long long n;
+    float value;
+    int pad_;
+};
+static_assert(sizeof(FillParams) == 24, "FillParams: launch/copy.rs has 24 bytes");
+
 // out[i] = value for i < n.
-extern "C" __global__ void fill_f32(float* out, float value, long long n) {
+extern "C" __global__ void fill_f32(const __grid_constant__ FillParams p) {
+    float* out = p.out;
+    const long long n = p.n;
+    const float value = p.value;
     GRID_STRIDE_LOOP(long long, i, n) out[i] = value;
 }

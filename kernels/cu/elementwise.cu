@@ -14,12 +14,55 @@
 // for 32 floats); the neighbouring warps use the rest of each sector from L1/L2, so DRAM
 // still sees each byte about once, but expect these below the contiguous kernels' rate.
 //
-// Op codes follow the order of the Rust enums `UnaryOp` and `BinaryOp`.
+// Op codes: the enums `UnaryOp` and `BinaryOp` of codes.cuh, which build.rs generates from
+// kernels/src/codes.rs (the one definition, shared with the launchers and the engine).
 
+#include "codes.cuh"
 #include "strided.cuh"
 
-enum UnaryOp { NEG = 0, EXP, LOG, SQRT, RSQRT, SIGMOID, SILU, SOFTPLUS, TANH, POWF, AFFINE };
-enum BinaryOp { ADD = 0, SUB, MUL, DIV, EQ };
+// The kernels' parameters: `*Params` in launch/elementwise.rs, same fields. p0, p1 are the
+// op's parameters (POWF: exponent p0; AFFINE: x * p0 + p1), unused by the other ops.
+struct UnaryParams {
+    float* out;      // (n)
+    const float* x;  // (n)
+    long long n;
+    UnaryOp op;
+    float p0, p1;
+    int pad_;
+};
+static_assert(sizeof(UnaryParams) == 40, "UnaryParams: launch/elementwise.rs has 40 bytes");
+
+struct BinaryParams {
+    float* out;      // (n)
+    const float* a;  // (n)
+    const float* b;  // (n)
+    long long n;
+    BinaryOp op;
+    int pad_;
+};
+static_assert(sizeof(BinaryParams) == 40, "BinaryParams: launch/elementwise.rs has 40 bytes");
+
+struct UnaryStridedParams {
+    float* out;      // (n), the view's row-major order
+    const float* x;  // the buffer lx views
+    Strided lx;
+    long long n;
+    UnaryOp op;
+    float p0, p1;
+    int pad_;
+};
+static_assert(sizeof(UnaryStridedParams) == 152, "UnaryStridedParams: launch/elementwise.rs has 152 bytes");
+
+struct BinaryStridedParams {
+    float* out;      // (n), the output's row-major order
+    const float* a;  // the buffer la views
+    const float* b;  // the buffer lb views
+    Strided la, lb;
+    long long n;
+    BinaryOp op;
+    int pad_;
+};
+static_assert(sizeof(BinaryStridedParams) == 264, "BinaryStridedParams: launch/elementwise.rs has 264 bytes");
 
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
@@ -44,7 +87,12 @@ __device__ __forceinline__ float apply_unary(int op, float x, float p0, float p1
 }
 
 // out[i] = f(x[i]) for i < n. `op` is uniform across the grid, so the switch does not diverge.
-extern "C" __global__ void unary_f32(float* out, const float* x, int op, float p0, float p1, long long n) {
+extern "C" __global__ void unary_f32(const __grid_constant__ UnaryParams p) {
+    float* out = p.out;
+    const float* x = p.x;
+    const int op = p.op;
+    const float p0 = p.p0, p1 = p.p1;
+    const long long n = p.n;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
         out[i] = apply_unary(op, x[i], p0, p1);
     }
@@ -62,7 +110,11 @@ __device__ __forceinline__ float apply_binary(int op, float x, float y) {
 }
 
 // out[i] = a[i] (op) b[i] for i < n.
-extern "C" __global__ void binary_f32(float* out, const float* a, const float* b, int op, long long n) {
+extern "C" __global__ void binary_f32(const __grid_constant__ BinaryParams p) {
+    float* out = p.out;
+    const float *a = p.a, *b = p.b;
+    const int op = p.op;
+    const long long n = p.n;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
         out[i] = apply_binary(op, a[i], b[i]);
     }
@@ -87,16 +139,25 @@ __device__ __forceinline__ void binary_strided(float* out, const float* a, const
 }
 
 // out[i] = f(x[lx(i)]) for i < n; out contiguous (n elements, the view's row-major order).
-extern "C" __global__ void unary_strided_f32(float* out, const float* x, Strided lx, int op, float p0, float p1,
-                                             long long n) {
+extern "C" __global__ void unary_strided_f32(const __grid_constant__ UnaryStridedParams p) {
+    float* out = p.out;
+    const float* x = p.x;
+    const Strided& lx = p.lx;
+    const int op = p.op;
+    const float p0 = p.p0, p1 = p.p1;
+    const long long n = p.n;
     if (n <= 0x7fffffffLL) unary_strided<unsigned>(out, x, lx, op, p0, p1, (unsigned)n);
     else unary_strided<unsigned long long>(out, x, lx, op, p0, p1, (unsigned long long)n);
 }
 
 // out[i] = a[la(i)] (op) b[lb(i)] for i < n. la and lb are both operands' layouts already
 // broadcast to the output's shape (stride 0 on broadcast axes); out is contiguous.
-extern "C" __global__ void binary_strided_f32(float* out, const float* a, Strided la, const float* b, Strided lb,
-                                              int op, long long n) {
+extern "C" __global__ void binary_strided_f32(const __grid_constant__ BinaryStridedParams p) {
+    float* out = p.out;
+    const float *a = p.a, *b = p.b;
+    const Strided &la = p.la, &lb = p.lb;
+    const int op = p.op;
+    const long long n = p.n;
     if (n <= 0x7fffffffLL) binary_strided<unsigned>(out, a, la, b, lb, op, (unsigned)n);
     else binary_strided<unsigned long long>(out, a, la, b, lb, op, (unsigned long long)n);
 }

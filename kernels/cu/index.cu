@@ -22,10 +22,30 @@
 
 #define INDEX_THREADS 256
 
+// The kernels' parameters: `Embedding*Params` in launch/index.rs, same fields.
+struct EmbeddingForwardParams {
+    float* y;                // (n, d)
+    const float* w;          // (v, d)
+    const long long* ids;    // (n)
+    int n, d;
+};
+static_assert(sizeof(EmbeddingForwardParams) == 32, "EmbeddingForwardParams: launch/index.rs has 32 bytes");
+
+struct EmbeddingBackwardParams {
+    float* dw;               // (v, d)
+    const float* dy;         // (n, d)
+    const long long* ids;    // (n)
+    int n, v, d;
+    int pad_;
+};
+static_assert(sizeof(EmbeddingBackwardParams) == 40, "EmbeddingBackwardParams: launch/index.rs has 40 bytes");
+
 // Grid-stride over n*d outputs.
-extern "C" __global__ void __launch_bounds__(INDEX_THREADS)
-    embedding_forward_f32(float* __restrict__ y, const float* __restrict__ w, const long long* __restrict__ ids,
-                          int n, int d) {
+extern "C" __global__ void __launch_bounds__(INDEX_THREADS) embedding_forward_f32(const __grid_constant__ EmbeddingForwardParams p) {
+    float* __restrict__ y = p.y;
+    const float* __restrict__ w = p.w;
+    const long long* __restrict__ ids = p.ids;
+    const int n = p.n, d = p.d;
     const long long total = (long long)n * d;
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
@@ -35,10 +55,14 @@ extern "C" __global__ void __launch_bounds__(INDEX_THREADS)
     }
 }
 
-// Grid (v, ceil(d / INDEX_THREADS)), block INDEX_THREADS.
-extern "C" __global__ void __launch_bounds__(INDEX_THREADS)
-    embedding_backward_f32(float* __restrict__ dw, const float* __restrict__ dy, const long long* __restrict__ ids,
-                           int n, int v, int d) {
+// Grid (v, ceil(d / INDEX_THREADS)), block INDEX_THREADS. ids and dy are read with __ldg
+// (ld.global.nc), which nvcc inferred from __restrict__ kernel parameters but does not from
+// pointers in a parameter struct.
+extern "C" __global__ void __launch_bounds__(INDEX_THREADS) embedding_backward_f32(const __grid_constant__ EmbeddingBackwardParams p) {
+    float* __restrict__ dw = p.dw;
+    const float* __restrict__ dy = p.dy;
+    const long long* __restrict__ ids = p.ids;
+    const int n = p.n, v = p.v, d = p.d;
     __shared__ int match[INDEX_THREADS];
     __shared__ int warp_count[INDEX_THREADS / 32];
     const int row = blockIdx.x;
@@ -48,7 +72,7 @@ extern "C" __global__ void __launch_bounds__(INDEX_THREADS)
     float acc = 0.0f;
     for (int base = 0; base < n; base += INDEX_THREADS) {
         const int m = base + threadIdx.x;
-        const bool hit = m < n && ids[m] == (long long)row;
+        const bool hit = m < n && __ldg(ids + m) == (long long)row;
         const unsigned ballot = __ballot_sync(0xffffffffu, hit);
         if (lane == 0) warp_count[warp] = __popc(ballot);
         __syncthreads();
@@ -61,7 +85,7 @@ extern "C" __global__ void __launch_bounds__(INDEX_THREADS)
         if (hit) match[offset + __popc(ballot & ((1u << lane) - 1u))] = m;
         __syncthreads();
         if (col < d)
-            for (int i = 0; i < total; ++i) acc += dy[(long long)match[i] * d + col];
+            for (int i = 0; i < total; ++i) acc += __ldg(dy + (long long)match[i] * d + col);
         __syncthreads();  // match and warp_count are rewritten by the next tile
     }
     if (col < d) dw[(long long)row * d + col] = acc;

@@ -220,12 +220,25 @@ __device__ __forceinline__ void tile_v2(const float* __restrict__ A, const float
 // ---------------------------------------------------------------------------------------
 // Entry points. AT: A column-major (A[b] + r + c * lda), else row-major (r * lda + c); BT
 // likewise for B. sa, sb: batch strides in elements (0 = broadcast); C's is M * N.
-#define MATMUL_KERNEL(name, tile, at, bt, minblocks)                                                          \
-    extern "C" __global__ void __launch_bounds__(THREADS, minblocks)                                         \
-        name(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C, int M, int N,  \
-             int K, long long lda, long long sa, long long ldb, long long sb, int flags) {                     \
-        const long long z = blockIdx.z;                                                                       \
-        tile<at, bt>(A + z * sa, B + z * sb, C + z * M * N, M, N, K, lda, ldb, flags);                       \
+// The parameter of every tiled kernel: `MatmulParams` in launch/matmul.rs, same fields.
+struct MatmulParams {
+    const float* A;
+    const float* B;
+    float* C;
+    long long lda, sa, ldb, sb;
+    int M, N, K, flags;
+};
+static_assert(sizeof(MatmulParams) == 72, "MatmulParams: launch/matmul.rs has 72 bytes");
+
+#define MATMUL_KERNEL(name, tile, at, bt, minblocks)                                                           \
+    extern "C" __global__ void __launch_bounds__(THREADS, minblocks) name(const __grid_constant__ MatmulParams p) {              \
+        const float* __restrict__ A = p.A;                                                                     \
+        const float* __restrict__ B = p.B;                                                                     \
+        float* __restrict__ C = p.C;                                                                           \
+        const int M = p.M, N = p.N, K = p.K, flags = p.flags;                                                  \
+        const long long lda = p.lda, sa = p.sa, ldb = p.ldb, sb = p.sb;                                        \
+        const long long z = blockIdx.z;                                                                        \
+        tile<at, bt>(A + z * sa, B + z * sb, C + z * M * N, M, N, K, lda, ldb, flags);                        \
     }
 
 MATMUL_KERNEL(matmul_v1_nn_f32, tile_v1, false, false, 2)
@@ -272,12 +285,13 @@ MATMUL_KERNEL(matmul_v2_tt_f32, tile_v2, true, true, 2)
 #define NN_MAX_THREADS 512
 
 // Stage A[r][p0 + p] for r < M, p < kcur into S[r * KC + p], zeros up to kcur rounded up to 4.
+// (__ldg: nvcc does not infer the read-only load from a pointer in a parameter struct.)
 __device__ __forceinline__ void stage_a(float* S, const float* __restrict__ A, int M, int KC, int p0, int kcur,
                                         long long a_rs, long long a_cs) {
     const int k4 = (kcur + 3) & ~3;
     for (int r = 0; r < M; ++r) {
         const float* row = A + r * a_rs + p0 * a_cs;
-        for (int p = threadIdx.x; p < k4; p += blockDim.x) S[r * KC + p] = p < kcur ? row[p * a_cs] : 0.f;
+        for (int p = threadIdx.x; p < k4; p += blockDim.x) S[r * KC + p] = p < kcur ? __ldg(row + p * a_cs) : 0.f;
     }
 }
 
@@ -304,10 +318,23 @@ __device__ __forceinline__ float warp_sum(float v) {
 // A[z] + r * a_rs + p * a_cs; B[z] column j at j * ldb (contiguous along p); sa, sb: batch
 // strides (0 = broadcast); C contiguous (nb, M, N). KC: A's shared chunk (dynamic shared
 // memory M * KC floats).
-extern "C" __global__ void __launch_bounds__(256)
-    matmul_small_m_nt_f32(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C, int M,
-                          int N, int K, int KC, long long a_rs, long long a_cs, long long sa, long long ldb,
-                          long long sb, int flags) {
+// The parameter of both small-M kernels: `MatmulSmallMParams` in launch/matmul.rs.
+struct MatmulSmallMParams {
+    const float* A;
+    const float* B;
+    float* C;
+    long long a_rs, a_cs, sa, ldb, sb;
+    int M, N, K, KC, flags;
+    int pad_;
+};
+static_assert(sizeof(MatmulSmallMParams) == 88, "MatmulSmallMParams: launch/matmul.rs has 88 bytes");
+
+extern "C" __global__ void __launch_bounds__(256) matmul_small_m_nt_f32(const __grid_constant__ MatmulSmallMParams p) {
+    const float* __restrict__ A = p.A;
+    const float* __restrict__ B = p.B;
+    float* __restrict__ C = p.C;
+    const int M = p.M, N = p.N, K = p.K, KC = p.KC, flags = p.flags;
+    const long long a_rs = p.a_rs, a_cs = p.a_cs, sa = p.sa, ldb = p.ldb, sb = p.sb;
     extern __shared__ __align__(16) float As[];  // As[r * KC + p]
     const long long z = blockIdx.y;
     A += z * sa;
@@ -375,10 +402,12 @@ extern "C" __global__ void __launch_bounds__(256)
 
 // A as above; B[z] row p at p * ldb (contiguous along j); block: NN_COLS columns from
 // blockIdx.x * NN_COLS, blockDim.x / 4 row groups.
-extern "C" __global__ void __launch_bounds__(NN_MAX_THREADS)
-    matmul_small_m_nn_f32(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C, int M,
-                          int N, int K, int KC, long long a_rs, long long a_cs, long long sa, long long ldb,
-                          long long sb, int flags) {
+extern "C" __global__ void __launch_bounds__(NN_MAX_THREADS) matmul_small_m_nn_f32(const __grid_constant__ MatmulSmallMParams p) {
+    const float* __restrict__ A = p.A;
+    const float* __restrict__ B = p.B;
+    float* __restrict__ C = p.C;
+    const int M = p.M, N = p.N, K = p.K, KC = p.KC, flags = p.flags;
+    const long long a_rs = p.a_rs, a_cs = p.a_cs, sa = p.sa, ldb = p.ldb, sb = p.sb;
     extern __shared__ __align__(16) float As[];  // As[r * KC + p]
     __shared__ float red[NN_MAX_THREADS / 32][SMALL_M][NN_COLS];  // per-warp partial sums
     const long long z = blockIdx.y;

@@ -27,10 +27,45 @@
 
 #include "reduce.cuh"
 
+// The kernels' parameters: `RmsNorm*Params` in launch/norm.rs, same fields.
+struct RmsNormForwardParams {
+    float* y;         // (rows, d)
+    float* rstd;      // (rows)
+    const float* x;   // (rows, d)
+    const float* w;   // (d)
+    int rows, d;
+    float eps;
+    int pad_;
+};
+static_assert(sizeof(RmsNormForwardParams) == 48, "RmsNormForwardParams: launch/norm.rs has 48 bytes");
+
+struct RmsNormBackwardParams {
+    float* dx;          // (rows, d)
+    float* dw_partial;  // (n_parts, d)
+    const float* x;     // (rows, d)
+    const float* w;     // (d)
+    const float* rstd;  // (rows)
+    const float* dy;    // (rows, d)
+    int rows, d, rows_per_part;
+    int pad_;
+};
+static_assert(sizeof(RmsNormBackwardParams) == 64, "RmsNormBackwardParams: launch/norm.rs has 64 bytes");
+
+struct RmsNormDwReduceParams {
+    float* dw;                // (d)
+    const float* dw_partial;  // (n_parts, d)
+    int n_parts, d;
+};
+static_assert(sizeof(RmsNormDwReduceParams) == 24, "RmsNormDwReduceParams: launch/norm.rs has 24 bytes");
+
 // Grid (rows), block NORM_THREADS. y (rows, d), rstd (rows).
-extern "C" __global__ void __launch_bounds__(NORM_THREADS)
-    rms_norm_forward_f32(float* __restrict__ y, float* __restrict__ rstd, const float* __restrict__ x,
-                         const float* __restrict__ w, int rows, int d, float eps) {
+extern "C" __global__ void __launch_bounds__(NORM_THREADS) rms_norm_forward_f32(const __grid_constant__ RmsNormForwardParams p) {
+    float* __restrict__ y = p.y;
+    float* __restrict__ rstd = p.rstd;
+    const float* __restrict__ x = p.x;
+    const float* __restrict__ w = p.w;
+    const int rows = p.rows, d = p.d;
+    const float eps = p.eps;
     const int r = blockIdx.x;
     if (r >= rows) return;
     const float* xr = x + (long long)r * d;
@@ -48,10 +83,14 @@ extern "C" __global__ void __launch_bounds__(NORM_THREADS)
 
 // Grid (n_parts), block NORM_THREADS, dynamic shared memory d floats. Block b handles rows
 // [b*rows_per_part, min(rows, (b+1)*rows_per_part)) and writes dw_partial[b, :].
-extern "C" __global__ void __launch_bounds__(NORM_THREADS)
-    rms_norm_backward_f32(float* __restrict__ dx, float* __restrict__ dw_partial, const float* __restrict__ x,
-                          const float* __restrict__ w, const float* __restrict__ rstd, const float* __restrict__ dy,
-                          int rows, int d, int rows_per_part) {
+extern "C" __global__ void __launch_bounds__(NORM_THREADS) rms_norm_backward_f32(const __grid_constant__ RmsNormBackwardParams p) {
+    float* __restrict__ dx = p.dx;
+    float* __restrict__ dw_partial = p.dw_partial;
+    const float* __restrict__ x = p.x;
+    const float* __restrict__ w = p.w;
+    const float* __restrict__ rstd = p.rstd;
+    const float* __restrict__ dy = p.dy;
+    const int rows = p.rows, d = p.d, rows_per_part = p.rows_per_part;
     extern __shared__ float acc[];  // d floats: this block's dw partial
     for (int j = threadIdx.x; j < d; j += blockDim.x) acc[j] = 0.0f;
     const int r0 = blockIdx.x * rows_per_part;
@@ -80,8 +119,10 @@ extern "C" __global__ void __launch_bounds__(NORM_THREADS)
 // Grid (ceil(d/32)), block (32, 32): threadIdx.x picks the column (coalesced across the
 // warp), threadIdx.y sums parts y, y+32, ...; the 32 sums are then added in y order.
 // Napkin: reads n_parts x d floats once (<= 3.1 MB at d = 768) -> a few us.
-extern "C" __global__ void __launch_bounds__(1024)
-    rms_norm_dw_reduce_f32(float* __restrict__ dw, const float* __restrict__ dw_partial, int n_parts, int d) {
+extern "C" __global__ void __launch_bounds__(1024) rms_norm_dw_reduce_f32(const __grid_constant__ RmsNormDwReduceParams p) {
+    float* __restrict__ dw = p.dw;
+    const float* __restrict__ dw_partial = p.dw_partial;
+    const int n_parts = p.n_parts, d = p.d;
     __shared__ float sums[32][33];
     const int j = blockIdx.x * 32 + threadIdx.x;
     float s = 0.0f;

@@ -27,6 +27,7 @@
 // global: reductions must not run concurrently (one stream per Gpu orders them).
 // Deterministic: no atomics; the combination order depends only on shapes and strides.
 
+#include "codes.cuh"
 #include "strided.cuh"
 
 #define REDUCE_THREADS 256
@@ -34,7 +35,27 @@
 // Partials of split reductions (doubles, 1 MiB); `REDUCE_SCRATCH` in launch/reduce.rs.
 #define REDUCE_SCRATCH (1 << 17)
 
-enum ReduceOp { SUM = 0, MAX = 1 };
+// ReduceOp (SUM, MAX) is in codes.cuh, generated from kernels/src/codes.rs.
+
+// The kernels' parameters: `Reduce*Params` in launch/reduce.rs, same fields.
+struct ReduceParams {
+    const float* x;  // the buffer the views index
+    float* out;      // (n_out)
+    Strided kept, inner;
+    long long n_out, inner_n;
+    ReduceOp op;
+    int bx_log;
+};
+static_assert(sizeof(ReduceParams) == 264, "ReduceParams: launch/reduce.rs has 264 bytes");
+
+struct ReduceFinishParams {
+    float* out;  // (n_out)
+    Strided kept, inner;
+    long long n_out, parts;
+    ReduceOp op;
+    int bx_log;
+};
+static_assert(sizeof(ReduceFinishParams) == 256, "ReduceFinishParams: launch/reduce.rs has 256 bytes");
 
 __device__ double reduce_scratch[REDUCE_SCRATCH];
 
@@ -85,9 +106,12 @@ __device__ __forceinline__ void reduce_body(int op, const T* x, const Strided& k
 
 // Grid (ceil(n_out / 2^bx_log), parts), block REDUCE_THREADS. With parts == 1 writes out
 // (n_out floats); else the partials for reduce_finish_f32.
-extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
-    reduce_f32(int op, const float* x, Strided kept, Strided inner, float* out, long long n_out, long long inner_n,
-               int bx_log) {
+extern "C" __global__ void __launch_bounds__(REDUCE_THREADS) reduce_f32(const __grid_constant__ ReduceParams p) {
+    const int op = p.op, bx_log = p.bx_log;
+    const float* x = p.x;
+    float* out = p.out;
+    const Strided &kept = p.kept, &inner = p.inner;
+    const long long n_out = p.n_out, inner_n = p.inner_n;
     if (n_out <= 0x7fffffffLL && inner_n <= 0x7fffffffLL) {
         reduce_body<float, unsigned>(op, x, kept, inner, out, (unsigned)n_out, (unsigned)inner_n, bx_log);
     } else {
@@ -98,7 +122,10 @@ extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
 
 // out[o] = reduce_p reduce_scratch[p * n_out + o]: kept = (n_out) stride 1, inner = (parts)
 // stride n_out, built by the launcher. Grid (ceil(n_out / 2^bx_log), 1), block REDUCE_THREADS.
-extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
-    reduce_finish_f32(int op, Strided kept, Strided inner, float* out, long long n_out, long long parts, int bx_log) {
+extern "C" __global__ void __launch_bounds__(REDUCE_THREADS) reduce_finish_f32(const __grid_constant__ ReduceFinishParams p) {
+    const int op = p.op, bx_log = p.bx_log;
+    float* out = p.out;
+    const Strided &kept = p.kept, &inner = p.inner;
+    const long long n_out = p.n_out, parts = p.parts;
     reduce_body<double, unsigned>(op, reduce_scratch, kept, inner, out, (unsigned)n_out, (unsigned)parts, bx_log);
 }

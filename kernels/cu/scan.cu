@@ -19,7 +19,7 @@
 // Launch shape (version 1, simple and correct): one thread per (b, d) channel, blocks of
 // SCAN_THREADS = 128 over the B*D channels; the thread keeps its N states and A[d, :] in
 // registers (compile-time maximum SCAN_MAX_STATE = 16 states, loops fully unrolled over 16
-// with an `n < n_state` guard so the arrays stay in registers; the launcher asserts
+// with an `n < n_state` guard so the arrays stay in registers; the launcher checks
 // n_state <= 16 and the kernel also returns if it is larger) and walks t sequentially.
 // Bm/Cm at (b, n, t) are shared by all D channels of a batch: L1/L2 hits after the first.
 //
@@ -42,16 +42,35 @@ __device__ __forceinline__ float softplus_f(float x) { return fmaxf(x, 0.0f) + l
 
 __device__ __forceinline__ float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
 
+// The parameter of both forward kernels: `ScanForwardParams` in launch/scan.rs, same fields
+// (layouts in the header above; z and delta_bias may be null).
+struct ScanForwardParams {
+    float* out;
+    float* last_state;
+    float* chunk_states;
+    const float *u, *delta, *A, *Bm, *Cm, *Dskip;
+    const float* z;
+    const float* delta_bias;
+    int softplus, batch, dim, len, n_state, chunk;
+};
+static_assert(sizeof(ScanForwardParams) == 112, "ScanForwardParams: launch/scan.rs has 112 bytes");
+
 // Grid ceil(B*D / SCAN_THREADS), block SCAN_THREADS. z and delta_bias may be null.
 // (Kept as the baseline for forward v2, `selective_scan_forward_f32` at the end of this file.)
 extern "C" __global__ void __launch_bounds__(SCAN_THREADS)
-    selective_scan_forward_v1_f32(float* __restrict__ out, float* __restrict__ last_state,
-                               float* __restrict__ chunk_states, const float* __restrict__ u,
-                               const float* __restrict__ delta, const float* __restrict__ A,
-                               const float* __restrict__ Bm, const float* __restrict__ Cm,
-                               const float* __restrict__ Dskip, const float* __restrict__ z,
-                               const float* __restrict__ delta_bias, int softplus, int batch, int dim, int len,
-                               int n_state, int chunk) {
+    selective_scan_forward_v1_f32(const __grid_constant__ ScanForwardParams p) {
+    float* __restrict__ out = p.out;
+    float* __restrict__ last_state = p.last_state;
+    float* __restrict__ chunk_states = p.chunk_states;
+    const float* __restrict__ u = p.u;
+    const float* __restrict__ delta = p.delta;
+    const float* __restrict__ A = p.A;
+    const float* __restrict__ Bm = p.Bm;
+    const float* __restrict__ Cm = p.Cm;
+    const float* __restrict__ Dskip = p.Dskip;
+    const float* __restrict__ z = p.z;
+    const float* __restrict__ delta_bias = p.delta_bias;
+    const int softplus = p.softplus, batch = p.batch, dim = p.dim, len = p.len, n_state = p.n_state, chunk = p.chunk;
     const long long bd = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (bd >= (long long)batch * dim || n_state > SCAN_MAX_STATE || n_state < 1 || chunk < 1) return;
     const int b = (int)(bd / dim), d = (int)(bd % dim);
@@ -181,10 +200,31 @@ __device__ __forceinline__ float transpose_sum16(float (&v)[SCAN_BWD_WIN], int l
         const float *__restrict__ z, const float *__restrict__ delta_bias, int softplus,                            \
         const float *__restrict__ chunk_states, const float *__restrict__ dout, int batch, int dim, int len,        \
         int n_state, int chunk
-#define SCAN_BWD_ARGS                                                                                            \
-    du, ddelta, dA, dBm, dCm, dDskip, dz, ddelta_bias, u, delta, A, Bm, Cm, Dskip, z, delta_bias, softplus, \
-        chunk_states, dout, batch, dim, len, n_state, chunk
+// The parameter of both backward kernels: `ScanBackwardParams` in launch/scan.rs, same
+// fields (gradients first; dz, ddelta_bias, z, delta_bias may be null). The flag and sizes
+// are 8-byte (each fits an int): with 4-byte ones nvcc loads them in pairs and version 2,
+// at its 128-register cap, spills 4 bytes.
+struct ScanBackwardParams {
+    float *du, *ddelta, *dA, *dBm, *dCm, *dDskip;
+    float* dz;
+    float* ddelta_bias;
+    const float *u, *delta, *A, *Bm, *Cm, *Dskip;
+    const float* z;
+    const float* delta_bias;
+    const float* chunk_states;
+    const float* dout;
+    long long softplus, batch, dim, len, n_state, chunk;
+};
+static_assert(sizeof(ScanBackwardParams) == 192, "ScanBackwardParams: launch/scan.rs has 192 bytes");
 
+// The fields of a ScanBackwardParams p in SCAN_BWD_PARAMS order.
+#define SCAN_BWD_ARGS                                                                                           \
+    p.du, p.ddelta, p.dA, p.dBm, p.dCm, p.dDskip, p.dz, p.ddelta_bias, p.u, p.delta, p.A, p.Bm, p.Cm, p.Dskip, \
+        p.z, p.delta_bias, (int)p.softplus, p.chunk_states, p.dout, (int)p.batch, (int)p.dim, (int)p.len,         \
+        (int)p.n_state, (int)p.chunk
+
+// The read-only inputs are loaded with __ldg (ld.global.nc): from __restrict__ kernel
+// parameters nvcc inferred that itself, from pointers in a parameter struct it does not.
 template <bool KEEP_E>
 __device__ __forceinline__ void scan_backward(SCAN_BWD_PARAMS) {
     __shared__ float4 s_sc[SCAN_BWD_CH][SCAN_BWD_WIN];  // per channel and step: (dt, dt u, dy, 0)
@@ -202,10 +242,10 @@ __device__ __forceinline__ void scan_backward(SCAN_BWD_PARAMS) {
     const long long bd = (long long)b * dim + d;
     const long long row = bd * len;  // offset of (b, d, 0) in (B, D, L)
     const int n_chunks = (len + chunk - 1) / chunk;
-    const float a = live_n ? A[(long long)d * n_state + lane] : 0.0f;
+    const float a = live_n ? __ldg(A + (long long)d * n_state + lane) : 0.0f;
     const float a2 = a * SCAN_LOG2E;  // exp(dt A) = exp2(dt a2)
-    const float bias = live && delta_bias ? delta_bias[d] : 0.0f;
-    const float dskip = live ? Dskip[d] : 0.0f;
+    const float bias = live && delta_bias ? __ldg(delta_bias + d) : 0.0f;
+    const float dskip = live ? __ldg(Dskip + d) : 0.0f;
     const float* bb = Bm + (long long)b * n_state * len;
     const float* cb = Cm + (long long)b * n_state * len;
 
@@ -220,16 +260,16 @@ __device__ __forceinline__ void scan_backward(SCAN_BWD_PARAMS) {
         float dt = 0.0f, dtu = 0.0f, dy = 0.0f;
         o_dt = o_sig = o_u = o_dy = o_gz = 0.0f;
         if (ok) {
-            const float x = delta[t] + bias;
+            const float x = __ldg(delta + t) + bias;
             dt = softplus ? softplus_f(x) : x;
-            o_u = u[t];
+            o_u = __ldg(u + t);
             dtu = dt * o_u;
             if (adjoint) {
                 o_dt = dt;
                 o_sig = softplus ? sigmoid_f(x) : 1.0f;  // d(dt)/d(delta)
-                const float g = dout[t];
+                const float g = __ldg(dout + t);
                 if (z) {
-                    const float zt = z[t], s = sigmoid_f(zt);
+                    const float zt = __ldg(z + t), s = sigmoid_f(zt);
                     dy = g * zt * s;
                     o_gz = g * s * (1.0f + zt * (1.0f - s));
                 } else {
@@ -242,8 +282,8 @@ __device__ __forceinline__ void scan_backward(SCAN_BWD_PARAMS) {
         for (int r = ch; r < SCAN_BWD_LANES; r += SCAN_BWD_CH) {  // rows n of Bm, Cm: 64 bytes each
             const bool okr = r < n_state && lane < wl;
             const long long o = (long long)r * len + tw + lane;
-            s_b[r][lane] = okr ? bb[o] : 0.0f;
-            if (adjoint) s_c[r][lane] = okr ? cb[o] : 0.0f;
+            s_b[r][lane] = okr ? __ldg(bb + o) : 0.0f;
+            if (adjoint) s_c[r][lane] = okr ? __ldg(cb + o) : 0.0f;
         }
         __syncthreads();
     };
@@ -253,7 +293,7 @@ __device__ __forceinline__ void scan_backward(SCAN_BWD_PARAMS) {
         const int t0 = c * chunk, t1 = min(t0 + chunk, len);
         const int n_win = (t1 - t0 + SCAN_BWD_WIN - 1) / SCAN_BWD_WIN;
         // Pass 1: from the chunk's saved state, the state entering each window.
-        float h = live_n ? chunk_states[(bd * n_chunks + c) * n_state + lane] : 0.0f;
+        float h = live_n ? __ldg(chunk_states + (bd * n_chunks + c) * n_state + lane) : 0.0f;
         for (int w = 0; w < n_win; ++w) {
             s_ck[w][tid] = h;  // read back by this thread only
             if (w == n_win - 1) break;
@@ -341,13 +381,13 @@ __device__ __forceinline__ void scan_backward(SCAN_BWD_PARAMS) {
 // Grid (ceil(dim / SCAN_BWD_CH), batch), block SCAN_BWD_THREADS. z, dz, delta_bias,
 // ddelta_bias may be null (z and dz together, delta_bias and ddelta_bias together).
 // dA, dBm, dCm, dDskip, ddelta_bias must be zero on entry (accumulated with atomics).
-extern "C" __global__ void __launch_bounds__(SCAN_BWD_THREADS, 3) selective_scan_backward_v1_f32(SCAN_BWD_PARAMS) {
+extern "C" __global__ void __launch_bounds__(SCAN_BWD_THREADS, 3) selective_scan_backward_v1_f32(const __grid_constant__ ScanBackwardParams p) {
     scan_backward<true>(SCAN_BWD_ARGS);
 }
 
 // Version 2 (selected): the same, recomputing e_t in the adjoint (one more exp per element,
 // 128 registers, 4 blocks per SM; see scan_backward).
-extern "C" __global__ void __launch_bounds__(SCAN_BWD_THREADS, 4) selective_scan_backward_f32(SCAN_BWD_PARAMS) {
+extern "C" __global__ void __launch_bounds__(SCAN_BWD_THREADS, 4) selective_scan_backward_f32(const __grid_constant__ ScanBackwardParams p) {
     scan_backward<false>(SCAN_BWD_ARGS);
 }
 
@@ -364,13 +404,19 @@ extern "C" __global__ void __launch_bounds__(SCAN_BWD_THREADS, 4) selective_scan
 // per element step ~5 FP ops and ~4 shared loads/shuffles per warp on the MIO pipe (~0.2 ms).
 // Expect ~0.25-0.4 ms against v1's 3.6 ms and the reference's 0.977 ms.
 extern "C" __global__ void __launch_bounds__(SCAN_BWD_THREADS)
-    selective_scan_forward_f32(float* __restrict__ out, float* __restrict__ last_state,
-                               float* __restrict__ chunk_states, const float* __restrict__ u,
-                               const float* __restrict__ delta, const float* __restrict__ A,
-                               const float* __restrict__ Bm, const float* __restrict__ Cm,
-                               const float* __restrict__ Dskip, const float* __restrict__ z,
-                               const float* __restrict__ delta_bias, int softplus, int batch, int dim, int len,
-                               int n_state, int chunk) {
+    selective_scan_forward_f32(const __grid_constant__ ScanForwardParams p) {
+    float* __restrict__ out = p.out;
+    float* __restrict__ last_state = p.last_state;
+    float* __restrict__ chunk_states = p.chunk_states;
+    const float* __restrict__ u = p.u;
+    const float* __restrict__ delta = p.delta;
+    const float* __restrict__ A = p.A;
+    const float* __restrict__ Bm = p.Bm;
+    const float* __restrict__ Cm = p.Cm;
+    const float* __restrict__ Dskip = p.Dskip;
+    const float* __restrict__ z = p.z;
+    const float* __restrict__ delta_bias = p.delta_bias;
+    const int softplus = p.softplus, dim = p.dim, len = p.len, n_state = p.n_state, chunk = p.chunk;  // batch: gridDim.y
     __shared__ float2 s_sc[SCAN_BWD_CH][SCAN_BWD_WIN];       // per channel and step: (dt, dt u)
     __shared__ float s_b[SCAN_BWD_LANES][SCAN_BWD_WIN + 1];  // the window's Bm as (n, step), padded
     __shared__ float s_c[SCAN_BWD_LANES][SCAN_BWD_WIN + 1];

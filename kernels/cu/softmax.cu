@@ -31,6 +31,44 @@
 
 #include "reduce.cuh"
 
+// The kernels' parameters: `*Params` in launch/softmax.rs, same fields. Rows of v values.
+struct LogSoftmaxForwardParams {
+    float* y;         // (rows, v)
+    const float* x;   // (rows, v)
+    int rows, v;
+};
+static_assert(sizeof(LogSoftmaxForwardParams) == 24, "LogSoftmaxForwardParams: launch/softmax.rs has 24 bytes");
+
+struct LogSoftmaxBackwardParams {
+    float* dx;        // (rows, v)
+    const float* y;   // (rows, v)
+    const float* dy;  // (rows, v)
+    int rows, v;
+};
+static_assert(sizeof(LogSoftmaxBackwardParams) == 32, "LogSoftmaxBackwardParams: launch/softmax.rs has 32 bytes");
+
+struct CrossEntropyForwardParams {
+    float* lse;                // (rows)
+    float* loss;               // (rows)
+    const float* x;            // (rows, v)
+    const long long* targets;  // (rows)
+    long long ignore_index;
+    int rows, v;
+};
+static_assert(sizeof(CrossEntropyForwardParams) == 48, "CrossEntropyForwardParams: launch/softmax.rs has 48 bytes");
+
+struct CrossEntropyBackwardParams {
+    float* dx;                 // (rows, v)
+    const float* x;            // (rows, v)
+    const float* lse;          // (rows)
+    const long long* targets;  // (rows)
+    long long ignore_index;
+    float scale;
+    int rows, v;
+    int pad_;
+};
+static_assert(sizeof(CrossEntropyBackwardParams) == 56, "CrossEntropyBackwardParams: launch/softmax.rs has 56 bytes");
+
 // Row max m and ln Σ_j exp(x_j - m) of one row, both returned to every thread of the block.
 __device__ __forceinline__ void max_and_log_sum(const float* __restrict__ x, int v, float& m, float& log_sum) {
     float local = -INFINITY;
@@ -42,8 +80,10 @@ __device__ __forceinline__ void max_and_log_sum(const float* __restrict__ x, int
 }
 
 // y[r, j] = (x[r, j] - m_r) - ln Σ_k exp(x[r, k] - m_r). Grid: rows blocks.
-extern "C" __global__ void __launch_bounds__(SOFTMAX_BLOCK)
-    log_softmax_forward_f32(float* __restrict__ y, const float* __restrict__ x, int rows, int v) {
+extern "C" __global__ void __launch_bounds__(SOFTMAX_BLOCK) log_softmax_forward_f32(const __grid_constant__ LogSoftmaxForwardParams p) {
+    float* __restrict__ y = p.y;
+    const float* __restrict__ x = p.x;
+    const int rows = p.rows, v = p.v;
     const int r = blockIdx.x;
     if (r >= rows) return;  // uniform per block
     const long long off = (long long)r * v;
@@ -55,8 +95,11 @@ extern "C" __global__ void __launch_bounds__(SOFTMAX_BLOCK)
 }
 
 // dx[r, i] = dy[r, i] - exp(y[r, i]) Σ_j dy[r, j], from log-softmax's output y. Grid: rows blocks.
-extern "C" __global__ void __launch_bounds__(SOFTMAX_BLOCK) log_softmax_backward_f32(
-    float* __restrict__ dx, const float* __restrict__ y, const float* __restrict__ dy, int rows, int v) {
+extern "C" __global__ void __launch_bounds__(SOFTMAX_BLOCK) log_softmax_backward_f32(const __grid_constant__ LogSoftmaxBackwardParams p) {
+    float* __restrict__ dx = p.dx;
+    const float* __restrict__ y = p.y;
+    const float* __restrict__ dy = p.dy;
+    const int rows = p.rows, v = p.v;
     const int r = blockIdx.x;
     if (r >= rows) return;
     const long long off = (long long)r * v;
@@ -73,9 +116,13 @@ extern "C" __global__ void __launch_bounds__(SOFTMAX_BLOCK) log_softmax_backward
 // t_r = targets[r]; both 0 where t_r == ignore_index. Targets must be ignore_index or in
 // 0..v (the op checks; not re-checked here). loss is per row: the caller takes the mean.
 // Grid: rows blocks.
-extern "C" __global__ void __launch_bounds__(SOFTMAX_BLOCK)
-    cross_entropy_forward_f32(float* __restrict__ lse, float* __restrict__ loss, const float* __restrict__ x,
-                              const long long* __restrict__ targets, long long ignore_index, int rows, int v) {
+extern "C" __global__ void __launch_bounds__(SOFTMAX_BLOCK) cross_entropy_forward_f32(const __grid_constant__ CrossEntropyForwardParams p) {
+    float* __restrict__ lse = p.lse;
+    float* __restrict__ loss = p.loss;
+    const float* __restrict__ x = p.x;
+    const long long* __restrict__ targets = p.targets;
+    const long long ignore_index = p.ignore_index;
+    const int rows = p.rows, v = p.v;
     const int r = blockIdx.x;
     if (r >= rows) return;
     const long long t = targets[r];
@@ -98,9 +145,14 @@ extern "C" __global__ void __launch_bounds__(SOFTMAX_BLOCK)
 // dx[r, j] = scale * (exp(x[r, j] - lse[r]) - [j == t_r]), 0 for ignored rows; lse is what
 // cross_entropy_forward_f32 saved. Grid: rows blocks.
 extern "C" __global__ void __launch_bounds__(SOFTMAX_BLOCK)
-    cross_entropy_backward_f32(float* __restrict__ dx, const float* __restrict__ x, const float* __restrict__ lse,
-                               const long long* __restrict__ targets, long long ignore_index, float scale, int rows,
-                               int v) {
+    cross_entropy_backward_f32(const __grid_constant__ CrossEntropyBackwardParams p) {
+    float* __restrict__ dx = p.dx;
+    const float* __restrict__ x = p.x;
+    const float* __restrict__ lse = p.lse;
+    const long long* __restrict__ targets = p.targets;
+    const long long ignore_index = p.ignore_index;
+    const float scale = p.scale;
+    const int rows = p.rows, v = p.v;
     const int r = blockIdx.x;
     if (r >= rows) return;
     const long long off = (long long)r * v;

@@ -6,10 +6,12 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 bin="$root/.cuda/pip/nvidia/cu13/bin"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# The op-code header that build.rs generates into OUT_DIR (from kernels/src/codes.rs).
+(cd "$root" && cargo run --quiet -p mamba-kernels --example codes_header) > "$tmp/codes.cuh"
 status=0
 for cu in "$root"/kernels/cu/*.cu; do
   name=$(basename "$cu" .cu)
-  "$bin/nvcc" -arch=sm_90 --ptx -O3 -o "$tmp/$name.ptx" "$cu"
+  "$bin/nvcc" -arch=sm_90 --ptx -O3 -I "$tmp" -o "$tmp/$name.ptx" "$cu"
   report=$("$bin/ptxas" -arch=sm_90 -v -o /dev/null "$tmp/$name.ptx" 2>&1)
   echo "$report" | awk -v f="$name" '
     /Compiling entry function/ { k = $7; gsub(/[\047]/, "", k) }

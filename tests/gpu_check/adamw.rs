@@ -16,6 +16,7 @@ use mamba_engine::{
     DType, Device, Rng, Tensor,
 };
 use mamba_kernels::cust::prelude::*;
+use mamba_kernels::launch::AdamWStep;
 
 const BETAS: (f64, f64) = (0.9, 0.999);
 
@@ -45,7 +46,8 @@ fn launch(
 ) -> Res<()> {
     let f = |x: f64| x as f32;
     let (lr, eps, wd) = (f(h.lr), f(h.eps), f(h.weight_decay));
-    Ok(c.gpu.adamw_step_f32(p, g, m, v, lr, h.b1, h.b2, eps, wd, f(h.bias1), f(h.bias2))?)
+    let step = AdamWStep { lr, b1: h.b1, b2: h.b2, eps, wd, bias1: f(h.bias1), bias2: f(h.bias2) };
+    Ok(c.gpu.adamw_step_f32(p, g, m, v, step)?)
 }
 
 pub fn run(c: &mut Check) -> Res<()> {

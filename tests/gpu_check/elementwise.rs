@@ -8,23 +8,24 @@ use mamba_engine::{
     ops::elementwise::cpu::{binary, unary, BinaryOp, UnaryOp},
     shape::Layout,
 };
+use mamba_kernels::codes as kc;
 use mamba_kernels::cust::prelude::*;
 
 pub fn run(c: &mut Check) -> Res<()> {
     let n = (1 << 20) + 3; // not a multiple of the block size
     let big = if c.timing { 1 << 24 } else { 1 << 10 };
     let unary_ops = [
-        ("neg", UnaryOp::Neg, 0),
-        ("exp", UnaryOp::Exp, 1),
-        ("log", UnaryOp::Log, 2),
-        ("sqrt", UnaryOp::Sqrt, 3),
-        ("rsqrt", UnaryOp::Rsqrt, 4),
-        ("sigmoid", UnaryOp::Sigmoid, 5),
-        ("silu", UnaryOp::Silu, 6),
-        ("softplus", UnaryOp::Softplus, 7),
-        ("tanh", UnaryOp::Tanh, 8),
-        ("powf", UnaryOp::Powf(2.5), 9),
-        ("affine", UnaryOp::Affine { mul: -1.5, add: 0.25 }, 10),
+        ("neg", UnaryOp::Neg, kc::UnaryOp::Neg),
+        ("exp", UnaryOp::Exp, kc::UnaryOp::Exp),
+        ("log", UnaryOp::Log, kc::UnaryOp::Log),
+        ("sqrt", UnaryOp::Sqrt, kc::UnaryOp::Sqrt),
+        ("rsqrt", UnaryOp::Rsqrt, kc::UnaryOp::Rsqrt),
+        ("sigmoid", UnaryOp::Sigmoid, kc::UnaryOp::Sigmoid),
+        ("silu", UnaryOp::Silu, kc::UnaryOp::Silu),
+        ("softplus", UnaryOp::Softplus, kc::UnaryOp::Softplus),
+        ("tanh", UnaryOp::Tanh, kc::UnaryOp::Tanh),
+        ("powf", UnaryOp::Powf(2.5), kc::UnaryOp::Powf),
+        ("affine", UnaryOp::Affine { mul: -1.5, add: 0.25 }, kc::UnaryOp::Affine),
     ];
     for (name, op, code) in unary_ops {
         let positive = matches!(op, UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Powf(_));
@@ -44,8 +45,12 @@ pub fn run(c: &mut Check) -> Res<()> {
         let us = c.time(|| Ok(c.gpu.unary_f32(code, p0, p1, &bx, &mut bout)?))?;
         c.rows.push(Row { kernel: format!("unary_f32 {name}"), err, ok, us, rate: (8 * big) as f64 / us / 1e3 });
     }
-    let binary_ops =
-        [("add", BinaryOp::Add, 0), ("sub", BinaryOp::Sub, 1), ("mul", BinaryOp::Mul, 2), ("div", BinaryOp::Div, 3)];
+    let binary_ops = [
+        ("add", BinaryOp::Add, kc::BinaryOp::Add),
+        ("sub", BinaryOp::Sub, kc::BinaryOp::Sub),
+        ("mul", BinaryOp::Mul, kc::BinaryOp::Mul),
+        ("div", BinaryOp::Div, kc::BinaryOp::Div),
+    ];
     for (name, op, code) in binary_ops {
         let (a, b) = (c.uniform(n, -10.0, 10.0), c.uniform(n, 1.0, 10.0));
         let (da, db) = (DeviceBuffer::from_slice(&a)?, DeviceBuffer::from_slice(&b)?);
@@ -63,20 +68,20 @@ pub fn run(c: &mut Check) -> Res<()> {
 }
 
 /// (name, op, kernel code, p0, p1) of the unary ops the strided checks cycle through.
-const STRIDED_UNARY: [(&str, UnaryOp, i32, f32, f32); 5] = [
-    ("neg", UnaryOp::Neg, 0, 0.0, 0.0),
-    ("exp", UnaryOp::Exp, 1, 0.0, 0.0),
-    ("silu", UnaryOp::Silu, 6, 0.0, 0.0),
-    ("powf", UnaryOp::Powf(2.5), 9, 2.5, 0.0),
-    ("affine", UnaryOp::Affine { mul: -1.5, add: 0.25 }, 10, -1.5, 0.25),
+const STRIDED_UNARY: [(&str, UnaryOp, kc::UnaryOp, f32, f32); 5] = [
+    ("neg", UnaryOp::Neg, kc::UnaryOp::Neg, 0.0, 0.0),
+    ("exp", UnaryOp::Exp, kc::UnaryOp::Exp, 0.0, 0.0),
+    ("silu", UnaryOp::Silu, kc::UnaryOp::Silu, 0.0, 0.0),
+    ("powf", UnaryOp::Powf(2.5), kc::UnaryOp::Powf, 2.5, 0.0),
+    ("affine", UnaryOp::Affine { mul: -1.5, add: 0.25 }, kc::UnaryOp::Affine, -1.5, 0.25),
 ];
 
-const STRIDED_BINARY: [(&str, BinaryOp, i32); 5] = [
-    ("add", BinaryOp::Add, 0),
-    ("sub", BinaryOp::Sub, 1),
-    ("mul", BinaryOp::Mul, 2),
-    ("div", BinaryOp::Div, 3),
-    ("eq", BinaryOp::Eq, 4),
+const STRIDED_BINARY: [(&str, BinaryOp, kc::BinaryOp); 5] = [
+    ("add", BinaryOp::Add, kc::BinaryOp::Add),
+    ("sub", BinaryOp::Sub, kc::BinaryOp::Sub),
+    ("mul", BinaryOp::Mul, kc::BinaryOp::Mul),
+    ("div", BinaryOp::Div, kc::BinaryOp::Div),
+    ("eq", BinaryOp::Eq, kc::BinaryOp::Eq),
 ];
 
 fn strided_checks(c: &mut Check) -> Res<()> {
@@ -127,10 +132,10 @@ fn strided_checks(c: &mut Check) -> Res<()> {
     let dx = DeviceBuffer::from_slice(&x)?;
     let mut dout = poisoned(side * side)?;
     let lt = strided(&t);
-    c.gpu.unary_strided_f32(6, 0.0, 0.0, &dx, lt, &mut dout)?;
+    c.gpu.unary_strided_f32(kc::UnaryOp::Silu, 0.0, 0.0, &dx, lt, &mut dout)?;
     c.gpu.stream.synchronize()?;
     let (err, ok) = worst(&dout.as_host_vec()?, &unary(UnaryOp::Silu, &x, &t));
-    let us = c.time(|| Ok(c.gpu.unary_strided_f32(6, 0.0, 0.0, &dx, lt, &mut dout)?))?;
+    let us = c.time(|| Ok(c.gpu.unary_strided_f32(kc::UnaryOp::Silu, 0.0, 0.0, &dx, lt, &mut dout)?))?;
     let rate = (8 * side * side) as f64 / us / 1e3;
     c.rows.push(Row { kernel: format!("unary_strided silu {side}^2 T"), err, ok, us, rate });
 
@@ -139,10 +144,10 @@ fn strided_checks(c: &mut Check) -> Res<()> {
     let (da, db) = (DeviceBuffer::from_slice(&a)?, DeviceBuffer::from_slice(&b)?);
     let mut dout = poisoned(rows * 1024)?;
     let (sa, sb) = (strided(&la), strided(&lb));
-    c.gpu.binary_strided_f32(0, &da, sa, &db, sb, &mut dout)?;
+    c.gpu.binary_strided_f32(kc::BinaryOp::Add, &da, sa, &db, sb, &mut dout)?;
     c.gpu.stream.synchronize()?;
     let (err, ok) = worst(&dout.as_host_vec()?, &binary(BinaryOp::Add, &a, &la, &b, &lb));
-    let us = c.time(|| Ok(c.gpu.binary_strided_f32(0, &da, sa, &db, sb, &mut dout)?))?;
+    let us = c.time(|| Ok(c.gpu.binary_strided_f32(kc::BinaryOp::Add, &da, sa, &db, sb, &mut dout)?))?;
     let rate = (8 * rows * 1024 + 4 * 1024) as f64 / us / 1e3;
     c.rows.push(Row { kernel: format!("binary_strided add {rows}x1024 B"), err, ok, us, rate });
 
@@ -150,10 +155,10 @@ fn strided_checks(c: &mut Check) -> Res<()> {
     let dy = DeviceBuffer::from_slice(&y)?;
     let mut dout = poisoned(side * side)?;
     let ls = strided(&square);
-    c.gpu.binary_strided_f32(2, &dx, lt, &dy, ls, &mut dout)?;
+    c.gpu.binary_strided_f32(kc::BinaryOp::Mul, &dx, lt, &dy, ls, &mut dout)?;
     c.gpu.stream.synchronize()?;
     let (err, ok) = worst(&dout.as_host_vec()?, &binary(BinaryOp::Mul, &x, &t, &y, &square));
-    let us = c.time(|| Ok(c.gpu.binary_strided_f32(2, &dx, lt, &dy, ls, &mut dout)?))?;
+    let us = c.time(|| Ok(c.gpu.binary_strided_f32(kc::BinaryOp::Mul, &dx, lt, &dy, ls, &mut dout)?))?;
     let rate = (12 * side * side) as f64 / us / 1e3;
     c.rows.push(Row { kernel: format!("binary_strided mul {side}^2 T*C"), err, ok, us, rate });
     Ok(())

@@ -27,9 +27,8 @@
 
 use crate::{poisoned, Check, Res, Row};
 use mamba_engine::ops::matmul::cpu::{matmul, MatStrides as CpuStrides};
-use mamba_kernels::cust::error::CudaResult;
 use mamba_kernels::cust::prelude::*;
-use mamba_kernels::launch::{Gpu, MatStrides, MATMUL_VERSION, MATMUL_VERSIONS};
+use mamba_kernels::launch::{Gpu, MatStrides, Matmul, MATMUL_VERSION, MATMUL_VERSIONS};
 
 /// Per-element tolerance, relative to sqrt(k) * max(1, |cpu|).
 const MM_TOL: f64 = 1e-5;
@@ -136,7 +135,8 @@ impl Case {
         let mut view = out.index(c_off..c_off + len);
         let (av, bv) = (da.index(self.a.off..), db.index(self.b.off..));
         let (sa, sb) = (self.a.gpu_strides(), self.b.gpu_strides());
-        launch(c.gpu, version, &av, sa, &bv, sb, &mut view, self.nb, self.m, self.n, self.k)?;
+        let (nb, m, n, k) = (self.nb, self.m, self.n, self.k);
+        launch(c.gpu, version, Matmul { a: &av, sa, b: &bv, sb, c: &mut view, nb, m, n, k })?;
         c.gpu.stream.synchronize()?;
         let got = out.as_host_vec()?;
         let (err, ok) = scaled_error(&got[c_off..c_off + len], want, self.k);
@@ -146,24 +146,11 @@ impl Case {
 }
 
 /// Tiled kernel `version`, or `matmul_strided_f32` for `AUTO`.
-#[allow(clippy::too_many_arguments)]
-fn launch(
-    gpu: &Gpu,
-    version: u32,
-    a: &DeviceSlice<f32>,
-    sa: MatStrides,
-    b: &DeviceSlice<f32>,
-    sb: MatStrides,
-    out: &mut DeviceSlice<f32>,
-    nb: usize,
-    m: usize,
-    n: usize,
-    k: usize,
-) -> CudaResult<()> {
+fn launch(gpu: &Gpu, version: u32, args: Matmul) -> mamba_kernels::Result<()> {
     if version == AUTO {
-        gpu.matmul_strided_f32(a, sa, b, sb, out, nb, m, n, k)
+        gpu.matmul_strided_f32(args)
     } else {
-        gpu.matmul_strided_f32_version(version, a, sa, b, sb, out, nb, m, n, k)
+        gpu.matmul_strided_f32_version(version, args)
     }
 }
 
@@ -307,7 +294,9 @@ fn mamba(c: &mut Check) -> Res<()> {
         for &v in &MATMUL_VERSIONS {
             let (err, ok) = case.check(c, v, 0, &want)?;
             let mut out = poisoned(nb * m * n)?;
-            let us = c.time(|| Ok(c.gpu.matmul_strided_f32_version(v, &av, sa, &bv, sb, &mut out, nb, m, n, k)?))?;
+            let us = c.time(|| {
+                Ok(c.gpu.matmul_strided_f32_version(v, Matmul { a: &av, sa, b: &bv, sb, c: &mut out, nb, m, n, k })?)
+            })?;
             let rate = 2.0 * (nb * m * n * k) as f64 / us / 1e3;
             let kernel = format!("matmul v{v} {what} {nb}x{m}x{n}x{k}");
             c.rows.push(Row { kernel, err, ok, us, rate });
@@ -331,10 +320,18 @@ fn big(c: &mut Check) -> Res<()> {
         let (sa, sb) = (oa.gpu_strides(), ob.gpu_strides());
         for &v in &MATMUL_VERSIONS {
             out.copy_from(&vec![f32::NAN; s * s])?;
-            c.gpu.matmul_strided_f32_version(v, &da, sa, &db, sb, &mut out, 1, s, s, s)?;
+            c.gpu.matmul_strided_f32_version(
+                v,
+                Matmul { a: &da, sa, b: &db, sb, c: &mut out, nb: 1, m: s, n: s, k: s },
+            )?;
             c.gpu.stream.synchronize()?;
             let (err, ok) = scaled_error(&out.as_host_vec()?, &want, s);
-            let us = c.time(|| Ok(c.gpu.matmul_strided_f32_version(v, &da, sa, &db, sb, &mut out, 1, s, s, s)?))?;
+            let us = c.time(|| {
+                Ok(c.gpu.matmul_strided_f32_version(
+                    v,
+                    Matmul { a: &da, sa, b: &db, sb, c: &mut out, nb: 1, m: s, n: s, k: s },
+                )?)
+            })?;
             let rate = 2.0 * (s * s * s) as f64 / us / 1e3;
             c.rows.push(Row { kernel: format!("matmul v{v} {name} {s}^3"), err, ok, us, rate });
         }
@@ -433,7 +430,7 @@ fn generation(c: &mut Check) -> Res<()> {
         let mut out = poisoned(nb * m * n)?;
         for (v, path) in [(AUTO, "small-m".to_string()), (MATMUL_VERSION, format!("tiled v{MATMUL_VERSION}"))] {
             let (err, ok) = case.check(c, v, 0, &want)?;
-            let us = c.time(|| Ok(launch(c.gpu, v, &av, sa, &bv, sb, &mut out, nb, m, n, k)?))?;
+            let us = c.time(|| Ok(launch(c.gpu, v, Matmul { a: &av, sa, b: &bv, sb, c: &mut out, nb, m, n, k })?))?;
             let rate = 4.0 * (k * n) as f64 / us / 1e3;
             let kernel = format!("matmul {path} {what} {m}x{k}@{k}x{n} (GB/s of B)");
             c.rows.push(Row { kernel, err, ok, us, rate });

@@ -4,7 +4,8 @@
 
 use crate::{poisoned, rel_norm, worst, Check, Res, Row, TOL};
 use mamba_engine::ops::norm::cpu::{rms_norm_backward, rms_norm_forward};
-use mamba_kernels::{cust::prelude::*, launch::Gpu};
+use mamba_kernels::cust::prelude::*;
+use mamba_kernels::launch::{Gpu, RmsNormBackward, RmsNormForward};
 
 pub fn run(c: &mut Check) -> Res<()> {
     let eps = 1e-5f32;
@@ -19,11 +20,21 @@ pub fn run(c: &mut Check) -> Res<()> {
 
         // forward: y and rstd, element by element
         let (mut gy, mut grstd) = (poisoned(n)?, poisoned(rows)?);
-        c.gpu.rms_norm_forward_f32(&gx, &gw, &mut gy, &mut grstd, rows, d, eps)?;
+        c.gpu.rms_norm_forward_f32(RmsNormForward { x: &gx, w: &gw, y: &mut gy, rstd: &mut grstd, rows, d, eps })?;
         c.gpu.stream.synchronize()?;
         let (ey, oky) = worst(&gy.as_host_vec()?, &want_y);
         let (er, okr) = worst(&grstd.as_host_vec()?, &want_rstd);
-        let us = c.time(|| Ok(c.gpu.rms_norm_forward_f32(&gx, &gw, &mut gy, &mut grstd, rows, d, eps)?))?;
+        let us = c.time(|| {
+            Ok(c.gpu.rms_norm_forward_f32(RmsNormForward {
+                x: &gx,
+                w: &gw,
+                y: &mut gy,
+                rstd: &mut grstd,
+                rows,
+                d,
+                eps,
+            })?)
+        })?;
         let bytes = (2 * n + d + rows) * 4; // read x (+ w), write y and rstd
         let rate = bytes as f64 / us / 1e3;
         c.rows.push(Row { kernel: format!("rms_norm_fwd {rows}x{d} y"), err: ey, ok: oky, us, rate });
@@ -39,12 +50,32 @@ pub fn run(c: &mut Check) -> Res<()> {
         let grs = DeviceBuffer::from_slice(&want_rstd)?;
         let (mut gdx, mut gdw) = (poisoned(n)?, poisoned(d)?);
         let mut scratch = poisoned(Gpu::rms_norm_scratch_len(rows, d))?;
-        c.gpu.rms_norm_backward_f32(&gx, &gw, &grs, &gdy, &mut gdx, &mut gdw, &mut scratch, rows, d)?;
+        c.gpu.rms_norm_backward_f32(RmsNormBackward {
+            x: &gx,
+            w: &gw,
+            rstd: &grs,
+            dy: &gdy,
+            dx: &mut gdx,
+            dw: &mut gdw,
+            scratch: &mut scratch,
+            rows,
+            d,
+        })?;
         c.gpu.stream.synchronize()?;
         let (edx, okdx) = worst(&gdx.as_host_vec()?, &want_dx);
         let edw = rel_norm(&gdw.as_host_vec()?, &want_dw); // sums over rows in another order (and f32)
         let us = c.time(|| {
-            Ok(c.gpu.rms_norm_backward_f32(&gx, &gw, &grs, &gdy, &mut gdx, &mut gdw, &mut scratch, rows, d)?)
+            Ok(c.gpu.rms_norm_backward_f32(RmsNormBackward {
+                x: &gx,
+                w: &gw,
+                rstd: &grs,
+                dy: &gdy,
+                dx: &mut gdx,
+                dw: &mut gdw,
+                scratch: &mut scratch,
+                rows,
+                d,
+            })?)
         })?;
         let parts = Gpu::rms_norm_parts(rows).1;
         // read x, dy (+ w, rstd), write dx; dw partials written and read once, dw written

@@ -14,6 +14,7 @@ use mamba_engine::{
     ops::reduce::cpu::{reduce, ReduceOp},
     shape::Layout,
 };
+use mamba_kernels::codes as kc;
 use mamba_kernels::{cust::prelude::*, launch::Strided};
 
 /// What values to reduce.
@@ -40,11 +41,11 @@ fn split(l: &Layout, axes: &[usize]) -> (Strided, Strided, usize, usize) {
 /// Runs one reduction on both sides and records it; returns the GPU time when `time`.
 fn check(c: &mut Check, op: ReduceOp, x: &[f32], l: &Layout, axes: &[usize], label: &str, time: bool) -> Res<()> {
     let (kept, inner, n_out, inner_n) = split(l, axes);
-    let code = if op == ReduceOp::Sum { 0 } else { 1 };
+    let code = if op == ReduceOp::Sum { kc::ReduceOp::Sum } else { kc::ReduceOp::Max };
     // a buffer of at least one element, so an empty input still has a device pointer
     let dx = DeviceBuffer::from_slice(if x.is_empty() { &[0.0f32][..] } else { x })?;
     let mut dout = crate::poisoned(n_out)?;
-    c.gpu.reduce_f32(code, &dx, kept, inner, &mut dout, n_out, inner_n)?;
+    c.gpu.reduce_f32(code, &dx, kept, inner, &mut dout)?;
     c.gpu.stream.synchronize()?;
     let got = dout.as_host_vec()?;
     let want = reduce(op, x, l, axes);
@@ -71,11 +72,7 @@ fn check(c: &mut Check, op: ReduceOp, x: &[f32], l: &Layout, axes: &[usize], lab
             (worst, got.len() == want.len() && worst <= TOL)
         }
     };
-    let us = if time {
-        c.time(|| Ok(c.gpu.reduce_f32(code, &dx, kept, inner, &mut dout, n_out, inner_n)?))?
-    } else {
-        f64::NAN
-    };
+    let us = if time { c.time(|| Ok(c.gpu.reduce_f32(code, &dx, kept, inner, &mut dout)?))? } else { f64::NAN };
     let name = if op == ReduceOp::Sum { "sum" } else { "max" };
     let rate = (4 * (n_out * inner_n + n_out)) as f64 / us / 1e3;
     c.rows.push(Row { kernel: format!("reduce {name} {label} {axes:?}"), err, ok, us, rate });

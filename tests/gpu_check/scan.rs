@@ -16,6 +16,7 @@
 use crate::{poisoned, rel_norm, Check, Res, Row, TOL};
 use mamba_engine::ops::scan::cpu::{selective_scan_backward, selective_scan_forward, ScanDims, ScanGrads, ScanInputs};
 use mamba_kernels::cust::prelude::*;
+use mamba_kernels::launch as kl;
 
 /// Tolerance of the backward's gradients (relative norm), see above.
 const BWD_TOL: f64 = 1e-4;
@@ -82,29 +83,31 @@ impl GpuGrads {
     }
 }
 
+/// The GPU inputs as the launchers take them (`z` and `delta_bias` only with `extras`).
+fn inputs(g: &GpuInputs) -> kl::ScanInputs<'_> {
+    kl::ScanInputs {
+        u: &g.u,
+        delta: &g.delta,
+        a: &g.a,
+        bm: &g.bm,
+        cm: &g.cm,
+        d_skip: &g.d,
+        z: g.extras.then_some(&*g.z),
+        delta_bias: g.extras.then_some(&*g.bias),
+        softplus: g.extras,
+    }
+}
+
+/// The engine's scan sizes as the launchers'.
+fn kernel_dims(d: ScanDims) -> kl::ScanDims {
+    kl::ScanDims { batch: d.batch, dim: d.dim, len: d.len, state: d.state, chunk: d.chunk }
+}
+
 fn forward(c: &Check, v1: bool, g: &GpuInputs, dims: ScanDims, out: &mut [&mut DeviceBuffer<f32>; 3]) -> Res<()> {
-    let ScanDims { batch, dim, len, state, chunk } = dims;
     let [gout, glast, gchunks] = out;
-    c.gpu.selective_scan_forward_f32(
-        if v1 { 1 } else { 2 },
-        &g.u,
-        &g.delta,
-        &g.a,
-        &g.bm,
-        &g.cm,
-        &g.d,
-        g.extras.then_some(&*g.z),
-        g.extras.then_some(&*g.bias),
-        g.extras,
-        gout,
-        glast,
-        gchunks,
-        batch,
-        dim,
-        len,
-        state,
-        chunk,
-    )?;
+    let args =
+        kl::ScanForward { x: inputs(g), out: gout, last_state: glast, chunk_states: gchunks, dims: kernel_dims(dims) };
+    c.gpu.selective_scan_forward_f32(if v1 { 1 } else { 2 }, args)?;
     Ok(())
 }
 
@@ -116,34 +119,18 @@ fn backward(
     dims: ScanDims,
     o: &mut GpuGrads,
 ) -> Res<()> {
-    let ScanDims { batch, dim, len, state, chunk } = dims;
-    c.gpu.selective_scan_backward_f32(
-        if v1 { 1 } else { 2 },
-        &g.u,
-        &g.delta,
-        &g.a,
-        &g.bm,
-        &g.cm,
-        &g.d,
-        g.extras.then_some(&*g.z),
-        g.extras.then_some(&*g.bias),
-        g.extras,
-        states,
-        &g.dout,
-        &mut o.du,
-        &mut o.ddelta,
-        &mut o.da,
-        &mut o.dbm,
-        &mut o.dcm,
-        &mut o.dd,
-        g.extras.then_some(&mut *o.dz),
-        g.extras.then_some(&mut *o.dbias),
-        batch,
-        dim,
-        len,
-        state,
-        chunk,
-    )?;
+    let grads = kl::ScanGrads {
+        du: &mut o.du,
+        ddelta: &mut o.ddelta,
+        da: &mut o.da,
+        dbm: &mut o.dbm,
+        dcm: &mut o.dcm,
+        dd_skip: &mut o.dd,
+        dz: g.extras.then_some(&mut *o.dz),
+        ddelta_bias: g.extras.then_some(&mut *o.dbias),
+    };
+    let args = kl::ScanBackward { x: inputs(g), chunk_states: states, dout: &g.dout, grads, dims: kernel_dims(dims) };
+    c.gpu.selective_scan_backward_f32(if v1 { 1 } else { 2 }, args)?;
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use mamba_engine::ops::softmax::cpu::{
     cross_entropy_backward, cross_entropy_forward, log_softmax_backward, log_softmax_forward,
 };
 use mamba_kernels::cust::prelude::*;
+use mamba_kernels::launch::CrossEntropyBackward;
 
 const IGNORE: i64 = -100;
 
@@ -80,11 +81,29 @@ fn check(c: &mut Check, rows: usize, v: usize, time: bool) -> Res<()> {
     let dce = cross_entropy_backward(&x, v, &lse, &targets, IGNORE, scale);
     let dlse_in = DeviceBuffer::from_slice(&lse)?;
     let mut ddce = poisoned(n)?;
-    c.gpu.cross_entropy_backward_f32(&dxs, &dlse_in, &dt, IGNORE, scale as f32, &mut ddce, v)?;
+    c.gpu.cross_entropy_backward_f32(CrossEntropyBackward {
+        x: &dxs,
+        lse: &dlse_in,
+        targets: &dt,
+        ignore_index: IGNORE,
+        scale: scale as f32,
+        dx: &mut ddce,
+        v,
+    })?;
     c.gpu.stream.synchronize()?;
     let (err, ok) = worst(&ddce.as_host_vec()?, &dce);
     let us = if time {
-        c.time(|| Ok(c.gpu.cross_entropy_backward_f32(&dxs, &dlse_in, &dt, IGNORE, scale as f32, &mut ddce, v)?))?
+        c.time(|| {
+            Ok(c.gpu.cross_entropy_backward_f32(CrossEntropyBackward {
+                x: &dxs,
+                lse: &dlse_in,
+                targets: &dt,
+                ignore_index: IGNORE,
+                scale: scale as f32,
+                dx: &mut ddce,
+                v,
+            })?)
+        })?
     } else {
         f64::NAN
     };

@@ -4,13 +4,14 @@
 //!   use and made current on whichever thread asks.
 //! - `alloc.rs` is the caching allocator; [`CudaData`] is a typed view of one of its blocks,
 //!   the payload of `StorageKind::Cuda`.
-//! - `ops.rs` is the GPU arm of every op: it launches the kernels twin to `cpu/`.
+//! - `args.rs` turns tensors into kernel arguments (output buffers, slices, layouts, host
+//!   indices) for the ops' GPU arms, which live with their ops (`ops/<op>/cuda.rs`).
 //!
 //! Every launch and copy goes on the one stream, in program order, so nothing needs events
 //! except reading back to the host, which waits for the stream.
 
 pub mod alloc;
-pub mod ops;
+pub(crate) mod args;
 
 use crate::{
     dtype::{bf16, DType},
@@ -77,9 +78,11 @@ pub fn gpu(op: &'static str) -> Result<&'static Gpu> {
     })
 }
 
-/// Map a driver error to an engine error naming `op`.
-pub(crate) fn err(op: &'static str) -> impl Fn(CudaError) -> Error {
-    move |e| Error::Device { op, device: Device::Cuda, msg: format!("CUDA error: {e}") }
+/// Map a driver error (`CudaError`) or a launcher's error (`mamba_kernels::Error`: a driver
+/// error or a bad argument, naming the kernel) to an engine error naming `op`. A driver
+/// error reads "CUDA error: ..." either way.
+pub(crate) fn err<E: Into<mamba_kernels::Error>>(op: &'static str) -> impl Fn(E) -> Error {
+    move |e| Error::Device { op, device: Device::Cuda, msg: e.into().to_string() }
 }
 
 /// `len` elements of `dtype` in one allocator block.

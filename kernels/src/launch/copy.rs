@@ -2,8 +2,8 @@
 //! kernel that reads or writes a view (`cu/strided.cuh` is its CUDA side).
 
 use super::{grid_for, Cost, Gpu, BLOCK};
-use cust::error::CudaResult;
-use cust::memory::DeviceCopy;
+use crate::error::{ensure, to_i64, Result};
+use cust::memory::{DeviceCopy, DevicePointer};
 use cust::prelude::*;
 
 /// Most axes a [`Strided`] holds (after merging); `STRIDED_MAX_RANK` in `cu/strided.cuh`.
@@ -105,11 +105,69 @@ impl Strided {
     }
 }
 
-/// `n` as the kernels' `long long` element count.
-pub(crate) fn check_len(name: &str, n: usize) -> i64 {
-    assert!(n <= i64::MAX as usize, "{name}: too many elements");
-    n as i64
+impl Strided {
+    /// Fails unless the view has `n` elements and stays inside a buffer of `len` elements.
+    pub(crate) fn check(&self, kernel: &'static str, name: &str, len: usize, n: usize) -> Result<()> {
+        let numel = self.numel();
+        ensure(numel == n, kernel, || format!("view {name} has {numel} elements, the output {n}"))?;
+        let end = self.end();
+        ensure(end <= len, kernel, || format!("view {name} reaches element {end} of a buffer of {len}"))
+    }
 }
+
+/// A gather of `n` elements through a view into contiguous `out`: the parameter of
+/// `copy_strided_f32` (`struct GatherParams<float, float>` in cu/copy.cu), and of the casts
+/// with `O`, `I` = f64, f32 or f32, f64: 136 bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GatherParams<O: DeviceCopy, I: DeviceCopy> {
+    out: DevicePointer<O>,
+    x: DevicePointer<I>,
+    lx: Strided,
+    n: i64,
+}
+const _: () = assert!(std::mem::size_of::<GatherParams<f32, f32>>() == 136);
+// SAFETY: device pointers, integers and a `Strided`, laid out as the C struct.
+unsafe impl<O: DeviceCopy, I: DeviceCopy> DeviceCopy for GatherParams<O, I> {}
+
+/// The parameter of `copy_transpose_f32` (`struct CopyTransposeParams`): 168 bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CopyTransposeParams {
+    out: DevicePointer<f32>,
+    x: DevicePointer<f32>,
+    t: Transpose,
+}
+const _: () = assert!(std::mem::size_of::<CopyTransposeParams>() == 168);
+// SAFETY: device pointers and a `Transpose` (integers), laid out as the C struct.
+unsafe impl DeviceCopy for CopyTransposeParams {}
+
+/// The parameter of `copy_into_f32` (`struct CopyIntoParams`): 248 bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CopyIntoParams {
+    dst: DevicePointer<f32>,
+    src: DevicePointer<f32>,
+    ldst: Strided,
+    lsrc: Strided,
+    n: i64,
+}
+const _: () = assert!(std::mem::size_of::<CopyIntoParams>() == 248);
+// SAFETY: device pointers, integers and `Strided`s, laid out as the C struct.
+unsafe impl DeviceCopy for CopyIntoParams {}
+
+/// The parameter of `fill_f32` (`struct FillParams`): 24 bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct FillParams {
+    out: DevicePointer<f32>,
+    n: i64,
+    value: f32,
+    pad: i32,
+}
+const _: () = assert!(std::mem::size_of::<FillParams>() == 24);
+// SAFETY: a device pointer and numbers, laid out as the C struct.
+unsafe impl DeviceCopy for FillParams {}
 
 /// Axes besides the two of the tile plane that `copy_transpose_f32` walks as a batch.
 const TRANSPOSE_MAX_BATCH: usize = MAX_RANK - 2;
@@ -118,7 +176,7 @@ const TRANSPOSE_TILE: u32 = 32;
 const TRANSPOSE_ROWS: u32 = 8;
 
 /// The argument of `copy_transpose_f32` (`struct Transpose` in `cu/copy.cu`, same fields,
-/// all 8-byte: 144 bytes): a gather `lx` whose innermost axis `a` has input stride `in_a`
+/// all 8-byte: 152 bytes): a gather `lx` whose innermost axis `a` has input stride `in_a`
 /// and whose axis `k` has input stride 1, split into the (a, k) plane and the other axes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -183,31 +241,24 @@ impl Gpu {
     /// `out[i] = x[lx(i)]`: the view `lx` of `x` gathered into contiguous `out` — twin of
     /// `cpu::copy::copy_strided`. A transposing view ([`Strided::transpose_axis`]) goes to
     /// `copy_transpose_f32` (timed under that name), any other to `copy_strided_f32`.
-    pub fn copy_strided_f32(&self, x: &DeviceSlice<f32>, lx: Strided, out: &mut DeviceSlice<f32>) -> CudaResult<()> {
+    pub fn copy_strided_f32(&self, x: &DeviceSlice<f32>, lx: Strided, out: &mut DeviceSlice<f32>) -> Result<()> {
+        const K: &str = "copy_strided_f32";
         let n = out.len();
-        assert_eq!(lx.numel(), n, "copy_strided_f32: view and output sizes differ");
-        assert!(lx.end() <= x.len(), "copy_strided_f32: view reaches past the input buffer");
+        lx.check(K, "lx", x.len(), n)?;
         if n == 0 {
             return Ok(());
         }
         let cost = Cost::f32s(lx.footprint() + n);
-        let stream = &self.stream;
         // A transposing view: both sides coalesce through shared-memory tiles (cu/copy.cu);
         // its tile and batch counts are 32-bit.
         if let Some(k) = lx.transpose_axis().filter(|_| n <= i32::MAX as usize) {
             let t = Transpose::new(&lx, k);
-            let f = self.function("copy", "copy_transpose_f32")?;
-            let _timed = self.timed("copy_transpose_f32", cost);
+            let params = CopyTransposeParams { out: out.as_device_ptr(), x: x.as_device_ptr(), t };
             let block = (TRANSPOSE_TILE, TRANSPOSE_ROWS, 1);
-            return unsafe { launch!(f<<<t.grid(), block, 0, stream>>>(out.as_device_ptr(), x.as_device_ptr(), t)) };
+            return self.launch("copy_transpose_f32", t.grid(), block, 0, params, cost);
         }
-        let f = self.function("copy", "copy_strided_f32")?;
-        let _timed = self.timed("copy_strided_f32", cost);
-        unsafe {
-            launch!(f<<<grid_for(n), BLOCK, 0, stream>>>(
-                out.as_device_ptr(), x.as_device_ptr(), lx, check_len("copy_strided_f32", n)
-            ))
-        }
+        let params = GatherParams { out: out.as_device_ptr(), x: x.as_device_ptr(), lx, n: to_i64(K, "n", n)? };
+        self.launch(K, grid_for(n), BLOCK, 0, params, cost)
     }
 
     /// `dst[ldst(i)] = src[lsrc(i)]` for `i < n` (views of equal shape) — twin of
@@ -220,72 +271,57 @@ impl Gpu {
         src: &DeviceSlice<f32>,
         lsrc: Strided,
         n: usize,
-    ) -> CudaResult<()> {
-        assert!(ldst.numel() == n && lsrc.numel() == n, "copy_into_f32: view sizes differ from n");
-        assert!(ldst.end() <= dst.len() && lsrc.end() <= src.len(), "copy_into_f32: a view reaches past its buffer");
-        assert!(ldst.writable(), "copy_into_f32: the destination view repeats elements (stride 0)");
+    ) -> Result<()> {
+        const K: &str = "copy_into_f32";
+        ldst.check(K, "ldst", dst.len(), n)?;
+        lsrc.check(K, "lsrc", src.len(), n)?;
+        ensure(ldst.writable(), K, || "the destination view repeats elements (stride 0)".into())?;
         if n == 0 {
             return Ok(());
         }
-        let f = self.function("copy", "copy_into_f32")?;
-        let _timed = self.timed("copy_into_f32", Cost::f32s(lsrc.footprint() + n));
-        let stream = &self.stream;
-        unsafe {
-            launch!(f<<<grid_for(n), BLOCK, 0, stream>>>(
-                dst.as_device_ptr(), ldst, src.as_device_ptr(), lsrc, check_len("copy_into_f32", n)
-            ))
-        }
+        let params =
+            CopyIntoParams { dst: dst.as_device_ptr(), src: src.as_device_ptr(), ldst, lsrc, n: to_i64(K, "n", n)? };
+        self.launch(K, grid_for(n), BLOCK, 0, params, Cost::f32s(lsrc.footprint() + n))
     }
 
     /// `out[i] = x[lx(i)] as f64` (contiguous `out`) — twin of `cpu::copy::cast::<f32, f64>`.
-    pub fn cast_f32_f64(&self, x: &DeviceSlice<f32>, lx: Strided, out: &mut DeviceSlice<f64>) -> CudaResult<()> {
-        let n = out.len();
-        assert_eq!(lx.numel(), n, "cast_f32_f64: view and output sizes differ");
-        assert!(lx.end() <= x.len(), "cast_f32_f64: view reaches past the input buffer");
-        if n == 0 {
-            return Ok(());
-        }
-        let f = self.function("copy", "cast_f32_f64")?;
-        let _timed =
-            self.timed("cast_f32_f64", Cost { bytes: 4.0 * lx.footprint() as f64 + 8.0 * n as f64, flops: 0.0 });
-        let stream = &self.stream;
-        unsafe {
-            launch!(f<<<grid_for(n), BLOCK, 0, stream>>>(
-                out.as_device_ptr(), x.as_device_ptr(), lx, check_len("cast_f32_f64", n)
-            ))
-        }
+    pub fn cast_f32_f64(&self, x: &DeviceSlice<f32>, lx: Strided, out: &mut DeviceSlice<f64>) -> Result<()> {
+        self.cast("cast_f32_f64", x, lx, out)
     }
 
     /// `out[i] = x[lx(i)] as f32` (round to nearest; contiguous `out`) — twin of
     /// `cpu::copy::cast::<f64, f32>`.
-    pub fn cast_f64_f32(&self, x: &DeviceSlice<f64>, lx: Strided, out: &mut DeviceSlice<f32>) -> CudaResult<()> {
+    pub fn cast_f64_f32(&self, x: &DeviceSlice<f64>, lx: Strided, out: &mut DeviceSlice<f32>) -> Result<()> {
+        self.cast("cast_f64_f32", x, lx, out)
+    }
+
+    /// Either cast: `kernel` converts `I` to `O`.
+    fn cast<O: DeviceCopy, I: DeviceCopy>(
+        &self,
+        kernel: &'static str,
+        x: &DeviceSlice<I>,
+        lx: Strided,
+        out: &mut DeviceSlice<O>,
+    ) -> Result<()> {
         let n = out.len();
-        assert_eq!(lx.numel(), n, "cast_f64_f32: view and output sizes differ");
-        assert!(lx.end() <= x.len(), "cast_f64_f32: view reaches past the input buffer");
+        lx.check(kernel, "lx", x.len(), n)?;
         if n == 0 {
             return Ok(());
         }
-        let f = self.function("copy", "cast_f64_f32")?;
-        let _timed =
-            self.timed("cast_f64_f32", Cost { bytes: 8.0 * lx.footprint() as f64 + 4.0 * n as f64, flops: 0.0 });
-        let stream = &self.stream;
-        unsafe {
-            launch!(f<<<grid_for(n), BLOCK, 0, stream>>>(
-                out.as_device_ptr(), x.as_device_ptr(), lx, check_len("cast_f64_f32", n)
-            ))
-        }
+        let params = GatherParams { out: out.as_device_ptr(), x: x.as_device_ptr(), lx, n: to_i64(kernel, "n", n)? };
+        let (size_o, size_i) = (std::mem::size_of::<O>() as f64, std::mem::size_of::<I>() as f64);
+        let cost = Cost { bytes: size_i * lx.footprint() as f64 + size_o * n as f64, flops: 0.0 };
+        self.launch(kernel, grid_for(n), BLOCK, 0, params, cost)
     }
 
     /// `out[i] = value` for every element — twin of `CpuData::full` (f32).
-    pub fn fill_f32(&self, out: &mut DeviceSlice<f32>, value: f32) -> CudaResult<()> {
+    pub fn fill_f32(&self, out: &mut DeviceSlice<f32>, value: f32) -> Result<()> {
         let n = out.len();
         if n == 0 {
             return Ok(());
         }
-        let f = self.function("copy", "fill_f32")?;
-        let _timed = self.timed("fill_f32", Cost::f32s(n));
-        let stream = &self.stream;
-        unsafe { launch!(f<<<grid_for(n), BLOCK, 0, stream>>>(out.as_device_ptr(), value, check_len("fill_f32", n))) }
+        let params = FillParams { out: out.as_device_ptr(), n: to_i64("fill_f32", "n", n)?, value, pad: 0 };
+        self.launch("fill_f32", grid_for(n), BLOCK, 0, params, Cost::f32s(n))
     }
 }
 

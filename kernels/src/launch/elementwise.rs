@@ -1,93 +1,171 @@
 //! Launchers of `cu/elementwise.cu`.
 
-use super::copy::check_len;
 use super::{grid_for, Cost, Gpu, Strided, BLOCK};
-use cust::error::CudaResult;
+use crate::codes::{BinaryOp, UnaryOp};
+use crate::error::{check_len, to_i64, Result};
+use cust::memory::{DeviceCopy, DevicePointer};
 use cust::prelude::*;
 
-/// Napkin FLOPs per element of unary op `op` (the order of `UnaryOp`), counting a
-/// transcendental (exp, log, tanh, pow) or a division as one.
-fn unary_flops(op: i32) -> f64 {
+// SAFETY: `#[repr(i32)]` enums, passed as the C `enum ... : int` of codes.cuh.
+unsafe impl DeviceCopy for UnaryOp {}
+// SAFETY: as above.
+unsafe impl DeviceCopy for BinaryOp {}
+
+/// The parameter of `unary_f32` (`struct UnaryParams` in cu/elementwise.cu): 40 bytes.
+/// `p0, p1` are the op's parameters (`Powf`: exponent `p0`; `Affine`: `x * p0 + p1`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct UnaryParams {
+    out: DevicePointer<f32>,
+    x: DevicePointer<f32>,
+    n: i64,
+    op: UnaryOp,
+    p0: f32,
+    p1: f32,
+    pad: i32,
+}
+const _: () = assert!(std::mem::size_of::<UnaryParams>() == 40);
+// SAFETY: device pointers and numbers, laid out as the C struct.
+unsafe impl DeviceCopy for UnaryParams {}
+
+/// The parameter of `binary_f32` (`struct BinaryParams`): 40 bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct BinaryParams {
+    out: DevicePointer<f32>,
+    a: DevicePointer<f32>,
+    b: DevicePointer<f32>,
+    n: i64,
+    op: BinaryOp,
+    pad: i32,
+}
+const _: () = assert!(std::mem::size_of::<BinaryParams>() == 40);
+// SAFETY: device pointers and numbers, laid out as the C struct.
+unsafe impl DeviceCopy for BinaryParams {}
+
+/// The parameter of `unary_strided_f32` (`struct UnaryStridedParams`): 152 bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct UnaryStridedParams {
+    out: DevicePointer<f32>,
+    x: DevicePointer<f32>,
+    lx: Strided,
+    n: i64,
+    op: UnaryOp,
+    p0: f32,
+    p1: f32,
+    pad: i32,
+}
+const _: () = assert!(std::mem::size_of::<UnaryStridedParams>() == 152);
+// SAFETY: device pointers, numbers and a `Strided`, laid out as the C struct.
+unsafe impl DeviceCopy for UnaryStridedParams {}
+
+/// The parameter of `binary_strided_f32` (`struct BinaryStridedParams`): 264 bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct BinaryStridedParams {
+    out: DevicePointer<f32>,
+    a: DevicePointer<f32>,
+    b: DevicePointer<f32>,
+    la: Strided,
+    lb: Strided,
+    n: i64,
+    op: BinaryOp,
+    pad: i32,
+}
+const _: () = assert!(std::mem::size_of::<BinaryStridedParams>() == 264);
+// SAFETY: device pointers, numbers and `Strided`s, laid out as the C struct.
+unsafe impl DeviceCopy for BinaryStridedParams {}
+
+/// Napkin FLOPs per element of unary op `op`, counting a transcendental (exp, log, tanh,
+/// pow) or a division as one.
+fn unary_flops(op: UnaryOp) -> f64 {
+    use UnaryOp::*;
     match op {
-        0 | 1 | 2 | 3 | 4 | 8 | 9 => 1.0, // neg, exp, log, sqrt, rsqrt, tanh, powf
-        5 => 3.0,                         // sigmoid: exp, add, div
-        6 => 4.0,                         // silu: sigmoid, mul
-        7 => 5.0,                         // softplus: abs, exp, log1p, max, add
-        _ => 2.0,                         // affine: mul, add
+        Neg | Exp | Log | Sqrt | Rsqrt | Tanh | Powf => 1.0,
+        Sigmoid => 3.0,  // exp, add, div
+        Silu => 4.0,     // sigmoid, mul
+        Softplus => 5.0, // abs, exp, log1p, max, add
+        Affine => 2.0,   // mul, add
     }
 }
 
 impl Gpu {
-    /// `out[i] = op(x[i])` — twin of `cpu::elementwise::unary` (op codes in the same order).
+    /// `out[i] = op(x[i])` — twin of `cpu::elementwise::unary`; `p0, p1` as in [`UnaryOp`].
     pub fn unary_f32(
         &self,
-        op: i32,
+        op: UnaryOp,
         p0: f32,
         p1: f32,
         x: &DeviceSlice<f32>,
         out: &mut DeviceSlice<f32>,
-    ) -> CudaResult<()> {
-        assert_eq!(x.len(), out.len(), "unary_f32: input and output lengths differ");
-        let n = x.len();
+    ) -> Result<()> {
+        const K: &str = "unary_f32";
+        let n = out.len();
+        check_len(K, "x", x.len(), n)?;
         if n == 0 {
             return Ok(());
         }
-        let f = self.function("elementwise", "unary_f32")?;
-        let _timed = self.timed("unary_f32", Cost::f32s(2 * n).with_flops(unary_flops(op) * n as f64));
-        let stream = &self.stream;
-        unsafe {
-            launch!(f<<<grid_for(n), BLOCK, 0, stream>>>(out.as_device_ptr(), x.as_device_ptr(), op, p0, p1, n as i64))
-        }
+        let params =
+            UnaryParams { out: out.as_device_ptr(), x: x.as_device_ptr(), n: to_i64(K, "n", n)?, op, p0, p1, pad: 0 };
+        self.launch(K, grid_for(n), BLOCK, 0, params, Cost::f32s(2 * n).with_flops(unary_flops(op) * n as f64))
     }
 
     /// `out[i] = a[i] op b[i]` — twin of `cpu::elementwise::binary` on contiguous operands.
     pub fn binary_f32(
         &self,
-        op: i32,
+        op: BinaryOp,
         a: &DeviceSlice<f32>,
         b: &DeviceSlice<f32>,
         out: &mut DeviceSlice<f32>,
-    ) -> CudaResult<()> {
-        assert!(a.len() == out.len() && b.len() == out.len(), "binary_f32: operand lengths differ");
+    ) -> Result<()> {
+        const K: &str = "binary_f32";
         let n = out.len();
+        check_len(K, "a", a.len(), n)?;
+        check_len(K, "b", b.len(), n)?;
         if n == 0 {
             return Ok(());
         }
-        let f = self.function("elementwise", "binary_f32")?;
-        let _timed = self.timed("binary_f32", Cost::f32s(3 * n).with_flops(n as f64));
-        let stream = &self.stream;
-        unsafe {
-            launch!(f<<<grid_for(n), BLOCK, 0, stream>>>(out.as_device_ptr(), a.as_device_ptr(), b.as_device_ptr(), op, n as i64))
-        }
+        let params = BinaryParams {
+            out: out.as_device_ptr(),
+            a: a.as_device_ptr(),
+            b: b.as_device_ptr(),
+            n: to_i64(K, "n", n)?,
+            op,
+            pad: 0,
+        };
+        self.launch(K, grid_for(n), BLOCK, 0, params, Cost::f32s(3 * n).with_flops(n as f64))
     }
 
     /// `out[i] = op(x[lx(i)])` for the view `lx` of the buffer `x`; `out` is contiguous in the
     /// view's row-major order — twin of `cpu::elementwise::unary` with a strided layout.
-    #[allow(clippy::too_many_arguments)]
     pub fn unary_strided_f32(
         &self,
-        op: i32,
+        op: UnaryOp,
         p0: f32,
         p1: f32,
         x: &DeviceSlice<f32>,
         lx: Strided,
         out: &mut DeviceSlice<f32>,
-    ) -> CudaResult<()> {
+    ) -> Result<()> {
+        const K: &str = "unary_strided_f32";
         let n = out.len();
-        assert_eq!(lx.numel(), n, "unary_strided_f32: view and output sizes differ");
-        assert!(lx.end() <= x.len(), "unary_strided_f32: view reaches past the input buffer");
+        lx.check(K, "lx", x.len(), n)?;
         if n == 0 {
             return Ok(());
         }
-        let f = self.function("elementwise", "unary_strided_f32")?;
+        let params = UnaryStridedParams {
+            out: out.as_device_ptr(),
+            x: x.as_device_ptr(),
+            lx,
+            n: to_i64(K, "n", n)?,
+            op,
+            p0,
+            p1,
+            pad: 0,
+        };
         let cost = Cost::f32s(lx.footprint() + n).with_flops(unary_flops(op) * n as f64);
-        let _timed = self.timed("unary_strided_f32", cost);
-        let stream = &self.stream;
-        unsafe {
-            launch!(f<<<grid_for(n), BLOCK, 0, stream>>>(
-                out.as_device_ptr(), x.as_device_ptr(), lx, op, p0, p1, check_len("unary_strided_f32", n)
-            ))
-        }
+        self.launch(K, grid_for(n), BLOCK, 0, params, cost)
     }
 
     /// `out[i] = a[la(i)] op b[lb(i)]`, where `la` and `lb` are the operands' views already
@@ -95,27 +173,31 @@ impl Gpu {
     /// twin of `cpu::elementwise::binary` with strided layouts.
     pub fn binary_strided_f32(
         &self,
-        op: i32,
+        op: BinaryOp,
         a: &DeviceSlice<f32>,
         la: Strided,
         b: &DeviceSlice<f32>,
         lb: Strided,
         out: &mut DeviceSlice<f32>,
-    ) -> CudaResult<()> {
+    ) -> Result<()> {
+        const K: &str = "binary_strided_f32";
         let n = out.len();
-        assert!(la.numel() == n && lb.numel() == n, "binary_strided_f32: operand views and output sizes differ");
-        assert!(la.end() <= a.len() && lb.end() <= b.len(), "binary_strided_f32: a view reaches past its buffer");
+        la.check(K, "la", a.len(), n)?;
+        lb.check(K, "lb", b.len(), n)?;
         if n == 0 {
             return Ok(());
         }
-        let f = self.function("elementwise", "binary_strided_f32")?;
+        let params = BinaryStridedParams {
+            out: out.as_device_ptr(),
+            a: a.as_device_ptr(),
+            b: b.as_device_ptr(),
+            la,
+            lb,
+            n: to_i64(K, "n", n)?,
+            op,
+            pad: 0,
+        };
         let cost = Cost::f32s(la.footprint() + lb.footprint() + n).with_flops(n as f64);
-        let _timed = self.timed("binary_strided_f32", cost);
-        let stream = &self.stream;
-        unsafe {
-            launch!(f<<<grid_for(n), BLOCK, 0, stream>>>(
-                out.as_device_ptr(), a.as_device_ptr(), la, b.as_device_ptr(), lb, op, check_len("binary_strided_f32", n)
-            ))
-        }
+        self.launch(K, grid_for(n), BLOCK, 0, params, cost)
     }
 }

@@ -2,7 +2,8 @@
 //! matmul (forward and both backward forms, whose operands are transposed views).
 
 use super::{Cost, Gpu};
-use cust::error::CudaResult;
+use crate::error::{ensure, Error, Result};
+use cust::memory::{DeviceCopy, DevicePointer};
 use cust::prelude::*;
 
 /// Strides of one matmul operand, in elements; `batch` 0 broadcasts it over the batch.
@@ -49,21 +50,81 @@ struct Layout {
     vec: bool,
 }
 
-/// The layout of an operand at `base` (a device address) with strides `s`; panics unless a
-/// row or a column is contiguous. The stride of a size-1 axis is never used, so it does not count.
-fn layout(name: &str, base: u64, nb: usize, rows: usize, cols: usize, s: MatStrides) -> Layout {
+/// The layout of an operand at `base` (a device address) with strides `s`; an error unless
+/// a row or a column is contiguous. The stride of a size-1 axis is never used, so it does not count.
+fn layout(name: &'static str, base: u64, nb: usize, rows: usize, cols: usize, s: MatStrides) -> Result<Layout> {
     let (col_major, ld, outer) = if s.col == 1 || cols == 1 {
         (false, s.row, rows)
     } else if s.row == 1 || rows == 1 {
         (true, s.col, cols)
     } else {
-        panic!("{name}: operand strides {s:?} are neither row- nor column-major (copy it to contiguous first)");
+        let what = format!("operand strides {s:?} are neither row- nor column-major (copy it to contiguous first)");
+        return Err(Error::bad(name, what));
     };
     // float4 loads at base + z * batch + outer * ld + 4j: all 16-byte aligned?
     let vec = base.is_multiple_of(16) && (outer == 1 || ld.is_multiple_of(4)) && (nb == 1 || s.batch.is_multiple_of(4));
-    assert!(ld <= i64::MAX as usize && s.batch <= i64::MAX as usize, "{name}: stride too large");
-    Layout { col_major, ld, vec }
+    ensure(ld <= i64::MAX as usize && s.batch <= i64::MAX as usize, name, || format!("stride too large in {s:?}"))?;
+    Ok(Layout { col_major, ld, vec })
 }
+
+/// The arguments of a batched strided product `c[z] = a[z] b[z]` for `z < nb`: `a[z] (m, k)`
+/// is `a[z * sa.batch + r * sa.row + p * sa.col]`, `b[z] (k, n)` likewise with `sb`, and `c`
+/// is contiguous `(nb, m, n)` (written). See [`Gpu::matmul_strided_f32`].
+pub struct Matmul<'a> {
+    pub a: &'a DeviceSlice<f32>,
+    pub sa: MatStrides,
+    pub b: &'a DeviceSlice<f32>,
+    pub sb: MatStrides,
+    pub c: &'a mut DeviceSlice<f32>,
+    pub nb: usize,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+}
+
+/// The parameter of the tiled kernels `matmul_v{1,2}_{nn,nt,tn,tt}_f32` (`struct
+/// MatmulParams` in cu/matmul.cu): 72 bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct MatmulParams {
+    a: DevicePointer<f32>,
+    b: DevicePointer<f32>,
+    c: DevicePointer<f32>,
+    lda: i64,
+    sa: i64,
+    ldb: i64,
+    sb: i64,
+    m: i32,
+    n: i32,
+    k: i32,
+    flags: i32,
+}
+const _: () = assert!(std::mem::size_of::<MatmulParams>() == 72);
+// SAFETY: device pointers and integers, laid out as the C struct.
+unsafe impl DeviceCopy for MatmulParams {}
+
+/// The parameter of `matmul_small_m_{nt,nn}_f32` (`struct MatmulSmallMParams`): 88 bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct MatmulSmallMParams {
+    a: DevicePointer<f32>,
+    b: DevicePointer<f32>,
+    c: DevicePointer<f32>,
+    a_rs: i64,
+    a_cs: i64,
+    sa: i64,
+    ldb: i64,
+    sb: i64,
+    m: i32,
+    n: i32,
+    k: i32,
+    kc: i32,
+    flags: i32,
+    pad: i32,
+}
+const _: () = assert!(std::mem::size_of::<MatmulSmallMParams>() == 88);
+// SAFETY: device pointers and integers, laid out as the C struct.
+unsafe impl DeviceCopy for MatmulSmallMParams {}
 
 /// Largest element index `(nb, rows, cols)` with strides `s` reads (all sizes > 0).
 fn last_index(nb: usize, rows: usize, cols: usize, s: MatStrides) -> usize {
@@ -81,38 +142,25 @@ impl Gpu {
         m: usize,
         n: usize,
         k: usize,
-    ) -> CudaResult<()> {
-        assert!(
-            a.len() == m * k && b.len() == k * n && c.len() == m * n,
-            "matmul_f32: buffer sizes do not match (m, n, k)"
-        );
+    ) -> Result<()> {
+        const NAME: &str = "matmul_f32";
+        ensure(a.len() == m * k && b.len() == k * n && c.len() == m * n, NAME, || {
+            format!("buffer sizes {}, {}, {} do not match (m, n, k) = ({m}, {n}, {k})", a.len(), b.len(), c.len())
+        })?;
         let (sa, sb) = (MatStrides { batch: 0, row: k, col: 1 }, MatStrides { batch: 0, row: n, col: 1 });
-        self.matmul_strided_f32(a, sa, b, sb, c, 1, m, n, k)
+        self.matmul_strided_f32(Matmul { a, sa, b, sb, c, nb: 1, m, n, k })
     }
 
-    /// `c[z] = a[z] b[z]` for `z < nb`: `a[z] (m, k)` is `a[z * sa.batch + r * sa.row + p * sa.col]`,
-    /// `b[z] (k, n)` likewise with `sb`, and `c` is contiguous `(nb, m, n)` — twin of
-    /// `cpu::matmul::matmul`. Each operand must be row-major (`col == 1`) or column-major
-    /// (`row == 1`) with any leading dimension, any batch stride (0 = broadcast) and any
-    /// start (a view). `k == 0` writes zeros. Runs [`Gpu::matmul_small_m_f32`] for
-    /// `m <= Gpu::MATMUL_SMALL_M` (token-by-token generation), else kernel version [`MATMUL_VERSION`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn matmul_strided_f32(
-        &self,
-        a: &DeviceSlice<f32>,
-        sa: MatStrides,
-        b: &DeviceSlice<f32>,
-        sb: MatStrides,
-        c: &mut DeviceSlice<f32>,
-        nb: usize,
-        m: usize,
-        n: usize,
-        k: usize,
-    ) -> CudaResult<()> {
-        if m <= SMALL_M {
-            return self.matmul_small_m_f32(a, sa, b, sb, c, nb, m, n, k);
+    /// `c[z] = a[z] b[z]` for `z < nb` ([`Matmul`]) — twin of `cpu::matmul::matmul`. Each
+    /// operand must be row-major (`col == 1`) or column-major (`row == 1`) with any leading
+    /// dimension, any batch stride (0 = broadcast) and any start (a view). `k == 0` writes
+    /// zeros. Runs [`Gpu::matmul_small_m_f32`] for `m <= Gpu::MATMUL_SMALL_M` (token-by-token
+    /// generation), else kernel version [`MATMUL_VERSION`].
+    pub fn matmul_strided_f32(&self, args: Matmul<'_>) -> Result<()> {
+        if args.m <= SMALL_M {
+            return self.matmul_small_m_f32(args);
         }
-        self.matmul_strided_f32_version(MATMUL_VERSION, a, sa, b, sb, c, nb, m, n, k)
+        self.matmul_strided_f32_version(MATMUL_VERSION, args)
     }
 
     /// Rows of A up to which [`Gpu::matmul_strided_f32`] runs [`Gpu::matmul_small_m_f32`].
@@ -122,35 +170,22 @@ impl Gpu {
     /// `matmul_small_m_{nt,nn}_f32`, which read B once with all SMs busy (the tiled kernels
     /// launch only ceil(n / 128) blocks for such m). B column-major (a Linear weight as W^T)
     /// runs `nt`, row-major `nn`; A may have any strides (it is staged in shared memory).
-    #[allow(clippy::too_many_arguments)]
-    pub fn matmul_small_m_f32(
-        &self,
-        a: &DeviceSlice<f32>,
-        sa: MatStrides,
-        b: &DeviceSlice<f32>,
-        sb: MatStrides,
-        c: &mut DeviceSlice<f32>,
-        nb: usize,
-        m: usize,
-        n: usize,
-        k: usize,
-    ) -> CudaResult<()> {
+    pub fn matmul_small_m_f32(&self, args: Matmul<'_>) -> Result<()> {
         const NAME: &str = "matmul_small_m_f32";
-        assert!(m <= SMALL_M, "{NAME}: m = {m} is more than {SMALL_M} rows");
-        assert!(c.len() >= nb * m * n, "{NAME}: c holds {} elements, (nb, m, n) needs {}", c.len(), nb * m * n);
+        check_operands(NAME, &args)?;
+        let Matmul { a, sa, b, sb, c, nb, m, n, k } = args;
+        ensure(m <= SMALL_M, NAME, || format!("m = {m} is more than {SMALL_M} rows"))?;
         if nb == 0 || m == 0 || n == 0 {
             return Ok(());
         }
         // The kernels index with int; k walks in chunks of up to SMALL_M_SHARED past k.
         let fits = |x: usize| x <= (i32::MAX as usize) - 2 * SMALL_M_SHARED;
-        assert!(fits(n) && fits(k), "{NAME}: (n, k) too large");
-        if k > 0 {
-            assert!(a.len() > last_index(nb, m, k, sa), "{NAME}: a too short for (nb, m, k) with strides {sa:?}");
-            assert!(b.len() > last_index(nb, k, n, sb), "{NAME}: b too short for (nb, k, n) with strides {sb:?}");
-        }
-        assert!(sa.row.max(sa.col) <= i64::MAX as usize && sa.batch <= i64::MAX as usize, "{NAME}: stride too large");
+        ensure(fits(n) && fits(k), NAME, || format!("(n, k) = ({n}, {k}) too large"))?;
+        ensure(sa.row.max(sa.col) <= i64::MAX as usize && sa.batch <= i64::MAX as usize, NAME, || {
+            format!("a stride of {sa:?} too large")
+        })?;
         let b_base = b.as_device_ptr().as_raw();
-        let lb = layout(NAME, b_base, nb, k, n, sb);
+        let lb = layout(NAME, b_base, nb, k, n, sb)?;
         // One column (n == 1) stored contiguously is a column-major B whatever its col stride.
         let column = n == 1 && sb.row == 1 && !lb.col_major;
         let (nt, ldb, vec_b) = if column {
@@ -175,8 +210,6 @@ impl Gpu {
         } else {
             ("matmul_small_m_nn_f32", NN_COLS, if n.div_ceil(NN_COLS) >= 2 * SMS { 256 } else { 512 })
         };
-        let f = self.function("matmul", kernel)?;
-        let stream = &self.stream;
         for z0 in (0..nb).step_by(MAX_GRID_YZ) {
             let chunk = MAX_GRID_YZ.min(nb - z0);
             // Bytes: each operand read once (a broadcast one once in all), C written once.
@@ -187,63 +220,46 @@ impl Gpu {
                 if k > 0 { (a.index(z0 * sa.batch..), b.index(z0 * sb.batch..)) } else { (a.index(..), b.index(..)) };
             let cz = c.index(z0 * m * n..);
             let grid = (n.div_ceil(per_block) as u32, chunk as u32, 1);
-            let _timed = self.timed(kernel, cost);
-            unsafe {
-                launch!(f<<<grid, threads, shared, stream>>>(
-                    a.as_device_ptr(),
-                    b.as_device_ptr(),
-                    cz.as_device_ptr(),
-                    m as i32,
-                    n as i32,
-                    k as i32,
-                    kc as i32,
-                    sa.row as i64,
-                    sa.col as i64,
-                    sa.batch as i64,
-                    ldb as i64,
-                    sb.batch as i64,
-                    (vec_b as i32) << 1
-                ))?;
-            }
+            let params = MatmulSmallMParams {
+                a: a.as_device_ptr(),
+                b: b.as_device_ptr(),
+                c: cz.as_device_ptr(),
+                a_rs: sa.row as i64,
+                a_cs: sa.col as i64,
+                sa: sa.batch as i64,
+                ldb: ldb as i64,
+                sb: sb.batch as i64,
+                m: m as i32,
+                n: n as i32,
+                k: k as i32,
+                kc: kc as i32,
+                flags: (vec_b as i32) << 1,
+                pad: 0,
+            };
+            self.launch(kernel, grid, threads, shared, params, cost)?;
         }
         Ok(())
     }
 
     /// [`Gpu::matmul_strided_f32`] with kernel version `version` (one of [`MATMUL_VERSIONS`]).
-    #[allow(clippy::too_many_arguments)]
-    pub fn matmul_strided_f32_version(
-        &self,
-        version: u32,
-        a: &DeviceSlice<f32>,
-        sa: MatStrides,
-        b: &DeviceSlice<f32>,
-        sb: MatStrides,
-        c: &mut DeviceSlice<f32>,
-        nb: usize,
-        m: usize,
-        n: usize,
-        k: usize,
-    ) -> CudaResult<()> {
+    pub fn matmul_strided_f32_version(&self, version: u32, args: Matmul<'_>) -> Result<()> {
         const NAME: &str = "matmul_strided_f32";
-        assert!(MATMUL_VERSIONS.contains(&version), "{NAME}: no kernel version {version}");
-        assert!(c.len() >= nb * m * n, "{NAME}: c holds {} elements, (nb, m, n) needs {}", c.len(), nb * m * n);
+        ensure(MATMUL_VERSIONS.contains(&version), NAME, || format!("no kernel version {version}"))?;
+        check_operands(NAME, &args)?;
+        let Matmul { a, sa, b, sb, c, nb, m, n, k } = args;
         if nb == 0 || m == 0 || n == 0 {
             return Ok(());
         }
         // The kernels index with int (plus a tile of slack) and put row tiles on grid y.
         let fits = |x: usize| x <= (i32::MAX as usize) - 2 * TILE;
-        assert!(fits(m) && fits(n) && fits(k) && m.div_ceil(TILE) <= MAX_GRID_YZ, "{NAME}: (m, n, k) too large");
-        if k > 0 {
-            assert!(a.len() > last_index(nb, m, k, sa), "{NAME}: a too short for (nb, m, k) with strides {sa:?}");
-            assert!(b.len() > last_index(nb, k, n, sb), "{NAME}: b too short for (nb, k, n) with strides {sb:?}");
-        }
-        let la = layout(NAME, a.as_device_ptr().as_raw(), nb, m, k, sa);
-        let lb = layout(NAME, b.as_device_ptr().as_raw(), nb, k, n, sb);
+        ensure(fits(m) && fits(n) && fits(k) && m.div_ceil(TILE) <= MAX_GRID_YZ, NAME, || {
+            format!("(m, n, k) = ({m}, {n}, {k}) too large")
+        })?;
+        let la = layout(NAME, a.as_device_ptr().as_raw(), nb, m, k, sa)?;
+        let lb = layout(NAME, b.as_device_ptr().as_raw(), nb, k, n, sb)?;
         let vec_c = c.as_device_ptr().as_raw().is_multiple_of(16) && n.is_multiple_of(4);
         let flags = la.vec as i32 | (lb.vec as i32) << 1 | (vec_c as i32) << 2;
         let kernel = KERNELS[version as usize - 1][2 * la.col_major as usize + lb.col_major as usize];
-        let f = self.function("matmul", kernel)?;
-        let stream = &self.stream;
         // Grid z is at most 65535: a larger batch is several launches on offset views.
         for z0 in (0..nb).step_by(MAX_GRID_YZ) {
             let chunk = MAX_GRID_YZ.min(nb - z0);
@@ -256,23 +272,33 @@ impl Gpu {
                 if k > 0 { (a.index(z0 * sa.batch..), b.index(z0 * sb.batch..)) } else { (a.index(..), b.index(..)) };
             let cz = c.index(z0 * m * n..);
             let grid = (n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, chunk as u32);
-            let _timed = self.timed(kernel, cost);
-            unsafe {
-                launch!(f<<<grid, THREADS, 0, stream>>>(
-                    a.as_device_ptr(),
-                    b.as_device_ptr(),
-                    cz.as_device_ptr(),
-                    m as i32,
-                    n as i32,
-                    k as i32,
-                    la.ld as i64,
-                    sa.batch as i64,
-                    lb.ld as i64,
-                    sb.batch as i64,
-                    flags
-                ))?;
-            }
+            let params = MatmulParams {
+                a: a.as_device_ptr(),
+                b: b.as_device_ptr(),
+                c: cz.as_device_ptr(),
+                lda: la.ld as i64,
+                sa: sa.batch as i64,
+                ldb: lb.ld as i64,
+                sb: sb.batch as i64,
+                m: m as i32,
+                n: n as i32,
+                k: k as i32,
+                flags,
+            };
+            self.launch(kernel, grid, THREADS, 0, params, cost)?;
         }
         Ok(())
     }
+}
+
+/// Fails unless `c` holds `(nb, m, n)` and, when `k > 0`, `a` and `b` hold every element
+/// their strides reach.
+fn check_operands(name: &'static str, x: &Matmul) -> Result<()> {
+    let Matmul { a, sa, b, sb, ref c, nb, m, n, k } = *x;
+    ensure(c.len() >= nb * m * n, name, || format!("c holds {} elements, (nb, m, n) needs {}", c.len(), nb * m * n))?;
+    if k > 0 && nb > 0 && m > 0 && n > 0 {
+        ensure(a.len() > last_index(nb, m, k, sa), name, || format!("a too short for (nb, m, k) with strides {sa:?}"))?;
+        ensure(b.len() > last_index(nb, k, n, sb), name, || format!("b too short for (nb, k, n) with strides {sb:?}"))?;
+    }
+    Ok(())
 }

@@ -1,14 +1,20 @@
 //! Typed launchers: one file per kernel file (`cu/<name>.cu` -> `launch/<name>.rs`), each an
-//! `impl Gpu` block with one Rust function per kernel, checking sizes before launching.
+//! `impl Gpu` block with one Rust function per kernel, checking sizes before launching and
+//! returning [`Error::BadArgument`](crate::Error) (never panicking) when they do not fit.
 //!
-//! Every launch is bracketed by [`Gpu::timed`]: with profiling on (see `profile.rs`) that
-//! records a CUDA event before and after the kernel, and the profile table turns the
-//! launcher's napkin math ([`Cost`]: bytes moved, FLOPs) into GB/s and GFLOP/s.
+//! Every kernel takes one parameter struct by value (`struct <Kernel>Params` in its .cu),
+//! declared in the launcher file as a `#[repr(C)]` twin with the same fields and a size
+//! assertion on both sides. Every launch goes through [`Gpu::launch`], the one place that
+//! holds the `unsafe` of a kernel launch, and is bracketed by [`Gpu::timed`]: with profiling
+//! on (see `profile.rs`) that records a CUDA event before and after the kernel, and the
+//! profile table turns the launcher's napkin math ([`Cost`]: bytes moved, FLOPs) into GB/s
+//! and GFLOP/s.
 
 mod adamw;
 mod conv;
 mod copy;
 mod elementwise;
+mod flip;
 mod index;
 mod matmul;
 mod norm;
@@ -17,17 +23,26 @@ mod reduce;
 mod scan;
 mod softmax;
 
+use crate::error::{Error, Result};
 use crate::ptx;
-pub use conv::CONV_MAX_K;
+pub use adamw::AdamWStep;
+pub use conv::{ConvDims, ConvGrads, CONV_MAX_K};
 pub use copy::{Strided, MAX_RANK};
-use cust::error::CudaResult;
+use cust::error::{CudaError, CudaResult};
+use cust::function::{BlockSize, GridSize};
+use cust::memory::DeviceCopy;
 use cust::prelude::*;
-pub use matmul::{MatStrides, MATMUL_VERSION, MATMUL_VERSIONS};
-pub use norm::MAX_D_BACKWARD as RMS_NORM_MAX_D;
+pub use matmul::{MatStrides, Matmul, MATMUL_VERSION, MATMUL_VERSIONS};
+pub use norm::{RmsNormBackward, RmsNormForward, MAX_D_BACKWARD as RMS_NORM_MAX_D};
 use profile::Profiler;
 pub use profile::{KernelStats, Profile, Span, MAX_SPANS};
-pub use scan::{SCAN_BWD_MAX_CHUNK, SCAN_BWD_VERSION, SCAN_FWD_VERSION, SCAN_MAX_STATE};
+pub use scan::{
+    ScanBackward, ScanDims, ScanForward, ScanGrads, ScanInputs, SCAN_BWD_MAX_CHUNK, SCAN_BWD_VERSION, SCAN_FWD_VERSION,
+    SCAN_MAX_STATE,
+};
+pub use softmax::CrossEntropyBackward;
 use std::collections::HashMap;
+use std::ffi::c_void;
 
 /// Threads per block for the 1-D elementwise kernels.
 pub(crate) const BLOCK: u32 = 256;
@@ -54,17 +69,32 @@ impl Cost {
 /// A CUDA context on device 0 with every kernel module loaded and one stream.
 pub struct Gpu {
     pub stream: Stream,
-    /// Every kernel's handle by name, looked up once (names are unique across files). A
-    /// launch-bound step launches hundreds of kernels and should not pay a lookup for each.
-    functions: HashMap<&'static str, (&'static str, Function<'static>)>,
+    /// Every kernel's handle by name, looked up once (names are unique across files), with
+    /// the bytes of its one parameter (from the PTX). A launch-bound step launches hundreds
+    /// of kernels and should not pay a driver lookup for each.
+    functions: HashMap<&'static str, (Function<'static>, Option<usize>)>,
     /// Holds CUDA events, so it drops before the context.
     profiler: Profiler,
     _context: Context,
 }
 
-/// The kernels a PTX module declares (`.entry <name>(` lines).
-fn entries(ptx: &'static str) -> impl Iterator<Item = &'static str> {
-    ptx.lines().filter_map(|line| line.split(".entry ").nth(1)).filter_map(|rest| rest.split('(').next())
+/// The kernels a PTX module declares (`.entry <name>(` lines), each with the size in bytes
+/// of its parameter if it takes exactly one struct (`.param .align 8 .b8 <name>_param_0[48]`).
+fn entries(ptx: &'static str) -> Vec<(&'static str, Option<usize>)> {
+    let mut out = Vec::new();
+    let mut lines = ptx.lines();
+    while let Some(line) = lines.next() {
+        let Some(name) = line.split(".entry ").nth(1).and_then(|rest| rest.split('(').next()) else { continue };
+        // The parameter list runs to the line that closes it.
+        let params: Vec<&str> =
+            lines.by_ref().take_while(|l| l.trim() != ")").filter(|l| l.contains(".param")).collect();
+        let bytes = match params[..] {
+            [p] => p.split('[').nth(1).and_then(|n| n.trim_end_matches([']', ',']).parse().ok()),
+            _ => None,
+        };
+        out.push((name, bytes));
+    }
+    out
 }
 
 /// Blocks for `n` elements with a grid-stride loop: enough to fill the GPU, no more.
@@ -79,11 +109,11 @@ impl Gpu {
     pub fn new() -> CudaResult<Gpu> {
         let context = cust::quick_init()?;
         let mut functions = HashMap::new();
-        for &(file, src) in ptx::ALL {
+        for &(_file, src) in ptx::ALL {
             let module: &'static Module = Box::leak(Box::new(Module::from_ptx(src, &[])?));
-            for kernel in entries(src) {
-                if functions.insert(kernel, (file, module.get_function(kernel)?)).is_some() {
-                    return Err(cust::error::CudaError::InvalidValue); // two files define one kernel name
+            for (kernel, bytes) in entries(src) {
+                if functions.insert(kernel, (module.get_function(kernel)?, bytes)).is_some() {
+                    return Err(CudaError::InvalidValue); // two files define one kernel name
                 }
             }
         }
@@ -91,12 +121,39 @@ impl Gpu {
         Ok(Gpu { stream, functions, profiler: Profiler::default(), _context: context })
     }
 
-    /// Kernel `kernel` of the file `cu/<file>.cu`.
-    pub(crate) fn function(&self, file: &str, kernel: &str) -> CudaResult<&Function<'static>> {
-        match self.functions.get(kernel) {
-            Some((f, function)) if *f == file => Ok(function),
-            _ => Err(cust::error::CudaError::NotFound),
+    /// Launches `kernel` on `self.stream` with `params`, its parameter struct, timed for the
+    /// profiler under the kernel's name with napkin math `cost`. Fails if no kernel has that
+    /// name or if its parameter is not `size_of::<P>()` bytes (a launcher out of step with
+    /// its .cu), and with the driver's error if the launch is refused.
+    ///
+    /// The caller must pass the kernel's own parameter struct (`P` mirrors the .cu's struct
+    /// field for field) and have checked every buffer it points to against the sizes in it.
+    pub(crate) fn launch<P: DeviceCopy>(
+        &self,
+        kernel: &'static str,
+        grid: impl Into<GridSize>,
+        block: impl Into<BlockSize>,
+        shared_bytes: u32,
+        params: P,
+        cost: Cost,
+    ) -> Result<()> {
+        let (function, bytes) = self.functions.get(kernel).ok_or(CudaError::NotFound)?;
+        let size = std::mem::size_of::<P>();
+        if *bytes != Some(size) {
+            let what = format!("the kernel's parameter is {bytes:?} bytes, the launcher passes {size}");
+            return Err(Error::bad(kernel, what));
         }
+        let _timed = self.timed(kernel, cost);
+        let args = [&params as *const P as *mut c_void];
+        // SAFETY: the kernel takes exactly one parameter of `size` bytes (checked above from
+        // its PTX), and `P` is its `#[repr(C)]` twin (same fields, sizes asserted on both
+        // sides), so the driver copies `params` into a parameter of the right layout; `args`
+        // and `params` outlive this call, which is all the driver needs (it copies them
+        // before returning). The device pointers in `params` come from `DeviceSlice`s the
+        // launcher checked against the sizes in `params`, so the kernel stays in bounds; the
+        // slices' owners keep the memory alive until the work queued on the one stream ends.
+        unsafe { self.stream.launch(function, grid, block, shared_bytes, &args) }?;
+        Ok(())
     }
 
     /// Brackets the launch that follows, until the guard drops, for the profiler: with
@@ -150,7 +207,20 @@ impl Drop for Timed<'_> {
 mod tests {
     #[test]
     fn entries_are_read_from_ptx() {
-        let ptx = ".version 9.0\n.visible .entry unary_f32(\n\t.param .u64 a\n)\n.visible .entry fill_f32(\n";
-        assert_eq!(super::entries(ptx).collect::<Vec<_>>(), ["unary_f32", "fill_f32"]);
+        let ptx = ".version 9.0\n.visible .entry unary_f32(\n\t.param .align 8 .b8 unary_f32_param_0[40]\n)\n{\n}\n\
+                   .visible .entry fill_f32(\n\t.param .u64 a,\n\t.param .u32 b\n)\n";
+        assert_eq!(super::entries(ptx), [("unary_f32", Some(40)), ("fill_f32", None)]);
+    }
+
+    /// Every kernel nvcc built takes exactly one parameter struct (so `Gpu::launch` can
+    /// check its size against the launcher's struct).
+    #[test]
+    fn every_kernel_takes_one_struct() {
+        for &(file, src) in crate::ptx::ALL {
+            for (kernel, bytes) in super::entries(src) {
+                assert!(bytes.is_some_and(|b| b > 0), "{file}: {kernel} does not take one parameter struct");
+            }
+        }
+        assert_eq!(super::entries(crate::ptx::SCAN).len(), 4);
     }
 }

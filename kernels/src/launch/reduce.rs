@@ -1,7 +1,9 @@
 //! Launchers of `cu/reduce.cu`.
 
 use super::{Cost, Gpu, Strided};
-use cust::error::CudaResult;
+use crate::codes::ReduceOp;
+use crate::error::{ensure, to_i64, Result};
+use cust::memory::{DeviceCopy, DevicePointer};
 use cust::prelude::*;
 
 /// Threads per block (`REDUCE_THREADS` in reduce.cu).
@@ -39,54 +41,85 @@ impl ReducePlan {
     }
 }
 
+// SAFETY: a `#[repr(i32)]` enum, passed as the C `enum ReduceOp : int` of codes.cuh.
+unsafe impl DeviceCopy for ReduceOp {}
+
+/// The parameter of `reduce_f32` (`struct ReduceParams` in cu/reduce.cu): 264 bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ReduceParams {
+    x: DevicePointer<f32>,
+    out: DevicePointer<f32>,
+    kept: Strided,
+    inner: Strided,
+    n_out: i64,
+    inner_n: i64,
+    op: ReduceOp,
+    bx_log: i32,
+}
+const _: () = assert!(std::mem::size_of::<ReduceParams>() == 264);
+// SAFETY: device pointers, integers and `Strided`s, laid out as the C struct.
+unsafe impl DeviceCopy for ReduceParams {}
+
+/// The parameter of `reduce_finish_f32` (`struct ReduceFinishParams`): 256 bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ReduceFinishParams {
+    out: DevicePointer<f32>,
+    kept: Strided,
+    inner: Strided,
+    n_out: i64,
+    parts: i64,
+    op: ReduceOp,
+    bx_log: i32,
+}
+const _: () = assert!(std::mem::size_of::<ReduceFinishParams>() == 256);
+// SAFETY: a device pointer, integers and `Strided`s, laid out as the C struct.
+unsafe impl DeviceCopy for ReduceFinishParams {}
+
 impl Gpu {
-    /// `out[o] = reduce_{i < inner_n} x[kept(o) + inner(i)]` with `op` 0 = sum, 1 = max (a
-    /// NaN wins) — twin of `cpu::reduce::reduce`. `kept` is the input view with the reduced
-    /// axes set to size 1 (indexed like the output, `n_out` elements), `inner` the reduced
-    /// axes' shapes and strides (offset 0, `inner_n` elements). Sums accumulate in f64;
-    /// deterministic. An empty `inner` gives 0 (sum) or -inf (max).
-    #[allow(clippy::too_many_arguments)]
+    /// `out[o] = reduce_{i < inner_n} x[kept(o) + inner(i)]` — twin of `cpu::reduce::reduce`
+    /// (a NaN wins a max). `kept` is the input view with the reduced axes set to size 1
+    /// (indexed like the output: `out.len()` elements), `inner` the reduced axes' shapes and
+    /// strides (offset 0, `inner_n` elements). Sums accumulate in f64; deterministic. An
+    /// empty `inner` gives 0 (sum) or -inf (max).
     pub fn reduce_f32(
         &self,
-        op: i32,
+        op: ReduceOp,
         x: &DeviceSlice<f32>,
         kept: Strided,
         inner: Strided,
         out: &mut DeviceSlice<f32>,
-        n_out: usize,
-        inner_n: usize,
-    ) -> CudaResult<()> {
-        assert!(op == 0 || op == 1, "reduce_f32: op must be 0 (sum) or 1 (max), got {op}");
-        assert!(kept.numel() == n_out && out.len() == n_out, "reduce_f32: kept view, out and n_out differ");
-        assert!(
-            inner.numel() == inner_n && inner.offset == 0,
-            "reduce_f32: inner must have inner_n elements, offset 0"
-        );
-        assert!(
-            n_out == 0 || inner_n == 0 || kept.end() + inner.end() - 1 <= x.len(),
-            "reduce_f32: the views reach past the input buffer"
-        );
-        assert!(n_out <= i64::MAX as usize && inner_n <= i64::MAX as usize, "reduce_f32: too large");
+    ) -> Result<()> {
+        const K: &str = "reduce_f32";
+        let (n_out, inner_n) = (out.len(), inner.numel());
+        ensure(kept.numel() == n_out, K, || format!("kept view has {} elements, out {n_out}", kept.numel()))?;
+        ensure(inner.offset == 0, K, || format!("inner must have offset 0, has {}", inner.offset))?;
+        ensure(n_out == 0 || inner_n == 0 || kept.end() + inner.end() - 1 <= x.len(), K, || {
+            format!("the views reach element {} of a buffer of {}", kept.end() + inner.end() - 1, x.len())
+        })?;
+        let (n_out_i, inner_i) = (to_i64(K, "n_out", n_out)?, to_i64(K, "inner_n", inner_n)?);
         if n_out == 0 {
             return Ok(());
         }
         let plan = ReducePlan::new(&kept, &inner, n_out, inner_n);
         let out_blocks = n_out.div_ceil(1 << plan.bx_log);
-        assert!(out_blocks <= i32::MAX as usize, "reduce_f32: too many outputs");
+        ensure(out_blocks <= i32::MAX as usize, K, || format!("too many outputs ({n_out})"))?;
         let grid = (out_blocks as u32, plan.parts as u32);
-        let f = self.function("reduce", "reduce_f32")?;
-        let stream = &self.stream;
-        let (n_out_i, inner_i, bx_log) = (n_out as i64, inner_n as i64, plan.bx_log as i32);
-        {
-            let split = if plan.parts > 1 { 8.0 * (plan.parts * n_out) as f64 } else { 0.0 }; // partials written
-            let bytes = 4.0 * (kept.footprint() * inner.footprint() + n_out) as f64 + split;
-            let _timed = self.timed("reduce_f32", Cost { bytes, flops: (n_out * inner_n) as f64 });
-            unsafe {
-                launch!(f<<<grid, THREADS, 0, stream>>>(
-                    op, x.as_device_ptr(), kept, inner, out.as_device_ptr(), n_out_i, inner_i, bx_log
-                ))?;
-            }
-        }
+        let (x, out_ptr) = (x.as_device_ptr(), out.as_device_ptr());
+        let params = ReduceParams {
+            x,
+            out: out_ptr,
+            kept,
+            inner,
+            n_out: n_out_i,
+            inner_n: inner_i,
+            op,
+            bx_log: plan.bx_log as i32,
+        };
+        let split = if plan.parts > 1 { 8.0 * (plan.parts * n_out) as f64 } else { 0.0 }; // partials written
+        let bytes = 4.0 * (kept.footprint() * inner.footprint() + n_out) as f64 + split;
+        self.launch(K, grid, THREADS, 0, params, Cost { bytes, flops: (n_out * inner_n) as f64 })?;
         if plan.parts == 1 {
             return Ok(());
         }
@@ -94,12 +127,18 @@ impl Gpu {
         let pk = Strided::contiguous(n_out, 0);
         let pi = Strided::new(&[plan.parts], &[n_out], 0).expect("rank 1");
         let fin = ReducePlan::new(&pk, &pi, n_out, plan.parts);
-        let f = self.function("reduce", "reduce_finish_f32")?;
         let cost = Cost { bytes: (8 * plan.parts + 4) as f64 * n_out as f64, flops: (plan.parts * n_out) as f64 };
-        let _timed = self.timed("reduce_finish_f32", cost);
         let grid = n_out.div_ceil(1 << fin.bx_log) as u32;
-        let (parts_i, bx_log) = (plan.parts as i64, fin.bx_log as i32);
-        unsafe { launch!(f<<<grid, THREADS, 0, stream>>>(op, pk, pi, out.as_device_ptr(), n_out_i, parts_i, bx_log)) }
+        let params = ReduceFinishParams {
+            out: out_ptr,
+            kept: pk,
+            inner: pi,
+            n_out: n_out_i,
+            parts: plan.parts as i64,
+            op,
+            bx_log: fin.bx_log as i32,
+        };
+        self.launch("reduce_finish_f32", grid, THREADS, 0, params, cost)
     }
 }
 

@@ -1,8 +1,8 @@
 //! Launchers of `cu/scan.cu`.
 
 use super::{Cost, Gpu};
-use cust::error::CudaResult;
-use cust::memory::DevicePointer;
+use crate::error::{check_len, ensure, to_i32, Error, Result};
+use cust::memory::{DeviceCopy, DevicePointer};
 use cust::prelude::*;
 
 /// Threads per block of the forward v1 kernel (`SCAN_THREADS` in scan.cu).
@@ -19,235 +19,345 @@ pub const SCAN_BWD_MAX_CHUNK: usize = 256;
 pub const SCAN_FWD_VERSION: u32 = 2;
 pub const SCAN_BWD_VERSION: u32 = 2;
 
+/// The sizes of a selective scan: batch `B`, channels `D`, length `L`, states per channel `N`
+/// and the steps per saved chunk state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScanDims {
+    pub batch: usize,
+    pub dim: usize,
+    pub len: usize,
+    pub state: usize,
+    pub chunk: usize,
+}
+
+impl ScanDims {
+    /// Chunks of `chunk` steps in `len` (the last may be shorter).
+    pub fn n_chunks(&self) -> usize {
+        self.len.div_ceil(self.chunk)
+    }
+
+    /// The kernels' `int` sizes `[batch, dim, len, state, chunk]`, or an error unless each
+    /// fits, `1 <= state <= SCAN_MAX_STATE`, `chunk >= 1`, `B * D * L` and `B * N * L` fit
+    /// in an i32 and `B` in a grid's y.
+    fn ints(&self, kernel: &'static str) -> Result<[i32; 5]> {
+        let ScanDims { batch, dim, len, state, chunk } = *self;
+        ensure((1..=SCAN_MAX_STATE).contains(&state), kernel, || {
+            format!("state = {state} not in 1..={SCAN_MAX_STATE}")
+        })?;
+        ensure(chunk > 0, kernel, || "chunk must be positive".into())?;
+        let (bdl, bnl) = (batch * dim * len, batch * state * len);
+        ensure(bdl <= i32::MAX as usize && bnl <= i32::MAX as usize && batch <= 65535, kernel, || {
+            "too large (B * D * L and B * N * L must fit in i32, B in a grid's y)".into()
+        })?;
+        Ok([
+            to_i32(kernel, "batch", batch)?,
+            to_i32(kernel, "dim", dim)?,
+            to_i32(kernel, "len", len)?,
+            to_i32(kernel, "state", state)?,
+            to_i32(kernel, "chunk", chunk)?,
+        ])
+    }
+}
+
+/// The inputs of the scan, forward and backward. Layouts: `u, delta, z: (B, D, L)`,
+/// `a: (D, N)`, `bm, cm: (B, N, L)`, `d_skip, delta_bias: (D)`. With `softplus`, the step is
+/// `softplus(delta + delta_bias)`, else `delta + delta_bias`.
+#[derive(Clone, Copy)]
+pub struct ScanInputs<'a> {
+    pub u: &'a DeviceSlice<f32>,
+    pub delta: &'a DeviceSlice<f32>,
+    pub a: &'a DeviceSlice<f32>,
+    pub bm: &'a DeviceSlice<f32>,
+    pub cm: &'a DeviceSlice<f32>,
+    pub d_skip: &'a DeviceSlice<f32>,
+    /// The gate: `out = y * silu(z)` when given.
+    pub z: Option<&'a DeviceSlice<f32>>,
+    pub delta_bias: Option<&'a DeviceSlice<f32>>,
+    pub softplus: bool,
+}
+
+impl ScanInputs<'_> {
+    /// Fails unless every input has its layout's length for `dims`.
+    fn check(&self, kernel: &'static str, dims: ScanDims) -> Result<()> {
+        let ScanDims { batch, dim, len, state, .. } = dims;
+        let (bdl, bnl) = (batch * dim * len, batch * state * len);
+        for (name, buf, want) in [
+            ("u", self.u, bdl),
+            ("delta", self.delta, bdl),
+            ("a", self.a, dim * state),
+            ("bm", self.bm, bnl),
+            ("cm", self.cm, bnl),
+            ("d_skip", self.d_skip, dim),
+        ] {
+            check_len(kernel, name, buf.len(), want)?;
+        }
+        if let Some(z) = self.z {
+            check_len(kernel, "z", z.len(), bdl)?;
+        }
+        if let Some(b) = self.delta_bias {
+            check_len(kernel, "delta_bias", b.len(), dim)?;
+        }
+        Ok(())
+    }
+}
+
+/// The arguments of [`Gpu::selective_scan_forward_f32`]: the inputs, the outputs `out:
+/// (B, D, L)`, `last_state: (B, D, N)` and `chunk_states: (B, D, ceil(L / chunk), N)` (the
+/// state entering each chunk), and the sizes.
+pub struct ScanForward<'a> {
+    pub x: ScanInputs<'a>,
+    pub out: &'a mut DeviceSlice<f32>,
+    pub last_state: &'a mut DeviceSlice<f32>,
+    pub chunk_states: &'a mut DeviceSlice<f32>,
+    pub dims: ScanDims,
+}
+
+/// The gradients the backward writes, each with its input's layout. `dz` must be given
+/// exactly when `z` is, `ddelta_bias` exactly when `delta_bias` is.
+pub struct ScanGrads<'a> {
+    pub du: &'a mut DeviceSlice<f32>,
+    pub ddelta: &'a mut DeviceSlice<f32>,
+    pub da: &'a mut DeviceSlice<f32>,
+    pub dbm: &'a mut DeviceSlice<f32>,
+    pub dcm: &'a mut DeviceSlice<f32>,
+    pub dd_skip: &'a mut DeviceSlice<f32>,
+    pub dz: Option<&'a mut DeviceSlice<f32>>,
+    pub ddelta_bias: Option<&'a mut DeviceSlice<f32>>,
+}
+
+/// The arguments of [`Gpu::selective_scan_backward_f32`]: the forward's inputs and its
+/// `chunk_states: (B, D, ceil(L / chunk), N)`, the upstream `dout: (B, D, L)`, the gradients
+/// and the sizes.
+pub struct ScanBackward<'a> {
+    pub x: ScanInputs<'a>,
+    pub chunk_states: &'a DeviceSlice<f32>,
+    pub dout: &'a DeviceSlice<f32>,
+    pub grads: ScanGrads<'a>,
+    pub dims: ScanDims,
+}
+
+/// The parameter of both forward kernels (`struct ScanForwardParams` in cu/scan.cu).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ScanForwardParams {
+    out: DevicePointer<f32>,
+    last_state: DevicePointer<f32>,
+    chunk_states: DevicePointer<f32>,
+    u: DevicePointer<f32>,
+    delta: DevicePointer<f32>,
+    a: DevicePointer<f32>,
+    bm: DevicePointer<f32>,
+    cm: DevicePointer<f32>,
+    d_skip: DevicePointer<f32>,
+    /// Null without the gate.
+    z: DevicePointer<f32>,
+    /// Null without a bias.
+    delta_bias: DevicePointer<f32>,
+    softplus: i32,
+    batch: i32,
+    dim: i32,
+    len: i32,
+    n_state: i32,
+    chunk: i32,
+}
+const _: () = assert!(std::mem::size_of::<ScanForwardParams>() == 112);
+// SAFETY: device pointers and integers, laid out as the C struct.
+unsafe impl DeviceCopy for ScanForwardParams {}
+
+/// The parameter of both backward kernels (`struct ScanBackwardParams` in cu/scan.cu).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ScanBackwardParams {
+    du: DevicePointer<f32>,
+    ddelta: DevicePointer<f32>,
+    da: DevicePointer<f32>,
+    dbm: DevicePointer<f32>,
+    dcm: DevicePointer<f32>,
+    dd_skip: DevicePointer<f32>,
+    /// Null exactly when `z` is.
+    dz: DevicePointer<f32>,
+    /// Null exactly when `delta_bias` is.
+    ddelta_bias: DevicePointer<f32>,
+    u: DevicePointer<f32>,
+    delta: DevicePointer<f32>,
+    a: DevicePointer<f32>,
+    bm: DevicePointer<f32>,
+    cm: DevicePointer<f32>,
+    d_skip: DevicePointer<f32>,
+    z: DevicePointer<f32>,
+    delta_bias: DevicePointer<f32>,
+    chunk_states: DevicePointer<f32>,
+    dout: DevicePointer<f32>,
+    /// The flag and sizes are 8-byte (see the C struct: 4-byte ones make version 2 spill).
+    softplus: i64,
+    batch: i64,
+    dim: i64,
+    len: i64,
+    n_state: i64,
+    chunk: i64,
+}
+const _: () = assert!(std::mem::size_of::<ScanBackwardParams>() == 192);
+// SAFETY: device pointers and integers, laid out as the C struct.
+unsafe impl DeviceCopy for ScanBackwardParams {}
+
+/// An optional buffer as a kernel pointer (null when absent).
+fn ptr_or_null(s: Option<&DeviceSlice<f32>>) -> DevicePointer<f32> {
+    s.map_or(DevicePointer::null(), |s| s.as_device_ptr())
+}
+
 impl Gpu {
-    /// Selective-scan forward — twin of `cpu::scan::selective_scan_forward`. Layouts:
-    /// `u, delta, z, out: (B, D, L)`, `a: (D, N)`, `bm, cm: (B, N, L)`,
-    /// `d_skip, delta_bias: (D)`, `last_state: (B, D, N)`,
-    /// `chunk_states: (B, D, ceil(L / chunk), N)` (the state entering each chunk).
-    /// `n_state` must be at most `SCAN_MAX_STATE` (16). `version` 1 is one thread per channel
-    /// (the baseline), 2 is 16 lanes per channel ([`SCAN_FWD_VERSION`], the selected one).
-    #[allow(clippy::too_many_arguments)]
-    pub fn selective_scan_forward_f32(
-        &self,
-        version: u32,
-        u: &DeviceSlice<f32>,
-        delta: &DeviceSlice<f32>,
-        a: &DeviceSlice<f32>,
-        bm: &DeviceSlice<f32>,
-        cm: &DeviceSlice<f32>,
-        d_skip: &DeviceSlice<f32>,
-        z: Option<&DeviceSlice<f32>>,
-        delta_bias: Option<&DeviceSlice<f32>>,
-        softplus: bool,
-        out: &mut DeviceSlice<f32>,
-        last_state: &mut DeviceSlice<f32>,
-        chunk_states: &mut DeviceSlice<f32>,
-        batch: usize,
-        dim: usize,
-        len: usize,
-        n_state: usize,
-        chunk: usize,
-    ) -> CudaResult<()> {
-        assert!(
-            (1..=SCAN_MAX_STATE).contains(&n_state),
-            "selective_scan_forward_f32: n_state = {n_state} not in 1..={SCAN_MAX_STATE}"
-        );
-        assert!(chunk > 0, "selective_scan_forward_f32: chunk must be positive");
-        let (bdl, bnl) = (batch * dim * len, batch * n_state * len);
-        let n_chunks = len.div_ceil(chunk);
-        assert!(
-            u.len() == bdl
-                && delta.len() == bdl
-                && out.len() == bdl
-                && a.len() == dim * n_state
-                && bm.len() == bnl
-                && cm.len() == bnl
-                && d_skip.len() == dim
-                && z.is_none_or(|z| z.len() == bdl)
-                && delta_bias.is_none_or(|b| b.len() == dim)
-                && last_state.len() == batch * dim * n_state
-                && chunk_states.len() == batch * dim * n_chunks * n_state,
-            "selective_scan_forward_f32: buffer sizes do not match (B, D, L, N, chunk)"
-        );
-        assert!(
-            bdl <= i32::MAX as usize && bnl <= i32::MAX as usize && chunk <= i32::MAX as usize && batch <= 65535,
-            "selective_scan_forward_f32: too large"
-        );
+    /// Selective-scan forward — twin of `cpu::scan::selective_scan_forward` ([`ScanForward`]
+    /// gives the layouts). `state` must be at most `SCAN_MAX_STATE` (16). `version` 1 is one
+    /// thread per channel (the baseline), 2 is 16 lanes per channel ([`SCAN_FWD_VERSION`],
+    /// the selected one).
+    pub fn selective_scan_forward_f32(&self, version: u32, args: ScanForward<'_>) -> Result<()> {
+        const K: &str = "selective_scan_forward_f32";
+        let ScanForward { x, out, last_state, chunk_states, dims } = args;
+        let [batch32, dim32, len32, state32, chunk32] = dims.ints(K)?;
+        x.check(K, dims)?;
+        let ScanDims { batch, dim, len, state, .. } = dims;
+        let (bdl, bnl, n_chunks) = (batch * dim * len, batch * state * len, dims.n_chunks());
+        check_len(K, "out", out.len(), bdl)?;
+        check_len(K, "last_state", last_state.len(), batch * dim * state)?;
+        check_len(K, "chunk_states", chunk_states.len(), batch * dim * n_chunks * state)?;
+        let kernel = match version {
+            1 => "selective_scan_forward_v1_f32",
+            2 => "selective_scan_forward_f32",
+            _ => return Err(Error::bad(K, format!("no version {version}"))),
+        };
         let channels = batch * dim;
         if channels == 0 {
             return Ok(());
         }
-        let z = z.map_or(DevicePointer::null(), |z| z.as_device_ptr());
-        let bias = delta_bias.map_or(DevicePointer::null(), |b| b.as_device_ptr());
-        assert!(version == 1 || version == 2, "selective_scan_forward_f32: no version {version}");
-        let v2 = version == 2;
-        let kernel = if v2 { "selective_scan_forward_f32" } else { "selective_scan_forward_v1_f32" };
-        let f = self.function("scan", kernel)?;
+        let params = ScanForwardParams {
+            out: out.as_device_ptr(),
+            last_state: last_state.as_device_ptr(),
+            chunk_states: chunk_states.as_device_ptr(),
+            u: x.u.as_device_ptr(),
+            delta: x.delta.as_device_ptr(),
+            a: x.a.as_device_ptr(),
+            bm: x.bm.as_device_ptr(),
+            cm: x.cm.as_device_ptr(),
+            d_skip: x.d_skip.as_device_ptr(),
+            z: ptr_or_null(x.z),
+            delta_bias: ptr_or_null(x.delta_bias),
+            softplus: x.softplus as i32,
+            batch: batch32,
+            dim: dim32,
+            len: len32,
+            n_state: state32,
+            chunk: chunk32,
+        };
         // Bytes once each: read u, delta (+ z), Bm, Cm; write out, last_state, chunk_states.
         // FLOPs: ~5 per (b, d, t, n) (dt A, its exp, the update's mul and fma, C h).
-        let zs = if z.is_null() { 0 } else { bdl };
-        let bytes = 4 * (3 * bdl + zs + 2 * bnl + dim * n_state + 2 * dim + channels * (n_chunks + 1) * n_state);
-        let _timed = self.timed(kernel, Cost { bytes: bytes as f64, flops: 5.0 * (bdl * n_state) as f64 });
-        let stream = &self.stream;
-        let (grid, block) = if v2 {
+        let zs = if x.z.is_none() { 0 } else { bdl };
+        let bytes = 4 * (3 * bdl + zs + 2 * bnl + dim * state + 2 * dim + channels * (n_chunks + 1) * state);
+        let cost = Cost { bytes: bytes as f64, flops: 5.0 * (bdl * state) as f64 };
+        let (grid, block) = if version == 2 {
             ((dim.div_ceil(SCAN_BWD_CH) as u32, batch as u32, 1), SCAN_BWD_THREADS)
         } else {
             ((channels.div_ceil(SCAN_THREADS as usize) as u32, 1, 1), SCAN_THREADS)
         };
-        unsafe {
-            launch!(f<<<grid, block, 0, stream>>>(
-                out.as_device_ptr(), last_state.as_device_ptr(), chunk_states.as_device_ptr(),
-                u.as_device_ptr(), delta.as_device_ptr(), a.as_device_ptr(), bm.as_device_ptr(),
-                cm.as_device_ptr(), d_skip.as_device_ptr(), z, bias, softplus as i32,
-                batch as i32, dim as i32, len as i32, n_state as i32, chunk as i32
-            ))
-        }
+        self.launch(kernel, grid, block, 0, params, cost)
     }
 
-    /// Selective-scan backward — twin of `cpu::scan::selective_scan_backward`. Inputs as
-    /// for forward plus the forward's `chunk_states: (B, D, ceil(L / chunk), N)` and `dout:
-    /// (B, D, L)`; every gradient has its input's layout. `dz` must be given exactly when `z`
-    /// is, `ddelta_bias` exactly when `delta_bias` is. All outputs are overwritten (the
-    /// accumulated ones, `da, dbm, dcm, dd_skip, ddelta_bias`, are zeroed here on the stream
-    /// first); those five are sums of atomics, so their last bits vary from run to run.
-    /// `n_state <= 16`, `chunk <= SCAN_BWD_MAX_CHUNK` (256). `version` 1 keeps each step's
-    /// decay in registers for the adjoint (more registers, fewer exps), 2 recomputes it
-    /// ([`SCAN_BWD_VERSION`], selected: 2.70 vs 3.43 ms at B8 D1536 L2048 N16 on the H100).
-    #[allow(clippy::too_many_arguments)]
-    pub fn selective_scan_backward_f32(
-        &self,
-        version: u32,
-        u: &DeviceSlice<f32>,
-        delta: &DeviceSlice<f32>,
-        a: &DeviceSlice<f32>,
-        bm: &DeviceSlice<f32>,
-        cm: &DeviceSlice<f32>,
-        d_skip: &DeviceSlice<f32>,
-        z: Option<&DeviceSlice<f32>>,
-        delta_bias: Option<&DeviceSlice<f32>>,
-        softplus: bool,
-        chunk_states: &DeviceSlice<f32>,
-        dout: &DeviceSlice<f32>,
-        du: &mut DeviceSlice<f32>,
-        ddelta: &mut DeviceSlice<f32>,
-        da: &mut DeviceSlice<f32>,
-        dbm: &mut DeviceSlice<f32>,
-        dcm: &mut DeviceSlice<f32>,
-        dd_skip: &mut DeviceSlice<f32>,
-        dz: Option<&mut DeviceSlice<f32>>,
-        ddelta_bias: Option<&mut DeviceSlice<f32>>,
-        batch: usize,
-        dim: usize,
-        len: usize,
-        n_state: usize,
-        chunk: usize,
-    ) -> CudaResult<()> {
-        let x = ScanBwdArgs { u, delta, a, bm, cm, d_skip, z, delta_bias, softplus, chunk_states, dout };
-        let g = ScanBwdOut { du, ddelta, da, dbm, dcm, dd_skip, dz, ddelta_bias };
+    /// Selective-scan backward — twin of `cpu::scan::selective_scan_backward` ([`ScanBackward`]).
+    /// All outputs are overwritten (the accumulated ones, `da, dbm, dcm, dd_skip, ddelta_bias`,
+    /// are zeroed here on the stream first); those five are sums of atomics, so their last
+    /// bits vary from run to run. `state <= 16`, `chunk <= SCAN_BWD_MAX_CHUNK` (256). `version`
+    /// 1 keeps each step's decay in registers for the adjoint (more registers, fewer exps), 2
+    /// recomputes it ([`SCAN_BWD_VERSION`], selected: 2.70 vs 3.43 ms at B8 D1536 L2048 N16 on
+    /// the H100).
+    pub fn selective_scan_backward_f32(&self, version: u32, args: ScanBackward<'_>) -> Result<()> {
+        const K: &str = "selective_scan_backward_f32";
         let kernel = match version {
             1 => "selective_scan_backward_v1_f32",
             2 => "selective_scan_backward_f32",
-            _ => panic!("selective_scan_backward_f32: no version {version}"),
+            _ => return Err(Error::bad(K, format!("no version {version}"))),
         };
-        self.scan_backward(kernel, x, g, [batch, dim, len, n_state, chunk])
-    }
-
-    /// Size checks, zeroing of the accumulated outputs and the launch, for either variant.
-    fn scan_backward(&self, kernel: &'static str, x: ScanBwdArgs, g: ScanBwdOut, sizes: [usize; 5]) -> CudaResult<()> {
-        let [batch, dim, len, n_state, chunk] = sizes;
-        let ScanBwdArgs { u, delta, a, bm, cm, d_skip, z, delta_bias, softplus, chunk_states, dout } = x;
-        let ScanBwdOut { du, ddelta, da, dbm, dcm, dd_skip, dz, mut ddelta_bias } = g;
-        assert!((1..=SCAN_MAX_STATE).contains(&n_state), "{kernel}: n_state = {n_state} not in 1..={SCAN_MAX_STATE}");
-        assert!((1..=SCAN_BWD_MAX_CHUNK).contains(&chunk), "{kernel}: chunk = {chunk} not in 1..={SCAN_BWD_MAX_CHUNK}");
-        assert!(z.is_some() == dz.is_some(), "{kernel}: dz must be given exactly when z is");
-        assert!(
-            delta_bias.is_some() == ddelta_bias.is_some(),
-            "{kernel}: ddelta_bias must be given exactly when delta_bias is"
-        );
-        let (bdl, bnl, dn) = (batch * dim * len, batch * n_state * len, dim * n_state);
-        let n_chunks = len.div_ceil(chunk);
-        assert!(
-            u.len() == bdl
-                && delta.len() == bdl
-                && dout.len() == bdl
-                && du.len() == bdl
-                && ddelta.len() == bdl
-                && a.len() == dn
-                && da.len() == dn
-                && bm.len() == bnl
-                && cm.len() == bnl
-                && dbm.len() == bnl
-                && dcm.len() == bnl
-                && d_skip.len() == dim
-                && dd_skip.len() == dim
-                && z.is_none_or(|z| z.len() == bdl)
-                && dz.as_ref().is_none_or(|dz| dz.len() == bdl)
-                && delta_bias.is_none_or(|b| b.len() == dim)
-                && ddelta_bias.as_ref().is_none_or(|b| b.len() == dim)
-                && chunk_states.len() == batch * dim * n_chunks * n_state,
-            "{kernel}: buffer sizes do not match (B, D, L, N, chunk)"
-        );
-        assert!(
-            bdl <= i32::MAX as usize && bnl <= i32::MAX as usize && batch <= 65535,
-            "{kernel}: too large (B * D * L must fit in i32, B in a grid's y)"
-        );
-        let stream = &self.stream;
+        let ScanBackward { x, chunk_states, dout, grads, dims } = args;
+        let [batch32, dim32, len32, state32, chunk32] = dims.ints(kernel)?;
+        let chunk = dims.chunk;
+        ensure(chunk <= SCAN_BWD_MAX_CHUNK, kernel, || format!("chunk = {chunk} not in 1..={SCAN_BWD_MAX_CHUNK}"))?;
+        x.check(kernel, dims)?;
+        check_grads(kernel, &x, &grads, dims)?;
+        let ScanDims { batch, dim, len, state, .. } = dims;
+        let (bdl, n_chunks) = (batch * dim * len, dims.n_chunks());
+        check_len(kernel, "dout", dout.len(), bdl)?;
+        check_len(kernel, "chunk_states", chunk_states.len(), batch * dim * n_chunks * state)?;
+        let ScanGrads { du, ddelta, da, dbm, dcm, dd_skip, dz, mut ddelta_bias } = grads;
         // The accumulated outputs start at zero (callers may pass uninitialised buffers).
         let accumulated =
             [Some(&mut *da), Some(&mut *dbm), Some(&mut *dcm), Some(&mut *dd_skip), ddelta_bias.as_deref_mut()];
         for buf in accumulated.into_iter().flatten() {
-            unsafe { buf.set_zero_async(stream)? };
+            // SAFETY: an asynchronous memset of a buffer we hold `&mut` to, ordered on the one
+            // stream before the kernel that accumulates into it; nothing reads it on the host.
+            unsafe { buf.set_zero_async(&self.stream)? };
         }
-        if batch * dim * len == 0 {
+        if bdl == 0 {
             return Ok(());
         }
-        let z = z.map_or(DevicePointer::null(), |z| z.as_device_ptr());
-        let dz = dz.map_or(DevicePointer::null(), |dz| dz.as_device_ptr());
-        let bias = delta_bias.map_or(DevicePointer::null(), |b| b.as_device_ptr());
-        let dbias = ddelta_bias.map_or(DevicePointer::null(), |b| b.as_device_ptr());
-        let f = self.function("scan", kernel)?;
+        let params = ScanBackwardParams {
+            du: du.as_device_ptr(),
+            ddelta: ddelta.as_device_ptr(),
+            da: da.as_device_ptr(),
+            dbm: dbm.as_device_ptr(),
+            dcm: dcm.as_device_ptr(),
+            dd_skip: dd_skip.as_device_ptr(),
+            dz: ptr_or_null(dz.as_deref()),
+            ddelta_bias: ptr_or_null(ddelta_bias.as_deref()),
+            u: x.u.as_device_ptr(),
+            delta: x.delta.as_device_ptr(),
+            a: x.a.as_device_ptr(),
+            bm: x.bm.as_device_ptr(),
+            cm: x.cm.as_device_ptr(),
+            d_skip: x.d_skip.as_device_ptr(),
+            z: ptr_or_null(x.z),
+            delta_bias: ptr_or_null(x.delta_bias),
+            chunk_states: chunk_states.as_device_ptr(),
+            dout: dout.as_device_ptr(),
+            softplus: x.softplus as i64,
+            batch: batch32.into(),
+            dim: dim32.into(),
+            len: len32.into(),
+            n_state: state32.into(),
+            chunk: chunk32.into(),
+        };
         // Bytes once each: read u, delta, dout (+ z), Bm, Cm, chunk_states; write du, ddelta (+ dz),
         // dBm, dCm. FLOPs: ~22 per (b, d, t, n) (two replays and the adjoint, exps counted as one).
-        let zs = if z.is_null() { 0 } else { 2 * bdl };
-        let bytes = 4 * (5 * bdl + zs + 4 * bnl + batch * dim * n_chunks * n_state + 2 * dn + 4 * dim);
-        let cost = Cost { bytes: bytes as f64, flops: 22.0 * (bdl * n_state) as f64 };
-        let _timed = self.timed(kernel, cost);
+        let (bnl, dn) = (batch * state * len, dim * state);
+        let zs = if x.z.is_none() { 0 } else { 2 * bdl };
+        let bytes = 4 * (5 * bdl + zs + 4 * bnl + batch * dim * n_chunks * state + 2 * dn + 4 * dim);
+        let cost = Cost { bytes: bytes as f64, flops: 22.0 * (bdl * state) as f64 };
         let grid = (dim.div_ceil(SCAN_BWD_CH) as u32, batch as u32, 1);
-        unsafe {
-            launch!(f<<<grid, SCAN_BWD_THREADS, 0, stream>>>(
-                du.as_device_ptr(), ddelta.as_device_ptr(), da.as_device_ptr(), dbm.as_device_ptr(),
-                dcm.as_device_ptr(), dd_skip.as_device_ptr(), dz, dbias, u.as_device_ptr(), delta.as_device_ptr(),
-                a.as_device_ptr(), bm.as_device_ptr(), cm.as_device_ptr(), d_skip.as_device_ptr(), z, bias,
-                softplus as i32, chunk_states.as_device_ptr(), dout.as_device_ptr(), batch as i32, dim as i32,
-                len as i32, n_state as i32, chunk as i32
-            ))
-        }
+        self.launch(kernel, grid, SCAN_BWD_THREADS, 0, params, cost)
     }
 }
 
-/// The backward's inputs (see [`Gpu::selective_scan_backward_f32`]).
-struct ScanBwdArgs<'a> {
-    u: &'a DeviceSlice<f32>,
-    delta: &'a DeviceSlice<f32>,
-    a: &'a DeviceSlice<f32>,
-    bm: &'a DeviceSlice<f32>,
-    cm: &'a DeviceSlice<f32>,
-    d_skip: &'a DeviceSlice<f32>,
-    z: Option<&'a DeviceSlice<f32>>,
-    delta_bias: Option<&'a DeviceSlice<f32>>,
-    softplus: bool,
-    chunk_states: &'a DeviceSlice<f32>,
-    dout: &'a DeviceSlice<f32>,
-}
-
-/// The backward's outputs.
-struct ScanBwdOut<'a> {
-    du: &'a mut DeviceSlice<f32>,
-    ddelta: &'a mut DeviceSlice<f32>,
-    da: &'a mut DeviceSlice<f32>,
-    dbm: &'a mut DeviceSlice<f32>,
-    dcm: &'a mut DeviceSlice<f32>,
-    dd_skip: &'a mut DeviceSlice<f32>,
-    dz: Option<&'a mut DeviceSlice<f32>>,
-    ddelta_bias: Option<&'a mut DeviceSlice<f32>>,
+/// Fails unless every gradient has its input's length and the optional ones are given
+/// exactly when their inputs are.
+fn check_grads(kernel: &'static str, x: &ScanInputs, g: &ScanGrads, dims: ScanDims) -> Result<()> {
+    ensure(x.z.is_some() == g.dz.is_some(), kernel, || "dz must be given exactly when z is".into())?;
+    ensure(x.delta_bias.is_some() == g.ddelta_bias.is_some(), kernel, || {
+        "ddelta_bias must be given exactly when delta_bias is".into()
+    })?;
+    let ScanDims { batch, dim, len, state, .. } = dims;
+    let (bdl, bnl) = (batch * dim * len, batch * state * len);
+    for (name, got, want) in [
+        ("du", g.du.len(), bdl),
+        ("ddelta", g.ddelta.len(), bdl),
+        ("da", g.da.len(), dim * state),
+        ("dbm", g.dbm.len(), bnl),
+        ("dcm", g.dcm.len(), bnl),
+        ("dd_skip", g.dd_skip.len(), dim),
+    ] {
+        check_len(kernel, name, got, want)?;
+    }
+    if let Some(dz) = &g.dz {
+        check_len(kernel, "dz", dz.len(), bdl)?;
+    }
+    if let Some(db) = &g.ddelta_bias {
+        check_len(kernel, "ddelta_bias", db.len(), dim)?;
+    }
+    Ok(())
 }

@@ -1,3 +1,55 @@
-//! The GPU arm of the copies: `copy_strided_f32`, `copy_into_f32` and the casts
-//! (kernels/cu/copy.cu).
-pub(super) use crate::cuda::ops::{cast, concat, contiguous};
+//! The GPU arm of the copies: `copy_strided_f32` (and its tiled transpose), `copy_into_f32` and the casts (kernels/cu/copy.cu): each function allocates the outputs,
+//! turns tensors into kernel arguments (`cuda/args.rs`) and launches the kernel twin to the
+//! CPU one in `cpu.rs`. The op's `Kernel` impl in `mod.rs` calls it for tensors on the GPU.
+
+use crate::cuda::args::{buffer, new_f32, run, strided};
+use crate::{cuda::CudaData, dtype::DType, error::Result, shape::Layout, storage::Storage, Tensor};
+
+/// Twin of `cpu::copy::copy_strided`: the view `x` in a fresh row-major buffer.
+pub(super) fn contiguous(x: &Tensor) -> Result<Tensor> {
+    const OP: &str = "copy";
+    let (out, mut o) = new_f32(OP, x.shape())?;
+    let (xs, lx) = (buffer(OP, x)?, strided(OP, &x.layout)?);
+    run(OP, |g| g.copy_strided_f32(&xs, lx, &mut o))?;
+    Ok(out)
+}
+
+/// Twin of `concat`'s use of `cpu::copy::copy_into`: each piece into its slot along `dim`.
+pub(super) fn concat(tensors: &[&Tensor], dim: usize, shape: &[usize]) -> Result<Tensor> {
+    const OP: &str = "concat";
+    let (out, mut o) = new_f32(OP, shape)?;
+    let full = Layout::contiguous(shape);
+    let mut start = 0;
+    for t in tensors {
+        let len = t.shape()[dim];
+        let dst = strided(OP, &full.narrow(dim, start, len))?;
+        let (src, ls) = (buffer(OP, t)?, strided(OP, &t.layout)?);
+        if t.numel() > 0 {
+            run(OP, |g| g.copy_into_f32(&mut o, dst, &src, ls, t.numel()))?;
+        }
+        start += len;
+    }
+    Ok(out)
+}
+
+/// Twin of `cpu::copy::cast` between f32 and f64.
+pub(super) fn cast(x: &Tensor, to: DType) -> Result<Tensor> {
+    const OP: &str = "to_dtype";
+    let lx = strided(OP, &x.layout)?;
+    let n = x.numel();
+    let s = x.read();
+    let src = s.as_cuda(OP)?;
+    let data = CudaData::alloc(OP, to, n)?;
+    match (src.dtype(), to) {
+        (DType::F32, DType::F64) => {
+            let (xs, mut o) = (src.slice::<f32>(OP, 0, src.len())?, data.slice::<f64>(OP, 0, n)?);
+            run(OP, |g| g.cast_f32_f64(&xs, lx, &mut o))?;
+        }
+        (DType::F64, DType::F32) => {
+            let (xs, mut o) = (src.slice::<f64>(OP, 0, src.len())?, data.slice::<f32>(OP, 0, n)?);
+            run(OP, |g| g.cast_f64_f32(&xs, lx, &mut o))?;
+        }
+        _ => unreachable!("to_dtype returns early when the dtype does not change"),
+    }
+    Ok(Tensor::from_storage(Storage::cuda(data), x.shape()))
+}

@@ -17,7 +17,7 @@ mod cuda;
 use crate::{
     autograd::record,
     dispatch::{run_copy, CopyKernel, CpuIn},
-    dtype::{DType, Scalar},
+    dtype::Scalar,
     shape::axis,
     Result, Tensor,
 };
@@ -48,7 +48,7 @@ impl CopyKernel for Flip {
     const NAME: &'static str = "flip";
     type Out = Tensor;
     #[cfg(feature = "cuda")]
-    const CUDA_DTYPES: &'static [DType] = &[DType::F32];
+    const CUDA_DTYPES: &'static [crate::DType] = &[crate::DType::F32];
 
     fn cpu<T: Scalar>(&self, x: &[CpuIn<'_, T>]) -> Result<Tensor> {
         let shape = &x[0].layout.shape;
