@@ -1,4 +1,4 @@
-// The fused AdamW update: the CUDA twin of engine/src/cpu/adamw.rs (`adamw_step`). One launch
+// The fused AdamW update: the CUDA twin of engine/src/ops/adamw/cpu.rs (`adamw_step`). One launch
 // updates a parameter and its two moments in place, instead of ~16 elementwise launches.
 //
 // Per element, at the 1-based step t (bias1 = 1 - b1^t, bias2 = 1 - b2^t; wd = 0 for a

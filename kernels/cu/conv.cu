@@ -1,4 +1,4 @@
-// Depthwise causal 1-D convolution (f32): the CUDA twins of engine/src/cpu/conv.rs
+// Depthwise causal 1-D convolution (f32): the CUDA twins of engine/src/ops/conv/cpu.rs
 // (`conv1d_causal_forward`, `conv1d_causal_backward`). x, y, dy (B, C, L) contiguous,
 // w (C, K), bias (C) or null. With zero padding on the left (x[t'] = 0 for t' < 0):
 //   y[b,c,t]  = bias[c] + sum_j w[c,j] x[b,c,t+j+1-K]

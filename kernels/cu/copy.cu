@@ -1,4 +1,4 @@
-// Strided copies, casts and fill: the CUDA twins of engine/src/cpu/copy.rs (`copy_strided`,
+// Strided copies, casts (f32, f64 and bf16) and fill: the CUDA twins of engine/src/ops/copy/cpu.rs (`copy_strided`,
 // `copy_into`, `cast`) and of `CpuData::full`.
 //
 // Napkin math (n elements): a gather or scatter of f32 reads 4n and writes 4n bytes; a cast
@@ -184,6 +184,42 @@ extern "C" __global__ void cast_f64_f32(const __grid_constant__ GatherParams<flo
     if (n <= 0x7fffffffLL) cast<float, double, unsigned>(out, x, lx, (unsigned)n);
     else cast<float, double, unsigned long long>(out, x, lx, (unsigned long long)n);
 }
+
+// bf16, held as its 16-bit pattern, with the conversions of engine/src/dtype.rs (their CUDA
+// twins, bit for bit): to bf16 rounds to nearest, ties to even (a NaN stays a quiet NaN);
+// from double it rounds to odd in float first, so the result is rounded once; from bf16
+// is exact (the pattern is the top half of a float).
+struct bf16_t {
+    unsigned short bits;
+    __device__ __forceinline__ bf16_t(float x) {
+        const unsigned b = __float_as_uint(x);
+        bits = (b & 0x7fffffffu) > 0x7f800000u ? (unsigned short)((b >> 16) | 0x40u)
+                                               : (unsigned short)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+    }
+    __device__ __forceinline__ bf16_t(double x) : bf16_t(round_to_odd(x)) {}
+    __device__ __forceinline__ operator float() const { return __uint_as_float((unsigned)bits << 16); }
+    __device__ __forceinline__ operator double() const { return (double)(float)*this; }
+    // x as a float whose last bit is odd whenever the conversion was inexact.
+    static __device__ __forceinline__ float round_to_odd(double x) {
+        const float f = __double2float_rn(x);
+        unsigned b = __float_as_uint(f);
+        if (isfinite(f) && (double)f != x && (b & 1u) == 0) b = fabs((double)f) < fabs(x) ? b + 1 : b - 1;
+        return __uint_as_float(b);
+    }
+};
+static_assert(sizeof(bf16_t) == 2, "bf16_t is the 16-bit pattern");
+static_assert(sizeof(GatherParams<bf16_t, float>) == 136, "GatherParams: launch/copy.rs has 136 bytes");
+
+// The four bf16 casts, each out[i] = x[lx(i)] converted as above.
+#define CAST_KERNEL(NAME, O, I)                                                     \
+    extern "C" __global__ void NAME(const __grid_constant__ GatherParams<O, I> p) { \
+        if (p.n <= 0x7fffffffLL) cast<O, I, unsigned>(p.out, p.x, p.lx, (unsigned)p.n); \
+        else cast<O, I, unsigned long long>(p.out, p.x, p.lx, (unsigned long long)p.n); \
+    }
+CAST_KERNEL(cast_f32_bf16, bf16_t, float)
+CAST_KERNEL(cast_bf16_f32, float, bf16_t)
+CAST_KERNEL(cast_f64_bf16, bf16_t, double)
+CAST_KERNEL(cast_bf16_f64, double, bf16_t)
 
 // `FillParams` in launch/copy.rs, same fields.
 struct FillParams {

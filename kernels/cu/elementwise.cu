@@ -1,4 +1,4 @@
-// Elementwise kernels: the CUDA twins of engine/src/cpu/elementwise.rs (`unary`, `binary`).
+// Elementwise kernels: the CUDA twins of engine/src/ops/elementwise/cpu.rs (`unary`, `binary`).
 //
 // Napkin math (f32, n elements): unary reads 4n and writes 4n bytes, binary reads 8n and
 // writes 4n; at most ~20 FLOPs per element (softplus), so every op is memory bound on an

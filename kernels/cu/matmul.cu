@@ -1,5 +1,5 @@
 // Batched, strided matrix product C[b] = A[b] B[b] (f32): the CUDA twin of
-// engine/src/cpu/matmul.rs (`matmul`). No cuBLAS: a classic tiled SGEMM.
+// engine/src/ops/matmul/cpu.rs (`matmul`). No cuBLAS: a classic tiled SGEMM.
 //
 // Operands: A[b] is (M, K), B[b] is (K, N), each at a batch stride (0 = broadcast over the
 // batch) and either row-major ("n": element (r, c) at r * ld + c) or column-major ("t":

@@ -1,4 +1,4 @@
-// RMSNorm on contiguous rows (f32): the CUDA twins of engine/src/cpu/norm.rs
+// RMSNorm on contiguous rows (f32): the CUDA twins of engine/src/ops/norm/cpu.rs
 // (`rms_norm_forward`, `rms_norm_backward`). Per row of d values:
 //   rstd = rsqrt(mean_j x_j^2 + eps),  y_i = x_i * rstd * w_i
 //   dx_i = rstd w_i dy_i - x_i rstd^3 mean_j(w_j dy_j x_j),  dw_i = sum_rows dy_i x_i rstd

@@ -1,4 +1,4 @@
-// Sum and max over any set of axes: the CUDA twin of engine/src/cpu/reduce.rs (`reduce`).
+// Sum and max over any set of axes: the CUDA twin of engine/src/ops/reduce/cpu.rs (`reduce`).
 //
 // The launcher splits the input view into `kept` (the view with the reduced axes set to 1,
 // indexed like the output: n_out elements) and `inner` (the reduced axes, offset 0: inner_n

@@ -1,5 +1,5 @@
 // Selective scan (Mamba's S6 recurrence), forward v1, f32: the CUDA twin of
-// engine/src/cpu/scan.rs `selective_scan_forward` (docs/SCAN.md). Layouts: u, delta, z,
+// engine/src/ops/scan/cpu.rs `selective_scan_forward` (docs/SCAN.md). Layouts: u, delta, z,
 // out (B, D, L); A (D, N); Bm, Cm (B, N, L); Dskip, delta_bias (D); last_state (B, D, N);
 // chunk_states (B, D, n_chunks, N) = the state entering each chunk (zeros for chunk 0).
 // Per channel (b, d), state n, time t:

@@ -1,5 +1,5 @@
 // Log-softmax and cross-entropy over contiguous rows: the CUDA twins of
-// engine/src/cpu/softmax.rs (`log_softmax_forward`, `log_softmax_backward`,
+// engine/src/ops/softmax/cpu.rs (`log_softmax_forward`, `log_softmax_backward`,
 // `cross_entropy_forward`, `cross_entropy_backward`), f32 only.
 //
 // Every kernel sees `rows` contiguous rows of `v` values and gives one 256-thread block to

@@ -1,4 +1,4 @@
-//! `cu/adamw.cu` against `cpu::adamw::adamw_step`: an awkward size ((1 << 20) + 3) at steps
+//! `cu/adamw.cu` against `ops::adamw::cpu::adamw_step`: an awkward size ((1 << 20) + 3) at steps
 //! 1, 2 and 1000 (weight decay on, off, on), then 16 Mi elements, timed; then the engine's
 //! `ops::adamw::adamw_step` on GPU tensors (a parameter at an offset in a larger buffer, a
 //! transposed gradient) against the same call on the CPU, and its refusal of f64 on the GPU.

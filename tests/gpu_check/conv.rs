@@ -1,4 +1,4 @@
-//! `cu/conv.cu` against `cpu::conv::{conv1d_causal_forward, conv1d_causal_backward}`: a
+//! `cu/conv.cu` against `ops::conv::cpu::{conv1d_causal_forward, conv1d_causal_backward}`: a
 //! small awkward shape (B 2, C 5, L 9, K 4: every output near the zero padding matters),
 //! then the LM's (B 8, C 1536, L 2048, K 4) for correctness and speed.
 

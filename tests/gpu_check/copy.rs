@@ -1,4 +1,4 @@
-//! `cu/copy.cu` against `cpu::copy::{copy_strided, copy_into, cast}` (and a fill), on random
+//! `cu/copy.cu` against `ops::copy::cpu::{copy_strided, copy_into, cast}` (and a fill), on random
 //! views: axes permuted in memory (transposed), padded and narrowed at random starts (an
 //! offset and gaps), broadcast (stride 0); ranks 0 to 4, awkward sizes (1, 37, 129, ...).
 //! Copies and casts move values without arithmetic, so they must match bit for bit. Explicit

@@ -1,4 +1,4 @@
-//! `cu/elementwise.cu` against `cpu::elementwise::{unary, binary}`: every op on contiguous
+//! `cu/elementwise.cu` against `ops::elementwise::cpu::{unary, binary}`: every op on contiguous
 //! operands, then the strided kernels on random views (transposed, narrowed, broadcast
 //! operands; ranks 0 to 4, awkward sizes; see `copy.rs`), then one large strided case each.
 

@@ -3,20 +3,25 @@
 //! the kernel forgot fails), then CUDA-event timing (median of 20 after warm-up) and the
 //! throughput each kernel reaches. Exits non-zero if any kernel disagrees.
 //!
-//! One module per kernel file (`kernels/cu/<name>.cu` -> `<name>.rs` here), each with a
-//! `run(&mut Check)`. Build here and run there: see docs/GPU.md.
+//! One module per kernel file with its own timing table (`kernels/cu/<name>.cu` ->
+//! `<name>.rs` here), each with a `run(&mut Check)`, listed once in `kernel_checks!`; then
+//! `ops` (every op unit's cases through the engine, CPU vs GPU: a new op is covered there
+//! without a module here), `dtypes` (bf16 storage and conversions) and `train`. Build here
+//! and run there: see docs/GPU.md.
 
-mod adamw;
-mod conv;
-mod copy;
-mod elementwise;
-mod index;
-mod matmul;
-mod norm;
+/// Declares the kernel-file check modules and runs them in this order.
+macro_rules! kernel_checks {
+    ($($module:ident),* $(,)?) => {
+        $(mod $module;)*
+        fn run_kernel_checks(c: &mut Check) -> Res<()> {
+            $($module::run(c)?;)*
+            Ok(())
+        }
+    };
+}
+kernel_checks!(elementwise, copy, reduce, matmul, norm, softmax, conv, embedding, adamw, scan);
+mod dtypes;
 mod ops;
-mod reduce;
-mod scan;
-mod softmax;
 mod train;
 
 use mamba_engine::Rng;
@@ -115,17 +120,9 @@ fn main() -> Res<()> {
     if profile {
         c.gpu.profile_start()?;
     }
-    elementwise::run(&mut c)?;
-    copy::run(&mut c)?;
-    reduce::run(&mut c)?;
-    matmul::run(&mut c)?;
-    norm::run(&mut c)?;
-    softmax::run(&mut c)?;
-    conv::run(&mut c)?;
-    index::run(&mut c)?;
-    adamw::run(&mut c)?;
-    scan::run(&mut c)?;
+    run_kernel_checks(&mut c)?;
     ops::run(&mut c)?;
+    dtypes::run(&mut c)?;
     if c.timing {
         train::run(&mut c)?; // under compute-sanitizer, gpu.sh checks training with the mamba binary
     }

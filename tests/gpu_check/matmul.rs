@@ -1,4 +1,4 @@
-//! `cu/matmul.cu` (every kernel version) against `cpu::matmul::matmul`:
+//! `cu/matmul.cu` (every kernel version) against `ops::matmul::cpu::matmul`:
 //! - a sweep of awkward shapes (m, n, k each in {1, 7, 33, 127, 130}) for each of the four
 //!   layouts (A, B row- or column-major), each with a random batch (1-3), broadcast operand
 //!   (batch stride 0), start offset (0, 1 or 4 elements: views), leading-dimension padding

@@ -1,4 +1,4 @@
-//! `cu/norm.cu` against `cpu::norm::{rms_norm_forward, rms_norm_backward}`: an awkward
+//! `cu/norm.cu` against `ops::norm::cpu::{rms_norm_forward, rms_norm_backward}`: an awkward
 //! shape (37 x 130: d not a multiple of the block, a partial last warp), then a realistic
 //! one (8*2048 rows of 768) for correctness and speed.
 

@@ -1,4 +1,4 @@
-//! `cu/reduce.cu` against `cpu::reduce::reduce`: sum and max over the last axis, the first,
+//! `cu/reduce.cu` against `ops::reduce::cpu::reduce`: sum and max over the last axis, the first,
 //! middle ones, all of them, of contiguous, transposed and random (narrowed, permuted) views;
 //! max with many ties and with NaNs (a NaN must win); an empty reduction (0 and -inf). Then
 //! the large shapes that pick each launch plan: column sums of (16384, 768) (the bias

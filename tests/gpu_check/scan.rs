@@ -1,4 +1,4 @@
-//! `cu/scan.cu` against `cpu::scan::selective_scan_forward` and `selective_scan_backward`:
+//! `cu/scan.cu` against `ops::scan::cpu::selective_scan_forward` and `selective_scan_backward`:
 //! two awkward shapes (B 2, D 5, L 37, N 4, chunk 8 — a partial last chunk, a partial block,
 //! idle state lanes — once with z, delta_bias and softplus, once with none of them), one
 //! more for the backward's windows (B 1, D 9, L 100, N 16, chunk 40: windows of 16, 16, 8 per

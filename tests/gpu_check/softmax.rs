@@ -1,4 +1,4 @@
-//! `cu/softmax.cu` against `cpu::softmax::{log_softmax_*, cross_entropy_*}`, at an awkward
+//! `cu/softmax.cu` against `ops::softmax::cpu::{log_softmax_*, cross_entropy_*}`, at an awkward
 //! shape (37 rows of 300, some targets ignored) and the LM's (8 * 2048 rows of 256), with
 //! a few rows shifted by +1e4 to check the max shift. Timed at the LM's shape.
 

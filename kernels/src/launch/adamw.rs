@@ -48,7 +48,7 @@ unsafe impl DeviceCopy for AdamwStepParams {}
 
 impl Gpu {
     /// One AdamW step in place: `p`, `m`, `v` updated from `g` (all of one length, not
-    /// overlapping) — twin of `cpu::adamw::adamw_step`.
+    /// overlapping) — twin of `ops::adamw::cpu::adamw_step`.
     pub fn adamw_step_f32(
         &self,
         p: &mut DeviceSlice<f32>,

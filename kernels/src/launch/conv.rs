@@ -92,7 +92,7 @@ unsafe impl DeviceCopy for ConvBackwardDwParams {}
 
 impl Gpu {
     /// `y` (B, C, L) of the depthwise causal conv of `x` (B, C, L) with `w` (C, K) and an
-    /// optional `bias` (C) — twin of `cpu::conv::conv1d_causal_forward`.
+    /// optional `bias` (C) — twin of `ops::conv::cpu::conv1d_causal_forward`.
     pub fn conv1d_causal_forward_f32(
         &self,
         x: &DeviceSlice<f32>,
@@ -132,7 +132,7 @@ impl Gpu {
     }
 
     /// `(dx, dw, db)` of the depthwise causal conv from the saved `x`, `w` and upstream `dy`
-    /// — twin of `cpu::conv::conv1d_causal_backward` (`db` always written). `k` must be at
+    /// — twin of `ops::conv::cpu::conv1d_causal_backward` (`db` always written). `k` must be at
     /// most `CONV_MAX_K`. dw and db are reproducible: no atomics, fixed summation order.
     pub fn conv1d_causal_backward_f32(
         &self,

@@ -117,7 +117,7 @@ impl Strided {
 
 /// A gather of `n` elements through a view into contiguous `out`: the parameter of
 /// `copy_strided_f32` (`struct GatherParams<float, float>` in cu/copy.cu), and of the casts
-/// with `O`, `I` = f64, f32 or f32, f64: 136 bytes.
+/// between f32, f64 and bf16 (as `u16`, its bit pattern): 136 bytes.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct GatherParams<O: DeviceCopy, I: DeviceCopy> {
@@ -239,7 +239,7 @@ impl Transpose {
 
 impl Gpu {
     /// `out[i] = x[lx(i)]`: the view `lx` of `x` gathered into contiguous `out` — twin of
-    /// `cpu::copy::copy_strided`. A transposing view ([`Strided::transpose_axis`]) goes to
+    /// `ops::copy::cpu::copy_strided`. A transposing view ([`Strided::transpose_axis`]) goes to
     /// `copy_transpose_f32` (timed under that name), any other to `copy_strided_f32`.
     pub fn copy_strided_f32(&self, x: &DeviceSlice<f32>, lx: Strided, out: &mut DeviceSlice<f32>) -> Result<()> {
         const K: &str = "copy_strided_f32";
@@ -262,7 +262,7 @@ impl Gpu {
     }
 
     /// `dst[ldst(i)] = src[lsrc(i)]` for `i < n` (views of equal shape) — twin of
-    /// `cpu::copy::copy_into`; concat writes each piece into a narrowed view of its output.
+    /// `ops::copy::cpu::copy_into`; concat writes each piece into a narrowed view of its output.
     /// `ldst` must not repeat an element, and `dst` and `src` must not overlap.
     pub fn copy_into_f32(
         &self,
@@ -284,18 +284,40 @@ impl Gpu {
         self.launch(K, grid_for(n), BLOCK, 0, params, Cost::f32s(lsrc.footprint() + n))
     }
 
-    /// `out[i] = x[lx(i)] as f64` (contiguous `out`) — twin of `cpu::copy::cast::<f32, f64>`.
+    /// `out[i] = x[lx(i)] as f64` (contiguous `out`) — twin of `ops::copy::cpu::cast::<f32, f64>`.
     pub fn cast_f32_f64(&self, x: &DeviceSlice<f32>, lx: Strided, out: &mut DeviceSlice<f64>) -> Result<()> {
         self.cast("cast_f32_f64", x, lx, out)
     }
 
     /// `out[i] = x[lx(i)] as f32` (round to nearest; contiguous `out`) — twin of
-    /// `cpu::copy::cast::<f64, f32>`.
+    /// `ops::copy::cpu::cast::<f64, f32>`.
     pub fn cast_f64_f32(&self, x: &DeviceSlice<f64>, lx: Strided, out: &mut DeviceSlice<f32>) -> Result<()> {
         self.cast("cast_f64_f32", x, lx, out)
     }
 
-    /// Either cast: `kernel` converts `I` to `O`.
+    /// `out[i] = bf16(x[lx(i)])`, rounded to nearest even — twin of
+    /// `ops::copy::cpu::cast::<f32, bf16>`. bf16 values travel as their 16-bit patterns.
+    pub fn cast_f32_bf16(&self, x: &DeviceSlice<f32>, lx: Strided, out: &mut DeviceSlice<u16>) -> Result<()> {
+        self.cast("cast_f32_bf16", x, lx, out)
+    }
+
+    /// `out[i] = x[lx(i)]` widened from bf16 (exact) — twin of `ops::copy::cpu::cast::<bf16, f32>`.
+    pub fn cast_bf16_f32(&self, x: &DeviceSlice<u16>, lx: Strided, out: &mut DeviceSlice<f32>) -> Result<()> {
+        self.cast("cast_bf16_f32", x, lx, out)
+    }
+
+    /// `out[i] = bf16(x[lx(i)])`, rounded once to nearest even — twin of
+    /// `ops::copy::cpu::cast::<f64, bf16>`.
+    pub fn cast_f64_bf16(&self, x: &DeviceSlice<f64>, lx: Strided, out: &mut DeviceSlice<u16>) -> Result<()> {
+        self.cast("cast_f64_bf16", x, lx, out)
+    }
+
+    /// `out[i] = x[lx(i)]` widened from bf16 (exact) — twin of `ops::copy::cpu::cast::<bf16, f64>`.
+    pub fn cast_bf16_f64(&self, x: &DeviceSlice<u16>, lx: Strided, out: &mut DeviceSlice<f64>) -> Result<()> {
+        self.cast("cast_bf16_f64", x, lx, out)
+    }
+
+    /// Any cast: `kernel` converts `I` to `O`.
     fn cast<O: DeviceCopy, I: DeviceCopy>(
         &self,
         kernel: &'static str,

@@ -91,7 +91,7 @@ fn unary_flops(op: UnaryOp) -> f64 {
 }
 
 impl Gpu {
-    /// `out[i] = op(x[i])` — twin of `cpu::elementwise::unary`; `p0, p1` as in [`UnaryOp`].
+    /// `out[i] = op(x[i])` — twin of `ops::elementwise::cpu::unary`; `p0, p1` as in [`UnaryOp`].
     pub fn unary_f32(
         &self,
         op: UnaryOp,
@@ -111,7 +111,7 @@ impl Gpu {
         self.launch(K, grid_for(n), BLOCK, 0, params, Cost::f32s(2 * n).with_flops(unary_flops(op) * n as f64))
     }
 
-    /// `out[i] = a[i] op b[i]` — twin of `cpu::elementwise::binary` on contiguous operands.
+    /// `out[i] = a[i] op b[i]` — twin of `ops::elementwise::cpu::binary` on contiguous operands.
     pub fn binary_f32(
         &self,
         op: BinaryOp,
@@ -138,7 +138,7 @@ impl Gpu {
     }
 
     /// `out[i] = op(x[lx(i)])` for the view `lx` of the buffer `x`; `out` is contiguous in the
-    /// view's row-major order — twin of `cpu::elementwise::unary` with a strided layout.
+    /// view's row-major order — twin of `ops::elementwise::cpu::unary` with a strided layout.
     pub fn unary_strided_f32(
         &self,
         op: UnaryOp,
@@ -170,7 +170,7 @@ impl Gpu {
 
     /// `out[i] = a[la(i)] op b[lb(i)]`, where `la` and `lb` are the operands' views already
     /// broadcast to the output's shape (stride 0 on broadcast axes) and `out` is contiguous —
-    /// twin of `cpu::elementwise::binary` with strided layouts.
+    /// twin of `ops::elementwise::cpu::binary` with strided layouts.
     pub fn binary_strided_f32(
         &self,
         op: BinaryOp,

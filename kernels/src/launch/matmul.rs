@@ -7,7 +7,7 @@ use cust::memory::{DeviceCopy, DevicePointer};
 use cust::prelude::*;
 
 /// Strides of one matmul operand, in elements; `batch` 0 broadcasts it over the batch.
-/// The same fields as `cpu::matmul::MatStrides` (the engine converts its own).
+/// The same fields as `ops::matmul::cpu::MatStrides` (the engine converts its own).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MatStrides {
     pub batch: usize,
@@ -133,7 +133,7 @@ fn last_index(nb: usize, rows: usize, cols: usize, s: MatStrides) -> usize {
 
 impl Gpu {
     /// `c = a b` for row-major contiguous `a (m, k)`, `b (k, n)`, `c (m, n)` — twin of
-    /// `cpu::matmul::matmul` with batch 1; a thin wrapper of [`Gpu::matmul_strided_f32`].
+    /// `ops::matmul::cpu::matmul` with batch 1; a thin wrapper of [`Gpu::matmul_strided_f32`].
     pub fn matmul_f32(
         &self,
         a: &DeviceSlice<f32>,
@@ -151,7 +151,7 @@ impl Gpu {
         self.matmul_strided_f32(Matmul { a, sa, b, sb, c, nb: 1, m, n, k })
     }
 
-    /// `c[z] = a[z] b[z]` for `z < nb` ([`Matmul`]) — twin of `cpu::matmul::matmul`. Each
+    /// `c[z] = a[z] b[z]` for `z < nb` ([`Matmul`]) — twin of `ops::matmul::cpu::matmul`. Each
     /// operand must be row-major (`col == 1`) or column-major (`row == 1`) with any leading
     /// dimension, any batch stride (0 = broadcast) and any start (a view). `k == 0` writes
     /// zeros. Runs [`Gpu::matmul_small_m_f32`] for `m <= Gpu::MATMUL_SMALL_M` (token-by-token

@@ -109,7 +109,7 @@ impl Gpu {
     }
 
     /// `(y, rstd)` of RMSNorm over `rows` contiguous rows of `d` — twin of
-    /// `cpu::norm::rms_norm_forward` (`y` (rows, d) shaped like `x`, one `rstd` per row, `w` (d)).
+    /// `ops::norm::cpu::rms_norm_forward` (`y` (rows, d) shaped like `x`, one `rstd` per row, `w` (d)).
     pub fn rms_norm_forward_f32(&self, args: RmsNormForward<'_>) -> Result<()> {
         const K: &str = "rms_norm_forward_f32";
         let RmsNormForward { x, w, y, rstd, rows, d, eps } = args;
@@ -140,7 +140,7 @@ impl Gpu {
     }
 
     /// `(dx, dw)` of RMSNorm given the saved `rstd` (rows) and upstream `dy` (rows, d) — twin
-    /// of `cpu::norm::rms_norm_backward`. dw is reproducible: no atomics, fixed summation
+    /// of `ops::norm::cpu::rms_norm_backward`. dw is reproducible: no atomics, fixed summation
     /// order (per-block partials in `scratch`, then a fixed-order sum).
     pub fn rms_norm_backward_f32(&self, args: RmsNormBackward<'_>) -> Result<()> {
         const K: &str = "rms_norm_backward_f32";

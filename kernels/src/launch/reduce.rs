@@ -78,7 +78,7 @@ const _: () = assert!(std::mem::size_of::<ReduceFinishParams>() == 256);
 unsafe impl DeviceCopy for ReduceFinishParams {}
 
 impl Gpu {
-    /// `out[o] = reduce_{i < inner_n} x[kept(o) + inner(i)]` — twin of `cpu::reduce::reduce`
+    /// `out[o] = reduce_{i < inner_n} x[kept(o) + inner(i)]` — twin of `ops::reduce::cpu::reduce`
     /// (a NaN wins a max). `kept` is the input view with the reduced axes set to size 1
     /// (indexed like the output: `out.len()` elements), `inner` the reduced axes' shapes and
     /// strides (offset 0, `inner_n` elements). Sums accumulate in f64; deterministic. An

@@ -206,7 +206,7 @@ fn ptr_or_null(s: Option<&DeviceSlice<f32>>) -> DevicePointer<f32> {
 }
 
 impl Gpu {
-    /// Selective-scan forward — twin of `cpu::scan::selective_scan_forward` ([`ScanForward`]
+    /// Selective-scan forward — twin of `ops::scan::cpu::selective_scan_forward` ([`ScanForward`]
     /// gives the layouts). `state` must be at most `SCAN_MAX_STATE` (16). `version` 1 is one
     /// thread per channel (the baseline), 2 is 16 lanes per channel ([`SCAN_FWD_VERSION`],
     /// the selected one).
@@ -261,7 +261,7 @@ impl Gpu {
         self.launch(kernel, grid, block, 0, params, cost)
     }
 
-    /// Selective-scan backward — twin of `cpu::scan::selective_scan_backward` ([`ScanBackward`]).
+    /// Selective-scan backward — twin of `ops::scan::cpu::selective_scan_backward` ([`ScanBackward`]).
     /// All outputs are overwritten (the accumulated ones, `da, dbm, dcm, dd_skip, ddelta_bias`,
     /// are zeroed here on the stream first); those five are sums of atomics, so their last
     /// bits vary from run to run. `state <= 16`, `chunk <= SCAN_BWD_MAX_CHUNK` (256). `version`

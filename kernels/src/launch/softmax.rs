@@ -94,7 +94,7 @@ pub struct CrossEntropyBackward<'a> {
 }
 
 impl Gpu {
-    /// `y = log_softmax(x)` over rows of `v` values — twin of `cpu::softmax::log_softmax_forward`.
+    /// `y = log_softmax(x)` over rows of `v` values — twin of `ops::softmax::cpu::log_softmax_forward`.
     pub fn log_softmax_forward_f32(&self, x: &DeviceSlice<f32>, y: &mut DeviceSlice<f32>, v: usize) -> Result<()> {
         const K: &str = "log_softmax_forward_f32";
         check_len(K, "y", y.len(), x.len())?;
@@ -114,7 +114,7 @@ impl Gpu {
     }
 
     /// `dx = dy - exp(y) Σ_row dy` from log-softmax's output `y` — twin of
-    /// `cpu::softmax::log_softmax_backward`.
+    /// `ops::softmax::cpu::log_softmax_backward`.
     pub fn log_softmax_backward_f32(
         &self,
         y: &DeviceSlice<f32>,
@@ -142,7 +142,7 @@ impl Gpu {
     }
 
     /// Per-row logsumexp `lse` and loss `lse - x[t]` of logits `x` (`targets.len()` rows of `v`),
-    /// both 0 where the target is `ignore_index` — twin of `cpu::softmax::cross_entropy_forward`
+    /// both 0 where the target is `ignore_index` — twin of `ops::softmax::cpu::cross_entropy_forward`
     /// (whose loss is f64). The mean over valid rows is the caller's.
     pub fn cross_entropy_forward_f32(
         &self,
@@ -177,7 +177,7 @@ impl Gpu {
 
     /// `dx = scale * (softmax(x) - onehot(t))` per row, 0 where the target is `ignore_index`,
     /// from the `lse` saved by [`Gpu::cross_entropy_forward_f32`] — twin of
-    /// `cpu::softmax::cross_entropy_backward`.
+    /// `ops::softmax::cpu::cross_entropy_backward`.
     pub fn cross_entropy_backward_f32(&self, args: CrossEntropyBackward<'_>) -> Result<()> {
         const K: &str = "cross_entropy_backward_f32";
         let CrossEntropyBackward { x, lse, targets, ignore_index, scale, dx, v } = args;

@@ -1,13 +1,14 @@
-//! The GPU arm of the AdamW step: `adamw_step_f32` (kernels/cu/adamw.cu): each function allocates the outputs,
-//! turns tensors into kernel arguments (`cuda/args.rs`) and launches the kernel twin to the
-//! CPU one in `cpu.rs`. The op's `Kernel` impl in `mod.rs` calls it for tensors on the GPU.
+//! The GPU arm of the AdamW step: `adamw_step_f32` (kernels/cu/adamw.cu): each function
+//! allocates the outputs, turns tensors into kernel arguments (`cuda/args.rs`) and launches the
+//! kernel twin to the CPU one in `cpu.rs`. The op's `Kernel` impl in `mod.rs` calls it for
+//! tensors on the GPU.
 
 use crate::cuda::args::{Slice, elems, run};
 use crate::{cuda::f32_only, dtype::DType, error::Result, storage::Storage, Tensor};
 use mamba_kernels::launch::{AdamWStep};
 use super::AdamWHyper;
 
-/// Twin of `cpu::adamw::adamw_step` through `ops::adamw::adamw_step`, which has checked that
+/// Twin of `cpu::adamw_step` through `ops::adamw::adamw_step`, which has checked that
 /// the four tensors agree, that `param`, `m`, `v` are contiguous and that no two share a
 /// buffer. Updates `param`, `m` and `v` in place (one launch) from the contiguous `grad`.
 pub(super) fn adamw_step(

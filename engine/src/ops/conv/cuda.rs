@@ -1,6 +1,7 @@
-//! The GPU arm of the causal conv: `conv1d_causal_forward_f32`, `conv1d_causal_backward_f32` (kernels/cu/conv.cu): each function allocates the outputs,
-//! turns tensors into kernel arguments (`cuda/args.rs`) and launches the kernel twin to the
-//! CPU one in `cpu.rs`. The op's `Kernel` impl in `mod.rs` calls it for tensors on the GPU.
+//! The GPU arm of the causal conv: `conv1d_causal_forward_f32`, `conv1d_causal_backward_f32`
+//! (kernels/cu/conv.cu): each function allocates the outputs, turns tensors into kernel
+//! arguments (`cuda/args.rs`) and launches the kernel twin to the CPU one in `cpu.rs`. The op's
+//! `Kernel` impl in `mod.rs` calls it for tensors on the GPU.
 
 use crate::cuda::args::{dense, elems, new_f32, run};
 use crate::{error::{Error, Result}, Device, Tensor};

@@ -135,7 +135,7 @@ impl CopyKernel for Cast {
     const NAME: &'static str = "to_dtype";
     type Out = Tensor;
     #[cfg(feature = "cuda")]
-    const CUDA_DTYPES: &'static [DType] = &[DType::F32, DType::F64];
+    const CUDA_DTYPES: &'static [DType] = &[DType::F32, DType::F64, DType::BF16];
 
     fn cpu<T: Scalar>(&self, x: &[CpuIn<'_, T>]) -> Result<Tensor> {
         let (data, layout) = (x[0].data, x[0].layout);

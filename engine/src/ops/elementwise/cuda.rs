@@ -1,6 +1,7 @@
-//! The GPU arm of the elementwise ops: `unary_f32`, `binary_f32` and their strided versions (kernels/cu/elementwise.cu): each function allocates the outputs,
-//! turns tensors into kernel arguments (`cuda/args.rs`) and launches the kernel twin to the
-//! CPU one in `cpu.rs`. The op's `Kernel` impl in `mod.rs` calls it for tensors on the GPU.
+//! The GPU arm of the elementwise ops: `unary_f32`, `binary_f32` and their strided versions
+//! (kernels/cu/elementwise.cu): each function allocates the outputs, turns tensors into kernel
+//! arguments (`cuda/args.rs`) and launches the kernel twin to the CPU one in `cpu.rs`. The op's
+//! `Kernel` impl in `mod.rs` calls it for tensors on the GPU.
 
 use crate::cuda::args::{buffer, elems, new_f32, run, strided};
 use crate::{error::Result, shape::Layout, Tensor};
@@ -34,7 +35,7 @@ fn binary_code(op: BinaryOp) -> kc::BinaryOp {
     }
 }
 
-/// Twin of `cpu::elementwise::unary`.
+/// Twin of `cpu::unary`.
 pub(super) fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
     const OP: &str = "unary";
     let (code, p0, p1) = unary_code(op);
@@ -49,7 +50,7 @@ pub(super) fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
     Ok(out)
 }
 
-/// Twin of `cpu::elementwise::binary`; `la`, `lb` are already broadcast to `shape`.
+/// Twin of `cpu::binary`; `la`, `lb` are already broadcast to `shape`.
 pub(super) fn binary(op: BinaryOp, a: &Tensor, la: &Layout, b: &Tensor, lb: &Layout, shape: &[usize]) -> Result<Tensor> {
     const OP: &str = "binary";
     let code = binary_code(op);

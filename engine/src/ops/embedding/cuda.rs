@@ -1,11 +1,12 @@
-//! The GPU arm of the embedding: `embedding_forward_f32`, `embedding_backward_f32` (kernels/cu/index.cu): each function allocates the outputs,
-//! turns tensors into kernel arguments (`cuda/args.rs`) and launches the kernel twin to the
-//! CPU one in `cpu.rs`. The op's `Kernel` impl in `mod.rs` calls it for tensors on the GPU.
+//! The GPU arm of the embedding: `embedding_forward_f32`, `embedding_backward_f32`
+//! (kernels/cu/embedding.cu): each function allocates the outputs, turns tensors into kernel
+//! arguments (`cuda/args.rs`) and launches the kernel twin to the CPU one in `cpu.rs`. The op's
+//! `Kernel` impl in `mod.rs` calls it for tensors on the GPU.
 
 use crate::cuda::args::{dense, elems, new_f32, run, upload_ids};
 use crate::{dtype::DType, error::Result, Device, Tensor};
 
-/// Twin of `cpu::index::embedding_forward`: rows `ids` of the `(v, d)` table `w`.
+/// Twin of `ops::embedding::cpu::embedding_forward`: rows `ids` of the `(v, d)` table `w`.
 pub(super) fn embedding_forward(w: &Tensor, ids: &[usize], shape: &[usize]) -> Result<Tensor> {
     const OP: &str = "embedding";
     let d = w.shape()[1];
@@ -20,7 +21,7 @@ pub(super) fn embedding_forward(w: &Tensor, ids: &[usize], shape: &[usize]) -> R
     Ok(out)
 }
 
-/// Twin of `cpu::index::embedding_backward`: the `(v, d)` scatter-add of `dy`'s rows.
+/// Twin of `ops::embedding::cpu::embedding_backward`: the `(v, d)` scatter-add of `dy`'s rows.
 pub(super) fn embedding_backward(dy: &Tensor, ids: &[usize], v: usize, d: usize) -> Result<Tensor> {
     const OP: &str = "embedding";
     if v * d == 0 || ids.is_empty() {

@@ -1,13 +1,14 @@
-//! The GPU arm of the matmul: `matmul_strided_f32` and its versions (kernels/cu/matmul.cu): each function allocates the outputs,
-//! turns tensors into kernel arguments (`cuda/args.rs`) and launches the kernel twin to the
-//! CPU one in `cpu.rs`. The op's `Kernel` impl in `mod.rs` calls it for tensors on the GPU.
+//! The GPU arm of the matmul: `matmul_strided_f32` and its versions (kernels/cu/matmul.cu):
+//! each function allocates the outputs, turns tensors into kernel arguments (`cuda/args.rs`)
+//! and launches the kernel twin to the CPU one in `cpu.rs`. The op's `Kernel` impl in `mod.rs`
+//! calls it for tensors on the GPU.
 
 use crate::cuda::args::{buffer, new_f32, run};
 use crate::{error::{Error, Result}, Device, Tensor};
 use mamba_kernels::launch::{MatStrides, Matmul};
 use super::MatStrides as CpuMatStrides;
 
-/// Twin of `cpu::matmul::matmul`: `(nb, m, k) @ (nb, k, n)` for operand views whose
+/// Twin of `cpu::matmul`: `(nb, m, k) @ (nb, k, n)` for operand views whose
 /// strides are given; an operand that is neither row- nor column-major is copied first.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn matmul(

@@ -1,12 +1,13 @@
-//! The GPU arm of RMSNorm: `rms_norm_forward_f32`, `rms_norm_backward_f32` (kernels/cu/norm.cu): each function allocates the outputs,
-//! turns tensors into kernel arguments (`cuda/args.rs`) and launches the kernel twin to the
-//! CPU one in `cpu.rs`. The op's `Kernel` impl in `mod.rs` calls it for tensors on the GPU.
+//! The GPU arm of RMSNorm: `rms_norm_forward_f32`, `rms_norm_backward_f32`
+//! (kernels/cu/norm.cu): each function allocates the outputs, turns tensors into kernel
+//! arguments (`cuda/args.rs`) and launches the kernel twin to the CPU one in `cpu.rs`. The op's
+//! `Kernel` impl in `mod.rs` calls it for tensors on the GPU.
 
 use crate::cuda::args::{dense, elems, new_f32, run};
 use crate::{cuda::CudaData, dtype::DType, error::{Error, Result}, Device, Tensor};
 use mamba_kernels::launch::{Gpu, RmsNormBackward, RmsNormForward};
 
-/// Twin of `cpu::norm::rms_norm_forward`: `(y, rstd)`. Refuses rows wider than the
+/// Twin of `cpu::rms_norm_forward`: `(y, rstd)`. Refuses rows wider than the
 /// backward kernel takes, so that a model fails at its first forward, not in backward.
 pub(super) fn rms_norm_forward(x: &Tensor, w: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
     const OP: &str = "rms_norm";
@@ -28,7 +29,7 @@ pub(super) fn rms_norm_forward(x: &Tensor, w: &Tensor, eps: f64) -> Result<(Tens
     Ok((y, rstd))
 }
 
-/// Twin of `cpu::norm::rms_norm_backward`: `(dx, dw)`.
+/// Twin of `cpu::rms_norm_backward`: `(dx, dw)`.
 pub(super) fn rms_norm_backward(x: &Tensor, w: &Tensor, rstd: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
     const OP: &str = "rms_norm";
     let d = w.numel();

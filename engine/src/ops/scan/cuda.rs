@@ -1,6 +1,7 @@
-//! The GPU arm of the selective scan: `selective_scan_forward_f32`, `selective_scan_backward_f32` (kernels/cu/scan.cu): each function allocates the outputs,
-//! turns tensors into kernel arguments (`cuda/args.rs`) and launches the kernel twin to the
-//! CPU one in `cpu.rs`. The op's `Kernel` impl in `mod.rs` calls it for tensors on the GPU.
+//! The GPU arm of the selective scan: `selective_scan_forward_f32`,
+//! `selective_scan_backward_f32` (kernels/cu/scan.cu): each function allocates the outputs,
+//! turns tensors into kernel arguments (`cuda/args.rs`) and launches the kernel twin to the CPU
+//! one in `cpu.rs`. The op's `Kernel` impl in `mod.rs` calls it for tensors on the GPU.
 
 use crate::cuda::args::{Slice, dense, elems, new_f32, run};
 use crate::{error::{Error, Result}, Device, Tensor};
@@ -45,7 +46,7 @@ fn kernel_dims(d: ScanDims) -> KScanDims {
     KScanDims { batch: d.batch, dim: d.dim, len: d.len, state: d.state, chunk: d.chunk }
 }
 
-/// Twin of `cpu::scan::selective_scan_forward` on contiguous inputs in the op's order
+/// Twin of `cpu::selective_scan_forward` on contiguous inputs in the op's order
 /// `[u, delta, A, B, C, D, (z), (delta_bias)]`: `(out, last_state, chunk_states)`.
 pub(super) fn scan_forward(
     dims: ScanDims,
@@ -71,7 +72,7 @@ pub(super) fn scan_forward(
     Ok((out, last, states))
 }
 
-/// Twin of `cpu::scan::selective_scan_backward`: one gradient per input, in input order.
+/// Twin of `cpu::selective_scan_backward`: one gradient per input, in input order.
 pub(super) fn scan_backward(
     dims: ScanDims,
     ins: &[Tensor],

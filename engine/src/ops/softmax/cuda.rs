@@ -1,12 +1,13 @@
-//! The GPU arm of log-softmax and cross-entropy (kernels/cu/softmax.cu): each function allocates the outputs,
-//! turns tensors into kernel arguments (`cuda/args.rs`) and launches the kernel twin to the
-//! CPU one in `cpu.rs`. The op's `Kernel` impl in `mod.rs` calls it for tensors on the GPU.
+//! The GPU arm of log-softmax and cross-entropy (kernels/cu/softmax.cu): each function
+//! allocates the outputs, turns tensors into kernel arguments (`cuda/args.rs`) and launches the
+//! kernel twin to the CPU one in `cpu.rs`. The op's `Kernel` impl in `mod.rs` calls it for
+//! tensors on the GPU.
 
 use crate::cuda::args::{dense, elems, new_f32, run, upload_i64};
 use crate::{error::Result, Tensor};
 use mamba_kernels::launch::{CrossEntropyBackward};
 
-/// Twin of `cpu::softmax::log_softmax_forward` over rows of `v` (x contiguous).
+/// Twin of `cpu::log_softmax_forward` over rows of `v` (x contiguous).
 pub(super) fn log_softmax_forward(x: &Tensor, v: usize) -> Result<Tensor> {
     const OP: &str = "log_softmax";
     let (out, mut o) = new_f32(OP, x.shape())?;
@@ -15,7 +16,7 @@ pub(super) fn log_softmax_forward(x: &Tensor, v: usize) -> Result<Tensor> {
     Ok(out)
 }
 
-/// Twin of `cpu::softmax::log_softmax_backward`.
+/// Twin of `cpu::log_softmax_backward`.
 pub(super) fn log_softmax_backward(y: &Tensor, dy: &Tensor, v: usize) -> Result<Tensor> {
     const OP: &str = "log_softmax";
     let t = dense(&[y, dy])?;
@@ -25,7 +26,7 @@ pub(super) fn log_softmax_backward(y: &Tensor, dy: &Tensor, v: usize) -> Result<
     Ok(out)
 }
 
-/// Twin of `cpu::softmax::cross_entropy_forward`, finished on the GPU: returns the mean loss
+/// Twin of `cpu::cross_entropy_forward`, finished on the GPU: returns the mean loss
 /// over the `n_valid` rows (a scalar tensor, never read back here) and the per-row `lse`.
 pub(super) fn cross_entropy_forward(
     x: &Tensor,
@@ -47,7 +48,7 @@ pub(super) fn cross_entropy_forward(
     Ok((loss, lse))
 }
 
-/// Twin of `cpu::softmax::cross_entropy_backward`, times the (device) scalar `dloss`.
+/// Twin of `cpu::cross_entropy_backward`, times the (device) scalar `dloss`.
 pub(super) fn cross_entropy_backward(
     x: &Tensor,
     lse: &Tensor,

@@ -1,4 +1,4 @@
-//! `cu/index.cu` against `cpu::index::{embedding_forward, embedding_backward}`: a small
+//! `cu/embedding.cu` against `ops::embedding::cpu::{embedding_forward, embedding_backward}`: a small
 //! shape (n 37, v 11, d 13: ids repeat, some rows unused, d not a multiple of the block),
 //! then the LM's (n 16384, v 256, d 768) for correctness and speed.
 

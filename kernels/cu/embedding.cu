@@ -1,4 +1,4 @@
-// Embedding lookup (f32): the CUDA twins of engine/src/cpu/index.rs (`embedding_forward`,
+// Embedding lookup (f32): the CUDA twins of engine/src/ops/embedding/cpu.rs (`embedding_forward`,
 // `embedding_backward`). w / dw (V, D), ids (N) int64, y / dy (N, D), all contiguous.
 //   y[n, :] = w[ids[n], :],    dw[v, :] = sum over n with ids[n] == v of dy[n, :]
 // Every id must be in [0, V): the kernels do not check (the CPU twin panics instead).
@@ -22,14 +22,14 @@
 
 #define INDEX_THREADS 256
 
-// The kernels' parameters: `Embedding*Params` in launch/index.rs, same fields.
+// The kernels' parameters: `Embedding*Params` in launch/embedding.rs, same fields.
 struct EmbeddingForwardParams {
     float* y;                // (n, d)
     const float* w;          // (v, d)
     const long long* ids;    // (n)
     int n, d;
 };
-static_assert(sizeof(EmbeddingForwardParams) == 32, "EmbeddingForwardParams: launch/index.rs has 32 bytes");
+static_assert(sizeof(EmbeddingForwardParams) == 32, "EmbeddingForwardParams: launch/embedding.rs has 32 bytes");
 
 struct EmbeddingBackwardParams {
     float* dw;               // (v, d)
@@ -38,7 +38,7 @@ struct EmbeddingBackwardParams {
     int n, v, d;
     int pad_;
 };
-static_assert(sizeof(EmbeddingBackwardParams) == 40, "EmbeddingBackwardParams: launch/index.rs has 40 bytes");
+static_assert(sizeof(EmbeddingBackwardParams) == 40, "EmbeddingBackwardParams: launch/embedding.rs has 40 bytes");
 
 // Grid-stride over n*d outputs.
 extern "C" __global__ void __launch_bounds__(INDEX_THREADS) embedding_forward_f32(const __grid_constant__ EmbeddingForwardParams p) {

@@ -1,14 +1,14 @@
-//! Launchers of `cu/index.cu`.
+//! Launchers of `cu/embedding.cu`.
 
 use super::{grid_for, Cost, Gpu, BLOCK};
 use crate::error::{check_len, ensure, to_i32, Result};
 use cust::memory::{DeviceCopy, DevicePointer};
 use cust::prelude::*;
 
-/// Threads per block of the backward kernel (`INDEX_THREADS` in index.cu).
+/// Threads per block of the backward kernel (`INDEX_THREADS` in embedding.cu).
 const INDEX_THREADS: u32 = 256;
 
-/// The parameter of `embedding_forward_f32` (`struct EmbeddingForwardParams` in cu/index.cu).
+/// The parameter of `embedding_forward_f32` (`struct EmbeddingForwardParams` in cu/embedding.cu).
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct EmbeddingForwardParams {
@@ -40,7 +40,7 @@ unsafe impl DeviceCopy for EmbeddingBackwardParams {}
 
 impl Gpu {
     /// `y` (n, d): row `ids[i]` of `w` (v, d) for each of the `n` ids — twin of
-    /// `cpu::index::embedding_forward`. Every id must be in `[0, v)`; the kernel does not check.
+    /// `ops::embedding::cpu::embedding_forward`. Every id must be in `[0, v)`; the kernel does not check.
     pub fn embedding_forward_f32(
         &self,
         w: &DeviceSlice<f32>,
@@ -70,7 +70,7 @@ impl Gpu {
     }
 
     /// `dw` (v, d): zeros plus `dy[i, :]` added into row `ids[i]` for every `i` — twin of
-    /// `cpu::index::embedding_backward`. Deterministic (no atomics; sums in increasing `i`,
+    /// `ops::embedding::cpu::embedding_backward`. Deterministic (no atomics; sums in increasing `i`,
     /// like the CPU twin). Each block scans all `n` ids, so the cost grows as `v * n`: meant
     /// for small vocabularies. Every id must be in `[0, v)`; others are ignored.
     pub fn embedding_backward_f32(
