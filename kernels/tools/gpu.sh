@@ -5,6 +5,9 @@
 #   bash kernels/tools/gpu.sh run     # there (the device tool's command, with carry ["stage"]):
 #                                     # gpu-check, cuBLAS reference, memcheck of gpu-check and of training
 #   bash kernels/tools/gpu.sh train [flags]  # there: stage/mamba train --device cuda --profile [flags]
+#   bash kernels/tools/gpu.sh speed TEXT [BIN..] # there: training throughput of each mamba binary
+#                                     # (default stage/mamba) on TEXT: the default model and
+#                                     # d_model 768 x 24 at batch 8 x 2048, median tokens/s
 # docs/GPU.md has the details.
 set -euo pipefail
 case "${1:-}" in
@@ -43,8 +46,25 @@ case "${1:-}" in
     mkdir -p "$out"
     stage/mamba train --device cuda --profile --out "$out/run" "$@" 2>&1 | tee "$out/train.txt"
     ;;
+  speed)
+    # Same data (a fixed text, not the embedded corpus, which changes with the source), same
+    # machine, binaries one after the other; tokens/s is the median over steps after the 5th.
+    text="$2"; shift 2
+    out="${OUT:-/tmp/gpu-out}"
+    mkdir -p "$out"
+    median() { python3 -c 'import json,sys,statistics as s; r=[json.loads(l) for l in open(sys.argv[1])]; t=[x["tokens_per_s"] for x in r if "tokens_per_s" in x][5:]; print(f"{s.median(t):,.0f} tokens/s over {len(t)} steps")' "$1"; }
+    for bin in "${@:-stage/mamba}"; do
+      tag=$(echo "$bin" | tr '/' '_')
+      rm -rf "/tmp/speed-$tag-small" "/tmp/speed-$tag-big"
+      "$bin" train --device cuda --text "$text" --quiet --out "/tmp/speed-$tag-small" > /dev/null
+      echo "$bin default model (1000 steps, batch 16 x 128): $(median "/tmp/speed-$tag-small/metrics.jsonl")" | tee -a "$out/speed.txt"
+      "$bin" train --device cuda --text "$text" --quiet --d-model 768 --n-layer 24 --batch 8 --seq-len 2048 \
+        --steps 40 --eval-every 1000 --sample-tokens 0 --checkpoint-every 1000 --out "/tmp/speed-$tag-big" > /dev/null
+      echo "$bin d_model 768 x 24, batch 8 x 2048 (40 steps): $(median "/tmp/speed-$tag-big/metrics.jsonl")" | tee -a "$out/speed.txt"
+    done
+    ;;
   *)
-    echo "usage: $0 stage|run|train [flags]" >&2
+    echo "usage: $0 stage|run|train|speed [flags]" >&2
     exit 2
     ;;
 esac
