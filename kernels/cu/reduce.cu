@@ -67,10 +67,9 @@ __device__ __forceinline__ double combine(int op, double acc, double v) {
 
 // One launch of either kernel; T is the input type (float, or double for the partials).
 // With I = unsigned the caller guarantees n_out, inner_n <= 2^31 - 1, so no index wraps.
-template <typename T, typename I>
-__device__ __forceinline__ void reduce_body(int op, const T* x, const Strided& kept, const Strided& inner, float* out,
-                                            I n_out, I inner_n, int bx_log) {
-    __shared__ double part[REDUCE_WARPS][32];
+template <int op, typename T, typename I>
+__device__ __forceinline__ void reduce_body(const T* x, const Strided& kept, const Strided& inner, float* out, I n_out,
+                                            I inner_n, int bx_log, double (*part)[32]) {
     const int t = threadIdx.x, bx = 1 << bx_log;
     const int tx = t & (bx - 1), ty = t >> bx_log, by = REDUCE_THREADS >> bx_log;
     const I o = (I)blockIdx.x * bx + tx;
@@ -104,6 +103,16 @@ __device__ __forceinline__ void reduce_body(int op, const T* x, const Strided& k
     }
 }
 
+// reduce_body for the op known at run time: one instantiation per op, so the combine in the
+// inner loops has no branch (the same operations in the same order either way).
+template <typename T, typename I>
+__device__ __forceinline__ void reduce_op(int op, const T* x, const Strided& kept, const Strided& inner, float* out,
+                                          I n_out, I inner_n, int bx_log) {
+    __shared__ double part[REDUCE_WARPS][32];  // one per warp and output column, shared by both ops
+    if (op == SUM) reduce_body<SUM, T, I>(x, kept, inner, out, n_out, inner_n, bx_log, part);
+    else reduce_body<MAX, T, I>(x, kept, inner, out, n_out, inner_n, bx_log, part);
+}
+
 // Grid (ceil(n_out / 2^bx_log), parts), block REDUCE_THREADS. With parts == 1 writes out
 // (n_out floats); else the partials for reduce_finish_f32.
 extern "C" __global__ void __launch_bounds__(REDUCE_THREADS) reduce_f32(const __grid_constant__ ReduceParams p) {
@@ -113,10 +122,10 @@ extern "C" __global__ void __launch_bounds__(REDUCE_THREADS) reduce_f32(const __
     const Strided &kept = p.kept, &inner = p.inner;
     const long long n_out = p.n_out, inner_n = p.inner_n;
     if (n_out <= 0x7fffffffLL && inner_n <= 0x7fffffffLL) {
-        reduce_body<float, unsigned>(op, x, kept, inner, out, (unsigned)n_out, (unsigned)inner_n, bx_log);
+        reduce_op<float, unsigned>(op, x, kept, inner, out, (unsigned)n_out, (unsigned)inner_n, bx_log);
     } else {
-        reduce_body<float, unsigned long long>(op, x, kept, inner, out, (unsigned long long)n_out,
-                                               (unsigned long long)inner_n, bx_log);
+        reduce_op<float, unsigned long long>(op, x, kept, inner, out, (unsigned long long)n_out,
+                                             (unsigned long long)inner_n, bx_log);
     }
 }
 
@@ -127,5 +136,5 @@ extern "C" __global__ void __launch_bounds__(REDUCE_THREADS) reduce_finish_f32(c
     float* out = p.out;
     const Strided &kept = p.kept, &inner = p.inner;
     const long long n_out = p.n_out, parts = p.parts;
-    reduce_body<double, unsigned>(op, reduce_scratch, kept, inner, out, (unsigned)n_out, (unsigned)parts, bx_log);
+    reduce_op<double, unsigned>(op, reduce_scratch, kept, inner, out, (unsigned)n_out, (unsigned)parts, bx_log);
 }
