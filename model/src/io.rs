@@ -101,3 +101,25 @@ pub fn write_safetensors(tensors: &[(String, Tensor)], metadata: &[(&str, String
     let metadata = (!metadata.is_empty()).then(|| metadata.iter().map(|(k, v)| (k.to_string(), v.clone())).collect());
     Ok(safetensors::serialize(views, &metadata)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_dtype_round_trips_bit_for_bit() {
+        let bf: Vec<bf16> = [1.0f32, -3.5, 1e-3, 65504.0].iter().map(|&v| bf16::from_f32(v)).collect();
+        let tensors = vec![
+            ("a".to_string(), Tensor::from_vec(vec![1.5f32, -2.25, 3.0], &[3]).unwrap()),
+            ("b".to_string(), Tensor::from_vec(vec![0.1f64, 1e-300], &[2, 1]).unwrap()),
+            ("c".to_string(), Tensor::from_vec(bf.clone(), &[2, 2]).unwrap()),
+        ];
+        let read = read_safetensors(&write_safetensors(&tensors, &[]).unwrap()).unwrap();
+        let get = |name: &str| read[name].tensor().expect("a float tensor").clone();
+        assert_eq!(get("a").to_vec::<f32>().unwrap(), [1.5, -2.25, 3.0]);
+        assert_eq!(get("b").to_vec::<f64>().unwrap(), [0.1, 1e-300]);
+        let c = get("c");
+        assert_eq!((c.dtype(), c.shape()), (DType::BF16, &[2, 2][..]));
+        assert_eq!(c.to_vec::<bf16>().unwrap(), bf);
+    }
+}

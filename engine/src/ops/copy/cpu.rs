@@ -2,7 +2,12 @@
 //! values into a region of another buffer (concat). Also dtype casts.
 
 use crate::cpu::PAR_MIN;
-use crate::{dtype::Scalar, shape::Layout};
+use crate::{
+    dtype::{bf16, DType, Scalar},
+    error::Result,
+    shape::Layout,
+    Tensor,
+};
 use rayon::prelude::*;
 
 /// The elements of `layout` in row-major order, contiguous.
@@ -30,5 +35,15 @@ pub fn cast<S: Scalar, D: Scalar>(src: &[S], layout: &Layout) -> Vec<D> {
         contiguous.iter().map(|&v| D::cast(v.as_f64())).collect()
     } else {
         contiguous.par_iter().map(|&v| D::cast(v.as_f64())).collect()
+    }
+}
+
+/// [`cast`] to the dtype `to`, as a tensor of the view's shape. The target type is a
+/// second type parameter, picked here from the run-time dtype: one arm per dtype.
+pub fn cast_to<S: Scalar>(src: &[S], layout: &Layout, to: DType) -> Result<Tensor> {
+    match to {
+        DType::F32 => Tensor::from_vec(cast::<S, f32>(src, layout), &layout.shape),
+        DType::F64 => Tensor::from_vec(cast::<S, f64>(src, layout), &layout.shape),
+        DType::BF16 => Tensor::from_vec(cast::<S, bf16>(src, layout), &layout.shape),
     }
 }

@@ -18,7 +18,7 @@ mod cuda;
 use crate::{
     autograd::record,
     dispatch::{run_copy, CopyKernel, CpuIn},
-    dtype::{bf16, DType, Scalar},
+    dtype::{DType, Scalar},
     error::{invalid, Error},
     shape::{axis, Layout},
     Result, Tensor,
@@ -138,13 +138,7 @@ impl CopyKernel for Cast {
     const CUDA_DTYPES: &'static [DType] = &[DType::F32, DType::F64, DType::BF16];
 
     fn cpu<T: Scalar>(&self, x: &[CpuIn<'_, T>]) -> Result<Tensor> {
-        let (data, layout) = (x[0].data, x[0].layout);
-        // The target type is a second type parameter: one arm per dtype.
-        match self.to {
-            DType::F32 => Tensor::from_vec(cpu::cast::<T, f32>(data, layout), &layout.shape),
-            DType::F64 => Tensor::from_vec(cpu::cast::<T, f64>(data, layout), &layout.shape),
-            DType::BF16 => Tensor::from_vec(cpu::cast::<T, bf16>(data, layout), &layout.shape),
-        }
+        cpu::cast_to(x[0].data, x[0].layout, self.to)
     }
 
     #[cfg(feature = "cuda")]
@@ -186,4 +180,54 @@ super::case::cases! {
             let (a, b) = (x[0].to_dtype(DType::F32)?, x[1].to_dtype(DType::F32)?);
             a.tanh()?.mul(&a)?.matmul(&b)?.to_dtype(DType::F64)
         };
+}
+
+
+#[cfg(test)]
+mod tests {
+    use crate::{
+        dtype::{bf16, bf16_from_f32, bf16_from_f64},
+        DType, Device, Error, Rng, Tensor,
+    };
+
+    #[test]
+    fn to_bf16_rounds_each_element_once_through_any_view() {
+        let mut rng = Rng::new(3);
+        let x = Tensor::randn(&[6, 5], 0.0, 100.0, DType::F32, &mut rng);
+        let view = x.transpose(0, 1).unwrap().narrow(1, 1, 4).unwrap();
+        let want: Vec<bf16> = view.to_vec::<f32>().unwrap().iter().map(|&v| bf16_from_f32(v)).collect();
+        let b = view.to_dtype(DType::BF16).unwrap();
+        assert_eq!((b.dtype(), b.shape()), (DType::BF16, &[5, 4][..]));
+        assert_eq!(b.to_vec::<bf16>().unwrap(), want);
+        // back to f32 and f64 exactly
+        let back: Vec<f32> = b.to_dtype(DType::F32).unwrap().to_vec().unwrap();
+        assert!(back.iter().zip(&want).all(|(a, w)| a.to_bits() == w.to_f32().to_bits()));
+        let wide: Vec<f64> = b.to_dtype(DType::F64).unwrap().to_vec().unwrap();
+        assert!(wide.iter().zip(&want).all(|(a, w)| *a == w.to_f64()));
+        // f64 -> bf16 is rounded once (not through f32)
+        let x64 = Tensor::randn(&[7], 0.0, 1.0, DType::F64, &mut rng);
+        let want: Vec<bf16> = x64.to_vec::<f64>().unwrap().iter().map(|&v| bf16_from_f64(v)).collect();
+        assert_eq!(x64.to_dtype(DType::BF16).unwrap().to_vec::<bf16>().unwrap(), want);
+    }
+
+    #[test]
+    fn bf16_tensors_move_but_do_not_compute() {
+        let v: Vec<bf16> = [1.5f32, -2.0, 0.25, 3.0, 8.0, -0.5].iter().map(|&f| bf16_from_f32(f)).collect();
+        let t = Tensor::from_vec(v.clone(), &[2, 3]).unwrap();
+        // data movement works
+        let c = t.transpose(0, 1).unwrap().contiguous().unwrap();
+        assert_eq!(c.to_vec::<bf16>().unwrap(), [v[0], v[3], v[1], v[4], v[2], v[5]]);
+        let cat = Tensor::concat(&[&t, &t], 0).unwrap();
+        assert_eq!(cat.to_vec::<bf16>().unwrap(), [v.clone(), v.clone()].concat());
+        let dst = Tensor::zeros(&[2, 3], DType::BF16, Device::Cpu).unwrap();
+        dst.set_data(&t).unwrap();
+        assert_eq!(dst.to_vec::<bf16>().unwrap(), v);
+        assert_eq!(Tensor::full(&[1], 1.0 + 2f64.powi(-8), DType::BF16, Device::Cpu).unwrap().item().unwrap(), 1.0);
+        // compute is refused by name, device and dtype
+        let err = t.exp().unwrap_err();
+        assert_eq!(err, Error::Unsupported { op: "exp", device: Device::Cpu, dtype: DType::BF16 });
+        assert!(err.to_string().contains("to_dtype"), "{err}");
+        assert!(matches!(t.matmul(&t.transpose(0, 1).unwrap()), Err(Error::Unsupported { op: "matmul", .. })));
+        assert!(matches!(t.sum_all(), Err(Error::Unsupported { op: "sum", .. })));
+    }
 }
