@@ -123,7 +123,7 @@ extern "C" __global__ void __launch_bounds__(SCAN_THREADS)
 }
 
 // ---------------------------------------------------------------------------------------
-// Selective scan backward, f32: the CUDA twin of `selective_scan_backward` (cpu/scan.rs).
+// Selective scan backward, f32: the CUDA twin of `selective_scan_backward` (engine/src/ops/scan/cpu.rs).
 // Gradient layouts as the inputs: du, ddelta, dz (B, D, L); dA (D, N); dBm, dCm (B, N, L);
 // dDskip, ddelta_bias (D). Given the forward's chunk_states and dout, per channel and chunk
 // (newest first) it replays the forward from the chunk's saved state, then runs the adjoint

@@ -4,9 +4,9 @@
 //! sm_90 (`build.rs`, with the `cuda` feature), the op codes they share with Rust
 //! ([`codes`]), and their typed launchers (`src/launch/`, one file per kernel file). Every
 //! kernel takes one parameter struct by value, declared in its launcher file and mirrored
-//! field for field in the .cu. Each kernel is named like its CPU twin in
-//! `mamba-engine/src/cpu`; the GPU check binary (`tests/gpu_check/`, one module per kernel
-//! file) ties each pair together on random inputs. docs/GPU.md says how to build here (no
+//! field for field in the .cu. Each kernel file belongs to one op unit of the engine and
+//! each kernel is named like its CPU twin in `engine/src/ops/<op>/cpu.rs`; the GPU check
+//! binary (`tests/gpu_check/`) ties each pair together on random inputs. docs/GPU.md says how to build here (no
 //! GPU) and run on the lent GPU machine.
 //!
 //! Without the `cuda` feature this crate holds only [`codes`], and nothing needs CUDA.
