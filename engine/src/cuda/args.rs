@@ -32,7 +32,9 @@ pub(crate) fn buffer(op: &'static str, t: &Tensor) -> Result<Slice> {
     t.read().as_cuda(op)?.f32(op)
 }
 
-/// The elements of `t`, which must be contiguous, as one slice from its offset.
+/// The elements of `t`, which must be contiguous, as one slice from its offset. (Ops make
+/// the inputs of contiguous-only kernels contiguous before `dispatch::run`; a strided view
+/// here is an engine bug, reported as such rather than read wrongly.)
 pub(crate) fn elems(op: &'static str, t: &Tensor) -> Result<Slice> {
     if !t.is_contiguous() {
         let msg = format!("engine bug: a contiguous-only kernel got a view with strides {:?}", t.layout.strides);
@@ -44,11 +46,6 @@ pub(crate) fn elems(op: &'static str, t: &Tensor) -> Result<Slice> {
         return Err(f32_only(op, data.dtype()));
     }
     data.slice(op, t.layout.offset, t.numel())
-}
-
-/// Contiguous f32 copies (or the tensors themselves) ready for a contiguous-only kernel.
-pub(crate) fn dense(ts: &[&Tensor]) -> Result<Vec<Tensor>> {
-    ts.iter().map(|t| t.contiguous_detached()).collect()
 }
 
 /// A layout as the kernels' by-value `Strided` argument.

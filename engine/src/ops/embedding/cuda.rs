@@ -3,7 +3,7 @@
 //! arguments (`cuda/args.rs`) and launches the kernel twin to the CPU one in `cpu.rs`. The op's
 //! `Kernel` impl in `mod.rs` calls it for tensors on the GPU.
 
-use crate::cuda::args::{dense, elems, new_f32, run, upload_ids};
+use crate::cuda::args::{elems, new_f32, run, upload_ids};
 use crate::{dtype::DType, error::Result, Device, Tensor};
 
 /// Twin of `ops::embedding::cpu::embedding_forward`: rows `ids` of the `(v, d)` table `w`.
@@ -14,9 +14,8 @@ pub(super) fn embedding_forward(w: &Tensor, ids: &[usize], shape: &[usize]) -> R
     if out.numel() == 0 {
         return Ok(out);
     }
-    let w = dense(&[w])?.remove(0);
     let (_keep, gids) = upload_ids(OP, ids)?;
-    let ws = elems(OP, &w)?;
+    let ws = elems(OP, w)?;
     run(OP, |g| g.embedding_forward_f32(&ws, &gids, &mut o, ids.len(), d))?;
     Ok(out)
 }
@@ -27,10 +26,9 @@ pub(super) fn embedding_backward(dy: &Tensor, ids: &[usize], v: usize, d: usize)
     if v * d == 0 || ids.is_empty() {
         return Tensor::zeros(&[v, d], DType::F32, Device::Cuda);
     }
-    let dy = dense(&[dy])?.remove(0);
     let (_keep, gids) = upload_ids(OP, ids)?;
     let (out, mut o) = new_f32(OP, &[v, d])?;
-    let gs = elems(OP, &dy)?;
+    let gs = elems(OP, dy)?;
     run(OP, |g| g.embedding_backward_f32(&gs, &gids, &mut o, ids.len(), v, d))?;
     Ok(out)
 }

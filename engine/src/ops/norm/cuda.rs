@@ -3,7 +3,7 @@
 //! arguments (`cuda/args.rs`) and launches the kernel twin to the CPU one in `cpu.rs`. The op's
 //! `Kernel` impl in `mod.rs` calls it for tensors on the GPU.
 
-use crate::cuda::args::{dense, elems, new_f32, run};
+use crate::cuda::args::{elems, new_f32, run};
 use crate::{cuda::CudaData, dtype::DType, error::{Error, Result}, Device, Tensor};
 use mamba_kernels::launch::{Gpu, RmsNormBackward, RmsNormForward};
 
@@ -20,10 +20,9 @@ pub(super) fn rms_norm_forward(x: &Tensor, w: &Tensor, eps: f64) -> Result<(Tens
         return Err(Error::Device { op: OP, device: Device::Cuda, msg });
     }
     let rows = x.numel() / d;
-    let t = dense(&[x, w])?;
     let (y, mut ys) = new_f32(OP, x.shape())?;
     let (rstd, mut rs) = new_f32(OP, &[rows])?;
-    let (xs, ws) = (elems(OP, &t[0])?, elems(OP, &t[1])?);
+    let (xs, ws) = (elems(OP, x)?, elems(OP, w)?);
     let args = RmsNormForward { x: &xs, w: &ws, y: &mut ys, rstd: &mut rs, rows, d, eps: eps as f32 };
     run(OP, |g| g.rms_norm_forward_f32(args))?;
     Ok((y, rstd))
@@ -34,12 +33,11 @@ pub(super) fn rms_norm_backward(x: &Tensor, w: &Tensor, rstd: &Tensor, dy: &Tens
     const OP: &str = "rms_norm";
     let d = w.numel();
     let rows = x.numel() / d;
-    let t = dense(&[x, w, rstd, dy])?;
     let (dx, mut dxs) = new_f32(OP, x.shape())?;
     let (dw, mut dws) = new_f32(OP, &[d])?;
     let scratch = CudaData::alloc(OP, DType::F32, Gpu::rms_norm_scratch_len(rows, d))?;
     let mut sc = scratch.f32(OP)?;
-    let (xs, ws, rs, gs) = (elems(OP, &t[0])?, elems(OP, &t[1])?, elems(OP, &t[2])?, elems(OP, &t[3])?);
+    let (xs, ws, rs, gs) = (elems(OP, x)?, elems(OP, w)?, elems(OP, rstd)?, elems(OP, dy)?);
     let args =
         RmsNormBackward { x: &xs, w: &ws, rstd: &rs, dy: &gs, dx: &mut dxs, dw: &mut dws, scratch: &mut sc, rows, d };
     run(OP, |g| g.rms_norm_backward_f32(args))?;

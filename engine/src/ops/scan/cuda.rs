@@ -3,7 +3,7 @@
 //! turns tensors into kernel arguments (`cuda/args.rs`) and launches the kernel twin to the CPU
 //! one in `cpu.rs`. The op's `Kernel` impl in `mod.rs` calls it for tensors on the GPU.
 
-use crate::cuda::args::{Slice, dense, elems, new_f32, run};
+use crate::cuda::args::{elems, new_f32, run, Slice};
 use crate::{error::{Error, Result}, Device, Tensor};
 use mamba_kernels::launch::{ScanBackward, ScanForward, ScanGrads, ScanInputs, SCAN_BWD_VERSION, SCAN_FWD_VERSION, ScanDims as KScanDims};
 use super::ScanDims;
@@ -27,7 +27,7 @@ fn scan_limits(dims: ScanDims) -> Result<()> {
 }
 
 /// The contiguous inputs as slices, after checking the GPU scan's limits.
-fn scan_inputs(dims: ScanDims, ins: &[Tensor]) -> Result<Vec<Slice>> {
+fn scan_inputs(dims: ScanDims, ins: &[&Tensor]) -> Result<Vec<Slice>> {
     scan_limits(dims)?;
     ins.iter().map(|t| elems("selective_scan", t)).collect()
 }
@@ -50,7 +50,7 @@ fn kernel_dims(d: ScanDims) -> KScanDims {
 /// `[u, delta, A, B, C, D, (z), (delta_bias)]`: `(out, last_state, chunk_states)`.
 pub(super) fn scan_forward(
     dims: ScanDims,
-    ins: &[Tensor],
+    ins: &[&Tensor],
     has_z: bool,
     has_bias: bool,
     softplus: bool,
@@ -75,7 +75,7 @@ pub(super) fn scan_forward(
 /// Twin of `cpu::selective_scan_backward`: one gradient per input, in input order.
 pub(super) fn scan_backward(
     dims: ScanDims,
-    ins: &[Tensor],
+    ins: &[&Tensor],
     states: &Tensor,
     dout: &Tensor,
     has_z: bool,
@@ -84,8 +84,7 @@ pub(super) fn scan_backward(
 ) -> Result<Vec<Tensor>> {
     const OP: &str = "selective_scan";
     let x = scan_inputs(dims, ins)?;
-    let t = dense(&[states, dout])?;
-    let (st, dy) = (elems(OP, &t[0])?, elems(OP, &t[1])?);
+    let (st, dy) = (elems(OP, states)?, elems(OP, dout)?);
     let mut grads = Vec::new();
     let mut slices = Vec::new();
     for input in ins {

@@ -176,8 +176,8 @@ impl Kernel for ScanForwardKernel {
 
     #[cfg(feature = "cuda")]
     fn cuda(&self, x: &[&Tensor]) -> Result<(Tensor, Tensor, Tensor)> {
-        let (c, ins) = (self.0, x.iter().map(|&t| t.clone()).collect::<Vec<_>>());
-        cuda::scan_forward(c.dims, &ins, c.has_z, c.has_bias, c.softplus)
+        let c = self.0;
+        cuda::scan_forward(c.dims, x, c.has_z, c.has_bias, c.softplus)
     }
 }
 
@@ -201,8 +201,7 @@ impl Kernel for ScanBackwardKernel {
     #[cfg(feature = "cuda")]
     fn cuda(&self, x: &[&Tensor]) -> Result<Vec<Tensor>> {
         let (c, n) = (self.0, self.0.n_inputs());
-        let ins: Vec<Tensor> = x[..n].iter().map(|&t| t.clone()).collect();
-        cuda::scan_backward(c.dims, &ins, x[n], x[n + 1], c.has_z, c.has_bias, c.softplus)
+        cuda::scan_backward(c.dims, &x[..n], x[n], x[n + 1], c.has_z, c.has_bias, c.softplus)
     }
 }
 

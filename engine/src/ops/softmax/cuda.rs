@@ -3,7 +3,7 @@
 //! kernel twin to the CPU one in `cpu.rs`. The op's `Kernel` impl in `mod.rs` calls it for
 //! tensors on the GPU.
 
-use crate::cuda::args::{dense, elems, new_f32, run, upload_i64};
+use crate::cuda::args::{elems, new_f32, run, upload_i64};
 use crate::{error::Result, Tensor};
 use mamba_kernels::launch::{CrossEntropyBackward};
 
@@ -19,9 +19,8 @@ pub(super) fn log_softmax_forward(x: &Tensor, v: usize) -> Result<Tensor> {
 /// Twin of `cpu::log_softmax_backward`.
 pub(super) fn log_softmax_backward(y: &Tensor, dy: &Tensor, v: usize) -> Result<Tensor> {
     const OP: &str = "log_softmax";
-    let t = dense(&[y, dy])?;
     let (out, mut o) = new_f32(OP, y.shape())?;
-    let (ys, gs) = (elems(OP, &t[0])?, elems(OP, &t[1])?);
+    let (ys, gs) = (elems(OP, y)?, elems(OP, dy)?);
     run(OP, |g| g.log_softmax_backward_f32(&ys, &gs, &mut o, v))?;
     Ok(out)
 }
