@@ -48,10 +48,11 @@ impl Tensor {
     pub fn log_softmax(&self) -> Result<Tensor> {
         let (_, v) = rows_and_classes("log_softmax", self)?;
         let x = self.contiguous_detached()?;
-        let out = log_softmax_forward(&x, v)?;
+        let out = run(&LogSoftmaxForward { v }, &[&x])?;
         let saved = out.clone();
         Ok(record("log_softmax", out, &[self], &[&saved], move |g, s, _| {
-            Ok(vec![Some(log_softmax_grad(&s[0], g, v)?)])
+            // The incoming gradient may be a broadcast or other strided view.
+            Ok(vec![Some(run(&LogSoftmaxBackward { v }, &[&s[0], &g.contiguous_detached()?])?)])
         }))
     }
 
@@ -100,51 +101,17 @@ impl Tensor {
         }
 
         let x = self.contiguous_detached()?;
-        let (out, lse) = cross_entropy_forward(&x, targets, ignore_index, n_valid, v)?;
+        let (out, lse) = run(&CrossEntropyForward { targets, ignore_index, n_valid, v }, &[&x])?;
         let targets = targets.to_vec();
         Ok(record(OP, out, &[self], &[&x, &lse], move |g, s, _| {
             let (x, lse) = (&s[0], &s[1]);
             if n_valid == 0 {
                 return Ok(vec![Some(x.zeros_like()?)]);
             }
-            Ok(vec![Some(cross_entropy_grad(x, lse, &targets, ignore_index, n_valid, g)?)])
+            let backward = CrossEntropyBackward { targets: &targets, ignore_index, n_valid };
+            Ok(vec![Some(run(&backward, &[x, lse, g])?)])
         }))
     }
-}
-
-/// `dx = dy - exp(y) * Σ_j dy_j` per row of length `v` (no graph recorded).
-fn log_softmax_grad(y: &Tensor, dy: &Tensor, v: usize) -> Result<Tensor> {
-    // The incoming gradient may be a broadcast or other strided view.
-    run(&LogSoftmaxBackward { v }, &[y, &dy.contiguous_detached()?])
-}
-
-/// `log_softmax` of the contiguous `x` over rows of `v` (forward kernel; no graph).
-fn log_softmax_forward(x: &Tensor, v: usize) -> Result<Tensor> {
-    run(&LogSoftmaxForward { v }, &[x])
-}
-
-/// The mean loss (a scalar on `x`'s device) and one logsumexp per row of the contiguous `x`.
-fn cross_entropy_forward(
-    x: &Tensor,
-    targets: &[i64],
-    ignore_index: i64,
-    n_valid: usize,
-    v: usize,
-) -> Result<(Tensor, Tensor)> {
-    run(&CrossEntropyForward { targets, ignore_index, n_valid, v }, &[x])
-}
-
-/// `dx = (softmax(x) - onehot(t)) * dloss / n_valid` from the saved logits and logsumexps
-/// (no graph). `dloss` is the incoming gradient of the scalar loss.
-fn cross_entropy_grad(
-    x: &Tensor,
-    lse: &Tensor,
-    targets: &[i64],
-    ignore_index: i64,
-    n_valid: usize,
-    dloss: &Tensor,
-) -> Result<Tensor> {
-    run(&CrossEntropyBackward { targets, ignore_index, n_valid }, &[x, lse, dloss])
 }
 
 /// `[x (rows, v)]`, contiguous -> `log_softmax(x)` per row.
@@ -166,7 +133,7 @@ impl Kernel for LogSoftmaxForward {
     }
 }
 
-/// `[y, dy]` (rows, v), contiguous -> `dx`.
+/// `[y, dy]` (rows, v), contiguous -> `dx = dy - exp(y) * Σ_j dy_j` per row.
 struct LogSoftmaxBackward {
     v: usize,
 }
@@ -212,7 +179,8 @@ impl Kernel for CrossEntropyForward<'_> {
     }
 }
 
-/// `[x (rows, v), lse (rows), dloss (scalar)]`, x contiguous -> `dx`.
+/// `[x (rows, v), lse (rows), dloss (scalar)]`, x contiguous ->
+/// `dx = (softmax(x) - onehot(t)) * dloss / n_valid` (`dloss`: the gradient of the scalar loss).
 struct CrossEntropyBackward<'a> {
     targets: &'a [i64],
     ignore_index: i64,
