@@ -3,12 +3,14 @@
 //! Optimisers, data, checkpoints, synthetic tasks, progress reports and the training
 //! loop behind the `mamba` command, with the crate's one error type (`error.rs`).
 
+pub mod args;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod generate;
 pub mod optim;
 pub mod report;
+mod run;
 pub mod tasks;
 pub mod trainer;
 

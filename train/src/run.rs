@@ -1,0 +1,250 @@
+//! What a training run writes and shows around its steps: the metrics log, the progress
+//! bar and the lines above it, evaluations with samples, the loss curve, the profile.
+
+use crate::{
+    args::TrainArgs,
+    generate::{generate, Sampling},
+    report::{loss_curve_svg, read_metrics, write_atomic, MetricsLog},
+    trainer::{Source, StepStats, Trainer},
+    Error, Result,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+#[cfg(feature = "cuda")]
+use mamba_engine::Device;
+use mamba_engine::Rng;
+use mamba_model::MambaLM;
+use serde_json::json;
+use std::{
+    f64::consts::LN_2,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+/// What a run writes and shows around its steps: `<out>/metrics.jsonl`, the progress bar and
+/// the lines above it, `loss.svg`, the profile and the final line.
+pub(crate) struct Run {
+    out: PathBuf,
+    metrics_path: PathBuf,
+    metrics: MetricsLog,
+    bar: ProgressBar,
+    profiler: Profiler,
+    started: Instant,
+    /// Steps `first..last` are this run's.
+    pub(crate) first: u64,
+    pub(crate) last: u64,
+}
+
+impl Run {
+    /// Create `<out>`, trim its metrics log to the trainer's step, print the header line and
+    /// start the profiler and the clock.
+    pub(crate) fn open(trainer: &Trainer) -> Result<Run> {
+        let args = &trainer.args;
+        let out = args.out();
+        std::fs::create_dir_all(&out).map_err(Error::io(format!("cannot create --out {}", out.display())))?;
+        let metrics_path = out.join("metrics.jsonl");
+        // The log holds exactly this run's history: a fresh run starts it anew, a resumed
+        // one drops whatever was logged after its checkpoint.
+        let first = trainer.opt.step;
+        keep_metrics_up_to(&metrics_path, first)?;
+        let metrics = MetricsLog::open(&metrics_path).map_err(Error::io(metrics_path.display()))?;
+        let last = args.stop_after.map_or(args.steps(), |n| first.saturating_add(n).min(args.steps()));
+        let bar = progress_bar(args, first, last);
+        let header = format!(
+            "mamba: {} parameters (d_model {}, {} layers), batch {} x {}, steps {first}..{last} of {}, out {}",
+            trainer.model.num_parameters(),
+            args.d_model,
+            args.n_layer,
+            args.batch,
+            trainer.source.seq_len(args),
+            args.steps(),
+            out.display()
+        );
+        say(&bar, args.quiet, header);
+        let profiler = Profiler::start(args, &out)?;
+        Ok(Run { out, metrics_path, metrics, bar, profiler, started: Instant::now(), first, last })
+    }
+
+    /// Log a step to the metrics and the progress bar; returns the tokens per second so far.
+    pub(crate) fn log_step(&mut self, trainer: &Trainer, stats: &StepStats) -> Result<f64> {
+        let args = &trainer.args;
+        let StepStats { step, loss, grad_norm, lr } = *stats;
+        let tokens = (step - self.first) as usize * args.batch * trainer.source.seq_len(args);
+        let tokens_per_s = tokens as f64 / self.started.elapsed().as_secs_f64();
+        self.metrics
+            .write(&json!({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tokens_per_s}))
+            .map_err(Error::io(self.metrics_path.display()))?;
+        self.bar.set_position(step);
+        self.bar.set_message(format!("loss {loss:.3} | {tokens_per_s:.0} tok/s"));
+        Ok(tokens_per_s)
+    }
+
+    /// Validate, log and show the result (with a sample, for text), redraw loss.svg; returns
+    /// the validation value.
+    pub(crate) fn evaluate(&mut self, trainer: &Trainer, stats: &StepStats, tokens_per_s: f64) -> Result<f64> {
+        let (args, StepStats { step, loss, .. }) = (&trainer.args, *stats);
+        let (name, value) = trainer.evaluate()?;
+        self.metrics.write(&json!({"step": step, name: value})).map_err(Error::io(self.metrics_path.display()))?;
+        let line = format!("step {step:>6} | loss {loss:.4} | {name} {value:.4} | {tokens_per_s:.0} tok/s");
+        say(&self.bar, args.quiet, line);
+        if let (Source::Text(c), false, true) = (&trainer.source, args.quiet, args.sample_tokens > 0) {
+            // seeded by the 0-based index of the step, as always
+            say(&self.bar, args.quiet, format!("  sample: {}", sample(&trainer.model, &c.val, args, step - 1)?));
+        }
+        write_loss_curve(args, &self.metrics_path)?;
+        Ok(value)
+    }
+
+    /// Clear the bar, write the profile, and say where everything went if a step ran.
+    pub(crate) fn finish(self, final_step: u64) -> Result<()> {
+        self.bar.finish_and_clear();
+        self.profiler.finish()?;
+        if final_step > self.first {
+            println!(
+                "done: step {final_step} | checkpoint {} | metrics {} | curve {}",
+                self.out.join("checkpoint").display(),
+                self.metrics_path.display(),
+                self.out.join("loss.svg").display()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Rewrite the metrics log keeping only records up to `step` (none for a fresh run);
+/// a malformed line (a crash mid-write) is dropped too.
+fn keep_metrics_up_to(path: &Path, step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|r| r["step"].as_u64())
+                .is_some_and(|s| s <= step)
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    write_atomic(path, kept.as_bytes()).map_err(Error::io(path.display()))
+}
+
+/// `--profile`: CUDA-event timing of every kernel launch from the first step to the last.
+/// A run that stops early (a NaN, an error) still writes its profile, when this drops.
+struct Profiler {
+    on: bool,
+    out: PathBuf,
+}
+
+impl Profiler {
+    fn start(args: &TrainArgs, out: &Path) -> Result<Profiler> {
+        let profiler = Profiler { on: args.profile, out: out.to_path_buf() };
+        if !args.profile {
+            return Ok(profiler);
+        }
+        #[cfg(feature = "cuda")]
+        {
+            mamba_engine::cuda::gpu("profile")?.profile_start().map_err(cuda_error)?;
+            Ok(profiler)
+        }
+        #[cfg(not(feature = "cuda"))]
+        Err(Error::Settings("--profile needs a build with `--features cuda` (docs/GPU.md)".into()))
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.write()
+    }
+
+    /// Print the per-kernel table and the ledger; write them to <out>/profile.txt and the
+    /// trace to <out>/trace.json. Only once.
+    fn write(&mut self) -> Result<()> {
+        if !std::mem::replace(&mut self.on, false) {
+            return Ok(());
+        }
+        let out = &self.out;
+        #[cfg(feature = "cuda")]
+        {
+            let profile = mamba_engine::cuda::gpu("profile")?.profile_stop().map_err(cuda_error)?;
+            let (reserved, cached) = mamba_engine::cuda::allocator_bytes();
+            let table = format!(
+                "{}\n{}  cuda allocator: {} reserved from the driver, {} of it cached for reuse\n",
+                profile.table(),
+                mamba_engine::ledger::report(),
+                mamba_engine::ledger::human(reserved),
+                mamba_engine::ledger::human(cached)
+            );
+            println!("{table}");
+            let (table_path, trace_path) = (out.join("profile.txt"), out.join("trace.json"));
+            write_atomic(&table_path, table.as_bytes()).map_err(Error::io(table_path.display()))?;
+            write_atomic(&trace_path, profile.chrome_trace().as_bytes()).map_err(Error::io(trace_path.display()))?;
+            println!("profile: {} and {}", out.join("profile.txt").display(), out.join("trace.json").display());
+        }
+        #[cfg(not(feature = "cuda"))]
+        let _ = out;
+        Ok(())
+    }
+}
+
+impl Drop for Profiler {
+    fn drop(&mut self) {
+        if let Err(e) = self.write() {
+            eprintln!("profile: {e}");
+        }
+    }
+}
+
+/// A CUDA driver error of the profiler, as the engine reports device errors.
+#[cfg(feature = "cuda")]
+fn cuda_error(e: impl std::fmt::Display) -> Error {
+    Error::Engine(mamba_engine::Error::Device { op: "profile", device: Device::Cuda, msg: e.to_string() })
+}
+
+/// Print a line above the progress bar, or plainly when there is no bar (not a terminal).
+/// `--quiet` silences everything but errors and the final line.
+fn say(bar: &ProgressBar, quiet: bool, line: String) {
+    if !bar.is_hidden() {
+        bar.println(line);
+    } else if !quiet {
+        println!("{line}");
+    }
+}
+
+fn progress_bar(args: &TrainArgs, first: u64, last: u64) -> ProgressBar {
+    if args.quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(last).with_position(first);
+    let style = ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise} < {eta_precise}] {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}
+
+/// A short continuation of the start of the validation text (its own RNG: sampling
+/// never disturbs the training data stream, so resumed runs stay bit-identical).
+fn sample(model: &MambaLM, val: &[u8], args: &TrainArgs, step: u64) -> Result<String> {
+    let prompt: Vec<usize> = val[..val.len().min(32)].iter().map(|&b| b as usize).collect();
+    let mut rng = Rng::new(args.seed.wrapping_add(step));
+    let how = Sampling { temperature: 0.8, top_k: 40 };
+    let out = generate(model, &prompt, args.sample_tokens, how, &mut rng, |_| {})?;
+    let bytes: Vec<u8> = prompt.iter().chain(&out).map(|&t| t as u8).collect();
+    Ok(String::from_utf8_lossy(&bytes).replace('\n', "⏎"))
+}
+
+/// Redraw loss.svg from the whole metrics log (so resumed runs keep their history).
+fn write_loss_curve(args: &TrainArgs, metrics_path: &Path) -> Result<()> {
+    let records = read_metrics(metrics_path)?;
+    let series = |key: &str, scale: f64| -> Vec<(f64, f64)> {
+        records.iter().filter_map(|r| Some((r["step"].as_f64()?, r[key].as_f64()? * scale))).collect()
+    };
+    let svg = match args.task {
+        None => loss_curve_svg(
+            "mamba train",
+            &[("train loss (bits/byte)", series("loss", 1.0 / LN_2)), ("val bits/byte", series("val_bpb", 1.0))],
+        ),
+        Some(_) => loss_curve_svg(
+            "mamba train",
+            &[("train loss (nats)", series("loss", 1.0)), ("val accuracy", series("val_accuracy", 1.0))],
+        ),
+    };
+    let path = args.out().join("loss.svg");
+    write_atomic(&path, svg.as_bytes()).map_err(Error::io(path.display()))
+}
