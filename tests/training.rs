@@ -1,7 +1,6 @@
 //! End-to-end training behaviour: resuming is bit-identical, a NaN stops training
 //! and leaves the last checkpoint intact, synthetic tasks train.
 
-use clap::Parser;
 use mamba_train::{
     checkpoint,
     trainer::{train, TrainArgs},
@@ -10,14 +9,7 @@ use std::path::PathBuf;
 
 /// Parse flags exactly as `mamba train` would.
 fn args(flags: &[&str]) -> TrainArgs {
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        train: TrainArgs,
-    }
-    let mut argv = vec!["mamba-train"];
-    argv.extend_from_slice(flags);
-    Cli::try_parse_from(argv).expect("flags parse").train
+    TrainArgs::parse_flags(flags).expect("flags parse")
 }
 
 fn scratch(name: &str) -> PathBuf {

@@ -2,11 +2,14 @@
 //! that refuse settings which cannot train before anything is allocated.
 
 use crate::{Error, Result};
+use clap::{parser::ValueSource, ArgMatches, FromArgMatches};
 use mamba_engine::Device;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::{collections::BTreeSet, path::PathBuf};
 
 #[derive(clap::Args, Clone, Debug, Serialize, Deserialize)]
+// `--lr -1` reaches validate(), which says what --lr must be, instead of clap's "unexpected argument".
+#[command(allow_negative_numbers = true)]
 pub struct TrainArgs {
     /// Train on this text file instead of the embedded corpus (this repository's source and docs).
     #[arg(long, conflicts_with = "task")]
@@ -23,38 +26,49 @@ pub struct TrainArgs {
     /// Task: number of data tokens.
     #[arg(long, default_value_t = 16)]
     pub task_vocab: usize,
+    /// Model width (the residual stream; the Mamba blocks work at 2x this).
     #[arg(long, default_value_t = 128)]
     pub d_model: usize,
+    /// Number of Mamba blocks [default with --task: 2].
     #[arg(long, default_value_t = 4)]
     pub n_layer: usize,
-    /// Total optimizer steps, which the learning-rate schedule spans [default: 1000; on
-    /// --resume, the checkpoint's].
+    /// Total optimizer steps [default: 1000; on --resume, the checkpoint's].
     #[arg(long)]
     pub steps: Option<u64>,
+    /// Steps the cosine decay of the learning rate spans; past them it stays at its final value
+    /// [default: --steps of the run's start, so that raising --steps on --resume continues at the
+    /// final learning rate].
+    #[arg(long)]
+    pub decay_steps: Option<u64>,
+    /// Sequences per optimizer step [default with --task: 64].
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
     /// Bytes per training window (text only).
     #[arg(long, default_value_t = 128)]
     pub seq_len: usize,
-    /// Peak learning rate.
+    /// Peak learning rate [default with --task: 2e-3].
     #[arg(long, default_value_t = 3e-3)]
     pub lr: f64,
-    /// Final learning rate as a fraction of the peak.
+    /// Final learning rate as a fraction of the peak (0 to 1).
     #[arg(long, default_value_t = 0.1)]
     pub min_lr_frac: f64,
+    /// Steps of linear warmup from 0 to the peak learning rate.
     #[arg(long, default_value_t = 50)]
     pub warmup: u64,
+    /// AdamW weight decay, on matrices and the embedding only.
     #[arg(long, default_value_t = 0.1)]
     pub weight_decay: f64,
     /// Clip the global gradient norm to this.
     #[arg(long, default_value_t = 1.0)]
     pub grad_clip: f64,
+    /// Seed of the initial weights and of the data stream.
     #[arg(long, default_value_t = 1337)]
     pub seed: u64,
     /// Where checkpoints, metrics.jsonl and loss.svg go [default: runs/default; on
     /// --resume, the run the checkpoint belongs to].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Steps between evaluations (validation, a sample, the loss curve).
     #[arg(long, default_value_t = 100)]
     pub eval_every: u64,
     /// Validation windows per evaluation.
@@ -63,13 +77,15 @@ pub struct TrainArgs {
     /// Bytes to sample at each evaluation (text only; 0 disables).
     #[arg(long, default_value_t = 200)]
     pub sample_tokens: usize,
+    /// Steps between checkpoints (one is also written at the end).
     #[arg(long, default_value_t = 200)]
     pub checkpoint_every: u64,
     /// Time steps between the scan states saved for backward.
     #[arg(long, default_value_t = 64)]
     pub scan_chunk: usize,
-    /// Continue from this checkpoint directory with its saved settings (only --steps, --out,
-    /// --stop-after and --quiet apply).
+    /// Continue from this checkpoint directory with its saved settings. The schedule, evaluation
+    /// and checkpoint flags given with it apply; the model, data and seed flags are fixed by
+    /// the checkpoint (a differing one is ignored with a warning). See docs/TRAINING.md.
     #[arg(long)]
     #[serde(skip)]
     pub resume: Option<PathBuf>,
@@ -91,15 +107,121 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip)]
     pub profile: bool,
+    /// The flags given on the command line (clap ids, e.g. `lr`), filled by
+    /// [`TrainArgs::from_matches`]: what `--resume` applies and what the task defaults leave alone.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub given: BTreeSet<String>,
 }
 
 fn cpu() -> Device {
     Device::Cpu
 }
 
+/// Flags a resumed run takes from its command line when given: the schedule, evaluation and
+/// checkpoint settings (clap ids, which are the field names).
+const RESUMABLE: [&str; 13] = [
+    "steps",
+    "decay_steps",
+    "lr",
+    "min_lr_frac",
+    "warmup",
+    "weight_decay",
+    "grad_clip",
+    "eval_every",
+    "eval_windows",
+    "sample_tokens",
+    "checkpoint_every",
+    "scan_chunk",
+    "out",
+];
+
+/// Flags a checkpoint fixes: the model's shape, its data and the seed. A resumed run
+/// ignores a differing one, with a warning.
+const FIXED: [&str; 10] =
+    ["text", "task", "task_len", "task_tokens", "task_vocab", "d_model", "n_layer", "batch", "seq_len", "seed"];
+
+/// Flags of this invocation only, never saved: a resumed run always takes them from its
+/// command line.
+const RUN_ONLY: [&str; 6] = ["resume", "stop_after", "quiet", "device", "profile", "overwrite"];
+
+/// The defaults that differ with `--task`: the synthetic tasks learn within the default
+/// 1000 steps with 2 blocks, batch 64 and a peak learning rate of 2e-3 (measured in
+/// docs/TRAINING.md), where the text defaults stay near chance.
+const TASK_DEFAULTS: (usize, usize, f64) = (2, 64, 2e-3);
+
 impl TrainArgs {
+    /// Parse `mamba train` flags (without the program and subcommand names) as the CLI does.
+    pub fn parse_flags(flags: &[&str]) -> std::result::Result<TrainArgs, clap::Error> {
+        use clap::Args;
+        let matches = TrainArgs::augment_args(clap::Command::new("mamba-train"))
+            .try_get_matches_from(std::iter::once("mamba-train").chain(flags.iter().copied()))?;
+        TrainArgs::from_matches(&matches)
+    }
+
+    /// The settings clap parsed, with [`TrainArgs::given`] filled in and, for a task, the task
+    /// defaults of the flags not given.
+    pub fn from_matches(matches: &ArgMatches) -> std::result::Result<TrainArgs, clap::Error> {
+        use clap::Args;
+        let mut args = TrainArgs::from_arg_matches(matches)?;
+        // The ids include clap's group of these flags, which is not a flag.
+        let flags = TrainArgs::augment_args(clap::Command::new("mamba-train"));
+        let flag = |id: &str| flags.get_arguments().any(|a| a.get_id() == id);
+        let given =
+            |id: &&clap::Id| flag(id.as_str()) && matches.value_source(id.as_str()) == Some(ValueSource::CommandLine);
+        args.given = matches.ids().filter(given).map(|id| id.to_string()).collect();
+        if args.task.is_some() {
+            let (n_layer, batch, lr) = TASK_DEFAULTS;
+            let default = |id: &str| !args.given.contains(id);
+            if default("n_layer") {
+                args.n_layer = n_layer;
+            }
+            if default("batch") {
+                args.batch = batch;
+            }
+            if default("lr") {
+                args.lr = lr;
+            }
+        }
+        Ok(args)
+    }
+
+    /// The settings of a run resumed from a checkpoint that saved `saved`: those, with this
+    /// command line's [`RUN_ONLY`] flags and the [`RESUMABLE`] flags it gives. Returns them and
+    /// a line for the user per change, and a warning per ignored [`FIXED`] flag that differs.
+    pub fn resume_onto(&self, mut saved: TrainArgs) -> Result<(TrainArgs, Vec<String>)> {
+        saved.decay_steps = Some(saved.decay_steps()); // checkpoints older than the flag
+        let (mut merged, cli) = (serde_json::to_value(&saved)?, serde_json::to_value(self)?);
+        let mut notes = Vec::new();
+        for id in &self.given {
+            let (old, new) = (merged[id.as_str()].clone(), &cli[id.as_str()]);
+            let flag = format!("--{}", id.replace('_', "-"));
+            if old == *new || RUN_ONLY.contains(&id.as_str()) {
+                continue;
+            }
+            if RESUMABLE.contains(&id.as_str()) {
+                notes.push(format!("{flag} {} (was {})", shown(new), shown(&old)));
+                merged[id.as_str()] = new.clone();
+            } else if FIXED.contains(&id.as_str()) {
+                let why = "the checkpoint fixes the model, its data and the seed";
+                notes.push(format!("warning: {flag} {} ignored: {why} ({flag} {})", shown(new), shown(&old)));
+            } else {
+                return Err(Error::Settings(format!("{flag}: args.rs does not say whether --resume may change it")));
+            }
+        }
+        let mut args: TrainArgs = serde_json::from_value(merged)?;
+        (args.resume, args.stop_after, args.quiet) = (self.resume.clone(), self.stop_after, self.quiet);
+        (args.device, args.profile, args.given) = (self.device, self.profile, self.given.clone());
+        Ok((args, notes))
+    }
+
     pub fn steps(&self) -> u64 {
         self.steps.unwrap_or(1000)
+    }
+
+    /// The step where the cosine decay ends ([`TrainArgs::decay_steps`], else `--steps`).
+    pub fn decay_steps(&self) -> u64 {
+        self.decay_steps.unwrap_or(self.steps())
     }
 
     pub fn out(&self) -> PathBuf {
@@ -110,6 +232,7 @@ impl TrainArgs {
     pub(crate) fn validate(&self) -> Result<()> {
         let positive = [
             ("--steps", self.steps() as usize),
+            ("--decay-steps", self.decay_steps() as usize),
             ("--batch", self.batch),
             ("--seq-len", self.seq_len),
             ("--d-model", self.d_model),
@@ -127,6 +250,10 @@ impl TrainArgs {
         if let Some((flag, v)) = rates.iter().find(|(_, v)| !v.is_finite() || *v < 0.0) {
             return Err(Error::Settings(format!("{flag} must be a finite number >= 0, got {v}")));
         }
+        if self.min_lr_frac > 1.0 {
+            let frac = self.min_lr_frac;
+            return Err(Error::Settings(format!("--min-lr-frac is a fraction of --lr between 0 and 1, got {frac}")));
+        }
         if !(self.grad_clip.is_finite() && self.grad_clip > 0.0) {
             let clip = self.grad_clip;
             return Err(Error::Settings(format!("--grad-clip must be a finite number > 0, got {clip}")));
@@ -135,5 +262,62 @@ impl TrainArgs {
             return Err(Error::Settings("--profile times GPU kernels: add --device cuda".into()));
         }
         Ok(())
+    }
+}
+
+/// A saved setting as a user would type it: numbers and paths without JSON quotes.
+fn shown(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "(none)".into(),
+        v => v.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_flag_is_classified_for_resume() {
+        use clap::Args;
+        let cmd = TrainArgs::augment_args(clap::Command::new("t"));
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            let homes = [RESUMABLE.contains(&id), FIXED.contains(&id), RUN_ONLY.contains(&id)];
+            assert_eq!(homes.iter().filter(|&&h| h).count(), 1, "--{id} must be in exactly one of the three lists");
+        }
+    }
+
+    #[test]
+    fn given_flags_and_task_defaults() {
+        let args = TrainArgs::parse_flags(&["--lr", "1e-3", "--seed", "1337"]).unwrap();
+        assert_eq!(args.given, ["lr", "seed"].map(String::from).into());
+        assert_eq!((args.n_layer, args.batch), (4, 16));
+        let task = TrainArgs::parse_flags(&["--task", "induction-heads", "--batch", "8"]).unwrap();
+        assert_eq!((task.n_layer, task.batch, task.lr), (2, 8, 2e-3));
+        // Negative numbers reach validate(), which names the flag.
+        let negative = TrainArgs::parse_flags(&["--lr", "-1"]).unwrap();
+        let msg = negative.validate().unwrap_err().to_string();
+        assert!(msg.contains("--lr must be a finite number >= 0, got -1"), "{msg}");
+        let msg = TrainArgs::parse_flags(&["--min-lr-frac", "2"]).unwrap().validate().unwrap_err().to_string();
+        assert!(msg.contains("--min-lr-frac"), "{msg}");
+    }
+
+    #[test]
+    fn resume_applies_schedule_flags_and_keeps_the_model() {
+        let saved = TrainArgs::parse_flags(&["--steps", "100"]).unwrap();
+        let cli = TrainArgs::parse_flags(&["--steps", "300", "--lr", "1e-3", "--d-model", "64", "--quiet"]).unwrap();
+        let (args, notes) = cli.resume_onto(saved).unwrap();
+        assert_eq!((args.steps(), args.decay_steps(), args.lr, args.d_model), (300, 100, 1e-3, 128));
+        assert!(args.quiet);
+        let notes = notes.join("\n");
+        assert!(notes.contains("--steps 300 (was 100)") && notes.contains("--lr 0.001 (was 0.003)"), "{notes}");
+        assert!(notes.contains("warning: --d-model 64 ignored") && notes.contains("(--d-model 128)"), "{notes}");
+        // A flag equal to the saved value is no news; --decay-steps re-stretches on request.
+        let saved = TrainArgs::parse_flags(&["--steps", "100"]).unwrap();
+        let cli = TrainArgs::parse_flags(&["--d-model", "128", "--decay-steps", "300"]).unwrap();
+        let (args, notes) = cli.resume_onto(saved).unwrap();
+        assert_eq!((args.decay_steps(), notes.len()), (300, 1), "{notes:?}");
     }
 }

@@ -1,6 +1,6 @@
 //! The `mamba` command: train byte-level Mamba models and sample from them.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use mamba_engine::{Device, Rng};
 use mamba_train::{
     checkpoint,
@@ -19,6 +19,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process: its size does not matter
 enum Command {
     /// Train a Mamba LM: on the embedded corpus by default, --text FILE, or --task NAME.
     Train(TrainArgs),
@@ -27,6 +28,7 @@ enum Command {
 }
 
 #[derive(clap::Args)]
+#[command(allow_negative_numbers = true)]
 struct GenerateArgs {
     /// A checkpoint directory written by `mamba train` (e.g. runs/default/checkpoint).
     #[arg(long)]
@@ -43,6 +45,7 @@ struct GenerateArgs {
     /// Sample among the k most likely bytes (0 = all).
     #[arg(long, default_value_t = 40)]
     top_k: usize,
+    /// Seed of the sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Where to run: cpu, or cuda (a build with `--features cuda`).
@@ -54,8 +57,15 @@ struct GenerateArgs {
 }
 
 fn main() {
-    let result = match Cli::parse().command {
-        Command::Train(args) => train(&args).map(|_| ()),
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let result = match cli.command {
+        Command::Train(_) => {
+            // Re-read from the matches, to know which flags were given (see TrainArgs::given).
+            let sub = matches.subcommand_matches("train").expect("the train subcommand matched");
+            let args = TrainArgs::from_matches(sub).unwrap_or_else(|e| e.exit());
+            train(&args).map(|_| ())
+        }
         Command::Generate(args) => run_generate(&args),
     };
     if let Err(e) = result {
@@ -94,4 +104,20 @@ fn run_generate(args: &GenerateArgs) -> Result<()> {
         eprintln!("{steps} steps in {secs:.2} s: {:.0} tokens/s on {}", steps as f64 / secs, args.device);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every flag of every subcommand says what it does in `--help`.
+    #[test]
+    fn every_flag_has_help() {
+        let cli = Cli::command();
+        for sub in cli.get_subcommands() {
+            for arg in sub.get_arguments().filter(|a| a.get_id() != "help") {
+                assert!(arg.get_help().is_some(), "mamba {} --{} has no help text", sub.get_name(), arg.get_id());
+            }
+        }
+    }
 }

@@ -3,8 +3,9 @@
 
 use crate::{
     args::TrainArgs,
+    chart::{loss_curve_svg, YAxis},
     generate::{generate, Sampling},
-    report::{loss_curve_svg, read_metrics, write_atomic, MetricsLog},
+    report::{read_metrics, write_atomic, MetricsLog},
     trainer::{Source, StepStats, Trainer},
     Error, Result,
 };
@@ -28,7 +29,10 @@ pub(crate) struct Run {
     metrics: MetricsLog,
     bar: ProgressBar,
     profiler: Profiler,
-    started: Instant,
+    /// When the current step began ([`Run::begin_step`]), and the seconds of this run's steps so
+    /// far: tokens per second count training steps only, not evaluations or checkpoints.
+    step_began: Instant,
+    step_secs: f64,
     /// Steps `first..last` are this run's.
     pub(crate) first: u64,
     pub(crate) last: u64,
@@ -61,21 +65,30 @@ impl Run {
         );
         say(&bar, args.quiet, header);
         let profiler = Profiler::start(args, &out)?;
-        Ok(Run { out, metrics_path, metrics, bar, profiler, started: Instant::now(), first, last })
+        let step_began = Instant::now();
+        Ok(Run { out, metrics_path, metrics, bar, profiler, step_began, step_secs: 0.0, first, last })
     }
 
-    /// Log a step to the metrics and the progress bar; returns the tokens per second so far.
+    /// Start the clock of a step (batch, forward, backward, update).
+    pub(crate) fn begin_step(&mut self) {
+        self.step_began = Instant::now();
+    }
+
+    /// Log a step to the metrics (with this step's tokens per second) and the progress bar;
+    /// returns the mean tokens per second of this run's steps so far.
     pub(crate) fn log_step(&mut self, trainer: &Trainer, stats: &StepStats) -> Result<f64> {
         let args = &trainer.args;
         let StepStats { step, loss, grad_norm, lr } = *stats;
-        let tokens = (step - self.first) as usize * args.batch * trainer.source.seq_len(args);
-        let tokens_per_s = tokens as f64 / self.started.elapsed().as_secs_f64();
+        let tokens = (args.batch * trainer.source.seq_len(args)) as f64;
+        let secs = self.step_began.elapsed().as_secs_f64();
+        self.step_secs += secs;
+        let (tokens_per_s, mean) = (tokens / secs, tokens * (step - self.first) as f64 / self.step_secs);
         self.metrics
             .write(&json!({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tokens_per_s}))
             .map_err(Error::io(self.metrics_path.display()))?;
         self.bar.set_position(step);
-        self.bar.set_message(format!("loss {loss:.3} | {tokens_per_s:.0} tok/s"));
-        Ok(tokens_per_s)
+        self.bar.set_message(format!("loss {loss:.3} | {mean:.0} tok/s"));
+        Ok(mean)
     }
 
     /// Validate, log and show the result (with a sample, for text), redraw loss.svg; returns
@@ -235,16 +248,25 @@ fn write_loss_curve(args: &TrainArgs, metrics_path: &Path) -> Result<()> {
     let series = |key: &str, scale: f64| -> Vec<(f64, f64)> {
         records.iter().filter_map(|r| Some((r["step"].as_f64()?, r[key].as_f64()? * scale))).collect()
     };
+    let out = args.out();
+    let title =
+        format!("mamba train: {}", out.file_name().map_or(out.display().to_string(), |n| n.to_string_lossy().into()));
     let svg = match args.task {
-        None => loss_curve_svg(
-            "mamba train",
-            &[("train loss (bits/byte)", series("loss", 1.0 / LN_2)), ("val bits/byte", series("val_bpb", 1.0))],
-        ),
-        Some(_) => loss_curve_svg(
-            "mamba train",
-            &[("train loss (nats)", series("loss", 1.0)), ("val accuracy", series("val_accuracy", 1.0))],
-        ),
+        None => {
+            let series = vec![("train loss", series("loss", 1.0 / LN_2)), ("validation", series("val_bpb", 1.0))];
+            loss_curve_svg(&title, &YAxis { label: "bits per byte", series, range: None }, None)
+        }
+        Some(_) => {
+            let loss =
+                YAxis { label: "train loss (nats)", series: vec![("train loss", series("loss", 1.0))], range: None };
+            let series = vec![("val accuracy", series("val_accuracy", 1.0))];
+            loss_curve_svg(
+                &title,
+                &loss,
+                Some(&YAxis { label: "validation accuracy", series, range: Some((0.0, 1.0)) }),
+            )
+        }
     };
-    let path = args.out().join("loss.svg");
+    let path = out.join("loss.svg");
     write_atomic(&path, svg.as_bytes()).map_err(Error::io(path.display()))
 }

@@ -145,29 +145,42 @@ impl Trainer {
         let mut model = MambaLM::new(cfg, DType::F32, args.seed)?.to(args.device)?;
         model.scan_chunk = args.scan_chunk;
         let opt = optimizer(&model, args)?;
-        Ok(Trainer { args: args.clone(), model, opt, rng: Rng::new(args.seed ^ 0xda7a), source })
+        let rng = Rng::new(args.seed ^ 0xda7a);
+        // The decay's end is fixed at the start, so that a resume with more --steps continues
+        // at the final learning rate instead of re-stretching the cosine.
+        let args = TrainArgs { decay_steps: Some(args.decay_steps()), ..args.clone() };
+        Ok(Trainer { args, model, opt, rng, source })
     }
 
-    /// Model, optimizer, data RNG and settings as a checkpoint left them; of `cli`, only
-    /// --steps, --out, --stop-after, --quiet, --device and --profile apply.
+    /// Model, optimizer, data RNG and settings as a checkpoint left them, with the flags of
+    /// `cli` that may change on resume ([`TrainArgs::resume_onto`]); each change is reported.
     fn resume(cli: &TrainArgs, dir: &Path) -> Result<Trainer> {
         let mut model = checkpoint::load_model(dir)?.to(cli.device)?;
         let mut opt = optimizer(&model, cli)?;
         let state = checkpoint::load_training_state(dir, &mut opt)?;
-        let mut args: TrainArgs = serde_json::from_value(state.train_args)
+        let saved: TrainArgs = serde_json::from_value(state.train_args)
             .map_err(|e| Error::checkpoint(dir, format!("the saved training settings are unreadable: {e}")))?;
-        if cli.steps.is_some() {
-            args.steps = cli.steps;
-        }
+        let (mut args, notes) = cli.resume_onto(saved)?;
         // <out>/checkpoint belongs to the run in <out>
-        args.out = cli.out.clone().or_else(|| dir.parent().map(PathBuf::from));
-        args.stop_after = cli.stop_after;
-        args.quiet = cli.quiet;
-        (args.device, args.profile) = (cli.device, cli.profile);
+        if !cli.given.contains("out") {
+            args.out = dir.parent().map(PathBuf::from);
+        }
+        for note in notes {
+            eprintln!("resume: {note}");
+        }
+        args.validate()?;
+        if state.step >= args.steps() {
+            let (step, steps) = (state.step, args.steps());
+            let what = format!(
+                "the run is at step {step} and --steps is {steps}: nothing to train. Pass a larger --steps to \
+                 continue (past step {} the learning rate stays at its final value)",
+                args.decay_steps()
+            );
+            return Err(Error::checkpoint(dir, what));
+        }
         model.scan_chunk = args.scan_chunk;
         opt.lr = args.lr;
         opt.weight_decay = args.weight_decay;
-        args.validate()?;
         let source = Source::new(&args)?;
         Ok(Trainer { args, model, opt, rng: Rng { state: state.rng_state }, source })
     }
@@ -183,7 +196,7 @@ impl Trainer {
     /// gradient norm that is not finite is an [`Error::Stopped`] before the weights change.
     pub fn step(&mut self, batch: &Batch) -> Result<StepStats> {
         let (args, step) = (&self.args, self.opt.step);
-        self.opt.lr = lr_at(step, args.warmup, args.steps(), args.lr, args.lr * args.min_lr_frac);
+        self.opt.lr = lr_at(step, args.warmup, args.decay_steps(), args.lr, args.lr * args.min_lr_frac);
         let loss = self.model.loss(&batch.ids, &batch.targets, batch.rows, batch.len)?;
         loss.backward()?;
         let grad_norm = clip_grad_norm(&self.opt.params, args.grad_clip)?;
@@ -237,6 +250,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
     let mut run = Run::open(&trainer)?;
     let mut summary = TrainSummary { losses: vec![], last_eval: None, final_step: run.first };
     for _ in run.first..run.last {
+        run.begin_step();
         let batch = trainer.next_batch();
         let stats = trainer.step(&batch)?;
         summary.losses.push(stats.loss);
