@@ -29,8 +29,10 @@
 //!
 //! A rename within one directory is atomic, so after a crash at any instant `<dir>` or
 //! `<dir>.old` holds a complete checkpoint. The loaders fall back to `<dir>.old` when `<dir>` is
-//! missing, and the next save deletes a stale `<dir>.tmp`. Because saving deletes directories,
-//! it refuses to replace one that holds anything but checkpoint files.
+//! missing; a save that fails (a full disk) removes its `<dir>.tmp`, and the next save deletes
+//! one a crash left. Because saving deletes directories, it refuses to replace one that holds
+//! anything but checkpoint files ([`check_replaceable`] asks the same before a run starts).
+//! Weights or moments holding a NaN or an infinity are refused on loading.
 
 use crate::{optim::AdamW, Error, Result};
 use mamba_engine::{no_grad, DType, Tensor};
@@ -76,12 +78,12 @@ fn fail<T>(path: &Path, what: impl Into<String>) -> Result<T> {
 
 /// Save `model`, the moments of `opt` and `state` to the directory `dir`, replacing any
 /// checkpoint there atomically (see the module docs). The parent directories are created.
+/// A save that fails removes its partial `<dir>.tmp` (best effort), so a full disk leaves
+/// only the previous checkpoint behind.
 pub fn save(dir: &Path, model: &MambaLM, opt: &AdamW, state: &TrainingState) -> Result<()> {
     let (tmp, old) = (sibling(dir, "tmp")?, sibling(dir, "old")?);
     // Check and serialise everything first: a failure here leaves the disk untouched.
-    for path in [dir, &tmp, &old] {
-        ensure_replaceable(path)?;
-    }
+    check_replaceable(dir)?;
     if state.step != opt.step {
         let what = format!("TrainingState.step is {} but the optimizer has taken {} steps", state.step, opt.step);
         return fail(&dir.join(STATE_FILE), what);
@@ -89,26 +91,45 @@ pub fn save(dir: &Path, model: &MambaLM, opt: &AdamW, state: &TrainingState) -> 
     let config = serde_json::to_string_pretty(&model.cfg).map_err(|e| error(&dir.join(CONFIG_FILE), e.to_string()))?;
     let weights = model_bytes(model).map_err(|e| error(&dir.join(MODEL_FILE), e.to_string()))?;
     let training = state_bytes(opt, state).map_err(|e| error(&dir.join(STATE_FILE), e.to_string()))?;
+    let files = [(CONFIG_FILE, config.as_bytes()), (MODEL_FILE, &weights), (STATE_FILE, &training)];
+    let replaced = replace(dir, &tmp, &old, &files);
+    if replaced.is_err() {
+        let _ = fs::remove_dir_all(&tmp); // best effort: <dir> or <dir>.old is still complete
+    }
+    replaced
+}
 
+/// Steps 1 to 4 of the module docs: `files` into `tmp`, then `tmp` in place of `dir`.
+fn replace(dir: &Path, tmp: &Path, old: &Path, files: &[(&str, &[u8])]) -> Result<()> {
     // 1. The complete checkpoint in <dir>.tmp, durable before anything else changes.
-    remove_if_exists(&tmp)?;
-    fs::create_dir_all(&tmp).map_err(|e| error(&tmp, format!("cannot create directory: {e}")))?;
-    for (name, bytes) in [(CONFIG_FILE, config.as_bytes()), (MODEL_FILE, &weights), (STATE_FILE, &training)] {
+    remove_if_exists(tmp)?;
+    fs::create_dir_all(tmp).map_err(|e| error(tmp, format!("cannot create directory: {e}")))?;
+    for (name, bytes) in files {
         write_synced(&tmp.join(name), bytes)?;
     }
-    sync_dir(&tmp)?;
+    sync_dir(tmp)?;
     // 2. Keep the previous checkpoint as <dir>.old. Both can only exist together after a
     // crash between steps 3 and 4, and then <dir> is complete: the stale <dir>.old goes.
     if dir.exists() {
-        remove_if_exists(&old)?;
-        rename(dir, &old)?;
+        remove_if_exists(old)?;
+        rename(dir, old)?;
     }
     // 3. and 4. If <dir> was missing, <dir>.old (if any) is the last complete checkpoint:
     // it is only removed once the new one is in place.
-    rename(&tmp, dir)?;
+    rename(tmp, dir)?;
     sync_dir(parent(dir))?;
-    remove_if_exists(&old)?;
+    remove_if_exists(old)?;
     sync_dir(parent(dir))
+}
+
+/// Whether [`save`] may replace `dir`, `<dir>.tmp` and `<dir>.old`: each is missing or a
+/// directory of checkpoint files only. A run checks this before its first step, so that a
+/// stray file is refused at once rather than at the first save.
+pub fn check_replaceable(dir: &Path) -> Result<()> {
+    for path in [dir.to_path_buf(), sibling(dir, "tmp")?, sibling(dir, "old")?] {
+        ensure_replaceable(&path)?;
+    }
+    Ok(())
 }
 
 /// model.safetensors: the reference state dict in f32, `lm_head.weight` included.
@@ -179,7 +200,8 @@ fn ensure_replaceable(path: &Path) -> Result<()> {
         let name = entry.map_err(|e| error(path, format!("cannot list: {e}")))?.file_name();
         if !FILES.iter().any(|f| name == *f) {
             let what = format!(
-                "holds `{}`, which is not part of a checkpoint; refusing to replace it (choose a new directory)",
+                "holds `{}`, which is not part of a checkpoint; refusing to replace it (move that file away, \
+                 or choose another directory)",
                 name.to_string_lossy()
             );
             return fail(path, what);
@@ -216,6 +238,7 @@ pub fn load_model(dir: &Path) -> Result<MambaLM> {
     if let Some(mismatch) = size_mismatch(&cfg, &tensors) {
         return fail(&path, format!("does not match {CONFIG_FILE}: {mismatch}"));
     }
+    ensure_finite(&path, tensors.iter().filter_map(|(name, t)| Some((name.as_str(), t.tensor()?))), "parameter")?;
     let model = MambaLM::new(cfg, DType::F32, 0).map_err(|e| error(&config_path, e.to_string()))?;
     model.load_parameters(&tensors, "").map_err(|e| error(&path, format!("does not match {CONFIG_FILE}: {e}")))?;
     Ok(model)
@@ -254,6 +277,7 @@ pub fn load_training_state(dir: &Path, opt: &mut AdamW) -> Result<TrainingState>
                 let (got, want) = (t.shape(), p.tensor.shape());
                 return Err(error(format!("`{key}` has shape {got:?}, the optimizer's parameter has shape {want:?}")));
             }
+            ensure_finite(&path, std::iter::once((key.as_str(), t)), "moment")?;
             // The step updates the moments in place, so each must be a contiguous buffer of its
             // own. A loaded tensor is: `read_safetensors` gives every tensor its own, and once
             // `tensors` drops, the moment is its only holder (whether or not the conversions
@@ -277,6 +301,26 @@ pub fn load_training_state(dir: &Path, opt: &mut AdamW) -> Result<TrainingState>
     }
     opt.step = step;
     Ok(TrainingState { step, rng_state, train_args })
+}
+
+/// Whether `dir` (or `<dir>.old`, left by an interrupted save) holds a checkpoint to load.
+pub fn exists(dir: &Path) -> bool {
+    resolve(dir).is_ok()
+}
+
+/// Refuse `what`s (parameters, moments) holding a NaN or an infinity, by name: such weights
+/// would load, then generate garbage or stop a resumed run at its first step.
+fn ensure_finite<'a>(path: &Path, tensors: impl Iterator<Item = (&'a str, &'a Tensor)>, what: &str) -> Result<()> {
+    for (name, t) in tensors {
+        let values = t.to_vec_f64().map_err(|e| error(path, format!("{what} `{name}`: {e}")))?;
+        if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+            let why = format!(
+                "{what} `{name}` holds {bad}: these weights are broken (a run that diverged?); use another checkpoint"
+            );
+            return fail(path, why);
+        }
+    }
+    Ok(())
 }
 
 /// `dir` if it exists, else `<dir>.old` left by an interrupted save.

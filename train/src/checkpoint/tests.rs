@@ -50,8 +50,7 @@ fn fixture(d_model: usize, seed: u64) -> (MambaLM, AdamW, TrainingState) {
         p.v = Tensor::rand_uniform(p.tensor.shape(), 0.0, 1e-6, DType::F32, &mut rng);
     }
     opt.step = 42;
-    let state =
-        TrainingState { step: 42, rng_state: u64::MAX - 12345, train_args: json!({"lr": 1e-3, "batch": 8}) };
+    let state = TrainingState { step: 42, rng_state: u64::MAX - 12345, train_args: json!({"lr": 1e-3, "batch": 8}) };
     (model, opt, state)
 }
 
@@ -236,8 +235,7 @@ fn bad_metadata_is_an_error_naming_the_field() {
             })
             .collect();
         fs::write(&path, write_safetensors(&tensors, &meta).unwrap()).unwrap();
-        let msg =
-            names_file(load_training_state(&scratch.ckpt(), &mut optimizer(&model)).err().unwrap(), STATE_FILE);
+        let msg = names_file(load_training_state(&scratch.ckpt(), &mut optimizer(&model)).err().unwrap(), STATE_FILE);
         assert!(msg.contains(&format!("`{key}`")) || msg.contains("format"), "{msg}");
     }
 }
@@ -297,4 +295,66 @@ fn foreign_directory_and_step_mismatch_are_refused() {
     state.step = 41;
     let e = save(&scratch.0.join("other"), &model, &opt, &state).err().unwrap();
     assert!(names_file(e, STATE_FILE).contains("42 steps"));
+}
+
+#[test]
+fn non_finite_weights_and_moments_are_refused_by_name() {
+    let scratch = Scratch::new("nan");
+    let (model, opt, state) = fixture(16, 1);
+    save(&scratch.ckpt(), &model, &opt, &state).unwrap();
+    let poison = |t: &Tensor, bad: f64| {
+        let mut values = t.to_vec_f64().unwrap();
+        values[3] = bad;
+        Tensor::from_f64(&values, t.shape(), t.dtype()).unwrap()
+    };
+    let mut named = model.named_parameters();
+    let name = named[1].0.clone();
+    named[1].1 = poison(&named[1].1, f64::NAN);
+    named.push(("lm_head.weight".into(), model.embedding.clone()));
+    fs::write(scratch.ckpt().join(MODEL_FILE), write_safetensors(&named, &[]).unwrap()).unwrap();
+    let msg = names_file(load_model(&scratch.ckpt()).err().unwrap(), MODEL_FILE);
+    assert!(msg.contains(&format!("parameter `{name}` holds NaN")), "{msg}");
+
+    let mut moments: Vec<(String, Tensor)> = opt
+        .params
+        .iter()
+        .flat_map(|p| [(format!("exp_avg.{}", p.name), p.m.clone()), (format!("exp_avg_sq.{}", p.name), p.v.clone())])
+        .collect();
+    moments[2].1 = poison(&moments[2].1, f64::INFINITY);
+    let meta =
+        [("format", FORMAT.to_string()), ("step", "42".into()), ("rng_state", "7".into()), ("train_args", "{}".into())];
+    fs::write(scratch.ckpt().join(STATE_FILE), write_safetensors(&moments, &meta).unwrap()).unwrap();
+    let mut fresh = optimizer(&model);
+    let msg = names_file(load_training_state(&scratch.ckpt(), &mut fresh).err().unwrap(), STATE_FILE);
+    assert!(msg.contains(&format!("moment `{}` holds inf", moments[2].0)), "{msg}");
+    assert_eq!(fresh.step, 0, "a refused state leaves the optimizer as it was");
+}
+
+#[test]
+fn check_replaceable_sees_the_siblings() {
+    let scratch = Scratch::new("preflight");
+    check_replaceable(&scratch.ckpt()).unwrap();
+    fs::create_dir_all(scratch.0.join("ckpt.old")).unwrap();
+    fs::write(scratch.0.join("ckpt.old").join("notes.txt"), b"mine").unwrap();
+    let msg = check_replaceable(&scratch.ckpt()).err().unwrap().to_string();
+    assert!(msg.contains("ckpt.old") && msg.contains("notes.txt"), "{msg}");
+}
+
+/// A save that fails after writing <dir>.tmp (here: <dir> is a dangling symlink, which
+/// the final rename cannot replace) removes <dir>.tmp and keeps <dir>.old loadable.
+#[cfg(unix)]
+#[test]
+fn a_failed_save_removes_its_tmp() {
+    let scratch = Scratch::new("failed");
+    let (model, opt, state) = fixture(16, 1);
+    save(&scratch.ckpt(), &model, &opt, &state).unwrap();
+    fs::rename(scratch.ckpt(), scratch.0.join("ckpt.old")).unwrap(); // an interrupted save
+    std::os::unix::fs::symlink(scratch.0.join("nowhere"), scratch.ckpt()).unwrap();
+    assert!(exists(&scratch.ckpt()), "<dir>.old is a checkpoint");
+    let e = save(&scratch.ckpt(), &model, &opt, &state).err().unwrap();
+    assert!(e.to_string().contains("cannot rename"), "{e}");
+    assert_eq!(scratch.entries(), ["ckpt", "ckpt.old"], "the partial ckpt.tmp stayed");
+    fs::remove_file(scratch.ckpt()).unwrap();
+    assert!(exists(&scratch.ckpt()) && !exists(&scratch.0.join("other")));
+    assert_eq!(load_training_state(&scratch.ckpt(), &mut optimizer(&model)).unwrap(), state);
 }
