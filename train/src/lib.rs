@@ -11,6 +11,7 @@ pub mod generate;
 pub mod optim;
 pub mod report;
 mod run;
+pub mod rundir;
 pub mod tasks;
 pub mod trainer;
 
