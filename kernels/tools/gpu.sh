@@ -36,7 +36,7 @@ case "${1:-}" in
       && tail -n 3 "$out/memcheck.txt" || { tail -n 30 "$out/memcheck.txt"; exit 3; }
     echo "== compute-sanitizer memcheck of 3 training steps (small model)"
     compute-sanitizer --tool memcheck --error-exitcode 3 stage/mamba train --device cuda --steps 3 --d-model 64 \
-      --n-layer 2 --batch 2 --seq-len 64 --eval-windows 2 --sample-tokens 8 --quiet --out /tmp/memcheck-run \
+      --n-layer 2 --batch 2 --seq-len 64 --eval-windows 2 --sample-tokens 8 --quiet --overwrite --out /tmp/memcheck-run \
       > "$out/memcheck-train.txt" 2>&1 && tail -n 3 "$out/memcheck-train.txt" || { tail -n 30 "$out/memcheck-train.txt"; exit 3; }
     ;;
   train)
@@ -44,7 +44,7 @@ case "${1:-}" in
     shift
     out="${OUT:-/tmp/gpu-out}"
     mkdir -p "$out"
-    stage/mamba train --device cuda --profile --out "$out/run" "$@" 2>&1 | tee "$out/train.txt"
+    stage/mamba train --device cuda --profile --overwrite --out "$out/run" "$@" 2>&1 | tee "$out/train.txt"
     ;;
   speed)
     # Same data (a fixed text, not the embedded corpus, which changes with the source), same

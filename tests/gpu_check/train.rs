@@ -6,18 +6,11 @@
 //! backward's atomics vary in their last bits).
 
 use crate::{Check, Res, Row};
-use clap::Parser;
 use mamba_engine::Device;
 use mamba_train::trainer::{train, TrainArgs};
 
 pub const TRAIN_TOL: f64 = 1e-3;
 const STEPS: u64 = 20;
-
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    args: TrainArgs,
-}
 
 fn losses(device: Device, out: &std::path::Path) -> Res<(Vec<f64>, f64)> {
     losses_with(device, out, &[])
@@ -25,8 +18,9 @@ fn losses(device: Device, out: &std::path::Path) -> Res<(Vec<f64>, f64)> {
 
 /// The losses of one `mamba train` call with the default settings plus `flags`, and its time.
 fn losses_with(device: Device, out: &std::path::Path, flags: &[&str]) -> Res<(Vec<f64>, f64)> {
-    let mut args = Cli::parse_from([&["train"], flags].concat()).args;
-    (args.steps, args.out, args.quiet, args.device) = (Some(STEPS), Some(out.to_path_buf()), true, device);
+    let (steps, out, device) = (STEPS.to_string(), out.to_string_lossy(), device.to_string());
+    let common = ["--steps", &steps, "--out", &out, "--quiet", "--device", &device];
+    let args = TrainArgs::parse_flags(&[&common[..], flags].concat()).map_err(|e| e.to_string())?;
     let started = std::time::Instant::now();
     let summary = train(&args)?;
     Ok((summary.losses, started.elapsed().as_secs_f64()))

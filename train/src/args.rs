@@ -64,10 +64,16 @@ pub struct TrainArgs {
     /// Seed of the initial weights and of the data stream.
     #[arg(long, default_value_t = 1337)]
     pub seed: u64,
-    /// Where checkpoints, metrics.jsonl and loss.svg go [default: runs/default; on
-    /// --resume, the run the checkpoint belongs to].
+    /// Where checkpoints, metrics.jsonl and loss.svg go [default: runs/default, runs/<file
+    /// stem> with --text, runs/<task> with --task; on --resume, the run the checkpoint
+    /// belongs to].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace the run already in --out (its checkpoints, metrics.jsonl, loss.svg), deleted
+    /// just before the first step; without it, a fresh run refuses a directory holding a run.
+    #[arg(long)]
+    #[serde(skip)]
+    pub overwrite: bool,
     /// Steps between evaluations (validation, a sample, the loss curve).
     #[arg(long, default_value_t = 100)]
     pub eval_every: u64,
@@ -212,6 +218,7 @@ impl TrainArgs {
         let mut args: TrainArgs = serde_json::from_value(merged)?;
         (args.resume, args.stop_after, args.quiet) = (self.resume.clone(), self.stop_after, self.quiet);
         (args.device, args.profile, args.given) = (self.device, self.profile, self.given.clone());
+        args.overwrite = self.overwrite;
         Ok((args, notes))
     }
 
@@ -224,8 +231,18 @@ impl TrainArgs {
         self.decay_steps.unwrap_or(self.steps())
     }
 
+    /// --out, or a folder of runs/ named after the data, so that runs on different data do
+    /// not meet: `default` (the embedded corpus), the --text file's stem, or the --task name.
     pub fn out(&self) -> PathBuf {
-        self.out.clone().unwrap_or_else(|| PathBuf::from("runs/default"))
+        if let Some(out) = &self.out {
+            return out.clone();
+        }
+        let name = match (&self.task, &self.text) {
+            (Some(task), _) => task.into(),
+            (None, Some(text)) => text.file_stem().map_or_else(|| "default".into(), |stem| stem.to_os_string()),
+            (None, None) => "default".into(),
+        };
+        PathBuf::from("runs").join::<std::ffi::OsString>(name)
     }
 
     /// Refuse settings that cannot train, each with the flag to change.

@@ -23,6 +23,9 @@ pub enum Error {
     Checkpoint { path: PathBuf, what: String },
     /// A flag or setting that cannot work; the message names it and what to change.
     Settings(String),
+    /// Another process holds the run directory's lock (`<dir>/.lock`): its pid, when the
+    /// lock file says.
+    InUse { dir: PathBuf, pid: Option<u32> },
     /// Training stopped before a non-finite value could reach the weights: the step, why,
     /// and the checkpoint that is still good.
     Stopped { step: u64, why: String, checkpoint: PathBuf },
@@ -66,6 +69,14 @@ impl fmt::Display for Error {
             Error::Json { context, source } => with_context(f, context, source),
             Error::Checkpoint { path, what } => write!(f, "{}: {what}", path.display()),
             Error::Settings(msg) => write!(f, "{msg}"),
+            Error::InUse { dir, pid } => {
+                let pid = pid.map_or("pid unknown".to_string(), |p| format!("pid {p}"));
+                write!(
+                    f,
+                    "{} is in use by another mamba run ({pid}); wait for it or choose another --out",
+                    dir.display()
+                )
+            }
             Error::Stopped { step, why, checkpoint } => write!(
                 f,
                 "training stopped at step {step}: {why}. Nothing was written after the last good checkpoint ({}); \
@@ -128,5 +139,10 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.starts_with("training stopped at step 3: the loss is NaN. ") && msg.contains("runs/x/checkpoint"));
         assert_eq!(Error::checkpoint("a/config.json", "cannot read").to_string(), "a/config.json: cannot read");
+        let e = Error::InUse { dir: "runs/x".into(), pid: Some(1234) };
+        assert_eq!(
+            e.to_string(),
+            "runs/x is in use by another mamba run (pid 1234); wait for it or choose another --out"
+        );
     }
 }

@@ -12,6 +12,7 @@ pub mod generate;
 pub mod optim;
 pub mod report;
 mod run;
+pub mod rundir;
 pub mod tasks;
 pub mod trainer;
 

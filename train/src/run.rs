@@ -4,8 +4,10 @@
 use crate::{
     args::TrainArgs,
     chart::{loss_curve_svg, YAxis},
+    checkpoint,
     generate::{generate, Sampling},
     report::{read_metrics, write_atomic, MetricsLog},
+    rundir::{RunDir, BEST, LAST},
     trainer::{Source, StepStats, Trainer},
     Error, Result,
 };
@@ -14,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mamba_engine::Device;
 use mamba_engine::Rng;
 use mamba_model::MambaLM;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::{
     f64::consts::LN_2,
     path::{Path, PathBuf},
@@ -22,7 +24,7 @@ use std::{
 };
 
 /// What a run writes and shows around its steps: `<out>/metrics.jsonl`, the progress bar and
-/// the lines above it, `loss.svg`, the profile and the final line.
+/// the lines above it, `loss.svg`, the profile and the final line. Holds `<out>`'s lock.
 pub(crate) struct Run {
     out: PathBuf,
     metrics_path: PathBuf,
@@ -33,23 +35,31 @@ pub(crate) struct Run {
     /// far: tokens per second count training steps only, not evaluations or checkpoints.
     step_began: Instant,
     step_secs: f64,
+    best: Best,
     /// Steps `first..last` are this run's.
     pub(crate) first: u64,
     pub(crate) last: u64,
+    /// Last, so that the lock outlives everything the run writes, the profile included.
+    _dir: RunDir,
 }
 
 impl Run {
-    /// Create `<out>`, trim its metrics log to the trainer's step, print the header line and
-    /// start the profiler and the clock.
+    /// Claim `<out>` (lock it; refuse another run's files without --overwrite, and checkpoint
+    /// directories a save could not replace), then, with everything checked, delete the
+    /// previous run (--overwrite), trim the metrics log to the trainer's step, print the
+    /// header line and start the profiler and the clock.
     pub(crate) fn open(trainer: &Trainer) -> Result<Run> {
         let args = &trainer.args;
         let out = args.out();
-        std::fs::create_dir_all(&out).map_err(Error::io(format!("cannot create --out {}", out.display())))?;
+        let mut dir = RunDir::claim(&out, args.resume.as_deref(), args.overwrite)?;
+        let profiler = Profiler::start(args, &out)?;
+        dir.clear_previous_run()?;
         let metrics_path = out.join("metrics.jsonl");
         // The log holds exactly this run's history: a fresh run starts it anew, a resumed
         // one drops whatever was logged after its checkpoint.
         let first = trainer.opt.step;
-        keep_metrics_up_to(&metrics_path, first)?;
+        let history = keep_metrics_up_to(&metrics_path, first)?;
+        let best = Best::from_history(args, &history, &out);
         let metrics = MetricsLog::open(&metrics_path).map_err(Error::io(metrics_path.display()))?;
         let last = args.stop_after.map_or(args.steps(), |n| first.saturating_add(n).min(args.steps()));
         let bar = progress_bar(args, first, last);
@@ -64,9 +74,8 @@ impl Run {
             out.display()
         );
         say(&bar, args.quiet, header);
-        let profiler = Profiler::start(args, &out)?;
         let step_began = Instant::now();
-        Ok(Run { out, metrics_path, metrics, bar, profiler, step_began, step_secs: 0.0, first, last })
+        Ok(Run { out, metrics_path, metrics, bar, profiler, step_began, step_secs: 0.0, best, first, last, _dir: dir })
     }
 
     /// Start the clock of a step (batch, forward, backward, update).
@@ -92,8 +101,9 @@ impl Run {
     }
 
     /// Validate, log and show the result (with a sample, for text), redraw loss.svg; returns
-    /// the validation value.
-    pub(crate) fn evaluate(&mut self, trainer: &Trainer, stats: &StepStats, tokens_per_s: f64) -> Result<f64> {
+    /// the validation value and whether it is the best so far (then the caller saves
+    /// checkpoint-best).
+    pub(crate) fn evaluate(&mut self, trainer: &Trainer, stats: &StepStats, tokens_per_s: f64) -> Result<(f64, bool)> {
         let (args, StepStats { step, loss, .. }) = (&trainer.args, *stats);
         let (name, value) = trainer.evaluate()?;
         self.metrics.write(&json!({"step": step, name: value})).map_err(Error::io(self.metrics_path.display()))?;
@@ -104,7 +114,7 @@ impl Run {
             say(&self.bar, args.quiet, format!("  sample: {}", sample(&trainer.model, &c.val, args, step - 1)?));
         }
         write_loss_curve(args, &self.metrics_path)?;
-        Ok(value)
+        Ok((value, self.best.offer(step, value)))
     }
 
     /// Clear the bar, write the profile, and say where everything went if a step ran.
@@ -112,9 +122,15 @@ impl Run {
         self.bar.finish_and_clear();
         self.profiler.finish()?;
         if final_step > self.first {
+            let best = match self.best.at {
+                Some((step, value)) => {
+                    format!(" | best {} {value:.4} at step {step} ({})", self.best.key, self.out.join(BEST).display())
+                }
+                None => String::new(),
+            };
             println!(
-                "done: step {final_step} | checkpoint {} | metrics {} | curve {}",
-                self.out.join("checkpoint").display(),
+                "done: step {final_step} | checkpoint {}{best} | metrics {} | curve {}",
+                self.out.join(LAST).display(),
                 self.metrics_path.display(),
                 self.out.join("loss.svg").display()
             );
@@ -123,21 +139,84 @@ impl Run {
     }
 }
 
-/// Rewrite the metrics log keeping only records up to `step` (none for a fresh run);
-/// a malformed line (a crash mid-write) is dropped too.
-fn keep_metrics_up_to(path: &Path, step: u64) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
-    let kept: String = text
-        .lines()
-        .filter(|line| {
-            serde_json::from_str::<serde_json::Value>(line)
-                .ok()
-                .and_then(|r| r["step"].as_u64())
-                .is_some_and(|s| s <= step)
-        })
-        .map(|line| format!("{line}\n"))
-        .collect();
-    write_atomic(path, kept.as_bytes()).map_err(Error::io(path.display()))
+/// The best validation result of a run: the metric, which way is better, and its step
+/// and value so far.
+struct Best {
+    key: &'static str,
+    higher: bool,
+    at: Option<(u64, f64)>,
+}
+
+impl Best {
+    /// The best of the kept log (a resumed run's history), if `<out>/checkpoint-best` holds
+    /// it: a run from before checkpoint-best existed starts afresh, so the first evaluation
+    /// writes one.
+    fn from_history(args: &TrainArgs, history: &[Value], out: &Path) -> Best {
+        let (key, higher) = if args.task.is_some() { ("val_accuracy", true) } else { ("val_bpb", false) };
+        let mut best = Best { key, higher, at: None };
+        if checkpoint::exists(&out.join(BEST)) {
+            for record in history {
+                if let (Some(step), Some(value)) = (record["step"].as_u64(), record[key].as_f64()) {
+                    best.offer(step, value);
+                }
+            }
+        }
+        best
+    }
+
+    /// Keep `value` if it beats the best so far (strictly; NaN never does); say whether it did.
+    fn offer(&mut self, step: u64, value: f64) -> bool {
+        let better = match self.at {
+            _ if !value.is_finite() => false,
+            None => true,
+            Some((_, best)) => (self.higher && value > best) || (!self.higher && value < best),
+        };
+        if better {
+            self.at = Some((step, value));
+        }
+        better
+    }
+}
+
+/// Rewrite the metrics log keeping only records up to `step` (none for a fresh run), and
+/// return them. A line that is not a JSON record with a step (a crash mid-write, a damaged
+/// file: bad JSON or bytes that are not UTF-8) is dropped too, with a warning naming it:
+/// the rest of the history is worth keeping.
+fn keep_metrics_up_to(path: &Path, step: u64) -> Result<Vec<Value>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(Error::io(format!("cannot read {}", path.display()))(e)),
+    };
+    let (mut kept, mut records, mut dropped) = (String::new(), vec![], vec![]);
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let text = std::str::from_utf8(line).ok();
+        let record: Option<Value> = text.and_then(|l| serde_json::from_str(l).ok());
+        match (text, record.as_ref().and_then(|r| r["step"].as_u64())) {
+            (Some(text), Some(s)) if s <= step => {
+                kept.push_str(text);
+                kept.push('\n');
+                records.extend(record);
+            }
+            (_, Some(_)) => {} // after the checkpoint: this run logs those steps again
+            _ => dropped.push(i + 1),
+        }
+    }
+    if !dropped.is_empty() {
+        let lines: Vec<String> = dropped.iter().take(10).map(usize::to_string).collect();
+        let more = if dropped.len() > 10 { format!(" and {} more", dropped.len() - 10) } else { String::new() };
+        let s = if dropped.len() > 1 { "s" } else { "" };
+        eprintln!(
+            "warning: {}: dropped line{s} {}{more} (not a JSON record with a step: damaged?); kept the rest",
+            path.display(),
+            lines.join(", ")
+        );
+    }
+    write_atomic(path, kept.as_bytes()).map_err(Error::io(path.display()))?;
+    Ok(records)
 }
 
 /// `--profile`: CUDA-event timing of every kernel launch from the first step to the last.

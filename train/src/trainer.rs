@@ -14,6 +14,7 @@ use crate::{
     data::{default_corpus, eval_starts, random_batch, windows, Corpus},
     optim::{clip_grad_norm, lr_at, AdamW},
     run::Run,
+    rundir,
     tasks::{accuracy, Task},
     Error, Result,
 };
@@ -161,10 +162,12 @@ impl Trainer {
         let saved: TrainArgs = serde_json::from_value(state.train_args)
             .map_err(|e| Error::checkpoint(dir, format!("the saved training settings are unreadable: {e}")))?;
         let (mut args, notes) = cli.resume_onto(saved)?;
-        // <out>/checkpoint belongs to the run in <out>
+        // <out>/checkpoint belongs to the run in <out>; canonical, so `--resume .` works too.
+        let dir = rundir::canonical_checkpoint(dir);
         if !cli.given.contains("out") {
             args.out = dir.parent().map(PathBuf::from);
         }
+        args.resume = Some(dir.clone());
         for note in notes {
             eprintln!("resume: {note}");
         }
@@ -176,7 +179,7 @@ impl Trainer {
                  continue (past step {} the learning rate stays at its final value)",
                 args.decay_steps()
             );
-            return Err(Error::checkpoint(dir, what));
+            return Err(Error::checkpoint(&dir, what));
         }
         model.scan_chunk = args.scan_chunk;
         opt.lr = args.lr;
@@ -222,19 +225,34 @@ impl Trainer {
 
     /// Where this run's checkpoint goes: `<out>/checkpoint`.
     pub fn checkpoint_dir(&self) -> PathBuf {
-        self.args.out().join("checkpoint")
+        self.args.out().join(rundir::LAST)
+    }
+
+    /// Where the checkpoint of the best validation result goes: `<out>/checkpoint-best`.
+    pub fn best_checkpoint_dir(&self) -> PathBuf {
+        self.args.out().join(rundir::BEST)
     }
 
     /// Save the model, the optimizer and the data stream's position to
     /// [`Trainer::checkpoint_dir`]; a weight that is not finite is an [`Error::Stopped`]
     /// instead, so a checkpoint is never written from broken weights.
     pub fn save_checkpoint(&self) -> Result<()> {
+        self.save_to(&self.checkpoint_dir())
+    }
+
+    /// [`Trainer::save_checkpoint`] to [`Trainer::best_checkpoint_dir`] (the same format:
+    /// it can be resumed or generated from).
+    pub fn save_best_checkpoint(&self) -> Result<()> {
+        self.save_to(&self.best_checkpoint_dir())
+    }
+
+    fn save_to(&self, dir: &Path) -> Result<()> {
         if let Some(name) = first_non_finite(&self.model)? {
             return Err(self.stopped(self.opt.step, format!("parameter {name} is not finite")));
         }
-        let train_args = serde_json::to_value(&self.args)?;
+        let train_args = serde_json::to_value(&self.args).map_err(Error::json("cannot save the training settings"))?;
         let state = TrainingState { step: self.opt.step, rng_state: self.rng.state, train_args };
-        checkpoint::save(&self.checkpoint_dir(), &self.model, &self.opt, &state)
+        checkpoint::save(dir, &self.model, &self.opt, &state)
     }
 
     fn stopped(&self, step: u64, why: String) -> Error {
@@ -244,7 +262,8 @@ impl Trainer {
 
 /// Run (or resume) training as `args` says: [`Trainer::step`] from the checkpoint's step (0
 /// for a fresh run) up to --steps or --stop-after, with the metrics log, the progress bar,
-/// evaluations, samples, the loss curve and checkpoints around it.
+/// evaluations, samples, the loss curve and checkpoints around it; `<out>/checkpoint-best`
+/// is saved whenever validation improves (lower bits per byte, higher task accuracy).
 pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
     let mut trainer = Trainer::new(args)?;
     let mut run = Run::open(&trainer)?;
@@ -258,7 +277,11 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
         let tokens_per_s = run.log_step(&trainer, &stats)?;
         let at_end = stats.step == run.last;
         if stats.step % trainer.args.eval_every == 0 || at_end {
-            summary.last_eval = Some(run.evaluate(&trainer, &stats, tokens_per_s)?);
+            let (value, best) = run.evaluate(&trainer, &stats, tokens_per_s)?;
+            summary.last_eval = Some(value);
+            if best {
+                trainer.save_best_checkpoint()?;
+            }
         }
         if stats.step % trainer.args.checkpoint_every == 0 || at_end {
             trainer.save_checkpoint()?;
