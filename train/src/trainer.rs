@@ -11,18 +11,16 @@
 pub use crate::args::TrainArgs;
 use crate::{
     checkpoint::{self, TrainingState},
-    data::{default_corpus, eval_starts, random_batch, windows, Corpus},
+    data::{default_corpus, random_batch, Corpus},
+    eval,
     optim::{clip_grad_norm, lr_at, AdamW},
     run::Run,
-    tasks::{accuracy, Task},
+    tasks::Task,
     Error, Result,
 };
-use mamba_engine::{no_grad, DType, Rng, Tensor};
+use mamba_engine::{DType, Rng, Tensor};
 use mamba_model::{MambaConfig, MambaLM};
-use std::{
-    f64::consts::LN_2,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 /// What a run did, for callers and tests.
 pub struct TrainSummary {
@@ -72,21 +70,17 @@ impl Source {
         }
     }
 
-    /// (metric name, value): validation bits per byte, or task accuracy on a fixed set.
+    /// (metric name, value): validation bits per byte, or task accuracy on a fixed set
+    /// (measured as `mamba eval` measures, a training batch of rows at a time).
     fn evaluate(&self, model: &MambaLM, args: &TrainArgs) -> Result<(&'static str, f64)> {
-        let _guard = no_grad();
         match self {
             Source::Text(c) => {
-                let starts = eval_starts(&c.val, args.eval_windows, args.seq_len);
-                let (ids, targets) = windows(&c.val, &starts, args.seq_len);
-                let loss = model.loss(&ids, &targets, starts.len(), args.seq_len)?.item()?;
-                Ok(("val_bpb", loss / LN_2))
+                let (bpb, _) = eval::bits_per_byte(model, &c.val, args.eval_windows, args.seq_len, args.batch)?;
+                Ok(("val_bpb", bpb))
             }
             Source::Task(t) => {
-                let mut rng = Rng::new(0xe7a1); // the same evaluation set every time
-                let (ids, targets) = t.batch(args.eval_windows.max(1) * 4, &mut rng);
-                let logits = model.forward(&ids, ids.len() / t.len(), t.len())?;
-                Ok(("val_accuracy", accuracy(&logits, &targets)?))
+                let examples = eval::task_examples(args.eval_windows, "--eval-windows")?;
+                Ok(("val_accuracy", eval::task_accuracy(model, t, examples, args.batch)?))
             }
         }
     }
