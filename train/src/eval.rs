@@ -160,9 +160,12 @@ fn evaluate_text(req: &EvalRequest, args: &TrainArgs, model: MambaLM, available:
     let seq_len = req.seq_len.unwrap_or(args.seq_len);
     let count = req.windows.unwrap_or(args.eval_windows);
     let (data, label) = match (&req.text, &args.text) {
-        (Some(path), _) => (read(path, "cannot read --text")?, path.display().to_string()),
+        (Some(path), _) => (read(path, format!("cannot read --text {}", path.display()))?, path.display().to_string()),
         (None, Some(path)) => {
-            let context = "cannot read the run's training text (pass --text FILE to evaluate on another)";
+            let context = format!(
+                "cannot read {}, the text the run trained on (pass --text FILE to evaluate on another)",
+                path.display()
+            );
             let val = Corpus::split(&read(path, context)?, 0.1, seq_len)?.val;
             (val, format!("the validation split of {}", path.display()))
         }
@@ -182,8 +185,8 @@ fn evaluate_text(req: &EvalRequest, args: &TrainArgs, model: MambaLM, available:
     Ok(format!("bits per byte {bpb:.3} on {label} ({used} windows of {seq_len} bytes)"))
 }
 
-fn read(path: &Path, context: &str) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(Error::io(format!("{context} {}", path.display())))
+fn read(path: &Path, context: String) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(Error::io(context))
 }
 
 fn on_device(model: MambaLM, device: Device, args: &TrainArgs) -> Result<MambaLM> {

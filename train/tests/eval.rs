@@ -70,6 +70,10 @@ fn eval_reports_bits_per_byte_on_a_file_and_on_the_run_s_validation_split() {
 
     let (ok, line) = mamba(&["eval", "--checkpoint", ckpt, "--text", other.to_str().unwrap(), "--seq-len", "8"]);
     assert!(ok && line.ends_with("(3 windows of 8 bytes)\n"), "{line}");
+
+    std::fs::remove_file(&corpus).unwrap();
+    let (ok, text) = mamba(&["eval", "--checkpoint", ckpt]);
+    assert!(!ok && text.contains("the text the run trained on (pass --text FILE to evaluate on another)"), "{text}");
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -93,10 +97,15 @@ fn eval_of_a_task_checkpoint_reports_its_accuracy() {
 }
 
 #[test]
-fn eval_errors_say_what_is_wrong() {
+fn eval_defaults_to_the_embedded_corpus_and_its_errors_say_what_is_wrong() {
     let dir = scratch("errors");
     let ckpt = train(&dir, &["--seq-len", "16"]);
     let ckpt = ckpt.to_str().unwrap();
+    let (ok, line) = mamba(&["eval", "--checkpoint", ckpt]);
+    assert!(
+        ok && line.ends_with(" on the validation split of the embedded corpus (3 windows of 16 bytes)\n"),
+        "{line}"
+    );
     let (ok, text) = mamba(&["eval", "--checkpoint", ckpt, "--text", "/nonexistent/file.txt"]);
     assert!(!ok && text.starts_with("error: cannot read --text /nonexistent/file.txt: No such file"), "{text}");
     let (ok, text) = mamba(&["eval", "--checkpoint", "/nonexistent/ckpt"]);
