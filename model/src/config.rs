@@ -91,6 +91,32 @@ impl MambaConfig {
         self.vocab_size.div_ceil(self.pad_vocab_size_multiple.max(1)) * self.pad_vocab_size_multiple.max(1)
     }
 
+    /// [`MambaConfig::padded_vocab`], but `None` where it would overflow.
+    pub fn checked_padded_vocab(&self) -> Option<usize> {
+        let multiple = self.pad_vocab_size_multiple.max(1);
+        self.vocab_size.div_ceil(multiple).checked_mul(multiple)
+    }
+
+    /// Number of parameters of `MambaLM::new(cfg)`, in checked arithmetic (`None` where a
+    /// size overflows), so absurd configurations are refused before anything is allocated.
+    /// Per layer, with d = d_model, e = d_inner, n = d_state, r = dt_rank, k = d_conv:
+    ///
+    /// ```text
+    /// norm d + in_proj 2e·d + conv e·k + e + x_proj (r+2n)·e + dt_proj e·r + e + A_log e·n + D e + out_proj d·e
+    /// ```
+    ///
+    /// plus the embedding (padded vocab · d) and norm_f (d).
+    pub fn param_count(&self) -> Option<usize> {
+        let s = &self.ssm_cfg;
+        let (d, (n, r, k)) = (self.d_model, (s.d_state, s.dt_rank, s.d_conv));
+        let e = s.expand.checked_mul(d)?;
+        let per_row = [2usize.checked_mul(d)?, k, 1, r.checked_add(n.checked_mul(2)?)?, r, 1, n, 1, d] // times e
+            .iter()
+            .try_fold(0usize, |acc, &x| acc.checked_add(x))?;
+        let layer = e.checked_mul(per_row)?.checked_add(d)?;
+        self.n_layer.checked_mul(layer)?.checked_add(self.checked_padded_vocab()?.checked_mul(d)?)?.checked_add(d)
+    }
+
     /// What this implementation supports; anything else is refused with a reason
     /// ([`Error::Unsupported`]).
     pub fn validate(&self) -> Result<()> {

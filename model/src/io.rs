@@ -10,7 +10,12 @@ use std::collections::BTreeMap;
 /// A tensor read from a file: floats become engine tensors, integers stay integers.
 pub enum Loaded {
     Float(Tensor),
-    Int { values: Vec<i64>, shape: Vec<usize> },
+    /// `dtype` is the file's (I32 or I64), for messages.
+    Int {
+        values: Vec<i64>,
+        shape: Vec<usize>,
+        dtype: Dtype,
+    },
 }
 
 impl Loaded {
@@ -43,10 +48,12 @@ pub fn read_safetensors(bytes: &[u8]) -> Result<BTreeMap<String, Loaded>> {
             Dtype::I64 => Loaded::Int {
                 values: data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect(),
                 shape,
+                dtype: Dtype::I64,
             },
             Dtype::I32 => Loaded::Int {
                 values: data.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64).collect(),
                 shape,
+                dtype: Dtype::I32,
             },
             other => {
                 return Err(Error::Weights(format!(

@@ -169,8 +169,20 @@ impl Mixer {
 }
 
 impl MambaLM {
+    /// A freshly initialised model. A configuration whose sizes overflow (or whose
+    /// parameters would not fit in the address space) is refused before anything is
+    /// allocated, with [`Error::Unsupported`].
     pub fn new(cfg: MambaConfig, dtype: DType, seed: u64) -> Result<MambaLM> {
         cfg.validate()?;
+        let bytes = cfg.param_count().and_then(|n| n.checked_mul(dtype.size()));
+        if bytes.is_none_or(|b| b > isize::MAX as usize) {
+            let s = &cfg.ssm_cfg;
+            return Err(Error::Unsupported(format!(
+                "the parameters' size overflows (d_model {}, n_layer {}, vocab_size {}, d_state {}, expand {}, \
+                 dt_rank {}): lower them",
+                cfg.d_model, cfg.n_layer, cfg.vocab_size, s.d_state, s.expand, s.dt_rank
+            )));
+        }
         let mut rng = Rng::new(seed);
         let embedding = Tensor::randn(&[cfg.padded_vocab(), cfg.d_model], 0.0, 0.02, dtype, &mut rng).requires_grad();
         let layers = (0..cfg.n_layer)
@@ -373,5 +385,33 @@ mod tests {
         let bound = 1.0 / 128f64.sqrt() / 2.0; // fan-in d_inner = 128, n_layer = 4
         assert!(mixer.out_proj.to_vec_f64().unwrap().iter().all(|w| w.abs() <= bound));
         assert_eq!(m.named_parameters().len(), 2 + 10 * 4);
+    }
+
+    #[test]
+    fn param_count_matches_the_model() {
+        for (d_model, n_layer) in [(16, 1), (24, 3), (64, 2)] {
+            let model = MambaLM::new(MambaConfig::new(d_model, n_layer), DType::F32, 0).unwrap();
+            assert_eq!(model.cfg.param_count(), Some(model.num_parameters()));
+        }
+    }
+
+    #[test]
+    fn overflowing_sizes_are_refused_before_allocating() {
+        let mut huge_vocab = MambaConfig::new(16, 1);
+        huge_vocab.vocab_size = usize::MAX - 2; // padding it to a multiple of 8 overflows
+        let mut huge_expand = MambaConfig::new(16, 1);
+        huge_expand.ssm_cfg.expand = usize::MAX / 2;
+        // 2^61 parameters do not overflow a count, but 2^63 bytes of f32 exceed the address space
+        let mut huge_layers = MambaConfig::new(16, 1);
+        huge_layers.n_layer = 1 << 50;
+        for cfg in
+            [MambaConfig::new(usize::MAX, 4), MambaConfig::new(1 << 40, 1 << 40), huge_vocab, huge_expand, huge_layers]
+        {
+            match MambaLM::new(cfg, DType::F32, 0) {
+                Err(Error::Unsupported(msg)) => assert!(msg.contains("overflows"), "{msg}"),
+                Err(e) => panic!("wrong error: {e}"),
+                Ok(_) => panic!("an absurd configuration was built"),
+            }
+        }
     }
 }

@@ -278,7 +278,8 @@ impl TrainArgs {
         if self.profile && self.device != Device::Cuda {
             return Err(Error::Settings("--profile times GPU kernels: add --device cuda".into()));
         }
-        Ok(())
+        // Sizes last: they assume the checks above (e.g. no zero --scan-chunk).
+        crate::limits::check_train(self)
     }
 }
 

@@ -36,11 +36,12 @@
 
 use crate::{optim::AdamW, Error, Result};
 use mamba_engine::{no_grad, DType, Tensor};
+use mamba_model::error::describe;
 use mamba_model::{
     io::{read_safetensors, write_safetensors, Loaded},
     MambaConfig, MambaLM,
 };
-use safetensors::{SafeTensorError, SafeTensors};
+use safetensors::SafeTensors;
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Write;
@@ -251,19 +252,7 @@ pub fn load_training_state(dir: &Path, opt: &mut AdamW) -> Result<TrainingState>
     let path = resolve(dir)?.join(STATE_FILE);
     let (tensors, metadata) = read_tensors(&path)?;
     let error = |what: String| error(&path, what);
-    let field = |key: &str| metadata.get(key).ok_or_else(|| error(format!("metadata field `{key}` is missing")));
-    let number = |key: &str| {
-        let text = field(key)?;
-        text.parse::<u64>().map_err(|_| error(format!("metadata field `{key}` is `{text}`, not an unsigned integer")))
-    };
-    let format = field("format")?;
-    if format != FORMAT {
-        return Err(error(format!("has format `{format}`, this program reads `{FORMAT}`")));
-    }
-    let step = number("step")?;
-    let rng_state = number("rng_state")?;
-    let train_args = serde_json::from_str(field("train_args")?)
-        .map_err(|e| error(format!("metadata field `train_args` is not valid JSON: {e}")))?;
+    let TrainingState { step, rng_state, train_args } = state_metadata(&path, &metadata)?;
 
     // Validate every moment before touching the optimizer.
     let mut moments = Vec::with_capacity(opt.params.len());
@@ -323,6 +312,51 @@ fn ensure_finite<'a>(path: &Path, tensors: impl Iterator<Item = (&'a str, &'a Te
     Ok(())
 }
 
+/// The step, data RNG state and settings in a training state's metadata, checked.
+fn state_metadata(path: &Path, metadata: &HashMap<String, String>) -> Result<TrainingState> {
+    let field = |key: &str| metadata.get(key).ok_or_else(|| error(path, format!("metadata field `{key}` is missing")));
+    let number = |key: &str| {
+        let text = field(key)?;
+        let what = format!("metadata field `{key}` is `{text}`, not an unsigned integer");
+        text.parse::<u64>().map_err(|_| error(path, what))
+    };
+    let format = field("format")?;
+    if format != FORMAT {
+        return fail(path, format!("has format `{format}`, this program reads `{FORMAT}`"));
+    }
+    let (step, rng_state) = (number("step")?, number("rng_state")?);
+    let train_args = serde_json::from_str(field("train_args")?)
+        .map_err(|e| error(path, format!("metadata field `train_args` is not valid JSON: {e}")))?;
+    Ok(TrainingState { step, rng_state, train_args })
+}
+
+/// The training state a checkpoint saved (step, data RNG state, settings) without its moments:
+/// read from the file's header alone, so that a resume checks its settings, and the memory
+/// they need, before loading anything.
+pub fn read_saved_state(dir: &Path) -> Result<TrainingState> {
+    use std::io::Read;
+    /// The header's `__metadata__`; the tensor entries are not needed here.
+    #[derive(serde::Deserialize)]
+    struct Header {
+        #[serde(rename = "__metadata__", default)]
+        metadata: HashMap<String, String>,
+    }
+    let path = resolve(dir)?.join(STATE_FILE);
+    let invalid = |why: &str| error(&path, format!("not a valid safetensors file: {why}"));
+    let mut file = fs::File::open(&path).map_err(|e| error(&path, format!("cannot read: {e}")))?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|_| invalid("the file is shorter than the 8-byte header length (truncated)"))?;
+    let len = u64::from_le_bytes(len);
+    if len > 100_000_000 {
+        return Err(invalid("the header length is implausible (corrupt first bytes?)"));
+    }
+    let mut header = vec![0; len as usize];
+    file.read_exact(&mut header).map_err(|_| invalid("the header runs past the end of the file (truncated?)"))?;
+    let header: Header = serde_json::from_slice(&header)
+        .map_err(|e| invalid(&format!("the header is not valid safetensors JSON (corrupt): {e}")))?;
+    state_metadata(&path, &header.metadata)
+}
+
 /// `dir` if it exists, else `<dir>.old` left by an interrupted save.
 fn resolve(dir: &Path) -> Result<PathBuf> {
     if dir.is_dir() {
@@ -353,34 +387,17 @@ fn read_tensors(path: &Path) -> Result<(BTreeMap<String, Loaded>, HashMap<String
     Ok((tensors, header.metadata().clone().unwrap_or_default()))
 }
 
-/// The safetensors errors in words.
-fn describe(e: &SafeTensorError) -> String {
-    let why = match e {
-        SafeTensorError::HeaderTooSmall => "the file is shorter than the 8-byte header length (truncated)",
-        SafeTensorError::InvalidHeaderLength => "the header runs past the end of the file (truncated?)",
-        SafeTensorError::HeaderTooLarge => "the header length is implausible (corrupt first bytes?)",
-        SafeTensorError::InvalidHeader | SafeTensorError::InvalidHeaderStart => {
-            "the header is not UTF-8 JSON (corrupt)"
-        }
-        SafeTensorError::InvalidHeaderDeserialization => "the header is not valid safetensors JSON (corrupt)",
-        SafeTensorError::MetadataIncompleteBuffer => "the tensor data does not fill the file exactly (truncated?)",
-        _ => "",
-    };
-    if why.is_empty() {
-        e.to_string()
-    } else {
-        format!("{why} [{e}]")
-    }
-}
-
 /// Before allocating the model, check that the config describes as many parameters as the file
 /// holds: a corrupt config.json could otherwise ask for terabytes. Returns what does not match,
 /// if anything. Mismatched shapes of equal total size are then caught by `load_parameters`.
 fn size_mismatch(cfg: &MambaConfig, tensors: &BTreeMap<String, Loaded>) -> Option<String> {
     let overflow = Some("the config's sizes overflow".to_string());
+    if let Some((name, Loaded::Int { dtype, .. })) = tensors.iter().find(|(_, t)| t.tensor().is_none()) {
+        return Some(format!("`{name}` has dtype {dtype:?}; model weights must be F32, F64 or BF16"));
+    }
     let key = "backbone.embedding.weight";
     if let Some(t) = tensors.get(key).and_then(Loaded::tensor) {
-        let Some(vocab) = padded_vocab(cfg) else { return overflow };
+        let Some(vocab) = cfg.checked_padded_vocab() else { return overflow };
         let want = [vocab, cfg.d_model];
         if t.shape() != want {
             return Some(format!(
@@ -391,36 +408,11 @@ fn size_mismatch(cfg: &MambaConfig, tensors: &BTreeMap<String, Loaded>) -> Optio
     }
     let held: usize =
         tensors.iter().filter(|(k, _)| *k != "lm_head.weight").filter_map(|(_, t)| t.tensor()).map(Tensor::numel).sum();
-    match param_count(cfg) {
+    match cfg.param_count() {
         Some(n) if n == held => None,
         Some(n) => Some(format!("the config describes {n} parameters, the file holds {held}")),
         None => overflow,
     }
-}
-
-/// Number of parameters of `MambaLM::new(cfg)`, in checked arithmetic. Per layer, with
-/// d = d_model, e = d_inner, n = d_state, r = dt_rank, k = d_conv:
-///
-/// ```text
-/// norm d + in_proj 2e·d + conv e·k + e + x_proj (r+2n)·e + dt_proj e·r + e + A_log e·n + D e + out_proj d·e
-/// ```
-///
-/// plus the embedding (padded vocab · d) and norm_f (d).
-fn param_count(cfg: &MambaConfig) -> Option<usize> {
-    let s = &cfg.ssm_cfg;
-    let (d, (n, r, k)) = (cfg.d_model, (s.d_state, s.dt_rank, s.d_conv));
-    let e = s.expand.checked_mul(d)?;
-    let per_row = [2usize.checked_mul(d)?, k, 1, r.checked_add(n.checked_mul(2)?)?, r, 1, n, 1, d] // times e
-        .iter()
-        .try_fold(0usize, |acc, &x| acc.checked_add(x))?;
-    let layer = e.checked_mul(per_row)?.checked_add(d)?;
-    cfg.n_layer.checked_mul(layer)?.checked_add(padded_vocab(cfg)?.checked_mul(d)?)?.checked_add(d)
-}
-
-/// `MambaConfig::padded_vocab`, but `None` where it would overflow.
-fn padded_vocab(cfg: &MambaConfig) -> Option<usize> {
-    let multiple = cfg.pad_vocab_size_multiple.max(1);
-    cfg.vocab_size.div_ceil(multiple).checked_mul(multiple)
 }
 
 #[cfg(test)]

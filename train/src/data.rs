@@ -37,11 +37,12 @@ impl Corpus {
             let cut = bytes.len() - bytes.len() / every;
             (train, val) = (bytes[..cut].to_vec(), bytes[cut..].to_vec());
         }
-        if val.len() <= seq_len + 1 || train.len() <= seq_len + 1 {
+        let window = seq_len.saturating_add(1);
+        if val.len() <= window || train.len() <= window {
             return Err(Error::Settings(format!(
                 "the text has {} bytes, too few for --seq-len {seq_len}: need more than {} ({}% goes to validation); use a longer file or a smaller --seq-len",
                 bytes.len(),
-                (seq_len + 2) * every,
+                seq_len.saturating_add(2).saturating_mul(every),
                 100 / every
             )));
         }
@@ -55,9 +56,10 @@ pub fn random_batch(data: &[u8], batch: usize, seq_len: usize, rng: &mut Rng) ->
     windows(data, &starts, seq_len)
 }
 
-/// Up to `count` evenly spaced windows covering the validation text, the same every time.
+/// Up to `count` evenly spaced windows covering the validation text, the same every time;
+/// none if `data` is too short for one window of `seq_len + 1` bytes.
 pub fn eval_starts(data: &[u8], count: usize, seq_len: usize) -> Vec<usize> {
-    let span = data.len() - seq_len - 1;
+    let Some(span) = data.len().checked_sub(seq_len.saturating_add(1)) else { return vec![] };
     let count = count.min(span + 1).max(1);
     (0..count).map(|i| i * span / count.max(2).saturating_sub(1).max(1)).map(|s| s.min(span)).collect()
 }
@@ -85,6 +87,9 @@ mod tests {
         assert_eq!(t, vec![98, 99, 100, 101, 102, 103]);
         let starts = eval_starts(data, 10, 3);
         assert!(starts.iter().all(|&s| s + 4 <= data.len()), "{starts:?}");
+        assert_eq!(eval_starts(data, 10, 7), [0]);
+        assert!(eval_starts(data, 10, 8).is_empty() && eval_starts(data, 10, usize::MAX).is_empty());
+        assert!(Corpus::split(data, 0.1, usize::MAX).is_err());
         assert!(!default_corpus().is_empty());
         assert!(Corpus::split(b"short", 0.1, 8).is_err());
         let text: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();

@@ -5,25 +5,42 @@
 use crate::{Error, Result};
 use mamba_engine::Rng;
 use mamba_model::MambaLM;
+use std::ops::ControlFlow;
 
 /// How to pick the next token from the logits.
 #[derive(Clone, Copy, Debug)]
 pub struct Sampling {
     /// 0 picks the most likely token; higher flattens the distribution.
     pub temperature: f64,
-    /// Keep only the k most likely tokens (0 keeps all).
+    /// Keep only the k most likely tokens (0, or more than the vocabulary, keeps all).
     pub top_k: usize,
 }
 
-/// Continue `prompt` (non-empty) by `n` tokens, calling `emit` with each new token.
+impl Sampling {
+    /// Refuse a temperature that is NaN, infinite or negative (which would otherwise sample
+    /// greedily or from garbage without a word); 0 is greedy. Any top-k is fine.
+    pub fn validate(&self) -> Result<()> {
+        let t = self.temperature;
+        if !(t.is_finite() && t >= 0.0) {
+            return Err(Error::Settings(format!("--temperature must be a finite number >= 0 (0 = greedy), got {t}")));
+        }
+        Ok(())
+    }
+}
+
+/// Continue `prompt` (non-empty) by up to `n` tokens, handing each to `emit` as soon as it is
+/// sampled. `emit` may stop the generation (`Break`, e.g. the reader went away) or fail it;
+/// nothing is kept here, so `n` may be as large as the caller likes. Returns how many tokens
+/// were emitted.
 pub fn generate(
     model: &MambaLM,
     prompt: &[usize],
     n: usize,
     how: Sampling,
     rng: &mut Rng,
-    mut emit: impl FnMut(usize),
-) -> Result<Vec<usize>> {
+    mut emit: impl FnMut(usize) -> Result<ControlFlow<()>>,
+) -> Result<usize> {
+    how.validate()?;
     let mut state = model.new_state(1)?;
     let mut logits = None;
     for &t in prompt {
@@ -33,18 +50,21 @@ pub fn generate(
         return Err(Error::Settings("generate: the prompt must contain at least one token".into()));
     };
     let vocab = model.cfg.vocab_size;
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
+    for done in 0..n {
         let row = logits.to_vec_f64()?;
         let next = pick(&row[..vocab], how, rng);
-        emit(next);
-        out.push(next);
-        logits = model.step(&[next], &mut state)?;
+        if emit(next)?.is_break() {
+            return Ok(done + 1);
+        }
+        if done + 1 < n {
+            logits = model.step(&[next], &mut state)?;
+        }
     }
-    Ok(out)
+    Ok(n)
 }
 
-/// Sample an index from `logits` with temperature and top-k.
+/// Sample an index from `logits` with temperature and top-k ([`Sampling::validate`] it first:
+/// a temperature that is NaN or not positive picks the most likely index).
 pub fn pick(logits: &[f64], how: Sampling, rng: &mut Rng) -> usize {
     let argmax = logits.iter().enumerate().fold(0, |best, (i, &v)| if v > logits[best] { i } else { best });
     if how.temperature <= 0.0 {
@@ -79,5 +99,42 @@ mod tests {
             let i = pick(&logits, Sampling { temperature: 1.0, top_k: 2 }, &mut rng);
             assert!(i == 1 || i == 3);
         }
+        // A top-k beyond the vocabulary keeps every token.
+        let seen: std::collections::BTreeSet<usize> =
+            (0..200).map(|_| pick(&logits, Sampling { temperature: 5.0, top_k: 1000 }, &mut rng)).collect();
+        assert_eq!(seen.len(), 4);
+    }
+
+    #[test]
+    fn bad_temperatures_are_refused() {
+        for t in [f64::NAN, -0.5, f64::INFINITY] {
+            let msg = Sampling { temperature: t, top_k: 40 }.validate().unwrap_err().to_string();
+            assert!(msg.starts_with("--temperature must be a finite number >= 0") && msg.contains(&t.to_string()));
+        }
+        for t in [0.0, 0.8, 100.0] {
+            Sampling { temperature: t, top_k: usize::MAX }.validate().unwrap();
+        }
+    }
+
+    /// Tokens stream out one by one, `emit` can stop the generation, and its error stops it too.
+    #[test]
+    fn emit_streams_and_can_stop() {
+        let model = MambaLM::new(mamba_model::MambaConfig::new(16, 1), mamba_engine::DType::F32, 1).unwrap();
+        let how = Sampling { temperature: 1.0, top_k: 0 };
+        let mut seen = vec![];
+        let stop_at_3 = |t| {
+            seen.push(t);
+            Ok(if seen.len() == 3 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+        };
+        assert_eq!(generate(&model, &[1, 2], usize::MAX, how, &mut Rng::new(1), stop_at_3).unwrap(), 3);
+        assert!(seen.len() == 3 && seen.iter().all(|&t| t < 256));
+        let fail = |_| Err(Error::Settings("reader gone".into()));
+        let e = generate(&model, &[1], 5, how, &mut Rng::new(1), fail).unwrap_err();
+        assert_eq!(e.to_string(), "reader gone");
+        let go_on = |_| Ok(ControlFlow::Continue(()));
+        assert_eq!(generate(&model, &[1], 5, how, &mut Rng::new(1), go_on).unwrap(), 5);
+        let bad = Sampling { temperature: f64::NAN, top_k: 0 };
+        assert!(generate(&model, &[1], 5, bad, &mut Rng::new(1), go_on).is_err());
+        assert!(generate(&model, &[], 5, how, &mut Rng::new(1), go_on).is_err());
     }
 }

@@ -4,11 +4,13 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use mamba_engine::{Device, Rng};
 use mamba_train::{
     checkpoint,
+    eval::{evaluate_checkpoint, EvalRequest},
     generate::{generate, Sampling},
     trainer::{train, TrainArgs},
     Error, Result,
 };
-use std::io::Write;
+use std::io::{self, Write};
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -25,6 +27,29 @@ enum Command {
     Train(TrainArgs),
     /// Stream bytes from a checkpoint in recurrent (step) mode.
     Generate(GenerateArgs),
+    /// Measure a checkpoint: bits per byte on a text (default: the validation split of the run's
+    /// own data), or a task model's accuracy on the task's evaluation set.
+    Eval(EvalArgs),
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// A checkpoint directory written by `mamba train` (e.g. runs/default/checkpoint).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Measure bits per byte on this whole file [default: the validation split of the text the
+    /// run trained on, or of the embedded corpus]. Byte models only.
+    #[arg(long)]
+    text: Option<PathBuf>,
+    /// Where to run: cpu, or cuda (a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: Device,
+    /// Evenly spaced windows to measure (a task: 4 examples each) [default: the run's --eval-windows].
+    #[arg(long)]
+    windows: Option<usize>,
+    /// Bytes per window [default: the run's --seq-len]. Byte models only.
+    #[arg(long)]
+    seq_len: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -67,6 +92,7 @@ fn main() {
             train(&args).map(|_| ())
         }
         Command::Generate(args) => run_generate(&args),
+        Command::Eval(args) => run_eval(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
@@ -74,11 +100,22 @@ fn main() {
     }
 }
 
+fn run_eval(args: EvalArgs) -> Result<()> {
+    let EvalArgs { checkpoint, text, device, windows, seq_len } = args;
+    println!("{}", evaluate_checkpoint(&EvalRequest { checkpoint, text, device, windows, seq_len })?);
+    Ok(())
+}
+
+/// Sample from the checkpoint to stdout as the bytes come. Every setting is checked before the
+/// model loads; the first failed write stops the generation: a closed pipe (`| head`) quietly,
+/// anything else (a full disk) as an error naming stdout.
 fn run_generate(args: &GenerateArgs) -> Result<()> {
-    let model = checkpoint::load_model(&args.checkpoint)?.to(args.device)?;
     if args.prompt.is_empty() {
         return Err(Error::Settings("--prompt must not be empty".into()));
     }
+    let how = Sampling { temperature: args.temperature, top_k: args.top_k };
+    how.validate()?;
+    let model = checkpoint::load_model(&args.checkpoint)?.to(args.device)?;
     if model.cfg.vocab_size < 256 {
         return Err(Error::Settings(format!(
             "{} holds a synthetic-task model (vocabulary {}), not a byte model",
@@ -88,22 +125,32 @@ fn run_generate(args: &GenerateArgs) -> Result<()> {
     }
     let prompt: Vec<usize> = args.prompt.bytes().map(usize::from).collect();
     let mut rng = Rng::new(args.seed);
-    let how = Sampling { temperature: args.temperature, top_k: args.top_k };
-    let mut stdout = std::io::stdout();
-    write!(stdout, "{}", args.prompt)?;
+    let mut stdout = io::stdout();
+    if write_out(&mut stdout, args.prompt.as_bytes())?.is_break() {
+        return Ok(());
+    }
     let started = std::time::Instant::now();
-    generate(&model, &prompt, args.tokens, how, &mut rng, |t| {
-        // Bytes go out as they come; a multi-byte character may arrive in pieces.
-        let _ = stdout.write_all(&[t as u8]);
-        let _ = stdout.flush();
-    })?;
-    writeln!(stdout)?;
+    // Bytes go out as they come; a multi-byte character may arrive in pieces.
+    let emitted = generate(&model, &prompt, args.tokens, how, &mut rng, |t| write_out(&mut stdout, &[t as u8]))?;
+    if write_out(&mut stdout, b"\n")?.is_break() {
+        return Ok(());
+    }
     if args.timing {
-        let steps = prompt.len() + args.tokens;
+        let steps = prompt.len() + emitted;
         let secs = started.elapsed().as_secs_f64();
         eprintln!("{steps} steps in {secs:.2} s: {:.0} tokens/s on {}", steps as f64 / secs, args.device);
     }
     Ok(())
+}
+
+/// Write and flush `bytes`: `Break` once the reader has gone (a broken pipe; Rust ignores
+/// SIGPIPE, so it arrives as this error), an error for any other failure.
+fn write_out(stdout: &mut io::Stdout, bytes: &[u8]) -> Result<ControlFlow<()>> {
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(ControlFlow::Continue(())),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ControlFlow::Break(())),
+        Err(e) => Err(Error::io("cannot write to stdout")(e)),
+    }
 }
 
 #[cfg(test)]

@@ -316,8 +316,12 @@ fn sample(model: &MambaLM, val: &[u8], args: &TrainArgs, step: u64) -> Result<St
     let prompt: Vec<usize> = val[..val.len().min(32)].iter().map(|&b| b as usize).collect();
     let mut rng = Rng::new(args.seed.wrapping_add(step));
     let how = Sampling { temperature: 0.8, top_k: 40 };
-    let out = generate(model, &prompt, args.sample_tokens, how, &mut rng, |_| {})?;
-    let bytes: Vec<u8> = prompt.iter().chain(&out).map(|&t| t as u8).collect();
+    // --sample-tokens is capped by `limits::check_train`, so collecting them is cheap.
+    let mut bytes: Vec<u8> = prompt.iter().map(|&t| t as u8).collect();
+    generate(model, &prompt, args.sample_tokens, how, &mut rng, |t| {
+        bytes.push(t as u8);
+        Ok(std::ops::ControlFlow::Continue(()))
+    })?;
     Ok(String::from_utf8_lossy(&bytes).replace('\n', "⏎"))
 }
 

@@ -79,13 +79,37 @@ pub struct InductionHeads {
     pub vocab: usize,
 }
 
+/// The longest `seq_len` a task accepts: a million positions, as far as the paper's
+/// induction-heads extrapolation goes. It also keeps `seq_len + n_tokens` from overflowing.
+pub const MAX_TASK_LEN: usize = 1 << 20;
+
+/// The most data tokens a task accepts: the embedding grows with them, and the tasks
+/// need only a handful (the paper uses 16).
+pub const MAX_TASK_VOCAB: usize = 1 << 16;
+
+/// Refuse a `seq_len` or `vocab` above the caps, naming the `mamba train` flag.
+fn check_caps(task: &str, seq_len: usize, vocab: usize) -> Result<()> {
+    if seq_len > MAX_TASK_LEN {
+        return Err(Error::Settings(format!(
+            "{task}: seq_len = {seq_len} (--task-len) is more than the {MAX_TASK_LEN} positions allowed; lower it"
+        )));
+    }
+    if vocab > MAX_TASK_VOCAB {
+        return Err(Error::Settings(format!(
+            "{task}: vocab = {vocab} (--task-vocab) is more than the {MAX_TASK_VOCAB} data tokens allowed; lower it"
+        )));
+    }
+    Ok(())
+}
+
 /// Selective copying's blank and marker token ids.
 const BLANK: usize = 0;
 const MARKER: usize = 1;
 
 impl SelectiveCopying {
-    /// Checks `1 <= n_tokens <= seq_len` and `vocab >= 2`.
+    /// Checks `1 <= n_tokens <= seq_len <= MAX_TASK_LEN` and `2 <= vocab <= MAX_TASK_VOCAB`.
     pub fn new(seq_len: usize, n_tokens: usize, vocab: usize) -> Result<SelectiveCopying> {
+        check_caps("selective-copying", seq_len, vocab)?;
         if n_tokens == 0 {
             return Err(Error::Settings(
                 "selective-copying: n_tokens must be at least 1 (how many tokens to memorise)".into(),
@@ -122,8 +146,9 @@ impl SelectiveCopying {
 }
 
 impl InductionHeads {
-    /// Checks `seq_len >= 4` and `vocab >= 2`.
+    /// Checks `4 <= seq_len <= MAX_TASK_LEN` and `2 <= vocab <= MAX_TASK_VOCAB`.
     pub fn new(seq_len: usize, vocab: usize) -> Result<InductionHeads> {
+        check_caps("induction-heads", seq_len, vocab)?;
         if seq_len < 4 {
             return Err(Error::Settings(format!(
                 "induction-heads: seq_len = {seq_len} is too short (trigger, answer, filler, trigger); use seq_len >= 4"
@@ -374,6 +399,14 @@ mod tests {
         assert!(err("induction-heads", 3, 0, 4).contains("seq_len >= 4"));
         assert!(err("induction-heads", 8, 0, 1).contains("vocab >= 2"));
         assert!(err("copying", 8, 2, 4).contains("unknown task"));
+        // Huge sizes are refused before anything is allocated (a task allocates nothing).
+        for name in ["selective-copying", "induction-heads"] {
+            for len in [MAX_TASK_LEN + 1, usize::MAX] {
+                assert!(err(name, len, 2, 4).contains(&format!("seq_len = {len} (--task-len)")), "{name}");
+            }
+            assert!(err(name, 64, 2, MAX_TASK_VOCAB + 1).contains("(--task-vocab)"), "{name}");
+            assert!(Task::from_name(name, MAX_TASK_LEN, MAX_TASK_LEN, MAX_TASK_VOCAB).is_ok());
+        }
     }
 
     #[test]

@@ -11,19 +11,17 @@
 pub use crate::args::TrainArgs;
 use crate::{
     checkpoint::{self, TrainingState},
-    data::{default_corpus, eval_starts, random_batch, windows, Corpus},
+    data::{default_corpus, random_batch, Corpus},
+    eval,
     optim::{clip_grad_norm, lr_at, AdamW},
     run::Run,
     rundir,
-    tasks::{accuracy, Task},
+    tasks::Task,
     Error, Result,
 };
-use mamba_engine::{no_grad, DType, Rng, Tensor};
+use mamba_engine::{DType, Rng, Tensor};
 use mamba_model::{MambaConfig, MambaLM};
-use std::{
-    f64::consts::LN_2,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 /// What a run did, for callers and tests.
 pub struct TrainSummary {
@@ -73,21 +71,17 @@ impl Source {
         }
     }
 
-    /// (metric name, value): validation bits per byte, or task accuracy on a fixed set.
+    /// (metric name, value): validation bits per byte, or task accuracy on a fixed set
+    /// (measured as `mamba eval` measures, a training batch of rows at a time).
     fn evaluate(&self, model: &MambaLM, args: &TrainArgs) -> Result<(&'static str, f64)> {
-        let _guard = no_grad();
         match self {
             Source::Text(c) => {
-                let starts = eval_starts(&c.val, args.eval_windows, args.seq_len);
-                let (ids, targets) = windows(&c.val, &starts, args.seq_len);
-                let loss = model.loss(&ids, &targets, starts.len(), args.seq_len)?.item()?;
-                Ok(("val_bpb", loss / LN_2))
+                let (bpb, _) = eval::bits_per_byte(model, &c.val, args.eval_windows, args.seq_len, args.batch)?;
+                Ok(("val_bpb", bpb))
             }
             Source::Task(t) => {
-                let mut rng = Rng::new(0xe7a1); // the same evaluation set every time
-                let (ids, targets) = t.batch(args.eval_windows.max(1) * 4, &mut rng);
-                let logits = model.forward(&ids, ids.len() / t.len(), t.len())?;
-                Ok(("val_accuracy", accuracy(&logits, &targets)?))
+                let examples = eval::task_examples(args.eval_windows, "--eval-windows")?;
+                Ok(("val_accuracy", eval::task_accuracy(model, t, examples, args.batch)?))
             }
         }
     }
@@ -156,9 +150,9 @@ impl Trainer {
     /// Model, optimizer, data RNG and settings as a checkpoint left them, with the flags of
     /// `cli` that may change on resume ([`TrainArgs::resume_onto`]); each change is reported.
     fn resume(cli: &TrainArgs, dir: &Path) -> Result<Trainer> {
-        let mut model = checkpoint::load_model(dir)?.to(cli.device)?;
-        let mut opt = optimizer(&model, cli)?;
-        let state = checkpoint::load_training_state(dir, &mut opt)?;
+        // Settings first (from the training state's header): they are checked, and the memory
+        // they need estimated, before the model and its moments are loaded.
+        let state = checkpoint::read_saved_state(dir)?;
         let saved: TrainArgs = serde_json::from_value(state.train_args)
             .map_err(|e| Error::checkpoint(dir, format!("the saved training settings are unreadable: {e}")))?;
         let (mut args, notes) = cli.resume_onto(saved)?;
@@ -181,6 +175,9 @@ impl Trainer {
             );
             return Err(Error::checkpoint(&dir, what));
         }
+        let mut model = checkpoint::load_model(&dir)?.to(args.device)?;
+        let mut opt = optimizer(&model, &args)?;
+        let state = checkpoint::load_training_state(&dir, &mut opt)?;
         model.scan_chunk = args.scan_chunk;
         opt.lr = args.lr;
         opt.weight_decay = args.weight_decay;

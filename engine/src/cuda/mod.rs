@@ -303,6 +303,15 @@ pub fn allocator_bytes() -> (usize, usize) {
     (alloc::reserved(), alloc::cached())
 }
 
+/// Bytes of GPU memory a new allocation can still get: what the driver reports free plus
+/// what our allocator caches for reuse (it hands those back before failing). Starts the GPU.
+/// Used to refuse settings that cannot fit before allocating them.
+pub fn available_bytes() -> Result<usize> {
+    gpu("memory info")?;
+    let (free, _total) = mamba_kernels::cust::memory::mem_get_info().map_err(err("memory info"))?;
+    Ok(free.saturating_add(alloc::cached()))
+}
+
 /// Wait until every launched kernel has finished.
 pub fn synchronize() -> Result<()> {
     gpu("synchronize")?.stream.synchronize().map_err(err("synchronize"))

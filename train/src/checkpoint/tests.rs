@@ -167,14 +167,6 @@ fn config_that_does_not_match_the_weights_is_an_error() {
 }
 
 #[test]
-fn param_count_matches_the_model() {
-    for (d_model, n_layer) in [(16, 1), (24, 3), (64, 2)] {
-        let model = MambaLM::new(MambaConfig::new(d_model, n_layer), DType::F32, 0).unwrap();
-        assert_eq!(param_count(&model.cfg), Some(model.num_parameters()));
-    }
-}
-
-#[test]
 fn missing_files_are_errors_naming_them() {
     let scratch = Scratch::new("missing");
     let (model, opt, state) = fixture(16, 1);
@@ -250,6 +242,33 @@ fn untied_head_is_refused() {
     fs::write(scratch.ckpt().join(MODEL_FILE), write_safetensors(&named, &[]).unwrap()).unwrap();
     let msg = names_file(load_model(&scratch.ckpt()).err().unwrap(), MODEL_FILE);
     assert!(msg.contains("lm_head.weight"), "{msg}");
+}
+
+#[test]
+fn integer_weights_are_refused_naming_the_dtype() {
+    use safetensors::{tensor::TensorView, Dtype};
+    let scratch = Scratch::new("dtype");
+    let (model, opt, state) = fixture(16, 1);
+    save(&scratch.ckpt(), &model, &opt, &state).unwrap();
+    // Every parameter as F32 bytes, except norm_f.weight as I64 of the same shape.
+    let bytes: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = model
+        .named_parameters()
+        .into_iter()
+        .map(|(name, t)| {
+            let values = t.to_vec::<f32>().unwrap();
+            match name.as_str() {
+                "backbone.norm_f.weight" => {
+                    (name, Dtype::I64, t.shape().to_vec(), values.iter().flat_map(|_| 1i64.to_le_bytes()).collect())
+                }
+                _ => (name, Dtype::F32, t.shape().to_vec(), values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            }
+        })
+        .collect();
+    let views: Vec<(String, TensorView)> =
+        bytes.iter().map(|(n, d, shape, b)| (n.clone(), TensorView::new(*d, shape.clone(), b).unwrap())).collect();
+    fs::write(scratch.ckpt().join(MODEL_FILE), safetensors::serialize(views, &None).unwrap()).unwrap();
+    let msg = names_file(load_model(&scratch.ckpt()).err().unwrap(), MODEL_FILE);
+    assert!(msg.contains("`backbone.norm_f.weight` has dtype I64"), "{msg}");
 }
 
 #[test]

@@ -1,0 +1,296 @@
+//! Sizes checked before anything is allocated, so that a setting too large for the machine is
+//! an error naming the flag to lower, not a `capacity overflow` panic or an allocation abort
+//! minutes into a run.
+//!
+//! Every size is counted in checked arithmetic (an overflow is an error of its own), then the
+//! estimate of [`model_bytes`] + [`activation_bytes`] is compared with the memory a new
+//! allocation can get: `MemAvailable` of /proc/meminfo on the CPU (the comparison is skipped
+//! where it cannot be read), the GPU's free memory with `--device cuda`. Either way an estimate
+//! beyond what a 64-bit process can address is refused.
+
+use crate::{args::TrainArgs, eval, tasks::Task, Error, Result};
+use mamba_engine::Device;
+use mamba_model::MambaConfig;
+
+/// The most bytes `--sample-tokens` may ask for: a sample is printed at every evaluation.
+pub const MAX_SAMPLE_TOKENS: usize = 1 << 16;
+
+/// Bytes per value: training and evaluation compute in f32.
+const F32: usize = 4;
+
+/// Bytes of the model's weights times `copies`: 4 to train (weights, gradients and AdamW's two
+/// moments), 1 to evaluate or sample. `None` if the size overflows.
+pub fn model_bytes(cfg: &MambaConfig, copies: usize) -> Option<usize> {
+    cfg.param_count()?.checked_mul(copies)?.checked_mul(F32)
+}
+
+/// Bytes of the activations a training step on `rows` sequences of `len` tokens keeps for its
+/// backward, in f32 (`None` if the size overflows). With d = d_model, e = d_inner, n = d_state,
+/// r = dt_rank, V = the padded vocabulary, c = --scan-chunk:
+///
+/// ```text
+/// 4 · ( rows·len · ( n_layer·(3d + 10e + 2r + 4n) + 2d + 2V )  +  n_layer · rows·e·n · ⌈len / c⌉ )
+/// ```
+///
+/// Per layer and token: the residual, its norm and out_proj's output (3d); in_proj's x and z
+/// (2e); the conv's output, its silu, x transposed to rows, delta, the scan's contiguous copies
+/// of delta and z, its output and that transposed back (8e); x_proj's output and its dt part
+/// (2r + 2n) and the scan's contiguous B and C (2n). Per token: the embedding and the final
+/// norm (2d), the logits and their gradient (2V). And the states the scan saves every c steps,
+/// (rows, e, n) each. An evaluation keeps less (no graph), so this bounds it too.
+pub fn activation_bytes(cfg: &MambaConfig, rows: usize, len: usize, scan_chunk: usize) -> Option<usize> {
+    let s = &cfg.ssm_cfg;
+    let (d, n, r) = (cfg.d_model, s.d_state, s.dt_rank);
+    let e = s.expand.checked_mul(d)?;
+    let sum = |xs: &[Option<usize>]| xs.iter().try_fold(0usize, |acc, x| acc.checked_add((*x)?));
+    let per_layer = sum(&[d.checked_mul(3), e.checked_mul(10), r.checked_mul(2), n.checked_mul(4)])?;
+    let vocab = cfg.checked_padded_vocab()?;
+    let per_token = sum(&[cfg.n_layer.checked_mul(per_layer), d.checked_mul(2), vocab.checked_mul(2)])?;
+    let saves = len.div_ceil(scan_chunk.max(1));
+    let states = [rows, e, n, saves].iter().try_fold(cfg.n_layer, |acc, &x| acc.checked_mul(x))?;
+    rows.checked_mul(len)?.checked_mul(per_token)?.checked_add(states)?.checked_mul(F32)
+}
+
+/// How much memory a new allocation can get.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Available {
+    /// `MemAvailable` of /proc/meminfo, bytes.
+    Cpu(usize),
+    /// The GPU's free memory (and what our allocator caches), bytes.
+    Gpu(usize),
+    /// Not known: only what a 64-bit process can address at all is checked.
+    Unknown,
+}
+
+impl Available {
+    /// What `device` offers now. With `--device cuda` this starts the GPU.
+    pub fn on(device: Device) -> Result<Available> {
+        match device {
+            Device::Cpu => Ok(mem_available().map_or(Available::Unknown, Available::Cpu)),
+            #[cfg(feature = "cuda")]
+            Device::Cuda => Ok(Available::Gpu(mamba_engine::cuda::available_bytes()?)),
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda => Ok(Available::Unknown), // the model's move to the GPU says why not
+        }
+    }
+
+    fn bytes(self) -> usize {
+        match self {
+            Available::Cpu(b) | Available::Gpu(b) => b.min(isize::MAX as usize),
+            Available::Unknown => isize::MAX as usize,
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Available::Cpu(b) => format!("{} of memory is available", human(b)),
+            Available::Gpu(b) => format!("{} of GPU memory is free", human(b)),
+            Available::Unknown => format!("a process can address at most {}", human(isize::MAX as usize)),
+        }
+    }
+}
+
+/// `MemAvailable` from /proc/meminfo (Linux), bytes.
+fn mem_available() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find_map(|l| l.strip_prefix("MemAvailable:"))?;
+    line.trim().strip_suffix("kB")?.trim().parse::<usize>().ok()?.checked_mul(1024)
+}
+
+/// Bytes in decimal units, e.g. "120 TB", "1.5 GB".
+pub fn human(bytes: usize) -> String {
+    const UNITS: [&str; 7] = ["bytes", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let (mut value, mut unit) = (bytes as f64, 0);
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        (value, unit) = (value / 1000.0, unit + 1);
+    }
+    match (unit, value < 10.0) {
+        (0, _) => format!("{bytes} bytes"),
+        (_, true) => format!("{value:.1} {}", UNITS[unit]),
+        (_, false) => format!("{value:.0} {}", UNITS[unit]),
+    }
+}
+
+/// A model and a batch to size, with the words the errors use.
+pub(crate) struct Plan<'a> {
+    /// The model, its `vocab_size` set.
+    pub cfg: &'a MambaConfig,
+    /// Copies of the weights: 4 to train, 1 to evaluate (see [`model_bytes`]).
+    pub copies: usize,
+    pub rows: usize,
+    pub len: usize,
+    pub scan_chunk: usize,
+    /// E.g. "--d-model 128 x --n-layer 4", and what to do when the model is the problem.
+    pub model: String,
+    pub model_fix: &'a str,
+    /// E.g. "--batch 16 x --seq-len 128", and what to do when the activations are the problem.
+    pub batch: String,
+    pub batch_fix: &'a str,
+}
+
+impl Plan<'_> {
+    /// Refuse the plan if a size overflows or the estimate exceeds `available`. A model that
+    /// does not fit on its own is the model's fault; otherwise the larger part is blamed.
+    pub(crate) fn check(&self, available: Available) -> Result<()> {
+        let refuse = |msg: String| Err(Error::Settings(msg));
+        let Some(model) = model_bytes(self.cfg, self.copies) else {
+            return refuse(format!("{}: the model's size overflows; {}", self.model, self.model_fix));
+        };
+        if model > available.bytes() {
+            return refuse(self.model_too_big(model, None, available));
+        }
+        let Some(acts) = activation_bytes(self.cfg, self.rows, self.len, self.scan_chunk) else {
+            return refuse(format!("{}: the activations' size overflows; {}", self.batch, self.batch_fix));
+        };
+        if model.saturating_add(acts) <= available.bytes() {
+            return Ok(());
+        }
+        if acts < model {
+            return refuse(self.model_too_big(model, Some(acts), available));
+        }
+        let (a, m, avail) = (human(acts), human(model), available.describe());
+        refuse(format!(
+            "{} needs about {a} for activations (and {m} for the model), but {avail}: {}",
+            self.batch, self.batch_fix
+        ))
+    }
+
+    fn model_too_big(&self, model: usize, acts: Option<usize>, available: Available) -> String {
+        let params = self.cfg.param_count().unwrap_or(0);
+        let what =
+            if self.copies > 1 { "to train (weights, gradients and two AdamW moments)" } else { "for its weights" };
+        let acts = acts.map(|a| format!(" (and {} for activations)", human(a))).unwrap_or_default();
+        format!(
+            "{} makes a model of {params} parameters that needs about {} {what}{acts}, but {}: {}",
+            self.model,
+            human(model),
+            available.describe(),
+            self.model_fix
+        )
+    }
+}
+
+/// Everything `mamba train` will allocate by size, checked from `args` alone (called by
+/// [`TrainArgs::validate`], before the data or the model exist).
+pub(crate) fn check_train(args: &TrainArgs) -> Result<()> {
+    check_train_on(args, Available::on(args.device)?)
+}
+
+fn check_train_on(args: &TrainArgs, available: Available) -> Result<()> {
+    if args.sample_tokens > MAX_SAMPLE_TOKENS {
+        return Err(Error::Settings(format!(
+            "--sample-tokens {} is more than the {MAX_SAMPLE_TOKENS} allowed (a sample is printed at every \
+             evaluation): lower it, or 0 for no samples",
+            args.sample_tokens
+        )));
+    }
+    let mut cfg = MambaConfig::new(args.d_model, args.n_layer);
+    let (len, len_flag) = match &args.task {
+        Some(name) => {
+            let task = Task::from_name(name, args.task_len, args.task_tokens, args.task_vocab)?;
+            eval::task_examples(args.eval_windows, "--eval-windows")?;
+            cfg.vocab_size = task.vocab_size();
+            (task.len(), format!("--task-len {}", args.task_len))
+        }
+        None => (args.seq_len, format!("--seq-len {}", args.seq_len)),
+    };
+    let len_name = len_flag.split(' ').next().unwrap_or_default();
+    let batch_fix = format!("lower --batch or {len_name}");
+    Plan {
+        cfg: &cfg,
+        copies: 4,
+        rows: args.batch,
+        len,
+        scan_chunk: args.scan_chunk,
+        model: format!("--d-model {} x --n-layer {}", args.d_model, args.n_layer),
+        model_fix: "lower --d-model or --n-layer",
+        batch: format!("--batch {} x {len_flag}", args.batch),
+        batch_fix: &batch_fix,
+    }
+    .check(available)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(flags: &[&str]) -> TrainArgs {
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: TrainArgs,
+        }
+        Cli::parse_from([&["train"][..], flags].concat()).args
+    }
+
+    const GB: usize = 1_000_000_000;
+
+    fn refused(flags: &[&str], available: Available) -> String {
+        check_train_on(&args(flags), available).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_default_run_fits_in_a_gigabyte_and_its_estimate_is_plausible() {
+        check_train_on(&args(&[]), Available::Cpu(GB)).unwrap();
+        let cfg = MambaConfig::new(128, 4);
+        // 16 x 128 tokens x (4 x 3024 + 256 + 512) floats, plus 4 x 16 x 256 x 16 x 2 saved states
+        assert_eq!(activation_bytes(&cfg, 16, 128, 64), Some(4 * (2048 * 12864 + 524_288)));
+        assert_eq!(model_bytes(&cfg, 4), Some(16 * cfg.param_count().unwrap()));
+        // a chunk longer than the sequence saves one state per layer, as the scan does
+        assert_eq!(activation_bytes(&cfg, 1, 8, 64), Some(4 * (8 * 12864 + 4 * 256 * 16)));
+    }
+
+    #[test]
+    fn too_large_for_the_memory_names_the_flag_to_lower() {
+        let msg = refused(&["--batch", "1000000000000"], Available::Cpu(22 * GB));
+        assert!(msg.starts_with("--batch 1000000000000 x --seq-len 128 needs about "), "{msg}");
+        assert!(
+            msg.contains(" EB for activations")
+                && msg.ends_with("22 GB of memory is available: lower --batch or --seq-len"),
+            "{msg}"
+        );
+        let msg = refused(&["--d-model", "1000000"], Available::Gpu(80 * GB));
+        assert!(msg.starts_with("--d-model 1000000 x --n-layer 4 makes a model of "), "{msg}");
+        assert!(
+            msg.contains("TB to train (weights,")
+                && msg.ends_with("80 GB of GPU memory is free: lower --d-model or --n-layer"),
+            "{msg}"
+        );
+        let msg = refused(&["--task", "induction-heads", "--task-len", "1000000"], Available::Cpu(GB));
+        assert!(msg.contains("--task-len 1000000") && msg.ends_with("lower --batch or --task-len"), "{msg}");
+        // an unknown amount still refuses what no process can address
+        let msg = refused(&["--n-layer", "6000000000000"], Available::Unknown);
+        assert!(msg.ends_with("a process can address at most 9.2 EB: lower --d-model or --n-layer"), "{msg}");
+        check_train_on(&args(&["--n-layer", "1000000"]), Available::Unknown).unwrap();
+    }
+
+    #[test]
+    fn overflows_and_caps_are_errors() {
+        let max = usize::MAX.to_string();
+        for (flag, expect) in [
+            ("--d-model", "the model's size overflows; lower --d-model or --n-layer"),
+            ("--batch", "the activations' size overflows; lower --batch or --seq-len"),
+            ("--seq-len", "the activations' size overflows; lower --batch or --seq-len"),
+            ("--sample-tokens", "is more than the 65536 allowed"),
+        ] {
+            let msg = refused(&[flag, &max], Available::Unknown);
+            assert!(msg.contains(&format!("{flag} {max}")) && msg.contains(expect), "{flag}: {msg}");
+        }
+        let task = ["--task", "selective-copying"];
+        let msg = refused(&[&task[..], &["--eval-windows", &max]].concat(), Available::Unknown);
+        assert!(msg.contains("--eval-windows"), "{msg}");
+        let msg = refused(&[&task[..], &["--task-vocab", "100000000"]].concat(), Available::Unknown);
+        assert!(msg.contains("(--task-vocab)"), "{msg}");
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human(999), "999 bytes");
+        assert_eq!(human(1_500_000_000), "1.5 GB");
+        assert_eq!(human(22 * GB), "22 GB");
+        assert_eq!(human(120_000_000_000_000), "120 TB");
+        assert_eq!(human(usize::MAX), "18 EB");
+        assert!(mem_available().is_none_or(|b| b > 0));
+    }
+}
