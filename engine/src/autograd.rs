@@ -1,7 +1,7 @@
 //! Reverse-mode automatic differentiation.
 //!
-//! Every tensor that requires grad carries a [`Var`]. A leaf (a parameter) has no
-//! node; an op's output has a [`Node`] that remembers the op's name, the `Var`s of its
+//! Every tensor that requires grad carries a `Var`. A leaf (a parameter) has no
+//! node; an op's output has a `Node` that remembers the op's name, the `Var`s of its
 //! inputs, the tensors it saved, and a closure mapping `dL/d(out)` to `dL/d(input)` for
 //! each input. Nodes point at input `Var`s, not at input tensors, so an input's buffer
 //! stays alive only if the op chose to save it — which is exactly what the memory

@@ -39,6 +39,20 @@ pub struct Report {
 }
 
 /// Check the gradient of `f` at `inputs` (converted to f64 leaves).
+///
+/// # Examples
+///
+/// ```
+/// use mamba_engine::{gradcheck, DType, Rng, Tensor};
+///
+/// # fn main() -> mamba_engine::Result<()> {
+/// let x = Tensor::randn(&[3, 4], 0.0, 1.0, DType::F32, &mut Rng::new(0));
+/// let report = gradcheck::check(|x| x[0].silu()?.sum(&[1], false), &[x], Default::default())?;
+/// assert_eq!(report.checked, 12); // one partial derivative per element of x
+/// assert!(report.worst < 1.0);
+/// # Ok(())
+/// # }
+/// ```
 pub fn check(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor], tol: Tolerance) -> Result<Report> {
     let leaves: Vec<Tensor> = inputs
         .iter()

@@ -17,6 +17,26 @@ use crate::{
 use std::fmt;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
+/// An n-dimensional array (f32, f64 or bf16) on one device, with its autograd identity.
+///
+/// # Examples
+///
+/// A leaf that requires grad, a matrix product, a sum, and backward:
+///
+/// ```
+/// use mamba_engine::Tensor;
+///
+/// # fn main() -> mamba_engine::Result<()> {
+/// let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2])?.requires_grad();
+/// let b = Tensor::from_vec(vec![1.0f32, 0.0, 0.0, 2.0], &[2, 2])?;
+/// let loss = a.matmul(&b)?.sum_all()?; // a @ b = [[1, 4], [3, 8]]
+/// assert_eq!(loss.item()?, 16.0);
+/// loss.backward()?;
+/// // d loss / d a[i][k] = sum_j b[k][j]: b's row sums, for each row of a.
+/// assert_eq!(a.grad().unwrap().to_vec::<f32>()?, [1.0, 2.0, 1.0, 2.0]);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Tensor {
     pub(crate) storage: Arc<RwLock<Storage>>,

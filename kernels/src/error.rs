@@ -28,7 +28,15 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Cuda(e) => write!(f, "CUDA error: {e}"),
+            Error::Cuda(e) => {
+                // cust's Display asks the driver for the text and fails when the driver cannot
+                // answer (a link stub, a broken install); `to_string` would then panic.
+                let mut text = String::new();
+                match fmt::write(&mut text, format_args!("{e}")) {
+                    Ok(()) => write!(f, "CUDA error: {text}"),
+                    Err(_) => write!(f, "CUDA error: {e:?} (the driver gave no description)"),
+                }
+            }
             Error::BadArgument { kernel, what } => write!(f, "{kernel}: {what}"),
         }
     }

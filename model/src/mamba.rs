@@ -169,9 +169,30 @@ impl Mixer {
 }
 
 impl MambaLM {
-    /// A freshly initialised model. A configuration whose sizes overflow (or whose
-    /// parameters would not fit in the address space) is refused before anything is
-    /// allocated, with [`Error::Unsupported`].
+    /// A model of `cfg` on the CPU, initialised like the reference from `seed`. A configuration
+    /// whose sizes overflow (or whose parameters would not fit in the address space) is refused
+    /// before anything is allocated, with [`Error::Unsupported`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mamba_engine::DType;
+    /// use mamba_model::{MambaConfig, MambaLM};
+    ///
+    /// # fn main() -> mamba_model::Result<()> {
+    /// let model = MambaLM::new(MambaConfig::new(16, 2), DType::F32, 0)?; // d_model 16, 2 layers
+    /// let ids: Vec<usize> = b"hello, world".iter().map(|&b| b as usize).collect(); // 2 x 6 bytes
+    /// assert_eq!(model.forward(&ids, 2, 6)?.shape(), [2, 6, 256]);
+    /// // Next-byte targets: the text shifted by one; -100 marks the last, which has none.
+    /// let targets: Vec<i64> = ids[1..].iter().map(|&i| i as i64).chain([-100]).collect();
+    /// let loss = model.loss(&ids, &targets, 2, 6)?;
+    /// // A fresh model is close to uniform over the 256 bytes.
+    /// assert!((loss.item()? - 256f64.ln()).abs() < 0.1);
+    /// loss.backward()?;
+    /// assert!(model.named_parameters().iter().all(|(_, p)| p.grad().is_some()));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(cfg: MambaConfig, dtype: DType, seed: u64) -> Result<MambaLM> {
         cfg.validate()?;
         let bytes = cfg.param_count().and_then(|n| n.checked_mul(dtype.size()));

@@ -108,8 +108,8 @@ pub struct TrainArgs {
     #[serde(skip, default = "cpu")]
     pub device: Device,
     /// Time every GPU kernel (CUDA events): print a per-kernel table and the memory ledger
-    /// at the end and write them to <out>/profile.txt, and the kernel timeline to
-    /// <out>/trace.json (open it in Perfetto). Needs --device cuda.
+    /// at the end and write them to `<out>/profile.txt`, and the kernel timeline to
+    /// `<out>/trace.json` (open it in Perfetto). Needs --device cuda.
     #[arg(long)]
     #[serde(skip)]
     pub profile: bool,

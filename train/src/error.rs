@@ -34,7 +34,7 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    /// For `map_err`: an I/O failure while doing `context` (a path, or e.g. "cannot read --text <file>").
+    /// For `map_err`: an I/O failure while doing `context` (a path, or e.g. `"cannot read --text <file>"`).
     pub fn io(context: impl fmt::Display) -> impl FnOnce(io::Error) -> Error {
         let context = context.to_string();
         move |source| Error::Io { context, source }

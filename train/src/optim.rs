@@ -105,6 +105,18 @@ pub fn clip_grad_norm(params: &[Param], max_norm: f64) -> Result<Option<Tensor>>
 }
 
 /// Linear warmup to `max_lr` over `warmup` steps, then cosine decay to `min_lr` at `total`.
+///
+/// # Examples
+///
+/// ```
+/// use mamba_train::optim::lr_at;
+///
+/// let lr = |step| lr_at(step, 10, 110, 1e-3, 1e-4); // 10 warmup steps, 100 of decay
+/// assert!((lr(0) - 1e-4).abs() < 1e-12); // warmup: max_lr * (step + 1) / warmup
+/// assert_eq!(lr(9), 1e-3);
+/// assert!((lr(60) - 5.5e-4).abs() < 1e-12); // halfway through the decay: the mean of the two
+/// assert_eq!(lr(110), 1e-4);
+/// ```
 pub fn lr_at(step: u64, warmup: u64, total: u64, max_lr: f64, min_lr: f64) -> f64 {
     if step < warmup {
         return max_lr * (step + 1) as f64 / warmup as f64;

@@ -1,12 +1,7 @@
 //! The `mamba` binary as a user runs it.
 
-use std::process::Command;
-
-fn mamba(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mamba")).args(args).output().expect("the binary runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
+mod common;
+use common::mamba;
 
 #[test]
 fn every_subcommand_has_help() {

@@ -1,22 +1,13 @@
 //! `mamba eval` as a user runs it: bits per byte of a byte model on a file or on its run's
 //! validation split, a task model's accuracy, and clear errors.
 
+mod common;
+use common::mamba;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mamba")).args(args).output().expect("the binary runs")
-}
-
-/// (success, stdout + stderr)
-fn mamba(args: &[&str]) -> (bool, String) {
-    let out = run(args);
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
-}
-
+/// A fresh, empty directory for one test.
 fn scratch(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mamba-eval-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = common::scratch(tag);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }

@@ -1,42 +1,14 @@
 //! What `--resume` changes and what it keeps, the flags' own messages, and the run's
 //! metrics and chart, as a user sees them through the binary.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// Run `mamba` with `args`: (success, stdout + stderr).
-fn mamba(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mamba")).args(args).output().expect("the binary runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
-
-fn scratch(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mamba-resume-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-const TINY: [&str; 13] = [
-    "train",
-    "--d-model",
-    "16",
-    "--n-layer",
-    "1",
-    "--batch",
-    "2",
-    "--seq-len",
-    "16",
-    "--eval-windows",
-    "1",
-    "--quiet",
-    "--warmup",
-];
+mod common;
+use common::{mamba, scratch, TINY};
+use std::path::Path;
 
 /// A tiny run of `steps` steps (warmup 1, evaluation every 2) into `dir`.
 fn tiny_run(dir: &Path, steps: &str) {
-    let flags = [&TINY[..], &["1", "--steps", steps, "--eval-every", "2", "--sample-tokens", "0", "--out"]].concat();
-    let (ok, text) = mamba(&[&flags[..], &[dir.to_str().unwrap()]].concat());
+    let run = ["train", "--warmup", "1", "--steps", steps, "--eval-every", "2", "--out", dir.to_str().unwrap()];
+    let (ok, text) = mamba(&[&run[..], TINY].concat());
     assert!(ok, "{text}");
 }
 

@@ -14,28 +14,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-const TINY: &[&str] = &[
-    "--d-model",
-    "16",
-    "--n-layer",
-    "1",
-    "--batch",
-    "2",
-    "--seq-len",
-    "16",
-    "--eval-windows",
-    "1",
-    "--sample-tokens",
-    "0",
-    "--quiet",
-];
-
-/// `mamba <args>` in `cwd`: (success, stdout + stderr).
-fn mamba_in(cwd: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mamba")).args(args).current_dir(cwd).output().expect("the binary runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
+mod common;
+use common::{mamba_in, TINY};
 
 /// `mamba train <TINY> --out <out> <extra>`.
 fn train(out: &Path, extra: &[&str]) -> (bool, String) {

@@ -4,7 +4,7 @@
 //!
 //! Every kernel takes one parameter struct by value (`struct <Kernel>Params` in its .cu),
 //! declared in the launcher file as a `#[repr(C)]` twin with the same fields and a size
-//! assertion on both sides. Every launch goes through [`Gpu::launch`], the one place that
+//! assertion on both sides. Every launch goes through `Gpu::launch`, the one place that
 //! holds the `unsafe` of a kernel launch, and is bracketed by [`Gpu::timed`]: with profiling
 //! on (see `profile.rs`) that records a CUDA event before and after the kernel, and the
 //! profile table turns the launcher's napkin math ([`Cost`]: bytes moved, FLOPs) into GB/s
