@@ -1,5 +1,5 @@
 //! Every GPU kernel against its CPU twin, on the GPU machine: fresh random inputs each
-//! run (the seed is printed), outputs poisoned with NaN before each launch (so an element
+//! run (the seed is printed; GPU_CHECK_SEED repeats one), outputs poisoned with NaN before each launch (so an element
 //! the kernel forgot fails), then CUDA-event timing (median of 20 after warm-up) and the
 //! throughput each kernel reaches. Exits non-zero if any kernel disagrees.
 //!
@@ -111,7 +111,11 @@ pub fn poisoned(n: usize) -> Res<DeviceBuffer<f32>> {
 }
 
 fn main() -> Res<()> {
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64;
+    // GPU_CHECK_SEED=<seed> repeats a run's inputs (to reproduce a failure); else a fresh seed.
+    let seed = match std::env::var("GPU_CHECK_SEED") {
+        Ok(seed) => seed.parse()?,
+        Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64,
+    };
     println!("gpu-check: seed {seed}");
     let timing = std::env::var_os("GPU_CHECK_NO_TIMING").is_none();
     // The engine's GPU: kernel checks and engine ops share one context, stream and profiler.
