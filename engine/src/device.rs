@@ -31,6 +31,18 @@ impl Device {
             Device::Cuda => cfg!(feature = "cuda"),
         }
     }
+
+    /// Whether tensors can live here now: the CPU always; the GPU in a `cuda` build whose
+    /// driver finds one (the error says what is missing and what to do).
+    pub fn ready(self) -> crate::Result<()> {
+        match self {
+            Device::Cpu => Ok(()),
+            #[cfg(feature = "cuda")]
+            Device::Cuda => crate::cuda::gpu("start").map(|_| ()),
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda => Err(crate::dispatch::no_cuda("start")),
+        }
+    }
 }
 
 impl fmt::Display for Device {

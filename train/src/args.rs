@@ -275,12 +275,22 @@ impl TrainArgs {
             let clip = self.grad_clip;
             return Err(Error::Settings(format!("--grad-clip must be a finite number > 0, got {clip}")));
         }
+        check_device(self.device)?;
         if self.profile && self.device != Device::Cuda {
             return Err(Error::Settings("--profile times GPU kernels: add --device cuda".into()));
         }
         // Sizes last: they assume the checks above (e.g. no zero --scan-chunk).
         crate::limits::check_train(self)
     }
+}
+
+/// `--device` can be used: an error naming the flag, with the engine's reason (a build
+/// without `--features cuda`, no GPU or driver) and what to do, before anything is loaded.
+pub fn check_device(device: Device) -> Result<()> {
+    device.ready().map_err(|e| match e {
+        mamba_engine::Error::Device { msg, .. } => Error::Settings(format!("--device {device}: {msg}")),
+        other => Error::Engine(other),
+    })
 }
 
 /// A saved setting as a user would type it: numbers and paths without JSON quotes.

@@ -3,6 +3,7 @@
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use mamba_engine::{Device, Rng};
 use mamba_train::{
+    args::check_device,
     checkpoint,
     eval::{evaluate_checkpoint, EvalRequest},
     generate::{generate, Sampling},
@@ -102,6 +103,7 @@ fn main() {
 
 fn run_eval(args: EvalArgs) -> Result<()> {
     let EvalArgs { checkpoint, text, device, windows, seq_len } = args;
+    check_device(device)?;
     println!("{}", evaluate_checkpoint(&EvalRequest { checkpoint, text, device, windows, seq_len })?);
     Ok(())
 }
@@ -115,6 +117,7 @@ fn run_generate(args: &GenerateArgs) -> Result<()> {
     }
     let how = Sampling { temperature: args.temperature, top_k: args.top_k };
     how.validate()?;
+    check_device(args.device)?;
     let model = checkpoint::load_model(&args.checkpoint)?.to(args.device)?;
     if model.cfg.vocab_size < 256 {
         return Err(Error::Settings(format!(

@@ -51,3 +51,24 @@ fn train_then_generate_streams_bytes() {
     assert!(!ok && text.contains("/nonexistent/ckpt"), "{text}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Without `--features cuda`, `--device cuda` is refused up front by every subcommand, naming
+/// the flag and how to build, before a checkpoint is read or a run folder made.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn device_cuda_without_the_feature_says_how_to_build() {
+    let out = common::scratch("no-cuda");
+    let out = out.to_str().unwrap();
+    for args in [
+        &["train", "--device", "cuda", "--out", out][..],
+        &["eval", "--device", "cuda", "--checkpoint", "/nonexistent"],
+        &["generate", "--device", "cuda", "--checkpoint", "/nonexistent"],
+    ] {
+        let (ok, text) = mamba(args);
+        assert!(
+            !ok && text.contains("--device cuda: this build has no CUDA backend") && text.contains("--features cuda"),
+            "{args:?}: {text}"
+        );
+    }
+    assert!(!std::path::Path::new(out).exists());
+}
