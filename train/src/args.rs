@@ -64,8 +64,8 @@ pub struct TrainArgs {
     /// Seed of the initial weights and of the data stream.
     #[arg(long, default_value_t = 1337)]
     pub seed: u64,
-    /// Where checkpoints, metrics.jsonl and loss.svg go [default: runs/default, runs/<file
-    /// stem> with --text, runs/<task> with --task; on --resume, the run the checkpoint
+    /// Where checkpoints, metrics.jsonl and loss.svg go [default: runs/default, runs/FILE-STEM
+    /// with --text, runs/TASK with --task; on --resume, the run the checkpoint
     /// belongs to].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -193,8 +193,8 @@ impl TrainArgs {
     }
 
     /// The settings of a run resumed from a checkpoint that saved `saved`: those, with this
-    /// command line's [`RUN_ONLY`] flags and the [`RESUMABLE`] flags it gives. Returns them and
-    /// a line for the user per change, and a warning per ignored [`FIXED`] flag that differs.
+    /// command line's `RUN_ONLY` flags and the `RESUMABLE` flags it gives. Returns them and
+    /// a line for the user per change, and a warning per ignored `FIXED` flag that differs.
     pub fn resume_onto(&self, mut saved: TrainArgs) -> Result<(TrainArgs, Vec<String>)> {
         saved.decay_steps = Some(saved.decay_steps()); // checkpoints older than the flag
         let (mut merged, cli) = (serde_json::to_value(&saved)?, serde_json::to_value(self)?);

@@ -7,7 +7,7 @@
 //!
 //! `<out>` holds a run when any of [`RUN_FILES`] is there. Only the run a `--resume`
 //! checkpoint belongs to may continue in it; any other run needs `--overwrite`, which
-//! deletes those files only once the new run is set up ([`RunDir::clear_previous_run`]).
+//! deletes those files only once the new run is set up (`RunDir::clear_previous_run`).
 
 use crate::{checkpoint, Error, Result};
 use std::{
