@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod io;
 pub mod mamba;
+pub mod params;
 
 pub use config::{MambaConfig, SsmConfig};
 pub use error::{Error, Result};
