@@ -11,7 +11,7 @@
 //! Parameter names (`backbone.embedding.weight`, `backbone.layers.{i}.norm.weight`,
 //! `backbone.layers.{i}.mixer.*`, `backbone.layers.{i}.norm2.weight`,
 //! `backbone.layers.{i}.mlp.fc{1,2}.weight`, `backbone.norm_f.weight`) come from the
-//! modules' declarations (`params.rs`), made once here by [`declare`]; the model keeps the
+//! modules' declarations (`params.rs`), made once here by `declare`; the model keeps the
 //! list they make ([`MambaLM::parameters`]), which every reader of parameters iterates.
 //!
 //! `step` runs the same network one token at a time, each mixer carrying its recurrent state
