@@ -1,68 +1,83 @@
-//! Model configuration, serialised exactly like the reference `config.json` of
-//! `MambaLMHeadModel`, so checkpoints are interchangeable.
+//! Model configuration, read and written like the reference `MambaConfig`
+//! (`mamba_ssm/models/config_mamba.py`) in the `config.json` that `save_pretrained` writes, so
+//! checkpoints are interchangeable:
+//!
+//! ```json
+//! {"d_model": 768, "d_intermediate": 0, "n_layer": 24, "vocab_size": 50277,
+//!  "ssm_cfg": {"layer": "Mamba2"}, "attn_layer_idx": [], "attn_cfg": {},
+//!  "rms_norm": true, "residual_in_fp32": true, "fused_add_norm": true,
+//!  "pad_vocab_size_multiple": 16, "tie_embeddings": true}
+//! ```
+//!
+//! Every key but `d_model`, `n_layer` and `vocab_size` has the reference default. `ssm_cfg`
+//! names the mixer and holds its own keys (`config/ssm.rs`). A key this project does not know
+//! (a misspelling, or another layer's key) or a value of the wrong type is an error that names
+//! the key ([`Error::Config`]); whoever read the file adds its path.
+
+mod keys;
+mod ssm;
+
+pub use ssm::{DtInit, Mamba1Config, Mamba2Config, SsmConfig};
 
 use crate::{Error, Result};
-use serde::{Deserialize, Serialize};
+use keys::{key_error, Fields};
+use serde::Serialize;
+use serde_json::{Map, Value};
 
-/// The mixer's settings. Fields missing from a config file take the reference defaults
-/// (`"ssm_cfg": {}` is what the published Mamba checkpoints contain).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SsmConfig {
-    #[serde(default = "default_d_state")]
-    pub d_state: usize,
-    #[serde(default = "default_d_conv")]
-    pub d_conv: usize,
-    #[serde(default = "default_expand")]
-    pub expand: usize,
-    /// Rank of the delta projection; absent (the reference's "auto") means ceil(d_model / 16),
-    /// filled in by [`MambaConfig::from_json`].
-    #[serde(default)]
-    pub dt_rank: usize,
-}
-
-fn default_d_state() -> usize {
-    16
-}
-fn default_d_conv() -> usize {
-    4
-}
-fn default_expand() -> usize {
-    2
-}
-fn default_true() -> bool {
-    true
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MambaConfig {
     pub d_model: usize,
+    /// Hidden width of each block's gated MLP (rounded up to a multiple of 128 as the
+    /// reference `GatedMLP` does); 0 (the default): no MLP.
+    pub d_intermediate: usize,
     pub n_layer: usize,
     pub vocab_size: usize,
+    /// The mixer of the layers and its settings.
     pub ssm_cfg: SsmConfig,
-    #[serde(default = "default_true")]
+    /// Layers that are attention instead of the SSM mixer, and their settings (the reference
+    /// `MHA`'s keys). Read and written; a model with attention layers is not built yet.
+    pub attn_layer_idx: Vec<usize>,
+    pub attn_cfg: Map<String, Value>,
+    /// Only `true` is implemented: RMSNorm (not LayerNorm), eps 1e-5.
     pub rms_norm: bool,
-    #[serde(default = "default_true")]
+    /// The reference's precision and kernel choices; no effect here (the residual stream is in
+    /// the model's dtype).
     pub residual_in_fp32: bool,
-    #[serde(default = "default_true")]
     pub fused_add_norm: bool,
-    #[serde(default = "default_pad")]
+    /// The vocabulary is padded up to a multiple of this (8).
     pub pad_vocab_size_multiple: usize,
-    #[serde(default = "default_true")]
+    /// Only `true` is implemented: the output head is the embedding.
     pub tie_embeddings: bool,
 }
 
-fn default_pad() -> usize {
-    8
-}
+/// The keys of the reference `MHA` constructor that `attn_cfg` may hold.
+const ATTN_KEYS: [&str; 12] = [
+    "num_heads",
+    "num_heads_kv",
+    "head_dim",
+    "mlp_dim",
+    "qkv_proj_bias",
+    "out_proj_bias",
+    "softmax_scale",
+    "causal",
+    "d_conv",
+    "rotary_emb_dim",
+    "rotary_emb_base",
+    "rotary_emb_interleaved",
+];
 
 impl MambaConfig {
-    /// The reference defaults (d_state 16, d_conv 4, expand 2) for a byte-level model.
+    /// A Mamba-1 byte-level model with the reference defaults (d_state 16, d_conv 4, expand 2,
+    /// dt_rank ceil(d_model / 16), no MLP).
     pub fn new(d_model: usize, n_layer: usize) -> MambaConfig {
         MambaConfig {
             d_model,
+            d_intermediate: 0,
             n_layer,
             vocab_size: 256,
-            ssm_cfg: SsmConfig { d_state: 16, d_conv: 4, expand: 2, dt_rank: d_model.div_ceil(16) },
+            ssm_cfg: SsmConfig::Mamba1(Mamba1Config::new(d_model)),
+            attn_layer_idx: Vec::new(),
+            attn_cfg: Map::new(),
             rms_norm: true,
             residual_in_fp32: true,
             fused_add_norm: true,
@@ -71,19 +86,37 @@ impl MambaConfig {
         }
     }
 
-    /// Parse a reference-style `config.json`: absent fields take the reference defaults,
-    /// then the result is validated.
+    /// Parse a reference-style `config.json`: absent keys take the reference defaults, unknown
+    /// keys and wrong types are errors naming the key, then the result is validated.
     pub fn from_json(text: &str) -> Result<MambaConfig> {
-        let mut cfg: MambaConfig = serde_json::from_str(text)?;
-        if cfg.ssm_cfg.dt_rank == 0 {
-            cfg.ssm_cfg.dt_rank = cfg.d_model.div_ceil(16);
-        }
+        let cfg = MambaConfig::read(serde_json::from_str(text)?)?;
         cfg.validate()?;
         Ok(cfg)
     }
 
-    pub fn d_inner(&self) -> usize {
-        self.ssm_cfg.expand * self.d_model
+    fn read(value: Value) -> Result<MambaConfig> {
+        let mut f = Fields::new(value, "config", "", "a MambaConfig")?;
+        let d_model = f.required("d_model")?;
+        let cfg = MambaConfig {
+            d_model,
+            d_intermediate: f.or("d_intermediate", 0)?,
+            n_layer: f.required("n_layer")?,
+            vocab_size: f.required("vocab_size")?,
+            ssm_cfg: SsmConfig::read(f.or("ssm_cfg", Value::Object(Map::new()))?, d_model)?,
+            attn_layer_idx: f.or("attn_layer_idx", Vec::new())?,
+            attn_cfg: f.or("attn_cfg", Map::new())?,
+            rms_norm: f.or("rms_norm", true)?,
+            residual_in_fp32: f.or("residual_in_fp32", true)?,
+            fused_add_norm: f.or("fused_add_norm", true)?,
+            pad_vocab_size_multiple: f.or("pad_vocab_size_multiple", 8)?,
+            tie_embeddings: f.or("tie_embeddings", true)?,
+        };
+        f.finish()?;
+        if let Some(key) = cfg.attn_cfg.keys().find(|k| !ATTN_KEYS.contains(&k.as_str())) {
+            let what = format!("unknown key: attn_cfg has the keys {}", ATTN_KEYS.join(", "));
+            return Err(key_error(format!("attn_cfg.{key}"), what));
+        }
+        Ok(cfg)
     }
 
     /// The vocabulary rounded up to `pad_vocab_size_multiple`, as the reference does.
@@ -97,58 +130,35 @@ impl MambaConfig {
         self.vocab_size.div_ceil(multiple).checked_mul(multiple)
     }
 
-    /// Number of parameters of `MambaLM::new(cfg)`, in checked arithmetic (`None` where a
-    /// size overflows), so absurd configurations are refused before anything is allocated.
-    /// Per layer, with d = d_model, e = d_inner, n = d_state, r = dt_rank, k = d_conv:
-    ///
-    /// ```text
-    /// norm d + in_proj 2e·d + conv e·k + e + x_proj (r+2n)·e + dt_proj e·r + e + A_log e·n + D e + out_proj d·e
-    /// ```
-    ///
-    /// plus the embedding (padded vocab · d) and norm_f (d).
-    pub fn param_count(&self) -> Option<usize> {
-        let s = &self.ssm_cfg;
-        let (d, (n, r, k)) = (self.d_model, (s.d_state, s.dt_rank, s.d_conv));
-        let e = s.expand.checked_mul(d)?;
-        let per_row = [2usize.checked_mul(d)?, k, 1, r.checked_add(n.checked_mul(2)?)?, r, 1, n, 1, d] // times e
-            .iter()
-            .try_fold(0usize, |acc, &x| acc.checked_add(x))?;
-        let layer = e.checked_mul(per_row)?.checked_add(d)?;
-        self.n_layer.checked_mul(layer)?.checked_add(self.checked_padded_vocab()?.checked_mul(d)?)?.checked_add(d)
+    /// Number of parameters of `MambaLM::new(cfg)`, counted from the modules' own declarations
+    /// without allocating anything (`params.rs`), in checked arithmetic. An overflowing size,
+    /// or a layer this project does not build yet, is [`Error::Unsupported`]: absurd
+    /// configurations are refused before anything is allocated.
+    pub fn param_count(&self) -> Result<usize> {
+        crate::lm::count_parameters(self)
     }
 
     /// What this implementation supports; anything else is refused with a reason
-    /// ([`Error::Unsupported`]).
+    /// ([`Error::Unsupported`]). A layer that parses but is not built yet (Mamba-2, attention)
+    /// passes here and is refused when a model is built.
     pub fn validate(&self) -> Result<()> {
-        let s = &self.ssm_cfg;
         let unsupported = |msg: &str| Err(Error::Unsupported(msg.into()));
         if self.d_model == 0 || self.n_layer == 0 || self.vocab_size == 0 {
             return unsupported("d_model, n_layer and vocab_size must be positive");
         }
-        if s.d_state == 0 || s.d_conv == 0 || s.expand == 0 || s.dt_rank == 0 {
-            return unsupported("ssm_cfg: d_state, d_conv, expand and dt_rank must be positive");
-        }
+        self.ssm_cfg.validate(self.d_model)?;
         if !self.rms_norm || !self.tie_embeddings {
             return unsupported("only rms_norm = true and tie_embeddings = true are implemented");
+        }
+        for (i, idx) in self.attn_layer_idx.iter().enumerate() {
+            if *idx >= self.n_layer || self.attn_layer_idx[..i].contains(idx) {
+                let what = format!("layer {idx} is out of range (n_layer {}) or repeated", self.n_layer);
+                return Err(key_error("attn_layer_idx", what));
+            }
         }
         Ok(())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn published_configs_load_with_reference_defaults() {
-        // The shape of state-spaces/mamba-130m's config.json.
-        let text = r#"{"d_model": 768, "n_layer": 24, "vocab_size": 50277, "ssm_cfg": {}, "rms_norm": true,
-                       "residual_in_fp32": true, "fused_add_norm": true, "pad_vocab_size_multiple": 8}"#;
-        let cfg = MambaConfig::from_json(text).unwrap();
-        assert_eq!((cfg.ssm_cfg.d_state, cfg.ssm_cfg.d_conv, cfg.ssm_cfg.expand, cfg.ssm_cfg.dt_rank), (16, 4, 2, 48));
-        assert_eq!(cfg.padded_vocab(), 50280);
-        assert!(MambaConfig::from_json(r#"{"d_model": 0, "n_layer": 1, "vocab_size": 8, "ssm_cfg": {}}"#).is_err());
-        let round_trip = MambaConfig::from_json(&serde_json::to_string(&MambaConfig::new(64, 2)).unwrap()).unwrap();
-        assert_eq!(round_trip, MambaConfig::new(64, 2));
-    }
-}
+mod tests;

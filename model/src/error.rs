@@ -14,6 +14,9 @@ pub enum Error {
     Engine(mamba_engine::Error),
     /// A `config.json` that does not parse as a [`crate::MambaConfig`].
     ConfigJson(serde_json::Error),
+    /// A configuration key that is unknown, missing or holds a value of the wrong type: the
+    /// message names the key (`ssm_cfg.d_state`).
+    Config(String),
     /// A configuration this implementation does not support, and why.
     Unsupported(String),
     /// The safetensors library refused the bytes or the tensors: what was being done, and why.
@@ -32,6 +35,7 @@ impl fmt::Display for Error {
         match self {
             Error::Engine(e) => write!(f, "{e}"),
             Error::ConfigJson(e) => write!(f, "invalid config: {e}"),
+            Error::Config(msg) => write!(f, "invalid config: {msg}"),
             Error::Unsupported(msg) => write!(f, "unsupported configuration: {msg}"),
             Error::Safetensors { context, source } => write!(f, "{context}: {}", describe(source)),
             Error::Tensor { name, what } => write!(f, "`{name}`: {what}"),

@@ -1,15 +1,35 @@
 //! # mamba-model
 //!
-//! Models on top of the engine: the Mamba language model (`mamba.rs`, the reference
-//! `MambaLMHeadModel`), its configuration (`config.rs`, serialised like the reference
-//! `config.json`), safetensors reading/writing (`io.rs`) and the crate's one error type
-//! (`error.rs`).
+//! Models on top of the engine, as a family: the language model (`lm.rs`, the reference
+//! `MambaLMHeadModel`) is an embedding, blocks (`block.rs`: a norm and a [`Mixer`], and a
+//! gated MLP (`mlp.rs`) when `d_intermediate > 0`), a final norm and the tied head. The mixer
+//! is one of the kinds under `mixer/` (Mamba-1 now). Every module declares its parameters once
+//! under their reference names (`params.rs`); initialisation, the parameter count, safetensors
+//! loading and saving, and the optimizer's decay groups all read those declarations.
+//!
+//! Also: the configuration (`config.rs`, read and written like the reference `config.json`),
+//! safetensors reading/writing (`io.rs`) and the crate's one error type (`error.rs`).
 
+pub mod block;
 pub mod config;
 pub mod error;
 pub mod io;
-pub mod mamba;
+pub mod lm;
+pub mod mixer;
+pub mod mlp;
+pub mod params;
 
-pub use config::{MambaConfig, SsmConfig};
+pub use config::{Mamba1Config, Mamba2Config, MambaConfig, SsmConfig};
 pub use error::{Error, Result};
-pub use mamba::{InferenceState, MambaLM};
+pub use lm::{InferenceState, MambaLM};
+pub use mixer::{Mixer, MixerState};
+
+use mamba_engine::Tensor;
+
+/// RMSNorm epsilon of the reference.
+pub const RMS_EPS: f64 = 1e-5;
+
+/// y = x W^T for a weight stored (out, in), as `nn.Linear` without bias: x (.., in) -> (.., out).
+pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    Ok(x.matmul(&w.transpose(0, 1)?)?)
+}

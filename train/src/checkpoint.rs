@@ -39,6 +39,7 @@ use mamba_engine::{no_grad, DType, Tensor};
 use mamba_model::error::describe;
 use mamba_model::{
     io::{read_safetensors, write_safetensors, Loaded},
+    lm::declared_shapes,
     MambaConfig, MambaLM,
 };
 use safetensors::SafeTensors;
@@ -234,9 +235,12 @@ pub fn load_model(dir: &Path) -> Result<MambaLM> {
     let dir = resolve(dir)?;
     let config_path = dir.join(CONFIG_FILE);
     let cfg = read_config(&config_path)?;
+    // The count comes from the modules' declarations, allocating nothing: absurd sizes, or a
+    // layer not built yet, are refused here.
+    let count = cfg.param_count().map_err(|e| error(&config_path, e.to_string()))?;
     let path = dir.join(MODEL_FILE);
     let (tensors, _) = read_tensors(&path)?;
-    if let Some(mismatch) = size_mismatch(&cfg, &tensors) {
+    if let Some(mismatch) = size_mismatch(&cfg, count, &tensors) {
         return fail(&path, format!("does not match {CONFIG_FILE}: {mismatch}"));
     }
     ensure_finite(&path, tensors.iter().filter_map(|(name, t)| Some((name.as_str(), t.tensor()?))), "parameter")?;
@@ -387,32 +391,24 @@ fn read_tensors(path: &Path) -> Result<(BTreeMap<String, Loaded>, HashMap<String
     Ok((tensors, header.metadata().clone().unwrap_or_default()))
 }
 
-/// Before allocating the model, check that the config describes as many parameters as the file
-/// holds: a corrupt config.json could otherwise ask for terabytes. Returns what does not match,
-/// if anything. Mismatched shapes of equal total size are then caught by `load_parameters`.
-fn size_mismatch(cfg: &MambaConfig, tensors: &BTreeMap<String, Loaded>) -> Option<String> {
-    let overflow = Some("the config's sizes overflow".to_string());
+/// Before allocating the model, check that the config describes as many parameters (`count`,
+/// [`MambaConfig::param_count`]) as the file holds: a corrupt config.json could otherwise ask for
+/// terabytes. Returns what does not match, if anything. Mismatched shapes of equal total size
+/// are then caught by `load_parameters`.
+fn size_mismatch(cfg: &MambaConfig, count: usize, tensors: &BTreeMap<String, Loaded>) -> Option<String> {
     if let Some((name, Loaded::Int { dtype, .. })) = tensors.iter().find(|(_, t)| t.tensor().is_none()) {
         return Some(format!("`{name}` has dtype {dtype:?}; model weights must be F32, F64 or BF16"));
     }
-    let key = "backbone.embedding.weight";
-    if let Some(t) = tensors.get(key).and_then(Loaded::tensor) {
-        let Some(vocab) = cfg.checked_padded_vocab() else { return overflow };
-        let want = [vocab, cfg.d_model];
-        if t.shape() != want {
-            return Some(format!(
-                "`{key}` has shape {:?}, the config implies {want:?} (padded vocab, d_model)",
-                t.shape()
-            ));
+    // The shapes the config declares outside the blocks (the embedding and norm_f): a wrong
+    // d_model or vocabulary, said plainly.
+    for (name, want) in declared_shapes(cfg, 0..0).unwrap_or_default() {
+        if let Some(t) = tensors.get(&name).and_then(Loaded::tensor).filter(|t| t.shape() != want) {
+            return Some(format!("`{name}` has shape {:?}, the config implies {want:?}", t.shape()));
         }
     }
     let held: usize =
         tensors.iter().filter(|(k, _)| *k != "lm_head.weight").filter_map(|(_, t)| t.tensor()).map(Tensor::numel).sum();
-    match cfg.param_count() {
-        Some(n) if n == held => None,
-        Some(n) => Some(format!("the config describes {n} parameters, the file holds {held}")),
-        None => overflow,
-    }
+    (count != held).then(|| format!("the config describes {count} parameters, the file holds {held}"))
 }
 
 #[cfg(test)]

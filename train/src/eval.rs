@@ -118,8 +118,7 @@ pub fn evaluate_checkpoint(req: &EvalRequest) -> Result<String> {
 /// The run's settings, from the checkpoint's training state (read through the optimizer
 /// loader, so the whole state is checked as `--resume` checks it).
 fn training_settings(dir: &Path, model: &MambaLM) -> Result<TrainArgs> {
-    let params = model.named_parameters().into_iter().map(|(n, t)| (n.clone(), t, MambaLM::decays(&n))).collect();
-    let mut opt = AdamW::new(params, 0.0, 0.0)?;
+    let mut opt = AdamW::new(model.optimizer_params(), 0.0, 0.0)?;
     let state = checkpoint::load_training_state(dir, &mut opt)?;
     serde_json::from_value(state.train_args)
         .map_err(|e| Error::checkpoint(dir, format!("the saved training settings are unreadable: {e}")))

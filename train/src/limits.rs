@@ -10,7 +10,7 @@
 
 use crate::{args::TrainArgs, eval, tasks::Task, Error, Result};
 use mamba_engine::Device;
-use mamba_model::MambaConfig;
+use mamba_model::{MambaConfig, SsmConfig};
 
 /// The most bytes `--sample-tokens` may ask for: a sample is printed at every evaluation.
 pub const MAX_SAMPLE_TOKENS: usize = 1 << 16;
@@ -21,7 +21,7 @@ const F32: usize = 4;
 /// Bytes of the model's weights times `copies`: 4 to train (weights, gradients and AdamW's two
 /// moments), 1 to evaluate or sample. `None` if the size overflows.
 pub fn model_bytes(cfg: &MambaConfig, copies: usize) -> Option<usize> {
-    cfg.param_count()?.checked_mul(copies)?.checked_mul(F32)
+    cfg.param_count().ok()?.checked_mul(copies)?.checked_mul(F32)
 }
 
 /// Bytes of the activations a training step on `rows` sequences of `len` tokens keeps for its
@@ -39,7 +39,8 @@ pub fn model_bytes(cfg: &MambaConfig, copies: usize) -> Option<usize> {
 /// norm (2d), the logits and their gradient (2V). And the states the scan saves every c steps,
 /// (rows, e, n) each. An evaluation keeps less (no graph), so this bounds it too.
 pub fn activation_bytes(cfg: &MambaConfig, rows: usize, len: usize, scan_chunk: usize) -> Option<usize> {
-    let s = &cfg.ssm_cfg;
+    // The activations of a Mamba-1 model; other mixers' come with them.
+    let SsmConfig::Mamba1(s) = &cfg.ssm_cfg else { return None };
     let (d, n, r) = (cfg.d_model, s.d_state, s.dt_rank);
     let e = s.expand.checked_mul(d)?;
     let sum = |xs: &[Option<usize>]| xs.iter().try_fold(0usize, |acc, x| acc.checked_add((*x)?));

@@ -300,8 +300,7 @@ fn first_non_finite(model: &MambaLM) -> Result<Option<String>> {
 }
 
 fn optimizer(model: &MambaLM, args: &TrainArgs) -> Result<AdamW> {
-    let params = model.named_parameters().into_iter().map(|(n, t)| (n.clone(), t, MambaLM::decays(&n))).collect();
-    AdamW::new(params, args.lr, args.weight_decay)
+    AdamW::new(model.optimizer_params(), args.lr, args.weight_decay)
 }
 
 #[cfg(test)]

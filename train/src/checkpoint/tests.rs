@@ -2,6 +2,7 @@
 
 use super::*;
 use mamba_engine::Rng;
+use mamba_model::{Mamba2Config, SsmConfig};
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -36,8 +37,7 @@ impl Drop for Scratch {
 }
 
 fn optimizer(model: &MambaLM) -> AdamW {
-    let params = model.named_parameters().into_iter().map(|(n, t)| (n.clone(), t, MambaLM::decays(&n))).collect();
-    AdamW::new(params, 1e-3, 0.1).unwrap()
+    AdamW::new(model.optimizer_params(), 1e-3, 0.1).unwrap()
 }
 
 /// A small model, an optimizer with random moments after 42 steps, and a state.
@@ -141,19 +141,45 @@ fn config_that_does_not_match_the_weights_is_an_error() {
     let msg = names_file(load_model(&scratch.ckpt()).err().unwrap(), MODEL_FILE);
     assert!(msg.contains(CONFIG_FILE) && msg.contains("[256, 16]"), "{msg}");
 
-    // Same embedding, different state size: caught by the parameter count.
+    // Same embedding, different state size, or an MLP: caught by the parameter count.
     let mut cfg = model.cfg.clone();
-    cfg.ssm_cfg.d_state = 8;
+    let SsmConfig::Mamba1(s) = &mut cfg.ssm_cfg else { unreachable!() };
+    s.d_state = 8;
     write_cfg(&cfg);
     let msg = names_file(load_model(&scratch.ckpt()).err().unwrap(), MODEL_FILE);
     assert!(msg.contains("parameters"), "{msg}");
-
-    // Absurd sizes fail before anything is allocated.
-    let mut cfg = model.cfg.clone();
-    cfg.ssm_cfg.expand = usize::MAX / 2;
-    write_cfg(&cfg);
+    write_cfg(&MambaConfig { d_intermediate: 16, ..model.cfg.clone() });
     let msg = names_file(load_model(&scratch.ckpt()).err().unwrap(), MODEL_FILE);
+    assert!(msg.contains("parameters"), "{msg}");
+
+    // Absurd sizes fail before anything is allocated, or read: the count needs only the config.
+    let mut cfg = model.cfg.clone();
+    let SsmConfig::Mamba1(s) = &mut cfg.ssm_cfg else { unreachable!() };
+    s.expand = usize::MAX / 2;
+    write_cfg(&cfg);
+    let msg = names_file(load_model(&scratch.ckpt()).err().unwrap(), CONFIG_FILE);
     assert!(msg.contains("overflow"), "{msg}");
+
+    // A Mamba-2 config parses, but its mixer is not built yet: said against the config.
+    write_cfg(&MambaConfig {
+        ssm_cfg: SsmConfig::Mamba2(Mamba2Config { headdim: 16, ..Default::default() }),
+        ..model.cfg.clone()
+    });
+    let msg = names_file(load_model(&scratch.ckpt()).err().unwrap(), CONFIG_FILE);
+    assert!(msg.contains("Mamba2 mixer is not built yet"), "{msg}");
+
+    // Unknown keys and wrong types are errors naming the key and the file.
+    let text = serde_json::to_string(&model.cfg).unwrap();
+    for (from, to, key) in [
+        ("\"d_state\"", "\"d_stat\"", "`ssm_cfg.d_stat`"),
+        ("\"n_layer\":1", "\"n_layer\":\"1\"", "`n_layer`"),
+        ("\"ssm_cfg\":{", "\"ssm_cfg\":{\"layer\":\"Mamba3\",", "`ssm_cfg.layer`"),
+    ] {
+        assert!(text.contains(from), "{text}");
+        fs::write(&path, text.replace(from, to)).unwrap();
+        let msg = names_file(load_model(&scratch.ckpt()).err().unwrap(), CONFIG_FILE);
+        assert!(msg.contains(key), "{msg}");
+    }
 
     let mut cfg = model.cfg.clone();
     cfg.rms_norm = false;

@@ -1,0 +1,78 @@
+//! One layer of the model: the reference `Block` (`mamba_ssm/modules/block.py`).
+//!
+//! The reference adds the residual *before* the norm ("Add -> Norm -> Mixer"), so a block
+//! takes the previous block's output `h` and the residual stream `r`, and returns both:
+//!
+//! ```text
+//! r = h + r                 (r = h in the first block)
+//! h = Mixer(RMSNorm(r))                           weight: norm.weight
+//! with an MLP (d_intermediate > 0):
+//!   r = h + r
+//!   h = MLP(RMSNorm(r))                           weight: norm2.weight
+//! ```
+//!
+//! The model ends with RMSNorm_f(h + r). The same code serves the whole sequence and step
+//! mode: the caller says how the mixer runs.
+
+use crate::{
+    config::MambaConfig,
+    mixer::Mixer,
+    mlp::GatedMlp,
+    params::{Backend, Decay, Init, Vb},
+    Result, RMS_EPS,
+};
+use mamba_engine::Tensor;
+
+/// A block's parameters (`P` = [`Tensor`]; `()` when only counting them).
+pub struct Block<P = Tensor> {
+    pub norm: P, // (d_model)
+    pub mixer: Mixer<P>,
+    /// The second residual branch, when `d_intermediate > 0`.
+    pub mlp: Option<MlpBranch<P>>,
+}
+
+/// The MLP branch of a block and its norm.
+pub struct MlpBranch<P = Tensor> {
+    pub norm2: P, // (d_model)
+    pub mlp: GatedMlp<P>,
+}
+
+impl Block {
+    /// Declare block `layer_idx` under `vb` (`backbone.layers.{i}.`), in the reference's
+    /// order: norm, mixer, norm2, mlp.
+    pub fn declare<B: Backend>(cfg: &MambaConfig, layer_idx: usize, vb: &mut Vb<'_, B>) -> Result<Block<B::Param>> {
+        let d = cfg.d_model;
+        let residuals = if cfg.d_intermediate > 0 { 2 } else { 1 };
+        let norm = vb.get("norm.weight", &[d], Init::Ones, Decay::No)?;
+        let mixer = Mixer::declare(cfg, layer_idx, residuals, &mut vb.pp("mixer"))?;
+        let mlp = match cfg.d_intermediate {
+            0 => None,
+            _ => Some(MlpBranch {
+                norm2: vb.get("norm2.weight", &[d], Init::Ones, Decay::No)?,
+                mlp: GatedMlp::declare(cfg, &mut vb.pp("mlp"))?,
+            }),
+        };
+        Ok(Block { norm, mixer, mlp })
+    }
+}
+
+impl Block<Tensor> {
+    /// (h, r) -> (h', r') as in the module docs, with `mix` running the mixer on its normed
+    /// input (the whole sequence, or one step).
+    pub fn forward_with(
+        &self,
+        h: Tensor,
+        residual: Option<Tensor>,
+        mix: impl FnOnce(&Mixer, &Tensor) -> Result<Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        let r = match residual {
+            Some(r) => h.add(&r)?,
+            None => h,
+        };
+        let h = mix(&self.mixer, &r.rms_norm(&self.norm, RMS_EPS)?)?;
+        let Some(branch) = &self.mlp else { return Ok((h, r)) };
+        let r = h.add(&r)?;
+        let h = branch.mlp.forward(&r.rms_norm(&branch.norm2, RMS_EPS)?)?;
+        Ok((h, r))
+    }
+}

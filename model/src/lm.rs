@@ -1,0 +1,264 @@
+//! The language model, exactly as the reference `MambaLMHeadModel`: an embedding, `n_layer`
+//! blocks (`block.rs`: norm + mixer, and an MLP when `d_intermediate > 0`), a final RMSNorm
+//! and the head tied to the embedding.
+//!
+//! ```text
+//! ids (B, L) ─embedding─▶ h (B, L, d_model),  r = none
+//! for each block:  (h, r) = Block(h, r)            r = h + r;  h = Mixer(RMSNorm(r)) [+ MLP branch]
+//! logits = RMSNorm_f(h + r) @ embedding^T          (B, L, padded vocab), tied head
+//! ```
+//!
+//! Parameter names (`backbone.embedding.weight`, `backbone.layers.{i}.norm.weight`,
+//! `backbone.layers.{i}.mixer.*`, `backbone.layers.{i}.norm2.weight`,
+//! `backbone.layers.{i}.mlp.fc{1,2}.weight`, `backbone.norm_f.weight`) come from the
+//! modules' declarations (`params.rs`), made once here by `declare`; the model keeps the
+//! list they make ([`MambaLM::parameters`]), which every reader of parameters iterates.
+//!
+//! `step` runs the same network one token at a time, each mixer carrying its recurrent state
+//! ([`InferenceState`]): constant cost per token.
+
+use crate::{
+    block::Block,
+    config::MambaConfig,
+    io::Loaded,
+    mixer::MixerState,
+    params::{self, Backend, Count, Decay, Init, Param, Shapes, Vb},
+    Error, Result, RMS_EPS,
+};
+use mamba_engine::{no_grad, DType, Device, Tensor};
+use std::{collections::BTreeMap, ops::Range};
+
+pub struct MambaLM {
+    pub cfg: MambaConfig,
+    pub embedding: Tensor, // (padded vocab, d_model), also the output head
+    pub layers: Vec<Block>,
+    pub norm_f: Tensor, // (d_model)
+    /// Time steps between the states the scan saves for backward.
+    pub scan_chunk: usize,
+    /// Every parameter in declaration order (the order of the reference state dict).
+    params: Vec<Param>,
+}
+
+/// The recurrent state of every layer's mixer, for generation.
+pub struct InferenceState {
+    pub layers: Vec<MixerState>,
+}
+
+/// The model's parameters as declared (`P` = [`Tensor`], or `()` when counting).
+struct Parts<P> {
+    embedding: P,
+    layers: Vec<Block<P>>,
+    norm_f: P,
+}
+
+/// The whole model's declaration, in the reference's order: `backbone.embedding`, the blocks
+/// `backbone.layers.{i}` for i in `layers` (all of them, except when counting), then
+/// `backbone.norm_f`. The embedding starts N(0, 0.02²), the norms at 1.
+fn declare<B: Backend>(cfg: &MambaConfig, layers: Range<usize>, backend: &mut B) -> Result<Parts<B::Param>> {
+    let d = cfg.d_model;
+    let vocab = cfg.checked_padded_vocab().ok_or_else(|| overflow(cfg))?;
+    let mut root = Vb::root(backend);
+    let mut vb = root.pp("backbone");
+    let embedding = vb.get("embedding.weight", &[vocab, d], Init::Normal { std: 0.02 }, Decay::Yes)?;
+    let mut blocks = vb.pp("layers");
+    let layers = layers.map(|i| Block::declare(cfg, i, &mut blocks.pp(i))).collect::<Result<_>>()?;
+    let norm_f = vb.get("norm_f.weight", &[d], Init::Ones, Decay::No)?;
+    Ok(Parts { embedding, layers, norm_f })
+}
+
+/// The parameter count of `cfg` ([`MambaConfig::param_count`]) from [`declare`], allocating no
+/// tensor: the embedding and norm_f, plus one block of each kind times the number of layers of
+/// that kind (blocks of one kind have the same shapes), so that it costs nothing for any
+/// n_layer.
+pub(crate) fn count_parameters(cfg: &MambaConfig) -> Result<usize> {
+    let mut ends = Count::new();
+    declare(cfg, 0..0, &mut ends)?;
+    let attn = &cfg.attn_layer_idx;
+    let mamba_layer = (0..cfg.n_layer).find(|i| !attn.contains(i));
+    let kinds = [(mamba_layer, cfg.n_layer.saturating_sub(attn.len())), (attn.first().copied(), attn.len())];
+    let mut total = ends.total;
+    for (layer, how_many) in kinds {
+        let Some(layer) = layer.filter(|_| how_many > 0) else { continue };
+        let mut block = Count::new();
+        Block::declare(cfg, layer, &mut Vb::root(&mut block))?;
+        total = total.zip(block.total.and_then(|n| n.checked_mul(how_many))).and_then(|(a, b)| a.checked_add(b));
+    }
+    total.ok_or_else(|| overflow(cfg))
+}
+
+/// The names and shapes `cfg` declares, allocating no tensor: the embedding, the blocks in
+/// `layers` (`0..0` for none; mind that `n_layer` may be huge) and norm_f.
+pub fn declared_shapes(cfg: &MambaConfig, layers: Range<usize>) -> Result<Vec<(String, Vec<usize>)>> {
+    let mut shapes = Shapes::default();
+    declare(cfg, layers, &mut shapes)?;
+    Ok(shapes.specs)
+}
+
+/// The error for a configuration whose parameters cannot even be counted.
+fn overflow(cfg: &MambaConfig) -> Error {
+    let ssm = serde_json::to_string(&cfg.ssm_cfg).unwrap_or_default();
+    Error::Unsupported(format!(
+        "the parameters' size overflows (d_model {}, n_layer {}, vocab_size {}, d_intermediate {}, ssm_cfg {ssm}): \
+         lower them",
+        cfg.d_model, cfg.n_layer, cfg.vocab_size, cfg.d_intermediate
+    ))
+}
+
+impl MambaLM {
+    /// A model of `cfg` on the CPU, initialised like the reference from `seed`. A configuration
+    /// whose sizes overflow (or whose parameters would not fit in the address space) is refused
+    /// before anything is allocated, with [`Error::Unsupported`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mamba_engine::DType;
+    /// use mamba_model::{MambaConfig, MambaLM};
+    ///
+    /// # fn main() -> mamba_model::Result<()> {
+    /// let model = MambaLM::new(MambaConfig::new(16, 2), DType::F32, 0)?; // d_model 16, 2 layers
+    /// let ids: Vec<usize> = b"hello, world".iter().map(|&b| b as usize).collect(); // 2 x 6 bytes
+    /// assert_eq!(model.forward(&ids, 2, 6)?.shape(), [2, 6, 256]);
+    /// // Next-byte targets: the text shifted by one; -100 marks the last, which has none.
+    /// let targets: Vec<i64> = ids[1..].iter().map(|&i| i as i64).chain([-100]).collect();
+    /// let loss = model.loss(&ids, &targets, 2, 6)?;
+    /// // A fresh model is close to uniform over the 256 bytes.
+    /// assert!((loss.item()? - 256f64.ln()).abs() < 0.1);
+    /// loss.backward()?;
+    /// assert!(model.named_parameters().iter().all(|(_, p)| p.grad().is_some()));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn new(cfg: MambaConfig, dtype: DType, seed: u64) -> Result<MambaLM> {
+        cfg.validate()?;
+        let count = cfg.param_count()?;
+        if count.checked_mul(dtype.size()).is_none_or(|b| b > isize::MAX as usize) {
+            return Err(overflow(&cfg));
+        }
+        let mut build = params::fresh(dtype, seed);
+        let parts = declare(&cfg, 0..cfg.n_layer, &mut build)?;
+        Ok(MambaLM::assemble(cfg, parts, build.params, 64))
+    }
+
+    fn assemble(cfg: MambaConfig, parts: Parts<Tensor>, params: Vec<Param>, scan_chunk: usize) -> MambaLM {
+        let Parts { embedding, layers, norm_f } = parts;
+        MambaLM { cfg, embedding, layers, norm_f, scan_chunk, params }
+    }
+
+    /// The same model with its parameters (as fresh leaves) on `device`.
+    pub fn to(&self, device: Device) -> Result<MambaLM> {
+        let f = |t: &Tensor| -> Result<Tensor> { Ok(t.detach().to(device)?.requires_grad()) };
+        let mut build = params::from_params(&self.params, f);
+        let parts = declare(&self.cfg, 0..self.cfg.n_layer, &mut build)?;
+        Ok(MambaLM::assemble(self.cfg.clone(), parts, build.params, self.scan_chunk))
+    }
+
+    /// Where the parameters live.
+    pub fn device(&self) -> Device {
+        self.embedding.device()
+    }
+
+    /// ids (batch * len, row-major) -> logits (batch, len, padded vocab)
+    pub fn forward(&self, ids: &[usize], batch: usize, len: usize) -> Result<Tensor> {
+        let h = self.embedding.embedding(ids, &[batch, len])?;
+        self.through_blocks(h, |_, mixer, x| mixer.forward(x, self.scan_chunk))
+    }
+
+    /// Mean next-byte cross-entropy of `ids` against `targets` (both batch * len).
+    pub fn loss(&self, ids: &[usize], targets: &[i64], batch: usize, len: usize) -> Result<Tensor> {
+        Ok(self.forward(ids, batch, len)?.cross_entropy(targets, -100)?)
+    }
+
+    /// Zero recurrent states for `batch` sequences.
+    pub fn new_state(&self, batch: usize) -> Result<InferenceState> {
+        let (dtype, device) = (self.embedding.dtype(), self.device());
+        let layers = self.layers.iter().map(|b| b.mixer.new_state(batch, dtype, device)).collect::<Result<_>>()?;
+        Ok(InferenceState { layers })
+    }
+
+    /// Feed one token per sequence; returns logits (batch, padded vocab). No graph is recorded.
+    pub fn step(&self, ids: &[usize], state: &mut InferenceState) -> Result<Tensor> {
+        let _guard = no_grad();
+        let h = self.embedding.embedding(ids, &[ids.len()])?;
+        self.through_blocks(h, |i, mixer, x| mixer.step(x, &mut state.layers[i]))
+    }
+
+    /// The residual loop, for the whole sequence and for one step alike: h (.., d_model)
+    /// through every block, `mix(i, mixer, x)` running block i's mixer, then the final norm
+    /// and the tied head.
+    fn through_blocks(
+        &self,
+        mut h: Tensor,
+        mut mix: impl FnMut(usize, &crate::mixer::Mixer, &Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let mut residual = None;
+        for (i, block) in self.layers.iter().enumerate() {
+            let (out, r) = block.forward_with(h, residual, |mixer, x| mix(i, mixer, x))?;
+            (h, residual) = (out, Some(r));
+        }
+        let r = match residual {
+            Some(r) => h.add(&r)?,
+            None => h,
+        };
+        Ok(r.rms_norm(&self.norm_f, RMS_EPS)?.matmul(&self.embedding.transpose(0, 1)?)?)
+    }
+
+    /// Every parameter in declaration order, with its name and decay flag.
+    pub fn parameters(&self) -> &[Param] {
+        &self.params
+    }
+
+    /// Every parameter under its reference name (the tied head is not repeated).
+    pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        self.params.iter().map(|p| (p.name.clone(), p.tensor.clone())).collect()
+    }
+
+    /// (name, tensor, whether AdamW decays it) for every parameter, as `AdamW::new` takes
+    /// them: the decay groups come from the declarations.
+    pub fn optimizer_params(&self) -> Vec<(String, Tensor, bool)> {
+        self.params.iter().map(|p| (p.name.clone(), p.tensor.clone(), p.decay)).collect()
+    }
+
+    /// Copy parameters from `tensors` (names prefixed by `prefix`), converting dtypes.
+    /// Every parameter must be present with its exact shape; a tied `lm_head.weight` may
+    /// appear and must then equal the embedding; any other name is refused
+    /// ([`Error::Weights`], naming the tensor).
+    pub fn load_parameters(&self, tensors: &BTreeMap<String, Loaded>, prefix: &str) -> Result<()> {
+        let params = self.named_parameters();
+        for (name, p) in &params {
+            let key = format!("{prefix}{name}");
+            let t = tensors
+                .get(&key)
+                .and_then(Loaded::tensor)
+                .ok_or_else(|| Error::Weights(format!("missing float tensor `{key}`")))?;
+            if t.shape() != p.shape() {
+                let (got, want) = (t.shape(), p.shape());
+                return Err(Error::Weights(format!("`{key}` has shape {got:?}, the model expects {want:?}")));
+            }
+            p.set_data(&t.to_dtype(p.dtype())?.to(p.device())?)?;
+        }
+        if let Some(head) = tensors.get(&format!("{prefix}lm_head.weight")) {
+            let embedding = self.embedding.to_vec_f64()?;
+            let head = head.tensor().map(|t| t.to_dtype(self.embedding.dtype()).and_then(|t| t.to_vec_f64()));
+            if !matches!(head, Some(Ok(h)) if h == embedding) {
+                let what = format!("`{prefix}lm_head.weight` differs from the embedding, but this model ties them");
+                return Err(Error::Weights(what));
+            }
+        }
+        for key in tensors.keys().filter_map(|k| k.strip_prefix(prefix)) {
+            if key != "lm_head.weight" && !params.iter().any(|(n, _)| n == key) {
+                return Err(Error::Weights(format!(
+                    "unexpected tensor `{prefix}{key}`: the checkpoint does not match this model configuration"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn num_parameters(&self) -> usize {
+        self.params.iter().map(|p| p.tensor.numel()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests;

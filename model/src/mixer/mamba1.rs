@@ -1,0 +1,172 @@
+//! The Mamba-1 mixer (the "Mamba block", the reference `Mamba` of `mamba_simple.py`), with
+//! d_inner = expand · d_model, N = d_state, R = dt_rank, K = d_conv:
+//!
+//! ```text
+//! x, z   = split(in_proj(h))                       (B, d_inner, L) each
+//! x      = silu(causal_depthwise_conv1d(x))        kernel K, left padding K-1
+//! dt,B,C = split(x_proj(x))                        (R, N, N) per position
+//! delta  = dt_proj.weight @ dt                     (B, d_inner, L); its bias goes to the scan
+//! y      = selective_scan(x, delta, A = -exp(A_log), B, C, D, z, delta_bias, softplus)
+//! out    = out_proj(y)                             (B, L, d_model)
+//! ```
+//!
+//! The scan (`engine/src/ops/scan/`, docs/SCAN.md) computes, per channel d and state index n,
+//!
+//! ```text
+//! Δ_t = softplus(delta_t + dt_proj.bias)
+//! s_t = exp(Δ_t A) s_{t-1} + Δ_t B_t x_t            s: (B, d_inner, N)
+//! y_t = C_t · s_t + D x_t,   then  y_t · silu(z_t)
+//! ```
+//!
+//! `step` runs the same recurrence one token at a time from a [`Mamba1State`].
+
+use crate::{
+    config::{DtInit, Mamba1Config, MambaConfig},
+    linear,
+    params::{Backend, Decay, Init, Vb},
+    Error, Result,
+};
+use mamba_engine::{
+    ops::scan::{selective_scan, ScanArgs},
+    DType, Device, Rng, Tensor,
+};
+
+/// The sizes of one Mamba-1 mixer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dims {
+    pub d_model: usize,
+    pub d_inner: usize,
+    pub d_state: usize,
+    pub dt_rank: usize,
+    pub d_conv: usize,
+}
+
+/// A Mamba-1 mixer's parameters (`P` = [`Tensor`]; `()` when only counting them).
+pub struct Mamba1<P = Tensor> {
+    pub dims: Dims,
+    pub in_proj: P,        // (2 d_inner, d_model)
+    pub conv_weight: P,    // (d_inner, 1, d_conv)
+    pub conv_bias: P,      // (d_inner)
+    pub x_proj: P,         // (dt_rank + 2 d_state, d_inner)
+    pub dt_proj_weight: P, // (d_inner, dt_rank)
+    pub dt_proj_bias: P,   // (d_inner)
+    pub a_log: P,          // (d_inner, d_state)
+    pub d: P,              // (d_inner)
+    pub out_proj: P,       // (d_model, d_inner)
+}
+
+/// The recurrent state of one Mamba-1 mixer for generation.
+pub struct Mamba1State {
+    /// The last d_conv inputs of the convolution: (B, d_inner, d_conv).
+    pub conv: Tensor,
+    /// The SSM state s: (B, d_inner, d_state).
+    pub ssm: Tensor,
+}
+
+impl Mamba1 {
+    /// Declare the parameters under `vb` (`...mixer.`), in the reference's order, with the
+    /// reference initialisation. `residuals` is how many residual branches each block has (1,
+    /// or 2 with an MLP): out_proj is scaled by 1/sqrt(residuals · n_layer), GPT-2 style.
+    pub fn declare<B: Backend>(
+        cfg: &MambaConfig,
+        c: &Mamba1Config,
+        residuals: usize,
+        vb: &mut Vb<'_, B>,
+    ) -> Result<Mamba1<B::Param>> {
+        let (dm, n, r, k) = (cfg.d_model, c.d_state, c.dt_rank, c.d_conv);
+        let sizes = c.d_inner(dm).and_then(|di| Some((di, di.checked_mul(2)?, n.checked_mul(2)?.checked_add(r)?)));
+        let Some((di, two_di, x_proj_rows)) = sizes else {
+            let what = format!(
+                "the Mamba1 mixer's sizes overflow (d_model {dm}, expand {}, d_state {n}, dt_rank {r})",
+                c.expand
+            );
+            return Err(Error::Unsupported(what));
+        };
+        let uniform = |bound: f64| Init::Uniform { bound };
+        let fan = |n: usize| 1.0 / (n as f64).sqrt(); // nn.Linear / nn.Conv1d default bound
+        let dt_std = (r as f64).powf(-0.5) * c.dt_scale;
+        let dt_init = match c.dt_init {
+            DtInit::Random => uniform(dt_std),
+            DtInit::Constant => Init::Values(Box::new(move |_| vec![dt_std; di * r])),
+        };
+        // dt ~ exp(U(log dt_min, log dt_max)) floored; bias = softplus^-1(dt) = dt + log(-expm1(-dt)).
+        let (lo, hi, floor) = (c.dt_min.ln(), c.dt_max.ln(), c.dt_init_floor);
+        let dt_bias = move |rng: &mut Rng| -> Vec<f64> {
+            let softplus_inv = |dt: f64| dt + (-(-dt).exp_m1()).ln();
+            (0..di).map(|_| softplus_inv((lo + (hi - lo) * rng.uniform()).exp().max(floor))).collect()
+        };
+        // S4D-real: A = -(1, 2, .., N) in every channel.
+        let a_log = move |_: &mut Rng| -> Vec<f64> { (0..di).flat_map(|_| (1..=n).map(|i| (i as f64).ln())).collect() };
+        let residual_scale = (residuals as f64 * cfg.n_layer as f64).sqrt();
+        Ok(Mamba1 {
+            dims: Dims { d_model: dm, d_inner: di, d_state: n, dt_rank: r, d_conv: k },
+            in_proj: vb.get("in_proj.weight", &[two_di, dm], uniform(fan(dm)), Decay::Yes)?,
+            conv_weight: vb.get("conv1d.weight", &[di, 1, k], uniform(fan(k)), Decay::Yes)?,
+            conv_bias: vb.get("conv1d.bias", &[di], uniform(fan(k)), Decay::No)?,
+            x_proj: vb.get("x_proj.weight", &[x_proj_rows, di], uniform(fan(di)), Decay::Yes)?,
+            dt_proj_weight: vb.get("dt_proj.weight", &[di, r], dt_init, Decay::Yes)?,
+            dt_proj_bias: vb.get("dt_proj.bias", &[di], Init::Values(Box::new(dt_bias)), Decay::No)?,
+            a_log: vb.get("A_log", &[di, n], Init::Values(Box::new(a_log)), Decay::No)?,
+            d: vb.get("D", &[di], Init::Ones, Decay::No)?,
+            out_proj: vb.get("out_proj.weight", &[dm, di], uniform(fan(di) / residual_scale), Decay::Yes)?,
+        })
+    }
+}
+
+impl Mamba1<Tensor> {
+    /// h (B, L, d_model) -> (B, L, d_model). `chunk`: time steps between the states the scan
+    /// saves for backward.
+    pub fn forward(&self, h: &Tensor, chunk: usize) -> Result<Tensor> {
+        let Dims { d_inner: di, d_state: n, dt_rank: r, d_conv: k, .. } = self.dims;
+        let xz = linear(h, &self.in_proj)?.transpose(1, 2)?; // (B, 2 d_inner, L)
+        let (x, z) = (xz.narrow(1, 0, di)?, xz.narrow(1, di, di)?);
+        let x = x.conv1d_causal(&self.conv_weight.reshape(&[di, k])?, Some(&self.conv_bias))?.silu()?;
+        let x_dbl = linear(&x.transpose(1, 2)?, &self.x_proj)?; // (B, L, dt_rank + 2 d_state)
+        let parts = x_dbl.split(&[r, n, n], 2)?;
+        let delta = linear(&parts[0], &self.dt_proj_weight)?.transpose(1, 2)?; // (B, d_inner, L)
+        let (b, c) = (parts[1].transpose(1, 2)?, parts[2].transpose(1, 2)?); // (B, d_state, L)
+        let a = self.a_log.exp()?.neg()?;
+        let scan = selective_scan(&ScanArgs {
+            u: &x,
+            delta: &delta,
+            a: &a,
+            b: &b,
+            c: &c,
+            d: &self.d,
+            z: Some(&z),
+            delta_bias: Some(&self.dt_proj_bias),
+            softplus: true,
+            chunk,
+        })?;
+        linear(&scan.out.transpose(1, 2)?, &self.out_proj)
+    }
+
+    /// Zero conv and SSM states for `batch` sequences.
+    pub fn new_state(&self, batch: usize, dtype: DType, device: Device) -> Result<Mamba1State> {
+        let Dims { d_inner, d_state, d_conv, .. } = self.dims;
+        Ok(Mamba1State {
+            conv: Tensor::zeros(&[batch, d_inner, d_conv], dtype, device)?,
+            ssm: Tensor::zeros(&[batch, d_inner, d_state], dtype, device)?,
+        })
+    }
+
+    /// One token: h (B, d_model) -> (B, d_model), updating `state`.
+    pub fn step(&self, h: &Tensor, state: &mut Mamba1State) -> Result<Tensor> {
+        let Dims { d_inner: di, d_state: n, dt_rank: r, d_conv: k, .. } = self.dims;
+        let xz = linear(h, &self.in_proj)?; // (B, 2 d_inner)
+        let (x, z) = (xz.narrow(1, 0, di)?, xz.narrow(1, di, di)?);
+        // Shift the conv window left by one and append x: the last d_conv inputs.
+        let conv = &mut state.conv;
+        *conv = Tensor::concat(&[&conv.narrow(2, 1, k - 1)?, &x.unsqueeze(2)?], 2)?;
+        let w = self.conv_weight.reshape(&[1, di, k])?;
+        let x = conv.mul(&w)?.sum(&[2], false)?.add(&self.conv_bias)?.silu()?; // (B, d_inner)
+        let parts = linear(&x, &self.x_proj)?.split(&[r, n, n], 1)?;
+        let dt = linear(&parts[0], &self.dt_proj_weight)?.add(&self.dt_proj_bias)?.softplus()?.unsqueeze(2)?;
+        let a = self.a_log.exp()?.neg()?; // (d_inner, d_state)
+                                          // s = exp(dt A) s + dt B x ;  y = C s + D x ;  out = y silu(z)
+        let drive = dt.mul(&parts[1].unsqueeze(1)?)?.mul(&x.unsqueeze(2)?)?;
+        state.ssm = dt.mul(&a)?.exp()?.mul(&state.ssm)?.add(&drive)?;
+        let y = state.ssm.mul(&parts[2].unsqueeze(1)?)?.sum(&[2], false)?.add(&x.mul(&self.d)?)?;
+        linear(&y.mul(&z.silu()?)?, &self.out_proj)
+    }
+}
