@@ -37,6 +37,10 @@
 // The launcher zeroes what is accumulated with atomics (xdx, da, kdot, dA, dB, dC, dD, d(dt_bias)),
 // whose last bits then vary from run to run.
 //
+// Checked without a GPU by kernels/tools/emu/ssd.sh (these kernels on the CPU, one OS thread per
+// CUDA thread, against a float64 recurrence); on the GPU by gpu-check (tests/gpu_check/ssd.rs and
+// the op's gradient-check cases), against the CPU twin.
+//
 // Resources (ptxas, sm_90): the tile kernels 120-128 registers under __launch_bounds__(256, 2)
 // (two blocks, 16 warps per SM; the k-loop unrolled by 2 keeps ssd_chunk_db_f32 from spilling),
 // ssd_chunk_(d)state_f32 80, the passes 28 and 37, finish 30; no spills; 27 KB of static shared
