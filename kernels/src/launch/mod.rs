@@ -22,6 +22,7 @@ mod profile;
 mod reduce;
 mod scan;
 mod softmax;
+mod ssd;
 
 use crate::error::{Error, Result};
 use crate::ptx;
@@ -41,6 +42,7 @@ pub use scan::{
     SCAN_MAX_STATE,
 };
 pub use softmax::CrossEntropyBackward;
+pub use ssd::{SsdBackward, SsdDims, SsdForward, SsdGrads, SsdInputs, SsdScratch, SSD_MAX_CHUNK};
 use std::collections::HashMap;
 use std::ffi::c_void;
 

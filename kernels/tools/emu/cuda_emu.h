@@ -1,0 +1,84 @@
+// A CPU emulation of the CUDA features ssd.cu uses: one OS thread per CUDA thread, blocks run
+// one after another, __syncthreads = a block-wide barrier, warp shuffles through a per-warp
+// buffer and barrier, atomics under a mutex, __shared__ = static (one block at a time). A thread
+// that returns leaves the barriers (arrive_and_drop), as an exited CUDA thread leaves
+// __syncthreads. Only what kernels/cu/ssd.cu uses is here.
+#pragma once
+#include <barrier>
+#include <cmath>
+#include <cstdio>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __grid_constant__
+#define __shared__ static
+
+struct EmuDim3 { unsigned x, y, z; };
+inline thread_local EmuDim3 threadIdx, blockIdx;
+inline EmuDim3 blockDim, gridDim;
+
+inline std::barrier<>* g_block_bar;
+inline std::barrier<>* g_warp_bar[32];
+inline float g_warp_buf[32][32];
+inline std::mutex g_atomic_mu;
+
+inline void __syncthreads() { g_block_bar->arrive_and_wait(); }
+inline float emu_shfl(float v, int src) {
+    const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+    g_warp_buf[w][lane] = v;
+    g_warp_bar[w]->arrive_and_wait();
+    const float r = g_warp_buf[w][src];
+    g_warp_bar[w]->arrive_and_wait();
+    return r;
+}
+inline float __shfl_xor_sync(unsigned, float v, int m) { return emu_shfl(v, (threadIdx.x % 32) ^ m); }
+inline float __shfl_up_sync(unsigned, float v, int d) {
+    const int l = threadIdx.x % 32;
+    return emu_shfl(v, l >= d ? l - d : l);
+}
+inline float __shfl_down_sync(unsigned, float v, int d) {
+    const int l = threadIdx.x % 32;
+    return emu_shfl(v, l + d < 32 ? l + d : l);
+}
+inline float atomicAdd(float* a, float v) {
+    std::lock_guard<std::mutex> g(g_atomic_mu);
+    const float o = *a;
+    *a = o + v;
+    return o;
+}
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+#include <math.h>
+
+inline long long g_blocks_run = 0;
+template <class P>
+void emu_launch(void (*kernel)(P), EmuDim3 grid, unsigned threads, const P& p) {
+    gridDim = grid;
+    blockDim = {threads, 1, 1};
+    for (unsigned z = 0; z < grid.z; ++z)
+        for (unsigned y = 0; y < grid.y; ++y)
+            for (unsigned x = 0; x < grid.x; ++x) {
+                std::barrier<> bar(threads);
+                std::vector<std::barrier<>*> wb;
+                for (unsigned w = 0; w < threads / 32; ++w) wb.push_back(new std::barrier<>(32));
+                g_block_bar = &bar;
+                for (unsigned w = 0; w < threads / 32; ++w) g_warp_bar[w] = wb[w];
+                std::vector<std::thread> ts;
+                for (unsigned t = 0; t < threads; ++t)
+                    ts.emplace_back([&, t] {
+                        threadIdx = {t, 0, 0};
+                        blockIdx = {x, y, z};
+                        kernel(p);
+                        g_warp_bar[t / 32]->arrive_and_drop();
+                        bar.arrive_and_drop();
+                    });
+                for (auto& th : ts) th.join();
+                for (auto* b : wb) delete b;
+                ++g_blocks_run;
+            }
+}

@@ -1,0 +1,87 @@
+//! `cu/ssd.cu` through the engine's `ops::ssd::ssd`, GPU against the CPU twin (f32 both): the
+//! output, the last state and the gradient of every input (of `out` and of `last_state`
+//! together), as relative norms, at a shape with several tiles in every direction (p 70,
+//! n 66, chunk 130 over L 150: two chunks, the second short; a row tile past it), then at
+//! the benchmark shape (b 8, L 2048, 24 heads of 64, d_state 64, chunk 256, z) where
+//! forward and forward + backward are also timed against the reference Triton kernel's
+//! 0.84 ms and 6.18 ms (fp32, H200). d_state 128 and (b 1, L 65536) are timed only.
+
+use crate::{rel_norm, Check, Res, Row};
+use mamba_engine::ops::ssd::{ssd, ssd_args, ssd_both, ssd_inputs, SsdShape};
+use mamba_engine::{DType, Device, Rng, Tensor};
+
+/// Gradients are long f32 sums taken in other orders (and by atomics) on the two sides.
+const SSD_TOL: f64 = 1e-4;
+
+/// What one side gives: the packed (out, last_state), then every input's gradient.
+fn side(x: &[Tensor], seed: &Tensor, options: (bool, bool), chunk: usize, device: Device) -> Res<Vec<Vec<f32>>> {
+    let leaves: Vec<Tensor> = x.iter().map(|t| Ok(t.to(device)?.requires_grad())).collect::<Res<_>>()?;
+    let y = ssd_both(ssd(&ssd_args(&leaves, options, chunk))?)?;
+    y.backward_with(&seed.to(device)?)?;
+    let mut v = vec![y.to_vec::<f32>()?];
+    for l in &leaves {
+        v.push(l.grad().ok_or("an input got no gradient")?.to_vec::<f32>()?);
+    }
+    Ok(v)
+}
+
+fn row(kernel: String, err: f64, us: f64) -> Row {
+    Row { kernel, err, ok: err <= SSD_TOL, us, rate: f64::NAN }
+}
+
+/// Forward and forward + backward on the GPU, in microseconds.
+fn timings(c: &Check, x: &[Tensor], options: (bool, bool), chunk: usize) -> Res<(f64, f64)> {
+    let leaves: Vec<Tensor> = x.iter().map(|t| Ok(t.to(Device::Cuda)?.requires_grad())).collect::<Res<_>>()?;
+    let shape = leaves[0].shape().to_vec();
+    let dout = Tensor::ones(&shape, DType::F32, Device::Cuda)?;
+    let fwd = c.time(|| {
+        let _guard = mamba_engine::no_grad();
+        ssd(&ssd_args(&leaves, options, chunk))?;
+        Ok(())
+    })?;
+    let both = c.time(|| {
+        leaves.iter().for_each(|l| l.zero_grad()); // no accumulation kernels in the timing
+        ssd(&ssd_args(&leaves, options, chunk))?.out.backward_with(&dout)?;
+        Ok(())
+    })?;
+    Ok((fwd, both))
+}
+
+pub fn run(c: &mut Check) -> Res<()> {
+    let names = ["x", "dt", "A", "B", "C", "D", "dt_bias", "z", "init"];
+    let checked: [(SsdShape, usize, bool); 2] =
+        [((1, 150, 2, 70, 1, 66), 130, false), ((8, 2048, 24, 64, 1, 64), 256, true)];
+    for ((b, l, h, p, g, n), chunk, timed) in checked {
+        if timed && !c.timing {
+            continue; // under compute-sanitizer: the small shape only
+        }
+        let options = (true, !timed); // z always; an initial state at the small shape
+        let mut x = ssd_inputs((b, l, h, p, g, n), DType::F32, &mut Rng::new(c.rng.next_u64()));
+        if !options.1 {
+            x.truncate(8);
+        }
+        let packed = b * l * h * p + b * h * p * n;
+        let seed = Tensor::rand_uniform(&[packed], -1.0, 1.0, DType::F32, &mut Rng::new(c.rng.next_u64()));
+        let want = side(&x, &seed, options, chunk, Device::Cpu)?;
+        let got = side(&x, &seed, options, chunk, Device::Cuda)?;
+        let name = format!("ssd {b}x{l}x{h}x{p} g{g} n{n}/{chunk}");
+        let (fwd, both) = if timed { timings(c, &x, options, chunk)? } else { (f64::NAN, f64::NAN) };
+        c.rows.push(row(format!("{name} out+last (norm)"), rel_norm(&got[0], &want[0]), fwd));
+        let worst = got[1..].iter().zip(&want[1..]).map(|(g, w)| rel_norm(g, w)).fold(0.0, f64::max);
+        let each: Vec<String> =
+            got[1..].iter().zip(&want[1..]).zip(names).map(|((g, w), n)| format!("{n} {:.1e}", rel_norm(g, w))).collect();
+        println!("{name}: gradient errors (norm) {}", each.join(", "));
+        c.rows.push(row(format!("{name} fwd+bwd grads (norm)"), worst, both));
+    }
+    if !c.timing {
+        return Ok(());
+    }
+    for ((b, l, h, p, g, n), chunk) in [((8, 2048, 24, 64, 1, 128), 256), ((1, 65536, 24, 64, 1, 64), 256)] {
+        let x = ssd_inputs((b, l, h, p, g, n), DType::F32, &mut Rng::new(c.rng.next_u64()));
+        let (fwd, both) = timings(c, &x[..8], (true, false), chunk)?;
+        let name = format!("ssd {b}x{l}x{h}x{p} g{g} n{n}/{chunk}");
+        c.rows.push(Row { kernel: format!("{name} fwd (timed)"), err: 0.0, ok: true, us: fwd, rate: f64::NAN });
+        c.rows.push(Row { kernel: format!("{name} fwd+bwd (timed)"), err: 0.0, ok: true, us: both, rate: f64::NAN });
+    }
+    Ok(())
+}
