@@ -4,6 +4,7 @@
 
 use mamba_engine::{
     ops::scan::{selective_scan, ScanArgs},
+    ops::ssd::{ssd, SsdArgs},
     DType, Tensor,
 };
 use mamba_model::{
@@ -64,6 +65,55 @@ fn selective_scan_matches_reference_in_f64_for_any_chunk() {
 #[test]
 fn selective_scan_matches_reference_in_f32() {
     check_scan(DType::F32, 16, 1e-5);
+}
+
+/// The SSD scan (Mamba-2) against the float64 recurrence: out, last_state and the gradient
+/// of every input; returns the worst relative error.
+fn check_ssd(dtype: DType, chunk: usize, tol: f64) -> f64 {
+    let r = fixture("ssd.safetensors");
+    let names = ["x", "dt", "A", "B", "C", "D", "dt_bias", "z"];
+    let t: Vec<Tensor> = names.iter().map(|n| float(&r, n, dtype).requires_grad()).collect();
+    let args = SsdArgs {
+        x: &t[0],
+        dt: &t[1],
+        a: &t[2],
+        b: &t[3],
+        c: &t[4],
+        d: &t[5],
+        dt_bias: &t[6],
+        z: Some(&t[7]),
+        initial_state: None,
+        chunk,
+    };
+    let o = ssd(&args).unwrap();
+    let mut errs = vec![("out", rel_err(&o.out, &float(&r, "out", dtype)))];
+    errs.push(("last_state", rel_err(&o.last_state, &float(&r, "last_state", dtype))));
+    o.out.backward_with(&float(&r, "dout", dtype)).unwrap();
+    for (n, x) in names.iter().zip(&t) {
+        errs.push((n, rel_err(&x.grad().unwrap(), &float(&r, &format!("grad.{n}"), dtype))));
+    }
+    for (n, e) in &errs {
+        assert!(*e < tol, "{dtype} chunk {chunk}: {n} relative error {e:e} > {tol:e} (all: {errs:?})");
+    }
+    let worst = errs.iter().map(|e| e.1).fold(0.0, f64::max);
+    let each: Vec<String> = errs.iter().map(|(n, e)| format!("{n} {e:.1e}")).collect();
+    println!("ssd {dtype} chunk {chunk}: worst relative error {worst:.2e} ({})", each.join(", "));
+    worst
+}
+
+#[test]
+fn ssd_matches_reference_in_f64_for_any_chunk() {
+    // L = 37: chunk 1 (every step), 5, 8 and 16 (a short last chunk), 37 and 64 (one chunk)
+    for chunk in [1, 5, 8, 16, 37, 64] {
+        check_ssd(DType::F64, chunk, 1e-9);
+    }
+}
+
+#[test]
+fn ssd_matches_reference_in_f32() {
+    for chunk in [8, 16] {
+        check_ssd(DType::F32, chunk, 1e-5);
+    }
 }
 
 fn check_lm(dtype: DType, tol_logits: f64, tol_grads: f64) {
