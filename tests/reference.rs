@@ -1,5 +1,5 @@
-//! Our selective scan and Mamba LM against float64 vectors computed by independent
-//! PyTorch code (tests/fixtures/reference, copied from ../shared/reference; its README
+//! Our selective scan, SSD scan, Mamba LM and Mamba-2 LM against float64 vectors computed
+//! by independent PyTorch code (tests/fixtures/reference, copied from ../shared/reference; its README
 //! says what is inside).
 
 use mamba_engine::{
@@ -116,9 +116,12 @@ fn ssd_matches_reference_in_f32() {
     }
 }
 
-fn check_lm(dtype: DType, tol_logits: f64, tol_grads: f64) {
-    let r = fixture("mamba_lm.safetensors");
-    let cfg_path = format!("{}/fixtures/reference/mamba_lm.config.json", env!("CARGO_MANIFEST_DIR"));
+/// The LM of fixture `name` (`<name>.safetensors` + `<name>.config.json`) against its
+/// reference: logits, loss and the gradient of every parameter. Returns the worst relative
+/// error of the logits and loss, and of the gradients.
+fn check_lm(name: &str, dtype: DType, tol_logits: f64, tol_grads: f64) -> (f64, f64) {
+    let r = fixture(&format!("{name}.safetensors"));
+    let cfg_path = format!("{}/fixtures/reference/{name}.config.json", env!("CARGO_MANIFEST_DIR"));
     let cfg = MambaConfig::from_json(&std::fs::read_to_string(cfg_path).unwrap()).unwrap();
     let model = MambaLM::new(cfg, dtype, 0).unwrap();
     model.load_parameters(&r, "param.").unwrap();
@@ -126,25 +129,42 @@ fn check_lm(dtype: DType, tol_logits: f64, tol_grads: f64) {
     let targets = ints(&r, "target_ids");
     let logits = model.forward(&ids, 2, 32).unwrap();
     let e_logits = rel_err(&logits, &float(&r, "logits", dtype));
-    assert!(e_logits < tol_logits, "{dtype}: logits relative error {e_logits:e}");
+    assert!(e_logits < tol_logits, "{name} {dtype}: logits relative error {e_logits:e}");
     let loss = logits.cross_entropy(&targets, -100).unwrap();
     let e_loss = rel_err(&loss.reshape(&[1]).unwrap(), &float(&r, "loss", dtype));
-    assert!(e_loss < tol_logits, "{dtype}: loss relative error {e_loss:e}");
+    assert!(e_loss < tol_logits, "{name} {dtype}: loss relative error {e_loss:e}");
     loss.backward().unwrap();
-    for (name, p) in model.named_parameters() {
-        let e = rel_err(&p.grad().unwrap(), &float(&r, &format!("grad.{name}"), dtype));
-        assert!(e < tol_grads, "{dtype}: gradient of {name}: relative error {e:e}");
+    let mut worst_grad: f64 = 0.0;
+    for (param, p) in model.named_parameters() {
+        let e = rel_err(&p.grad().unwrap(), &float(&r, &format!("grad.{param}"), dtype));
+        assert!(e < tol_grads, "{name} {dtype}: gradient of {param}: relative error {e:e}");
+        worst_grad = worst_grad.max(e);
     }
+    let errs = (e_logits.max(e_loss), worst_grad);
+    println!("{name} {dtype}: logits and loss {:.2e}, gradients {:.2e} (worst relative errors)", errs.0, errs.1);
+    errs
 }
 
 #[test]
 fn mamba_lm_matches_reference_logits_loss_and_every_gradient_f64() {
     // The reference stored logits and loss as f32 and its gradients agree with ours to
     // ~5e-7 in every parameter alike (f32 rounding inside the reference), hence 2e-6.
-    check_lm(DType::F64, 1e-6, 2e-6);
+    check_lm("mamba_lm", DType::F64, 1e-6, 2e-6);
 }
 
 #[test]
 fn mamba_lm_matches_reference_in_f32() {
-    check_lm(DType::F32, 1e-5, 1e-5);
+    check_lm("mamba_lm", DType::F32, 1e-5, 1e-5);
+}
+
+/// The 2-layer Mamba-2 LM (8 heads of 16 in 2 groups, d_state 16, chunk 8 over 32 tokens):
+/// its vectors are float64 throughout, so f64 agrees to rounding (measured ~5e-15).
+#[test]
+fn mamba2_lm_matches_reference_logits_loss_and_every_gradient_f64() {
+    check_lm("mamba2_lm", DType::F64, 1e-12, 1e-12);
+}
+
+#[test]
+fn mamba2_lm_matches_reference_in_f32() {
+    check_lm("mamba2_lm", DType::F32, 1e-5, 1e-5);
 }

@@ -139,8 +139,9 @@ impl MambaConfig {
     }
 
     /// What this implementation supports; anything else is refused with a reason
-    /// ([`Error::Unsupported`]). A layer that parses but is not built yet (Mamba-2, attention)
-    /// passes here and is refused when a model is built.
+    /// ([`Error::Unsupported`]). A layer or option that parses but is not built yet (attention,
+    /// Mamba-2's `d_ssm`, `D_has_hdim`, `dt_limit`, biases) passes here and is refused when a
+    /// model is built (or its parameters counted).
     pub fn validate(&self) -> Result<()> {
         let unsupported = |msg: &str| Err(Error::Unsupported(msg.into()));
         if self.d_model == 0 || self.n_layer == 0 || self.vocab_size == 0 {

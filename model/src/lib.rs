@@ -3,9 +3,10 @@
 //! Models on top of the engine, as a family: the language model (`lm.rs`, the reference
 //! `MambaLMHeadModel`) is an embedding, blocks (`block.rs`: a norm and a [`Mixer`], and a
 //! gated MLP (`mlp.rs`) when `d_intermediate > 0`), a final norm and the tied head. The mixer
-//! is one of the kinds under `mixer/` (Mamba-1 now). Every module declares its parameters once
-//! under their reference names (`params.rs`); initialisation, the parameter count, safetensors
-//! loading and saving, and the optimizer's decay groups all read those declarations.
+//! is one of the kinds under `mixer/` (Mamba-1 and Mamba-2). Every module declares its
+//! parameters once under their reference names (`params.rs`); initialisation, the parameter
+//! count, safetensors loading and saving, and the optimizer's decay groups all read those
+//! declarations.
 //!
 //! Also: the configuration (`config.rs`, read and written like the reference `config.json`),
 //! safetensors reading/writing (`io.rs`) and the crate's one error type (`error.rs`).

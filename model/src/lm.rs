@@ -261,4 +261,4 @@ impl MambaLM {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

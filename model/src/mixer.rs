@@ -8,13 +8,15 @@
 //! step(h, state)              h (B, d_model) -> (B, d_model), one token, updating the state
 //! ```
 //!
-//! [`Mixer`] and [`MixerState`] have one variant per kind and only dispatch. Mamba-1 is built;
-//! Mamba-2 (`ssm_cfg.layer = "Mamba2"`) parses but is refused when a model is built, until its
-//! module (`mixer/mamba2.rs`, on the SSD op) exists; attention and MoE come after it.
+//! [`Mixer`] and [`MixerState`] have one variant per kind and only dispatch: Mamba-1
+//! (`mixer/mamba1.rs`, on the selective scan) and Mamba-2 (`ssm_cfg.layer = "Mamba2"`,
+//! `mixer/mamba2.rs`, on the SSD scan); attention and MoE come next.
 
 pub mod mamba1;
+pub mod mamba2;
 
 pub use mamba1::{Mamba1, Mamba1State};
+pub use mamba2::{Mamba2, Mamba2State};
 
 use crate::{
     config::{MambaConfig, SsmConfig},
@@ -26,11 +28,13 @@ use mamba_engine::{DType, Device, Tensor};
 /// One block's mixer (`P` = [`Tensor`]; `()` when only counting parameters).
 pub enum Mixer<P = Tensor> {
     Mamba1(Mamba1<P>),
+    Mamba2(Mamba2<P>),
 }
 
 /// The recurrent state of one block's mixer, of the same kind as the mixer.
 pub enum MixerState {
     Mamba1(Mamba1State),
+    Mamba2(Mamba2State),
 }
 
 impl Mixer {
@@ -48,18 +52,38 @@ impl Mixer {
         }
         match &cfg.ssm_cfg {
             SsmConfig::Mamba1(c) => Ok(Mixer::Mamba1(Mamba1::declare(cfg, c, residuals, vb)?)),
-            SsmConfig::Mamba2(_) => {
-                Err(Error::Unsupported("the Mamba2 mixer is not built yet (issue 10: it needs the SSD op)".into()))
-            }
+            SsmConfig::Mamba2(c) => Ok(Mixer::Mamba2(Mamba2::declare(cfg, c, residuals, vb)?)),
+        }
+    }
+}
+
+impl<P> Mixer<P> {
+    /// The reference name of the mixer's layer: "Mamba1" or "Mamba2".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Mixer::Mamba1(_) => "Mamba1",
+            Mixer::Mamba2(_) => "Mamba2",
+        }
+    }
+}
+
+impl MixerState {
+    /// The kind of mixer that made this state: "Mamba1" or "Mamba2".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MixerState::Mamba1(_) => "Mamba1",
+            MixerState::Mamba2(_) => "Mamba2",
         }
     }
 }
 
 impl Mixer<Tensor> {
-    /// h (B, L, d_model) -> (B, L, d_model). `chunk`: the scan's checkpoint interval.
+    /// h (B, L, d_model) -> (B, L, d_model). `chunk`: the Mamba-1 scan's checkpoint interval
+    /// (`MambaLM::scan_chunk`); Mamba-2 runs its SSD scan in chunks of its own `chunk_size`.
     pub fn forward(&self, h: &Tensor, chunk: usize) -> Result<Tensor> {
         match self {
             Mixer::Mamba1(m) => m.forward(h, chunk),
+            Mixer::Mamba2(m) => m.forward(h),
         }
     }
 
@@ -67,14 +91,21 @@ impl Mixer<Tensor> {
     pub fn new_state(&self, batch: usize, dtype: DType, device: Device) -> Result<MixerState> {
         match self {
             Mixer::Mamba1(m) => Ok(MixerState::Mamba1(m.new_state(batch, dtype, device)?)),
+            Mixer::Mamba2(m) => Ok(MixerState::Mamba2(m.new_state(batch, dtype, device)?)),
         }
     }
 
     /// One token: h (B, d_model) -> (B, d_model), updating `state` (made by this mixer's
-    /// [`Mixer::new_state`]; once there are two kinds, another kind's state is an error).
+    /// [`Mixer::new_state`]; another kind's state is an error).
     pub fn step(&self, h: &Tensor, state: &mut MixerState) -> Result<Tensor> {
         match (self, state) {
             (Mixer::Mamba1(m), MixerState::Mamba1(s)) => m.step(h, s),
+            (Mixer::Mamba2(m), MixerState::Mamba2(s)) => m.step(h, s),
+            (m, s) => Err(Error::Unsupported(format!(
+                "a {} mixer cannot step from a {} state (the state was made by another model)",
+                m.kind(),
+                s.kind()
+            ))),
         }
     }
 }

@@ -4,6 +4,7 @@
 use crate::{Error, Result};
 use clap::{parser::ValueSource, ArgMatches, FromArgMatches};
 use mamba_engine::Device;
+use mamba_model::{Mamba2Config, MambaConfig, SsmConfig};
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeSet, path::PathBuf};
 
@@ -32,6 +33,26 @@ pub struct TrainArgs {
     /// Number of Mamba blocks [default with --task: 2].
     #[arg(long, default_value_t = 4)]
     pub n_layer: usize,
+    /// The blocks' mixer: mamba1 (the selective scan) or mamba2 (the SSD scan).
+    #[arg(long, value_enum, default_value_t = Layer::Mamba1)]
+    #[serde(default)]
+    pub layer: Layer,
+    /// State size N: per channel with mamba1, per head with mamba2 [default: 16 with mamba1,
+    /// 128 with mamba2, the reference defaults].
+    #[arg(long)]
+    pub d_state: Option<usize>,
+    /// Mamba-2: channels per head; it must divide d_inner = 2 x --d-model.
+    #[arg(long, default_value_t = 64)]
+    #[serde(default = "default_headdim")]
+    pub headdim: usize,
+    /// Mamba-2: groups of heads sharing one B and one C; it must divide the heads.
+    #[arg(long, default_value_t = 1)]
+    #[serde(default = "one")]
+    pub ngroups: usize,
+    /// Mamba-2: time steps per chunk of the SSD scan.
+    #[arg(long, default_value_t = 256)]
+    #[serde(default = "default_chunk_size")]
+    pub chunk_size: usize,
     /// Total optimizer steps [default: 1000; on --resume, the checkpoint's].
     #[arg(long)]
     pub steps: Option<u64>,
@@ -86,7 +107,7 @@ pub struct TrainArgs {
     /// Steps between checkpoints (one is also written at the end).
     #[arg(long, default_value_t = 200)]
     pub checkpoint_every: u64,
-    /// Time steps between the scan states saved for backward.
+    /// Mamba-1: time steps between the scan states saved for backward.
     #[arg(long, default_value_t = 64)]
     pub scan_chunk: usize,
     /// Continue from this checkpoint directory with its saved settings. The schedule, evaluation
@@ -124,6 +145,33 @@ fn cpu() -> Device {
     Device::Cpu
 }
 
+/// The mixer of `mamba train`'s blocks (`--layer`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layer {
+    /// Mamba-1: the selective scan (checkpoints from before the flag are this).
+    #[default]
+    Mamba1,
+    /// Mamba-2: the SSD scan.
+    Mamba2,
+}
+
+// The reference defaults of the Mamba-2 flags, for checkpoints saved before the flags.
+fn default_headdim() -> usize {
+    Mamba2Config::default().headdim
+}
+
+fn default_chunk_size() -> usize {
+    Mamba2Config::default().chunk_size
+}
+
+fn one() -> usize {
+    1
+}
+
+/// The flags that only a Mamba-2 model reads (clap ids).
+const MAMBA2_ONLY: [&str; 3] = ["headdim", "ngroups", "chunk_size"];
+
 /// Flags a resumed run takes from its command line when given: the schedule, evaluation and
 /// checkpoint settings (clap ids, which are the field names).
 const RESUMABLE: [&str; 13] = [
@@ -144,8 +192,23 @@ const RESUMABLE: [&str; 13] = [
 
 /// Flags a checkpoint fixes: the model's shape, its data and the seed. A resumed run
 /// ignores a differing one, with a warning.
-const FIXED: [&str; 10] =
-    ["text", "task", "task_len", "task_tokens", "task_vocab", "d_model", "n_layer", "batch", "seq_len", "seed"];
+const FIXED: [&str; 15] = [
+    "text",
+    "task",
+    "task_len",
+    "task_tokens",
+    "task_vocab",
+    "d_model",
+    "n_layer",
+    "layer",
+    "d_state",
+    "headdim",
+    "ngroups",
+    "chunk_size",
+    "batch",
+    "seq_len",
+    "seed",
+];
 
 /// Flags of this invocation only, never saved: a resumed run always takes them from its
 /// command line.
@@ -259,6 +322,10 @@ impl TrainArgs {
             ("--checkpoint-every", self.checkpoint_every as usize),
             ("--scan-chunk", self.scan_chunk),
             ("--stop-after", self.stop_after.map_or(1, |n| n as usize)),
+            ("--d-state", self.d_state.unwrap_or(1)),
+            ("--headdim", self.headdim),
+            ("--ngroups", self.ngroups),
+            ("--chunk-size", self.chunk_size),
         ];
         if let Some((flag, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(Error::Settings(format!("{flag} must be at least 1")));
@@ -279,8 +346,66 @@ impl TrainArgs {
         if self.profile && self.device != Device::Cuda {
             return Err(Error::Settings("--profile times GPU kernels: add --device cuda".into()));
         }
+        self.check_layer()?;
         // Sizes last: they assume the checks above (e.g. no zero --scan-chunk).
         crate::limits::check_train(self)
+    }
+}
+
+impl TrainArgs {
+    /// The model these flags describe, for data of `vocab_size` tokens: `--layer`'s mixer
+    /// with the reference defaults and the sizes given (`--d-state`; Mamba-2's `--headdim`,
+    /// `--ngroups`, `--chunk-size`).
+    pub fn model_config(&self, vocab_size: usize) -> MambaConfig {
+        let mut cfg = MambaConfig::new(self.d_model, self.n_layer);
+        cfg.vocab_size = vocab_size;
+        match self.layer {
+            Layer::Mamba1 => {
+                if let (SsmConfig::Mamba1(s), Some(n)) = (&mut cfg.ssm_cfg, self.d_state) {
+                    s.d_state = n;
+                }
+            }
+            Layer::Mamba2 => {
+                let d = Mamba2Config::default();
+                cfg.ssm_cfg = SsmConfig::Mamba2(Mamba2Config {
+                    d_state: self.d_state.unwrap_or(d.d_state),
+                    headdim: self.headdim,
+                    ngroups: self.ngroups,
+                    chunk_size: self.chunk_size,
+                    ..d
+                });
+            }
+        }
+        cfg
+    }
+
+    /// The Mamba-2 flags fit `--d-model` (the reference's checks, in the flags' words), and
+    /// are not given to a fresh Mamba-1 run, which would ignore them.
+    fn check_layer(&self) -> Result<()> {
+        let refuse = |msg: String| Err(Error::Settings(msg));
+        if self.layer == Layer::Mamba1 {
+            let given = MAMBA2_ONLY.iter().find(|id| self.resume.is_none() && self.given.contains(**id));
+            return match given {
+                Some(id) => refuse(format!("--{} is a Mamba-2 setting: add --layer mamba2", id.replace('_', "-"))),
+                None => Ok(()),
+            };
+        }
+        let (d_model, headdim, ngroups) = (self.d_model, self.headdim, self.ngroups);
+        let Some(d_inner) = d_model.checked_mul(2) else {
+            return refuse(format!("--d-model {d_model} overflows d_inner = 2 x --d-model: lower it"));
+        };
+        if !d_inner.is_multiple_of(headdim) {
+            return refuse(format!(
+                "--headdim {headdim} must divide d_inner = 2 x --d-model = {d_inner} (the heads are d_inner / --headdim)"
+            ));
+        }
+        let heads = d_inner / headdim;
+        if !heads.is_multiple_of(ngroups) {
+            return refuse(format!(
+                "--ngroups {ngroups} must divide the {heads} heads (2 x --d-model {d_model} / --headdim {headdim})"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -330,6 +455,64 @@ mod tests {
         assert!(msg.contains("--lr must be a finite number >= 0, got -1"), "{msg}");
         let msg = TrainArgs::parse_flags(&["--min-lr-frac", "2"]).unwrap().validate().unwrap_err().to_string();
         assert!(msg.contains("--min-lr-frac"), "{msg}");
+    }
+
+    #[test]
+    fn the_layer_flags_make_the_model_config() {
+        let cfg = |flags: &[&str]| TrainArgs::parse_flags(flags).unwrap().model_config(256).ssm_cfg;
+        let SsmConfig::Mamba1(one) = cfg(&[]) else { panic!("the default layer is Mamba-1") };
+        assert_eq!(one, mamba_model::Mamba1Config::new(128)); // as before the flags
+        let SsmConfig::Mamba1(one) = cfg(&["--d-state", "8"]) else { panic!() };
+        assert_eq!(one.d_state, 8);
+        let SsmConfig::Mamba2(two) = cfg(&["--layer", "mamba2"]) else { panic!("--layer mamba2") };
+        assert_eq!(two, Mamba2Config::default()); // the reference defaults: d_state 128, headdim 64
+        let flags = ["--layer", "mamba2", "--d-state", "16", "--headdim", "32", "--ngroups", "2", "--chunk-size", "8"];
+        let SsmConfig::Mamba2(two) = cfg(&flags) else { panic!() };
+        assert_eq!((two.d_state, two.headdim, two.ngroups, two.chunk_size), (16, 32, 2, 8));
+    }
+
+    #[test]
+    fn layer_flag_errors_name_the_flag() {
+        let msg = |flags: &[&str]| match TrainArgs::parse_flags(flags).unwrap().validate() {
+            Err(e) => e.to_string(),
+            Ok(()) => panic!("{flags:?} was accepted"),
+        };
+        let m2 = ["--layer", "mamba2"];
+        for (flags, words) in [
+            (&["--headdim", "48"][..], "--headdim 48 must divide d_inner = 2 x --d-model = 256"),
+            (&["--headdim", "32", "--ngroups", "3"], "--ngroups 3 must divide the 8 heads"),
+            (&["--headdim", "0"], "--headdim must be at least 1"),
+            (&["--ngroups", "0"], "--ngroups must be at least 1"),
+            (&["--chunk-size", "0"], "--chunk-size must be at least 1"),
+            (&["--d-state", "0"], "--d-state must be at least 1"),
+        ] {
+            let text = msg(&[&m2[..], flags].concat());
+            assert!(text.contains(words), "{flags:?}: {text}");
+        }
+        for flag in ["--headdim", "--ngroups", "--chunk-size"] {
+            let text = msg(&[flag, "1"]);
+            assert!(text.contains(&format!("{flag} is a Mamba-2 setting: add --layer mamba2")), "{text}");
+        }
+        assert!(TrainArgs::parse_flags(&["--layer", "mamba3"]).is_err());
+    }
+
+    /// Checkpoints saved before the layer flags are Mamba-1 runs with the defaults.
+    #[test]
+    fn settings_saved_before_the_layer_flags_read_as_mamba1() {
+        let mut saved = serde_json::to_value(TrainArgs::parse_flags(&[]).unwrap()).unwrap();
+        let fields = saved.as_object_mut().unwrap();
+        for id in ["layer", "d_state", "headdim", "ngroups", "chunk_size"] {
+            assert!(fields.remove(id).is_some(), "{id} is saved");
+        }
+        let old: TrainArgs = serde_json::from_value(saved).unwrap();
+        assert_eq!(
+            (old.layer, old.d_state, old.headdim, old.ngroups, old.chunk_size),
+            (Layer::Mamba1, None, 64, 1, 256)
+        );
+        let cli = TrainArgs::parse_flags(&["--layer", "mamba2", "--headdim", "32"]).unwrap();
+        let (args, notes) = cli.resume_onto(old).unwrap();
+        assert_eq!((args.layer, args.headdim), (Layer::Mamba1, 64));
+        assert!(notes.iter().any(|n| n.contains("warning: --layer mamba2 ignored")), "{notes:?}");
     }
 
     #[test]

@@ -25,11 +25,32 @@ pub fn model_bytes(cfg: &MambaConfig, copies: usize) -> Option<usize> {
 }
 
 /// Bytes of the activations a training step on `rows` sequences of `len` tokens keeps for its
-/// backward, in f32 (`None` if the size overflows). With d = d_model, e = d_inner, n = d_state,
+/// backward, in f32 (`None` if the size overflows): [`mamba1_activations`] or
+/// [`mamba2_activations`] by the model's mixer, in values, times 4 bytes. An evaluation keeps
+/// less (no graph), so this bounds it too.
+pub fn activation_bytes(cfg: &MambaConfig, rows: usize, len: usize, scan_chunk: usize) -> Option<usize> {
+    let values = match &cfg.ssm_cfg {
+        SsmConfig::Mamba1(_) => mamba1_activations(cfg, rows, len, scan_chunk),
+        SsmConfig::Mamba2(_) => mamba2_activations(cfg, rows, len),
+    };
+    values?.checked_mul(F32)
+}
+
+/// Checked sum of sizes (`None` if one of them or the sum overflows).
+fn sum(xs: &[Option<usize>]) -> Option<usize> {
+    xs.iter().try_fold(0usize, |acc, x| acc.checked_add((*x)?))
+}
+
+/// Checked product of sizes.
+fn product(xs: &[usize]) -> Option<usize> {
+    xs.iter().try_fold(1usize, |acc, &x| acc.checked_mul(x))
+}
+
+/// The values a Mamba-1 model keeps for backward. With d = d_model, e = d_inner, n = d_state,
 /// r = dt_rank, V = the padded vocabulary, c = --scan-chunk:
 ///
 /// ```text
-/// 4 · ( rows·len · ( n_layer·(3d + 10e + 2r + 4n) + 2d + 2V )  +  n_layer · rows·e·n · ⌈len / c⌉ )
+/// rows·len · ( n_layer·(3d + 10e + 2r + 4n) + 2d + 2V )  +  n_layer · rows·e·n · ⌈len / c⌉
 /// ```
 ///
 /// Per layer and token: the residual, its norm and out_proj's output (3d); in_proj's x and z
@@ -37,19 +58,62 @@ pub fn model_bytes(cfg: &MambaConfig, copies: usize) -> Option<usize> {
 /// of delta and z, its output and that transposed back (8e); x_proj's output and its dt part
 /// (2r + 2n) and the scan's contiguous B and C (2n). Per token: the embedding and the final
 /// norm (2d), the logits and their gradient (2V). And the states the scan saves every c steps,
-/// (rows, e, n) each. An evaluation keeps less (no graph), so this bounds it too.
-pub fn activation_bytes(cfg: &MambaConfig, rows: usize, len: usize, scan_chunk: usize) -> Option<usize> {
-    // The activations of a Mamba-1 model; other mixers' come with them.
+/// (rows, e, n) each.
+pub fn mamba1_activations(cfg: &MambaConfig, rows: usize, len: usize, scan_chunk: usize) -> Option<usize> {
     let SsmConfig::Mamba1(s) = &cfg.ssm_cfg else { return None };
     let (d, n, r) = (cfg.d_model, s.d_state, s.dt_rank);
     let e = s.expand.checked_mul(d)?;
-    let sum = |xs: &[Option<usize>]| xs.iter().try_fold(0usize, |acc, x| acc.checked_add((*x)?));
     let per_layer = sum(&[d.checked_mul(3), e.checked_mul(10), r.checked_mul(2), n.checked_mul(4)])?;
-    let vocab = cfg.checked_padded_vocab()?;
-    let per_token = sum(&[cfg.n_layer.checked_mul(per_layer), d.checked_mul(2), vocab.checked_mul(2)])?;
+    let per_token = ends_per_token(cfg, per_layer)?;
     let saves = len.div_ceil(scan_chunk.max(1));
-    let states = [rows, e, n, saves].iter().try_fold(cfg.n_layer, |acc, &x| acc.checked_mul(x))?;
-    rows.checked_mul(len)?.checked_mul(per_token)?.checked_add(states)?.checked_mul(F32)
+    let states = product(&[cfg.n_layer, rows, e, n, saves])?;
+    product(&[rows, len, per_token])?.checked_add(states)
+}
+
+/// Per token: `n_layer · per_layer` and the model's ends, the embedding and the final norm
+/// (2d), the logits and their gradient (2V).
+fn ends_per_token(cfg: &MambaConfig, per_layer: usize) -> Option<usize> {
+    let (d, vocab) = (cfg.d_model, cfg.checked_padded_vocab()?);
+    sum(&[cfg.n_layer.checked_mul(per_layer), d.checked_mul(2), vocab.checked_mul(2)])
+}
+
+/// The values a Mamba-2 model keeps for backward (`mixer/mamba2.rs`), exactly (the test
+/// measures the graph with the ledger). With d = d_model, e = d_inner, N = d_state,
+/// G = ngroups, H = heads, Q = chunk_size, V = the padded vocabulary and [G > 1] = 1 with more
+/// than one group, else 0:
+///
+/// ```text
+///   rows·len · ( n_layer·(2d + 1 + 8e + 6GN + 2H + G + [G > 1]·e) + 2d + 2V + 2 )
+/// + n_layer · rows·e·N · (⌈len / Q⌉ + 1)
+/// + n_layer · (2H + [G > 1]·e/G)
+/// ```
+///
+/// Per layer and token: the residual, its norm's 1/rms and output (2d + 1); in_proj's output z, xBC, dt
+/// (2e + 2GN + H), kept whole by the views of it that the conv and silu(z) save; the conv's
+/// output, which its SiLU saves (e + 2GN); the SSD op's contiguous inputs x, B, C and dt
+/// (e + 2GN + H); its output y (e); silu(z) and the gated y · silu(z) (2e); the norm's 1/rms
+/// per group (G) and its output, which out_proj saves (e); with more than one group also the
+/// output of the unit-weight norm that the weight multiplies (e). Per sequence and layer: the
+/// SSD op's chunk states (⌈len/Q⌉, H, P, N) and its last state (H, P, N), H·P = e, which shares
+/// y's buffer. Per layer: A = -exp(A_log) and exp's output (2H), and the unit weight (e/G) with
+/// more than one group. Per token: the final norm's input, 1/rms and output (2d + 1), the
+/// logits, their log-sum-exp and their gradient (2V + 1; the gradient is the one term outside
+/// the graph).
+pub fn mamba2_activations(cfg: &MambaConfig, rows: usize, len: usize) -> Option<usize> {
+    let SsmConfig::Mamba2(s) = &cfg.ssm_cfg else { return None };
+    let (d, n, g) = (cfg.d_model, s.d_state, s.ngroups);
+    let e = s.d_inner(d)?;
+    let heads = e.checked_div(s.headdim)?;
+    let gn = g.checked_mul(n)?;
+    let grouped = if g > 1 { e } else { 0 };
+    let terms =
+        [d.checked_mul(2), Some(1), e.checked_mul(8), gn.checked_mul(6), heads.checked_mul(2), Some(g), Some(grouped)];
+    let per_layer = sum(&terms)?;
+    let vocab = cfg.checked_padded_vocab()?;
+    let per_token = sum(&[cfg.n_layer.checked_mul(per_layer), d.checked_mul(2), vocab.checked_mul(2), Some(2)])?;
+    let states = product(&[cfg.n_layer, rows, e, n, len.div_ceil(s.chunk_size.max(1)).checked_add(1)?])?;
+    let constants = product(&[cfg.n_layer, sum(&[heads.checked_mul(2), grouped.checked_div(g)])?])?;
+    sum(&[product(&[rows, len, per_token]), Some(states), Some(constants)])
 }
 
 /// How much memory a new allocation can get.
@@ -185,16 +249,15 @@ fn check_train_on(args: &TrainArgs, available: Available) -> Result<()> {
             args.sample_tokens
         )));
     }
-    let mut cfg = MambaConfig::new(args.d_model, args.n_layer);
-    let (len, len_flag) = match &args.task {
+    let (len, len_flag, vocab) = match &args.task {
         Some(name) => {
             let task = Task::from_name(name, args.task_len, args.task_tokens, args.task_vocab)?;
             eval::task_examples(args.eval_windows, "--eval-windows")?;
-            cfg.vocab_size = task.vocab_size();
-            (task.len(), format!("--task-len {}", args.task_len))
+            (task.len(), format!("--task-len {}", args.task_len), task.vocab_size())
         }
-        None => (args.seq_len, format!("--seq-len {}", args.seq_len)),
+        None => (args.seq_len, format!("--seq-len {}", args.seq_len), 256),
     };
+    let cfg = args.model_config(vocab);
     let len_name = len_flag.split(' ').next().unwrap_or_default();
     let batch_fix = format!("lower --batch or {len_name}");
     Plan {
@@ -240,6 +303,33 @@ mod tests {
         assert_eq!(model_bytes(&cfg, 4), Some(16 * cfg.param_count().unwrap()));
         // a chunk longer than the sequence saves one state per layer, as the scan does
         assert_eq!(activation_bytes(&cfg, 1, 8, 64), Some(4 * (8 * 12864 + 4 * 256 * 16)));
+    }
+
+    /// The Mamba-2 estimate against the ledger's count of what one loss's graph keeps: equal,
+    /// once the parameters are set aside (A_log and conv1d.bias are the parameters no op saves)
+    /// and the logits' gradient is added (the one term outside the graph).
+    #[test]
+    fn the_mamba2_estimate_is_what_the_graph_keeps() {
+        use mamba_engine::{ledger::saved_in_graph, DType};
+        use mamba_model::MambaLM;
+        let tiny = ["--layer", "mamba2", "--d-model", "32", "--headdim", "16", "--d-state", "8", "--chunk-size", "8"];
+        for more in [&[][..], &["--ngroups", "2"], &["--n-layer", "1", "--ngroups", "4"]] {
+            let cfg = args(&[&tiny[..], more].concat()).model_config(256);
+            let model = MambaLM::new(cfg.clone(), DType::F32, 0).unwrap();
+            let (rows, len) = (2, 21);
+            let ids: Vec<usize> = (0..rows * len).map(|i| i * 7 % 256).collect();
+            let targets: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+            let graph = saved_in_graph(&model.loss(&ids, &targets, rows, len).unwrap()).total_bytes;
+            let unsaved: usize = model
+                .parameters()
+                .iter()
+                .filter(|p| p.name.ends_with("A_log") || p.name.ends_with("conv1d.bias"))
+                .map(|p| p.tensor.numel())
+                .sum();
+            let params = model.num_parameters() - unsaved;
+            let logits_grad = rows * len * 256;
+            assert_eq!(activation_bytes(&cfg, rows, len, 64), Some(graph - 4 * params + 4 * logits_grad), "{more:?}");
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::{
     Error, Result,
 };
 use mamba_engine::{DType, Rng, Tensor};
-use mamba_model::{MambaConfig, MambaLM};
+use mamba_model::MambaLM;
 use std::path::{Path, PathBuf};
 
 /// What a run did, for callers and tests.
@@ -135,8 +135,7 @@ impl Trainer {
     fn start(args: &TrainArgs) -> Result<Trainer> {
         args.validate()?;
         let source = Source::new(args)?;
-        let mut cfg = MambaConfig::new(args.d_model, args.n_layer);
-        cfg.vocab_size = source.vocab();
+        let cfg = args.model_config(source.vocab());
         let mut model = MambaLM::new(cfg, DType::F32, args.seed)?.to(args.device)?;
         model.scan_chunk = args.scan_chunk;
         let opt = optimizer(&model, args)?;

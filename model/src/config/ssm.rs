@@ -64,8 +64,10 @@ pub struct Mamba1Config {
     pub use_fast_path: bool,
 }
 
-/// The keys of the reference `Mamba2` constructor, with its defaults. Only read, written and
-/// checked for now: the Mamba-2 mixer is not built yet.
+/// The keys of the reference `Mamba2` constructor, with its defaults. The mixer
+/// (`mixer/mamba2.rs`) builds the defaults and `conv_init`, `rmsnorm`, `norm_before_gate`,
+/// `A_init_range` and the dt range; it refuses `d_ssm` < d_inner, `D_has_hdim`, a `dt_limit`
+/// and the biases away from their defaults.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Mamba2Config {
     /// N, the state size per head (128).

@@ -160,13 +160,15 @@ fn config_that_does_not_match_the_weights_is_an_error() {
     let msg = names_file(load_model(&scratch.ckpt()).err().unwrap(), CONFIG_FILE);
     assert!(msg.contains("overflow"), "{msg}");
 
-    // A Mamba-2 config parses, but its mixer is not built yet: said against the config.
-    write_cfg(&MambaConfig {
-        ssm_cfg: SsmConfig::Mamba2(Mamba2Config { headdim: 16, ..Default::default() }),
-        ..model.cfg.clone()
-    });
+    // A Mamba-2 config over Mamba-1 weights: caught by the parameter count; a Mamba-2 option
+    // that is not built: said against the config.
+    let mamba2 = |s: Mamba2Config| MambaConfig { ssm_cfg: SsmConfig::Mamba2(s), ..model.cfg.clone() };
+    write_cfg(&mamba2(Mamba2Config { headdim: 16, ..Default::default() }));
+    let msg = names_file(load_model(&scratch.ckpt()).err().unwrap(), MODEL_FILE);
+    assert!(msg.contains("parameters"), "{msg}");
+    write_cfg(&mamba2(Mamba2Config { headdim: 16, d_ssm: Some(16), ..Default::default() }));
     let msg = names_file(load_model(&scratch.ckpt()).err().unwrap(), CONFIG_FILE);
-    assert!(msg.contains("Mamba2 mixer is not built yet"), "{msg}");
+    assert!(msg.contains("ssm_cfg.d_ssm"), "{msg}");
 
     // Unknown keys and wrong types are errors naming the key and the file.
     let text = serde_json::to_string(&model.cfg).unwrap();
