@@ -79,7 +79,7 @@ fn ends_per_token(cfg: &MambaConfig, per_layer: usize) -> Option<usize> {
 
 /// The values a Mamba-2 model keeps for backward (`mixer/mamba2.rs`), exactly (the test
 /// measures the graph with the ledger). With d = d_model, e = d_inner, N = d_state,
-/// G = ngroups, H = heads, Q = chunk_size, V = the padded vocabulary and [G > 1] = 1 with more
+/// G = ngroups, H = heads, Q = chunk_size, V = the padded vocabulary and `[G > 1]` = 1 with more
 /// than one group, else 0:
 ///
 /// ```text
