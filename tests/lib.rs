@@ -259,6 +259,14 @@ pub fn naive_conv1d_causal(
 }
 
 /// Rows `weight[ids[i]]` of a row-major (V, D) table.
+/// Largest |got - want| over the largest |want|: how far apart two computations of one tensor
+/// are, relative to its size (f32 results that sum in different orders agree to ~1e-6).
+pub fn max_diff_over_scale(got: &Tensor, want: &Tensor) -> f64 {
+    let (a, b) = (vals(got), vals(want));
+    let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    a.iter().zip(&b).fold(0.0f64, |m, (p, q)| m.max((p - q).abs())) / scale
+}
+
 pub fn naive_embedding(weight: &[f64], d: usize, ids: &[usize]) -> Vec<f64> {
     ids.iter().flat_map(|&i| weight[i * d..(i + 1) * d].to_vec()).collect()
 }

@@ -8,6 +8,7 @@ use mamba_engine::{
     ops::scan::{selective_scan, selective_scan_composed, ScanArgs},
     DType, Rng, Tensor,
 };
+use mamba_tests::max_diff_over_scale;
 
 const B: usize = 2;
 const D: usize = 64;
@@ -67,9 +68,7 @@ fn fused_scan_saves_inputs_and_chunk_states_only_composed_saves_every_state() {
     );
 
     // Both compute the same thing (f32, different summation order).
-    let (a, b) = (fused.out.to_vec_f64().unwrap(), composed.out.to_vec_f64().unwrap());
-    let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let worst = a.iter().zip(&b).fold(0.0f64, |m, (p, q)| m.max((p - q).abs())) / scale;
+    let worst = max_diff_over_scale(&fused.out, &composed.out);
     assert!(worst < 1e-5, "fused vs composed relative error {worst:e}");
 
     println!("selective scan, B={B} D={D} L={L} N={N} chunk={CHUNK}, f32, bytes saved for backward:");

@@ -9,6 +9,7 @@ use mamba_engine::{
     ops::ssd::{ssd, ssd_args, ssd_composed, ssd_inputs, SsdShape},
     DType, Rng, Tensor,
 };
+use mamba_tests::max_diff_over_scale;
 
 const SHAPE: SsdShape = (2, 512, 8, 16, 2, 16);
 const CHUNK: usize = 64;
@@ -55,9 +56,7 @@ fn fused_ssd_saves_inputs_and_chunk_states_only_composed_saves_every_state() {
 
     // Both compute the same thing (f32, different summation orders).
     for (a, b) in [(&fused.out, &composed.out), (&fused.last_state, &composed.last_state)] {
-        let (a, b) = (a.to_vec_f64().unwrap(), b.to_vec_f64().unwrap());
-        let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        let worst = a.iter().zip(&b).fold(0.0f64, |m, (p, q)| m.max((p - q).abs())) / scale;
+        let worst = max_diff_over_scale(a, b);
         assert!(worst < 1e-5, "fused vs composed relative error {worst:e}");
     }
 
