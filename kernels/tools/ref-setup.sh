@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# The reference Mamba (state-spaces/mamba) and causal-conv1d run from source in the git-ignored
+# ref/, so that the GPU machine (torch, triton, no internet, no pip) can run the reference LM.
+#   bash kernels/tools/ref-setup.sh here    # here: copy the Python (and causal-conv1d's csrc) into ref/
+#   bash kernels/tools/ref-setup.sh build   # there, from the repo root: compile causal_conv1d_cuda
+#                                           # into ref/build-cc1d, ending with a DONE or FAILED marker
+# Carrying ref/ to the GPU machine replaces it there, build-cc1d included: carry it once, then
+# build, then leave it out of later carries. docs/SSD.md and kernels/tools/lm_ref.py use it.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+MAMBA_GIT=${MAMBA_GIT:-/work/.mirror/state-spaces+mamba/repo}
+MAMBA_REV=${MAMBA_REV:-e9594ce}
+CC1D_GIT=${CC1D_GIT:-/work/.mirror/Dao-AILab+causal-conv1d/repo}
+CC1D_REV=${CC1D_REV:-HEAD}
+BUILD=ref/build-cc1d
+
+# What MambaLMHeadModel with Mamba2 (and the SSD scan that ssd_ref.py times) imports at module
+# level. Left out: mamba's csrc (selective_scan_cuda, imported in a try: Mamba1 cannot run) and
+# ops/tilelang, ops/cute (Mamba-3 MIMO/step kernels, imported in a try; tilelang/cutlass absent).
+MAMBA_FILES=(
+  mamba_ssm/models/__init__.py mamba_ssm/models/config_mamba.py mamba_ssm/models/mixer_seq_simple.py
+  mamba_ssm/modules/__init__.py mamba_ssm/modules/block.py mamba_ssm/modules/mamba2.py
+  mamba_ssm/modules/mamba3.py mamba_ssm/modules/mamba_simple.py mamba_ssm/modules/mha.py mamba_ssm/modules/mlp.py
+  mamba_ssm/distributed mamba_ssm/utils mamba_ssm/ops/__init__.py mamba_ssm/ops/selective_scan_interface.py
+  mamba_ssm/ops/triton
+)
+
+here() {
+  mkdir -p ref
+  # build-cc1d is kept: a rerun of `here` must not throw away a finished build
+  rm -rf ref/mamba_ssm ref/causal_conv1d ref/cc1d-csrc ref/stubs ref/COMMIT
+  git --git-dir="$MAMBA_GIT" archive "$MAMBA_REV" -- "${MAMBA_FILES[@]}" | tar -x -C ref
+  # upstream's __init__ imports every mixer (and selective_scan_cuda's wrapper); keep the package
+  # importable piecemeal, as ssd_ref.py imports it
+  cat > ref/mamba_ssm/__init__.py <<'EOF'
+# Minimal on purpose (kernels/tools/ref-setup.sh): upstream's imports every mixer eagerly.
+EOF
+  git --git-dir="$CC1D_GIT" archive "$CC1D_REV" -- causal_conv1d csrc | tar -x -C ref
+  mv ref/csrc ref/cc1d-csrc
+  # mamba_ssm.utils.generation and .hf import transformers at module level; training never
+  # calls them. lm_ref.py puts ref/stubs on sys.path only when a real transformers fails.
+  mkdir -p ref/stubs/transformers/utils
+  echo '# Stub (ref-setup.sh): names mamba_ssm imports at module level; unused in training.' \
+    > ref/stubs/transformers/__init__.py
+  cat > ref/stubs/transformers/generation.py <<'EOF'
+# Stub (ref-setup.sh): mamba_ssm.utils.generation names these in signatures only.
+class GenerateDecoderOnlyOutput(dict):
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.__dict__.update(kw)
+
+
+class TextStreamer:
+    pass
+EOF
+  printf '%s\n' '# Stub (ref-setup.sh): mamba_ssm.utils.hf (from_pretrained only).' \
+    'WEIGHTS_NAME = "pytorch_model.bin"' 'CONFIG_NAME = "config.json"' > ref/stubs/transformers/utils/__init__.py
+  printf '%s\n' '# Stub (ref-setup.sh): no hub on the GPU machine.' 'def cached_file(*a, **k):' \
+    '    raise OSError("transformers stub: no hub access")' > ref/stubs/transformers/utils/hub.py
+  printf 'state-spaces/mamba %s\nDao-AILab/causal-conv1d %s\n' \
+    "$(git --git-dir="$MAMBA_GIT" rev-parse "$MAMBA_REV")" "$(git --git-dir="$CC1D_GIT" rev-parse "$CC1D_REV")" > ref/COMMIT
+  check_imports
+  echo "== ref/ ($(du -sh ref | cut -f1), build-cc1d included if present)"
+  cat ref/COMMIT
+  for d in ref/mamba_ssm/* ref/causal_conv1d ref/cc1d-csrc ref/stubs; do
+    [ -e "$d" ] && printf '  %-40s %3d files %s\n' "$d" "$(find "$d" -type f | wc -l)" "$(du -sh "$d" | cut -f1)"
+  done
+}
+
+# Every module-level import of the copied Python must resolve in ref/ (or ref/stubs), be what
+# the GPU machine has (torch, triton, einops, huggingface_hub, packaging, the standard library,
+# causal_conv1d_cuda once built), or sit in a try that catches its ImportError.
+check_imports() {
+  python3 - <<'PY'
+import ast, pathlib, sys
+roots = [pathlib.Path("ref"), pathlib.Path("ref/stubs")]
+there = {"torch", "triton", "einops", "huggingface_hub", "packaging", "causal_conv1d_cuda"}
+def local(mod):
+    parts = mod.split(".")
+    return any((r.joinpath(*parts).with_suffix(".py")).is_file() or (r.joinpath(*parts) / "__init__.py").is_file()
+               for r in roots)
+def guarded(stack):
+    for n in stack:
+        if isinstance(n, ast.Try):
+            names = {ast.unparse(h.type) if h.type else "" for h in n.handlers}
+            if names & {"ImportError", "ModuleNotFoundError", "Exception", ""}:
+                return True
+    return False
+bad, optional = [], []
+def visit(node, stack, path):
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return  # imported when called: not on the import chain
+    if isinstance(node, (ast.Import, ast.ImportFrom)) and not getattr(node, "level", 0):
+        mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+        for m in mods:
+            top = m.split(".")[0]
+            ok = local(m) if local(top) else (top in there or top in sys.stdlib_module_names)
+            if not ok:
+                (optional if guarded(stack) else bad).append(f"{path}:{node.lineno}: {m}")
+    for child in ast.iter_child_nodes(node):
+        visit(child, stack + [node], path)
+for py in sorted(pathlib.Path("ref").rglob("*.py")):
+    visit(ast.parse(py.read_text()), [], py)
+print("imports missing but guarded (try/except ImportError):")
+print("\n".join("  " + s for s in optional) or "  none")
+if bad:
+    sys.exit("imports that would fail:\n" + "\n".join("  " + s for s in bad))
+print("every unguarded module-level import resolves")
+PY
+}
+
+build() {
+  mkdir -p "$BUILD"
+  rm -f "$BUILD/DONE" "$BUILD/FAILED"
+  if [ ! -d ref/cc1d-csrc ]; then  # the marker still tells a waiting mamba2-lm.sh
+    echo "no ref/cc1d-csrc: run '$0 here' where the mirrors are, carry ref/" | tee "$BUILD/FAILED" >&2
+    exit 2
+  fi
+  echo $$ > "$BUILD/PID"
+  rm -f "$BUILD/lock"  # torch's build lock, stale if an earlier build was killed
+  local start=$SECONDS
+  # 4 sources only, so MAX_JOBS matters little; nvcc --threads 4 as in causal-conv1d's setup.py
+  if MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0 python3 - "$BUILD" <<'PY'
+import sys, glob
+from torch.utils.cpp_extension import load
+build = sys.argv[1]
+nvcc = ["-O3", "-U__CUDA_NO_HALF_OPERATORS__", "-U__CUDA_NO_HALF_CONVERSIONS__",
+        "-U__CUDA_NO_BFLOAT16_OPERATORS__", "-U__CUDA_NO_BFLOAT16_CONVERSIONS__",
+        "-U__CUDA_NO_BFLOAT162_OPERATORS__", "-U__CUDA_NO_BFLOAT162_CONVERSIONS__",
+        "--expt-relaxed-constexpr", "--expt-extended-lambda", "--use_fast_math",
+        "--ptxas-options=-v", "-lineinfo", "-gencode", "arch=compute_90,code=sm_90", "--threads", "4"]
+src = "ref/cc1d-csrc/"
+m = load(name="causal_conv1d_cuda",  # the name causal_conv1d/cpp_functions.py imports
+         sources=[src + f for f in ["causal_conv1d.cpp", "causal_conv1d_fwd.cu", "causal_conv1d_bwd.cu",
+                                    "causal_conv1d_update.cu"]],
+         extra_cflags=["-O3"], extra_cuda_cflags=nvcc, extra_include_paths=[src],
+         build_directory=build, verbose=False)
+print("built", m.__file__)
+PY
+  then
+    echo "causal_conv1d_cuda built in $((SECONDS - start)) s" | tee "$BUILD/DONE"
+  else
+    echo "causal_conv1d_cuda build FAILED after $((SECONDS - start)) s" | tee "$BUILD/FAILED"
+    exit 1
+  fi
+}
+
+case "${1:-}" in
+  here) here ;;
+  build) build ;;
+  *) echo "usage: $0 here|build" >&2; exit 2 ;;
+esac
