@@ -14,10 +14,14 @@
 //             dB_j  = sum_{i >= j} exp(a_i - a_j) dt'_j (dy_i . x_j) C_i + exp(a_Q - a_j) dt'_j dS_end^T x_j
 //             da_i  = C_i . dC_i - B_i . dB_i (+ K at the last step), dalpha = reverse cumsum of da
 //
-// Kernels, in launch order (every block 256 threads; "tile" = 64 x 64 outputs, 4 x 4 per thread,
-// k-slices of 16 staged in shared memory; the (Q, Q) products are made 64 x 64 tile by tile,
-// masked and scaled in shared memory, then multiplied on; causal tiles above the diagonal skipped):
-// forward
+// Kernels, in launch order (every block 256 threads; "tile" = 64 x 64 outputs made by 8 warps
+// with tf32 tensor-core mma.sync at f32 accuracy (3xTF32, see mma_tile), k-slices of 8 staged in
+// shared memory, the next slice loaded while this one is multiplied; the (Q, Q) products are made
+// 64 x 64 tile by tile, masked and scaled in shared memory, then multiplied on; causal tiles
+// above the diagonal skipped):
+// forward (v2: C B^T once per group, not once per head)
+//   ssd_chunk_cb_f32      grid (nc * tiles(Q)^2, g, b): cb = C B^T of each chunk and group, its
+//                         causal tiles, into scratch (b, nc, g, Q, Q): every head of a group reads it
 //   ssd_chunk_state_f32   grid (nc * tiles(p) * tiles(n), h, b): the chunk's own final state from
 //                         zero, sum_j exp(a_Q - a_j) dt'_j x_j B_j^T, into states; a_Q into decay
 //   ssd_state_pass_f32    grid (ceil(p n / 256), h, b), one thread per state element, chunks in
@@ -25,6 +29,7 @@
 //   ssd_chunk_out_f32     grid (nc * tiles(Q) * tiles(p), h, b): Y tile (rows i, columns p), D x,
 //                         the gate; writes out
 // backward (dy = dout without z)
+//   ssd_chunk_cb_f32      as in the forward (recomputed: scratch, not saved)
 //   ssd_chunk_gate_grad_f32  as ssd_chunk_out_f32, recomputing Y: dy = dout silu(z), dz
 //   ssd_chunk_dstate_f32  as ssd_chunk_state_f32: sum_i exp(a_i) dy_i C_i^T into dstates
 //   ssd_dstate_pass_f32   chunks newest first from dlast: dstates[c] <- dS_end, dS <- local +
@@ -38,29 +43,31 @@
 // whose last bits then vary from run to run.
 //
 // Checked without a GPU by kernels/tools/emu/ssd.sh (these kernels on the CPU, one OS thread per
-// CUDA thread, against a float64 recurrence); on the GPU by gpu-check (tests/gpu_check/ssd.rs and
-// the op's gradient-check cases), against the CPU twin.
+// CUDA thread, mma.sync emulated lane by lane, against a float64 recurrence); on the GPU by
+// gpu-check (tests/gpu_check/ssd.rs and the op's gradient-check cases), against the CPU twin.
 //
-// Resources (ptxas, sm_90): the tile kernels 120-128 registers under __launch_bounds__(256, 2)
-// (two blocks, 16 warps per SM; the k-loop unrolled by 2 keeps ssd_chunk_db_f32 from spilling),
-// ssd_chunk_(d)state_f32 80, the passes 28 and 37, finish 30; no spills; 27 KB of static shared
-// memory per block (two 16 x 64 k-slices, one 64 x 64 masked tile, the chunk's dt' and a).
+// Resources (ptxas, sm_90): ssd_chunk_d[bc]_f32 113-118 registers (two accumulators) and
+// ssd_chunk_{out,gate_grad,dx}_f32 92-100 under __launch_bounds__(256, 2) (two blocks, 16 warps
+// per SM; k-slices of 16 spill in the two-accumulator kernels, three blocks spill the others);
+// ssd_chunk_{cb,state,dstate}_f32 79-80 under (256, 3); the passes 71-76, finish 30; no spills;
+// 23 KB of static shared memory per block (two 8 x 72 k-slices, one 64 x 64 masked tile, the
+// chunk's dt' and a).
 //
 // Napkin math at the benchmark shape (b 8, L 2048, h 24, p 64, g 1, n 64, Q 256: nc 8, f32):
-//   bytes: x, z, out 100.7 MB each, B, C 4.2 MB each, states 25.2 MB; forward reads x, z, B, C,
-//   states twice and writes out, states: ~0.4 GB -> ~0.1 ms at ~4 TB/s. Backward reads x, z, dout,
-//   dy (x 2-3), B, C, states, dstates and writes dx, dz, dy, dB, dC: ~1 GB -> ~0.3 ms.
-//   FLOPs per (b, chunk, head), counting the 10 of 16 causal tiles computed at Q = 256:
-//   C B^T 5.2 M, its product with X' 5.2 M, S_in C 2.1 M, chunk state 2.1 M -> forward 14.7 M x
-//   1536 = 22.6 GFLOP; backward ~5 x that (the gate's recompute, dS_loc, dX', dC, dB each one or
-//   two such products) ~ 80 GFLOP. On CUDA cores (H200 fp32 ~60 TFLOP/s peak, ~15-25 reached by a
-//   4 x 4 register tile fed from shared memory) that is ~1-1.5 ms forward and ~4-5 ms backward:
-//   compute bound, against the reference Triton's 0.84 ms and 6.18 ms (fwd+bwd). Tensor cores
-//   (tf32, or bf16 in the bf16 issue) and fusing the five (Q, Q) recomputations are the speed work.
+//   bytes: x, z, out 100.7 MB each, B, C 4.2 MB each, states 25.2 MB, cb 16.8 MB; forward reads
+//   x, z, B, C, states twice and writes out, states: ~0.4 GB -> ~0.1 ms at ~4 TB/s. Backward
+//   reads x, z, dout, dy (x 2-3), B, C, states, dstates and writes dx, dz, dy, dB, dC: ~1 GB ->
+//   ~0.3 ms. FLOPs per (b, chunk, head), counting the 10 of 16 causal tiles computed at Q = 256:
+//   C B^T 5.2 M (v2: per group, 1/24 of that here), its product with X' 5.2 M, S_in C 2.1 M,
+//   chunk state 2.1 M -> forward ~9.6 M x 1536 = 14.7 GFLOP; backward ~4 x that ~ 60 GFLOP.
+//   v1 ran these on CUDA cores at ~11.5 TFLOP/s (a 4 x 4 register tile per thread fed from
+//   shared memory); tf32 mma.sync runs ~8x the CUDA cores' f32 peak, 3xTF32 costs 3 of them, so
+//   the products should stop dominating and the staging (global loads, exp of the mask) lead.
+//   docs/SSD.md has each version's prediction and result.
 
 #define SSD_THREADS 256
 #define SSD_T 64           // tile rows and columns
-#define SSD_KT 16          // k-slice staged per step
+#define SSD_KT 8           // k-slice staged per step (16 spills in the two-accumulator kernels)
 #define SSD_MAX_CHUNK 256  // one thread per step of a chunk in the prefix and finish
 #define SSD_WARPS (SSD_THREADS / 32)
 
@@ -70,19 +77,41 @@ struct SsdParams {
     const float *x, *dt, *A, *Bm, *Cm, *Dskip, *dt_bias, *z, *init;
     float *out, *last, *states;
     const float *dout, *dlast;
-    float *dy, *dstates, *decay, *kdot, *xdx, *da;
+    float *dy, *dstates, *decay, *kdot, *xdx, *da, *cb;
     float *dx, *ddt, *dA, *dB, *dC, *dD, *ddt_bias, *dz, *dinit;
     int batch, len, heads, headdim, groups, state, chunk, n_chunks;
 };
-static_assert(sizeof(SsdParams) == 264, "SsdParams: launch/ssd.rs has 264 bytes");
+static_assert(sizeof(SsdParams) == 272, "SsdParams: launch/ssd.rs has 272 bytes");
 
 // softplus(x) = max(x, 0) + log1p(exp(-|x|)), stable for any x (as the CPU twin).
 __device__ __forceinline__ float ssd_softplus(float x) { return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x))); }
 __device__ __forceinline__ float ssd_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
+#ifndef CUDA_EMU  // kernels/tools/emu/cuda_emu.h has CPU twins of these two
+// a rounded to tf32 (10 mantissa bits, to nearest, ties away from zero), as an f32.
+__device__ __forceinline__ float tf32_round(float a) {
+    unsigned r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(a));
+    return __uint_as_float(r);
+}
+// (c0..c3) += A (16 x 8, a0..a3) B (8 x 8, b0, b1), tf32 in, f32 accumulation: one warp's
+// mma.sync m16n8k8 with the fragment layouts of the PTX ISA (lane l, g = l / 4, t = l % 4):
+// a0 (g, t), a1 (g + 8, t), a2 (g, t + 4), a3 (g + 8, t + 4); b0 (t, g), b1 (t + 4, g);
+// c0 (g, 2t), c1 (g, 2t + 1), c2 (g + 8, 2t), c3 (g + 8, 2t + 1).
+__device__ __forceinline__ void mma_tf32(float& c0, float& c1, float& c2, float& c3, float a0, float a1, float a2,
+                                         float a3, float b0, float b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(c0), "+f"(c1), "+f"(c2), "+f"(c3)
+        : "r"(__float_as_uint(a0)), "r"(__float_as_uint(a1)), "r"(__float_as_uint(a2)), "r"(__float_as_uint(a3)),
+          "r"(__float_as_uint(b0)), "r"(__float_as_uint(b1)));
+}
+#endif
+
 struct SsdSmem {
-    float a[SSD_KT][SSD_T + 1];  // k-slice of the left operand, as (k, row)
-    float b[SSD_KT][SSD_T + 1];  // k-slice of the right operand, as (k, column)
+    float a[SSD_KT][SSD_T + 8];  // k-slice of the left operand, as (k, row); the stride of 72
+    float b[SSD_KT][SSD_T + 8];  // (8 mod 32 banks) makes the fragment loads conflict-free
     float m[SSD_T][SSD_T + 1];   // a masked (Q, Q) tile
     float dt[SSD_MAX_CHUNK];     // dt' of the chunk's steps (0 past its end)
     float cum[SSD_MAX_CHUNK];    // a_i (a_{q-1} past its end)
@@ -142,34 +171,80 @@ __device__ void chunk_prefix(const SsdParams& p, const SsdBlock& k, SsdSmem& sm)
     __syncthreads();
 }
 
-// acc (this thread's 4 x 4 of a 64 x 64 tile) += sum_{k < K} fa(row, k) fb(k, col), with
-// rows ty + 16 u, columns tx + 16 v. fa / fb return 0 outside the operand. A_KFAST / B_KFAST:
-// consecutive threads load consecutive k (the operand is contiguous along k), else
-// consecutive rows / columns. Every thread must call it; it starts and ends synchronised.
+// ------------------------------------------------------------------ tiles on tensor cores
+// A 64 x 64 tile is made by the block's 8 warps with mma.sync m16n8k8 (tf32 in, f32 out): warp w
+// owns rows 32 (w / 4) .. +32 and columns 16 (w % 4) .. +16, two 16-row by two 8-column mma
+// tiles. In the accumulator layout of mma.sync, acc[u][v] of lane l (g = l / 4, t = l % 4) is
+// the element at row tile_row(u) = 32 (w / 4) + g + 8 u, column tile_col(v) = 16 (w % 4) + 2 t
+// + 8 (v / 2) + v % 2. Every epilogue reads positions through these two.
+__device__ __forceinline__ int tile_row(int u) { return 32 * (threadIdx.x / 128) + threadIdx.x % 32 / 4 + 8 * u; }
+__device__ __forceinline__ int tile_col(int v) {
+    return 16 * (threadIdx.x / 32 % 4) + 2 * (threadIdx.x % 4) + 8 * (v >> 1) + (v & 1);
+}
+
+// f32 products at f32 accuracy on tf32 tensor cores ("3xTF32"): each operand splits into hi =
+// tf32(a) and lo = tf32(a - hi), and a b ~ hi_a hi_b + hi_a lo_b + lo_a hi_b (the lo lo term is
+// below f32's rounding). One pass of tf32 alone, as the reference's Triton kernels use, would
+// be ~3x cheaper but 1e-3 relative, far from the CPU twin.
+struct Tf32 {
+    float hi, lo;
+    __device__ __forceinline__ explicit Tf32(float a) {
+        hi = tf32_round(a);
+        lo = tf32_round(a - hi);
+    }
+};
+
+// acc (this thread's 16 values of a 64 x 64 tile, layout above) += sum_{k < K} fa(row, k)
+// fb(k, col). fa / fb return 0 outside the operand. A_KFAST / B_KFAST: consecutive threads load
+// consecutive k (the operand is contiguous along k), else consecutive rows / columns. The next
+// k-slice is loaded into registers while the tensor cores work on this one. Every thread must
+// call it; it starts and ends synchronised.
 template <bool A_KFAST, bool B_KFAST, class FA, class FB>
 __device__ __forceinline__ void mma_tile(float (&acc)[4][4], int K, SsdSmem& sm, FA fa, FB fb) {
-    const int tid = threadIdx.x, ty = tid / 16, tx = tid % 16;
-    for (int k0 = 0; k0 < K; k0 += SSD_KT) {
+    constexpr int PER = SSD_T * SSD_KT / SSD_THREADS;  // elements of each operand per thread
+    const int tid = threadIdx.x, lane = tid % 32, g = lane / 4, t = lane % 4;
+    const int wr = 32 * (tid / 128), wc = 16 * (tid / 32 % 4);
+    float ra[PER], rb[PER];
+    const auto fetch = [&](int k0) {
 #pragma unroll
-        for (int m = 0; m < SSD_T * SSD_KT / SSD_THREADS; ++m) {
+        for (int m = 0; m < PER; ++m) {
             const int e = tid + SSD_THREADS * m;
             const int ar = A_KFAST ? e / SSD_KT : e % SSD_T, ak = A_KFAST ? e % SSD_KT : e / SSD_T;
-            sm.a[ak][ar] = k0 + ak < K ? fa(ar, k0 + ak) : 0.0f;
+            ra[m] = k0 + ak < K ? fa(ar, k0 + ak) : 0.0f;
             const int bc = B_KFAST ? e / SSD_KT : e % SSD_T, bk = B_KFAST ? e % SSD_KT : e / SSD_T;
-            sm.b[bk][bc] = k0 + bk < K ? fb(k0 + bk, bc) : 0.0f;
+            rb[m] = k0 + bk < K ? fb(k0 + bk, bc) : 0.0f;
+        }
+    };
+    fetch(0);
+    for (int k0 = 0; k0 < K; k0 += SSD_KT) {
+#pragma unroll
+        for (int m = 0; m < PER; ++m) {
+            const int e = tid + SSD_THREADS * m;
+            sm.a[A_KFAST ? e % SSD_KT : e / SSD_T][A_KFAST ? e / SSD_KT : e % SSD_T] = ra[m];
+            sm.b[B_KFAST ? e % SSD_KT : e / SSD_T][B_KFAST ? e / SSD_KT : e % SSD_T] = rb[m];
         }
         __syncthreads();
-#pragma unroll 2  // fully unrolled, the loads hoisted make ssd_chunk_db_f32 spill at 128 registers
-        for (int k = 0; k < SSD_KT; ++k) {
-            float av[4], bv[4];
+        if (k0 + SSD_KT < K) fetch(k0 + SSD_KT);
 #pragma unroll
-            for (int u = 0; u < 4; ++u) av[u] = sm.a[k][ty + 16 * u];
+        for (int ks = 0; ks < SSD_KT; ks += 8) {
+            const Tf32 b[2][2] = {{Tf32(sm.b[ks + t][wc + g]), Tf32(sm.b[ks + t + 4][wc + g])},
+                                  {Tf32(sm.b[ks + t][wc + 8 + g]), Tf32(sm.b[ks + t + 4][wc + 8 + g])}};
 #pragma unroll
-            for (int v = 0; v < 4; ++v) bv[v] = sm.b[k][tx + 16 * v];
+            for (int mi = 0; mi < 2; ++mi) {
+                const int r = wr + 16 * mi + g;
+                const Tf32 a[4] = {Tf32(sm.a[ks + t][r]), Tf32(sm.a[ks + t][r + 8]), Tf32(sm.a[ks + t + 4][r]),
+                                   Tf32(sm.a[ks + t + 4][r + 8])};
 #pragma unroll
-            for (int u = 0; u < 4; ++u)
-#pragma unroll
-                for (int v = 0; v < 4; ++v) acc[u][v] = fmaf(av[u], bv[v], acc[u][v]);
+                for (int ni = 0; ni < 2; ++ni) {
+                    float &c0 = acc[2 * mi][2 * ni], &c1 = acc[2 * mi][2 * ni + 1];
+                    float &c2 = acc[2 * mi + 1][2 * ni], &c3 = acc[2 * mi + 1][2 * ni + 1];
+                    const Tf32(&y)[2] = b[ni];
+                    // the small terms first
+                    mma_tf32(c0, c1, c2, c3, a[0].lo, a[1].lo, a[2].lo, a[3].lo, y[0].hi, y[1].hi);
+                    mma_tf32(c0, c1, c2, c3, a[0].hi, a[1].hi, a[2].hi, a[3].hi, y[0].lo, y[1].lo);
+                    mma_tf32(c0, c1, c2, c3, a[0].hi, a[1].hi, a[2].hi, a[3].hi, y[0].hi, y[1].hi);
+                }
+            }
         }
         __syncthreads();
     }
@@ -188,25 +263,41 @@ __device__ __forceinline__ void zero_tile(float (&acc)[4][4]) {
 // step), weight exp(a_i - a_j) * (DT ? dt'_j : 1) with j the row. Rows and columns past q are 0.
 template <bool LOWER, bool DT>
 __device__ __forceinline__ void mask_tile(const float (&m)[4][4], int r0, int s0, int q, SsdSmem& sm) {
-    const int ty = threadIdx.x / 16, tx = threadIdx.x % 16;
 #pragma unroll
     for (int u = 0; u < 4; ++u)
 #pragma unroll
         for (int v = 0; v < 4; ++v) {
-            const int r = r0 + ty + 16 * u, s = s0 + tx + 16 * v;
+            const int r = r0 + tile_row(u), s = s0 + tile_col(v);
             const int i = LOWER ? r : s, j = LOWER ? s : r;  // i: the later step, j: the earlier
             float w = 0.0f;
             if (j <= i && i < q) w = m[u][v] * expf(sm.cum[i] - sm.cum[j]) * (DT ? sm.dt[j] : 1.0f);
-            sm.m[ty + 16 * u][tx + 16 * v] = w;
+            sm.m[tile_row(u)][tile_col(v)] = w;
         }
     __syncthreads();
 }
 
-// Sum over the 16 lanes (tx) that share a row of the tile.
-__device__ __forceinline__ float row_sum16(float v) {
-#pragma unroll
-    for (int off = 8; off >= 1; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-    return v;
+// As mask_tile, for the tile of C B^T (rows r0.., columns s0..) that ssd_chunk_cb_f32 wrote: LOWER
+// reads cb[i][j] = C_i . B_j, else its transpose (rows j, columns i). Consecutive threads walk
+// cb's contiguous axis j.
+template <bool LOWER, bool DT>
+__device__ __forceinline__ void mask_cb(const SsdParams& p, const SsdBlock& k, int r0, int s0, SsdSmem& sm) {
+    const float* cb = p.cb + (((long long)k.b * p.n_chunks + k.c) * p.groups + k.g) * p.chunk * p.chunk;
+#pragma unroll 4
+    for (int e = threadIdx.x; e < SSD_T * SSD_T; e += SSD_THREADS) {
+        const int r = LOWER ? e / SSD_T : e % SSD_T, s = LOWER ? e % SSD_T : e / SSD_T;
+        const int i = LOWER ? r0 + r : s0 + s, j = LOWER ? s0 + s : r0 + r;
+        float w = 0.0f;
+        if (j <= i && i < k.q) w = cb[(long long)i * p.chunk + j] * expf(sm.cum[i] - sm.cum[j]) * (DT ? sm.dt[j] : 1.0f);
+        sm.m[r][s] = w;
+    }
+    __syncthreads();
+}
+
+// Sum over the 4 lanes of a warp that share a row of the tile (t = lane % 4); the tile's 4
+// warps of a row band each add their own part.
+__device__ __forceinline__ float row_sum4(float v) {
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
 // Sum over the warp, atomically added to *dst by lane 0.
@@ -227,6 +318,30 @@ struct TileIndex {
         s0 = x % tc * SSD_T;
     }
 };
+
+// ------------------------------------------------------------------ C B^T, once per group
+// Grid (nc * tiles(Q)^2, g, b): cb[b, c, g, i, j] = C_i . B_j for the chunk's causal tiles (j's
+// tile <= i's); the tiles above the diagonal are never read. Every head of the group reuses it.
+extern "C" __global__ void __launch_bounds__(SSD_THREADS, 3) ssd_chunk_cb_f32(const __grid_constant__ SsdParams p) {
+    __shared__ SsdSmem sm;
+    const TileIndex ti(p.chunk, p.chunk);
+    const int b = blockIdx.z, g = blockIdx.y, t0 = ti.c * p.chunk, q = min(p.chunk, p.len - t0);
+    if (ti.s0 > ti.r0 || ti.r0 >= q) return;  // above the diagonal, or past the short last chunk
+    const auto row = [&](int t) { return (((long long)b * p.len + t0 + t) * p.groups + g) * p.state; };
+    float acc[4][4];
+    zero_tile(acc);
+    mma_tile<true, true>(
+        acc, p.state, sm, [&](int r, int n) { return ti.r0 + r < q ? p.Cm[row(ti.r0 + r) + n] : 0.0f; },
+        [&](int n, int s) { return ti.s0 + s < q ? p.Bm[row(ti.s0 + s) + n] : 0.0f; });
+    float* dst = p.cb + (((long long)b * p.n_chunks + ti.c) * p.groups + g) * p.chunk * p.chunk;
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+#pragma unroll
+        for (int v = 0; v < 4; ++v) {
+            const int i = ti.r0 + tile_row(u), j = ti.s0 + tile_col(v);
+            if (i < q && j < q) dst[(long long)i * p.chunk + j] = acc[u][v];
+        }
+}
 
 // ------------------------------------------------------------------ chunk states (forward, backward)
 // DSTATE false: states[c] = sum_j exp(a_Q - a_j) dt'_j x_j B_j^T  (rows p, columns n).
@@ -252,26 +367,35 @@ __device__ void chunk_state(const SsdParams& p) {
         },
         [&](int j, int s) { return ti.s0 + s < p.state ? bs[k.bcrow(p, k.t0 + j) + ti.s0 + s] : 0.0f; });
     float* dst = (DSTATE ? p.dstates : p.states) + k.state_at(p);
-    const int ty = threadIdx.x / 16, tx = threadIdx.x % 16;
 #pragma unroll
     for (int u = 0; u < 4; ++u)
 #pragma unroll
         for (int v = 0; v < 4; ++v) {
-            const int pc = ti.r0 + ty + 16 * u, n = ti.s0 + tx + 16 * v;
+            const int pc = ti.r0 + tile_row(u), n = ti.s0 + tile_col(v);
             if (pc < p.headdim && n < p.state) dst[(long long)pc * p.state + n] = acc[u][v];
         }
     if (ti.r0 == 0 && ti.s0 == 0 && threadIdx.x == 0) p.decay[k.bh(p, p.n_chunks) + k.c] = a_q;
 }
 
-extern "C" __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_state_f32(const __grid_constant__ SsdParams p) {
+extern "C" __global__ void __launch_bounds__(SSD_THREADS, 3) ssd_chunk_state_f32(const __grid_constant__ SsdParams p) {
     chunk_state<false>(p);
 }
 
-extern "C" __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_dstate_f32(const __grid_constant__ SsdParams p) {
+extern "C" __global__ void __launch_bounds__(SSD_THREADS, 3) ssd_chunk_dstate_f32(const __grid_constant__ SsdParams p) {
     chunk_state<true>(p);
 }
 
 // ------------------------------------------------------------------ the passes over chunks
+// One thread per state element walks the chunks in order. The loop carries the state, so the
+// loads of SSD_PASS chunks go out together before the sequential part (v1 waited one memory
+// round trip per chunk: 0.55 ms for a 50 MB pass at d_state 128).
+#define SSD_PASS 8
+
+// Offset of state element e of chunk c in a (b, nc, h, p, n) tensor (this block's b, h).
+__device__ __forceinline__ long long pass_at(const SsdParams& p, int c, long long e) {
+    return (((long long)blockIdx.z * p.n_chunks + c) * p.heads + blockIdx.y) * ((long long)p.headdim * p.state) + e;
+}
+
 // Forward: states[c] holds the chunk's own final state; turn it into the state entering the
 // chunk, chunks in order, from init (or 0); the state after the last chunk into last.
 extern "C" __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_state_pass_f32(const __grid_constant__ SsdParams p) {
@@ -279,34 +403,65 @@ extern "C" __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_state_pass_f32(
     if (e >= pn) return;
     const long long bh = (long long)blockIdx.z * p.heads + blockIdx.y;
     float s = p.init ? p.init[bh * pn + e] : 0.0f;
-    for (int c = 0; c < p.n_chunks; ++c) {
-        const long long o = (((long long)blockIdx.z * p.n_chunks + c) * p.heads + blockIdx.y) * pn + e;
-        const float local = p.states[o];
-        p.states[o] = s;
-        s = fmaf(expf(p.decay[bh * p.n_chunks + c]), s, local);
+    for (int c0 = 0; c0 < p.n_chunks; c0 += SSD_PASS) {
+        float local[SSD_PASS], ea[SSD_PASS];
+#pragma unroll
+        for (int u = 0; u < SSD_PASS; ++u)
+            if (c0 + u < p.n_chunks) {
+                local[u] = p.states[pass_at(p, c0 + u, e)];
+                ea[u] = expf(p.decay[bh * p.n_chunks + c0 + u]);
+            }
+#pragma unroll
+        for (int u = 0; u < SSD_PASS; ++u)
+            if (c0 + u < p.n_chunks) {
+                p.states[pass_at(p, c0 + u, e)] = s;
+                s = fmaf(ea[u], s, local[u]);
+            }
     }
     p.last[bh * pn + e] = s;
 }
 
 // Backward: dstates[c] holds sum_i exp(a_i) dy_i C_i^T; turn it into dS_end (the gradient of
 // the state leaving chunk c), chunks newest first from dlast; add exp(a_Q) <dS_end, S_in> to
-// kdot[c]; the gradient of the state entering chunk 0 into dinit.
+// kdot[c] (summed over the block first: one atomic per block and chunk); the gradient of the
+// state entering chunk 0 into dinit.
 extern "C" __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_dstate_pass_f32(const __grid_constant__ SsdParams p) {
+    __shared__ float part[SSD_WARPS][SSD_PASS];
     const long long pn = (long long)p.headdim * p.state, e = (long long)blockIdx.x * SSD_THREADS + threadIdx.x;
-    const bool live = e < pn;  // every thread stays for the warp sums
+    const bool live = e < pn;  // every thread stays for the block sums
     const long long bh = (long long)blockIdx.z * p.heads + blockIdx.y;
     float ds = live ? p.dlast[bh * pn + e] : 0.0f;
-    for (int c = p.n_chunks - 1; c >= 0; --c) {
-        const long long o = (((long long)blockIdx.z * p.n_chunks + c) * p.heads + blockIdx.y) * pn + e;
-        const float ea = expf(p.decay[bh * p.n_chunks + c]);
-        float local = 0.0f, k = 0.0f;
-        if (live) {
-            local = p.dstates[o];
-            p.dstates[o] = ds;
-            k = ea * ds * p.states[o];
+    for (int c1 = p.n_chunks - 1; c1 >= 0; c1 -= SSD_PASS) {
+        float local[SSD_PASS], st[SSD_PASS], ea[SSD_PASS], k[SSD_PASS];
+#pragma unroll
+        for (int u = 0; u < SSD_PASS; ++u) {
+            const int c = c1 - u;
+            local[u] = st[u] = k[u] = 0.0f, ea[u] = 0.0f;
+            if (c < 0) continue;
+            ea[u] = expf(p.decay[bh * p.n_chunks + c]);
+            if (live) local[u] = p.dstates[pass_at(p, c, e)], st[u] = p.states[pass_at(p, c, e)];
         }
-        warp_atomic_add(p.kdot + bh * p.n_chunks + c, k);
-        ds = fmaf(ea, ds, local);
+#pragma unroll
+        for (int u = 0; u < SSD_PASS; ++u) {
+            const int c = c1 - u;
+            if (c < 0) continue;
+            if (live) p.dstates[pass_at(p, c, e)] = ds;
+            k[u] = ea[u] * ds * st[u];
+            ds = fmaf(ea[u], ds, local[u]);
+        }
+#pragma unroll
+        for (int u = 0; u < SSD_PASS; ++u) {
+#pragma unroll
+            for (int off = 16; off >= 1; off >>= 1) k[u] += __shfl_xor_sync(0xffffffffu, k[u], off);
+            if (threadIdx.x % 32 == 0) part[threadIdx.x / 32][u] = k[u];
+        }
+        __syncthreads();
+        if (threadIdx.x < SSD_PASS && c1 - (int)threadIdx.x >= 0) {
+            float sum = 0.0f;
+            for (int w = 0; w < SSD_WARPS; ++w) sum += part[w][threadIdx.x];
+            atomicAdd(p.kdot + bh * p.n_chunks + c1 - threadIdx.x, sum);
+        }
+        __syncthreads();  // part is rewritten by the next batch
     }
     if (live && p.dinit) p.dinit[bh * pn + e] = ds;
 }
@@ -322,24 +477,20 @@ __device__ void chunk_out(const SsdParams& p) {
     if (ti.r0 >= k.q) return;  // a row tile past the short last chunk
     chunk_prefix(p, k, sm);
     const float* s_in = p.states + k.state_at(p);
-    float acc[4][4], m[4][4];
+    float acc[4][4];
     zero_tile(acc);
     const auto c_rows = [&](int r, int n) { return ti.r0 + r < k.q ? p.Cm[k.bcrow(p, k.t0 + ti.r0 + r) + n] : 0.0f; };
     mma_tile<true, true>(acc, p.state, sm, c_rows, [&](int n, int s) {
         return ti.s0 + s < p.headdim ? s_in[(long long)(ti.s0 + s) * p.state + n] : 0.0f;
     });
-    const int ty = threadIdx.x / 16, tx = threadIdx.x % 16;
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
-        const float e = expf(sm.cum[min(ti.r0 + ty + 16 * u, SSD_MAX_CHUNK - 1)]);
+        const float e = expf(sm.cum[min(ti.r0 + tile_row(u), SSD_MAX_CHUNK - 1)]);
 #pragma unroll
         for (int v = 0; v < 4; ++v) acc[u][v] *= e;
     }
     for (int j0 = 0; j0 <= ti.r0; j0 += SSD_T) {
-        zero_tile(m);
-        mma_tile<true, true>(m, p.state, sm, c_rows,
-                             [&](int n, int s) { return j0 + s < k.q ? p.Bm[k.bcrow(p, k.t0 + j0 + s) + n] : 0.0f; });
-        mask_tile<true, true>(m, ti.r0, j0, k.q, sm);
+        mask_cb<true, true>(p, k, ti.r0, j0, sm);
         mma_tile<true, false>(
             acc, SSD_T, sm, [&](int r, int j) { return sm.m[r][j]; },
             [&](int j, int s) {
@@ -350,7 +501,7 @@ __device__ void chunk_out(const SsdParams& p) {
     for (int u = 0; u < 4; ++u)
 #pragma unroll
         for (int v = 0; v < 4; ++v) {
-            const int i = ti.r0 + ty + 16 * u, pc = ti.s0 + tx + 16 * v;
+            const int i = ti.r0 + tile_row(u), pc = ti.s0 + tile_col(v);
             if (i >= k.q || pc >= p.headdim) continue;
             const long long o = k.xrow(p, k.t0 + i) + pc;
             const float y = fmaf(p.Dskip[k.hh], p.x[o], acc[u][v]);
@@ -383,25 +534,21 @@ extern "C" __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_dx_f32(co
     chunk_prefix(p, k, sm);
     const float* ds_end = p.dstates + k.state_at(p);
     const float* dys = p.z ? p.dy : p.dout;
-    float acc[4][4], m[4][4];
+    float acc[4][4];
     zero_tile(acc);
     const auto b_rows = [&](int r, int n) { return ti.r0 + r < k.q ? p.Bm[k.bcrow(p, k.t0 + ti.r0 + r) + n] : 0.0f; };
     mma_tile<true, true>(acc, p.state, sm, b_rows, [&](int n, int s) {
         return ti.s0 + s < p.headdim ? ds_end[(long long)(ti.s0 + s) * p.state + n] : 0.0f;
     });
-    const int ty = threadIdx.x / 16, tx = threadIdx.x % 16;
     const float a_q = sm.cum[k.q - 1];
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
-        const float e = expf(a_q - sm.cum[min(ti.r0 + ty + 16 * u, SSD_MAX_CHUNK - 1)]);
+        const float e = expf(a_q - sm.cum[min(ti.r0 + tile_row(u), SSD_MAX_CHUNK - 1)]);
 #pragma unroll
         for (int v = 0; v < 4; ++v) acc[u][v] *= e;
     }
     for (int i0 = ti.r0; i0 < k.q; i0 += SSD_T) {
-        zero_tile(m);
-        mma_tile<true, true>(m, p.state, sm, b_rows,
-                             [&](int n, int s) { return i0 + s < k.q ? p.Cm[k.bcrow(p, k.t0 + i0 + s) + n] : 0.0f; });
-        mask_tile<false, false>(m, ti.r0, i0, k.q, sm);
+        mask_cb<false, false>(p, k, ti.r0, i0, sm);
         mma_tile<true, false>(
             acc, SSD_T, sm, [&](int r, int i) { return sm.m[r][i]; },
             [&](int i, int s) {
@@ -411,11 +558,11 @@ extern "C" __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_dx_f32(co
     float dd = 0.0f;
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
-        const int j = ti.r0 + ty + 16 * u;
+        const int j = ti.r0 + tile_row(u);
         float xd = 0.0f;
 #pragma unroll
         for (int v = 0; v < 4; ++v) {
-            const int pc = ti.s0 + tx + 16 * v;
+            const int pc = ti.s0 + tile_col(v);
             if (j >= k.q || pc >= p.headdim) continue;
             const long long o = k.xrow(p, k.t0 + j) + pc;
             const float x = p.x[o], g = dys[o];
@@ -423,121 +570,87 @@ extern "C" __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_dx_f32(co
             xd = fmaf(x, acc[u][v], xd);
             dd = fmaf(g, x, dd);
         }
-        xd = row_sum16(xd);
-        if (tx == 0 && j < k.q) atomicAdd(p.xdx + k.bh(p, p.len) + k.t0 + j, xd);
+        xd = row_sum4(xd);
+        if (threadIdx.x % 4 == 0 && j < k.q) atomicAdd(p.xdx + k.bh(p, p.len) + k.t0 + j, xd);
     }
     warp_atomic_add(p.dD + k.hh, dd);
 }
 
 // ------------------------------------------------------------------ backward: dC and dB
-// dC tile (rows i, columns n) = exp(a_i) dy_i^T S_in + sum_{j <= i} [exp(a_i - a_j) dt'_j dy_i . x_j] B_j;
-// dC += it (the heads of a group share it); da[t_i] += C_i . dC_i.
-extern "C" __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_dc_f32(const __grid_constant__ SsdParams p) {
+// The gradient of C (DB false; tile rows i) or of B (DB true; rows j), columns n:
+//   dC_i = exp(a_i) dy_i^T S_in + sum_{j <= i} [exp(a_i - a_j) dt'_j dy_i . x_j] B_j;  da[t_i] += C_i . dC_i
+//   dB_j = exp(a_Q - a_j) dt'_j x_j^T dS_end + sum_{i >= j} [exp(a_i - a_j) dt'_j x_j . dy_i] C_i;
+//          da[t_j] -= B_j . dB_j;  kdot[c] += sum_j B_j . (the first term)
+// added into dC / dB with atomics (the heads of a group share B and C).
+template <bool DB>
+__device__ void chunk_dbc(const SsdParams& p) {
     __shared__ SsdSmem sm;
     const TileIndex ti(p.chunk, p.state);
     const SsdBlock k(p, ti.c);
     if (ti.r0 >= k.q) return;
     chunk_prefix(p, k, sm);
-    const float* s_in = p.states + k.state_at(p);
     const float* dys = p.z ? p.dy : p.dout;
+    const float* rows = DB ? p.x : dys;  // the tile's rows, and what they meet in the (Q, Q) product
+    const float* meets = DB ? dys : p.x;
+    const float* state = (DB ? p.dstates : p.states) + k.state_at(p);  // dS_end or S_in
+    const float* own = DB ? p.Bm : p.Cm;                                // whose gradient this is
+    const float* other = DB ? p.Cm : p.Bm;
     float acc[4][4], m[4][4];
     zero_tile(acc);
-    const auto dy_rows = [&](int r, int pc) { return ti.r0 + r < k.q ? dys[k.xrow(p, k.t0 + ti.r0 + r) + pc] : 0.0f; };
-    mma_tile<true, false>(acc, p.headdim, sm, dy_rows, [&](int pc, int s) {
-        return ti.s0 + s < p.state ? s_in[(long long)pc * p.state + ti.s0 + s] : 0.0f;
+    const auto row_of = [&](int r, int pc) { return ti.r0 + r < k.q ? rows[k.xrow(p, k.t0 + ti.r0 + r) + pc] : 0.0f; };
+    mma_tile<true, false>(acc, p.headdim, sm, row_of, [&](int pc, int s) {
+        return ti.s0 + s < p.state ? state[(long long)pc * p.state + ti.s0 + s] : 0.0f;
     });
-    const int ty = threadIdx.x / 16, tx = threadIdx.x % 16;
-#pragma unroll
-    for (int u = 0; u < 4; ++u) {
-        const float e = expf(sm.cum[min(ti.r0 + ty + 16 * u, SSD_MAX_CHUNK - 1)]);
-#pragma unroll
-        for (int v = 0; v < 4; ++v) acc[u][v] *= e;
-    }
-    for (int j0 = 0; j0 <= ti.r0; j0 += SSD_T) {
-        zero_tile(m);
-        mma_tile<true, true>(m, p.headdim, sm, dy_rows,
-                             [&](int pc, int s) { return j0 + s < k.q ? p.x[k.xrow(p, k.t0 + j0 + s) + pc] : 0.0f; });
-        mask_tile<true, true>(m, ti.r0, j0, k.q, sm);
-        mma_tile<true, false>(
-            acc, SSD_T, sm, [&](int r, int j) { return sm.m[r][j]; },
-            [&](int j, int s) {
-                return j0 + j < k.q && ti.s0 + s < p.state ? p.Bm[k.bcrow(p, k.t0 + j0 + j) + ti.s0 + s] : 0.0f;
-            });
-    }
-#pragma unroll
-    for (int u = 0; u < 4; ++u) {
-        const int i = ti.r0 + ty + 16 * u;
-        float cd = 0.0f;
-#pragma unroll
-        for (int v = 0; v < 4; ++v) {
-            const int n = ti.s0 + tx + 16 * v;
-            if (i >= k.q || n >= p.state) continue;
-            const long long o = k.bcrow(p, k.t0 + i) + n;
-            atomicAdd(p.dC + o, acc[u][v]);
-            cd = fmaf(p.Cm[o], acc[u][v], cd);
-        }
-        cd = row_sum16(cd);
-        if (tx == 0 && i < k.q) atomicAdd(p.da + k.bh(p, p.len) + k.t0 + i, cd);
-    }
-}
-
-// dB tile (rows j, columns n) = exp(a_Q - a_j) dt'_j x_j^T dS_end + sum_{i >= j} [exp(a_i - a_j) dt'_j x_j . dy_i] C_i;
-// dB += it; da[t_j] -= B_j . dB_j; kdot[c] += sum_j B_j . dB^state_j (the first term).
-extern "C" __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_db_f32(const __grid_constant__ SsdParams p) {
-    __shared__ SsdSmem sm;
-    const TileIndex ti(p.chunk, p.state);
-    const SsdBlock k(p, ti.c);
-    if (ti.r0 >= k.q) return;
-    chunk_prefix(p, k, sm);
-    const float* ds_end = p.dstates + k.state_at(p);
-    const float* dys = p.z ? p.dy : p.dout;
-    float acc[4][4], m[4][4];
-    zero_tile(acc);
-    const auto x_rows = [&](int r, int pc) { return ti.r0 + r < k.q ? p.x[k.xrow(p, k.t0 + ti.r0 + r) + pc] : 0.0f; };
-    mma_tile<true, false>(acc, p.headdim, sm, x_rows, [&](int pc, int s) {
-        return ti.s0 + s < p.state ? ds_end[(long long)pc * p.state + ti.s0 + s] : 0.0f;
-    });
-    const int ty = threadIdx.x / 16, tx = threadIdx.x % 16;
     const float a_q = sm.cum[k.q - 1];
     float kd = 0.0f;
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
-        const int j = min(ti.r0 + ty + 16 * u, SSD_MAX_CHUNK - 1);
-        const float e = expf(a_q - sm.cum[j]) * sm.dt[j];
+        const int t = min(ti.r0 + tile_row(u), SSD_MAX_CHUNK - 1);
+        const float e = DB ? expf(a_q - sm.cum[t]) * sm.dt[t] : expf(sm.cum[t]);
 #pragma unroll
         for (int v = 0; v < 4; ++v) {
             acc[u][v] *= e;
-            const int n = ti.s0 + tx + 16 * v;
-            if (ti.r0 + ty + 16 * u < k.q && n < p.state) kd = fmaf(p.Bm[k.bcrow(p, k.t0 + j) + n], acc[u][v], kd);
+            const int n = ti.s0 + tile_col(v);
+            if (DB && ti.r0 + tile_row(u) < k.q && n < p.state) kd = fmaf(own[k.bcrow(p, k.t0 + t) + n], acc[u][v], kd);
         }
     }
-    warp_atomic_add(p.kdot + k.bh(p, p.n_chunks) + k.c, kd);
-    for (int i0 = ti.r0; i0 < k.q; i0 += SSD_T) {
+    if (DB) warp_atomic_add(p.kdot + k.bh(p, p.n_chunks) + k.c, kd);
+    // the other step's tiles: j <= i for dC, i >= j for dB
+    for (int o0 = DB ? ti.r0 : 0; DB ? o0 < k.q : o0 <= ti.r0; o0 += SSD_T) {
         zero_tile(m);
-        mma_tile<true, true>(m, p.headdim, sm, x_rows,
-                             [&](int pc, int s) { return i0 + s < k.q ? dys[k.xrow(p, k.t0 + i0 + s) + pc] : 0.0f; });
-        mask_tile<false, true>(m, ti.r0, i0, k.q, sm);
+        mma_tile<true, true>(m, p.headdim, sm, row_of,
+                             [&](int pc, int s) { return o0 + s < k.q ? meets[k.xrow(p, k.t0 + o0 + s) + pc] : 0.0f; });
+        mask_tile<!DB, true>(m, ti.r0, o0, k.q, sm);
         mma_tile<true, false>(
-            acc, SSD_T, sm, [&](int r, int i) { return sm.m[r][i]; },
-            [&](int i, int s) {
-                return i0 + i < k.q && ti.s0 + s < p.state ? p.Cm[k.bcrow(p, k.t0 + i0 + i) + ti.s0 + s] : 0.0f;
+            acc, SSD_T, sm, [&](int r, int o) { return sm.m[r][o]; },
+            [&](int o, int s) {
+                return o0 + o < k.q && ti.s0 + s < p.state ? other[k.bcrow(p, k.t0 + o0 + o) + ti.s0 + s] : 0.0f;
             });
     }
+    float* grad = DB ? p.dB : p.dC;
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
-        const int j = ti.r0 + ty + 16 * u;
-        float bd = 0.0f;
+        const int t = ti.r0 + tile_row(u);
+        float d = 0.0f;
 #pragma unroll
         for (int v = 0; v < 4; ++v) {
-            const int n = ti.s0 + tx + 16 * v;
-            if (j >= k.q || n >= p.state) continue;
-            const long long o = k.bcrow(p, k.t0 + j) + n;
-            atomicAdd(p.dB + o, acc[u][v]);
-            bd = fmaf(p.Bm[o], acc[u][v], bd);
+            const int n = ti.s0 + tile_col(v);
+            if (t >= k.q || n >= p.state) continue;
+            const long long o = k.bcrow(p, k.t0 + t) + n;
+            atomicAdd(grad + o, acc[u][v]);
+            d = fmaf(own[o], acc[u][v], d);
         }
-        bd = row_sum16(bd);
-        if (tx == 0 && j < k.q) atomicAdd(p.da + k.bh(p, p.len) + k.t0 + j, -bd);
+        d = row_sum4(d);
+        if (threadIdx.x % 4 == 0 && t < k.q) atomicAdd(p.da + k.bh(p, p.len) + k.t0 + t, DB ? -d : d);
     }
+}
+
+extern "C" __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_dc_f32(const __grid_constant__ SsdParams p) {
+    chunk_dbc<false>(p);
+}
+
+extern "C" __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_db_f32(const __grid_constant__ SsdParams p) {
+    chunk_dbc<true>(p);
 }
 
 // ------------------------------------------------------------------ backward: the decays

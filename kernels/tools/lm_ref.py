@@ -27,9 +27,9 @@ p.add_argument("--allow-no-cc1d", action="store_true",
                help="run without causal-conv1d (Mamba2 then leaves its memory-efficient path)")
 args = p.parse_args()
 
-# ref/ first, so that mamba_ssm and causal_conv1d are the copies there; build-cc1d holds the
+# ref/ first, so that mamba_ssm and causal_conv1d are the copies there; ref-build/ holds the
 # compiled causal_conv1d_cuda.so (ref-setup.sh build).
-sys.path[:0] = [str(REF), str(REF / "build-cc1d")]
+sys.path[:0] = [str(REF), str(REF.parent / "ref-build")]
 import torch  # noqa: E402  (before the extension: the .so links against torch's libraries)
 import torch.nn.functional as F  # noqa: E402
 

@@ -5,7 +5,7 @@
 # the steps after the 5th; our peak memory (the engine's ledger and allocator, which only
 # --profile prints, so from a second, untimed 3-step run); the reference's numbers; and for
 # every run the highest GPU memory nvidia-smi saw (one yardstick for both, CUDA context included).
-# causal-conv1d is built in the background first unless ref/build-cc1d has a DONE marker.
+# causal-conv1d is built in the background first unless ref-build has a DONE marker.
 set -uo pipefail
 out="${OUT:-/tmp/lm-out}"
 mkdir -p "$out"
@@ -16,7 +16,7 @@ rare=(--eval-every 100000 --eval-windows 8 --sample-tokens 0 --checkpoint-every 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/device.txt"
 
 # The build takes minutes of CPU: start it now (unless done or running), use it last.
-b=ref/build-cc1d
+b=ref-build
 if [ ! -f $b/DONE ] && ! { [ -f $b/PID ] && kill -0 "$(cat $b/PID)" 2>/dev/null; }; then
   nohup bash kernels/tools/ref-setup.sh build > "$out/cc1d-build.txt" 2>&1 &
 fi

@@ -3,16 +3,16 @@
 # ref/, so that the GPU machine (torch, triton, no internet, no pip) can run the reference LM.
 #   bash kernels/tools/ref-setup.sh here    # here: copy the Python (and causal-conv1d's csrc) into ref/
 #   bash kernels/tools/ref-setup.sh build   # there, from the repo root: compile causal_conv1d_cuda
-#                                           # into ref/build-cc1d, ending with a DONE or FAILED marker
-# Carrying ref/ to the GPU machine replaces it there, build-cc1d included: carry it once, then
-# build, then leave it out of later carries. docs/SSD.md and kernels/tools/lm_ref.py use it.
+#                                           # into ref-build, ending with a DONE or FAILED marker
+# The build goes to the git-ignored ref-build/, outside ref/, so that carrying ref/ again leaves
+# it in place on a warm machine. docs/SSD.md and kernels/tools/lm_ref.py use it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 MAMBA_GIT=${MAMBA_GIT:-/work/.mirror/state-spaces+mamba/repo}
 MAMBA_REV=${MAMBA_REV:-e9594ce}
 CC1D_GIT=${CC1D_GIT:-/work/.mirror/Dao-AILab+causal-conv1d/repo}
 CC1D_REV=${CC1D_REV:-HEAD}
-BUILD=ref/build-cc1d
+BUILD=ref-build
 
 # What MambaLMHeadModel with Mamba2 (and the SSD scan that ssd_ref.py times) imports at module
 # level. Left out: mamba's csrc (selective_scan_cuda, imported in a try: Mamba1 cannot run) and
@@ -27,7 +27,6 @@ MAMBA_FILES=(
 
 here() {
   mkdir -p ref
-  # build-cc1d is kept: a rerun of `here` must not throw away a finished build
   rm -rf ref/mamba_ssm ref/causal_conv1d ref/cc1d-csrc ref/stubs ref/COMMIT
   git --git-dir="$MAMBA_GIT" archive "$MAMBA_REV" -- "${MAMBA_FILES[@]}" | tar -x -C ref
   # upstream's __init__ imports every mixer (and selective_scan_cuda's wrapper); keep the package
@@ -60,7 +59,7 @@ EOF
   printf 'state-spaces/mamba %s\nDao-AILab/causal-conv1d %s\n' \
     "$(git --git-dir="$MAMBA_GIT" rev-parse "$MAMBA_REV")" "$(git --git-dir="$CC1D_GIT" rev-parse "$CC1D_REV")" > ref/COMMIT
   check_imports
-  echo "== ref/ ($(du -sh ref | cut -f1), build-cc1d included if present)"
+  echo "== ref/ ($(du -sh ref | cut -f1), the build is in ref-build/)"
   cat ref/COMMIT
   for d in ref/mamba_ssm/* ref/causal_conv1d ref/cc1d-csrc ref/stubs; do
     [ -e "$d" ] && printf '  %-40s %3d files %s\n' "$d" "$(find "$d" -type f | wc -l)" "$(du -sh "$d" | cut -f1)"

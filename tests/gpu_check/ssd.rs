@@ -8,6 +8,7 @@
 
 use crate::{rel_norm, Check, Res, Row};
 use mamba_engine::ops::ssd::{ssd, ssd_args, ssd_both, ssd_inputs, SsdShape};
+use mamba_engine::ledger::{human, saved_in_graph};
 use mamba_engine::{DType, Device, Rng, Tensor};
 
 /// Gradients are long f32 sums taken in other orders (and by atomics) on the two sides.
@@ -29,9 +30,18 @@ fn row(kernel: String, err: f64, us: f64) -> Row {
     Row { kernel, err, ok: err <= SSD_TOL, us, rate: f64::NAN }
 }
 
-/// Forward and forward + backward on the GPU, in microseconds.
-fn timings(c: &Check, x: &[Tensor], options: (bool, bool), chunk: usize) -> Res<(f64, f64)> {
+/// Forward and forward + backward on the GPU, in microseconds; prints what the forward's graph
+/// keeps for backward (the ledger, on the GPU) under `name`.
+fn timings(c: &Check, name: &str, x: &[Tensor], options: (bool, bool), chunk: usize) -> Res<(f64, f64)> {
     let leaves: Vec<Tensor> = x.iter().map(|t| Ok(t.to(Device::Cuda)?.requires_grad())).collect::<Res<_>>()?;
+    let saved = saved_in_graph(&ssd(&ssd_args(&leaves, options, chunk))?.out).total_bytes;
+    let inputs: usize = leaves.iter().map(|t| t.numel() * 4).sum();
+    println!(
+        "{name}: bytes saved for backward {saved} ({}) = inputs {} + chunk states {}",
+        human(saved),
+        human(inputs),
+        human(saved.saturating_sub(inputs))
+    );
     let shape = leaves[0].shape().to_vec();
     let dout = Tensor::ones(&shape, DType::F32, Device::Cuda)?;
     let fwd = c.time(|| {
@@ -65,7 +75,7 @@ pub fn run(c: &mut Check) -> Res<()> {
         let want = side(&x, &seed, options, chunk, Device::Cpu)?;
         let got = side(&x, &seed, options, chunk, Device::Cuda)?;
         let name = format!("ssd {b}x{l}x{h}x{p} g{g} n{n}/{chunk}");
-        let (fwd, both) = if timed { timings(c, &x, options, chunk)? } else { (f64::NAN, f64::NAN) };
+        let (fwd, both) = if timed { timings(c, &name, &x, options, chunk)? } else { (f64::NAN, f64::NAN) };
         c.rows.push(row(format!("{name} out+last (norm)"), rel_norm(&got[0], &want[0]), fwd));
         let worst = got[1..].iter().zip(&want[1..]).map(|(g, w)| rel_norm(g, w)).fold(0.0, f64::max);
         let each: Vec<String> =
@@ -78,8 +88,8 @@ pub fn run(c: &mut Check) -> Res<()> {
     }
     for ((b, l, h, p, g, n), chunk) in [((8, 2048, 24, 64, 1, 128), 256), ((1, 65536, 24, 64, 1, 64), 256)] {
         let x = ssd_inputs((b, l, h, p, g, n), DType::F32, &mut Rng::new(c.rng.next_u64()));
-        let (fwd, both) = timings(c, &x[..8], (true, false), chunk)?;
         let name = format!("ssd {b}x{l}x{h}x{p} g{g} n{n}/{chunk}");
+        let (fwd, both) = timings(c, &name, &x[..8], (true, false), chunk)?;
         c.rows.push(Row { kernel: format!("{name} fwd (timed)"), err: 0.0, ok: true, us: fwd, rate: f64::NAN });
         c.rows.push(Row { kernel: format!("{name} fwd+bwd (timed)"), err: 0.0, ok: true, us: both, rate: f64::NAN });
     }

@@ -1,4 +1,4 @@
-//! Launchers of `cu/ssd.cu`: the SSD scan of Mamba-2, forward (3 kernels) and backward (7).
+//! Launchers of `cu/ssd.cu`: the SSD scan of Mamba-2, forward (4 kernels) and backward (8).
 
 use super::{Cost, Gpu};
 use crate::error::{check_len, ensure, to_i32, Result};
@@ -43,6 +43,11 @@ impl SsdDims {
     /// Elements of a (b, h, p, n) state.
     fn bhpn(&self) -> usize {
         self.batch * self.heads * self.headdim * self.state
+    }
+
+    /// Elements of C B^T per chunk and group (the scratch `cb`): b nc g Q Q.
+    pub fn cb_len(&self) -> usize {
+        self.batch * self.n_chunks() * self.groups * self.chunk * self.chunk
     }
 
     /// Elements of the chunk states: b nc h p n.
@@ -128,18 +133,21 @@ impl SsdInputs<'_> {
 
 /// The arguments of [`Gpu::ssd_forward_f32`]: the inputs, the outputs `out: (b, L, h, p)`,
 /// `last_state: (b, h, p, n)`, `chunk_states: (b, n_chunks, h, p, n)` (the state entering each
-/// chunk, saved for backward), the scratch `decay: (b, h, n_chunks)` and the sizes.
+/// chunk, saved for backward), the scratch `decay: (b, h, n_chunks)` and `cb: (b, n_chunks, g,
+/// Q, Q)` ([`SsdDims::cb_len`]), and the sizes.
 pub struct SsdForward<'a> {
     pub x: SsdInputs<'a>,
     pub out: &'a mut DeviceSlice<f32>,
     pub last_state: &'a mut DeviceSlice<f32>,
     pub chunk_states: &'a mut DeviceSlice<f32>,
     pub decay: &'a mut DeviceSlice<f32>,
+    pub cb: &'a mut DeviceSlice<f32>,
     pub dims: SsdDims,
 }
 
 /// The backward's scratch buffers: `dy: (b, L, h, p)` (exactly when there is a gate),
-/// `dstates: (b, n_chunks, h, p, n)`, `decay, kdot: (b, h, n_chunks)`, `xdx, da: (b, h, L)`.
+/// `dstates: (b, n_chunks, h, p, n)`, `decay, kdot: (b, h, n_chunks)`, `xdx, da: (b, h, L)`,
+/// `cb: (b, n_chunks, g, Q, Q)`.
 pub struct SsdScratch<'a> {
     pub dy: Option<&'a mut DeviceSlice<f32>>,
     pub dstates: &'a mut DeviceSlice<f32>,
@@ -147,6 +155,7 @@ pub struct SsdScratch<'a> {
     pub kdot: &'a mut DeviceSlice<f32>,
     pub xdx: &'a mut DeviceSlice<f32>,
     pub da: &'a mut DeviceSlice<f32>,
+    pub cb: &'a mut DeviceSlice<f32>,
 }
 
 /// The gradients the backward writes, each with its input's layout; `dz` exactly when `z`
@@ -199,6 +208,7 @@ struct SsdParams {
     kdot: DevicePointer<f32>,
     xdx: DevicePointer<f32>,
     da_scratch: DevicePointer<f32>,
+    cb: DevicePointer<f32>,
     dx: DevicePointer<f32>,
     ddt: DevicePointer<f32>,
     da: DevicePointer<f32>,
@@ -210,7 +220,7 @@ struct SsdParams {
     dinit: DevicePointer<f32>,
     sizes: [i32; 8],
 }
-const _: () = assert!(std::mem::size_of::<SsdParams>() == 264);
+const _: () = assert!(std::mem::size_of::<SsdParams>() == 272);
 // SAFETY: device pointers and integers, laid out as the C struct.
 unsafe impl DeviceCopy for SsdParams {}
 
@@ -247,6 +257,7 @@ impl SsdParams {
             kdot: null,
             xdx: null,
             da_scratch: null,
+            cb: null,
             dx: null,
             ddt: null,
             da: null,
@@ -289,28 +300,40 @@ impl Gpu {
     /// each chunk's own final state, the pass over chunks, then each chunk's output.
     pub fn ssd_forward_f32(&self, args: SsdForward<'_>) -> Result<()> {
         const K: &str = "ssd_forward_f32";
-        let SsdForward { x, out, last_state, chunk_states, decay, dims: d } = args;
+        let SsdForward { x, out, last_state, chunk_states, decay, cb, dims: d } = args;
         let sizes = d.ints(K)?;
         x.check(K, d)?;
         check_len(K, "out", out.len(), d.blhp())?;
         check_len(K, "last_state", last_state.len(), d.bhpn())?;
         check_len(K, "chunk_states", chunk_states.len(), d.states())?;
         check_len(K, "decay", decay.len(), d.batch * d.heads * d.n_chunks())?;
+        check_len(K, "cb", cb.len(), d.cb_len())?;
         let mut p = SsdParams::new(&x, sizes);
+        p.cb = cb.as_device_ptr();
         p.out = out.as_device_ptr();
         p.last = last_state.as_device_ptr();
         p.states = chunk_states.as_device_ptr();
         p.decay = decay.as_device_ptr();
         let (blhp, blgn) = (d.blhp(), d.blgn());
+        self.ssd_cb(p, d)?;
         let state_flops = dense_flops(d, d.headdim, d.state);
         let cost = Cost::f32s(blhp + blgn + d.states()).with_flops(state_flops);
         self.ssd_launch("ssd_chunk_state_f32", d.tiles(d.headdim, d.state), p, cost)?;
         let cost = Cost::f32s(2 * d.states() + 2 * d.bhpn()).with_flops(2.0 * d.states() as f64);
         self.ssd_launch("ssd_state_pass_f32", d.per_state(), p, cost)?;
         let zs = if x.z.is_some() { blhp } else { 0 };
-        let flops = causal_flops(d, d.state, d.headdim) + state_flops;
-        let cost = Cost::f32s(2 * blhp + zs + 2 * blgn + d.states()).with_flops(flops);
+        let flops = causal_flops(d, 0, d.headdim) + state_flops;
+        let cost = Cost::f32s(2 * blhp + zs + blgn + d.states() + d.heads / d.groups * d.cb_len() / 2).with_flops(flops);
         self.ssd_launch("ssd_chunk_out_f32", d.tiles(d.chunk, d.headdim), p, cost)
+    }
+
+    /// C B^T of every chunk and group into `p.cb` (its causal tiles).
+    fn ssd_cb(&self, p: SsdParams, d: SsdDims) -> Result<()> {
+        let t = d.chunk.div_ceil(SSD_T);
+        let grid = ((d.n_chunks() * t * t) as u32, d.groups as u32, d.batch as u32);
+        let flops = causal_flops(d, d.state, 0) * (d.groups as f64 / d.heads as f64);
+        let cost = Cost::f32s(2 * d.blgn() + d.cb_len() / 2).with_flops(flops);
+        self.ssd_launch("ssd_chunk_cb_f32", grid, p, cost)
     }
 
     /// SSD backward — twin of `ops::ssd::cpu_backward::ssd_backward` ([`SsdBackward`]). All
@@ -343,6 +366,7 @@ impl Gpu {
         p.kdot = s.kdot.as_device_ptr();
         p.xdx = s.xdx.as_device_ptr();
         p.da_scratch = s.da.as_device_ptr();
+        p.cb = s.cb.as_device_ptr();
         p.dx = g.dx.as_device_ptr();
         p.ddt = g.ddt.as_device_ptr();
         p.da = g.da.as_device_ptr();
@@ -359,16 +383,18 @@ impl Gpu {
     fn ssd_backward_launches(&self, p: SsdParams, d: SsdDims, gate: bool) -> Result<()> {
         let (blhp, blgn, states) = (d.blhp(), d.blgn(), d.states());
         let state_flops = dense_flops(d, d.headdim, d.state);
-        let y_flops = causal_flops(d, d.state, d.headdim) + state_flops;
+        let y_flops = causal_flops(d, 0, d.headdim) + state_flops;
+        let cb_reads = d.heads / d.groups * d.cb_len() / 2;
+        self.ssd_cb(p, d)?;
         if gate {
-            let cost = Cost::f32s(5 * blhp + 2 * blgn + states).with_flops(y_flops);
+            let cost = Cost::f32s(5 * blhp + blgn + states + cb_reads).with_flops(y_flops);
             self.ssd_launch("ssd_chunk_gate_grad_f32", d.tiles(d.chunk, d.headdim), p, cost)?;
         }
         let cost = Cost::f32s(blhp + blgn + states).with_flops(state_flops);
         self.ssd_launch("ssd_chunk_dstate_f32", d.tiles(d.headdim, d.state), p, cost)?;
         let cost = Cost::f32s(3 * states + 2 * d.bhpn()).with_flops(4.0 * states as f64);
         self.ssd_launch("ssd_dstate_pass_f32", d.per_state(), p, cost)?;
-        let cost = Cost::f32s(3 * blhp + 2 * blgn + states).with_flops(y_flops);
+        let cost = Cost::f32s(3 * blhp + blgn + states + cb_reads).with_flops(y_flops);
         self.ssd_launch("ssd_chunk_dx_f32", d.tiles(d.chunk, d.headdim), p, cost)?;
         let bc_flops = causal_flops(d, d.headdim, d.state) + state_flops;
         let cost = Cost::f32s(2 * blhp + 3 * blgn + states).with_flops(bc_flops);
@@ -393,6 +419,7 @@ fn check_backward(kernel: &'static str, x: &SsdInputs, s: &SsdScratch, g: &SsdGr
         ("kdot", s.kdot.len(), bhc),
         ("xdx", s.xdx.len(), bhl),
         ("da (scratch)", s.da.len(), bhl),
+        ("cb", s.cb.len(), d.cb_len()),
         ("dx", g.dx.len(), d.blhp()),
         ("ddt", g.ddt.len(), d.batch * d.len * d.heads),
         ("da", g.da.len(), d.heads),

@@ -4,7 +4,10 @@
 // that returns leaves the barriers (arrive_and_drop), as an exited CUDA thread leaves
 // __syncthreads. Only what kernels/cu/ssd.cu uses is here.
 #pragma once
+#define CUDA_EMU
 #include <barrier>
+#include <cstdint>
+#include <cstring>
 #include <cmath>
 #include <cstdio>
 #include <mutex>
@@ -44,6 +47,36 @@ inline float __shfl_up_sync(unsigned, float v, int d) {
 inline float __shfl_down_sync(unsigned, float v, int d) {
     const int l = threadIdx.x % 32;
     return emu_shfl(v, l + d < 32 ? l + d : l);
+}
+// cvt.rna.tf32.f32: 10 mantissa bits, to nearest, ties away from zero (finite inputs).
+inline float tf32_round(float a) {
+    uint32_t u;
+    std::memcpy(&u, &a, 4);
+    u = (u + 0x1000u) & 0xffffe000u;
+    std::memcpy(&a, &u, 4);
+    return a;
+}
+// mma.sync m16n8k8 tf32 (fragment layouts in ssd.cu's mma_tf32): the warp's lanes post their
+// fragments, each lane then makes its four outputs, summed in k order in f32.
+inline float g_mma_buf[32][32][10];
+inline void mma_tf32(float& c0, float& c1, float& c2, float& c3, float a0, float a1, float a2, float a3, float b0,
+                     float b1) {
+    const int w = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    float* mine = g_mma_buf[w][lane];
+    const float in[10] = {a0, a1, a2, a3, b0, b1, c0, c1, c2, c3};
+    std::memcpy(mine, in, sizeof in);
+    g_warp_bar[w]->arrive_and_wait();
+    const auto A = [&](int r, int k) { return g_mma_buf[w][(r % 8) * 4 + k % 4][(r >= 8) + 2 * (k >= 4)]; };
+    const auto B = [&](int k, int n) { return g_mma_buf[w][n * 4 + k % 4][4 + (k >= 4)]; };
+    float out[4];
+    for (int e = 0; e < 4; ++e) {
+        const int r = g + 8 * (e / 2), n = 2 * t + e % 2;
+        float acc = mine[6 + e];
+        for (int k = 0; k < 8; ++k) acc += tf32_round(A(r, k)) * tf32_round(B(k, n));
+        out[e] = acc;
+    }
+    g_warp_bar[w]->arrive_and_wait();
+    c0 = out[0], c1 = out[1], c2 = out[2], c3 = out[3];
 }
 inline float atomicAdd(float* a, float v) {
     std::lock_guard<std::mutex> g(g_atomic_mu);

@@ -107,17 +107,22 @@ static Res emulate(const Dims& d, const Data& in, const V& dout_d, const V& dlas
     const size_t blhp = (size_t)d.b * d.L * d.h * d.p, bhpn = (size_t)d.b * d.h * d.p * d.n, nc = d.nc();
     const size_t states_n = bhpn * nc, bhc = (size_t)d.b * d.h * nc, bhl = (size_t)d.b * d.h * d.L;
     const size_t blgn = (size_t)d.b * d.L * d.g * d.n;
-    F out = nans(blhp), last = nans(bhpn), states = nans(states_n), decay = nans(bhc);
+    const size_t cb_n = (size_t)d.b * nc * d.g * d.chunk * d.chunk;
+    F out = nans(blhp), last = nans(bhpn), states = nans(states_n), decay = nans(bhc), cb = nans(cb_n);
     SsdParams p{};
     p.x = x.data(); p.dt = dt.data(); p.A = A.data(); p.Bm = B.data(); p.Cm = C.data(); p.Dskip = D.data();
     p.dt_bias = bias.data(); p.z = in.z.empty() ? nullptr : z.data(); p.init = in.init.empty() ? nullptr : init.data();
     p.batch = d.b; p.len = d.L; p.heads = d.h; p.headdim = d.p; p.groups = d.g; p.state = d.n; p.chunk = d.chunk;
     p.n_chunks = (int)nc;
     p.out = out.data(); p.last = last.data(); p.states = states.data(); p.decay = decay.data();
+    p.cb = cb.data();
     auto tiles = [&](int rows, int cols) {
         return EmuDim3{(unsigned)(nc * ((rows + 63) / 64) * ((cols + 63) / 64)), (unsigned)d.h, (unsigned)d.b};
     };
     const EmuDim3 per_state{(unsigned)((d.p * d.n + 255) / 256), (unsigned)d.h, (unsigned)d.b};
+    const unsigned tq = (d.chunk + 63) / 64;
+    const EmuDim3 cb_grid{(unsigned)(nc * tq * tq), (unsigned)d.g, (unsigned)d.b};
+    emu_launch(ssd_chunk_cb_f32, cb_grid, 256, p);
     emu_launch(ssd_chunk_state_f32, tiles(d.p, d.n), 256, p);
     emu_launch(ssd_state_pass_f32, per_state, 256, p);
     emu_launch(ssd_chunk_out_f32, tiles(d.chunk, d.p), 256, p);
@@ -128,8 +133,11 @@ static Res emulate(const Dims& d, const Data& in, const V& dout_d, const V& dlas
     p.out = nullptr; p.last = nullptr;
     p.dout = dout.data(); p.dlast = dlast.data(); p.dy = in.z.empty() ? nullptr : dy.data();
     p.dstates = dstates.data(); p.decay = decay2.data(); p.kdot = kdot.data(); p.xdx = xdx.data(); p.da = da_s.data();
+    F cb2 = nans(cb_n);
+    p.cb = cb2.data();
     p.dx = dx.data(); p.ddt = ddt.data(); p.dA = dA.data(); p.dB = dB.data(); p.dC = dC.data(); p.dD = dD.data();
     p.ddt_bias = dbias.data(); p.dz = in.z.empty() ? nullptr : dz.data(); p.dinit = in.init.empty() ? nullptr : dinit.data();
+    emu_launch(ssd_chunk_cb_f32, cb_grid, 256, p);
     if (!in.z.empty()) emu_launch(ssd_chunk_gate_grad_f32, tiles(d.chunk, d.p), 256, p);
     emu_launch(ssd_chunk_dstate_f32, tiles(d.p, d.n), 256, p);
     emu_launch(ssd_dstate_pass_f32, per_state, 256, p);
@@ -227,6 +235,7 @@ int main(int argc, char** argv) {
         {"tiles: p 70, n 66, chunk 130, L 150", {1, 150, 2, 70, 1, 66, 130}, true, true},
         {"chunk 256, L 300, 2 groups of 2", {1, 300, 4, 2, 2, 3, 256}, true, false},
         {"one chunk longer than L, init only", {2, 6, 2, 5, 1, 7, 6}, false, true},
+        {"21 chunks (the passes' batches of 8), z, init", {1, 41, 2, 3, 1, 4, 2}, true, true},
     };
     const int only = argc > 2 ? std::atoi(argv[2]) : -1;
     for (int i = 0; i < (int)(sizeof(cases) / sizeof(cases[0])); ++i) {

@@ -53,12 +53,14 @@ pub(super) fn ssd_forward(d: SsdDims, ins: &[&Tensor], has_z: bool, has_init: bo
     let (mut out, mut last) = (all.index(..n_out), all.index(n_out..));
     let (states, mut ss) = new_f32(OP, &[d.batch, d.n_chunks(), d.heads, d.headdim, d.state])?;
     let (_decay, mut decay) = new_f32(OP, &[d.batch * d.heads * d.n_chunks()])?;
+    let (_cb, mut cb) = new_f32(OP, &[kernel_dims(d).cb_len()])?;
     let args = SsdForward {
         x: inputs_of(&x, has_z, has_init),
         out: &mut out,
         last_state: &mut last,
         chunk_states: &mut ss,
         decay: &mut decay,
+        cb: &mut cb,
         dims: kernel_dims(d),
     };
     run(OP, |g| g.ssd_forward_f32(args))?;
@@ -96,6 +98,7 @@ pub(super) fn ssd_backward(
     let (_kd, mut kd) = new_f32(OP, &[bhc])?;
     let (_xd, mut xd) = new_f32(OP, &[bhl])?;
     let (_sa, mut sa) = new_f32(OP, &[bhl])?;
+    let (_cb, mut cb) = new_f32(OP, &[kernel_dims(d).cb_len()])?;
     let mut dy = if has_z { Some(new_f32(OP, &[dout.numel()])?) } else { None };
     let args = SsdBackward {
         x: inputs_of(&x, has_z, has_init),
@@ -109,6 +112,7 @@ pub(super) fn ssd_backward(
             kdot: &mut kd,
             xdx: &mut xd,
             da: &mut sa,
+            cb: &mut cb,
         },
         grads: SsdGrads { dx, ddt, da, dbm, dcm, dd_skip, ddt_bias, dz, dinit },
         dims: kernel_dims(d),
