@@ -15,10 +15,10 @@
 //             da_i  = C_i . dC_i - B_i . dB_i (+ K at the last step), dalpha = reverse cumsum of da
 //
 // Kernels, in launch order (every block 256 threads; "tile" = 64 x 64 outputs made by 8 warps
-// with tf32 tensor-core mma.sync at f32 accuracy (3xTF32, see mma_tile), k-slices of 8 staged in
-// shared memory, the next slice loaded while this one is multiplied; the (Q, Q) products are made
-// 64 x 64 tile by tile, masked and scaled in shared memory, then multiplied on; causal tiles
-// above the diagonal skipped):
+// with tf32 tensor-core mma.sync at f32 accuracy (3xTF32, see mma_tile), k-slices of 8 (16 in
+// the one-accumulator output kernels) staged in shared memory, the next slice loaded while this
+// one is multiplied; the (Q, Q) products are made 64 x 64 tile by tile, masked and scaled in
+// shared memory, then multiplied on; causal tiles above the diagonal skipped):
 // forward (v2: C B^T once per group, not once per head)
 //   ssd_chunk_cb_f32      grid (nc * tiles(Q)^2, g, b): cb = C B^T of each chunk and group, its
 //                         causal tiles, into scratch (b, nc, g, Q, Q): every head of a group reads it
@@ -46,11 +46,11 @@
 // CUDA thread, mma.sync emulated lane by lane, against a float64 recurrence); on the GPU by
 // gpu-check (tests/gpu_check/ssd.rs and the op's gradient-check cases), against the CPU twin.
 //
-// Resources (ptxas, sm_90): ssd_chunk_d[bc]_f32 113-118 registers (two accumulators) and
-// ssd_chunk_{out,gate_grad,dx}_f32 92-100 under __launch_bounds__(256, 2) (two blocks, 16 warps
-// per SM; k-slices of 16 spill in the two-accumulator kernels, three blocks spill the others);
-// ssd_chunk_{cb,state,dstate}_f32 79-80 under (256, 3); the passes 71-76, finish 30; no spills;
-// 23 KB of static shared memory per block (two 8 x 72 k-slices, one 64 x 64 masked tile, the
+// Resources (ptxas, sm_90): ssd_chunk_d[bc]_f32 113-118 registers (two accumulators, k-slices
+// of 8: 16 spill) and ssd_chunk_{out,gate_grad,dx}_f32 128 (k-slices of 16) under
+// __launch_bounds__(256, 2) (two blocks, 16 warps per SM; three blocks spill);
+// ssd_chunk_{cb,state,dstate}_f32 79 under (256, 3); the passes 71-76, finish 30; no spills;
+// 27 KB of static shared memory per block (two 16 x 72 k-slices, one 64 x 64 masked tile, the
 // chunk's dt' and a).
 //
 // Napkin math at the benchmark shape (b 8, L 2048, h 24, p 64, g 1, n 64, Q 256: nc 8, f32):
@@ -68,6 +68,7 @@
 #define SSD_THREADS 256
 #define SSD_T 64           // tile rows and columns
 #define SSD_KT 8           // k-slice staged per step (16 spills in the two-accumulator kernels)
+#define SSD_KT_WIDE 16     // k-slice of the one-accumulator output kernels (out, gate_grad, dx)
 #define SSD_MAX_CHUNK 256  // one thread per step of a chunk in the prefix and finish
 #define SSD_WARPS (SSD_THREADS / 32)
 
@@ -110,8 +111,8 @@ __device__ __forceinline__ void mma_tf32(float& c0, float& c1, float& c2, float&
 #endif
 
 struct SsdSmem {
-    float a[SSD_KT][SSD_T + 8];  // k-slice of the left operand, as (k, row); the stride of 72
-    float b[SSD_KT][SSD_T + 8];  // (8 mod 32 banks) makes the fragment loads conflict-free
+    float a[SSD_KT_WIDE][SSD_T + 8];  // k-slice of the left operand, as (k, row); the stride of 72
+    float b[SSD_KT_WIDE][SSD_T + 8];  // (8 mod 32 banks) makes the fragment loads conflict-free
     float m[SSD_T][SSD_T + 1];   // a masked (Q, Q) tile
     float dt[SSD_MAX_CHUNK];     // dt' of the chunk's steps (0 past its end)
     float cum[SSD_MAX_CHUNK];    // a_i (a_{q-1} past its end)
@@ -195,13 +196,13 @@ struct Tf32 {
 };
 
 // acc (this thread's 16 values of a 64 x 64 tile, layout above) += sum_{k < K} fa(row, k)
-// fb(k, col). fa / fb return 0 outside the operand. A_KFAST / B_KFAST: consecutive threads load
+// fb(k, col), staged KT values of k at a time (KT <= SSD_KT_WIDE). fa / fb return 0 outside the operand. A_KFAST / B_KFAST: consecutive threads load
 // consecutive k (the operand is contiguous along k), else consecutive rows / columns. The next
 // k-slice is loaded into registers while the tensor cores work on this one. Every thread must
 // call it; it starts and ends synchronised.
-template <bool A_KFAST, bool B_KFAST, class FA, class FB>
+template <bool A_KFAST, bool B_KFAST, int KT = SSD_KT, class FA, class FB>
 __device__ __forceinline__ void mma_tile(float (&acc)[4][4], int K, SsdSmem& sm, FA fa, FB fb) {
-    constexpr int PER = SSD_T * SSD_KT / SSD_THREADS;  // elements of each operand per thread
+    constexpr int PER = SSD_T * KT / SSD_THREADS;  // elements of each operand per thread
     const int tid = threadIdx.x, lane = tid % 32, g = lane / 4, t = lane % 4;
     const int wr = 32 * (tid / 128), wc = 16 * (tid / 32 % 4);
     float ra[PER], rb[PER];
@@ -209,31 +210,32 @@ __device__ __forceinline__ void mma_tile(float (&acc)[4][4], int K, SsdSmem& sm,
 #pragma unroll
         for (int m = 0; m < PER; ++m) {
             const int e = tid + SSD_THREADS * m;
-            const int ar = A_KFAST ? e / SSD_KT : e % SSD_T, ak = A_KFAST ? e % SSD_KT : e / SSD_T;
+            const int ar = A_KFAST ? e / KT : e % SSD_T, ak = A_KFAST ? e % KT : e / SSD_T;
             ra[m] = k0 + ak < K ? fa(ar, k0 + ak) : 0.0f;
-            const int bc = B_KFAST ? e / SSD_KT : e % SSD_T, bk = B_KFAST ? e % SSD_KT : e / SSD_T;
+            const int bc = B_KFAST ? e / KT : e % SSD_T, bk = B_KFAST ? e % KT : e / SSD_T;
             rb[m] = k0 + bk < K ? fb(k0 + bk, bc) : 0.0f;
         }
     };
-    fetch(0);
-    for (int k0 = 0; k0 < K; k0 += SSD_KT) {
+    const auto store = [&]() {
 #pragma unroll
         for (int m = 0; m < PER; ++m) {
             const int e = tid + SSD_THREADS * m;
-            sm.a[A_KFAST ? e % SSD_KT : e / SSD_T][A_KFAST ? e / SSD_KT : e % SSD_T] = ra[m];
-            sm.b[B_KFAST ? e % SSD_KT : e / SSD_T][B_KFAST ? e / SSD_KT : e % SSD_T] = rb[m];
+            sm.a[A_KFAST ? e % KT : e / SSD_T][A_KFAST ? e / KT : e % SSD_T] = ra[m];
+            sm.b[B_KFAST ? e % KT : e / SSD_T][B_KFAST ? e / KT : e % SSD_T] = rb[m];
         }
-        __syncthreads();
-        if (k0 + SSD_KT < K) fetch(k0 + SSD_KT);
+    };
+    const auto multiply = [&]() {
+        const auto& sa = sm.a;
+        const auto& sb = sm.b;
 #pragma unroll
-        for (int ks = 0; ks < SSD_KT; ks += 8) {
-            const Tf32 b[2][2] = {{Tf32(sm.b[ks + t][wc + g]), Tf32(sm.b[ks + t + 4][wc + g])},
-                                  {Tf32(sm.b[ks + t][wc + 8 + g]), Tf32(sm.b[ks + t + 4][wc + 8 + g])}};
+        for (int ks = 0; ks < KT; ks += 8) {
+            const Tf32 b[2][2] = {{Tf32(sb[ks + t][wc + g]), Tf32(sb[ks + t + 4][wc + g])},
+                                  {Tf32(sb[ks + t][wc + 8 + g]), Tf32(sb[ks + t + 4][wc + 8 + g])}};
 #pragma unroll
             for (int mi = 0; mi < 2; ++mi) {
                 const int r = wr + 16 * mi + g;
-                const Tf32 a[4] = {Tf32(sm.a[ks + t][r]), Tf32(sm.a[ks + t][r + 8]), Tf32(sm.a[ks + t + 4][r]),
-                                   Tf32(sm.a[ks + t + 4][r + 8])};
+                const Tf32 a[4] = {Tf32(sa[ks + t][r]), Tf32(sa[ks + t][r + 8]), Tf32(sa[ks + t + 4][r]),
+                                   Tf32(sa[ks + t + 4][r + 8])};
 #pragma unroll
                 for (int ni = 0; ni < 2; ++ni) {
                     float &c0 = acc[2 * mi][2 * ni], &c1 = acc[2 * mi][2 * ni + 1];
@@ -246,6 +248,14 @@ __device__ __forceinline__ void mma_tile(float (&acc)[4][4], int K, SsdSmem& sm,
                 }
             }
         }
+    };
+    // (Two shared buffers with one barrier per slice measured slower than this: docs/SSD.md v4.)
+    fetch(0);
+    for (int k0 = 0; k0 < K; k0 += KT) {
+        store();
+        __syncthreads();
+        if (k0 + KT < K) fetch(k0 + KT);
+        multiply();
         __syncthreads();
     }
 }
@@ -480,7 +490,7 @@ __device__ void chunk_out(const SsdParams& p) {
     float acc[4][4];
     zero_tile(acc);
     const auto c_rows = [&](int r, int n) { return ti.r0 + r < k.q ? p.Cm[k.bcrow(p, k.t0 + ti.r0 + r) + n] : 0.0f; };
-    mma_tile<true, true>(acc, p.state, sm, c_rows, [&](int n, int s) {
+    mma_tile<true, true, SSD_KT_WIDE>(acc, p.state, sm, c_rows, [&](int n, int s) {
         return ti.s0 + s < p.headdim ? s_in[(long long)(ti.s0 + s) * p.state + n] : 0.0f;
     });
 #pragma unroll
@@ -491,7 +501,7 @@ __device__ void chunk_out(const SsdParams& p) {
     }
     for (int j0 = 0; j0 <= ti.r0; j0 += SSD_T) {
         mask_cb<true, true>(p, k, ti.r0, j0, sm);
-        mma_tile<true, false>(
+        mma_tile<true, false, SSD_KT_WIDE>(
             acc, SSD_T, sm, [&](int r, int j) { return sm.m[r][j]; },
             [&](int j, int s) {
                 return j0 + j < k.q && ti.s0 + s < p.headdim ? p.x[k.xrow(p, k.t0 + j0 + j) + ti.s0 + s] : 0.0f;
@@ -537,7 +547,7 @@ extern "C" __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_dx_f32(co
     float acc[4][4];
     zero_tile(acc);
     const auto b_rows = [&](int r, int n) { return ti.r0 + r < k.q ? p.Bm[k.bcrow(p, k.t0 + ti.r0 + r) + n] : 0.0f; };
-    mma_tile<true, true>(acc, p.state, sm, b_rows, [&](int n, int s) {
+    mma_tile<true, true, SSD_KT_WIDE>(acc, p.state, sm, b_rows, [&](int n, int s) {
         return ti.s0 + s < p.headdim ? ds_end[(long long)(ti.s0 + s) * p.state + n] : 0.0f;
     });
     const float a_q = sm.cum[k.q - 1];
@@ -549,7 +559,7 @@ extern "C" __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_dx_f32(co
     }
     for (int i0 = ti.r0; i0 < k.q; i0 += SSD_T) {
         mask_cb<false, false>(p, k, ti.r0, i0, sm);
-        mma_tile<true, false>(
+        mma_tile<true, false, SSD_KT_WIDE>(
             acc, SSD_T, sm, [&](int r, int i) { return sm.m[r][i]; },
             [&](int i, int s) {
                 return i0 + i < k.q && ti.s0 + s < p.headdim ? dys[k.xrow(p, k.t0 + i0 + i) + ti.s0 + s] : 0.0f;
