@@ -323,7 +323,8 @@ impl Gpu {
         self.ssd_launch("ssd_state_pass_f32", d.per_state(), p, cost)?;
         let zs = if x.z.is_some() { blhp } else { 0 };
         let flops = causal_flops(d, 0, d.headdim) + state_flops;
-        let cost = Cost::f32s(2 * blhp + zs + blgn + d.states() + d.heads / d.groups * d.cb_len() / 2).with_flops(flops);
+        let cost =
+            Cost::f32s(2 * blhp + zs + blgn + d.states() + d.heads / d.groups * d.cb_len() / 2).with_flops(flops);
         self.ssd_launch("ssd_chunk_out_f32", d.tiles(d.chunk, d.headdim), p, cost)
     }
 
