@@ -76,6 +76,12 @@ pub fn no_grad() -> NoGradGuard {
     NoGradGuard { prev: GRAD_ENABLED.with(|g| g.replace(false)) }
 }
 
+/// While the returned guard lives, ops on this thread record a graph again, even inside
+/// `no_grad` (a checkpoint's backward re-runs its function with one).
+pub(crate) fn enable_grad() -> NoGradGuard {
+    NoGradGuard { prev: GRAD_ENABLED.with(|g| g.replace(true)) }
+}
+
 pub fn is_grad_enabled() -> bool {
     GRAD_ENABLED.with(|g| g.get())
 }

@@ -35,6 +35,9 @@ pub struct MambaLM {
     pub norm_f: Tensor, // (d_model)
     /// Time steps between the states the scan saves for backward.
     pub scan_chunk: usize,
+    /// Recompute each Mamba-1 block's inner activations in backward instead of keeping them
+    /// (`Mixer::forward`); off by default.
+    pub recompute: bool,
     /// Every parameter in declaration order (the order of the reference state dict).
     params: Vec<Param>,
 }
@@ -142,7 +145,7 @@ impl MambaLM {
 
     fn assemble(cfg: MambaConfig, parts: Parts<Tensor>, params: Vec<Param>, scan_chunk: usize) -> MambaLM {
         let Parts { embedding, layers, norm_f } = parts;
-        MambaLM { cfg, embedding, layers, norm_f, scan_chunk, params }
+        MambaLM { cfg, embedding, layers, norm_f, scan_chunk, recompute: false, params }
     }
 
     /// The same model with its parameters (as fresh leaves) on `device`.
@@ -150,7 +153,9 @@ impl MambaLM {
         let f = |t: &Tensor| -> Result<Tensor> { Ok(t.detach().to(device)?.requires_grad()) };
         let mut build = params::from_params(&self.params, f);
         let parts = declare(&self.cfg, 0..self.cfg.n_layer, &mut build)?;
-        Ok(MambaLM::assemble(self.cfg.clone(), parts, build.params, self.scan_chunk))
+        let mut model = MambaLM::assemble(self.cfg.clone(), parts, build.params, self.scan_chunk);
+        model.recompute = self.recompute;
+        Ok(model)
     }
 
     /// Where the parameters live.
@@ -161,7 +166,7 @@ impl MambaLM {
     /// ids (batch * len, row-major) -> logits (batch, len, padded vocab)
     pub fn forward(&self, ids: &[usize], batch: usize, len: usize) -> Result<Tensor> {
         let h = self.embedding.embedding(ids, &[batch, len])?;
-        self.through_blocks(h, |_, mixer, x| mixer.forward(x, self.scan_chunk))
+        self.through_blocks(h, |_, mixer, x| mixer.forward(x, self.scan_chunk, self.recompute))
     }
 
     /// Mean next-byte cross-entropy of `ids` against `targets` (both batch * len).

@@ -110,6 +110,11 @@ pub struct TrainArgs {
     /// Mamba-1: time steps between the scan states saved for backward.
     #[arg(long, default_value_t = 64)]
     pub scan_chunk: usize,
+    /// Mamba-1: keep only each block's in_proj output for backward and recompute the rest of
+    /// the block there (less memory, one more pass of the block's inside; same numbers).
+    #[arg(long)]
+    #[serde(default)]
+    pub recompute: bool,
     /// Continue from this checkpoint directory with its saved settings. The schedule, evaluation
     /// and checkpoint flags given with it apply; the model, data and seed flags are fixed by
     /// the checkpoint (a differing one is ignored with a warning). See docs/TRAINING.md.
@@ -174,7 +179,7 @@ const MAMBA2_ONLY: [&str; 3] = ["headdim", "ngroups", "chunk_size"];
 
 /// Flags a resumed run takes from its command line when given: the schedule, evaluation and
 /// checkpoint settings (clap ids, which are the field names).
-const RESUMABLE: [&str; 13] = [
+const RESUMABLE: [&str; 14] = [
     "steps",
     "decay_steps",
     "lr",
@@ -187,6 +192,7 @@ const RESUMABLE: [&str; 13] = [
     "sample_tokens",
     "checkpoint_every",
     "scan_chunk",
+    "recompute",
     "out",
 ];
 

@@ -137,7 +137,7 @@ impl Trainer {
         let source = Source::new(args)?;
         let cfg = args.model_config(source.vocab());
         let mut model = MambaLM::new(cfg, DType::F32, args.seed)?.to(args.device)?;
-        model.scan_chunk = args.scan_chunk;
+        (model.scan_chunk, model.recompute) = (args.scan_chunk, args.recompute);
         let opt = optimizer(&model, args)?;
         let rng = Rng::new(args.seed ^ 0xda7a);
         // The decay's end is fixed at the start, so that a resume with more --steps continues
@@ -177,7 +177,7 @@ impl Trainer {
         let mut model = checkpoint::load_model(&dir)?.to(args.device)?;
         let mut opt = optimizer(&model, &args)?;
         let state = checkpoint::load_training_state(&dir, &mut opt)?;
-        model.scan_chunk = args.scan_chunk;
+        (model.scan_chunk, model.recompute) = (args.scan_chunk, args.recompute);
         opt.lr = args.lr;
         opt.weight_decay = args.weight_decay;
         let source = Source::new(&args)?;

@@ -72,3 +72,28 @@ fn device_cuda_without_the_feature_says_how_to_build() {
     }
     assert!(!std::path::Path::new(out).exists());
 }
+
+/// `--recompute` changes what is kept for backward, not the numbers: the same losses and
+/// gradient norms, step for step.
+#[test]
+fn recompute_trains_to_the_same_losses() {
+    let steps = |tag: &str, extra: &[&str]| -> Vec<String> {
+        let out = common::scratch(tag);
+        let mut args = vec!["train", "--steps", "3", "--eval-every", "1000", "--out", out.to_str().unwrap()];
+        args.extend_from_slice(common::TINY);
+        args.extend_from_slice(extra);
+        let (ok, text) = mamba(&args);
+        assert!(ok, "{text}");
+        let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        let _ = std::fs::remove_dir_all(&out);
+        // each step's line without its timing
+        metrics
+            .lines()
+            .filter(|l| l.contains("\"loss\""))
+            .map(|l| l.split(",\"tokens_per_s\"").next().unwrap().into())
+            .collect()
+    };
+    let plain = steps("recompute-off", &[]);
+    assert_eq!(plain.len(), 3, "{plain:?}");
+    assert_eq!(plain, steps("recompute-on", &["--recompute"]));
+}

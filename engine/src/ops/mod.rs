@@ -33,7 +33,7 @@ macro_rules! units {
     };
 }
 
-units!(adamw, conv, copy, elementwise, embedding, flip, matmul, norm, reduce, scan, shape, softmax, ssd);
+units!(adamw, checkpoint, conv, copy, elementwise, embedding, flip, matmul, norm, reduce, scan, shape, softmax, ssd);
 
 use crate::{Error, Result, Tensor};
 

@@ -27,6 +27,7 @@ use crate::{
     Error, Result,
 };
 use mamba_engine::{
+    ops::checkpoint::checkpoint,
     ops::scan::{selective_scan, ScanArgs},
     DType, Device, Rng, Tensor,
 };
@@ -115,30 +116,28 @@ impl Mamba1 {
 
 impl Mamba1<Tensor> {
     /// h (B, L, d_model) -> (B, L, d_model). `chunk`: time steps between the states the scan
-    /// saves for backward.
-    pub fn forward(&self, h: &Tensor, chunk: usize) -> Result<Tensor> {
-        let Dims { d_inner: di, d_state: n, dt_rank: r, d_conv: k, .. } = self.dims;
+    /// saves for backward. `recompute`: keep for backward only in_proj's output `xz` (and the
+    /// parameters) and run conv, SiLU, x_proj, delta and the scan again in backward (the
+    /// `checkpoint` op) instead of keeping each of their outputs; the values are the same.
+    pub fn forward(&self, h: &Tensor, chunk: usize, recompute: bool) -> Result<Tensor> {
         let xz = linear(h, &self.in_proj)?.transpose(1, 2)?; // (B, 2 d_inner, L)
-        let (x, z) = (xz.narrow(1, 0, di)?, xz.narrow(1, di, di)?);
-        let x = x.conv1d_causal(&self.conv_weight.reshape(&[di, k])?, Some(&self.conv_bias))?.silu()?;
-        let x_dbl = linear(&x.transpose(1, 2)?, &self.x_proj)?; // (B, L, dt_rank + 2 d_state)
-        let parts = x_dbl.split(&[r, n, n], 2)?;
-        let delta = linear(&parts[0], &self.dt_proj_weight)?.transpose(1, 2)?; // (B, d_inner, L)
-        let (b, c) = (parts[1].transpose(1, 2)?, parts[2].transpose(1, 2)?); // (B, d_state, L)
-        let a = self.a_log.exp()?.neg()?;
-        let scan = selective_scan(&ScanArgs {
-            u: &x,
-            delta: &delta,
-            a: &a,
-            b: &b,
-            c: &c,
-            d: &self.d,
-            z: Some(&z),
-            delta_bias: Some(&self.dt_proj_bias),
-            softplus: true,
-            chunk,
-        })?;
-        linear(&scan.out.transpose(1, 2)?, &self.out_proj)
+        let params = [
+            &self.conv_weight,
+            &self.conv_bias,
+            &self.x_proj,
+            &self.dt_proj_weight,
+            &self.dt_proj_bias,
+            &self.a_log,
+            &self.d,
+        ];
+        let dims = self.dims;
+        let y = if recompute {
+            let inputs: Vec<&Tensor> = std::iter::once(&xz).chain(params).collect();
+            checkpoint(&inputs, move |t| inner(dims, chunk, &t[0], &t[1..]))?
+        } else {
+            inner(dims, chunk, &xz, &params.map(Tensor::clone))?
+        };
+        linear(&y.transpose(1, 2)?, &self.out_proj)
     }
 
     /// Zero conv and SSM states for `batch` sequences.
@@ -169,4 +168,35 @@ impl Mamba1<Tensor> {
         let y = state.ssm.mul(&parts[2].unsqueeze(1)?)?.sum(&[2], false)?.add(&x.mul(&self.d)?)?;
         linear(&y.mul(&z.silu()?)?, &self.out_proj)
     }
+}
+
+/// Everything between in_proj and out_proj: xz (B, 2 d_inner, L) -> y (B, d_inner, L), with
+/// `p` = [conv_weight, conv_bias, x_proj, dt_proj_weight, dt_proj_bias, A_log, D]. Engine ops
+/// only (a checkpoint's function returns the engine's error).
+fn inner(dims: Dims, chunk: usize, xz: &Tensor, p: &[Tensor]) -> mamba_engine::Result<Tensor> {
+    let linear = |x: &Tensor, w: &Tensor| x.matmul(&w.transpose(0, 1)?); // as crate::linear
+    let Dims { d_inner: di, d_state: n, dt_rank: r, d_conv: k, .. } = dims;
+    let [conv_weight, conv_bias, x_proj, dt_proj_weight, dt_proj_bias, a_log, d] = p else {
+        unreachable!("seven parameters")
+    };
+    let (x, z) = (xz.narrow(1, 0, di)?, xz.narrow(1, di, di)?);
+    let x = x.conv1d_causal(&conv_weight.reshape(&[di, k])?, Some(conv_bias))?.silu()?;
+    let x_dbl = linear(&x.transpose(1, 2)?, x_proj)?; // (B, L, dt_rank + 2 d_state)
+    let parts = x_dbl.split(&[r, n, n], 2)?;
+    let delta = linear(&parts[0], dt_proj_weight)?.transpose(1, 2)?; // (B, d_inner, L)
+    let (b, c) = (parts[1].transpose(1, 2)?, parts[2].transpose(1, 2)?); // (B, d_state, L)
+    let a = a_log.exp()?.neg()?;
+    let scan = selective_scan(&ScanArgs {
+        u: &x,
+        delta: &delta,
+        a: &a,
+        b: &b,
+        c: &c,
+        d,
+        z: Some(&z),
+        delta_bias: Some(dt_proj_bias),
+        softplus: true,
+        chunk,
+    })?;
+    Ok(scan.out)
 }
