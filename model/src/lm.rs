@@ -35,7 +35,7 @@ pub struct MambaLM {
     pub norm_f: Tensor, // (d_model)
     /// Time steps between the states the scan saves for backward.
     pub scan_chunk: usize,
-    /// Recompute each Mamba-1 block's inner activations in backward instead of keeping them
+    /// Recompute each mixer's inner activations in backward instead of keeping them
     /// (`Mixer::forward`); off by default.
     pub recompute: bool,
     /// Every parameter in declaration order (the order of the reference state dict).

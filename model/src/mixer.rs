@@ -80,12 +80,12 @@ impl MixerState {
 impl Mixer<Tensor> {
     /// h (B, L, d_model) -> (B, L, d_model). `chunk`: the Mamba-1 scan's checkpoint interval
     /// (`MambaLM::scan_chunk`); Mamba-2 runs its SSD scan in chunks of its own `chunk_size`.
-    /// `recompute` (`MambaLM::recompute`): Mamba-1 keeps only in_proj's output for backward and
-    /// recomputes the rest of the block there; Mamba-2 does not read it yet.
+    /// `recompute` (`MambaLM::recompute`): keep only in_proj's output for backward and
+    /// recompute the rest of the mixer (before out_proj) there.
     pub fn forward(&self, h: &Tensor, chunk: usize, recompute: bool) -> Result<Tensor> {
         match self {
             Mixer::Mamba1(m) => m.forward(h, chunk, recompute),
-            Mixer::Mamba2(m) => m.forward(h),
+            Mixer::Mamba2(m) => m.forward(h, recompute),
         }
     }
 

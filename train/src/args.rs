@@ -110,8 +110,8 @@ pub struct TrainArgs {
     /// Mamba-1: time steps between the scan states saved for backward.
     #[arg(long, default_value_t = 64)]
     pub scan_chunk: usize,
-    /// Mamba-1: keep only each block's in_proj output for backward and recompute the rest of
-    /// the block there (less memory, one more pass of the block's inside; same numbers).
+    /// Keep only each mixer's in_proj output for backward and recompute the rest of the mixer
+    /// there (less memory, one more pass of the mixer's inside; the same numbers).
     #[arg(long)]
     #[serde(default)]
     pub recompute: bool,

@@ -35,6 +35,7 @@ use crate::{
     Error, Result, RMS_EPS,
 };
 use mamba_engine::{
+    ops::checkpoint::checkpoint,
     ops::ssd::{ssd, SsdArgs},
     DType, Device, Rng, Tensor,
 };
@@ -192,66 +193,30 @@ fn dims(cfg: &MambaConfig, c: &Mamba2Config) -> Result<Dims> {
 
 impl Mamba2<Tensor> {
     /// h (B, L, d_model) -> (B, L, d_model), the whole sequence; the SSD scan runs in chunks
-    /// of the config's `chunk_size`.
-    pub fn forward(&self, h: &Tensor) -> Result<Tensor> {
-        let Dims { d_inner: e, d_state: n, ngroups: g, nheads: nh, headdim: p, d_conv: k, chunk, .. } = self.dims;
-        let (b, l, conv_dim) = (h.dim(0)?, h.dim(1)?, self.dims.conv_dim());
-        let parts = linear(h, &self.in_proj)?.split(&[e, conv_dim, nh], 2)?; // z, xBC, dt
-        let (z, dt) = (&parts[0], &parts[2]);
-        let w = self.conv_weight.reshape(&[conv_dim, k])?;
-        let xbc = parts[1].transpose(1, 2)?.conv1d_causal(&w, Some(&self.conv_bias))?.silu()?.transpose(1, 2)?;
-        let xbc = xbc.split(&[e, g * n, g * n], 2)?; // (B, L, e), (B, L, GN), (B, L, GN)
-        let x = xbc[0].reshape(&[b, l, nh, p])?;
-        let (bm, cm) = (xbc[1].reshape(&[b, l, g, n])?, xbc[2].reshape(&[b, l, g, n])?);
-        let a = self.a_log.exp()?.neg()?;
-        // Without the norm the gate is the scan's own.
-        let gate = match &self.norm {
-            None => Some(z.reshape(&[b, l, nh, p])?),
-            Some(_) => None,
-        };
-        let scan = ssd(&SsdArgs {
-            x: &x,
-            dt,
-            a: &a,
-            b: &bm,
-            c: &cm,
-            d: &self.d,
-            dt_bias: &self.dt_bias,
-            z: gate.as_ref(),
-            initial_state: None,
-            chunk,
-        })?;
-        let y = scan.out.reshape(&[b, l, e])?;
-        let y = match &self.norm {
-            None => y,
-            Some(w) => self.gated_norm(&y, z, w)?,
+    /// of the config's `chunk_size`. `recompute`: keep for backward only in_proj's output
+    /// (and the parameters) and run the conv, the scan and the norm again in backward (the
+    /// `checkpoint` op); the values are the same.
+    pub fn forward(&self, h: &Tensor, recompute: bool) -> Result<Tensor> {
+        let Dims { d_inner: e, nheads: nh, .. } = self.dims;
+        let parts = linear(h, &self.in_proj)?.split(&[e, self.dims.conv_dim(), nh], 2)?; // z, xBC, dt
+        let mut inputs = vec![
+            &parts[1],
+            &parts[0],
+            &parts[2],
+            &self.conv_weight,
+            &self.conv_bias,
+            &self.a_log,
+            &self.d,
+            &self.dt_bias,
+        ];
+        inputs.extend(&self.norm);
+        let (dims, before_gate) = (self.dims, self.norm_before_gate);
+        let y = if recompute {
+            checkpoint(&inputs, move |t| inner(dims, before_gate, t))?
+        } else {
+            inner(dims, before_gate, &inputs.into_iter().cloned().collect::<Vec<_>>())?
         };
         linear(&y, &self.out_proj)
-    }
-
-    /// The reference's `RMSNormGated` on y, z (.., e): RMSNorm_G(y · silu(z)) · w, or
-    /// RMSNorm_G(y) · w · silu(z) with `norm_before_gate`.
-    fn gated_norm(&self, y: &Tensor, z: &Tensor, w: &Tensor) -> Result<Tensor> {
-        if self.norm_before_gate {
-            return Ok(self.group_rms_norm(y, w)?.mul(&z.silu()?)?);
-        }
-        self.group_rms_norm(&y.mul(&z.silu()?)?, w)
-    }
-
-    /// RMSNorm over each of the G groups of e/G consecutive channels of v (.., e), then the
-    /// weight w (e): `v_j / sqrt(mean_{i in group(j)} v_i² + eps) · w_j`, eps 1e-5. One group is
-    /// the fused `rms_norm` with its weight; more are the same op over (.., G, e/G) with a
-    /// unit weight, times w.
-    fn group_rms_norm(&self, v: &Tensor, w: &Tensor) -> Result<Tensor> {
-        let (e, g) = (self.dims.d_inner, self.dims.ngroups);
-        if g == 1 {
-            return Ok(v.rms_norm(w, RMS_EPS)?);
-        }
-        let shape = v.shape().to_vec();
-        let mut grouped = shape[..shape.len() - 1].to_vec();
-        grouped.extend([g, e / g]);
-        let unit = Tensor::ones(&[e / g], v.dtype(), v.device())?;
-        Ok(v.reshape(&grouped)?.rms_norm(&unit, RMS_EPS)?.reshape(&shape)?.mul(w)?)
     }
 
     /// Zero conv and SSM states for `batch` sequences.
@@ -296,10 +261,61 @@ impl Mamba2<Tensor> {
         let (y, z) = (y.reshape(&[batch, e])?, &parts[0]);
         let y = match &self.norm {
             None => y.mul(&z.silu()?)?,
-            Some(w) => self.gated_norm(&y, z, w)?,
+            Some(w) => gated_norm(self.dims, self.norm_before_gate, &y, z, w)?,
         };
         linear(&y, &self.out_proj)
     }
+}
+
+/// Everything between in_proj and out_proj: `t` = [xBC (B, L, conv_dim), z (B, L, e), dt
+/// (B, L, H), conv_weight, conv_bias, A_log, D, dt_bias, (norm.weight)] -> y (B, L, e). Engine
+/// ops only (a checkpoint's function returns the engine's error).
+fn inner(dims: Dims, before_gate: bool, t: &[Tensor]) -> mamba_engine::Result<Tensor> {
+    let Dims { d_inner: e, d_state: n, ngroups: g, nheads: nh, headdim: p, d_conv: k, chunk, .. } = dims;
+    let [xbc, z, dt, conv_weight, conv_bias, a_log, d, dt_bias, norm @ ..] = t else {
+        unreachable!("eight or nine tensors")
+    };
+    let (b, l) = (xbc.dim(0)?, xbc.dim(1)?);
+    let w = conv_weight.reshape(&[dims.conv_dim(), k])?;
+    let xbc = xbc.transpose(1, 2)?.conv1d_causal(&w, Some(conv_bias))?.silu()?.transpose(1, 2)?;
+    let xbc = xbc.split(&[e, g * n, g * n], 2)?; // (B, L, e), (B, L, GN), (B, L, GN)
+    let x = xbc[0].reshape(&[b, l, nh, p])?;
+    let (bm, cm) = (xbc[1].reshape(&[b, l, g, n])?, xbc[2].reshape(&[b, l, g, n])?);
+    let a = a_log.exp()?.neg()?;
+    // Without the norm the gate is the scan's own.
+    let gate = if norm.is_empty() { Some(z.reshape(&[b, l, nh, p])?) } else { None };
+    let scan =
+        ssd(&SsdArgs { x: &x, dt, a: &a, b: &bm, c: &cm, d, dt_bias, z: gate.as_ref(), initial_state: None, chunk })?;
+    let y = scan.out.reshape(&[b, l, e])?;
+    match norm {
+        [w] => gated_norm(dims, before_gate, &y, z, w),
+        _ => Ok(y),
+    }
+}
+
+/// The reference's `RMSNormGated` on y, z (.., e): RMSNorm_G(y · silu(z)) · w, or
+/// RMSNorm_G(y) · w · silu(z) with `before_gate` (`norm_before_gate`).
+fn gated_norm(dims: Dims, before_gate: bool, y: &Tensor, z: &Tensor, w: &Tensor) -> mamba_engine::Result<Tensor> {
+    if before_gate {
+        return group_rms_norm(dims, y, w)?.mul(&z.silu()?);
+    }
+    group_rms_norm(dims, &y.mul(&z.silu()?)?, w)
+}
+
+/// RMSNorm over each of the G groups of e/G consecutive channels of v (.., e), then the
+/// weight w (e): `v_j / sqrt(mean_{i in group(j)} v_i² + eps) · w_j`, eps 1e-5. One group is
+/// the fused `rms_norm` with its weight; more are the same op over (.., G, e/G) with a
+/// unit weight, times w.
+fn group_rms_norm(dims: Dims, v: &Tensor, w: &Tensor) -> mamba_engine::Result<Tensor> {
+    let (e, g) = (dims.d_inner, dims.ngroups);
+    if g == 1 {
+        return v.rms_norm(w, RMS_EPS);
+    }
+    let shape = v.shape().to_vec();
+    let mut grouped = shape[..shape.len() - 1].to_vec();
+    grouped.extend([g, e / g]);
+    let unit = Tensor::ones(&[e / g], v.dtype(), v.device())?;
+    v.reshape(&grouped)?.rms_norm(&unit, RMS_EPS)?.reshape(&shape)?.mul(w)
 }
 
 #[cfg(test)]
