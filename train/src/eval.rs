@@ -215,6 +215,7 @@ fn rows_that_fit(
             rows,
             len,
             scan_chunk: args.scan_chunk,
+            recompute: false, // no graph: the plain estimate bounds an evaluation
             model: format!("the checkpoint's model (d_model {}, {} layers)", cfg.d_model, cfg.n_layer),
             model_fix: more_memory,
             batch: describe(rows),

@@ -26,14 +26,52 @@ pub fn model_bytes(cfg: &MambaConfig, copies: usize) -> Option<usize> {
 
 /// Bytes of the activations a training step on `rows` sequences of `len` tokens keeps for its
 /// backward, in f32 (`None` if the size overflows): [`mamba1_activations`] or
-/// [`mamba2_activations`] by the model's mixer, in values, times 4 bytes. An evaluation keeps
-/// less (no graph), so this bounds it too.
-pub fn activation_bytes(cfg: &MambaConfig, rows: usize, len: usize, scan_chunk: usize) -> Option<usize> {
+/// [`mamba2_activations`] by the model's mixer, or [`recompute_activations`] with
+/// `--recompute`, in values, times 4 bytes. An evaluation keeps less (no graph), so this
+/// bounds it too.
+pub fn activation_bytes(
+    cfg: &MambaConfig,
+    rows: usize,
+    len: usize,
+    scan_chunk: usize,
+    recompute: bool,
+) -> Option<usize> {
     let values = match &cfg.ssm_cfg {
+        _ if recompute => recompute_activations(cfg, rows, len),
         SsmConfig::Mamba1(_) => mamba1_activations(cfg, rows, len, scan_chunk),
         SsmConfig::Mamba2(_) => mamba2_activations(cfg, rows, len),
     };
     values?.checked_mul(F32)
+}
+
+/// The values either model keeps for backward with `--recompute`, exactly (the test measures
+/// the graph with the ledger). With d = d_model, e = d_inner, V = the padded vocabulary and I
+/// = in_proj's outputs per token (2e for Mamba-1; 2e + 2GN + H for Mamba-2):
+///
+/// ```text
+/// rows·len · ( n_layer·(2d + 1 + I + e) + 2d + 2V + 2 )
+/// ```
+///
+/// Per layer and token: the residual, its norm's 1/rms and output (2d + 1); in_proj's output,
+/// which the checkpoint keeps (I); the checkpoint's output, which out_proj keeps (e). Per
+/// token: the final norm's input, 1/rms and output (2d + 1), the logits, their log-sum-exp
+/// and their gradient (2V + 1).
+pub fn recompute_activations(cfg: &MambaConfig, rows: usize, len: usize) -> Option<usize> {
+    let (d, vocab) = (cfg.d_model, cfg.checked_padded_vocab()?);
+    let (e, in_proj) = match &cfg.ssm_cfg {
+        SsmConfig::Mamba1(s) => {
+            let e = s.d_inner(d)?;
+            (e, e.checked_mul(2)?)
+        }
+        SsmConfig::Mamba2(s) => {
+            let e = s.d_inner(d)?;
+            let gn = s.ngroups.checked_mul(s.d_state)?;
+            (e, sum(&[e.checked_mul(2), gn.checked_mul(2), e.checked_div(s.headdim)])?)
+        }
+    };
+    let per_layer = sum(&[d.checked_mul(2), Some(1), Some(in_proj), Some(e)])?;
+    let per_token = sum(&[cfg.n_layer.checked_mul(per_layer), d.checked_mul(2), vocab.checked_mul(2), Some(2)])?;
+    product(&[rows, len, per_token])
 }
 
 /// Checked sum of sizes (`None` if one of them or the sum overflows).
@@ -185,6 +223,8 @@ pub(crate) struct Plan<'a> {
     pub rows: usize,
     pub len: usize,
     pub scan_chunk: usize,
+    /// `--recompute`: the mixers keep only in_proj's output ([`recompute_activations`]).
+    pub recompute: bool,
     /// E.g. "--d-model 128 x --n-layer 4", and what to do when the model is the problem.
     pub model: String,
     pub model_fix: &'a str,
@@ -204,7 +244,7 @@ impl Plan<'_> {
         if model > available.bytes() {
             return refuse(self.model_too_big(model, None, available));
         }
-        let Some(acts) = activation_bytes(self.cfg, self.rows, self.len, self.scan_chunk) else {
+        let Some(acts) = activation_bytes(self.cfg, self.rows, self.len, self.scan_chunk, self.recompute) else {
             return refuse(format!("{}: the activations' size overflows; {}", self.batch, self.batch_fix));
         };
         if model.saturating_add(acts) <= available.bytes() {
@@ -266,6 +306,7 @@ fn check_train_on(args: &TrainArgs, available: Available) -> Result<()> {
         rows: args.batch,
         len,
         scan_chunk: args.scan_chunk,
+        recompute: args.recompute,
         model: format!("--d-model {} x --n-layer {}", args.d_model, args.n_layer),
         model_fix: "lower --d-model or --n-layer",
         batch: format!("--batch {} x {len_flag}", args.batch),
@@ -299,10 +340,10 @@ mod tests {
         check_train_on(&args(&[]), Available::Cpu(GB)).unwrap();
         let cfg = MambaConfig::new(128, 4);
         // 16 x 128 tokens x (4 x 3024 + 256 + 512) floats, plus 4 x 16 x 256 x 16 x 2 saved states
-        assert_eq!(activation_bytes(&cfg, 16, 128, 64), Some(4 * (2048 * 12864 + 524_288)));
+        assert_eq!(activation_bytes(&cfg, 16, 128, 64, false), Some(4 * (2048 * 12864 + 524_288)));
         assert_eq!(model_bytes(&cfg, 4), Some(16 * cfg.param_count().unwrap()));
         // a chunk longer than the sequence saves one state per layer, as the scan does
-        assert_eq!(activation_bytes(&cfg, 1, 8, 64), Some(4 * (8 * 12864 + 4 * 256 * 16)));
+        assert_eq!(activation_bytes(&cfg, 1, 8, 64, false), Some(4 * (8 * 12864 + 4 * 256 * 16)));
     }
 
     /// The Mamba-2 estimate against the ledger's count of what one loss's graph keeps: equal,
@@ -328,7 +369,33 @@ mod tests {
                 .sum();
             let params = model.num_parameters() - unsaved;
             let logits_grad = rows * len * 256;
-            assert_eq!(activation_bytes(&cfg, rows, len, 64), Some(graph - 4 * params + 4 * logits_grad), "{more:?}");
+            assert_eq!(
+                activation_bytes(&cfg, rows, len, 64, false),
+                Some(graph - 4 * params + 4 * logits_grad),
+                "{more:?}"
+            );
+        }
+    }
+
+    /// With --recompute, both mixers: the estimate against the ledger's count, as above (every
+    /// parameter is saved by some op then: the checkpoints keep the mixers' inner ones).
+    #[test]
+    fn the_recompute_estimate_is_what_the_graph_keeps() {
+        use mamba_engine::{ledger::saved_in_graph, DType};
+        use mamba_model::MambaLM;
+        let mamba2 = ["--layer", "mamba2", "--d-model", "32", "--headdim", "16", "--d-state", "8", "--chunk-size", "8"];
+        for flags in [&["--d-model", "32", "--n-layer", "2"][..], &mamba2, &[&mamba2[..], &["--ngroups", "2"]].concat()]
+        {
+            let cfg = args(flags).model_config(256);
+            let mut model = MambaLM::new(cfg.clone(), DType::F32, 0).unwrap();
+            model.recompute = true;
+            let (rows, len) = (2, 21);
+            let ids: Vec<usize> = (0..rows * len).map(|i| i * 7 % 256).collect();
+            let targets: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+            let graph = saved_in_graph(&model.loss(&ids, &targets, rows, len).unwrap()).total_bytes;
+            let logits_grad = rows * len * 256;
+            let want = graph - 4 * model.num_parameters() + 4 * logits_grad;
+            assert_eq!(activation_bytes(&cfg, rows, len, 64, true), Some(want), "{flags:?}");
         }
     }
 
