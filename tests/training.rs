@@ -1,5 +1,5 @@
 //! End-to-end training behaviour: resuming is bit-identical, a NaN stops training
-//! and leaves the last checkpoint intact, synthetic tasks train.
+//! and leaves the last checkpoint intact, synthetic tasks train and learn.
 
 use mamba_train::{
     checkpoint,
@@ -134,6 +134,26 @@ fn synthetic_tasks_train_and_report_accuracy() {
         let acc = s.last_eval.unwrap();
         assert!((0.0..=1.0).contains(&acc), "{task}: accuracy {acc}");
         assert!(dir.join("metrics.jsonl").exists() && dir.join("loss.svg").exists());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Each task learns, on the CPU in a few seconds: a 2-layer d_model 32 model, 200 steps of
+/// batch 32 at length 16 with 4 data tokens (chance 1/4), ends well above chance. The seed is
+/// fixed, so the run is the same each time (measured: induction heads 1.00, selective copying
+/// 0.99 at step 200; both pass 0.9 by step 150).
+#[test]
+fn synthetic_tasks_learn_well_above_chance() {
+    for task in ["selective-copying", "induction-heads"] {
+        let dir = scratch(&format!("{task}-learns"));
+        #[rustfmt::skip]
+        let run = args(&[
+            "--task", task, "--task-len", "16", "--task-tokens", "2", "--task-vocab", "4",
+            "--d-model", "32", "--n-layer", "2", "--batch", "32", "--steps", "200",
+            "--eval-every", "200", "--eval-windows", "64", "--quiet", "--out", dir.to_str().unwrap(),
+        ]);
+        let acc = train(&run).unwrap().last_eval.unwrap();
+        assert!(acc >= 0.75, "{task}: validation accuracy {acc} after 200 steps (chance 0.25)");
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -431,4 +431,70 @@ mod tests {
         assert!(matches!(accuracy(&logits, &[0, 3, 0, 0]), Err(Error::Engine(EngineError::Index { index: 3, .. }))));
         assert!(matches!(accuracy(&logits, &[IGNORE; 4]), Err(Error::Engine(EngineError::Invalid { .. }))));
     }
+
+    /// The answers from the input alone, as a reader of the paper would compute them:
+    /// selective copying's data tokens in order of position; induction heads' token after the
+    /// first trigger. Every scored target must be that, and nothing else may be scored.
+    fn solve(task: &Task, input: &[usize]) -> Vec<i64> {
+        let mut want = vec![IGNORE; input.len()];
+        match task {
+            Task::SelectiveCopying(t) => {
+                let data = input[..t.seq_len].iter().filter(|&&x| x != BLANK);
+                for (i, &x) in data.enumerate() {
+                    want[t.seq_len + i] = x as i64;
+                }
+            }
+            Task::InductionHeads(t) => {
+                let first = input.iter().position(|&x| x == t.vocab).expect("a trigger");
+                want[input.len() - 1] = input[first + 1] as i64;
+            }
+        }
+        want
+    }
+
+    #[test]
+    fn the_answer_is_determined_by_the_input() {
+        let mut rng = Rng::new(3);
+        for task in [copying(), induction()] {
+            for _ in 0..2000 {
+                let ex = task.sample(&mut rng);
+                assert_eq!(ex.targets, solve(&task, &ex.input), "{}: {:?}", task.name(), ex.input);
+            }
+        }
+    }
+
+    /// Chi-square of `counts` against a uniform spread (degrees of freedom: cells - 1).
+    fn chi_square(counts: &[usize]) -> f64 {
+        let mean = counts.iter().sum::<usize>() as f64 / counts.len() as f64;
+        counts.iter().map(|&c| (c as f64 - mean).powi(2) / mean).sum()
+    }
+
+    /// Where the data tokens (selective copying) and the first trigger (induction heads) sit
+    /// is uniform over the positions they may take: chi-square over 20,000 examples, under the
+    /// 99.99th percentile for the degrees of freedom (about df + 4.5 sqrt(2 df); a fixed seed).
+    #[test]
+    fn positions_are_uniformly_spread() {
+        let mut rng = Rng::new(17);
+        let (len, tokens) = (24, 4);
+        let copy = Task::from_name("selective-copying", len, tokens, 8).unwrap();
+        let induct = Task::from_name("induction-heads", len, 0, 8).unwrap();
+        let (mut data_at, mut trigger_at) = (vec![0; len], vec![0; len - 2]);
+        for _ in 0..20_000 {
+            let ex = copy.sample(&mut rng);
+            ex.input[..len].iter().enumerate().filter(|(_, &x)| x != BLANK).for_each(|(p, _)| data_at[p] += 1);
+            let ex = induct.sample(&mut rng);
+            trigger_at[ex.input.iter().position(|&x| x == 8).unwrap()] += 1;
+        }
+        for (what, counts) in [("data tokens", &data_at), ("first trigger", &trigger_at)] {
+            let df = (counts.len() - 1) as f64;
+            let (chi, bound) = (chi_square(counts), df + 4.5 * (2.0 * df).sqrt());
+            assert!(chi < bound, "{what}: chi-square {chi:.1} over {bound:.1} for {df} df: {counts:?}");
+        }
+        // and the data tokens' values: uniform over the vocabulary
+        let mut values = vec![0; 8];
+        for _ in 0..20_000 {
+            copy.sample(&mut rng).input.iter().filter(|&&x| x >= 2).for_each(|&x| values[x - 2] += 1);
+        }
+        assert!(chi_square(&values) < 7.0 + 4.5 * 14f64.sqrt(), "token values {values:?}");
+    }
 }
