@@ -14,15 +14,23 @@ pub struct Sampling {
     pub temperature: f64,
     /// Keep only the k most likely tokens (0, or more than the vocabulary, keeps all).
     pub top_k: usize,
+    /// Then keep only the most likely tokens whose probabilities add up to at least p
+    /// ("nucleus" sampling; 1 keeps all).
+    pub top_p: f64,
 }
 
 impl Sampling {
     /// Refuse a temperature that is NaN, infinite or negative (which would otherwise sample
-    /// greedily or from garbage without a word); 0 is greedy. Any top-k is fine.
+    /// greedily or from garbage without a word), 0 is greedy; and a top-p outside (0, 1].
+    /// Any top-k is fine.
     pub fn validate(&self) -> Result<()> {
         let t = self.temperature;
         if !(t.is_finite() && t >= 0.0) {
             return Err(Error::Settings(format!("--temperature must be a finite number >= 0 (0 = greedy), got {t}")));
+        }
+        let p = self.top_p;
+        if !(p > 0.0 && p <= 1.0) {
+            return Err(Error::Settings(format!("--top-p must be in (0, 1] (1 keeps every token), got {p}")));
         }
         Ok(())
     }
@@ -63,8 +71,8 @@ pub fn generate(
     Ok(n)
 }
 
-/// Sample an index from `logits` with temperature and top-k ([`Sampling::validate`] it first:
-/// a temperature that is NaN or not positive picks the most likely index).
+/// Sample an index from `logits` with temperature, top-k and top-p ([`Sampling::validate`] it
+/// first: a temperature that is NaN or not positive picks the most likely index).
 pub fn pick(logits: &[f64], how: Sampling, rng: &mut Rng) -> usize {
     let argmax = logits.iter().enumerate().fold(0, |best, (i, &v)| if v > logits[best] { i } else { best });
     if how.temperature <= 0.0 {
@@ -75,7 +83,21 @@ pub fn pick(logits: &[f64], how: Sampling, rng: &mut Rng) -> usize {
     if how.top_k > 0 {
         order.truncate(how.top_k);
     }
-    let weights: Vec<f64> = order.iter().map(|&i| ((logits[i] - logits[argmax]) / how.temperature).exp()).collect();
+    let mut weights: Vec<f64> = order.iter().map(|&i| ((logits[i] - logits[argmax]) / how.temperature).exp()).collect();
+    if how.top_p < 1.0 {
+        // the shortest most-likely prefix holding at least top_p of the (top-k) mass
+        let total: f64 = weights.iter().sum();
+        let mut mass = 0.0;
+        let keep = weights
+            .iter()
+            .take_while(|&&w| {
+                let before = mass; // keep a token while the more likely ones hold less than top_p
+                mass += w;
+                before < how.top_p * total
+            })
+            .count();
+        weights.truncate(keep.max(1));
+    }
     let mut u = rng.uniform() * weights.iter().sum::<f64>();
     for (&i, w) in order.iter().zip(&weights) {
         u -= w;
@@ -94,25 +116,42 @@ mod tests {
     fn greedy_and_top_k() {
         let mut rng = Rng::new(1);
         let logits = [0.0, 3.0, 1.0, 2.0];
-        assert_eq!(pick(&logits, Sampling { temperature: 0.0, top_k: 0 }, &mut rng), 1);
+        assert_eq!(pick(&logits, Sampling { temperature: 0.0, top_k: 0, top_p: 1.0 }, &mut rng), 1);
         for _ in 0..100 {
-            let i = pick(&logits, Sampling { temperature: 1.0, top_k: 2 }, &mut rng);
+            let i = pick(&logits, Sampling { temperature: 1.0, top_k: 2, top_p: 1.0 }, &mut rng);
             assert!(i == 1 || i == 3);
         }
         // A top-k beyond the vocabulary keeps every token.
         let seen: std::collections::BTreeSet<usize> =
-            (0..200).map(|_| pick(&logits, Sampling { temperature: 5.0, top_k: 1000 }, &mut rng)).collect();
+            (0..200).map(|_| pick(&logits, Sampling { temperature: 5.0, top_k: 1000, top_p: 1.0 }, &mut rng)).collect();
         assert_eq!(seen.len(), 4);
+    }
+
+    /// Top-p keeps the shortest most-likely set holding at least p of the probability: with
+    /// probabilities 0.5, 0.3, 0.15, 0.05, p 0.79 keeps the first two, p 0.81 three, p 0.5 one.
+    #[test]
+    fn top_p_keeps_the_smallest_nucleus() {
+        let logits: Vec<f64> = [0.5f64, 0.3, 0.15, 0.05].iter().map(|p| p.ln()).collect();
+        let mut rng = Rng::new(2);
+        for (p, want) in [(0.79, 2), (0.81, 3), (0.5, 1), (1.0, 4), (1e-9, 1)] {
+            let how = Sampling { temperature: 1.0, top_k: 0, top_p: p };
+            let seen: std::collections::BTreeSet<usize> = (0..400).map(|_| pick(&logits, how, &mut rng)).collect();
+            assert_eq!(seen, (0..want).collect(), "top-p {p}");
+        }
+        for p in [0.0, -0.1, 1.5, f64::NAN] {
+            let msg = Sampling { temperature: 1.0, top_k: 0, top_p: p }.validate().unwrap_err().to_string();
+            assert!(msg.starts_with("--top-p must be in (0, 1]"), "{msg}");
+        }
     }
 
     #[test]
     fn bad_temperatures_are_refused() {
         for t in [f64::NAN, -0.5, f64::INFINITY] {
-            let msg = Sampling { temperature: t, top_k: 40 }.validate().unwrap_err().to_string();
+            let msg = Sampling { temperature: t, top_k: 40, top_p: 1.0 }.validate().unwrap_err().to_string();
             assert!(msg.starts_with("--temperature must be a finite number >= 0") && msg.contains(&t.to_string()));
         }
         for t in [0.0, 0.8, 100.0] {
-            Sampling { temperature: t, top_k: usize::MAX }.validate().unwrap();
+            Sampling { temperature: t, top_k: usize::MAX, top_p: 1.0 }.validate().unwrap();
         }
     }
 
@@ -120,7 +159,7 @@ mod tests {
     #[test]
     fn emit_streams_and_can_stop() {
         let model = MambaLM::new(mamba_model::MambaConfig::new(16, 1), mamba_engine::DType::F32, 1).unwrap();
-        let how = Sampling { temperature: 1.0, top_k: 0 };
+        let how = Sampling { temperature: 1.0, top_k: 0, top_p: 1.0 };
         let mut seen = vec![];
         let stop_at_3 = |t| {
             seen.push(t);
@@ -133,7 +172,7 @@ mod tests {
         assert_eq!(e.to_string(), "reader gone");
         let go_on = |_| Ok(ControlFlow::Continue(()));
         assert_eq!(generate(&model, &[1], 5, how, &mut Rng::new(1), go_on).unwrap(), 5);
-        let bad = Sampling { temperature: f64::NAN, top_k: 0 };
+        let bad = Sampling { temperature: f64::NAN, top_k: 0, top_p: 1.0 };
         assert!(generate(&model, &[1], 5, bad, &mut Rng::new(1), go_on).is_err());
         assert!(generate(&model, &[], 5, how, &mut Rng::new(1), go_on).is_err());
     }

@@ -315,7 +315,7 @@ fn progress_bar(args: &TrainArgs, first: u64, last: u64) -> ProgressBar {
 fn sample(model: &MambaLM, val: &[u8], args: &TrainArgs, step: u64) -> Result<String> {
     let prompt: Vec<usize> = val[..val.len().min(32)].iter().map(|&b| b as usize).collect();
     let mut rng = Rng::new(args.seed.wrapping_add(step));
-    let how = Sampling { temperature: 0.8, top_k: 40 };
+    let how = Sampling { temperature: 0.8, top_k: 40, top_p: 1.0 };
     // --sample-tokens is capped by `limits::check_train`, so collecting them is cheap.
     let mut bytes: Vec<u8> = prompt.iter().map(|&t| t as u8).collect();
     generate(model, &prompt, args.sample_tokens, how, &mut rng, |t| {

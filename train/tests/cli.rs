@@ -49,7 +49,43 @@ fn train_then_generate_streams_bytes() {
     assert!(text.starts_with("fn ") && text.len() >= 3 + 20, "{text:?}");
     let (ok, text) = mamba(&["generate", "--checkpoint", "/nonexistent/ckpt"]);
     assert!(!ok && text.contains("/nonexistent/ckpt"), "{text}");
+    generate_options(&ckpt, &dir);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `--prompt-file`, `--stop` and `--top-p` on the checkpoint of the test above.
+fn generate_options(ckpt: &std::path::Path, dir: &std::path::Path) {
+    let ckpt = ckpt.to_str().unwrap();
+    let gen = |more: &[&str]| common::run(&[&["generate", "--checkpoint", ckpt][..], more].concat());
+    let prompt = dir.join("prompt.txt");
+    std::fs::write(&prompt, b"ab\xffc").unwrap(); // any bytes, not only UTF-8
+    let out = gen(&["--prompt-file", prompt.to_str().unwrap(), "--tokens", "5"]);
+    assert!(out.status.success() && out.stdout.starts_with(b"ab\xffc"), "{:?}", common::text(&out));
+
+    // Greedy, the same bytes each time: stopping at the first printable byte after the first
+    // ends right after it.
+    let full = gen(&["--prompt", "x", "--temperature", "0", "--tokens", "200"]).stdout;
+    let generated = &full[1..full.len() - 1]; // without the prompt and the final newline
+    let k = 1 + generated[1..].iter().position(|b| b.is_ascii_graphic()).expect("a printable byte in 200");
+    let stop = (generated[k] as char).to_string();
+    let cut = gen(&["--prompt", "x", "--temperature", "0", "--tokens", "200", "--stop", &stop]).stdout;
+    let first = 1 + generated.iter().position(|&b| b == generated[k]).unwrap();
+    assert_eq!(cut, [&full[..1 + first], b"\n"].concat(), "--stop {stop:?}");
+
+    let (ok, text) = mamba(&["generate", "--checkpoint", ckpt, "--top-p", "0.5", "--tokens", "5"]);
+    assert!(ok, "{text}");
+    for (flags, want) in [
+        (vec!["--top-p", "0"], "--top-p must be in (0, 1]"),
+        (vec!["--stop", ""], "--stop must not be empty"),
+        (vec!["--prompt", "a", "--prompt-file", "/x"], "cannot be used with"),
+        (vec!["--prompt-file", "/nonexistent/prompt"], "cannot read --prompt-file /nonexistent/prompt"),
+    ] {
+        let (ok, text) = mamba(&[&["generate", "--checkpoint", ckpt][..], &flags].concat());
+        assert!(!ok && text.contains(want), "{flags:?}: {text}");
+    }
+    std::fs::write(&prompt, b"").unwrap();
+    let (ok, text) = mamba(&["generate", "--checkpoint", ckpt, "--prompt-file", prompt.to_str().unwrap()]);
+    assert!(!ok && text.contains("--prompt-file is an empty file"), "{text}");
 }
 
 /// Without `--features cuda`, `--device cuda` is refused up front by every subcommand, naming
