@@ -181,6 +181,26 @@ impl MambaLM {
         Ok(InferenceState { layers })
     }
 
+    /// Run `batch` prompts of `len` tokens (ids row-major) through the parallel scans and
+    /// return the logits of their last position (batch, padded vocab) and the state from
+    /// which [`MambaLM::step`] continues, as if the prompts had been stepped token by token.
+    /// No graph is recorded.
+    pub fn prefill(&self, ids: &[usize], batch: usize, len: usize) -> Result<(Tensor, InferenceState)> {
+        if len == 0 {
+            return Err(Error::Unsupported("prefill: a prompt needs at least one token".into()));
+        }
+        let _guard = no_grad();
+        let h = self.embedding.embedding(ids, &[batch, len])?;
+        let mut layers = Vec::with_capacity(self.layers.len());
+        let logits = self.through_blocks(h, |_, mixer, x| {
+            let (y, state) = mixer.prefill(x, self.scan_chunk)?;
+            layers.push(state);
+            Ok(y)
+        })?;
+        let vocab = logits.dim(2)?;
+        Ok((logits.narrow(1, len - 1, 1)?.reshape(&[batch, vocab])?, InferenceState { layers }))
+    }
+
     /// Feed one token per sequence; returns logits (batch, padded vocab). No graph is recorded.
     pub fn step(&self, ids: &[usize], state: &mut InferenceState) -> Result<Tensor> {
         let _guard = no_grad();

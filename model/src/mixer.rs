@@ -89,6 +89,15 @@ impl Mixer<Tensor> {
         }
     }
 
+    /// As [`Mixer::forward`] (no graph is needed), and the state after the last position,
+    /// from which [`Mixer::step`] continues: a prompt through the parallel scan (prefill).
+    pub fn prefill(&self, h: &Tensor, chunk: usize) -> Result<(Tensor, MixerState)> {
+        match self {
+            Mixer::Mamba1(m) => m.prefill(h, chunk).map(|(y, s)| (y, MixerState::Mamba1(s))),
+            Mixer::Mamba2(m) => m.prefill(h).map(|(y, s)| (y, MixerState::Mamba2(s))),
+        }
+    }
+
     /// A zero state for `batch` sequences.
     pub fn new_state(&self, batch: usize, dtype: DType, device: Device) -> Result<MixerState> {
         match self {
@@ -110,4 +119,15 @@ impl Mixer<Tensor> {
             ))),
         }
     }
+}
+
+/// The last `k` inputs of a causal convolution, x (B, C, L) -> (B, C, k), zeros in front when
+/// L < k: the conv state that step mode continues from.
+pub(crate) fn conv_window(x: &Tensor, k: usize) -> Result<Tensor> {
+    let (b, c, l) = (x.dim(0)?, x.dim(1)?, x.dim(2)?);
+    if l >= k {
+        return Ok(x.narrow(2, l - k, k)?.contiguous()?);
+    }
+    let zeros = Tensor::zeros(&[b, c, k - l], x.dtype(), x.device())?;
+    Ok(Tensor::concat(&[&zeros, x], 2)?)
 }

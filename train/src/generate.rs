@@ -1,6 +1,6 @@
-//! Sampling bytes from a trained model in recurrent (step) mode: the prompt is fed one
-//! byte at a time to build the conv and SSM states, then each new byte costs the same
-//! whatever its position.
+//! Sampling bytes from a trained model: the prompt goes through the parallel scans once
+//! (`MambaLM::prefill`), which leaves the conv and SSM states, then recurrent (step) mode
+//! makes each new byte at the same cost whatever its position.
 
 use crate::{Error, Result};
 use mamba_engine::Rng;
@@ -49,14 +49,10 @@ pub fn generate(
     mut emit: impl FnMut(usize) -> Result<ControlFlow<()>>,
 ) -> Result<usize> {
     how.validate()?;
-    let mut state = model.new_state(1)?;
-    let mut logits = None;
-    for &t in prompt {
-        logits = Some(model.step(&[t], &mut state)?);
-    }
-    let Some(mut logits) = logits else {
+    if prompt.is_empty() {
         return Err(Error::Settings("generate: the prompt must contain at least one token".into()));
-    };
+    }
+    let (mut logits, mut state) = model.prefill(prompt, 1, prompt.len())?;
     let vocab = model.cfg.vocab_size;
     for done in 0..n {
         let row = logits.to_vec_f64()?;

@@ -32,6 +32,44 @@ pub(crate) fn step_vs_parallel(model: &MambaLM, len: usize) -> f64 {
     worst
 }
 
+/// max |prefill + step - parallel| / max |parallel|: 2 random sequences of `len` tokens, the
+/// first `prompt` of them through [`MambaLM::prefill`], the rest stepped from its state.
+pub(crate) fn prefill_vs_parallel(model: &MambaLM, prompt: usize, len: usize) -> f64 {
+    let mut rng = Rng::new(4);
+    let ids: Vec<usize> = (0..2 * len).map(|_| rng.below(256)).collect();
+    let parallel = model.forward(&ids, 2, len).unwrap().to_vec_f64().unwrap(); // (2, len, V)
+    let v = model.cfg.padded_vocab();
+    let scale = parallel.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let heads: Vec<usize> = [&ids[..prompt], &ids[len..len + prompt]].concat();
+    let (mut logits, mut state) = model.prefill(&heads, 2, prompt).unwrap();
+    let mut worst: f64 = 0.0;
+    for t in prompt - 1..len {
+        if t >= prompt {
+            logits = model.step(&[ids[t], ids[len + t]], &mut state).unwrap();
+        }
+        let got = logits.to_vec_f64().unwrap(); // (2, V)
+        for b in 0..2 {
+            for j in 0..v {
+                worst = worst.max((got[b * v + j] - parallel[(b * len + t) * v + j]).abs() / scale);
+            }
+        }
+    }
+    worst
+}
+
+/// A prompt through the parallel scan (prefill), then step mode: what the parallel scan
+/// computes for the whole sequence, for prompts shorter than the conv window, of one chunk
+/// of the scan's saved states, and of several.
+#[test]
+fn prefill_then_step_matches_parallel_mode() {
+    let model = MambaLM::new(MambaConfig::new(32, 2), DType::F32, 7).unwrap();
+    for prompt in [1, 2, 64, 200] {
+        let worst = prefill_vs_parallel(&model, prompt, 300);
+        assert!(worst < 1e-4, "prefill {prompt} + step vs parallel: max error {worst:e} of the largest logit");
+    }
+    assert!(model.prefill(&[], 1, 0).is_err(), "an empty prompt is refused");
+}
+
 /// Recurrent generation must compute exactly what the parallel scan computes.
 #[test]
 fn step_mode_matches_parallel_mode_over_512_tokens() {

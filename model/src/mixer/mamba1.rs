@@ -20,6 +20,7 @@
 //!
 //! `step` runs the same recurrence one token at a time from a [`Mamba1State`].
 
+use super::conv_window;
 use crate::{
     config::{DtInit, Mamba1Config, MambaConfig},
     linear,
@@ -28,7 +29,7 @@ use crate::{
 };
 use mamba_engine::{
     ops::checkpoint::checkpoint,
-    ops::scan::{selective_scan, ScanArgs},
+    ops::scan::{selective_scan, ScanArgs, ScanOut},
     DType, Device, Rng, Tensor,
 };
 
@@ -133,11 +134,30 @@ impl Mamba1<Tensor> {
         let dims = self.dims;
         let y = if recompute {
             let inputs: Vec<&Tensor> = std::iter::once(&xz).chain(params).collect();
-            checkpoint(&inputs, move |t| inner(dims, chunk, &t[0], &t[1..]))?
+            checkpoint(&inputs, move |t| Ok(inner(dims, chunk, &t[0], &t[1..])?.out))?
         } else {
-            inner(dims, chunk, &xz, &params.map(Tensor::clone))?
+            inner(dims, chunk, &xz, &params.map(Tensor::clone))?.out
         };
         linear(&y.transpose(1, 2)?, &self.out_proj)
+    }
+
+    /// As [`forward`](Self::forward) (without recompute), and the state that [`step`](Self::step)
+    /// continues from: the last d_conv conv inputs and the scan's last state (prefill).
+    pub fn prefill(&self, h: &Tensor, chunk: usize) -> Result<(Tensor, Mamba1State)> {
+        let Dims { d_inner: di, d_conv: k, .. } = self.dims;
+        let xz = linear(h, &self.in_proj)?.transpose(1, 2)?; // (B, 2 d_inner, L)
+        let params = [
+            &self.conv_weight,
+            &self.conv_bias,
+            &self.x_proj,
+            &self.dt_proj_weight,
+            &self.dt_proj_bias,
+            &self.a_log,
+            &self.d,
+        ];
+        let scan = inner(self.dims, chunk, &xz, &params.map(Tensor::clone))?;
+        let state = Mamba1State { conv: conv_window(&xz.narrow(1, 0, di)?, k)?, ssm: scan.last_state };
+        Ok((linear(&scan.out.transpose(1, 2)?, &self.out_proj)?, state))
     }
 
     /// Zero conv and SSM states for `batch` sequences.
@@ -170,10 +190,11 @@ impl Mamba1<Tensor> {
     }
 }
 
-/// Everything between in_proj and out_proj: xz (B, 2 d_inner, L) -> y (B, d_inner, L), with
+/// Everything between in_proj and out_proj: xz (B, 2 d_inner, L) -> the scan's y (B, d_inner,
+/// L) and last state, with
 /// `p` = [conv_weight, conv_bias, x_proj, dt_proj_weight, dt_proj_bias, A_log, D]. Engine ops
 /// only (a checkpoint's function returns the engine's error).
-fn inner(dims: Dims, chunk: usize, xz: &Tensor, p: &[Tensor]) -> mamba_engine::Result<Tensor> {
+fn inner(dims: Dims, chunk: usize, xz: &Tensor, p: &[Tensor]) -> mamba_engine::Result<ScanOut> {
     let linear = |x: &Tensor, w: &Tensor| x.matmul(&w.transpose(0, 1)?); // as crate::linear
     let Dims { d_inner: di, d_state: n, dt_rank: r, d_conv: k, .. } = dims;
     let [conv_weight, conv_bias, x_proj, dt_proj_weight, dt_proj_bias, a_log, d] = p else {
@@ -186,7 +207,7 @@ fn inner(dims: Dims, chunk: usize, xz: &Tensor, p: &[Tensor]) -> mamba_engine::R
     let delta = linear(&parts[0], dt_proj_weight)?.transpose(1, 2)?; // (B, d_inner, L)
     let (b, c) = (parts[1].transpose(1, 2)?, parts[2].transpose(1, 2)?); // (B, d_state, L)
     let a = a_log.exp()?.neg()?;
-    let scan = selective_scan(&ScanArgs {
+    selective_scan(&ScanArgs {
         u: &x,
         delta: &delta,
         a: &a,
@@ -197,6 +218,5 @@ fn inner(dims: Dims, chunk: usize, xz: &Tensor, p: &[Tensor]) -> mamba_engine::R
         delta_bias: Some(dt_proj_bias),
         softplus: true,
         chunk,
-    })?;
-    Ok(scan.out)
+    })
 }

@@ -28,6 +28,7 @@
 //! `step` runs the same network one token at a time from a [`Mamba2State`] (the last K
 //! inputs of the convolution and the (H, P, N) state per sequence).
 
+use super::conv_window;
 use crate::{
     config::{Mamba2Config, MambaConfig},
     linear,
@@ -212,11 +213,33 @@ impl Mamba2<Tensor> {
         inputs.extend(&self.norm);
         let (dims, before_gate) = (self.dims, self.norm_before_gate);
         let y = if recompute {
-            checkpoint(&inputs, move |t| inner(dims, before_gate, t))?
+            checkpoint(&inputs, move |t| Ok(inner(dims, before_gate, t)?.0))?
         } else {
-            inner(dims, before_gate, &inputs.into_iter().cloned().collect::<Vec<_>>())?
+            inner(dims, before_gate, &inputs.into_iter().cloned().collect::<Vec<_>>())?.0
         };
         linear(&y, &self.out_proj)
+    }
+
+    /// As [`forward`](Self::forward) (without recompute), and the state that [`step`](Self::step)
+    /// continues from: the last d_conv conv inputs and the SSD scan's last state (prefill).
+    pub fn prefill(&self, h: &Tensor) -> Result<(Tensor, Mamba2State)> {
+        let Dims { d_inner: e, nheads: nh, d_conv: k, .. } = self.dims;
+        let parts = linear(h, &self.in_proj)?.split(&[e, self.dims.conv_dim(), nh], 2)?; // z, xBC, dt
+        let mut inputs = vec![
+            &parts[1],
+            &parts[0],
+            &parts[2],
+            &self.conv_weight,
+            &self.conv_bias,
+            &self.a_log,
+            &self.d,
+            &self.dt_bias,
+        ];
+        inputs.extend(&self.norm);
+        let inputs: Vec<Tensor> = inputs.into_iter().cloned().collect();
+        let (y, ssm) = inner(self.dims, self.norm_before_gate, &inputs)?;
+        let state = Mamba2State { conv: conv_window(&parts[1].transpose(1, 2)?, k)?, ssm };
+        Ok((linear(&y, &self.out_proj)?, state))
     }
 
     /// Zero conv and SSM states for `batch` sequences.
@@ -268,9 +291,10 @@ impl Mamba2<Tensor> {
 }
 
 /// Everything between in_proj and out_proj: `t` = [xBC (B, L, conv_dim), z (B, L, e), dt
-/// (B, L, H), conv_weight, conv_bias, A_log, D, dt_bias, (norm.weight)] -> y (B, L, e). Engine
-/// ops only (a checkpoint's function returns the engine's error).
-fn inner(dims: Dims, before_gate: bool, t: &[Tensor]) -> mamba_engine::Result<Tensor> {
+/// (B, L, H), conv_weight, conv_bias, A_log, D, dt_bias, (norm.weight)] -> y (B, L, e) and the
+/// scan's last state (B, H, P, N). Engine ops only (a checkpoint's function returns the
+/// engine's error).
+fn inner(dims: Dims, before_gate: bool, t: &[Tensor]) -> mamba_engine::Result<(Tensor, Tensor)> {
     let Dims { d_inner: e, d_state: n, ngroups: g, nheads: nh, headdim: p, d_conv: k, chunk, .. } = dims;
     let [xbc, z, dt, conv_weight, conv_bias, a_log, d, dt_bias, norm @ ..] = t else {
         unreachable!("eight or nine tensors")
@@ -287,10 +311,11 @@ fn inner(dims: Dims, before_gate: bool, t: &[Tensor]) -> mamba_engine::Result<Te
     let scan =
         ssd(&SsdArgs { x: &x, dt, a: &a, b: &bm, c: &cm, d, dt_bias, z: gate.as_ref(), initial_state: None, chunk })?;
     let y = scan.out.reshape(&[b, l, e])?;
-    match norm {
-        [w] => gated_norm(dims, before_gate, &y, z, w),
-        _ => Ok(y),
-    }
+    let y = match norm {
+        [w] => gated_norm(dims, before_gate, &y, z, w)?,
+        _ => y,
+    };
+    Ok((y, scan.last_state))
 }
 
 /// The reference's `RMSNormGated` on y, z (.., e): RMSNorm_G(y · silu(z)) · w, or

@@ -3,7 +3,11 @@
 //! gradients, and the options it refuses. The reference vectors are in tests/reference.rs.
 
 use super::*;
-use crate::{lm::tests::step_vs_parallel, mixer::MixerState, MambaLM, Mixer, SsmConfig};
+use crate::{
+    lm::tests::{prefill_vs_parallel, step_vs_parallel},
+    mixer::MixerState,
+    MambaLM, Mixer, SsmConfig,
+};
 
 /// A Mamba-2 LM of width `d_model`: headdim 16, 2 groups, d_state 8, chunk 16, then `edit`.
 fn config(d_model: usize, n_layer: usize, edit: impl FnOnce(&mut Mamba2Config)) -> MambaConfig {
@@ -26,6 +30,21 @@ fn step_mode_matches_parallel_mode_over_512_tokens() {
     let worst = step_vs_parallel(&model, 512);
     println!("Mamba-2 step vs parallel over 512 tokens (f32): {worst:.2e} of the largest logit");
     assert!(worst < 1e-4, "Mamba-2 step vs parallel: max error {worst:e} relative to the largest logit");
+}
+
+/// The SSD scan's last state and the conv window continue in step mode (prefill): prompts
+/// shorter than the conv window, inside one chunk, across several chunks; with each norm option.
+#[test]
+fn prefill_then_step_matches_parallel_mode() {
+    type Edit = fn(&mut Mamba2Config);
+    let edits: [Edit; 2] = [|_| {}, |s| s.rmsnorm = false];
+    for edit in edits {
+        let model = MambaLM::new(config(32, 2, edit), DType::F32, 7).unwrap();
+        for prompt in [1, 3, 16, 50] {
+            let worst = prefill_vs_parallel(&model, prompt, 80);
+            assert!(worst < 1e-4, "Mamba-2 prefill {prompt} + step vs parallel: {worst:e} of the largest logit");
+        }
+    }
 }
 
 /// The options: one group, no norm (the gate inside the scan), the norm before the gate.
