@@ -67,6 +67,43 @@ pub fn generate(
     Ok(n)
 }
 
+/// `rows` continuations of `prompt` at once: one prefill of the prompt repeated `rows` times,
+/// then one batched step per token. Each row gets up to `n` tokens and ends early once
+/// `done(its tokens)` holds; the call ends when every row has. Rows sample in order from `rng`.
+pub fn generate_rows(
+    model: &MambaLM,
+    prompt: &[usize],
+    n: usize,
+    rows: usize,
+    how: Sampling,
+    rng: &mut Rng,
+    done: impl Fn(&[usize]) -> bool,
+) -> Result<Vec<Vec<usize>>> {
+    how.validate()?;
+    if prompt.is_empty() || rows == 0 {
+        return Err(Error::Settings("generate: the prompt and the batch must not be empty".into()));
+    }
+    let ids: Vec<usize> = (0..rows).flat_map(|_| prompt.iter().copied()).collect();
+    let (mut logits, mut state) = model.prefill(&ids, rows, prompt.len())?;
+    let (vocab, width) = (model.cfg.vocab_size, model.cfg.padded_vocab());
+    let mut out = vec![Vec::new(); rows];
+    let mut live = vec![true; rows];
+    for step in 0..n {
+        let all = logits.to_vec_f64()?; // (rows, padded vocab)
+        for (r, (row, live)) in out.iter_mut().zip(&mut live).enumerate().filter(|(_, (_, live))| **live) {
+            row.push(pick(&all[r * width..r * width + vocab], how, rng));
+            *live = !done(row);
+        }
+        if step + 1 == n || !live.iter().any(|&l| l) {
+            break;
+        }
+        // a finished row steps on with its last token; what it makes is not kept
+        let next: Vec<usize> = out.iter().map(|row| *row.last().expect("every row has a token")).collect();
+        logits = model.step(&next, &mut state)?;
+    }
+    Ok(out)
+}
+
 /// Sample an index from `logits` with temperature, top-k and top-p ([`Sampling::validate`] it
 /// first: a temperature that is NaN or not positive picks the most likely index).
 pub fn pick(logits: &[f64], how: Sampling, rng: &mut Rng) -> usize {
@@ -138,6 +175,29 @@ mod tests {
             let msg = Sampling { temperature: 1.0, top_k: 0, top_p: p }.validate().unwrap_err().to_string();
             assert!(msg.starts_with("--top-p must be in (0, 1]"), "{msg}");
         }
+    }
+
+    /// Batched rows are the single-row generation, row by row: greedy, every row equals what
+    /// `generate` makes alone; `done` ends a row early and the call once all rows are done.
+    #[test]
+    fn rows_generate_as_one_row_does() {
+        let model = MambaLM::new(mamba_model::MambaConfig::new(16, 2), mamba_engine::DType::F32, 1).unwrap();
+        let greedy = Sampling { temperature: 0.0, top_k: 0, top_p: 1.0 };
+        let mut alone = vec![];
+        generate(&model, &[5, 6, 7], 12, greedy, &mut Rng::new(1), |t| {
+            alone.push(t);
+            Ok(ControlFlow::Continue(()))
+        })
+        .unwrap();
+        let rows = generate_rows(&model, &[5, 6, 7], 12, 3, greedy, &mut Rng::new(1), |_| false).unwrap();
+        assert_eq!(rows, vec![alone.clone(); 3]);
+        let short = generate_rows(&model, &[5, 6, 7], 12, 2, greedy, &mut Rng::new(1), |r| r.len() == 4).unwrap();
+        assert_eq!(short, vec![alone[..4].to_vec(); 2]);
+        let sampled = Sampling { temperature: 1.0, top_k: 0, top_p: 1.0 };
+        let rows = generate_rows(&model, &[5], 30, 4, sampled, &mut Rng::new(2), |_| false).unwrap();
+        assert!(rows.iter().all(|r| r.len() == 30 && r.iter().all(|&t| t < 256)));
+        assert!(rows.windows(2).any(|w| w[0] != w[1]), "sampled rows should differ");
+        assert!(generate_rows(&model, &[5], 3, 0, greedy, &mut Rng::new(1), |_| false).is_err());
     }
 
     #[test]

@@ -74,9 +74,17 @@ fn generate_options(ckpt: &std::path::Path, dir: &std::path::Path) {
 
     let (ok, text) = mamba(&["generate", "--checkpoint", ckpt, "--top-p", "0.5", "--tokens", "5"]);
     assert!(ok, "{text}");
+
+    // --batch: greedy rows are the single greedy sample, each whole after its header.
+    let rows = gen(&["--prompt", "x", "--temperature", "0", "--tokens", "200", "--batch", "3", "--timing"]);
+    let one = String::from_utf8_lossy(&full).into_owned();
+    let want: String = (1..=3).map(|i| format!("--- sample {i} of 3 ---\n{one}")).collect();
+    assert_eq!(String::from_utf8_lossy(&rows.stdout), want);
+    assert!(String::from_utf8_lossy(&rows.stderr).contains("batch 3"), "{}", common::text(&rows));
     for (flags, want) in [
         (vec!["--top-p", "0"], "--top-p must be in (0, 1]"),
         (vec!["--stop", ""], "--stop must not be empty"),
+        (vec!["--batch", "0"], "--batch must be at least 1"),
         (vec!["--prompt", "a", "--prompt-file", "/x"], "cannot be used with"),
         (vec!["--prompt-file", "/nonexistent/prompt"], "cannot read --prompt-file /nonexistent/prompt"),
     ] {
