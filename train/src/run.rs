@@ -64,10 +64,12 @@ impl Run {
         let last = args.stop_after.map_or(args.steps(), |n| first.saturating_add(n).min(args.steps()));
         let bar = progress_bar(args, first, last);
         let header = format!(
-            "mamba: {} parameters (d_model {}, {} layers), batch {} x {}, steps {first}..{last} of {}, out {}",
+            "mamba: {} parameters (d_model {}, {} {} layers{}), batch {} x {}, steps {first}..{last} of {}, out {}",
             trainer.model.num_parameters(),
             args.d_model,
             args.n_layer,
+            trainer.model.layers.first().map_or("", |b| b.mixer.kind()),
+            if trainer.model.recompute { ", recompute" } else { "" },
             args.batch,
             trainer.source.seq_len(args),
             args.steps(),
