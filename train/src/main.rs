@@ -133,8 +133,9 @@ fn run_generate(args: &GenerateArgs) -> Result<()> {
         None => args.prompt.as_bytes().to_vec(),
     };
     if prompt_bytes.is_empty() {
-        let which = if args.prompt_file.is_some() { "--prompt-file is an empty file" } else { "--prompt is empty" };
-        return Err(Error::Settings(format!("{which}: give at least one byte to continue")));
+        let what =
+            if args.prompt_file.is_some() { "--prompt-file is an empty file" } else { "--prompt must not be empty" };
+        return Err(Error::Settings(what.into()));
     }
     if args.stop.iter().any(String::is_empty) {
         return Err(Error::Settings("--stop must not be empty".into()));

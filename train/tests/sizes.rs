@@ -100,6 +100,8 @@ fn generate_checks_its_settings_before_loading() {
         ("--temperature=nan", "--temperature must be a finite number >= 0 (0 = greedy), got NaN"),
         ("--temperature=-0.5", "--temperature must be a finite number >= 0 (0 = greedy), got -0.5"),
         ("--prompt=", "--prompt must not be empty"),
+        ("--top-p=0", "--top-p must be in (0, 1] (1 keeps every token), got 0"),
+        ("--batch=0", "--batch must be at least 1"),
     ] {
         let done = run(&["generate", "--checkpoint", "/nonexistent/ckpt", flag]);
         assert_eq!((done.status.code(), text(&done)), (Some(1), format!("error: {expect}\n")), "{flag}");
