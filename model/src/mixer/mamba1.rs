@@ -122,15 +122,7 @@ impl Mamba1<Tensor> {
     /// `checkpoint` op) instead of keeping each of their outputs; the values are the same.
     pub fn forward(&self, h: &Tensor, chunk: usize, recompute: bool) -> Result<Tensor> {
         let xz = linear(h, &self.in_proj)?.transpose(1, 2)?; // (B, 2 d_inner, L)
-        let params = [
-            &self.conv_weight,
-            &self.conv_bias,
-            &self.x_proj,
-            &self.dt_proj_weight,
-            &self.dt_proj_bias,
-            &self.a_log,
-            &self.d,
-        ];
+        let params = self.inner_params();
         let dims = self.dims;
         let y = if recompute {
             let inputs: Vec<&Tensor> = std::iter::once(&xz).chain(params).collect();
@@ -146,7 +138,15 @@ impl Mamba1<Tensor> {
     pub fn prefill(&self, h: &Tensor, chunk: usize) -> Result<(Tensor, Mamba1State)> {
         let Dims { d_inner: di, d_conv: k, .. } = self.dims;
         let xz = linear(h, &self.in_proj)?.transpose(1, 2)?; // (B, 2 d_inner, L)
-        let params = [
+        let params = self.inner_params();
+        let scan = inner(self.dims, chunk, &xz, &params.map(Tensor::clone))?;
+        let state = Mamba1State { conv: conv_window(&xz.narrow(1, 0, di)?, k)?, ssm: scan.last_state };
+        Ok((linear(&scan.out.transpose(1, 2)?, &self.out_proj)?, state))
+    }
+
+    /// The parameters of [`inner`], in its order.
+    fn inner_params(&self) -> [&Tensor; 7] {
+        [
             &self.conv_weight,
             &self.conv_bias,
             &self.x_proj,
@@ -154,10 +154,7 @@ impl Mamba1<Tensor> {
             &self.dt_proj_bias,
             &self.a_log,
             &self.d,
-        ];
-        let scan = inner(self.dims, chunk, &xz, &params.map(Tensor::clone))?;
-        let state = Mamba1State { conv: conv_window(&xz.narrow(1, 0, di)?, k)?, ssm: scan.last_state };
-        Ok((linear(&scan.out.transpose(1, 2)?, &self.out_proj)?, state))
+        ]
     }
 
     /// Zero conv and SSM states for `batch` sequences.

@@ -200,17 +200,7 @@ impl Mamba2<Tensor> {
     pub fn forward(&self, h: &Tensor, recompute: bool) -> Result<Tensor> {
         let Dims { d_inner: e, nheads: nh, .. } = self.dims;
         let parts = linear(h, &self.in_proj)?.split(&[e, self.dims.conv_dim(), nh], 2)?; // z, xBC, dt
-        let mut inputs = vec![
-            &parts[1],
-            &parts[0],
-            &parts[2],
-            &self.conv_weight,
-            &self.conv_bias,
-            &self.a_log,
-            &self.d,
-            &self.dt_bias,
-        ];
-        inputs.extend(&self.norm);
+        let inputs = self.inner_inputs(&parts);
         let (dims, before_gate) = (self.dims, self.norm_before_gate);
         let y = if recompute {
             checkpoint(&inputs, move |t| Ok(inner(dims, before_gate, t)?.0))?
@@ -225,21 +215,20 @@ impl Mamba2<Tensor> {
     pub fn prefill(&self, h: &Tensor) -> Result<(Tensor, Mamba2State)> {
         let Dims { d_inner: e, nheads: nh, d_conv: k, .. } = self.dims;
         let parts = linear(h, &self.in_proj)?.split(&[e, self.dims.conv_dim(), nh], 2)?; // z, xBC, dt
-        let mut inputs = vec![
-            &parts[1],
-            &parts[0],
-            &parts[2],
-            &self.conv_weight,
-            &self.conv_bias,
-            &self.a_log,
-            &self.d,
-            &self.dt_bias,
-        ];
-        inputs.extend(&self.norm);
+        let inputs = self.inner_inputs(&parts);
         let inputs: Vec<Tensor> = inputs.into_iter().cloned().collect();
         let (y, ssm) = inner(self.dims, self.norm_before_gate, &inputs)?;
         let state = Mamba2State { conv: conv_window(&parts[1].transpose(1, 2)?, k)?, ssm };
         Ok((linear(&y, &self.out_proj)?, state))
+    }
+
+    /// The inputs of [`inner`], in its order: in_proj's `parts` (z, xBC, dt) and the parameters.
+    fn inner_inputs<'a>(&'a self, parts: &'a [Tensor]) -> Vec<&'a Tensor> {
+        let params = [&self.conv_weight, &self.conv_bias, &self.a_log, &self.d, &self.dt_bias];
+        let mut inputs = vec![&parts[1], &parts[0], &parts[2]];
+        inputs.extend(params);
+        inputs.extend(&self.norm);
+        inputs
     }
 
     /// Zero conv and SSM states for `batch` sequences.
