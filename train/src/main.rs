@@ -183,12 +183,22 @@ fn stream_one(args: &GenerateArgs, model: &MambaLM, prompt: &[u8], how: Sampling
     }
     let ids: Vec<usize> = prompt.iter().map(|&b| usize::from(b)).collect();
     let mut rng = Rng::new(args.seed);
-    let mut made = Vec::new();
+    // Only the last tokens a --stop text can span are kept: --tokens may be as large as one likes.
+    let longest = args.stop.iter().map(String::len).max().unwrap_or(0);
+    let mut tail = std::collections::VecDeque::with_capacity(longest + 1);
     // Bytes go out as they come; a multi-byte character may arrive in pieces.
     let emitted = generate(model, &ids, args.tokens, how, &mut rng, |t| {
         let flow = write_out(&mut stdout, &[t as u8])?;
-        made.push(t);
-        Ok(if ends_with_stop(&made, &args.stop) { ControlFlow::Break(()) } else { flow })
+        if longest > 0 {
+            if tail.len() == longest {
+                tail.pop_front();
+            }
+            tail.push_back(t);
+            if ends_with_stop(tail.make_contiguous(), &args.stop) {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        Ok(flow)
     })?;
     Ok(write_out(&mut stdout, b"\n")?.is_continue().then_some(emitted))
 }

@@ -50,6 +50,11 @@ impl SsdDims {
         self.batch * self.n_chunks() * self.groups * self.chunk * self.chunk
     }
 
+    /// Elements of cb the output kernels read: each head its group's causal half.
+    fn cb_reads(&self) -> usize {
+        self.heads / self.groups * self.cb_len() / 2
+    }
+
     /// Elements of the chunk states: b nc h p n.
     fn states(&self) -> usize {
         self.bhpn() * self.n_chunks()
@@ -323,8 +328,7 @@ impl Gpu {
         self.ssd_launch("ssd_state_pass_f32", d.per_state(), p, cost)?;
         let zs = if x.z.is_some() { blhp } else { 0 };
         let flops = causal_flops(d, 0, d.headdim) + state_flops;
-        let cost =
-            Cost::f32s(2 * blhp + zs + blgn + d.states() + d.heads / d.groups * d.cb_len() / 2).with_flops(flops);
+        let cost = Cost::f32s(2 * blhp + zs + blgn + d.states() + d.cb_reads()).with_flops(flops);
         self.ssd_launch("ssd_chunk_out_f32", d.tiles(d.chunk, d.headdim), p, cost)
     }
 
@@ -385,7 +389,7 @@ impl Gpu {
         let (blhp, blgn, states) = (d.blhp(), d.blgn(), d.states());
         let state_flops = dense_flops(d, d.headdim, d.state);
         let y_flops = causal_flops(d, 0, d.headdim) + state_flops;
-        let cb_reads = d.heads / d.groups * d.cb_len() / 2;
+        let cb_reads = d.cb_reads();
         self.ssd_cb(p, d)?;
         if gate {
             let cost = Cost::f32s(5 * blhp + blgn + states + cb_reads).with_flops(y_flops);

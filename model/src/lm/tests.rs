@@ -164,9 +164,15 @@ fn the_mlp_branch_has_reference_names_shapes_and_gradients() {
     assert!(out_proj.iter().all(|w| w.abs() <= 1.0 / 32f64.sqrt() / 2.0));
 
     let ids: Vec<usize> = (0..2 * 8).map(|i| (i * 37) % 256).collect();
-    let targets: Vec<i64> = ids.iter().map(|&i| ((i + 1) % 256) as i64).collect();
     assert_eq!(model.forward(&ids, 2, 8).unwrap().shape(), [2, 8, 256]);
-    model.loss(&ids, &targets, 2, 8).unwrap().backward().unwrap();
+    assert_every_parameter_gets_a_gradient(&model, 8);
+}
+
+/// One loss over 2 sequences of `len` tokens gives every parameter a nonzero gradient.
+pub(crate) fn assert_every_parameter_gets_a_gradient(model: &MambaLM, len: usize) {
+    let ids: Vec<usize> = (0..2 * len).map(|i| (i * 37) % 256).collect();
+    let targets: Vec<i64> = ids.iter().map(|&i| ((i + 1) % 256) as i64).collect();
+    model.loss(&ids, &targets, 2, len).unwrap().backward().unwrap();
     for (name, p) in model.named_parameters() {
         let g = p.grad().unwrap_or_else(|| panic!("{name} has no gradient")).to_vec_f64().unwrap();
         assert!(g.iter().any(|v| *v != 0.0), "{name}'s gradient is zero");

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::{
-    lm::tests::{prefill_vs_parallel, step_vs_parallel},
+    lm::tests::{assert_every_parameter_gets_a_gradient, prefill_vs_parallel, step_vs_parallel},
     mixer::MixerState,
     MambaLM, Mixer, SsmConfig,
 };
@@ -179,13 +179,7 @@ fn param_count_matches_the_model() {
 #[test]
 fn gradients_reach_every_parameter() {
     let model = MambaLM::new(config(32, 2, |_| {}), DType::F64, 4).unwrap();
-    let ids: Vec<usize> = (0..2 * 20).map(|i| (i * 37) % 256).collect();
-    let targets: Vec<i64> = ids.iter().map(|&i| ((i + 1) % 256) as i64).collect();
-    model.loss(&ids, &targets, 2, 20).unwrap().backward().unwrap();
-    for (name, p) in model.named_parameters() {
-        let g = p.grad().unwrap_or_else(|| panic!("{name} has no gradient")).to_vec_f64().unwrap();
-        assert!(g.iter().any(|v| *v != 0.0), "{name}'s gradient is zero");
-    }
+    assert_every_parameter_gets_a_gradient(&model, 20);
 }
 
 #[test]
