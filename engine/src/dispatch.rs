@@ -165,6 +165,16 @@ pub(crate) fn copy_within(src: &Tensor, dst: &Tensor) -> Result<()> {
     storage.as_cpu_mut("set_data")?.write_at(dst.layout.offset, &values)
 }
 
+/// Overwrite contiguous `dst` with host `values` of its dtype and size, in place.
+pub(crate) fn write_host(values: &CpuData, dst: &Tensor) -> Result<()> {
+    #[cfg(feature = "cuda")]
+    if dst.device() == Device::Cuda {
+        return crate::cuda::write_host(values, dst);
+    }
+    let mut storage = dst.storage.write().unwrap_or_else(|e| e.into_inner());
+    storage.as_cpu_mut("write_values")?.write_at(dst.layout.offset, values)
+}
+
 /// The values of `t` (any device) in row-major order, widened to `f64`.
 pub(crate) fn to_f64s(t: &Tensor) -> Result<Vec<f64>> {
     let t = t.detach().to(Device::Cpu)?;

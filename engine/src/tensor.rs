@@ -316,6 +316,22 @@ impl Tensor {
         }
         dispatch::copy_within(src, self)
     }
+
+    /// Overwrite this contiguous tensor's values with `values` from the host (rounded to its
+    /// dtype), in place: one copy, no new buffer (how a decoder feeds the next token ids into
+    /// the buffer its recorded launches read).
+    pub fn write_values(&self, values: &[f64]) -> Result<()> {
+        if values.len() != self.numel() || !self.is_contiguous() {
+            let why = format!(
+                "{} values for a tensor of {} elements (contiguous: {})",
+                values.len(),
+                self.numel(),
+                self.is_contiguous()
+            );
+            return invalid("write_values", why);
+        }
+        dispatch::write_host(&crate::storage::CpuData::from_f64(self.dtype, values.iter().copied()), self)
+    }
 }
 
 impl fmt::Debug for Tensor {

@@ -8,11 +8,15 @@
 //! count, safetensors loading and saving, and the optimizer's decay groups all read those
 //! declarations.
 //!
+//! Generation runs token by token through `decode.rs` (fused kernels, a CUDA graph on the
+//! GPU) where the model allows, else through `MambaLM::step`.
+//!
 //! Also: the configuration (`config.rs`, read and written like the reference `config.json`),
 //! safetensors reading/writing (`io.rs`) and the crate's one error type (`error.rs`).
 
 pub mod block;
 pub mod config;
+pub mod decode;
 pub mod error;
 pub mod io;
 pub mod lm;
@@ -21,6 +25,7 @@ pub mod mlp;
 pub mod params;
 
 pub use config::{Mamba1Config, Mamba2Config, MambaConfig, SsmConfig};
+pub use decode::{Decoder, Launch};
 pub use error::{Error, Result};
 pub use lm::{InferenceState, MambaLM};
 pub use mixer::{Mixer, MixerState};

@@ -19,7 +19,7 @@ macro_rules! kernel_checks {
         }
     };
 }
-kernel_checks!(elementwise, copy, reduce, matmul, norm, softmax, conv, embedding, adamw, scan, ssd);
+kernel_checks!(elementwise, copy, reduce, matmul, norm, softmax, conv, embedding, adamw, scan, ssd, decode);
 mod dtypes;
 mod ops;
 mod train;

@@ -1,11 +1,83 @@
 //! Sampling bytes from a trained model: the prompt goes through the parallel scans once
 //! (`MambaLM::prefill`), which leaves the conv and SSM states, then recurrent (step) mode
-//! makes each new byte at the same cost whatever its position.
+//! makes each new byte at the same cost whatever its position: in the fused decoder
+//! (`mamba_model::Decoder`, a CUDA graph on the GPU) where the model allows, else in the
+//! generic `MambaLM::step`.
 
 use crate::{Error, Result};
 use mamba_engine::Rng;
-use mamba_model::MambaLM;
-use std::ops::ControlFlow;
+use mamba_model::{Decoder, InferenceState, Launch, MambaLM};
+use std::{ops::ControlFlow, str::FromStr, time::Instant};
+
+/// How each new token runs through the model (`--decoder`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DecodePath {
+    /// The fused kernels recorded once as a CUDA graph and replayed (on the CPU: `Fused`);
+    /// models the fused decoder cannot run take the generic step.
+    #[default]
+    Graph,
+    /// The fused kernels, launched one by one.
+    Fused,
+    /// `MambaLM::step`: ~30 tensor ops a layer.
+    Generic,
+}
+
+impl FromStr for DecodePath {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "graph" => Ok(DecodePath::Graph),
+            "fused" => Ok(DecodePath::Fused),
+            "generic" => Ok(DecodePath::Generic),
+            _ => Err(format!("unknown decoder `{s}`: graph, fused or generic")),
+        }
+    }
+}
+
+/// Where generation spent its time (for `--timing`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    /// Tokens handed out (every row's, with `--batch`).
+    pub tokens: usize,
+    /// Seconds in the prompt's prefill (its logits read back included).
+    pub prefill_secs: f64,
+    /// Seconds in the per-token steps, and how many steps (each for the whole batch).
+    pub decode_secs: f64,
+    pub steps: usize,
+    /// Whether the steps ran in the fused decoder (else the generic step).
+    pub fused: bool,
+}
+
+/// The per-token step: the fused decoder, or the generic step and its state.
+enum Stepper<'m> {
+    Fused(Box<Decoder<'m>>),
+    Generic(&'m MambaLM, InferenceState),
+}
+
+impl<'m> Stepper<'m> {
+    /// Continue from the prefill's `state` for `batch` rows along `path`.
+    fn new(model: &'m MambaLM, batch: usize, state: InferenceState, path: DecodePath) -> Result<Stepper<'m>> {
+        let launch = match path {
+            DecodePath::Graph => Launch::Graph,
+            DecodePath::Fused => Launch::Fused,
+            DecodePath::Generic => return Ok(Stepper::Generic(model, state)),
+        };
+        if Decoder::unsupported(model, batch).is_some() {
+            return Ok(Stepper::Generic(model, state));
+        }
+        let mut decoder = Decoder::new(model, batch, launch)?;
+        decoder.load(&state)?;
+        Ok(Stepper::Fused(Box::new(decoder)))
+    }
+
+    /// Logits (batch x padded vocab) after feeding `ids`.
+    fn step(&mut self, ids: &[usize]) -> Result<Vec<f64>> {
+        match self {
+            Stepper::Fused(d) => Ok(d.step(ids)?),
+            Stepper::Generic(model, state) => Ok(model.step(ids, state)?.to_vec_f64()?),
+        }
+    }
+}
 
 /// How to pick the next token from the logits.
 #[derive(Clone, Copy, Debug)]
@@ -38,33 +110,40 @@ impl Sampling {
 
 /// Continue `prompt` (non-empty) by up to `n` tokens, handing each to `emit` as soon as it is
 /// sampled. `emit` may stop the generation (`Break`, e.g. the reader went away) or fail it;
-/// nothing is kept here, so `n` may be as large as the caller likes. Returns how many tokens
-/// were emitted.
+/// nothing is kept here, so `n` may be as large as the caller likes.
 pub fn generate(
     model: &MambaLM,
     prompt: &[usize],
     n: usize,
-    how: Sampling,
+    (how, path): (Sampling, DecodePath),
     rng: &mut Rng,
     mut emit: impl FnMut(usize) -> Result<ControlFlow<()>>,
-) -> Result<usize> {
+) -> Result<Stats> {
     how.validate()?;
     if prompt.is_empty() {
         return Err(Error::Settings("generate: the prompt must contain at least one token".into()));
     }
-    let (mut logits, mut state) = model.prefill(prompt, 1, prompt.len())?;
+    let started = Instant::now();
+    let (logits, state) = model.prefill(prompt, 1, prompt.len())?;
+    let mut row = logits.to_vec_f64()?;
+    let mut stats = Stats { prefill_secs: started.elapsed().as_secs_f64(), ..Stats::default() };
+    let mut stepper = Stepper::new(model, 1, state, path)?;
+    stats.fused = matches!(stepper, Stepper::Fused(_));
     let vocab = model.cfg.vocab_size;
+    let started = Instant::now();
     for done in 0..n {
-        let row = logits.to_vec_f64()?;
         let next = pick(&row[..vocab], how, rng);
+        stats.tokens = done + 1;
         if emit(next)?.is_break() {
-            return Ok(done + 1);
+            break;
         }
         if done + 1 < n {
-            logits = model.step(&[next], &mut state)?;
+            row = stepper.step(&[next])?;
+            stats.steps += 1;
         }
     }
-    Ok(n)
+    stats.decode_secs = started.elapsed().as_secs_f64();
+    Ok(stats)
 }
 
 /// `rows` continuations of `prompt` at once: one prefill of the prompt repeated `rows` times,
@@ -73,23 +152,27 @@ pub fn generate(
 pub fn generate_rows(
     model: &MambaLM,
     prompt: &[usize],
-    n: usize,
-    rows: usize,
-    how: Sampling,
+    (n, rows): (usize, usize),
+    (how, path): (Sampling, DecodePath),
     rng: &mut Rng,
     done: impl Fn(&[usize]) -> bool,
-) -> Result<Vec<Vec<usize>>> {
+) -> Result<(Vec<Vec<usize>>, Stats)> {
     how.validate()?;
     if prompt.is_empty() || rows == 0 {
         return Err(Error::Settings("generate: the prompt and the batch must not be empty".into()));
     }
+    let started = Instant::now();
     let ids: Vec<usize> = (0..rows).flat_map(|_| prompt.iter().copied()).collect();
-    let (mut logits, mut state) = model.prefill(&ids, rows, prompt.len())?;
+    let (logits, state) = model.prefill(&ids, rows, prompt.len())?;
+    let mut all = logits.to_vec_f64()?; // (rows, padded vocab)
+    let mut stats = Stats { prefill_secs: started.elapsed().as_secs_f64(), ..Stats::default() };
+    let mut stepper = Stepper::new(model, rows, state, path)?;
+    stats.fused = matches!(stepper, Stepper::Fused(_));
     let (vocab, width) = (model.cfg.vocab_size, model.cfg.padded_vocab());
     let mut out = vec![Vec::new(); rows];
     let mut live = vec![true; rows];
+    let started = Instant::now();
     for step in 0..n {
-        let all = logits.to_vec_f64()?; // (rows, padded vocab)
         for (r, (row, live)) in out.iter_mut().zip(&mut live).enumerate().filter(|(_, (_, live))| **live) {
             row.push(pick(&all[r * width..r * width + vocab], how, rng));
             *live = !done(row);
@@ -99,9 +182,12 @@ pub fn generate_rows(
         }
         // a finished row steps on with its last token; what it makes is not kept
         let next: Vec<usize> = out.iter().map(|row| *row.last().expect("every row has a token")).collect();
-        logits = model.step(&next, &mut state)?;
+        all = stepper.step(&next)?;
+        stats.steps += 1;
     }
-    Ok(out)
+    stats.decode_secs = started.elapsed().as_secs_f64();
+    stats.tokens = out.iter().map(Vec::len).sum();
+    Ok((out, stats))
 }
 
 /// Sample an index from `logits` with temperature, top-k and top-p ([`Sampling::validate`] it
@@ -184,20 +270,26 @@ mod tests {
         let model = MambaLM::new(mamba_model::MambaConfig::new(16, 2), mamba_engine::DType::F32, 1).unwrap();
         let greedy = Sampling { temperature: 0.0, top_k: 0, top_p: 1.0 };
         let mut alone = vec![];
-        generate(&model, &[5, 6, 7], 12, greedy, &mut Rng::new(1), |t| {
+        generate(&model, &[5, 6, 7], 12, (greedy, DecodePath::Generic), &mut Rng::new(1), |t| {
             alone.push(t);
             Ok(ControlFlow::Continue(()))
         })
         .unwrap();
-        let rows = generate_rows(&model, &[5, 6, 7], 12, 3, greedy, &mut Rng::new(1), |_| false).unwrap();
-        assert_eq!(rows, vec![alone.clone(); 3]);
-        let short = generate_rows(&model, &[5, 6, 7], 12, 2, greedy, &mut Rng::new(1), |r| r.len() == 4).unwrap();
-        assert_eq!(short, vec![alone[..4].to_vec(); 2]);
-        let sampled = Sampling { temperature: 1.0, top_k: 0, top_p: 1.0 };
-        let rows = generate_rows(&model, &[5], 30, 4, sampled, &mut Rng::new(2), |_| false).unwrap();
+        for path in [DecodePath::Generic, DecodePath::Fused, DecodePath::Graph] {
+            let greedy = (greedy, path);
+            let (rows, stats) =
+                generate_rows(&model, &[5, 6, 7], (12, 3), greedy, &mut Rng::new(1), |_| false).unwrap();
+            assert_eq!(rows, vec![alone.clone(); 3], "{path:?}");
+            assert_eq!((stats.tokens, stats.steps, stats.fused), (36, 11, path != DecodePath::Generic));
+            let short = generate_rows(&model, &[5, 6, 7], (12, 2), greedy, &mut Rng::new(1), |r| r.len() == 4).unwrap();
+            assert_eq!(short.0, vec![alone[..4].to_vec(); 2]);
+        }
+        let sampled = (Sampling { temperature: 1.0, top_k: 0, top_p: 1.0 }, DecodePath::Graph);
+        let (rows, _) = generate_rows(&model, &[5], (30, 4), sampled, &mut Rng::new(2), |_| false).unwrap();
         assert!(rows.iter().all(|r| r.len() == 30 && r.iter().all(|&t| t < 256)));
         assert!(rows.windows(2).any(|w| w[0] != w[1]), "sampled rows should differ");
-        assert!(generate_rows(&model, &[5], 3, 0, greedy, &mut Rng::new(1), |_| false).is_err());
+        let greedy = (greedy, DecodePath::Graph);
+        assert!(generate_rows(&model, &[5], (3, 0), greedy, &mut Rng::new(1), |_| false).is_err());
     }
 
     #[test]
@@ -215,20 +307,21 @@ mod tests {
     #[test]
     fn emit_streams_and_can_stop() {
         let model = MambaLM::new(mamba_model::MambaConfig::new(16, 1), mamba_engine::DType::F32, 1).unwrap();
-        let how = Sampling { temperature: 1.0, top_k: 0, top_p: 1.0 };
+        let how = (Sampling { temperature: 1.0, top_k: 0, top_p: 1.0 }, DecodePath::Graph);
         let mut seen = vec![];
         let stop_at_3 = |t| {
             seen.push(t);
             Ok(if seen.len() == 3 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
         };
-        assert_eq!(generate(&model, &[1, 2], usize::MAX, how, &mut Rng::new(1), stop_at_3).unwrap(), 3);
+        assert_eq!(generate(&model, &[1, 2], usize::MAX, how, &mut Rng::new(1), stop_at_3).unwrap().tokens, 3);
         assert!(seen.len() == 3 && seen.iter().all(|&t| t < 256));
         let fail = |_| Err(Error::Settings("reader gone".into()));
         let e = generate(&model, &[1], 5, how, &mut Rng::new(1), fail).unwrap_err();
         assert_eq!(e.to_string(), "reader gone");
         let go_on = |_| Ok(ControlFlow::Continue(()));
-        assert_eq!(generate(&model, &[1], 5, how, &mut Rng::new(1), go_on).unwrap(), 5);
-        let bad = Sampling { temperature: f64::NAN, top_k: 0, top_p: 1.0 };
+        let stats = generate(&model, &[1], 5, how, &mut Rng::new(1), go_on).unwrap();
+        assert_eq!((stats.tokens, stats.steps, stats.fused), (5, 4, true));
+        let bad = (Sampling { temperature: f64::NAN, top_k: 0, top_p: 1.0 }, DecodePath::Graph);
         assert!(generate(&model, &[1], 5, bad, &mut Rng::new(1), go_on).is_err());
         assert!(generate(&model, &[], 5, how, &mut Rng::new(1), go_on).is_err());
     }

@@ -7,7 +7,7 @@ use mamba_train::{
     args::check_device,
     checkpoint,
     eval::{evaluate_checkpoint, EvalRequest},
-    generate::{generate, generate_rows, Sampling},
+    generate::{generate, generate_rows, DecodePath, Sampling, Stats},
     trainer::{train, TrainArgs},
     Error, Result,
 };
@@ -91,9 +91,15 @@ struct GenerateArgs {
     /// Where to run: cpu, or cuda (a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     device: Device,
-    /// Print the generation speed (tokens/s, prompt included) to stderr at the end.
+    /// Print where the time went to stderr at the end: the prompt's prefill, and the new
+    /// tokens per second of the per-token steps.
     #[arg(long)]
     timing: bool,
+    /// How each new token runs: graph (the fused kernels replayed as a CUDA graph), fused
+    /// (the same kernels launched one by one) or generic (the model's step in tensor ops).
+    /// Models the fused kernels cannot run (Mamba-2, an MLP branch) take the generic step.
+    #[arg(long, default_value = "graph")]
+    decoder: DecodePath,
 }
 
 fn main() {
@@ -154,29 +160,31 @@ fn run_generate(args: &GenerateArgs) -> Result<()> {
             model.cfg.vocab_size
         )));
     }
-    let started = std::time::Instant::now();
-    let new_tokens = if args.batch == 1 {
+    let stats = if args.batch == 1 {
         stream_one(args, &model, &prompt_bytes, how)?
     } else {
         print_rows(args, &model, &prompt_bytes, how)?
     };
-    if let (true, Some(new_tokens)) = (args.timing, new_tokens) {
-        let steps = prompt_bytes.len() * args.batch + new_tokens;
-        let secs = started.elapsed().as_secs_f64();
+    if let (true, Some(s)) = (args.timing, stats) {
+        let path = if s.fused { format!("{:?}", args.decoder).to_lowercase() } else { "generic".into() };
         eprintln!(
-            "{steps} tokens ({} prompt, {new_tokens} new, batch {}) in {secs:.2} s: {:.0} tokens/s on {}",
-            prompt_bytes.len() * args.batch,
+            "prefill of {} prompt tokens (batch {}): {:.1} ms; {} new tokens in {} steps ({path} decoder): \
+             {:.3} s, {:.0} tokens/s on {}",
+            prompt_bytes.len(),
             args.batch,
-            steps as f64 / secs,
+            s.prefill_secs * 1e3,
+            s.tokens,
+            s.steps,
+            s.decode_secs,
+            (s.steps * args.batch) as f64 / s.decode_secs.max(1e-9),
             args.device
         );
     }
     Ok(())
 }
 
-/// One sample, streamed as it comes. The number of new tokens, or `None` when the reader
-/// went away.
-fn stream_one(args: &GenerateArgs, model: &MambaLM, prompt: &[u8], how: Sampling) -> Result<Option<usize>> {
+/// One sample, streamed as it comes. Where the time went, or `None` when the reader went away.
+fn stream_one(args: &GenerateArgs, model: &MambaLM, prompt: &[u8], how: Sampling) -> Result<Option<Stats>> {
     let mut stdout = io::stdout();
     if write_out(&mut stdout, prompt)?.is_break() {
         return Ok(None);
@@ -187,7 +195,7 @@ fn stream_one(args: &GenerateArgs, model: &MambaLM, prompt: &[u8], how: Sampling
     let longest = args.stop.iter().map(String::len).max().unwrap_or(0);
     let mut tail = std::collections::VecDeque::with_capacity(longest + 1);
     // Bytes go out as they come; a multi-byte character may arrive in pieces.
-    let emitted = generate(model, &ids, args.tokens, how, &mut rng, |t| {
+    let stats = generate(model, &ids, args.tokens, (how, args.decoder), &mut rng, |t| {
         let flow = write_out(&mut stdout, &[t as u8])?;
         if longest > 0 {
             if tail.len() == longest {
@@ -200,15 +208,16 @@ fn stream_one(args: &GenerateArgs, model: &MambaLM, prompt: &[u8], how: Sampling
         }
         Ok(flow)
     })?;
-    Ok(write_out(&mut stdout, b"\n")?.is_continue().then_some(emitted))
+    Ok(write_out(&mut stdout, b"\n")?.is_continue().then_some(stats))
 }
 
 /// `--batch` samples made together, then printed whole, each after a header line.
-fn print_rows(args: &GenerateArgs, model: &MambaLM, prompt: &[u8], how: Sampling) -> Result<Option<usize>> {
+fn print_rows(args: &GenerateArgs, model: &MambaLM, prompt: &[u8], how: Sampling) -> Result<Option<Stats>> {
     let ids: Vec<usize> = prompt.iter().map(|&b| usize::from(b)).collect();
     let mut rng = Rng::new(args.seed);
-    let rows =
-        generate_rows(model, &ids, args.tokens, args.batch, how, &mut rng, |row| ends_with_stop(row, &args.stop))?;
+    let size = (args.tokens, args.batch);
+    let (rows, stats) =
+        generate_rows(model, &ids, size, (how, args.decoder), &mut rng, |row| ends_with_stop(row, &args.stop))?;
     let mut stdout = io::stdout();
     for (i, row) in rows.iter().enumerate() {
         let bytes: Vec<u8> = row.iter().map(|&t| t as u8).collect();
@@ -219,7 +228,7 @@ fn print_rows(args: &GenerateArgs, model: &MambaLM, prompt: &[u8], how: Sampling
             }
         }
     }
-    Ok(Some(rows.iter().map(Vec::len).sum()))
+    Ok(Some(stats))
 }
 
 /// Whether the tokens made so far end with one of the `--stop` texts.

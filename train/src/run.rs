@@ -5,7 +5,7 @@ use crate::{
     args::TrainArgs,
     chart::{loss_curve_svg, YAxis},
     checkpoint,
-    generate::{generate, Sampling},
+    generate::{generate, DecodePath, Sampling},
     report::{read_metrics, write_atomic, MetricsLog},
     rundir::{RunDir, BEST, LAST},
     trainer::{Source, StepStats, Trainer},
@@ -320,7 +320,7 @@ fn sample(model: &MambaLM, val: &[u8], args: &TrainArgs, step: u64) -> Result<St
     let how = Sampling { temperature: 0.8, top_k: 40, top_p: 1.0 };
     // --sample-tokens is capped by `limits::check_train`, so collecting them is cheap.
     let mut bytes: Vec<u8> = prompt.iter().map(|&t| t as u8).collect();
-    generate(model, &prompt, args.sample_tokens, how, &mut rng, |t| {
+    generate(model, &prompt, args.sample_tokens, (how, DecodePath::default()), &mut rng, |t| {
         bytes.push(t as u8);
         Ok(std::ops::ControlFlow::Continue(()))
     })?;

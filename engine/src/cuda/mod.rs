@@ -12,6 +12,7 @@
 
 pub mod alloc;
 pub(crate) mod args;
+pub mod graph;
 
 use crate::{
     dtype::{bf16, DType},
@@ -274,6 +275,27 @@ pub(crate) fn copy_within(src: &Tensor, dst: &Tensor) -> Result<()> {
     let (from, mut to) = (s.bytes(OP, src.layout.offset, n)?, d.bytes(OP, dst.layout.offset, n)?);
     // SAFETY: both ranges are in bounds (checked by `bytes`); the copy is ordered on the stream.
     unsafe { to.async_copy_from(&from, &gpu(OP)?.stream) }.map_err(err(OP))
+}
+
+/// Overwrite contiguous `dst` with host `values` (its dtype and size), ordered on the stream.
+pub(crate) fn write_host(values: &CpuData, dst: &Tensor) -> Result<()> {
+    const OP: &str = "write_values";
+    let guard = dst.read(); // the lock guards the buffer's identity; the copy goes through the stream
+    let mut to = guard.as_cuda(OP)?.bytes(OP, dst.layout.offset, dst.numel())?;
+    let stream = &gpu(OP)?.stream;
+    // SAFETY: in bounds (checked by `bytes`); a pageable source is staged before this returns.
+    let copied = match values {
+        CpuData::F32(v) => unsafe { to.async_copy_from(bytes_of(v), stream) },
+        CpuData::F64(v) => unsafe { to.async_copy_from(bytes_of(v), stream) },
+        CpuData::BF16(v) => unsafe { to.async_copy_from(bytes_of(v), stream) },
+    };
+    copied.map_err(err(OP))
+}
+
+/// A slice of plain numbers as its bytes.
+fn bytes_of<T: Copy>(v: &[T]) -> &[u8] {
+    // SAFETY: f32, f64 and bf16 have no padding and every byte pattern is a valid u8.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
 }
 
 /// A copy of the contiguous `t` in a buffer of its own.

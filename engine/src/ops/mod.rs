@@ -33,7 +33,23 @@ macro_rules! units {
     };
 }
 
-units!(adamw, checkpoint, conv, copy, elementwise, embedding, flip, matmul, norm, reduce, scan, shape, softmax, ssd);
+units!(
+    adamw,
+    checkpoint,
+    conv,
+    copy,
+    decode,
+    elementwise,
+    embedding,
+    flip,
+    matmul,
+    norm,
+    reduce,
+    scan,
+    shape,
+    softmax,
+    ssd
+);
 
 use crate::{Error, Result, Tensor};
 

@@ -13,6 +13,7 @@
 mod adamw;
 mod conv;
 mod copy;
+mod decode;
 mod elementwise;
 mod embedding;
 mod flip;
@@ -33,6 +34,7 @@ use cust::error::{CudaError, CudaResult};
 use cust::function::{BlockSize, GridSize};
 use cust::memory::DeviceCopy;
 use cust::prelude::*;
+pub use decode::{DecodeDims, DecodeIn, DecodeSsm, DECODE_BLOCK_ROWS};
 pub use matmul::{MatStrides, Matmul, MATMUL_VERSION, MATMUL_VERSIONS};
 pub use norm::{RmsNormBackward, RmsNormForward, MAX_D_BACKWARD as RMS_NORM_MAX_D};
 use profile::Profiler;

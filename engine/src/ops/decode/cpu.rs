@@ -1,0 +1,188 @@
+//! The CPU twins of kernels/cu/decode.cu: one token of a Mamba-1 LM for each of B sequences.
+//! With M = d_model, D = d_inner, N = d_state, R = dt_rank, K = d_conv, xdim = R + 2N:
+//!
+//! ```text
+//! decode_embed   r = embedding[id]                                       (B, M)
+//! decode_in      u = RMSNorm(r) ; [x, z] = in_proj u                     (B, D) each
+//!                window = [window[1..], x] ; xc = silu(conv_w . window + conv_b)
+//!                xpart[p] = x_proj[:, 16p..16p+16] xc[16p..16p+16]      (D/16, B, xdim)
+//! decode_ssm     [dt, B, C] = sum_p xpart[p] ; Δ = softplus(dt_w dt + dt_b)
+//!                s = exp(Δ A) s + Δ B xc ; y = (C . s + D_skip xc) silu(z)
+//! decode_out     r += out_proj y
+//! decode_head    logits = embedding RMSNorm_f(r)                         (B, V)
+//! ```
+//!
+//! x_proj is summed in partials of 16 channels because that is how the GPU splits it (each
+//! in_proj block owns 16 channels); the twins keep the same buffers so that the GPU check
+//! compares every one. Dot products accumulate in f64.
+
+use crate::dtype::Elem;
+use rayon::prelude::*;
+
+/// Channels per x_proj partial (`DECODE_BLOCK_ROWS` in decode.cu).
+pub const PART: usize = 16;
+
+/// The sizes of one Mamba-1 layer and of the batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dims {
+    pub batch: usize,
+    /// d_model
+    pub m: usize,
+    /// d_inner
+    pub d: usize,
+    pub d_state: usize,
+    pub dt_rank: usize,
+    pub d_conv: usize,
+}
+
+impl Dims {
+    /// x_proj's outputs per token: dt_rank + 2 d_state.
+    pub fn xdim(&self) -> usize {
+        self.dt_rank + 2 * self.d_state
+    }
+
+    /// Elements of the x_proj partials: (D / 16, B, xdim).
+    pub fn xpart_len(&self) -> usize {
+        self.d / PART * self.batch * self.xdim()
+    }
+}
+
+/// The buffers `decode_in` writes.
+pub struct InOut<'a, T> {
+    pub xc: &'a mut [T],
+    pub z: &'a mut [T],
+    pub xpart: &'a mut [T],
+    pub conv_state: &'a mut [T],
+}
+
+/// The weights `decode_in` reads.
+pub struct InWeights<'a, T> {
+    pub norm_w: &'a [T],
+    pub in_proj: &'a [T],
+    pub conv_w: &'a [T],
+    pub conv_b: &'a [T],
+    pub x_proj: &'a [T],
+}
+
+/// The buffers `decode_ssm` writes, and its weights.
+pub struct SsmOut<'a, T> {
+    pub y: &'a mut [T],
+    pub ssm_state: &'a mut [T],
+}
+pub struct SsmWeights<'a, T> {
+    pub dt_w: &'a [T],
+    pub dt_b: &'a [T],
+    /// A = -exp(A_log): (D, N)
+    pub a: &'a [T],
+    pub d_skip: &'a [T],
+}
+
+fn dot<T: Elem>(a: &[T], b: &[T]) -> f64 {
+    a.iter().zip(b).map(|(&x, &y)| x.as_f64() * y.as_f64()).sum()
+}
+
+fn silu(x: f64) -> f64 {
+    x / (1.0 + (-x).exp())
+}
+
+fn softplus(x: f64) -> f64 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+/// `x` (cols) times `norm_w` and 1/rms(x): RMSNorm(x) = rstd · u.
+fn normed<T: Elem>(x: &[T], norm_w: &[T], eps: f64) -> (Vec<T>, f64) {
+    let ms = x.iter().map(|v| v.as_f64() * v.as_f64()).sum::<f64>() / x.len() as f64;
+    (x.iter().zip(norm_w).map(|(&v, &w)| v * w).collect(), 1.0 / (ms + eps).sqrt())
+}
+
+/// out[b][i] = scale_b · w[i] · u_b for every row i of w (rows, cols), in parallel over rows.
+fn rows_dot<T: Elem>(w: &[T], u: &[T], scale: f64) -> Vec<f64> {
+    let cols = u.len();
+    if w.len() < crate::cpu::PAR_MIN {
+        w.chunks(cols).map(|row| dot(row, u) * scale).collect()
+    } else {
+        w.par_chunks(cols).map(|row| dot(row, u) * scale).collect()
+    }
+}
+
+/// r (B, M) = rows `ids` (B) of `embedding` (V, M); an id outside [0, V) is clamped.
+pub fn decode_embed<T: Elem>(residual: &mut [T], embedding: &[T], ids: &[T], m: usize) {
+    let vocab = embedding.len() / m;
+    for (r, &id) in residual.chunks_mut(m).zip(ids) {
+        let id = (id.as_f64().max(0.0) as usize).min(vocab - 1);
+        r.copy_from_slice(&embedding[id * m..(id + 1) * m]);
+    }
+}
+
+/// Norm, in_proj, conv (shifting the window) and the x_proj partials of one token.
+pub fn decode_in<T: Elem>(dims: Dims, out: InOut<'_, T>, residual: &[T], w: InWeights<'_, T>, eps: f64) {
+    let Dims { m, d, d_conv: k, .. } = dims;
+    let xdim = dims.xdim();
+    for b in 0..dims.batch {
+        let (u, rstd) = normed(&residual[b * m..(b + 1) * m], w.norm_w, eps);
+        let xz = rows_dot(w.in_proj, &u, rstd); // (2D)
+        for c in 0..d {
+            let window = &mut out.conv_state[(b * d + c) * k..(b * d + c + 1) * k];
+            window.rotate_left(1);
+            window[k - 1] = T::cast(xz[c]);
+            let s = w.conv_b[c].as_f64() + dot(&w.conv_w[c * k..(c + 1) * k], window);
+            out.xc[b * d + c] = T::cast(silu(s));
+            out.z[b * d + c] = T::cast(xz[d + c]);
+        }
+        for p in 0..d / PART {
+            let xc = &out.xc[b * d + p * PART..b * d + (p + 1) * PART];
+            for j in 0..xdim {
+                let s = dot(&w.x_proj[j * d + p * PART..j * d + (p + 1) * PART], xc);
+                out.xpart[(p * dims.batch + b) * xdim + j] = T::cast(s);
+            }
+        }
+    }
+}
+
+/// Sum the x_proj partials, then the state update and gated output of every channel.
+pub fn decode_ssm<T: Elem>(dims: Dims, out: SsmOut<'_, T>, xpart: &[T], xc: &[T], z: &[T], w: SsmWeights<'_, T>) {
+    let Dims { batch, d, d_state: n, dt_rank: r, .. } = dims;
+    let xdim = dims.xdim();
+    for b in 0..batch {
+        let xdbl: Vec<f64> =
+            (0..xdim).map(|j| (0..d / PART).map(|p| xpart[(p * batch + b) * xdim + j].as_f64()).sum()).collect();
+        let (dt_in, bs, cs) = (&xdbl[..r], &xdbl[r..r + n], &xdbl[r + n..]);
+        for c in 0..d {
+            let bc = b * d + c;
+            let dt_raw: f64 = w.dt_w[c * r..(c + 1) * r].iter().zip(dt_in).map(|(&a, &v)| a.as_f64() * v).sum();
+            let dt = softplus(dt_raw + w.dt_b[c].as_f64());
+            let x = xc[bc].as_f64();
+            let mut y = 0.0;
+            for q in 0..n {
+                let s = &mut out.ssm_state[bc * n + q];
+                let v = (dt * w.a[c * n + q].as_f64()).exp() * s.as_f64() + dt * bs[q] * x;
+                *s = T::cast(v);
+                y += cs[q] * v;
+            }
+            out.y[bc] = T::cast((y + w.d_skip[c].as_f64() * x) * silu(z[bc].as_f64()));
+        }
+    }
+}
+
+/// r (B, M) += out_proj (M, D) y (B, D).
+pub fn decode_out<T: Elem>(residual: &mut [T], y: &[T], out_proj: &[T], batch: usize) {
+    let (m, d) = (residual.len() / batch, y.len() / batch);
+    for b in 0..batch {
+        let add = rows_dot(out_proj, &y[b * d..(b + 1) * d], 1.0);
+        for (r, a) in residual[b * m..(b + 1) * m].iter_mut().zip(add) {
+            *r = T::cast(r.as_f64() + a);
+        }
+    }
+}
+
+/// logits (B, V) = embedding (V, M) RMSNorm(r (B, M), norm_w).
+pub fn decode_head<T: Elem>(logits: &mut [T], residual: &[T], norm_w: &[T], embedding: &[T], eps: f64) {
+    let m = norm_w.len();
+    let vocab = embedding.len() / m;
+    for (row, r) in logits.chunks_mut(vocab).zip(residual.chunks(m)) {
+        let (u, rstd) = normed(r, norm_w, eps);
+        for (o, v) in row.iter_mut().zip(rows_dot(embedding, &u, rstd)) {
+            *o = T::cast(v);
+        }
+    }
+}

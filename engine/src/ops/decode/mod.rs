@@ -1,0 +1,252 @@
+//! Decoding a Mamba-1 LM one token at a time in fused kernels (the math is in `cpu.rs`):
+//! [`decode_embed`] starts the residual stream from the token ids, [`decode_mamba1`] runs one
+//! layer (three kernels on the GPU: norm + in_proj + conv + x_proj partials, the SSM update,
+//! out_proj + residual), [`decode_head`] makes the logits. Every call writes into buffers the
+//! caller allocated once, so that a decoder can replay the same launches token after token
+//! (and capture them in a CUDA graph). Not differentiable: it records no graph.
+//!
+//! The generic step (`Mamba1::step` in the model) does the same math in ~30 tensor ops a
+//! layer; the model's tests check the two against each other and against the parallel scan.
+
+pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
+
+pub use cpu::{Dims, PART};
+
+use crate::{
+    dtype::{DType, Elem, Scalar},
+    error::{invalid, Error, Result},
+    storage::Storage,
+    Device, Tensor,
+};
+use std::sync::{RwLockReadGuard, RwLockWriteGuard};
+
+const OP: &str = "decode";
+
+/// One Mamba-1 layer's weights, as the model holds them (any shape with the right number of
+/// elements, contiguous): the block's norm and the mixer's parameters, with A = -exp(A_log)
+/// computed once by the caller.
+pub struct Mamba1Weights<'a> {
+    pub norm: &'a Tensor,     // (M)
+    pub in_proj: &'a Tensor,  // (2D, M)
+    pub conv_w: &'a Tensor,   // (D, 1, K)
+    pub conv_b: &'a Tensor,   // (D)
+    pub x_proj: &'a Tensor,   // (R + 2N, D)
+    pub dt_w: &'a Tensor,     // (D, R)
+    pub dt_b: &'a Tensor,     // (D)
+    pub a: &'a Tensor,        // (D, N)
+    pub d_skip: &'a Tensor,   // (D)
+    pub out_proj: &'a Tensor, // (M, D)
+}
+
+/// One layer's recurrent state and the scratch its kernels pass along, each a buffer of its own.
+pub struct Mamba1Buffers {
+    /// The last K conv inputs, oldest first: (B, D, K), as `Mamba1State::conv`.
+    pub conv_state: Tensor,
+    /// (B, D, N), as `Mamba1State::ssm`.
+    pub ssm_state: Tensor,
+    pub xc: Tensor,    // (B, D)
+    pub z: Tensor,     // (B, D)
+    pub xpart: Tensor, // (D / 16, B, R + 2N)
+    pub y: Tensor,     // (B, D)
+}
+
+impl Mamba1Buffers {
+    /// Zeroed buffers for `dims`.
+    pub fn zeros(dims: Dims, dtype: DType, device: Device) -> Result<Mamba1Buffers> {
+        let Dims { batch, d, d_state: n, d_conv: k, .. } = dims;
+        let z = |shape: &[usize]| Tensor::zeros(shape, dtype, device);
+        Ok(Mamba1Buffers {
+            conv_state: z(&[batch, d, k])?,
+            ssm_state: z(&[batch, d, n])?,
+            xc: z(&[batch, d])?,
+            z: z(&[batch, d])?,
+            xpart: z(&[d / PART, batch, dims.xdim()])?,
+            y: z(&[batch, d])?,
+        })
+    }
+}
+
+/// Why `dims` cannot be decoded by these kernels, if they cannot (the caller then uses the
+/// generic step).
+pub fn unsupported(dims: Dims) -> Option<String> {
+    let Dims { batch, m, d, .. } = dims;
+    if batch == 0 || m == 0 || dims.d_state == 0 || dims.dt_rank == 0 || dims.d_conv == 0 {
+        return Some("every size must be positive".into());
+    }
+    if !m.is_multiple_of(4) || !d.is_multiple_of(PART) {
+        return Some(format!("d_model ({m}) must be a multiple of 4 and d_inner ({d}) of {PART}"));
+    }
+    if m.max(d) > 10 * 1024 || batch > 65535 {
+        return Some("d_model and d_inner must be at most 10240, the batch at most 65535".into());
+    }
+    None
+}
+
+/// r (B, M) = rows `ids` (B, token ids stored as floats) of `embedding` (V, M).
+pub fn decode_embed(residual: &Tensor, embedding: &Tensor, ids: &Tensor) -> Result<()> {
+    let m = embedding.shape().last().copied().unwrap_or(0);
+    check(&[(residual, ids.numel() * m)], &[(embedding, embedding.numel()), (ids, ids.numel())])?;
+    let (mut gw, gr) = lock(&[residual], &[embedding, ids]);
+    let ts = [residual, embedding, ids];
+    match (residual.device(), residual.dtype()) {
+        (Device::Cpu, DType::F32) => embed_cpu::<f32>(&mut gw, &gr, ts, m),
+        (Device::Cpu, DType::F64) => embed_cpu::<f64>(&mut gw, &gr, ts, m),
+        (Device::Cpu, DType::BF16) => Err(bf16_refused()),
+        #[cfg(feature = "cuda")]
+        (Device::Cuda, _) => cuda::decode_embed(&gw[0], &gr, ts, m),
+        #[cfg(not(feature = "cuda"))]
+        (Device::Cuda, _) => Err(crate::dispatch::no_cuda(OP)),
+    }
+}
+
+/// One layer for every sequence: `residual` (B, M) += Mixer(RMSNorm(residual)), updating the
+/// conv and SSM states in `bufs`.
+pub fn decode_mamba1(dims: Dims, residual: &Tensor, w: &Mamba1Weights<'_>, bufs: &Mamba1Buffers, eps: f64) -> Result<()> {
+    if let Some(why) = unsupported(dims) {
+        return invalid(OP, why);
+    }
+    let Dims { batch, m, d, d_state: n, dt_rank: r, d_conv: k } = dims;
+    let written = [
+        (residual, batch * m),
+        (&bufs.conv_state, batch * d * k),
+        (&bufs.ssm_state, batch * d * n),
+        (&bufs.xc, batch * d),
+        (&bufs.z, batch * d),
+        (&bufs.xpart, dims.xpart_len()),
+        (&bufs.y, batch * d),
+    ];
+    let read = [
+        (w.norm, m),
+        (w.in_proj, 2 * d * m),
+        (w.conv_w, d * k),
+        (w.conv_b, d),
+        (w.x_proj, dims.xdim() * d),
+        (w.dt_w, d * r),
+        (w.dt_b, d),
+        (w.a, d * n),
+        (w.d_skip, d),
+        (w.out_proj, m * d),
+    ];
+    check(&written, &read)?;
+    match residual.device() {
+        Device::Cpu => match residual.dtype() {
+            DType::F32 => layer_cpu::<f32>(dims, &written, &read, eps),
+            DType::F64 => layer_cpu::<f64>(dims, &written, &read, eps),
+            DType::BF16 => Err(bf16_refused()),
+        },
+        #[cfg(feature = "cuda")]
+        Device::Cuda => cuda::decode_mamba1(dims, &written, &read, eps),
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda => Err(crate::dispatch::no_cuda(OP)),
+    }
+}
+
+/// logits (B, V) = embedding (V, M) RMSNorm(residual (B, M), norm_f).
+pub fn decode_head(logits: &Tensor, residual: &Tensor, norm_f: &Tensor, embedding: &Tensor, eps: f64) -> Result<()> {
+    let m = norm_f.numel();
+    let (batch, vocab) = (residual.numel() / m.max(1), embedding.numel() / m.max(1));
+    check(&[(logits, batch * vocab)], &[(residual, batch * m), (norm_f, m), (embedding, vocab * m)])?;
+    let (mut gw, gr) = lock(&[logits], &[residual, norm_f, embedding]);
+    let ts = [logits, residual, norm_f, embedding];
+    match (logits.device(), logits.dtype()) {
+        (Device::Cpu, DType::F32) => head_cpu::<f32>(&mut gw, &gr, ts, eps),
+        (Device::Cpu, DType::F64) => head_cpu::<f64>(&mut gw, &gr, ts, eps),
+        (Device::Cpu, DType::BF16) => Err(bf16_refused()),
+        #[cfg(feature = "cuda")]
+        (Device::Cuda, _) => cuda::decode_head(&gw[0], &gr, ts, eps),
+        #[cfg(not(feature = "cuda"))]
+        (Device::Cuda, _) => Err(crate::dispatch::no_cuda(OP)),
+    }
+}
+
+fn bf16_refused() -> Error {
+    Error::Unsupported { op: OP, device: Device::Cpu, dtype: DType::BF16 }
+}
+
+/// Every tensor on one device with one dtype, contiguous and of its expected size; every
+/// written one a buffer of its own (no other tensor here shares it).
+fn check(written: &[(&Tensor, usize)], read: &[(&Tensor, usize)]) -> Result<()> {
+    let first = written[0].0;
+    for (i, &(t, want)) in written.iter().chain(read).enumerate() {
+        super::check_pair(OP, first, t)?;
+        if t.numel() != want || !t.is_contiguous() {
+            let why = format!("argument {i} has shape {:?} (contiguous: {}), expected {want} contiguous elements", t.shape(), t.is_contiguous());
+            return invalid(OP, why);
+        }
+        let others = written.iter().chain(read).enumerate().filter(|&(j, _)| j != i);
+        if i < written.len() && others.clone().any(|(_, (o, _))| o.same_storage(t)) {
+            return invalid(OP, format!("written argument {i} shares its buffer with another argument"));
+        }
+    }
+    Ok(())
+}
+
+type Guards<'a> = (Vec<RwLockWriteGuard<'a, Storage>>, Vec<RwLockReadGuard<'a, Storage>>);
+
+/// Write locks on `written`, read locks on `read` (distinct buffers: `check` saw to it).
+fn lock<'a>(written: &[&'a Tensor], read: &[&'a Tensor]) -> Guards<'a> {
+    let w = written.iter().map(|t| t.storage.write().unwrap_or_else(|e| e.into_inner())).collect();
+    (w, read.iter().map(|t| t.read()).collect())
+}
+
+/// The elements of contiguous `t` in its locked CPU storage.
+fn elems<'a, T: Scalar>(s: &'a Storage, t: &Tensor) -> Result<&'a [T]> {
+    let data = T::slice(s.as_cpu(OP)?).ok_or(Error::DTypeMismatch { op: OP, lhs: t.dtype(), rhs: T::DTYPE })?;
+    Ok(&data[t.layout.offset..t.layout.offset + t.numel()])
+}
+
+fn elems_mut<'a, T: Scalar>(s: &'a mut Storage, t: &Tensor) -> Result<&'a mut [T]> {
+    let data = T::slice_mut(s.as_cpu_mut(OP)?).ok_or(Error::DTypeMismatch { op: OP, lhs: t.dtype(), rhs: T::DTYPE })?;
+    Ok(&mut data[t.layout.offset..t.layout.offset + t.numel()])
+}
+
+fn embed_cpu<T: Elem>(
+    gw: &mut [RwLockWriteGuard<'_, Storage>],
+    gr: &[RwLockReadGuard<'_, Storage>],
+    [residual, embedding, ids]: [&Tensor; 3],
+    m: usize,
+) -> Result<()> {
+    let (emb, ids): (&[T], &[T]) = (elems(&gr[0], embedding)?, elems(&gr[1], ids)?);
+    cpu::decode_embed(elems_mut(&mut gw[0], residual)?, emb, ids, m);
+    Ok(())
+}
+
+fn head_cpu<T: Elem>(
+    gw: &mut [RwLockWriteGuard<'_, Storage>],
+    gr: &[RwLockReadGuard<'_, Storage>],
+    [logits, residual, norm_f, embedding]: [&Tensor; 4],
+    eps: f64,
+) -> Result<()> {
+    let (r, nf, emb): (&[T], &[T], &[T]) = (elems(&gr[0], residual)?, elems(&gr[1], norm_f)?, elems(&gr[2], embedding)?);
+    cpu::decode_head(elems_mut(&mut gw[0], logits)?, r, nf, emb, eps);
+    Ok(())
+}
+
+fn layer_cpu<T: Elem>(dims: Dims, written: &[(&Tensor, usize); 7], read: &[(&Tensor, usize); 10], eps: f64) -> Result<()> {
+    let wt: Vec<&Tensor> = written.iter().map(|p| p.0).collect();
+    let rt: Vec<&Tensor> = read.iter().map(|p| p.0).collect();
+    let (mut gw, gr) = lock(&wt, &rt);
+    let mut ws = Vec::with_capacity(7);
+    for (g, t) in gw.iter_mut().zip(&wt) {
+        ws.push(elems_mut::<T>(g, t)?);
+    }
+    let rs = gr.iter().zip(&rt).map(|(g, t)| elems::<T>(g, t)).collect::<Result<Vec<_>>>()?;
+    let [residual, conv_state, ssm_state, xc, z, xpart, y] = &mut ws[..] else { unreachable!("seven buffers") };
+    let [norm_w, in_proj, conv_w, conv_b, x_proj, dt_w, dt_b, a, d_skip, out_proj] = rs[..] else {
+        unreachable!("ten weights")
+    };
+    let out = cpu::InOut { xc, z, xpart, conv_state };
+    cpu::decode_in(dims, out, residual, cpu::InWeights { norm_w, in_proj, conv_w, conv_b, x_proj }, eps);
+    let out = cpu::SsmOut { y, ssm_state };
+    cpu::decode_ssm(dims, out, xpart, xc, z, cpu::SsmWeights { dt_w, dt_b, a, d_skip });
+    cpu::decode_out(residual, y, out_proj, dims.batch);
+    Ok(())
+}
+
+/// Not differentiable: no op names, no gradient-check cases (the model's tests check it
+/// against the generic step and the parallel scan; the GPU check against these twins).
+pub const OPS: &[&str] = &[];
+
+super::case::cases! {}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Token generation speed, ours and the reference's, in one device call (docs/PERF.md,
+# "Generation"). Ours: `mamba generate --timing` on two checkpoints made here by one training
+# step (the default model and d_model 768 x 24), greedy, per decoder path and batch size.
+# The reference: kernels/tools/gen_ref.py (MambaLMHeadModel.generate, random weights) at the
+# same sizes. There, from the repo root, with carry ["stage", "ref"]:
+#   bash kernels/tools/decode-bench.sh [ours|ref|all]
+set -euo pipefail
+out="${OUT:-/tmp/gpu-out}"
+mkdir -p "$out"
+what="${1:-all}"
+m=stage/mamba
+prompt="The quick brown fox "  # 20 bytes
+ours() {
+  local name=$1; shift
+  "$m" train --device cuda --quiet --overwrite --steps 1 --eval-windows 1 --sample-tokens 8 \
+    --out "/tmp/dec-$name" "$@" > /dev/null
+  for dec in graph fused generic; do
+    for b in 1 8 64 256; do
+      [ "$dec" != graph ] && [ "$b" != 1 ] && continue
+      printf '%s d=%s batch %s: ' "$name" "$dec" "$b" | tee -a "$out/decode.txt"
+      "$m" generate --device cuda --checkpoint "/tmp/dec-$name/checkpoint" --prompt "$prompt" --tokens 512 \
+        --temperature 0 --batch "$b" --decoder "$dec" --timing 2>&1 >/dev/null | tee -a "$out/decode.txt"
+    done
+  done
+}
+if [ "$what" != ref ]; then
+  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$out/decode.txt"
+  ours default --batch 2 --seq-len 64
+  ours big --d-model 768 --n-layer 24 --batch 1 --seq-len 64
+fi
+if [ "$what" != ours ]; then
+  python3 kernels/tools/gen_ref.py --d-model 128 --n-layer 4 --batch 1,8,64,256 --tokens 512 --prompt 20 \
+    --reps 3 --fused-add-norm 2>&1 | tee -a "$out/decode-ref.txt"
+  python3 kernels/tools/gen_ref.py --d-model 768 --n-layer 24 --batch 1,8,64,256 --tokens 512 --prompt 20 \
+    --reps 3 --fused-add-norm 2>&1 | tee -a "$out/decode-ref.txt"
+fi

@@ -1,0 +1,168 @@
+//! `cu/decode.cu` against `ops::decode::cpu`, through the engine's `ops::decode` on GPU and CPU
+//! tensors: one layer (`decode_in_f32`, `decode_ssm_f32`, `decode_out_f32`) at a small
+//! awkward size (batch 3, d_inner 80: five x_proj partials) and at d_model 768 (batch 1, and
+//! batch 13: two batch tiles, the second partial), comparing every buffer the kernels write
+//! (scratch poisoned with NaN first) and the updated states; `decode_embed_f32` and
+//! `decode_head_f32` (a vocabulary not a multiple of the 16-row block). Then whole decoders:
+//! a Mamba-1 LM's `Decoder` on the GPU, kernels launched one by one and replayed as a CUDA
+//! graph, against the CPU's for 24 tokens. Timed: one layer at d_model 768, batch 1.
+
+use crate::{Check, Res, Row};
+use mamba_engine::{
+    ops::decode::{decode_embed, decode_head, decode_mamba1, Dims, Mamba1Buffers, Mamba1Weights},
+    DType, Device, Rng, Tensor,
+};
+use mamba_model::{Decoder, Launch, MambaConfig, MambaLM};
+
+/// Decode tolerance: ‖gpu - cpu‖ / ‖cpu‖ (f32 sums in other orders; the CPU twin sums in f64).
+const DECODE_TOL: f64 = 1e-5;
+
+fn rel(gpu: &Tensor, cpu: &Tensor) -> Res<f64> {
+    let (g, c) = (gpu.to_vec_f64()?, cpu.to_vec_f64()?);
+    if g.len() != c.len() || g.iter().any(|v| !v.is_finite()) {
+        return Ok(f64::INFINITY);
+    }
+    let diff = g.iter().zip(&c).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt();
+    Ok(diff / c.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-30))
+}
+
+fn row(c: &mut Check, kernel: String, err: f64, us: f64, rate: f64) {
+    c.rows.push(Row { kernel, err, ok: err <= DECODE_TOL, us, rate });
+}
+
+/// Random layer weights (CPU, f32) of the shapes `Mamba1Weights` names, in its order.
+fn weights(dims: Dims, rng: &mut Rng) -> Vec<Tensor> {
+    let Dims { m, d, d_state: n, dt_rank: r, d_conv: k, .. } = dims;
+    let u = |shape: &[usize], lo: f64, hi: f64, rng: &mut Rng| Tensor::rand_uniform(shape, lo, hi, DType::F32, rng);
+    let fan = |n: usize| 1.0 / (n as f64).sqrt();
+    vec![
+        u(&[m], 0.5, 1.5, rng),
+        u(&[2 * d, m], -fan(m), fan(m), rng),
+        u(&[d, 1, k], -0.5, 0.5, rng),
+        u(&[d], -0.5, 0.5, rng),
+        u(&[r + 2 * n, d], -fan(d), fan(d), rng),
+        u(&[d, r], -fan(r), fan(r), rng),
+        u(&[d], -4.0, -1.0, rng),
+        u(&[d, n], -16.0, -1.0, rng),
+        u(&[d], 0.5, 1.5, rng),
+        u(&[m, d], -fan(d), fan(d), rng),
+    ]
+}
+
+fn as_weights(w: &[Tensor]) -> Mamba1Weights<'_> {
+    Mamba1Weights {
+        norm: &w[0],
+        in_proj: &w[1],
+        conv_w: &w[2],
+        conv_b: &w[3],
+        x_proj: &w[4],
+        dt_w: &w[5],
+        dt_b: &w[6],
+        a: &w[7],
+        d_skip: &w[8],
+        out_proj: &w[9],
+    }
+}
+
+/// Buffers with random states and NaN scratch on `device` (the same values for each device).
+fn buffers(dims: Dims, seed: u64, device: Device) -> Res<Mamba1Buffers> {
+    let b = Mamba1Buffers::zeros(dims, DType::F32, device)?;
+    let mut rng = Rng::new(seed);
+    for t in [&b.conv_state, &b.ssm_state] {
+        t.write_values(&(0..t.numel()).map(|_| rng.uniform() * 2.0 - 1.0).collect::<Vec<_>>())?;
+    }
+    for t in [&b.xc, &b.z, &b.xpart, &b.y] {
+        t.write_values(&vec![f64::NAN; t.numel()])?;
+    }
+    Ok(b)
+}
+
+fn layer(c: &mut Check, dims: Dims) -> Res<()> {
+    let mut rng = Rng::new(c.rng.next_u64());
+    let cpu_w = weights(dims, &mut rng);
+    let gpu_w = cpu_w.iter().map(|t| t.to(Device::Cuda)).collect::<mamba_engine::Result<Vec<_>>>()?;
+    let r = Tensor::randn(&[dims.batch, dims.m], 0.0, 1.0, DType::F32, &mut rng);
+    let (r_cpu, r_gpu) = (r.to(Device::Cpu)?, r.to(Device::Cuda)?);
+    let seed = rng.next_u64();
+    let (b_cpu, b_gpu) = (buffers(dims, seed, Device::Cpu)?, buffers(dims, seed, Device::Cuda)?);
+    decode_mamba1(dims, &r_cpu, &as_weights(&cpu_w), &b_cpu, 1e-5)?;
+    decode_mamba1(dims, &r_gpu, &as_weights(&gpu_w), &b_gpu, 1e-5)?;
+    let name = format!("decode layer B{} M{} D{}", dims.batch, dims.m, dims.d);
+    let pairs = [
+        ("residual", &r_gpu, &r_cpu),
+        ("conv_state", &b_gpu.conv_state, &b_cpu.conv_state),
+        ("ssm_state", &b_gpu.ssm_state, &b_cpu.ssm_state),
+        ("xc", &b_gpu.xc, &b_cpu.xc),
+        ("z", &b_gpu.z, &b_cpu.z),
+        ("xpart", &b_gpu.xpart, &b_cpu.xpart),
+        ("y", &b_gpu.y, &b_cpu.y),
+    ];
+    for (what, g, w) in pairs {
+        let err = rel(g, w)?;
+        let (us, rate) = if what == "residual" && dims.batch == 1 && dims.m >= 768 {
+            let us = c.time(|| Ok(decode_mamba1(dims, &r_gpu, &as_weights(&gpu_w), &b_gpu, 1e-5)?))?;
+            let bytes: usize = gpu_w.iter().map(Tensor::numel).sum::<usize>() * 4;
+            (us, bytes as f64 / us / 1e3)
+        } else {
+            (f64::NAN, f64::NAN)
+        };
+        row(c, format!("{name} {what} (norm)"), err, us, rate);
+    }
+    Ok(())
+}
+
+fn embed_and_head(c: &mut Check) -> Res<()> {
+    let (batch, m, vocab) = (5, 96, 200);
+    let mut rng = Rng::new(c.rng.next_u64());
+    let emb = Tensor::randn(&[vocab, m], 0.0, 0.5, DType::F32, &mut rng);
+    let norm = Tensor::rand_uniform(&[m], 0.5, 1.5, DType::F32, &mut rng);
+    let ids: Vec<f64> = (0..batch).map(|_| rng.below(vocab) as f64).collect();
+    let mut out = Vec::new();
+    for device in [Device::Cpu, Device::Cuda] {
+        let (emb, norm) = (emb.to(device)?, norm.to(device)?);
+        let id = Tensor::zeros(&[batch], DType::F32, device)?;
+        id.write_values(&ids)?;
+        let r = Tensor::full(&[batch, m], f64::NAN, DType::F32, device)?;
+        let logits = Tensor::full(&[batch, vocab], f64::NAN, DType::F32, device)?;
+        decode_embed(&r, &emb, &id)?;
+        decode_head(&logits, &r, &norm, &emb, 1e-5)?;
+        out.push((r, logits));
+    }
+    row(c, format!("decode_embed B{batch} M{m}"), rel(&out[1].0, &out[0].0)?, f64::NAN, f64::NAN);
+    row(c, format!("decode_head B{batch} V{vocab} (norm)"), rel(&out[1].1, &out[0].1)?, f64::NAN, f64::NAN);
+    Ok(())
+}
+
+/// A Mamba-1 LM decoded on the GPU (fused, then graph) against the CPU, 24 tokens of batch 2.
+fn decoders(c: &mut Check) -> Res<()> {
+    let model = MambaLM::new(MambaConfig::new(64, 3), DType::F32, c.rng.next_u64())?;
+    let gpu_model = model.to(Device::Cuda)?;
+    let mut rng = Rng::new(c.rng.next_u64());
+    let tokens: Vec<[usize; 2]> = (0..24).map(|_| [rng.below(256), rng.below(256)]).collect();
+    let run = |m: &MambaLM, launch: Launch| -> Res<Vec<f64>> {
+        let mut d = Decoder::new(m, 2, launch)?;
+        let mut all = Vec::new();
+        for ids in &tokens {
+            all.extend(d.step(ids)?);
+        }
+        Ok(all)
+    };
+    let want = run(&model, Launch::Fused)?;
+    for launch in [Launch::Fused, Launch::Graph] {
+        let got = run(&gpu_model, launch)?;
+        let diff = got.iter().zip(&want).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt();
+        let err = if got.iter().all(|v| v.is_finite()) { diff / want.iter().map(|v| v * v).sum::<f64>().sqrt() } else { f64::INFINITY };
+        row(c, format!("decoder d64x3 B2 24 tokens {launch:?} (norm)"), err, f64::NAN, f64::NAN);
+    }
+    Ok(())
+}
+
+pub fn run(c: &mut Check) -> Res<()> {
+    let small = Dims { batch: 3, m: 40, d: 80, d_state: 16, dt_rank: 3, d_conv: 4 };
+    let big = Dims { batch: 1, m: 768, d: 1536, d_state: 16, dt_rank: 48, d_conv: 4 };
+    for dims in [small, big, Dims { batch: 13, ..big }] {
+        layer(c, dims)?;
+    }
+    embed_and_head(c)?;
+    decoders(c)
+}
