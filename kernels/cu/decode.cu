@@ -3,36 +3,36 @@
 // (d_model M, d_inner D, d_state N, dt_rank R, d_conv K, xdim = R + 2N):
 //
 //   decode_in_f32    u = RMSNorm(r) ; [x, z] = in_proj u ; conv window <- x ;
-//                    xc = silu(conv_w . window + conv_b) ; x_proj partials of xc
-//   decode_ssm_f32   xdbl = sum of the partials = [dt, B, C] ; dt = softplus(dt_w dt + dt_b)
-//                    s = exp(dt A) s + dt B xc ; y = (C . s + D xc) silu(z)
-//   decode_out_f32   r += out_proj y
+//                    xc = silu(conv_w . window + conv_b)
+//   decode_rows_f32  xdbl = x_proj xc = [dt, B, C]
+//   decode_ssm_f32   dt = softplus(dt_w dt + dt_b) ; s = exp(dt A) s + dt B xc ;
+//                    y = (C . s + D xc) silu(z)
+//   decode_rows_f32  r += out_proj y
 //
-// and once per token decode_embed_f32 (r = embedding[id]) and decode_head_f32 (logits =
-// embedding RMSNorm_f(r)). Three launches per layer instead of the ~30 small ops of the
-// generic step, and every weight is read once per token: at batch 1 the step is a chain of
-// matrix-vector products, bound by reading the weights (d_model 768 x 24: 363 MB, ~75 us at
-// ~4.8 TB/s), so the kernels are built to keep many loads in flight:
+// and once per token decode_embed_f32 (r = embedding[id]) and decode_rows_f32 again for the
+// head (logits = embedding RMSNorm_f(r)). Four launches per layer instead of the ~30 small ops
+// of the generic step, every weight read once per token. At batch 1 the step is a chain of
+// matrix-vector products bound by reading the weights (d_model 768 x 24: 363 MB, ~75 us at
+// ~4.8 TB/s) and by latency: each kernel is a few microseconds, so a chain of dependent
+// round trips to memory inside one (~0.5-1 us each) costs as much as its bytes. So:
 //
-// - A block is 8 warps; a warp owns DECODE_ROWS weight rows and reads them with float4 loads
-//   (lane l takes columns 4l, 4l+128, ...), a block owns 8 x DECODE_ROWS = 16 rows. The
-//   block's slice of the input (up to DECODE_BT batch rows, normed first where the layer
-//   norms) sits in shared memory, so each weight is loaded once for all the batch rows.
-//   in_proj at d_model 768: 3072 rows -> 192 blocks, 24 KB of weights each.
-// - x_proj needs all of xc, which is spread over the in_proj blocks; instead of another
-//   launch, each x block multiplies its 16 channels into a partial x_proj (xdim values per
-//   batch row) and decode_ssm sums the D/16 partials in a fixed order (no atomics: the
-//   result does not change from run to run).
+// - Weights do not depend on the previous kernel: every kernel loads its weights into
+//   registers first (up to DECODE_WMAX float4 per lane), then stages its input, then
+//   multiplies. The input's round trip and the norm overlap the weights' (Nsight Compute saw
+//   decode_in at 12 us for 10 MB when the weights were loaded after the norm).
+// - A block of 8 warps owns 8 / split weight rows; `split` warps share a row, each taking
+//   every split-th group of 32 float4 columns. The launchers pick split so that there are
+//   ~2 blocks per SM where the rows allow (out_proj at d_model 768: split 4, 384 blocks).
+// - The block's input (up to DECODE_BT batch rows) is staged in shared memory and normed
+//   there, so each weight is loaded once for all the batch rows.
 // - decode_ssm gives each channel 16 threads (state index n = lane, lane + 16, ...).
-//
-// The launchers (launch/decode.rs) check that M, D are multiples of 16 and 4, that the
-// staged rows fit in shared memory, and pick the batch tile.
 
 #define DECODE_THREADS 256
 #define DECODE_WARPS (DECODE_THREADS / 32)
-#define DECODE_ROWS 2                                // weight rows per warp
-#define DECODE_BLOCK_ROWS (DECODE_WARPS * DECODE_ROWS)  // 16 rows per block
-#define DECODE_BT 8                                  // batch rows per block at most
+#define DECODE_BT 8    // batch rows per block at most
+#define DECODE_WMAX 8  // float4 of its row a lane loads before the multiplies
+// The row kernels say __launch_bounds__(256, 1): with the bare (256), ptxas held them to 40
+// registers and spilled (they need more; at most 2-3 blocks per SM are launched anyway).
 
 #include "reduce.cuh"
 
@@ -52,46 +52,47 @@ static_assert(sizeof(DecodeEmbedParams) == 40, "DecodeEmbedParams: launch/decode
 struct DecodeInParams {
     float* xc;               // (B, D) silu(conv) of x
     float* z;                // (B, D)
-    float* xpart;            // (D / 16, B, xdim) partial x_proj sums
     float* conv_state;       // (B, D, K) the last K inputs of the conv, oldest first
     const float* residual;   // (B, M)
     const float* norm_w;     // (M)
     const float* in_proj;    // (2D, M)
     const float* conv_w;     // (D, K)
     const float* conv_b;     // (D)
-    const float* x_proj;     // (xdim, D)
-    int batch, m, d, k, xdim, bt;
+    int batch, m, d, k, bt;
+    int split;               // warps per row: 1, 2, 4 or 8
     float eps;
     int pad_;
 };
-static_assert(sizeof(DecodeInParams) == 112, "DecodeInParams: launch/decode.rs has 112 bytes");
+static_assert(sizeof(DecodeInParams) == 96, "DecodeInParams: launch/decode.rs has 96 bytes");
 
 struct DecodeSsmParams {
     float* y;               // (B, D) gated output
     float* ssm_state;       // (B, D, N)
-    const float* xpart;     // (D / 16, B, xdim)
+    const float* xdbl;      // (B, R + 2N) = [dt, B, C]
     const float* xc;        // (B, D)
     const float* z;         // (B, D)
     const float* dt_w;      // (D, R)
     const float* dt_b;      // (D)
     const float* a;         // (D, N)  A = -exp(A_log)
     const float* d_skip;    // (D)
-    int batch, d, n, r, n_parts, pad_;
+    int batch, d, n, r;
 };
-static_assert(sizeof(DecodeSsmParams) == 96, "DecodeSsmParams: launch/decode.rs has 96 bytes");
+static_assert(sizeof(DecodeSsmParams) == 88, "DecodeSsmParams: launch/decode.rs has 88 bytes");
 
-// decode_out_f32 (norm_w null, eps unused: r += W y) and decode_head_f32 (logits = W
-// RMSNorm(r)) share this: out (B, rows) = or += W (rows, cols) . [norm](x (B, cols)).
+// out (B, rows) = [out +] W (rows, cols) . [RMSNorm](x (B, cols)): x_proj (no norm), out_proj
+// (accumulating into the residual) and the head (normed).
 struct DecodeRowsParams {
     float* out;             // (B, rows)
     const float* x;         // (B, cols)
     const float* norm_w;    // (cols) or null
     const float* w;         // (rows, cols)
     int batch, rows, cols, bt;
+    int split;              // warps per row: 1, 2, 4 or 8
+    int accumulate;         // add to out instead of overwriting it
     float eps;
     int pad_;
 };
-static_assert(sizeof(DecodeRowsParams) == 56, "DecodeRowsParams: launch/decode.rs has 56 bytes");
+static_assert(sizeof(DecodeRowsParams) == 64, "DecodeRowsParams: launch/decode.rs has 64 bytes");
 
 // Grid (B), block 256: r[b] = embedding[ids[b]] (an out-of-range id is clamped; the host
 // checks ids before writing them).
@@ -102,170 +103,185 @@ extern "C" __global__ void __launch_bounds__(DECODE_THREADS) decode_embed_f32(co
     for (int j = threadIdx.x; j < p.m; j += blockDim.x) p.residual[(long long)b * p.m + j] = p.embedding[(long long)id * p.m + j];
 }
 
-// Stage batch rows b0 .. b0+bt of x (B, cols) into u (bt, cols) in shared memory, times
-// norm_w when given, and each row's 1/rms into rs (1 without a norm). Warp w reduces row w.
-__device__ void decode_stage(float* u, float* rs, const float* __restrict__ x, const float* __restrict__ norm_w,
-                             int b0, int bt, int cols, float eps) {
-    for (int i = threadIdx.x; i < bt * cols; i += blockDim.x) {
-        const int c = i % cols;
-        const float v = x[(long long)b0 * cols + i];
-        u[i] = norm_w ? v * norm_w[c] : v;
+// This warp's share of weight row `row` of w (rows, cols): float4 columns share*32 + lane +
+// i*32*split for i < DECODE_WMAX (zeros past the row or past the last row).
+__device__ __forceinline__ void decode_load_row(float4 (&wv)[DECODE_WMAX], const float* __restrict__ w, int row, int rows,
+                                                int cols, int split) {
+    const int lane = threadIdx.x & 31, share = (threadIdx.x >> 5) % split, c4 = cols / 4;
+    const float4* wr = reinterpret_cast<const float4*>(w + (long long)min(row, rows - 1) * cols);
+#pragma unroll
+    for (int i = 0; i < DECODE_WMAX; i++) {
+        const int c = share * 32 + lane + i * 32 * split;
+        wv[i] = row < rows && c < c4 ? __ldg(wr + c) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
+}
+
+// Stage batch rows b0 .. b0+bt of x (B, cols) into u (bt, cols) in shared memory, times
+// norm_w when given, and each row's 1/rms into rs (1 without a norm): the squares are summed
+// from shared memory by warp b for row b.
+__device__ __forceinline__ void decode_stage(float* u, float* rs, const float* __restrict__ x,
+                                             const float* __restrict__ norm_w, int b0, int bt, int cols, float eps) {
+    const float4* x4 = reinterpret_cast<const float4*>(x + (long long)b0 * cols);
+    float4* u4 = reinterpret_cast<float4*>(u);
+    for (int i = threadIdx.x; i < bt * cols / 4; i += blockDim.x) u4[i] = x4[i];
+    __syncthreads();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     if (warp < bt) {
         float ss = 0.0f;
-        if (norm_w) {
-            const float* xr = x + (long long)(b0 + warp) * cols;
-            for (int c = lane; c < cols; c += 32) ss = fmaf(xr[c], xr[c], ss);
-            ss = warp_sum(ss);
-        }
+        if (norm_w)
+            for (int c = lane; c < cols; c += 32) ss = fmaf(u[warp * cols + c], u[warp * cols + c], ss);
+        ss = warp_sum(ss);
         if (lane == 0) rs[warp] = norm_w ? rsqrtf(ss / (float)cols + eps) : 1.0f;
     }
+    if (norm_w)
+        for (int i = threadIdx.x; i < bt * cols; i += blockDim.x) u[i] *= __ldg(norm_w + i % cols);
     __syncthreads();
 }
 
-// acc[i][b] = rs[b] * sum_c w[row0 + i][c] u[b][c] for this warp's DECODE_ROWS rows (rows
-// past `rows` give 0), every lane holding the sums. cols % 4 == 0, w and u 16-byte aligned.
-__device__ void decode_rows_dot(float (&acc)[DECODE_ROWS][DECODE_BT], const float* __restrict__ w, int row0, int rows,
-                                int cols, const float* u, const float* rs, int bt) {
-    const int lane = threadIdx.x & 31;
-#pragma unroll
-    for (int i = 0; i < DECODE_ROWS; i++)
-#pragma unroll
-        for (int b = 0; b < DECODE_BT; b++) acc[i][b] = 0.0f;
-    const int c4 = cols / 4;
-    const float4* wr[DECODE_ROWS];
-#pragma unroll
-    for (int i = 0; i < DECODE_ROWS; i++) wr[i] = reinterpret_cast<const float4*>(w + (long long)min(row0 + i, rows - 1) * cols);
+// The block's dot products, from the row slice `wv` this warp loaded (decode_load_row) and
+// the staged u: warp w does row row0 + w / split; red[w][b] gets its partial. Then thread
+// t < (8 / split) * bt returns rs[b] * (the row's partials summed) for row t / bt and batch
+// row t % bt (other threads return 0). cols % 4 == 0; w and u 16-byte aligned.
+__device__ __forceinline__ float decode_dot(const float4 (&wv)[DECODE_WMAX], const float* __restrict__ w, int row,
+                                            int rows, int cols, int split, const float* u, const float* rs, int bt,
+                                            float (*red)[DECODE_BT]) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int share = warp % split, c4 = cols / 4, stride = 32 * split;
     const float4* u4 = reinterpret_cast<const float4*>(u);
-#pragma unroll 2
-    for (int c = lane; c < c4; c += 32) {
-        float4 wv[DECODE_ROWS];
+    float acc[DECODE_BT];
 #pragma unroll
-        for (int i = 0; i < DECODE_ROWS; i++) wv[i] = __ldg(wr[i] + c);
+    for (int b = 0; b < DECODE_BT; b++) acc[b] = 0.0f;
+    auto madd = [&](const float4 wq, int c) {
 #pragma unroll
         for (int b = 0; b < DECODE_BT; b++) {
             if (b < bt) {
                 const float4 x = u4[b * c4 + c];
-#pragma unroll
-                for (int i = 0; i < DECODE_ROWS; i++)
-                    acc[i][b] = fmaf(wv[i].x, x.x, fmaf(wv[i].y, x.y, fmaf(wv[i].z, x.z, fmaf(wv[i].w, x.w, acc[i][b]))));
+                acc[b] = fmaf(wq.x, x.x, fmaf(wq.y, x.y, fmaf(wq.z, x.z, fmaf(wq.w, x.w, acc[b]))));
             }
         }
+    };
+#pragma unroll
+    for (int i = 0; i < DECODE_WMAX; i++) {
+        const int c = share * 32 + lane + i * stride;
+        if (c < c4) madd(wv[i], c);
+    }
+    if (row < rows) {  // rows wider than the prefetch (cols > 1024 split): the rest, one by one
+        const float4* wr = reinterpret_cast<const float4*>(w + (long long)row * cols);
+        for (int c = share * 32 + lane + DECODE_WMAX * stride; c < c4; c += stride) madd(__ldg(wr + c), c);
     }
 #pragma unroll
-    for (int i = 0; i < DECODE_ROWS; i++)
-#pragma unroll
-        for (int b = 0; b < DECODE_BT; b++) acc[i][b] = row0 + i < rows && b < bt ? warp_sum(acc[i][b]) * rs[b] : 0.0f;
+    for (int b = 0; b < DECODE_BT; b++) {
+        const float v = warp_sum(acc[b]);
+        if (lane == 0) red[warp][b] = v;
+    }
+    __syncthreads();
+    const int t = threadIdx.x, rows_here = DECODE_WARPS / split;
+    if (t >= rows_here * bt) return 0.0f;
+    const int r = t / bt, b = t % bt;
+    float v = 0.0f;
+    for (int s = 0; s < split; s++) v += red[r * split + s][b];
+    return v * rs[b];
 }
 
-// Grid (2D / 16, ceil(B / bt)), block 256, dynamic shared memory bt * M floats. Blocks
-// 0 .. D/16 - 1 own x channels (conv, then the x_proj partial), the rest own z.
-extern "C" __global__ void __launch_bounds__(DECODE_THREADS) decode_in_f32(const __grid_constant__ DecodeInParams p) {
-    extern __shared__ __align__(16) float u[];  // (bt, M)
+// Grid (2D / (8 / split), ceil(B / bt)), block 256, dynamic shared memory bt * M floats.
+// A block is all x channels (conv) or all z (D is a multiple of 16).
+extern "C" __global__ void __launch_bounds__(DECODE_THREADS, 1) decode_in_f32(const __grid_constant__ DecodeInParams p) {
+    extern __shared__ __align__(16) float u_in[];  // (bt, M)
     __shared__ float rs[DECODE_BT];
-    __shared__ float xs[DECODE_BT][DECODE_BLOCK_ROWS];
-    const int m = p.m, d = p.d, k = p.k, xdim = p.xdim;
+    __shared__ float red[DECODE_WARPS][DECODE_BT];
+    const int d = p.d, k = p.k, split = p.split, rows_here = DECODE_WARPS / split;
     const int b0 = blockIdx.y * p.bt, bt = min(p.bt, p.batch - b0);
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int block_row0 = blockIdx.x * DECODE_BLOCK_ROWS, row0 = block_row0 + warp * DECODE_ROWS;
-    decode_stage(u, rs, p.residual, p.norm_w, b0, bt, m, p.eps);
-    float acc[DECODE_ROWS][DECODE_BT];
-    decode_rows_dot(acc, p.in_proj, row0, 2 * d, m, u, rs, bt);
-    const bool x_block = block_row0 < d;
+    const int row0 = blockIdx.x * rows_here, t = threadIdx.x;
+    float4 wv[DECODE_WMAX];
+    decode_load_row(wv, p.in_proj, row0 + (t >> 5) / split, 2 * d, p.m, split);
+    // the epilogue's thread for (row t / bt, batch row t % bt) fetches its conv inputs now too
+    const bool x_block = row0 < d, mine = t < rows_here * bt;
+    const int c = row0 + (mine ? t / bt : 0);
+    const long long bd = (long long)(b0 + (mine ? t % bt : 0)) * d;
+    float win[8], cw[8], cb = 0.0f, c_last = 0.0f;  // d_conv <= 8 (the launcher checks)
+    if (x_block && mine) {
+        cb = __ldg(p.conv_b + c);
+        c_last = __ldg(p.conv_w + (long long)c * k + k - 1);
 #pragma unroll
-    for (int i = 0; i < DECODE_ROWS; i++) {
-#pragma unroll
-        for (int b = 0; b < DECODE_BT; b++) {
-            if (lane != b || b >= bt) continue;  // lane b writes batch row b
-            const long long bd = (long long)(b0 + b) * d;
-            if (!x_block) {
-                p.z[bd + row0 + i - d] = acc[i][b];
-                continue;
-            }
-            const int c = row0 + i;
-            float* st = p.conv_state + (bd + c) * k;
-            const float* cw = p.conv_w + (long long)c * k;
-            float s = p.conv_b[c];
-            for (int j = 0; j + 1 < k; j++) {
-                st[j] = st[j + 1];
-                s = fmaf(cw[j], st[j], s);
-            }
-            st[k - 1] = acc[i][b];
-            s = decode_silu(fmaf(cw[k - 1], acc[i][b], s));
-            p.xc[bd + c] = s;
-            xs[b][warp * DECODE_ROWS + i] = s;
+        for (int j = 0; j < 8; j++) {
+            win[j] = j + 1 < k ? p.conv_state[(bd + c) * k + j + 1] : 0.0f;
+            cw[j] = j < k ? __ldg(p.conv_w + (long long)c * k + j) : 0.0f;
         }
     }
-    if (!x_block) return;  // uniform over the block
-    __syncthreads();
-    // partial x_proj of this block's 16 channels: xpart[blockIdx.x][b][j]
-    for (int t = threadIdx.x; t < bt * xdim; t += blockDim.x) {
-        const int b = t / xdim, j = t % xdim;
-        const float* wj = p.x_proj + (long long)j * d + block_row0;
-        float s = 0.0f;
-#pragma unroll
-        for (int r = 0; r < DECODE_BLOCK_ROWS; r++) s = fmaf(wj[r], xs[b][r], s);
-        p.xpart[((long long)blockIdx.x * p.batch + b0 + b) * xdim + j] = s;
+    decode_stage(u_in, rs, p.residual, p.norm_w, b0, bt, p.m, p.eps);
+    const float v = decode_dot(wv, p.in_proj, row0 + (t >> 5) / split, 2 * d, p.m, split, u_in, rs, bt, red);
+    if (!mine) return;
+    if (!x_block) {
+        p.z[bd + c - d] = v;
+        return;
     }
+    // window <- [window[1..], v]; xc = silu(conv_b + conv_w . window)
+    float s = cb;
+    float* st = p.conv_state + (bd + c) * k;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        if (j + 1 < k) {
+            st[j] = win[j];
+            s = fmaf(cw[j], win[j], s);
+        }
+    }
+    st[k - 1] = v;
+    p.xc[bd + c] = decode_silu(fmaf(c_last, v, s));
+}
+
+// Grid (ceil(rows / (8 / split)), ceil(B / bt)), block 256, dynamic shared memory bt * cols
+// floats.
+extern "C" __global__ void __launch_bounds__(DECODE_THREADS, 1) decode_rows_f32(const __grid_constant__ DecodeRowsParams p) {
+    extern __shared__ __align__(16) float u_rows[];  // (bt, cols)
+    __shared__ float rs[DECODE_BT];
+    __shared__ float red[DECODE_WARPS][DECODE_BT];
+    const int b0 = blockIdx.y * p.bt, bt = min(p.bt, p.batch - b0), split = p.split;
+    const int row0 = blockIdx.x * (DECODE_WARPS / split), row = row0 + (threadIdx.x >> 5) / split;
+    float4 wv[DECODE_WMAX];
+    decode_load_row(wv, p.w, row, p.rows, p.cols, split);
+    decode_stage(u_rows, rs, p.x, p.norm_w, b0, bt, p.cols, p.eps);
+    const float v = decode_dot(wv, p.w, row, p.rows, p.cols, split, u_rows, rs, bt, red);
+    const int t = threadIdx.x, out_row = row0 + t / bt;
+    if (t >= (DECODE_WARPS / split) * bt || out_row >= p.rows) return;
+    float* o = p.out + (long long)(b0 + t % bt) * p.rows + out_row;
+    *o = p.accumulate ? *o + v : v;
 }
 
 // Grid (D / 16, B), block 256 = 16 channels x 16 threads, dynamic shared memory xdim floats.
 extern "C" __global__ void __launch_bounds__(DECODE_THREADS) decode_ssm_f32(const __grid_constant__ DecodeSsmParams p) {
-    extern __shared__ __align__(16) float xdbl[];  // (xdim) = [dt (R), B (N), C (N)]
+    extern __shared__ __align__(16) float xdbl_s[];  // (xdim) = [dt (R), B (N), C (N)]
     const int d = p.d, n = p.n, r = p.r, xdim = r + 2 * n, b = blockIdx.y;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    // xdbl[j] = sum over the partials, lanes splitting them, in a fixed order
-    for (int j = warp; j < xdim; j += DECODE_WARPS) {
-        float s = 0.0f;
-        for (int q = lane; q < p.n_parts; q += 32) s += p.xpart[((long long)q * p.batch + b) * xdim + j];
-        s = warp_sum(s);
-        if (lane == 0) xdbl[j] = s;
-    }
-    __syncthreads();
     const int c = blockIdx.x * 16 + (threadIdx.x >> 4), l = threadIdx.x & 15;
     const long long bc = (long long)b * d + c;
-    float dt = 0.0f;
-    for (int q = l; q < r; q += 16) dt = fmaf(p.dt_w[(long long)c * r + q], xdbl[q], dt);
-    for (int o = 8; o > 0; o >>= 1) dt += __shfl_xor_sync(0xffffffffu, dt, o);
-    dt = decode_softplus(dt + p.dt_b[c]);
-    const float x = p.xc[bc];
-    float y = 0.0f;
-    for (int q = l; q < n; q += 16) {
-        float* s = p.ssm_state + bc * n + q;
-        const float v = expf(dt * p.a[(long long)c * n + q]) * *s + dt * xdbl[r + q] * x;
-        *s = v;
-        y = fmaf(xdbl[r + n + q], v, y);
+    // what does not depend on x_proj first: this channel's weights, state and inputs
+    float dtw[4], av[4], sv[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const int q = l + 16 * i;
+        dtw[i] = q < r ? __ldg(p.dt_w + (long long)c * r + q) : 0.0f;
+        av[i] = q < n ? __ldg(p.a + (long long)c * n + q) : 0.0f;
+        sv[i] = q < n ? p.ssm_state[bc * n + q] : 0.0f;
     }
+    const float x = p.xc[bc], zg = p.z[bc], dsk = __ldg(p.d_skip + c), dtb = __ldg(p.dt_b + c);
+    for (int j = threadIdx.x; j < xdim; j += blockDim.x) xdbl_s[j] = p.xdbl[(long long)b * xdim + j];
+    __syncthreads();
+    float dt = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 4; i++) dt = fmaf(dtw[i], xdbl_s[min(l + 16 * i, xdim - 1)], dt);  // dtw is 0 past R
+    for (int q = l + 64; q < r; q += 16) dt = fmaf(__ldg(p.dt_w + (long long)c * r + q), xdbl_s[q], dt);
+    for (int o = 8; o > 0; o >>= 1) dt += __shfl_xor_sync(0xffffffffu, dt, o);
+    dt = decode_softplus(dt + dtb);
+    float y = 0.0f;
+    auto update = [&](int q, float a, float s0) {
+        const float v = expf(dt * a) * s0 + dt * xdbl_s[r + q] * x;
+        p.ssm_state[bc * n + q] = v;
+        y = fmaf(xdbl_s[r + n + q], v, y);
+    };
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+        if (l + 16 * i < n) update(l + 16 * i, av[i], sv[i]);
+    for (int q = l + 64; q < n; q += 16) update(q, __ldg(p.a + (long long)c * n + q), p.ssm_state[bc * n + q]);
     for (int o = 8; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o);
-    if (l == 0) p.y[bc] = (y + p.d_skip[c] * x) * decode_silu(p.z[bc]);
+    if (l == 0) p.y[bc] = (y + dsk * x) * decode_silu(zg);
 }
 
-// Grid (ceil(rows / 16), ceil(B / bt)), block 256, dynamic shared memory bt * cols floats.
-// The body of decode_out_f32 (accumulate) and decode_head_f32 (overwrite).
-__device__ void decode_rows(const DecodeRowsParams& p, bool accumulate) {
-    extern __shared__ __align__(16) float u[];  // (bt, cols)
-    __shared__ float rs[DECODE_BT];
-    const int b0 = blockIdx.y * p.bt, bt = min(p.bt, p.batch - b0);
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int row0 = blockIdx.x * DECODE_BLOCK_ROWS + warp * DECODE_ROWS;
-    decode_stage(u, rs, p.x, p.norm_w, b0, bt, p.cols, p.eps);
-    float acc[DECODE_ROWS][DECODE_BT];
-    decode_rows_dot(acc, p.w, row0, p.rows, p.cols, u, rs, bt);
-#pragma unroll
-    for (int i = 0; i < DECODE_ROWS; i++)
-#pragma unroll
-        for (int b = 0; b < DECODE_BT; b++) {
-            if (lane != b || b >= bt || row0 + i >= p.rows) continue;
-            float* o = p.out + (long long)(b0 + b) * p.rows + row0 + i;
-            *o = accumulate ? *o + acc[i][b] : acc[i][b];
-        }
-}
-
-extern "C" __global__ void __launch_bounds__(DECODE_THREADS) decode_out_f32(const __grid_constant__ DecodeRowsParams p) {
-    decode_rows(p, true);
-}
-
-extern "C" __global__ void __launch_bounds__(DECODE_THREADS) decode_head_f32(const __grid_constant__ DecodeRowsParams p) {
-    decode_rows(p, false);
-}

@@ -4,7 +4,9 @@
 # step (the default model and d_model 768 x 24), greedy, per decoder path and batch size.
 # The reference: kernels/tools/gen_ref.py (MambaLMHeadModel.generate, random weights) at the
 # same sizes. There, from the repo root, with carry ["stage", "ref"]:
-#   bash kernels/tools/decode-bench.sh [ours|ref|all]
+#   bash kernels/tools/decode-bench.sh [ours|ref|all|ncu]
+# ncu: after `ours`, Nsight Compute's duration and DRAM throughput of each fused kernel of one
+# token of the d_model 768 x 24 model (kernels launched one by one, --decoder fused).
 set -euo pipefail
 out="${OUT:-/tmp/gpu-out}"
 mkdir -p "$out"
@@ -24,6 +26,16 @@ ours() {
     done
   done
 }
+if [ "$what" = ncu ]; then
+  [ -d /tmp/dec-big/checkpoint ] || "$m" train --device cuda --quiet --overwrite --steps 1 --eval-windows 1 \
+    --sample-tokens 8 --out /tmp/dec-big --d-model 768 --n-layer 24 --batch 1 --seq-len 64 > /dev/null
+  ncu --clock-control none -k regex:decode_ --launch-skip 80 --launch-count 8 --log-file "$out/decode-ncu.txt" \
+    --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes_read.sum,launch__grid_size,sm__warps_active.avg.pct_of_peak_sustained_active \
+    "$m" generate --device cuda --checkpoint /tmp/dec-big/checkpoint --prompt "$prompt" --tokens 8 --temperature 0 \
+    --decoder fused > /dev/null
+  grep -E "decode_|duration|throughput|bytes|grid_size|warps_active" "$out/decode-ncu.txt"
+  exit 0
+fi
 if [ "$what" != ref ]; then
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$out/decode.txt"
   ours default --batch 2 --seq-len 64

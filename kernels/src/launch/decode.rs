@@ -5,11 +5,17 @@ use crate::error::{check_len, ensure, to_i32, Result};
 use cust::memory::{DeviceCopy, DevicePointer};
 use cust::prelude::*;
 
-/// Threads per block (`DECODE_THREADS`), weight rows per block (`DECODE_BLOCK_ROWS`) and
-/// batch rows per block at most (`DECODE_BT`) in decode.cu.
+/// Threads (`DECODE_THREADS`) and warps per block, and batch rows per block at most
+/// (`DECODE_BT`) in decode.cu.
 const THREADS: u32 = 256;
-pub const DECODE_BLOCK_ROWS: usize = 16;
+const WARPS: usize = 8;
 const MAX_BT: usize = 8;
+/// decode_ssm's channels per block: d_inner must be a multiple.
+pub const DECODE_SSM_CHANNELS: usize = 16;
+/// The widest conv decode_in keeps in registers.
+pub const DECODE_MAX_CONV: usize = 8;
+/// Blocks that keep every multiprocessor of the H200 busy with two.
+const ENOUGH_BLOCKS: usize = 2 * 132;
 /// The staged input rows of a block fit in 40 KiB of shared memory (the 48 KiB a block gets
 /// without opting in, less the static arrays).
 const MAX_STAGE_FLOATS: usize = 10 * 1024;
@@ -36,24 +42,22 @@ unsafe impl DeviceCopy for DecodeEmbedParams {}
 struct DecodeInParams {
     xc: DevicePointer<f32>,
     z: DevicePointer<f32>,
-    xpart: DevicePointer<f32>,
     conv_state: DevicePointer<f32>,
     residual: DevicePointer<f32>,
     norm_w: DevicePointer<f32>,
     in_proj: DevicePointer<f32>,
     conv_w: DevicePointer<f32>,
     conv_b: DevicePointer<f32>,
-    x_proj: DevicePointer<f32>,
     batch: i32,
     m: i32,
     d: i32,
     k: i32,
-    xdim: i32,
     bt: i32,
+    split: i32,
     eps: f32,
     pad: i32,
 }
-const _: () = assert!(std::mem::size_of::<DecodeInParams>() == 112);
+const _: () = assert!(std::mem::size_of::<DecodeInParams>() == 96);
 // SAFETY: device pointers and numbers, laid out as the C struct.
 unsafe impl DeviceCopy for DecodeInParams {}
 
@@ -63,7 +67,7 @@ unsafe impl DeviceCopy for DecodeInParams {}
 struct DecodeSsmParams {
     y: DevicePointer<f32>,
     ssm_state: DevicePointer<f32>,
-    xpart: DevicePointer<f32>,
+    xdbl: DevicePointer<f32>,
     xc: DevicePointer<f32>,
     z: DevicePointer<f32>,
     dt_w: DevicePointer<f32>,
@@ -74,14 +78,12 @@ struct DecodeSsmParams {
     d: i32,
     n: i32,
     r: i32,
-    n_parts: i32,
-    pad: i32,
 }
-const _: () = assert!(std::mem::size_of::<DecodeSsmParams>() == 96);
+const _: () = assert!(std::mem::size_of::<DecodeSsmParams>() == 88);
 // SAFETY: device pointers and integers, laid out as the C struct.
 unsafe impl DeviceCopy for DecodeSsmParams {}
 
-/// The parameter of `decode_out_f32` and `decode_head_f32` (`struct DecodeRowsParams`).
+/// The parameter of `decode_rows_f32` (`struct DecodeRowsParams`).
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct DecodeRowsParams {
@@ -93,10 +95,12 @@ struct DecodeRowsParams {
     rows: i32,
     cols: i32,
     bt: i32,
+    split: i32,
+    accumulate: i32,
     eps: f32,
     pad: i32,
 }
-const _: () = assert!(std::mem::size_of::<DecodeRowsParams>() == 56);
+const _: () = assert!(std::mem::size_of::<DecodeRowsParams>() == 64);
 // SAFETY: device pointers and numbers, laid out as the C struct.
 unsafe impl DeviceCopy for DecodeRowsParams {}
 
@@ -119,25 +123,21 @@ impl DecodeDims {
         self.dt_rank + 2 * self.d_state
     }
 
-    /// Partial x_proj sums `decode_in_f32` leaves for `decode_ssm_f32`: (d / 16, batch, xdim).
-    pub fn xpart_len(&self) -> usize {
-        self.d / DECODE_BLOCK_ROWS * self.batch * self.xdim()
-    }
-
     /// Why these sizes cannot take the fused kernels, if they cannot.
     pub fn unsupported(&self) -> Option<String> {
         let Self { batch, m, d, d_state, dt_rank, d_conv } = *self;
         if batch == 0 || d_state == 0 || dt_rank == 0 || d_conv == 0 {
             return Some("every size must be positive".into());
         }
-        if !m.is_multiple_of(4) || !d.is_multiple_of(DECODE_BLOCK_ROWS) {
+        if !m.is_multiple_of(4) || !d.is_multiple_of(DECODE_SSM_CHANNELS) {
             return Some(format!("d_model ({m}) must be a multiple of 4 and d_inner ({d}) of 16"));
         }
-        if m.max(d) > MAX_STAGE_FLOATS {
-            return Some(format!("d_model and d_inner must be at most {MAX_STAGE_FLOATS}"));
+        if d_conv > DECODE_MAX_CONV || batch > 65535 || m.max(d) > MAX_STAGE_FLOATS {
+            let what = format!("d_conv at most {DECODE_MAX_CONV}, batch 65535, d_model and d_inner {MAX_STAGE_FLOATS}");
+            return Some(what);
         }
-        if self.xdim() > 12 * 1024 || d * d_conv > i32::MAX as usize / batch.max(1) {
-            return Some("x_proj or the conv state is too large".into());
+        if self.xdim() > MAX_STAGE_FLOATS || d * d_conv.max(d_state) > i32::MAX as usize / batch {
+            return Some("x_proj or the states are too large".into());
         }
         None
     }
@@ -148,18 +148,36 @@ fn batch_tile(batch: usize, cols: usize) -> usize {
     (MAX_STAGE_FLOATS / cols.max(1)).clamp(1, MAX_BT).min(batch.max(1))
 }
 
+/// Warps per weight row for `rows` rows of `cols` values in `tiles` batch tiles: the fewest
+/// that make enough blocks (a block holds 8 / split rows), but never so many that a warp gets
+/// fewer than 32 float4 of a row. At d_model 768, batch 1: in_proj 1 (384 blocks), out_proj 4
+/// (384), x_proj 8 (80: its 80 rows allow no more), the head 4 (64); the default model's
+/// 128-wide in_proj rows are one warp's.
+fn split_for(rows: usize, cols: usize, tiles: usize) -> usize {
+    let most = [8, 4, 2].into_iter().find(|&s| cols / 4 >= 32 * s).unwrap_or(1);
+    let blocks = |split: usize| rows.div_ceil(WARPS / split) * tiles;
+    [1, 2, 4, 8].into_iter().find(|&s| s == most || blocks(s) >= ENOUGH_BLOCKS).unwrap_or(most)
+}
+
+/// Whether the buffers the kernels read as float4 start on 16 bytes.
+fn aligned(kernel: &'static str, slices: &[(&str, &DeviceSlice<f32>)]) -> Result<()> {
+    for (name, s) in slices {
+        let at = s.as_device_ptr().as_raw();
+        ensure(at.is_multiple_of(16), kernel, || format!("{name} starts at {at:#x}, not on 16 bytes"))?;
+    }
+    Ok(())
+}
+
 /// The arguments of [`Gpu::decode_in_f32`]: `residual` (B, M) in, the rest as in decode.cu.
 pub struct DecodeIn<'a> {
     pub xc: &'a mut DeviceSlice<f32>,
     pub z: &'a mut DeviceSlice<f32>,
-    pub xpart: &'a mut DeviceSlice<f32>,
     pub conv_state: &'a mut DeviceSlice<f32>,
     pub residual: &'a DeviceSlice<f32>,
     pub norm_w: &'a DeviceSlice<f32>,
     pub in_proj: &'a DeviceSlice<f32>,
     pub conv_w: &'a DeviceSlice<f32>,
     pub conv_b: &'a DeviceSlice<f32>,
-    pub x_proj: &'a DeviceSlice<f32>,
     pub eps: f32,
 }
 
@@ -167,7 +185,8 @@ pub struct DecodeIn<'a> {
 pub struct DecodeSsm<'a> {
     pub y: &'a mut DeviceSlice<f32>,
     pub ssm_state: &'a mut DeviceSlice<f32>,
-    pub xpart: &'a DeviceSlice<f32>,
+    /// x_proj's output (B, dt_rank + 2 d_state)
+    pub xdbl: &'a DeviceSlice<f32>,
     pub xc: &'a DeviceSlice<f32>,
     pub z: &'a DeviceSlice<f32>,
     pub dt_w: &'a DeviceSlice<f32>,
@@ -175,6 +194,18 @@ pub struct DecodeSsm<'a> {
     /// A = -exp(A_log), (D, N)
     pub a: &'a DeviceSlice<f32>,
     pub d_skip: &'a DeviceSlice<f32>,
+}
+
+/// The arguments of [`Gpu::decode_rows_f32`]: out (B, rows) = [out +] w (rows, cols) .
+/// [RMSNorm with norm_w](x (B, cols)).
+pub struct DecodeRows<'a> {
+    pub out: &'a mut DeviceSlice<f32>,
+    pub x: &'a DeviceSlice<f32>,
+    pub norm_w: Option<&'a DeviceSlice<f32>>,
+    pub w: &'a DeviceSlice<f32>,
+    pub batch: usize,
+    pub accumulate: bool,
+    pub eps: f32,
 }
 
 impl Gpu {
@@ -206,55 +237,52 @@ impl Gpu {
         self.launch(K, batch as u32, THREADS, 0, params, cost)
     }
 
-    /// Norm, in_proj, conv and the x_proj partials of one token — twin of
-    /// `ops::decode::cpu::decode_in`.
+    /// Norm, in_proj and conv of one token — twin of `ops::decode::cpu::decode_in`.
     pub fn decode_in_f32(&self, dims: DecodeDims, a: DecodeIn<'_>) -> Result<()> {
         const K: &str = "decode_in_f32";
         if let Some(why) = dims.unsupported() {
             return Err(crate::Error::bad(K, why));
         }
         let DecodeDims { batch, m, d, d_conv: k, .. } = dims;
-        let xdim = dims.xdim();
         for (name, len, want) in [
             ("xc", a.xc.len(), batch * d),
             ("z", a.z.len(), batch * d),
-            ("xpart", a.xpart.len(), dims.xpart_len()),
             ("conv_state", a.conv_state.len(), batch * d * k),
             ("residual", a.residual.len(), batch * m),
             ("norm_w", a.norm_w.len(), m),
             ("in_proj", a.in_proj.len(), 2 * d * m),
             ("conv_w", a.conv_w.len(), d * k),
             ("conv_b", a.conv_b.len(), d),
-            ("x_proj", a.x_proj.len(), xdim * d),
         ] {
             check_len(K, name, len, want)?;
         }
+        aligned(K, &[("residual", a.residual), ("in_proj", a.in_proj)])?;
         let bt = batch_tile(batch, m);
+        let tiles = batch.div_ceil(bt);
+        let split = split_for(2 * d, m, tiles);
         let params = DecodeInParams {
             xc: a.xc.as_device_ptr(),
             z: a.z.as_device_ptr(),
-            xpart: a.xpart.as_device_ptr(),
             conv_state: a.conv_state.as_device_ptr(),
             residual: a.residual.as_device_ptr(),
             norm_w: a.norm_w.as_device_ptr(),
             in_proj: a.in_proj.as_device_ptr(),
             conv_w: a.conv_w.as_device_ptr(),
             conv_b: a.conv_b.as_device_ptr(),
-            x_proj: a.x_proj.as_device_ptr(),
-            batch: to_i32(K, "batch", batch)?,
+            batch: batch as i32,
             m: m as i32,
             d: d as i32,
             k: k as i32,
-            xdim: xdim as i32,
             bt: bt as i32,
+            split: split as i32,
             eps: a.eps,
             pad: 0,
         };
-        // Reads in_proj, x_proj, the conv weights and state once; 2 FLOPs a weight a row.
-        let weights = 2 * d * m + xdim * d + d * (k + 1) + m;
-        let acts = batch * (m + 2 * d * k + 2 * d) + dims.xpart_len();
-        let cost = Cost { bytes: 4.0 * (weights + acts) as f64, flops: (2 * batch * (2 * d * m + xdim * d)) as f64 };
-        let grid = ((2 * d / DECODE_BLOCK_ROWS) as u32, batch.div_ceil(bt) as u32);
+        // Reads in_proj and the conv weights once, the conv state; 2 FLOPs a weight a row.
+        let weights = 2 * d * m + d * (k + 1) + m;
+        let acts = batch * (m + 2 * d * k + 2 * d);
+        let cost = Cost { bytes: 4.0 * (weights + acts) as f64, flops: (4 * batch * d * m) as f64 };
+        let grid = ((2 * d / (WARPS / split)) as u32, tiles as u32);
         self.launch(K, grid, THREADS, (4 * bt * m) as u32, params, cost)
     }
 
@@ -268,7 +296,7 @@ impl Gpu {
         for (name, len, want) in [
             ("y", a.y.len(), batch * d),
             ("ssm_state", a.ssm_state.len(), batch * d * n),
-            ("xpart", a.xpart.len(), dims.xpart_len()),
+            ("xdbl", a.xdbl.len(), batch * dims.xdim()),
             ("xc", a.xc.len(), batch * d),
             ("z", a.z.len(), batch * d),
             ("dt_w", a.dt_w.len(), d * r),
@@ -278,11 +306,10 @@ impl Gpu {
         ] {
             check_len(K, name, len, want)?;
         }
-        ensure(batch <= 65535, K, || format!("batch {batch} exceeds the grid's 65535"))?;
         let params = DecodeSsmParams {
             y: a.y.as_device_ptr(),
             ssm_state: a.ssm_state.as_device_ptr(),
-            xpart: a.xpart.as_device_ptr(),
+            xdbl: a.xdbl.as_device_ptr(),
             xc: a.xc.as_device_ptr(),
             z: a.z.as_device_ptr(),
             dt_w: a.dt_w.as_device_ptr(),
@@ -293,76 +320,48 @@ impl Gpu {
             d: d as i32,
             n: n as i32,
             r: r as i32,
-            n_parts: (d / DECODE_BLOCK_ROWS) as i32,
-            pad: 0,
         };
-        // Reads the partials (each block all of its row's), states twice, small weights.
-        let bytes = 4 * (dims.xpart_len() + 2 * batch * d * n + d * (r + n + 2) + 4 * batch * d);
+        // Reads the states and writes them back, the small weights once, x_proj's output.
+        let bytes = 4 * (2 * batch * d * n + d * (r + n + 2) + 4 * batch * d + batch * dims.xdim());
         let flops = batch * d * (2 * r + 6 * n + 10);
         let cost = Cost { bytes: bytes as f64, flops: flops as f64 };
-        let grid = ((d / DECODE_BLOCK_ROWS) as u32, batch as u32);
+        let grid = ((d / DECODE_SSM_CHANNELS) as u32, batch as u32);
         self.launch(K, grid, THREADS, (4 * dims.xdim()) as u32, params, cost)
     }
 
-    /// `residual` (B, M) += `out_proj` (M, D) `y` (B, D) — twin of `ops::decode::cpu::decode_out`.
-    pub fn decode_out_f32(
-        &self,
-        residual: &mut DeviceSlice<f32>,
-        y: &DeviceSlice<f32>,
-        out_proj: &DeviceSlice<f32>,
-        batch: usize,
-    ) -> Result<()> {
-        self.decode_rows("decode_out_f32", residual, y, None, out_proj, batch, 0.0)
-    }
-
-    /// `logits` (B, V) = `embedding` (V, M) RMSNorm(`residual` (B, M), `norm_w`) — twin of
-    /// `ops::decode::cpu::decode_head`.
-    pub fn decode_head_f32(
-        &self,
-        logits: &mut DeviceSlice<f32>,
-        residual: &DeviceSlice<f32>,
-        norm_w: &DeviceSlice<f32>,
-        embedding: &DeviceSlice<f32>,
-        eps: f32,
-    ) -> Result<()> {
-        let batch = residual.len() / norm_w.len().max(1);
-        self.decode_rows("decode_head_f32", logits, residual, Some(norm_w), embedding, batch, eps)
-    }
-
-    /// out (B, rows) (+)= w (rows, cols) [norm](x (B, cols)): `decode_out_f32` without a norm
-    /// (accumulating), `decode_head_f32` with one (overwriting).
-    #[allow(clippy::too_many_arguments)]
-    fn decode_rows(
-        &self,
-        kernel: &'static str,
-        out: &mut DeviceSlice<f32>,
-        x: &DeviceSlice<f32>,
-        norm_w: Option<&DeviceSlice<f32>>,
-        w: &DeviceSlice<f32>,
-        batch: usize,
-        eps: f32,
-    ) -> Result<()> {
+    /// `out` (B, rows) = [out +] `w` (rows, cols) [RMSNorm](`x` (B, cols)): x_proj, out_proj
+    /// (accumulating into the residual) and the head (normed) — twin of
+    /// `ops::decode::cpu::decode_rows`.
+    pub fn decode_rows_f32(&self, a: DecodeRows<'_>) -> Result<()> {
+        const K: &str = "decode_rows_f32";
+        let DecodeRows { out, x, norm_w, w, batch, accumulate, eps } = a;
         let cols = x.len() / batch.max(1);
-        ensure(batch > 0 && cols > 0 && x.len() == batch * cols, kernel, || "empty or ragged input".into())?;
-        ensure(cols.is_multiple_of(4) && cols <= MAX_STAGE_FLOATS, kernel, || {
+        ensure(batch > 0 && cols > 0 && x.len() == batch * cols, K, || "empty or ragged input".into())?;
+        ensure(cols.is_multiple_of(4) && cols <= MAX_STAGE_FLOATS, K, || {
             format!("rows of {cols} values: need a multiple of 4, at most {MAX_STAGE_FLOATS}")
         })?;
-        ensure(w.len().is_multiple_of(cols), kernel, || format!("the weight is not rows of {cols}"))?;
+        ensure(w.len().is_multiple_of(cols) && !w.is_empty(), K, || format!("the weight is not rows of {cols}"))?;
+        ensure(batch <= 65535, K, || format!("batch {batch} exceeds the grid's 65535"))?;
+        aligned(K, &[("x", x), ("w", w)])?;
         let rows = w.len() / cols;
-        check_len(kernel, "out", out.len(), batch * rows)?;
+        check_len(K, "out", out.len(), batch * rows)?;
         if let Some(nw) = norm_w {
-            check_len(kernel, "norm_w", nw.len(), cols)?;
+            check_len(K, "norm_w", nw.len(), cols)?;
         }
         let bt = batch_tile(batch, cols);
+        let tiles = batch.div_ceil(bt);
+        let split = split_for(rows, cols, tiles);
         let params = DecodeRowsParams {
             out: out.as_device_ptr(),
             x: x.as_device_ptr(),
             norm_w: norm_w.map_or(DevicePointer::null(), |n| n.as_device_ptr()),
             w: w.as_device_ptr(),
-            batch: to_i32(kernel, "batch", batch)?,
-            rows: to_i32(kernel, "rows", rows)?,
+            batch: batch as i32,
+            rows: to_i32(K, "rows", rows)?,
             cols: cols as i32,
             bt: bt as i32,
+            split: split as i32,
+            accumulate: i32::from(accumulate),
             eps,
             pad: 0,
         };
@@ -370,7 +369,7 @@ impl Gpu {
             bytes: 4.0 * (rows * cols + batch * (cols + 2 * rows)) as f64,
             flops: (2 * batch * rows * cols) as f64,
         };
-        let grid = (rows.div_ceil(DECODE_BLOCK_ROWS) as u32, batch.div_ceil(bt) as u32);
-        self.launch(kernel, grid, THREADS, (4 * bt * cols) as u32, params, cost)
+        let grid = (rows.div_ceil(WARPS / split) as u32, tiles as u32);
+        self.launch(K, grid, THREADS, (4 * bt * cols) as u32, params, cost)
     }
 }

@@ -5,22 +5,20 @@
 //! decode_embed   r = embedding[id]                                       (B, M)
 //! decode_in      u = RMSNorm(r) ; [x, z] = in_proj u                     (B, D) each
 //!                window = [window[1..], x] ; xc = silu(conv_w . window + conv_b)
-//!                xpart[p] = x_proj[:, 16p..16p+16] xc[16p..16p+16]      (D/16, B, xdim)
-//! decode_ssm     [dt, B, C] = sum_p xpart[p] ; Δ = softplus(dt_w dt + dt_b)
-//!                s = exp(Δ A) s + Δ B xc ; y = (C . s + D_skip xc) silu(z)
-//! decode_out     r += out_proj y
-//! decode_head    logits = embedding RMSNorm_f(r)                         (B, V)
+//! decode_rows    xdbl = x_proj xc = [dt, B, C]                           (B, xdim)
+//! decode_ssm     Δ = softplus(dt_w dt + dt_b) ; s = exp(Δ A) s + Δ B xc
+//!                y = (C . s + D_skip xc) silu(z)                         (B, D)
+//! decode_rows    r += out_proj y
+//! decode_rows    logits = embedding RMSNorm_f(r)                         (B, V)
 //! ```
 //!
-//! x_proj is summed in partials of 16 channels because that is how the GPU splits it (each
-//! in_proj block owns 16 channels); the twins keep the same buffers so that the GPU check
-//! compares every one. Dot products accumulate in f64.
+//! Dot products accumulate in f64.
 
 use crate::dtype::Elem;
 use rayon::prelude::*;
 
-/// Channels per x_proj partial (`DECODE_BLOCK_ROWS` in decode.cu).
-pub const PART: usize = 16;
+/// The multiple d_inner must be of (decode_ssm's blocks of 16 channels on the GPU).
+pub const D_INNER_MULTIPLE: usize = 16;
 
 /// The sizes of one Mamba-1 layer and of the batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,18 +38,12 @@ impl Dims {
     pub fn xdim(&self) -> usize {
         self.dt_rank + 2 * self.d_state
     }
-
-    /// Elements of the x_proj partials: (D / 16, B, xdim).
-    pub fn xpart_len(&self) -> usize {
-        self.d / PART * self.batch * self.xdim()
-    }
 }
 
 /// The buffers `decode_in` writes.
 pub struct InOut<'a, T> {
     pub xc: &'a mut [T],
     pub z: &'a mut [T],
-    pub xpart: &'a mut [T],
     pub conv_state: &'a mut [T],
 }
 
@@ -61,7 +53,6 @@ pub struct InWeights<'a, T> {
     pub in_proj: &'a [T],
     pub conv_w: &'a [T],
     pub conv_b: &'a [T],
-    pub x_proj: &'a [T],
 }
 
 /// The buffers `decode_ssm` writes, and its weights.
@@ -114,10 +105,9 @@ pub fn decode_embed<T: Elem>(residual: &mut [T], embedding: &[T], ids: &[T], m: 
     }
 }
 
-/// Norm, in_proj, conv (shifting the window) and the x_proj partials of one token.
+/// Norm, in_proj and conv (shifting the window) of one token.
 pub fn decode_in<T: Elem>(dims: Dims, out: InOut<'_, T>, residual: &[T], w: InWeights<'_, T>, eps: f64) {
     let Dims { m, d, d_conv: k, .. } = dims;
-    let xdim = dims.xdim();
     for b in 0..dims.batch {
         let (u, rstd) = normed(&residual[b * m..(b + 1) * m], w.norm_w, eps);
         let xz = rows_dot(w.in_proj, &u, rstd); // (2D)
@@ -129,24 +119,16 @@ pub fn decode_in<T: Elem>(dims: Dims, out: InOut<'_, T>, residual: &[T], w: InWe
             out.xc[b * d + c] = T::cast(silu(s));
             out.z[b * d + c] = T::cast(xz[d + c]);
         }
-        for p in 0..d / PART {
-            let xc = &out.xc[b * d + p * PART..b * d + (p + 1) * PART];
-            for j in 0..xdim {
-                let s = dot(&w.x_proj[j * d + p * PART..j * d + (p + 1) * PART], xc);
-                out.xpart[(p * dims.batch + b) * xdim + j] = T::cast(s);
-            }
-        }
     }
 }
 
-/// Sum the x_proj partials, then the state update and gated output of every channel.
-pub fn decode_ssm<T: Elem>(dims: Dims, out: SsmOut<'_, T>, xpart: &[T], xc: &[T], z: &[T], w: SsmWeights<'_, T>) {
+/// The state update and gated output of every channel, from x_proj's output `xdbl` (B, xdim).
+pub fn decode_ssm<T: Elem>(dims: Dims, out: SsmOut<'_, T>, xdbl: &[T], xc: &[T], z: &[T], w: SsmWeights<'_, T>) {
     let Dims { batch, d, d_state: n, dt_rank: r, .. } = dims;
     let xdim = dims.xdim();
     for b in 0..batch {
-        let xdbl: Vec<f64> =
-            (0..xdim).map(|j| (0..d / PART).map(|p| xpart[(p * batch + b) * xdim + j].as_f64()).sum()).collect();
-        let (dt_in, bs, cs) = (&xdbl[..r], &xdbl[r..r + n], &xdbl[r + n..]);
+        let x_dbl: Vec<f64> = xdbl[b * xdim..(b + 1) * xdim].iter().map(|v| v.as_f64()).collect();
+        let (dt_in, bs, cs) = (&x_dbl[..r], &x_dbl[r..r + n], &x_dbl[r + n..]);
         for c in 0..d {
             let bc = b * d + c;
             let dt_raw: f64 = w.dt_w[c * r..(c + 1) * r].iter().zip(dt_in).map(|(&a, &v)| a.as_f64() * v).sum();
@@ -164,25 +146,17 @@ pub fn decode_ssm<T: Elem>(dims: Dims, out: SsmOut<'_, T>, xpart: &[T], xc: &[T]
     }
 }
 
-/// r (B, M) += out_proj (M, D) y (B, D).
-pub fn decode_out<T: Elem>(residual: &mut [T], y: &[T], out_proj: &[T], batch: usize) {
-    let (m, d) = (residual.len() / batch, y.len() / batch);
-    for b in 0..batch {
-        let add = rows_dot(out_proj, &y[b * d..(b + 1) * d], 1.0);
-        for (r, a) in residual[b * m..(b + 1) * m].iter_mut().zip(add) {
-            *r = T::cast(r.as_f64() + a);
-        }
-    }
-}
-
-/// logits (B, V) = embedding (V, M) RMSNorm(r (B, M), norm_w).
-pub fn decode_head<T: Elem>(logits: &mut [T], residual: &[T], norm_w: &[T], embedding: &[T], eps: f64) {
-    let m = norm_w.len();
-    let vocab = embedding.len() / m;
-    for (row, r) in logits.chunks_mut(vocab).zip(residual.chunks(m)) {
-        let (u, rstd) = normed(r, norm_w, eps);
-        for (o, v) in row.iter_mut().zip(rows_dot(embedding, &u, rstd)) {
-            *o = T::cast(v);
+/// out (B, rows) = [out +] w (rows, cols) [RMSNorm with norm_w](x (B, cols)): x_proj,
+/// out_proj (accumulating into the residual) and the head (normed).
+pub fn decode_rows<T: Elem>(out: &mut [T], x: &[T], norm_w: Option<&[T]>, w: &[T], batch: usize, accumulate: bool, eps: f64) {
+    let (rows, cols) = (out.len() / batch, x.len() / batch);
+    for (o, xr) in out.chunks_mut(rows).zip(x.chunks(cols)) {
+        let (u, scale) = match norm_w {
+            Some(nw) => normed(xr, nw, eps),
+            None => (xr.to_vec(), 1.0),
+        };
+        for (o, v) in o.iter_mut().zip(rows_dot(w, &u, scale)) {
+            *o = T::cast(if accumulate { o.as_f64() + v } else { v });
         }
     }
 }

@@ -1,12 +1,12 @@
-//! The GPU arm of decoding: `decode_embed_f32`, `decode_in_f32`, `decode_ssm_f32`,
-//! `decode_out_f32`, `decode_head_f32` (kernels/cu/decode.cu), twins of `cpu.rs`. `mod.rs`
+//! The GPU arm of decoding: `decode_embed_f32`, `decode_in_f32`, `decode_rows_f32`,
+//! `decode_ssm_f32` (kernels/cu/decode.cu), twins of `cpu.rs`. `mod.rs`
 //! has checked sizes, contiguity, devices and that every written buffer is its own, and holds
 //! the locks; this file turns the locked buffers into device slices and launches.
 
 use super::{lock, Dims, OP};
 use crate::cuda::args::{run, Slice};
 use crate::{cuda::f32_only, dtype::DType, error::Result, storage::Storage, Tensor};
-use mamba_kernels::launch::{DecodeDims, DecodeIn, DecodeSsm};
+use mamba_kernels::launch::{DecodeDims, DecodeIn, DecodeRows, DecodeSsm};
 use std::sync::{RwLockReadGuard, RwLockWriteGuard};
 
 /// The f32 elements of contiguous `t` in its locked storage.
@@ -37,10 +37,13 @@ pub(super) fn decode_head(
 ) -> Result<()> {
     let mut out = slice(gw, logits)?;
     let (r, nf, emb) = (slice(&gr[0], residual)?, slice(&gr[1], norm_f)?, slice(&gr[2], embedding)?);
-    run(OP, |g| g.decode_head_f32(&mut out, &r, &nf, &emb, eps as f32))
+    let batch = residual.numel() / norm_f.numel();
+    let args = DecodeRows { out: &mut out, x: &r, norm_w: Some(&nf), w: &emb, batch, accumulate: false, eps: eps as f32 };
+    run(OP, |g| g.decode_rows_f32(args))
 }
 
-/// One layer: `decode_in_f32`, `decode_ssm_f32`, `decode_out_f32` on the one stream.
+/// One layer: `decode_in_f32`, `decode_rows_f32` (x_proj), `decode_ssm_f32`, `decode_rows_f32`
+/// (out_proj into the residual) on the one stream.
 /// `written` and `read` are in the order of `super::decode_mamba1`.
 pub(super) fn decode_mamba1(dims: Dims, written: &[(&Tensor, usize); 7], read: &[(&Tensor, usize); 10], eps: f64) -> Result<()> {
     let wt: Vec<&Tensor> = written.iter().map(|p| p.0).collect();
@@ -48,30 +51,30 @@ pub(super) fn decode_mamba1(dims: Dims, written: &[(&Tensor, usize); 7], read: &
     let (gw, gr) = lock(&wt, &rt);
     let ws = gw.iter().zip(&wt).map(|(g, t)| slice(g, t)).collect::<Result<Vec<_>>>()?;
     let rs = gr.iter().zip(&rt).map(|(g, t)| slice(g, t)).collect::<Result<Vec<_>>>()?;
-    let [mut residual, mut conv_state, mut ssm_state, mut xc, mut z, mut xpart, mut y] =
+    let [mut residual, mut conv_state, mut ssm_state, mut xc, mut z, mut xdbl, mut y] =
         <[Slice; 7]>::try_from(ws).unwrap_or_else(|_| unreachable!("seven buffers"));
     let [norm_w, in_proj, conv_w, conv_b, x_proj, dt_w, dt_b, a, d_skip, out_proj] = &rs[..] else {
         unreachable!("ten weights")
     };
     let Dims { batch, m, d, d_state, dt_rank, d_conv } = dims;
     let kd = DecodeDims { batch, m, d, d_state, dt_rank, d_conv };
+    let eps = eps as f32;
     run(OP, |g| {
         let args = DecodeIn {
             xc: &mut xc,
             z: &mut z,
-            xpart: &mut xpart,
             conv_state: &mut conv_state,
             residual: &residual,
             norm_w,
             in_proj,
             conv_w,
             conv_b,
-            x_proj,
-            eps: eps as f32,
+            eps,
         };
         g.decode_in_f32(kd, args)?;
-        let args = DecodeSsm { y: &mut y, ssm_state: &mut ssm_state, xpart: &xpart, xc: &xc, z: &z, dt_w, dt_b, a, d_skip };
+        g.decode_rows_f32(DecodeRows { out: &mut xdbl, x: &xc, norm_w: None, w: x_proj, batch, accumulate: false, eps })?;
+        let args = DecodeSsm { y: &mut y, ssm_state: &mut ssm_state, xdbl: &xdbl, xc: &xc, z: &z, dt_w, dt_b, a, d_skip };
         g.decode_ssm_f32(kd, args)?;
-        g.decode_out_f32(&mut residual, &y, out_proj, batch)
+        g.decode_rows_f32(DecodeRows { out: &mut residual, x: &y, norm_w: None, w: out_proj, batch, accumulate: true, eps })
     })
 }

@@ -1,7 +1,7 @@
 //! Decoding a Mamba-1 LM one token at a time in fused kernels (the math is in `cpu.rs`):
 //! [`decode_embed`] starts the residual stream from the token ids, [`decode_mamba1`] runs one
-//! layer (three kernels on the GPU: norm + in_proj + conv + x_proj partials, the SSM update,
-//! out_proj + residual), [`decode_head`] makes the logits. Every call writes into buffers the
+//! layer (four kernels on the GPU: norm + in_proj + conv, x_proj, the SSM update, out_proj +
+//! residual), [`decode_head`] makes the logits. Every call writes into buffers the
 //! caller allocated once, so that a decoder can replay the same launches token after token
 //! (and capture them in a CUDA graph). Not differentiable: it records no graph.
 //!
@@ -12,7 +12,7 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
 
-pub use cpu::{Dims, PART};
+pub use cpu::{Dims, D_INNER_MULTIPLE};
 
 use crate::{
     dtype::{DType, Elem, Scalar},
@@ -48,7 +48,7 @@ pub struct Mamba1Buffers {
     pub ssm_state: Tensor,
     pub xc: Tensor,    // (B, D)
     pub z: Tensor,     // (B, D)
-    pub xpart: Tensor, // (D / 16, B, R + 2N)
+    pub xdbl: Tensor,  // (B, R + 2N): x_proj's output
     pub y: Tensor,     // (B, D)
 }
 
@@ -62,7 +62,7 @@ impl Mamba1Buffers {
             ssm_state: z(&[batch, d, n])?,
             xc: z(&[batch, d])?,
             z: z(&[batch, d])?,
-            xpart: z(&[d / PART, batch, dims.xdim()])?,
+            xdbl: z(&[batch, dims.xdim()])?,
             y: z(&[batch, d])?,
         })
     }
@@ -75,11 +75,11 @@ pub fn unsupported(dims: Dims) -> Option<String> {
     if batch == 0 || m == 0 || dims.d_state == 0 || dims.dt_rank == 0 || dims.d_conv == 0 {
         return Some("every size must be positive".into());
     }
-    if !m.is_multiple_of(4) || !d.is_multiple_of(PART) {
-        return Some(format!("d_model ({m}) must be a multiple of 4 and d_inner ({d}) of {PART}"));
+    if !m.is_multiple_of(4) || !d.is_multiple_of(D_INNER_MULTIPLE) {
+        return Some(format!("d_model ({m}) must be a multiple of 4 and d_inner ({d}) of {D_INNER_MULTIPLE}"));
     }
-    if m.max(d) > 10 * 1024 || batch > 65535 {
-        return Some("d_model and d_inner must be at most 10240, the batch at most 65535".into());
+    if m.max(d) > 10 * 1024 || batch > 65535 || dims.d_conv > 8 {
+        return Some("d_model and d_inner must be at most 10240, the batch 65535, d_conv 8".into());
     }
     None
 }
@@ -114,7 +114,7 @@ pub fn decode_mamba1(dims: Dims, residual: &Tensor, w: &Mamba1Weights<'_>, bufs:
         (&bufs.ssm_state, batch * d * n),
         (&bufs.xc, batch * d),
         (&bufs.z, batch * d),
-        (&bufs.xpart, dims.xpart_len()),
+        (&bufs.xdbl, batch * dims.xdim()),
         (&bufs.y, batch * d),
     ];
     let read = [
@@ -220,7 +220,8 @@ fn head_cpu<T: Elem>(
     eps: f64,
 ) -> Result<()> {
     let (r, nf, emb): (&[T], &[T], &[T]) = (elems(&gr[0], residual)?, elems(&gr[1], norm_f)?, elems(&gr[2], embedding)?);
-    cpu::decode_head(elems_mut(&mut gw[0], logits)?, r, nf, emb, eps);
+    let batch = residual.numel() / norm_f.numel();
+    cpu::decode_rows(elems_mut(&mut gw[0], logits)?, r, Some(nf), emb, batch, false, eps);
     Ok(())
 }
 
@@ -233,15 +234,16 @@ fn layer_cpu<T: Elem>(dims: Dims, written: &[(&Tensor, usize); 7], read: &[(&Ten
         ws.push(elems_mut::<T>(g, t)?);
     }
     let rs = gr.iter().zip(&rt).map(|(g, t)| elems::<T>(g, t)).collect::<Result<Vec<_>>>()?;
-    let [residual, conv_state, ssm_state, xc, z, xpart, y] = &mut ws[..] else { unreachable!("seven buffers") };
+    let [residual, conv_state, ssm_state, xc, z, xdbl, y] = &mut ws[..] else { unreachable!("seven buffers") };
     let [norm_w, in_proj, conv_w, conv_b, x_proj, dt_w, dt_b, a, d_skip, out_proj] = rs[..] else {
         unreachable!("ten weights")
     };
-    let out = cpu::InOut { xc, z, xpart, conv_state };
-    cpu::decode_in(dims, out, residual, cpu::InWeights { norm_w, in_proj, conv_w, conv_b, x_proj }, eps);
+    let batch = dims.batch;
+    cpu::decode_in(dims, cpu::InOut { xc, z, conv_state }, residual, cpu::InWeights { norm_w, in_proj, conv_w, conv_b }, eps);
+    cpu::decode_rows(xdbl, xc, None, x_proj, batch, false, eps);
     let out = cpu::SsmOut { y, ssm_state };
-    cpu::decode_ssm(dims, out, xpart, xc, z, cpu::SsmWeights { dt_w, dt_b, a, d_skip });
-    cpu::decode_out(residual, y, out_proj, dims.batch);
+    cpu::decode_ssm(dims, out, xdbl, xc, z, cpu::SsmWeights { dt_w, dt_b, a, d_skip });
+    cpu::decode_rows(residual, y, None, out_proj, batch, true, eps);
     Ok(())
 }
 
