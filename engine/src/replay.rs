@@ -5,7 +5,7 @@
 //! What a recording touches must stay allocated at the same place while it is replayed: record
 //! only work on buffers that live as long as the [`Recorded`] (see `cuda/graph.rs`).
 
-use crate::{Device, Result};
+use crate::{Device, Result, Tensor};
 
 /// A recorded sequence of launches (on the GPU).
 pub struct Recorded {
@@ -35,5 +35,89 @@ impl Recorded {
         return self.graph.launch();
         #[cfg(not(feature = "cuda"))]
         Ok(())
+    }
+}
+
+/// A small f32 tensor that the host writes or reads once per replay: on the GPU through
+/// page-locked host memory, so that the copy itself can be one of the recorded launches (a
+/// copy from ordinary host memory cannot be recorded, and costs a staging copy besides); on
+/// the CPU the tensor itself.
+///
+/// Per token a decoder `set`s the ids, replays (`upload`, the token's kernels, `download`,
+/// all recorded), then `get`s the logits, which waits for the replay.
+pub struct HostLink {
+    tensor: Tensor,
+    #[cfg(feature = "cuda")]
+    pinned: Option<std::sync::Mutex<mamba_kernels::cust::memory::LockedBuffer<f32>>>,
+}
+
+impl HostLink {
+    /// A link to `tensor` (contiguous; f32 on the GPU).
+    pub fn new(tensor: &Tensor) -> Result<HostLink> {
+        if !tensor.is_contiguous() {
+            return crate::error::invalid("host link", "the tensor must be contiguous");
+        }
+        #[cfg(feature = "cuda")]
+        if tensor.device() == Device::Cuda {
+            if tensor.dtype() != crate::DType::F32 {
+                return Err(crate::cuda::f32_only("host link", tensor.dtype()));
+            }
+            let op = "host link";
+            let pinned = mamba_kernels::cust::memory::LockedBuffer::new(&0.0f32, tensor.numel())
+                .map_err(crate::cuda::err(op))?;
+            return Ok(HostLink { tensor: tensor.clone(), pinned: Some(std::sync::Mutex::new(pinned)) });
+        }
+        Ok(HostLink {
+            tensor: tensor.clone(),
+            #[cfg(feature = "cuda")]
+            pinned: None,
+        })
+    }
+
+    /// Write the host side (on the CPU: the tensor). Call it only when no replay that reads
+    /// it is in flight (after the previous `get`).
+    pub fn set(&self, values: &[f64]) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        if let Some(pinned) = &self.pinned {
+            let mut host = pinned.lock().unwrap_or_else(|e| e.into_inner());
+            if values.len() != host.len() {
+                let why = format!("{} values for a link of {}", values.len(), host.len());
+                return crate::error::invalid("host link", why);
+            }
+            host.iter_mut().zip(values).for_each(|(h, &v)| *h = v as f32);
+            return Ok(());
+        }
+        self.tensor.write_values(values)
+    }
+
+    /// Queue the copy host -> tensor (recordable); nothing on the CPU.
+    pub fn upload(&self) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        if let Some(pinned) = &self.pinned {
+            let mut host = pinned.lock().unwrap_or_else(|e| e.into_inner());
+            return crate::cuda::copy_pinned(&self.tensor, &mut host, true);
+        }
+        Ok(())
+    }
+
+    /// Queue the copy tensor -> host (recordable); nothing on the CPU.
+    pub fn download(&self) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        if let Some(pinned) = &self.pinned {
+            let mut host = pinned.lock().unwrap_or_else(|e| e.into_inner());
+            return crate::cuda::copy_pinned(&self.tensor, &mut host, false);
+        }
+        Ok(())
+    }
+
+    /// The host side after everything queued so far (waits for the GPU).
+    pub fn get(&self) -> Result<Vec<f64>> {
+        #[cfg(feature = "cuda")]
+        if let Some(pinned) = &self.pinned {
+            crate::cuda::synchronize()?;
+            let host = pinned.lock().unwrap_or_else(|e| e.into_inner());
+            return Ok(host.iter().map(|&v| v as f64).collect());
+        }
+        self.tensor.to_vec_f64()
     }
 }

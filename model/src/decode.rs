@@ -21,7 +21,7 @@ use crate::{
 use mamba_engine::{
     no_grad,
     ops::decode::{self, decode_embed, decode_head, decode_mamba1, Dims, Mamba1Buffers, Mamba1Weights},
-    replay::Recorded,
+    replay::{HostLink, Recorded},
     DType, Device, Tensor,
 };
 
@@ -47,6 +47,9 @@ pub struct Decoder<'m> {
     residual: Tensor, // (B, M)
     ids: Tensor,      // (B) token ids as floats
     logits: Tensor,   // (B, padded vocab)
+    /// The host's ends of `ids` and `logits` (page-locked on the GPU, copied inside the graph).
+    ids_link: HostLink,
+    logits_link: HostLink,
     launch: Launch,
     recorded: Option<Recorded>,
 }
@@ -93,6 +96,8 @@ impl<'m> Decoder<'m> {
         let a = mixers.iter().map(|m| Ok(m.a_log.exp()?.neg()?)).collect::<Result<Vec<_>>>()?;
         let buffers =
             mixers.iter().map(|_| Mamba1Buffers::zeros(dims, dtype, device)).collect::<mamba_engine::Result<_>>()?;
+        let ids = Tensor::zeros(&[batch], dtype, device)?;
+        let logits = Tensor::zeros(&[batch, model.cfg.padded_vocab()], dtype, device)?;
         Ok(Decoder {
             model,
             mixers,
@@ -100,8 +105,10 @@ impl<'m> Decoder<'m> {
             a,
             layers: buffers,
             residual: Tensor::zeros(&[batch, dims.m], dtype, device)?,
-            ids: Tensor::zeros(&[batch], dtype, device)?,
-            logits: Tensor::zeros(&[batch, model.cfg.padded_vocab()], dtype, device)?,
+            ids_link: HostLink::new(&ids)?,
+            logits_link: HostLink::new(&logits)?,
+            ids,
+            logits,
             launch,
             recorded: None,
         })
@@ -134,7 +141,7 @@ impl<'m> Decoder<'m> {
             let what = format!("{} ids below {vocab} expected, got {ids:?}", self.dims.batch);
             return Err(Error::Unsupported(format!("decoder step: {what}")));
         }
-        self.ids.write_values(&ids.iter().map(|&i| i as f64).collect::<Vec<_>>())?;
+        self.ids_link.set(&ids.iter().map(|&i| i as f64).collect::<Vec<_>>())?;
         let device = self.model.device();
         if self.launch == Launch::Graph && device == Device::Cuda {
             if self.recorded.is_none() {
@@ -146,12 +153,13 @@ impl<'m> Decoder<'m> {
         } else {
             self.token()?;
         }
-        Ok(self.logits.to_vec_f64()?)
+        Ok(self.logits_link.get()?)
     }
 
-    /// Every launch of one token, reading `ids` and writing `logits`.
+    /// Every launch of one token: the ids in, the layers, the logits out.
     fn token(&self) -> mamba_engine::Result<()> {
         let model = self.model;
+        self.ids_link.upload()?;
         decode_embed(&self.residual, &model.embedding, &self.ids)?;
         for (((block, m), a), bufs) in model.layers.iter().zip(&self.mixers).zip(&self.a).zip(&self.layers) {
             let w = Mamba1Weights {
@@ -168,7 +176,8 @@ impl<'m> Decoder<'m> {
             };
             decode_mamba1(self.dims, &self.residual, &w, bufs, RMS_EPS)?;
         }
-        decode_head(&self.logits, &self.residual, &model.norm_f, &model.embedding, RMS_EPS)
+        decode_head(&self.logits, &self.residual, &model.norm_f, &model.embedding, RMS_EPS)?;
+        self.logits_link.download()
     }
 }
 

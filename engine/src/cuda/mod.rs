@@ -292,6 +292,29 @@ pub(crate) fn write_host(values: &CpuData, dst: &Tensor) -> Result<()> {
     copied.map_err(err(OP))
 }
 
+/// Queue a copy between contiguous f32 `t` and page-locked `host` (its size): host to device
+/// when `to_device`, else back. Both sides stay put, so the copy can be recorded in a graph.
+pub(crate) fn copy_pinned(t: &Tensor, host: &mut [f32], to_device: bool) -> Result<()> {
+    const OP: &str = "host link";
+    let guard = t.read();
+    let mut dev = guard.as_cuda(OP)?.slice::<f32>(OP, t.layout.offset, t.numel())?;
+    if host.len() != dev.len() {
+        return Err(Error::Device { op: OP, device: Device::Cuda, msg: "engine bug: host link size".into() });
+    }
+    let stream = &gpu(OP)?.stream;
+    // SAFETY: in bounds (checked above and by `slice`); `host` is page-locked memory that its
+    // owner (a HostLink) keeps alive and unmoved, and reads or writes only after waiting for
+    // the stream, while copies are queued or recorded.
+    let copied = unsafe {
+        if to_device {
+            dev.async_copy_from(&*host, stream)
+        } else {
+            dev.async_copy_to(host, stream)
+        }
+    };
+    copied.map_err(err(OP))
+}
+
 /// A slice of plain numbers as its bytes.
 fn bytes_of<T: Copy>(v: &[T]) -> &[u8] {
     // SAFETY: f32, f64 and bf16 have no padding and every byte pattern is a valid u8.
