@@ -20,6 +20,10 @@
 //   registers first (up to DECODE_WMAX float4 per lane), then stages its input, then
 //   multiplies. The input's round trip and the norm overlap the weights' (Nsight Compute saw
 //   decode_in at 12 us for 10 MB when the weights were loaded after the norm).
+// - Launched as programmatic dependents (launch/pdl.rs): a kernel may start while the one before
+//   it still runs, loads its weights, then waits (griddepcontrol.wait) for that kernel to finish
+//   before it touches activations, and lets the next kernel start likewise. Nothing is written
+//   before the wait.
 // - A block of 8 warps owns 8 / split weight rows; `split` warps share a row, each taking
 //   every split-th group of 32 float4 columns. The launchers pick split so that there are
 //   ~2 blocks per SM where the rows allow (out_proj at d_model 768: split 4, 384 blocks).
@@ -35,6 +39,13 @@
 // registers and spilled (they need more; at most 2-3 blocks per SM are launched anyway).
 
 #include "reduce.cuh"
+
+// Wait until the kernel before this one on the stream has finished and its writes are
+// visible (a no-op for an ordinary launch), then let the next kernel start its prologue.
+__device__ __forceinline__ void decode_wait() {
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+}
 
 // softplus(x) = max(x, 0) + log1p(exp(-|x|)), as scan.cu and the CPU twin.
 __device__ __forceinline__ float decode_softplus(float x) { return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x))); }
@@ -97,6 +108,7 @@ static_assert(sizeof(DecodeRowsParams) == 64, "DecodeRowsParams: launch/decode.r
 // Grid (B), block 256: r[b] = embedding[ids[b]] (an out-of-range id is clamped; the host
 // checks ids before writing them).
 extern "C" __global__ void __launch_bounds__(DECODE_THREADS) decode_embed_f32(const __grid_constant__ DecodeEmbedParams p) {
+    decode_wait();
     const int b = blockIdx.x;
     if (b >= p.batch) return;
     const int id = min(max((int)p.ids[b], 0), p.vocab - 1);
@@ -203,10 +215,12 @@ extern "C" __global__ void __launch_bounds__(DECODE_THREADS, 1) decode_in_f32(co
         cb = __ldg(p.conv_b + c);
         c_last = __ldg(p.conv_w + (long long)c * k + k - 1);
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            win[j] = j + 1 < k ? p.conv_state[(bd + c) * k + j + 1] : 0.0f;
-            cw[j] = j < k ? __ldg(p.conv_w + (long long)c * k + j) : 0.0f;
-        }
+        for (int j = 0; j < 8; j++) cw[j] = j < k ? __ldg(p.conv_w + (long long)c * k + j) : 0.0f;
+    }
+    decode_wait();
+    if (x_block && mine) {
+#pragma unroll
+        for (int j = 0; j < 8; j++) win[j] = j + 1 < k ? p.conv_state[(bd + c) * k + j + 1] : 0.0f;
     }
     decode_stage(u_in, rs, p.residual, p.norm_w, b0, bt, p.m, p.eps);
     const float v = decode_dot(wv, p.in_proj, row0 + (t >> 5) / split, 2 * d, p.m, split, u_in, rs, bt, red);
@@ -239,6 +253,7 @@ extern "C" __global__ void __launch_bounds__(DECODE_THREADS, 1) decode_rows_f32(
     const int row0 = blockIdx.x * (DECODE_WARPS / split), row = row0 + (threadIdx.x >> 5) / split;
     float4 wv[DECODE_WMAX];
     decode_load_row(wv, p.w, row, p.rows, p.cols, split);
+    decode_wait();
     decode_stage(u_rows, rs, p.x, p.norm_w, b0, bt, p.cols, p.eps);
     const float v = decode_dot(wv, p.w, row, p.rows, p.cols, split, u_rows, rs, bt, red);
     const int t = threadIdx.x, out_row = row0 + t / bt;
@@ -253,16 +268,19 @@ extern "C" __global__ void __launch_bounds__(DECODE_THREADS) decode_ssm_f32(cons
     const int d = p.d, n = p.n, r = p.r, xdim = r + 2 * n, b = blockIdx.y;
     const int c = blockIdx.x * 16 + (threadIdx.x >> 4), l = threadIdx.x & 15;
     const long long bc = (long long)b * d + c;
-    // what does not depend on x_proj first: this channel's weights, state and inputs
+    // this channel's weights first, then (after the wait) its state and inputs
     float dtw[4], av[4], sv[4];
 #pragma unroll
     for (int i = 0; i < 4; i++) {
         const int q = l + 16 * i;
         dtw[i] = q < r ? __ldg(p.dt_w + (long long)c * r + q) : 0.0f;
         av[i] = q < n ? __ldg(p.a + (long long)c * n + q) : 0.0f;
-        sv[i] = q < n ? p.ssm_state[bc * n + q] : 0.0f;
     }
-    const float x = p.xc[bc], zg = p.z[bc], dsk = __ldg(p.d_skip + c), dtb = __ldg(p.dt_b + c);
+    const float dsk = __ldg(p.d_skip + c), dtb = __ldg(p.dt_b + c);
+    decode_wait();
+#pragma unroll
+    for (int i = 0; i < 4; i++) sv[i] = l + 16 * i < n ? p.ssm_state[bc * n + l + 16 * i] : 0.0f;
+    const float x = p.xc[bc], zg = p.z[bc];
     for (int j = threadIdx.x; j < xdim; j += blockDim.x) xdbl_s[j] = p.xdbl[(long long)b * xdim + j];
     __syncthreads();
     float dt = 0.0f;

@@ -234,7 +234,7 @@ impl Gpu {
             pad: 0,
         };
         let cost = Cost::f32s(2 * batch * m + batch);
-        self.launch(K, batch as u32, THREADS, 0, params, cost)
+        self.launch_dependent(K, batch as u32, THREADS, 0, params, cost)
     }
 
     /// Norm, in_proj and conv of one token — twin of `ops::decode::cpu::decode_in`.
@@ -283,7 +283,7 @@ impl Gpu {
         let acts = batch * (m + 2 * d * k + 2 * d);
         let cost = Cost { bytes: 4.0 * (weights + acts) as f64, flops: (4 * batch * d * m) as f64 };
         let grid = ((2 * d / (WARPS / split)) as u32, tiles as u32);
-        self.launch(K, grid, THREADS, (4 * bt * m) as u32, params, cost)
+        self.launch_dependent(K, grid, THREADS, (4 * bt * m) as u32, params, cost)
     }
 
     /// The SSM update and gated output of one token — twin of `ops::decode::cpu::decode_ssm`.
@@ -326,7 +326,7 @@ impl Gpu {
         let flops = batch * d * (2 * r + 6 * n + 10);
         let cost = Cost { bytes: bytes as f64, flops: flops as f64 };
         let grid = ((d / DECODE_SSM_CHANNELS) as u32, batch as u32);
-        self.launch(K, grid, THREADS, (4 * dims.xdim()) as u32, params, cost)
+        self.launch_dependent(K, grid, THREADS, (4 * dims.xdim()) as u32, params, cost)
     }
 
     /// `out` (B, rows) = [out +] `w` (rows, cols) [RMSNorm](`x` (B, cols)): x_proj, out_proj
@@ -370,6 +370,6 @@ impl Gpu {
             flops: (2 * batch * rows * cols) as f64,
         };
         let grid = (rows.div_ceil(WARPS / split) as u32, tiles as u32);
-        self.launch(K, grid, THREADS, (4 * bt * cols) as u32, params, cost)
+        self.launch_dependent(K, grid, THREADS, (4 * bt * cols) as u32, params, cost)
     }
 }

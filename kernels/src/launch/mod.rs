@@ -19,6 +19,7 @@ mod embedding;
 mod flip;
 mod matmul;
 mod norm;
+mod pdl;
 mod profile;
 mod reduce;
 mod scan;
@@ -79,6 +80,8 @@ pub struct Gpu {
     functions: HashMap<&'static str, (Function<'static>, Option<usize>)>,
     /// Holds CUDA events, so it drops before the context.
     profiler: Profiler,
+    /// `cuLaunchKernelEx`, for launches that may overlap the kernel before (`pdl.rs`).
+    launch_ex: Option<pdl::LaunchEx>,
     _context: Context,
 }
 
@@ -122,7 +125,8 @@ impl Gpu {
             }
         }
         let stream = Stream::new(StreamFlags::NON_BLOCKING, None)?;
-        Ok(Gpu { stream, functions, profiler: Profiler::default(), _context: context })
+        let launch_ex = pdl::LaunchEx::resolve();
+        Ok(Gpu { stream, functions, profiler: Profiler::default(), launch_ex, _context: context })
     }
 
     /// Launches `kernel` on `self.stream` with `params`, its parameter struct, timed for the
@@ -141,6 +145,33 @@ impl Gpu {
         params: P,
         cost: Cost,
     ) -> Result<()> {
+        self.launch_as(kernel, (grid.into(), block.into(), shared_bytes), params, cost, false)
+    }
+
+    /// As [`launch`](Self::launch), but the kernel may start before the previous kernel on the
+    /// stream ends (programmatic dependent launch, `pdl.rs`), where the driver allows: the
+    /// kernel must execute `griddepcontrol.wait` before it reads anything an earlier kernel
+    /// wrote, and write nothing before it.
+    pub(crate) fn launch_dependent<P: DeviceCopy>(
+        &self,
+        kernel: &'static str,
+        grid: impl Into<GridSize>,
+        block: impl Into<BlockSize>,
+        shared_bytes: u32,
+        params: P,
+        cost: Cost,
+    ) -> Result<()> {
+        self.launch_as(kernel, (grid.into(), block.into(), shared_bytes), params, cost, true)
+    }
+
+    fn launch_as<P: DeviceCopy>(
+        &self,
+        kernel: &'static str,
+        (grid, block, shared_bytes): (GridSize, BlockSize, u32),
+        params: P,
+        cost: Cost,
+        dependent: bool,
+    ) -> Result<()> {
         let (function, bytes) = self.functions.get(kernel).ok_or(CudaError::NotFound)?;
         let size = std::mem::size_of::<P>();
         if *bytes != Some(size) {
@@ -149,14 +180,24 @@ impl Gpu {
         }
         let _timed = self.timed(kernel, cost);
         let args = [&params as *const P as *mut c_void];
-        // SAFETY: the kernel takes exactly one parameter of `size` bytes (checked above from
-        // its PTX), and `P` is its `#[repr(C)]` twin (same fields, sizes asserted on both
-        // sides), so the driver copies `params` into a parameter of the right layout; `args`
-        // and `params` outlive this call, which is all the driver needs (it copies them
+        // SAFETY (both arms): the kernel takes exactly one parameter of `size` bytes (checked
+        // above from its PTX), and `P` is its `#[repr(C)]` twin (same fields, sizes asserted on
+        // both sides), so the driver copies `params` into a parameter of the right layout;
+        // `args` and `params` outlive this call, which is all the driver needs (it copies them
         // before returning). The device pointers in `params` come from `DeviceSlice`s the
         // launcher checked against the sizes in `params`, so the kernel stays in bounds; the
         // slices' owners keep the memory alive until the work queued on the one stream ends.
-        unsafe { self.stream.launch(function, grid, block, shared_bytes, &args) }?;
+        match (&self.launch_ex, dependent) {
+            (Some(ex), true) => {
+                let dims = ([grid.x, grid.y, grid.z], [block.x, block.y, block.z], shared_bytes);
+                let args = args.as_ptr() as *mut *mut c_void;
+                let r = unsafe { ex.launch(function.to_raw(), dims, self.stream.as_inner(), args) };
+                if r != cust::sys::cudaError_enum::CUDA_SUCCESS {
+                    return Err(Error::bad(kernel, format!("cuLaunchKernelEx failed: {r:?}")));
+                }
+            }
+            _ => unsafe { self.stream.launch(function, grid, block, shared_bytes, &args) }?,
+        }
         Ok(())
     }
 
