@@ -19,7 +19,8 @@ ours() {
     --out "/tmp/dec-$name" "$@" > /dev/null
   for dec in graph fused generic; do
     for b in 1 8 64 256; do
-      [ "$dec" != graph ] && [ "$b" != 1 ] && continue
+      [ "$dec" = fused ] && [ "$b" != 1 ] && continue
+      [ "$dec" = generic ] && [ "$b" = 8 ] && continue
       printf '%s d=%s batch %s: ' "$name" "$dec" "$b" | tee -a "$out/decode.txt"
       "$m" generate --device cuda --checkpoint "/tmp/dec-$name/checkpoint" --prompt "$prompt" --tokens 512 \
         --temperature 0 --batch "$b" --decoder "$dec" --timing 2>&1 >/dev/null | tee -a "$out/decode.txt"
