@@ -145,6 +145,7 @@ __device__ __forceinline__ void decode_stage(float* u, float* rs, const float* _
         ss = warp_sum(ss);
         if (lane == 0) rs[warp] = norm_w ? rsqrtf(ss / (float)cols + eps) : 1.0f;
     }
+    __syncthreads();  // the squares are summed before anyone scales u
     if (norm_w)
         for (int i = threadIdx.x; i < bt * cols; i += blockDim.x) u[i] *= __ldg(norm_w + i % cols);
     __syncthreads();
