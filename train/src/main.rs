@@ -95,9 +95,10 @@ struct GenerateArgs {
     /// tokens per second of the per-token steps.
     #[arg(long)]
     timing: bool,
-    /// How each new token runs: graph (the fused kernels replayed as a CUDA graph), fused
-    /// (the same kernels launched one by one) or generic (the model's step in tensor ops).
-    /// Models the fused kernels cannot run (Mamba-2, an MLP branch) take the generic step.
+    /// How each new token runs: graph (on the GPU the fused kernels replayed as a CUDA graph,
+    /// on the CPU the generic step, faster there), fused (the fused kernels launched one by
+    /// one) or generic (the model's step in tensor ops). Models the fused kernels cannot run
+    /// (Mamba-2, an MLP branch) take the generic step.
     #[arg(long, default_value = "graph")]
     decoder: DecodePath,
 }
