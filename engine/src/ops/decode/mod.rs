@@ -78,8 +78,8 @@ pub fn unsupported(dims: Dims) -> Option<String> {
     if !m.is_multiple_of(4) || !d.is_multiple_of(D_INNER_MULTIPLE) {
         return Some(format!("d_model ({m}) must be a multiple of 4 and d_inner ({d}) of {D_INNER_MULTIPLE}"));
     }
-    if m.max(d) > 10 * 1024 || batch > 65535 || dims.d_conv > 8 {
-        return Some("d_model and d_inner must be at most 10240, the batch 65535, d_conv 8".into());
+    if m.max(d).max(dims.dt_rank) > 10 * 1024 || batch > 65535 || dims.d_conv > 8 || dims.d_state > 4096 {
+        return Some("d_model, d_inner and dt_rank must be at most 10240, the batch 65535, d_conv 8, d_state 4096".into());
     }
     None
 }
@@ -87,6 +87,9 @@ pub fn unsupported(dims: Dims) -> Option<String> {
 /// r (B, M) = rows `ids` (B, token ids stored as floats) of `embedding` (V, M).
 pub fn decode_embed(residual: &Tensor, embedding: &Tensor, ids: &Tensor) -> Result<()> {
     let m = embedding.shape().last().copied().unwrap_or(0);
+    if m == 0 || embedding.numel() == 0 || ids.numel() == 0 {
+        return invalid(OP, "decode_embed needs a non-empty embedding (V, M) and at least one id");
+    }
     check(&[(residual, ids.numel() * m)], &[(embedding, embedding.numel()), (ids, ids.numel())])?;
     let (mut gw, gr) = lock(&[residual], &[embedding, ids]);
     let ts = [residual, embedding, ids];
@@ -146,7 +149,15 @@ pub fn decode_mamba1(dims: Dims, residual: &Tensor, w: &Mamba1Weights<'_>, bufs:
 /// logits (B, V) = embedding (V, M) RMSNorm(residual (B, M), norm_f).
 pub fn decode_head(logits: &Tensor, residual: &Tensor, norm_f: &Tensor, embedding: &Tensor, eps: f64) -> Result<()> {
     let m = norm_f.numel();
-    let (batch, vocab) = (residual.numel() / m.max(1), embedding.numel() / m.max(1));
+    if m == 0 || residual.numel() == 0 || !residual.numel().is_multiple_of(m) || !embedding.numel().is_multiple_of(m) {
+        let why = format!(
+            "decode_head needs rows of norm_f's {m} values: residual has {}, the embedding {}",
+            residual.numel(),
+            embedding.numel()
+        );
+        return invalid(OP, why);
+    }
+    let (batch, vocab) = (residual.numel() / m, embedding.numel() / m);
     check(&[(logits, batch * vocab)], &[(residual, batch * m), (norm_f, m), (embedding, vocab * m)])?;
     let (mut gw, gr) = lock(&[logits], &[residual, norm_f, embedding]);
     let ts = [logits, residual, norm_f, embedding];
@@ -252,3 +263,56 @@ fn layer_cpu<T: Elem>(dims: Dims, written: &[(&Tensor, usize); 7], read: &[(&Ten
 pub const OPS: &[&str] = &[];
 
 super::case::cases! {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dims() -> Dims {
+        Dims { batch: 2, m: 8, d: 16, d_state: 4, dt_rank: 2, d_conv: 3 }
+    }
+
+    fn weights(dims: Dims) -> Vec<Tensor> {
+        let Dims { m, d, d_state: n, dt_rank: r, d_conv: k, .. } = dims;
+        let shapes: [&[usize]; 10] =
+            [&[m], &[2 * d, m], &[d, 1, k], &[d], &[r + 2 * n, d], &[d, r], &[d], &[d, n], &[d], &[m, d]];
+        shapes.iter().map(|s| Tensor::full(s, 0.1, DType::F64, Device::Cpu).unwrap()).collect()
+    }
+
+    fn view(w: &[Tensor]) -> Mamba1Weights<'_> {
+        let [norm, in_proj, conv_w, conv_b, x_proj, dt_w, dt_b, a, d_skip, out_proj] = w else { unreachable!() };
+        Mamba1Weights { norm, in_proj, conv_w, conv_b, x_proj, dt_w, dt_b, a, d_skip, out_proj }
+    }
+
+    /// Bad arguments are errors that say what was wrong, never panics.
+    #[test]
+    fn bad_arguments_are_refused_with_a_reason() {
+        let dims = dims();
+        let w = weights(dims);
+        let bufs = Mamba1Buffers::zeros(dims, DType::F64, Device::Cpu).unwrap();
+        let r = Tensor::zeros(&[2, 8], DType::F64, Device::Cpu).unwrap();
+        decode_mamba1(dims, &r, &view(&w), &bufs, 1e-5).unwrap();
+        let err = |e: Error| e.to_string();
+        // a weight of the wrong size, the residual shared with a state, unsupported sizes
+        let mut short = weights(dims);
+        short[1] = Tensor::zeros(&[3], DType::F64, Device::Cpu).unwrap();
+        assert!(err(decode_mamba1(dims, &r, &view(&short), &bufs, 1e-5).unwrap_err()).contains("argument 8"));
+        let inside_xc = bufs.xc.reshape(&[32]).unwrap().narrow(0, 0, 16).unwrap().reshape(&[2, 8]).unwrap();
+        let e = decode_mamba1(dims, &inside_xc, &view(&w), &bufs, 1e-5).unwrap_err();
+        assert!(err(e).contains("written argument 0 shares its buffer"));
+        let e = decode_mamba1(Dims { d: 2, ..dims }, &r, &view(&w), &bufs, 1e-5).unwrap_err();
+        assert!(err(e).contains("d_inner (2) of 16"));
+        // bf16, an empty embedding, rows that do not divide
+        let e16 = Tensor::zeros(&[4, 8], DType::BF16, Device::Cpu).unwrap();
+        let ids = Tensor::zeros(&[2], DType::BF16, Device::Cpu).unwrap();
+        let r16 = Tensor::zeros(&[2, 8], DType::BF16, Device::Cpu).unwrap();
+        assert!(decode_embed(&r16, &e16, &ids).is_err());
+        let empty = Tensor::zeros(&[0, 8], DType::F64, Device::Cpu).unwrap();
+        assert!(err(decode_embed(&r, &empty, &Tensor::zeros(&[2], DType::F64, Device::Cpu).unwrap()).unwrap_err())
+            .contains("non-empty"));
+        let logits = Tensor::zeros(&[2, 4], DType::F64, Device::Cpu).unwrap();
+        let norm = Tensor::ones(&[3], DType::F64, Device::Cpu).unwrap();
+        let emb = Tensor::zeros(&[4, 8], DType::F64, Device::Cpu).unwrap();
+        assert!(err(decode_head(&logits, &r, &norm, &emb, 1e-5).unwrap_err()).contains("rows of norm_f's 3 values"));
+    }
+}
