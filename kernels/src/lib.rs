@@ -9,13 +9,16 @@
 //! binary (`tests/gpu_check/`) ties each pair together on random inputs. docs/GPU.md says how to build here (no
 //! GPU) and run on the lent GPU machine.
 //!
-//! Without the `cuda` feature this crate holds only [`codes`], and nothing needs CUDA.
+//! Without the `cuda` feature this crate holds only [`codes`] and [`shapes`], and nothing
+//! needs CUDA.
 
 /// Op codes of the elementwise and reduce kernels: one definition, also compiled into
 /// the kernels as the generated header `codes.cuh` (see build.rs).
 pub mod codes {
     include!("codes.rs");
 }
+
+pub mod shapes;
 
 #[cfg(feature = "cuda")]
 pub mod ptx {

@@ -2,6 +2,8 @@
 
 use super::{Cost, Gpu};
 use crate::error::{check_len, ensure, to_i32, Result};
+pub use crate::shapes::DecodeDims;
+use crate::shapes::{DECODE_MAX_ROW, DECODE_SSM_CHANNELS};
 use cust::memory::{DeviceCopy, DevicePointer};
 use cust::prelude::*;
 
@@ -10,15 +12,8 @@ use cust::prelude::*;
 const THREADS: u32 = 256;
 const WARPS: usize = 8;
 const MAX_BT: usize = 8;
-/// decode_ssm's channels per block: d_inner must be a multiple.
-pub const DECODE_SSM_CHANNELS: usize = 16;
-/// The widest conv decode_in keeps in registers.
-pub const DECODE_MAX_CONV: usize = 8;
 /// Blocks that keep every multiprocessor of the H200 busy with two.
 const ENOUGH_BLOCKS: usize = 2 * 132;
-/// The staged input rows of a block fit in 40 KiB of shared memory (the 48 KiB a block gets
-/// without opting in, less the static arrays).
-const MAX_STAGE_FLOATS: usize = 10 * 1024;
 
 /// The parameter of `decode_embed_f32` (`struct DecodeEmbedParams` in cu/decode.cu).
 #[repr(C)]
@@ -104,48 +99,9 @@ const _: () = assert!(std::mem::size_of::<DecodeRowsParams>() == 64);
 // SAFETY: device pointers and numbers, laid out as the C struct.
 unsafe impl DeviceCopy for DecodeRowsParams {}
 
-/// The sizes of one Mamba-1 layer and the batch being decoded.
-#[derive(Clone, Copy, Debug)]
-pub struct DecodeDims {
-    pub batch: usize,
-    /// d_model
-    pub m: usize,
-    /// d_inner
-    pub d: usize,
-    pub d_state: usize,
-    pub dt_rank: usize,
-    pub d_conv: usize,
-}
-
-impl DecodeDims {
-    /// Values of x_proj's output per token: dt_rank + 2 d_state.
-    pub fn xdim(&self) -> usize {
-        self.dt_rank + 2 * self.d_state
-    }
-
-    /// Why these sizes cannot take the fused kernels, if they cannot.
-    pub fn unsupported(&self) -> Option<String> {
-        let Self { batch, m, d, d_state, dt_rank, d_conv } = *self;
-        if batch == 0 || d_state == 0 || dt_rank == 0 || d_conv == 0 {
-            return Some("every size must be positive".into());
-        }
-        if !m.is_multiple_of(4) || !d.is_multiple_of(DECODE_SSM_CHANNELS) {
-            return Some(format!("d_model ({m}) must be a multiple of 4 and d_inner ({d}) of 16"));
-        }
-        if d_conv > DECODE_MAX_CONV || batch > 65535 || m.max(d) > MAX_STAGE_FLOATS {
-            let what = format!("d_conv at most {DECODE_MAX_CONV}, batch 65535, d_model and d_inner {MAX_STAGE_FLOATS}");
-            return Some(what);
-        }
-        if self.xdim() > MAX_STAGE_FLOATS || d * d_conv.max(d_state) > i32::MAX as usize / batch {
-            return Some("x_proj or the states are too large".into());
-        }
-        None
-    }
-}
-
 /// Batch rows per block for inputs of `cols` values: as many as fit (at most 8, the batch).
 fn batch_tile(batch: usize, cols: usize) -> usize {
-    (MAX_STAGE_FLOATS / cols.max(1)).clamp(1, MAX_BT).min(batch.max(1))
+    (DECODE_MAX_ROW / cols.max(1)).clamp(1, MAX_BT).min(batch.max(1))
 }
 
 /// Warps per weight row for `rows` rows of `cols` values in `tiles` batch tiles: the fewest
@@ -337,8 +293,8 @@ impl Gpu {
         let DecodeRows { out, x, norm_w, w, batch, accumulate, eps } = a;
         let cols = x.len() / batch.max(1);
         ensure(batch > 0 && cols > 0 && x.len() == batch * cols, K, || "empty or ragged input".into())?;
-        ensure(cols.is_multiple_of(4) && cols <= MAX_STAGE_FLOATS, K, || {
-            format!("rows of {cols} values: need a multiple of 4, at most {MAX_STAGE_FLOATS}")
+        ensure(cols.is_multiple_of(4) && cols <= DECODE_MAX_ROW, K, || {
+            format!("rows of {cols} values: need a multiple of 4, at most {DECODE_MAX_ROW}")
         })?;
         ensure(w.len().is_multiple_of(cols) && !w.is_empty(), K, || format!("the weight is not rows of {cols}"))?;
         ensure(batch <= 65535, K, || format!("batch {batch} exceeds the grid's 65535"))?;

@@ -35,7 +35,7 @@ use cust::error::{CudaError, CudaResult};
 use cust::function::{BlockSize, GridSize};
 use cust::memory::DeviceCopy;
 use cust::prelude::*;
-pub use decode::{DecodeDims, DecodeIn, DecodeRows, DecodeSsm, DECODE_MAX_CONV, DECODE_SSM_CHANNELS};
+pub use decode::{DecodeDims, DecodeIn, DecodeRows, DecodeSsm};
 pub use matmul::{MatStrides, Matmul, MATMUL_VERSION, MATMUL_VERSIONS};
 pub use norm::{RmsNormBackward, RmsNormForward, MAX_D_BACKWARD as RMS_NORM_MAX_D};
 use profile::Profiler;

@@ -17,28 +17,9 @@
 use crate::dtype::Elem;
 use rayon::prelude::*;
 
-/// The multiple d_inner must be of (decode_ssm's blocks of 16 channels on the GPU).
-pub const D_INNER_MULTIPLE: usize = 16;
-
-/// The sizes of one Mamba-1 layer and of the batch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Dims {
-    pub batch: usize,
-    /// d_model
-    pub m: usize,
-    /// d_inner
-    pub d: usize,
-    pub d_state: usize,
-    pub dt_rank: usize,
-    pub d_conv: usize,
-}
-
-impl Dims {
-    /// x_proj's outputs per token: dt_rank + 2 d_state.
-    pub fn xdim(&self) -> usize {
-        self.dt_rank + 2 * self.d_state
-    }
-}
+/// The sizes of one layer and the batch (`d` = d_inner, `m` = d_model), shared with the
+/// kernels' launchers, with what the kernels take (`unsupported`).
+pub use mamba_kernels::shapes::DecodeDims as Dims;
 
 /// The buffers `decode_in` writes.
 pub struct InOut<'a, T> {

@@ -6,7 +6,7 @@
 use super::{lock, Dims, OP};
 use crate::cuda::args::{run, Slice};
 use crate::{cuda::f32_only, dtype::DType, error::Result, storage::Storage, Tensor};
-use mamba_kernels::launch::{DecodeDims, DecodeIn, DecodeRows, DecodeSsm};
+use mamba_kernels::launch::{DecodeIn, DecodeRows, DecodeSsm};
 use std::sync::{RwLockReadGuard, RwLockWriteGuard};
 
 /// The f32 elements of contiguous `t` in its locked storage.
@@ -56,9 +56,7 @@ pub(super) fn decode_mamba1(dims: Dims, written: &[(&Tensor, usize); 7], read: &
     let [norm_w, in_proj, conv_w, conv_b, x_proj, dt_w, dt_b, a, d_skip, out_proj] = &rs[..] else {
         unreachable!("ten weights")
     };
-    let Dims { batch, m, d, d_state, dt_rank, d_conv } = dims;
-    let kd = DecodeDims { batch, m, d, d_state, dt_rank, d_conv };
-    let eps = eps as f32;
+    let (kd, batch, eps) = (dims, dims.batch, eps as f32);
     run(OP, |g| {
         let args = DecodeIn {
             xc: &mut xc,

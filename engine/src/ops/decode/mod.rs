@@ -12,7 +12,7 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
 
-pub use cpu::{Dims, D_INNER_MULTIPLE};
+pub use cpu::Dims;
 
 use crate::{
     dtype::{DType, Elem, Scalar},
@@ -71,17 +71,7 @@ impl Mamba1Buffers {
 /// Why `dims` cannot be decoded by these kernels, if they cannot (the caller then uses the
 /// generic step).
 pub fn unsupported(dims: Dims) -> Option<String> {
-    let Dims { batch, m, d, .. } = dims;
-    if batch == 0 || m == 0 || dims.d_state == 0 || dims.dt_rank == 0 || dims.d_conv == 0 {
-        return Some("every size must be positive".into());
-    }
-    if !m.is_multiple_of(4) || !d.is_multiple_of(D_INNER_MULTIPLE) {
-        return Some(format!("d_model ({m}) must be a multiple of 4 and d_inner ({d}) of {D_INNER_MULTIPLE}"));
-    }
-    if m.max(d).max(dims.dt_rank) > 10 * 1024 || batch > 65535 || dims.d_conv > 8 || dims.d_state > 4096 {
-        return Some("d_model, d_inner and dt_rank must be at most 10240, the batch 65535, d_conv 8, d_state 4096".into());
-    }
-    None
+    dims.unsupported()
 }
 
 /// r (B, M) = rows `ids` (B, token ids stored as floats) of `embedding` (V, M).
