@@ -37,6 +37,9 @@ pub enum Launch {
 
 /// A Mamba-1 LM decoding `batch` sequences token by token (see the module docs).
 pub struct Decoder<'m> {
+    /// The recorded token (GPU). First, so that it drops first: fields drop in declaration
+    /// order, and the graph (whose drop waits for a replay in flight) uses every buffer below.
+    recorded: Option<Recorded>,
     model: &'m MambaLM,
     /// Each block's mixer (all Mamba-1, no MLP branch).
     mixers: Vec<&'m Mamba1>,
@@ -51,7 +54,6 @@ pub struct Decoder<'m> {
     ids_link: HostLink,
     logits_link: HostLink,
     launch: Launch,
-    recorded: Option<Recorded>,
 }
 
 /// The Mamba-1 mixers of `model`'s blocks, or why the decoder cannot run it.
@@ -99,6 +101,7 @@ impl<'m> Decoder<'m> {
         let ids = Tensor::zeros(&[batch], dtype, device)?;
         let logits = Tensor::zeros(&[batch, model.cfg.padded_vocab()], dtype, device)?;
         Ok(Decoder {
+            recorded: None,
             model,
             mixers,
             dims,
@@ -110,7 +113,6 @@ impl<'m> Decoder<'m> {
             ids,
             logits,
             launch,
-            recorded: None,
         })
     }
 
