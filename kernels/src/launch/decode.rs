@@ -152,8 +152,8 @@ pub struct DecodeSsm<'a> {
     pub d_skip: &'a DeviceSlice<f32>,
 }
 
-/// The arguments of [`Gpu::decode_rows_f32`]: out (B, rows) = [out +] w (rows, cols) .
-/// [RMSNorm with norm_w](x (B, cols)).
+/// The arguments of [`Gpu::decode_rows_f32`]:
+/// `out (B, rows) = [out +] w (rows, cols) · [RMSNorm with norm_w] x (B, cols)`.
 pub struct DecodeRows<'a> {
     pub out: &'a mut DeviceSlice<f32>,
     pub x: &'a DeviceSlice<f32>,
@@ -285,7 +285,7 @@ impl Gpu {
         self.launch_dependent(K, grid, THREADS, (4 * dims.xdim()) as u32, params, cost)
     }
 
-    /// `out` (B, rows) = [out +] `w` (rows, cols) [RMSNorm](`x` (B, cols)): x_proj, out_proj
+    /// `out (B, rows) = [out +] w (rows, cols) · [RMSNorm] x (B, cols)`: x_proj, out_proj
     /// (accumulating into the residual) and the head (normed) — twin of
     /// `ops::decode::cpu::decode_rows`.
     pub fn decode_rows_f32(&self, a: DecodeRows<'_>) -> Result<()> {

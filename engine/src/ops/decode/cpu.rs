@@ -127,7 +127,7 @@ pub fn decode_ssm<T: Elem>(dims: Dims, out: SsmOut<'_, T>, xdbl: &[T], xc: &[T],
     }
 }
 
-/// out (B, rows) = [out +] w (rows, cols) [RMSNorm with norm_w](x (B, cols)): x_proj,
+/// `out (B, rows) = [out +] w (rows, cols) · [RMSNorm with norm_w] x (B, cols)`: x_proj,
 /// out_proj (accumulating into the residual) and the head (normed).
 pub fn decode_rows<T: Elem>(out: &mut [T], x: &[T], norm_w: Option<&[T]>, w: &[T], batch: usize, accumulate: bool, eps: f64) {
     let (rows, cols) = (out.len() / batch, x.len() / batch);
