@@ -15,10 +15,13 @@ pub struct Recorded {
 
 impl Recorded {
     /// On the GPU, record the launches `work` makes (without running them) and return the
-    /// recording; on the CPU, `None`: run `work` itself each time instead.
+    /// recording; on the CPU, and on the GPU while a profiling session times every launch
+    /// (which a recording would hide), `None`: `work` has not run; run it each time instead.
     pub fn capture(device: Device, work: impl FnOnce() -> Result<()>) -> Result<Option<Recorded>> {
         match device {
             Device::Cpu => Ok(None),
+            #[cfg(feature = "cuda")]
+            Device::Cuda if crate::cuda::gpu("cuda graph")?.profiling() => Ok(None),
             #[cfg(feature = "cuda")]
             Device::Cuda => Ok(Some(Recorded { graph: crate::cuda::graph::Graph::capture(work)? })),
             #[cfg(not(feature = "cuda"))]
@@ -74,11 +77,12 @@ impl HostLink {
         })
     }
 
-    /// Write the host side (on the CPU: the tensor). Call it only when no replay that reads
-    /// it is in flight (after the previous `get`).
+    /// Write the host side (on the CPU: the tensor), after any copy still queued (waits for
+    /// the GPU: nothing is in flight after the previous `get`, so this costs nothing then).
     pub fn set(&self, values: &[f64]) -> Result<()> {
         #[cfg(feature = "cuda")]
         if let Some(pinned) = &self.pinned {
+            crate::cuda::synchronize()?;
             let mut host = pinned.lock().unwrap_or_else(|e| e.into_inner());
             if values.len() != host.len() {
                 let why = format!("{} values for a link of {}", values.len(), host.len());
@@ -119,5 +123,15 @@ impl HostLink {
             return Ok(host.iter().map(|&v| v as f64).collect());
         }
         self.tensor.to_vec_f64()
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl Drop for HostLink {
+    /// A copy still queued may use the page-locked buffer: wait for it before it is freed.
+    fn drop(&mut self) {
+        if self.pinned.is_some() {
+            let _ = crate::cuda::synchronize();
+        }
     }
 }

@@ -39,7 +39,12 @@ impl DecodeDims {
         if !m.is_multiple_of(4) || !d.is_multiple_of(DECODE_SSM_CHANNELS) {
             return Some(format!("d_model ({m}) must be a multiple of 4 and d_inner ({d}) of {DECODE_SSM_CHANNELS}"));
         }
-        if d_conv > DECODE_MAX_CONV || batch > 65535 || m.max(d).max(self.xdim()) > DECODE_MAX_ROW {
+        // each bound before any product or sum of them, which could then overflow
+        if d_conv > DECODE_MAX_CONV
+            || batch > 65535
+            || [m, d, d_state, dt_rank].iter().any(|&s| s > DECODE_MAX_ROW)
+            || self.xdim() > DECODE_MAX_ROW
+        {
             return Some(format!(
                 "d_conv must be at most {DECODE_MAX_CONV}, the batch 65535, d_model, d_inner and \
                  dt_rank + 2 d_state {DECODE_MAX_ROW}"

@@ -1,5 +1,5 @@
 //! Fast generation for Mamba-1 LMs: the [`Decoder`] runs one token through the model in the
-//! fused decoding kernels (`mamba_engine::ops::decode`: three launches a layer, every weight
+//! fused decoding kernels (`mamba_engine::ops::decode`: four launches a layer, every weight
 //! read once) instead of the generic step's ~30 tensor ops a layer, and on the GPU records
 //! the token's launches once as a CUDA graph and replays it for every later token.
 //!
@@ -81,7 +81,10 @@ impl<'m> Decoder<'m> {
         if model.embedding.dtype() == DType::BF16 {
             return Some("the weights are bf16".into());
         }
-        let first = layers.first()?;
+        let Some(first) = layers.first() else { return Some("the model has no layers".into()) };
+        if model.cfg.padded_vocab() > 1 << 24 {
+            return Some("the ids travel as f32, exact below 2^24; the vocabulary is larger".into());
+        }
         decode::unsupported(dims(first, batch))
     }
 
@@ -149,8 +152,9 @@ impl<'m> Decoder<'m> {
             if self.recorded.is_none() {
                 self.recorded = Recorded::capture(device, || self.token())?;
             }
-            if let Some(r) = &self.recorded {
-                r.replay()?;
+            match &self.recorded {
+                Some(r) => r.replay()?,
+                None => self.token()?, // nothing was recorded (a profiling session times each launch)
             }
         } else {
             self.token()?;

@@ -1,7 +1,8 @@
 //! `cu/decode.cu` against `ops::decode::cpu`, through the engine's `ops::decode` on GPU and CPU
 //! tensors: one layer (`decode_in_f32`, `decode_rows_f32` for x_proj and out_proj,
-//! `decode_ssm_f32`) at a small awkward size (batch 3, d_model 40: a 10-float4 row) and at
-//! d_model 768 (batch 1, and batch 13: two batch tiles, the second partial), comparing every
+//! `decode_ssm_f32`) at a small awkward size (batch 3, d_model 40: a 10-float4 row), at
+//! d_model 768 (batch 1, and batch 13: two batch tiles, the second partial) and at the edges
+//! (d_conv 1 and 8, d_state 72, dt_rank 80, rows past a warp's prefetch), comparing every
 //! buffer the kernels write (scratch poisoned with NaN first) and the updated states;
 //! `decode_embed_f32` and `decode_rows_f32` as the head (a vocabulary not a multiple of the
 //! rows a block owns). Then whole decoders: a Mamba-1 LM's `Decoder` on the GPU, kernels
@@ -112,7 +113,7 @@ fn layer(c: &mut Check, dims: Dims) -> Res<()> {
 }
 
 fn embed_and_head(c: &mut Check) -> Res<()> {
-    let (batch, m, vocab) = (5, 96, 200);
+    let (batch, m, vocab) = (5, 96, 203); // 203 rows: the last block's are partly past the end
     let mut rng = Rng::new(c.rng.next_u64());
     let emb = Tensor::randn(&[vocab, m], 0.0, 0.5, DType::F32, &mut rng);
     let norm = Tensor::rand_uniform(&[m], 0.5, 1.5, DType::F32, &mut rng);
@@ -160,7 +161,13 @@ fn decoders(c: &mut Check) -> Res<()> {
 pub fn run(c: &mut Check) -> Res<()> {
     let small = Dims { batch: 3, m: 40, d: 80, d_state: 16, dt_rank: 3, d_conv: 4 };
     let big = Dims { batch: 1, m: 768, d: 1536, d_state: 16, dt_rank: 48, d_conv: 4 };
-    for dims in [small, big, Dims { batch: 13, ..big }] {
+    // d_conv 1 and 8; d_state and dt_rank past the 64 kept in registers; rows wider than a
+    // warp's prefetch (in_proj 1152 and out_proj 2304 columns: the loop after it)
+    let edges = [
+        Dims { batch: 2, m: 16, d: 32, d_state: 4, dt_rank: 1, d_conv: 1 },
+        Dims { batch: 3, m: 1152, d: 2304, d_state: 72, dt_rank: 80, d_conv: 8 },
+    ];
+    for dims in [small, big, Dims { batch: 13, ..big }].into_iter().chain(edges) {
         layer(c, dims)?;
     }
     embed_and_head(c)?;

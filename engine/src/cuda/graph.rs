@@ -34,18 +34,15 @@ impl Graph {
     pub fn capture(record: impl FnOnce() -> Result<()>) -> Result<Graph> {
         let stream = gpu(OP)?.stream.as_inner();
         let mode = cu::CUstreamCaptureMode_enum::CU_STREAM_CAPTURE_MODE_RELAXED;
-        // SAFETY: the engine's stream is live for the process; capture ends below on every path.
+        // SAFETY: the engine's stream is live for the process; the capture ends below, or in
+        // the guard's drop if `record` panics (else the stream would stay capturing).
         check("cuStreamBeginCapture", unsafe { cu::cuStreamBeginCapture_v2(stream, mode) })?;
+        let mut capturing = Capturing { stream, ended: false };
         let recorded = record();
+        capturing.ended = true;
         let mut graph = std::ptr::null_mut();
         // SAFETY: ends the capture begun above; `graph` receives a new graph (or stays null).
         let ended = check("cuStreamEndCapture", unsafe { cu::cuStreamEndCapture(stream, &mut graph) });
-        let destroy = |g: cu::CUgraph| {
-            if !g.is_null() {
-                // SAFETY: a graph made by cuStreamEndCapture and owned by no one else.
-                unsafe { cu::cuGraphDestroy(g) };
-            }
-        };
         if let Err(e) = recorded.and(ended) {
             destroy(graph);
             return Err(e);
@@ -64,6 +61,31 @@ impl Graph {
         let stream = gpu(OP)?.stream.as_inner();
         // SAFETY: `exec` is a live instantiated graph; the buffers it uses outlive it (module docs).
         check("cuGraphLaunch", unsafe { cu::cuGraphLaunch(self.exec, stream) })
+    }
+}
+
+/// A graph made by cuStreamEndCapture and owned by no one else, destroyed (if any).
+fn destroy(g: cu::CUgraph) {
+    if !g.is_null() {
+        // SAFETY: see above; destroyed once.
+        unsafe { cu::cuGraphDestroy(g) };
+    }
+}
+
+/// Ends a capture that `record` left by panicking.
+struct Capturing {
+    stream: cu::CUstream,
+    ended: bool,
+}
+
+impl Drop for Capturing {
+    fn drop(&mut self) {
+        if !self.ended {
+            let mut graph = std::ptr::null_mut();
+            // SAFETY: the capture begun in `Graph::capture` on this stream is still open.
+            unsafe { cu::cuStreamEndCapture(self.stream, &mut graph) };
+            destroy(graph);
+        }
     }
 }
 

@@ -139,7 +139,8 @@ pub fn decode_mamba1(dims: Dims, residual: &Tensor, w: &Mamba1Weights<'_>, bufs:
 /// logits (B, V) = embedding (V, M) RMSNorm(residual (B, M), norm_f).
 pub fn decode_head(logits: &Tensor, residual: &Tensor, norm_f: &Tensor, embedding: &Tensor, eps: f64) -> Result<()> {
     let m = norm_f.numel();
-    if m == 0 || residual.numel() == 0 || !residual.numel().is_multiple_of(m) || !embedding.numel().is_multiple_of(m) {
+    let (r, e) = (residual.numel(), embedding.numel());
+    if m == 0 || r == 0 || e == 0 || !r.is_multiple_of(m) || !e.is_multiple_of(m) {
         let why = format!(
             "decode_head needs rows of norm_f's {m} values: residual has {}, the embedding {}",
             residual.numel(),
@@ -296,7 +297,7 @@ mod tests {
         let e16 = Tensor::zeros(&[4, 8], DType::BF16, Device::Cpu).unwrap();
         let ids = Tensor::zeros(&[2], DType::BF16, Device::Cpu).unwrap();
         let r16 = Tensor::zeros(&[2, 8], DType::BF16, Device::Cpu).unwrap();
-        assert!(decode_embed(&r16, &e16, &ids).is_err());
+        assert!(matches!(decode_embed(&r16, &e16, &ids).unwrap_err(), Error::Unsupported { dtype: DType::BF16, .. }));
         let empty = Tensor::zeros(&[0, 8], DType::F64, Device::Cpu).unwrap();
         assert!(err(decode_embed(&r, &empty, &Tensor::zeros(&[2], DType::F64, Device::Cpu).unwrap()).unwrap_err())
             .contains("non-empty"));
@@ -304,5 +305,10 @@ mod tests {
         let norm = Tensor::ones(&[3], DType::F64, Device::Cpu).unwrap();
         let emb = Tensor::zeros(&[4, 8], DType::F64, Device::Cpu).unwrap();
         assert!(err(decode_head(&logits, &r, &norm, &emb, 1e-5).unwrap_err()).contains("rows of norm_f's 3 values"));
+        let (none, norm8) = (Tensor::zeros(&[2, 0], DType::F64, Device::Cpu).unwrap(), Tensor::ones(&[8], DType::F64, Device::Cpu).unwrap());
+        assert!(err(decode_head(&none, &r, &norm8, &empty, 1e-5).unwrap_err()).contains("the embedding 0"));
+        // sizes whose products overflow are refused, not wrapped
+        let huge = Dims { d_state: usize::MAX / 2, ..dims };
+        assert!(decode_mamba1(huge, &r, &view(&w), &bufs, 1e-5).is_err());
     }
 }
