@@ -14,8 +14,8 @@ use std::{ops::ControlFlow, str::FromStr, time::Instant};
 pub enum DecodePath {
     /// On the GPU, the fused kernels recorded once as a CUDA graph and replayed (models the
     /// fused decoder cannot run take the generic step); on the CPU, the generic step, which is
-    /// faster there (its matmuls are the SIMD kernels; 1,843 against the fused twins' 1,628
-    /// tokens/s with the default model on 2 cores).
+    /// faster there (its matmuls are the SIMD kernels): 511 against the fused twins' 601 us a
+    /// token, default model, 2 cores (`cargo bench -p mamba-benches --bench decode`).
     #[default]
     Graph,
     /// The fused kernels, launched one by one.
