@@ -196,31 +196,17 @@ fn dims(m: &Mamba1, batch: usize) -> Dims {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{MambaConfig, SsmConfig};
+    use crate::{lm::tests::stepped_vs_parallel, MambaConfig, SsmConfig};
     use mamba_engine::Rng;
 
-    /// max |decoder - parallel| / max |parallel| over 2 random sequences of `len` tokens, the
-    /// first `prompt` through prefill, the rest through the decoder.
+    /// max |decoder - parallel| / max |parallel|: prefill, then the decoder from its state.
     fn decoder_vs_parallel(model: &MambaLM, prompt: usize, len: usize) -> f64 {
-        let mut rng = Rng::new(5);
-        let ids: Vec<usize> = (0..2 * len).map(|_| rng.below(256)).collect();
-        let parallel = model.forward(&ids, 2, len).unwrap().to_vec_f64().unwrap(); // (2, len, V)
-        let v = model.cfg.padded_vocab();
-        let scale = parallel.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        let heads: Vec<usize> = [&ids[..prompt], &ids[len..len + prompt]].concat();
-        let (_, state) = model.prefill(&heads, 2, prompt).unwrap();
-        let mut decoder = Decoder::new(model, 2, Launch::Graph).unwrap();
-        decoder.load(&state).unwrap();
-        let mut worst: f64 = 0.0;
-        for t in prompt..len {
-            let got = decoder.step(&[ids[t], ids[len + t]]).unwrap();
-            for b in 0..2 {
-                for j in 0..v {
-                    worst = worst.max((got[b * v + j] - parallel[(b * len + t) * v + j]).abs() / scale);
-                }
-            }
-        }
-        worst
+        let start = |state| {
+            let mut decoder = Decoder::new(model, 2, Launch::Graph).unwrap();
+            decoder.load(&state).unwrap();
+            decoder
+        };
+        stepped_vs_parallel(model, prompt, len, start, |d: &mut Decoder, ids| d.step(&ids).unwrap())
     }
 
     #[test]

@@ -35,19 +35,33 @@ pub(crate) fn step_vs_parallel(model: &MambaLM, len: usize) -> f64 {
 /// max |prefill + step - parallel| / max |parallel|: 2 random sequences of `len` tokens, the
 /// first `prompt` of them through [`MambaLM::prefill`], the rest stepped from its state.
 pub(crate) fn prefill_vs_parallel(model: &MambaLM, prompt: usize, len: usize) -> f64 {
+    let step = |state: &mut InferenceState, ids: [usize; 2]| model.step(&ids, state).unwrap().to_vec_f64().unwrap();
+    stepped_vs_parallel(model, prompt, len, |state| state, step)
+}
+
+/// max |stepped - parallel| / max |parallel| over 2 random sequences of `len` tokens: the
+/// first `prompt` of them through [`MambaLM::prefill`] (its logits compared too), whose state
+/// `start` turns into a stepper `S`, then each later token through `step` (logits (2, V)).
+pub(crate) fn stepped_vs_parallel<S>(
+    model: &MambaLM,
+    prompt: usize,
+    len: usize,
+    start: impl FnOnce(InferenceState) -> S,
+    mut step: impl FnMut(&mut S, [usize; 2]) -> Vec<f64>,
+) -> f64 {
     let mut rng = Rng::new(4);
     let ids: Vec<usize> = (0..2 * len).map(|_| rng.below(256)).collect();
     let parallel = model.forward(&ids, 2, len).unwrap().to_vec_f64().unwrap(); // (2, len, V)
     let v = model.cfg.padded_vocab();
     let scale = parallel.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let heads: Vec<usize> = [&ids[..prompt], &ids[len..len + prompt]].concat();
-    let (mut logits, mut state) = model.prefill(&heads, 2, prompt).unwrap();
+    let (logits, state) = model.prefill(&heads, 2, prompt).unwrap();
+    let (mut got, mut stepper) = (logits.to_vec_f64().unwrap(), start(state));
     let mut worst: f64 = 0.0;
     for t in prompt - 1..len {
         if t >= prompt {
-            logits = model.step(&[ids[t], ids[len + t]], &mut state).unwrap();
+            got = step(&mut stepper, [ids[t], ids[len + t]]);
         }
-        let got = logits.to_vec_f64().unwrap(); // (2, V)
         for b in 0..2 {
             for j in 0..v {
                 worst = worst.max((got[b * v + j] - parallel[(b * len + t) * v + j]).abs() / scale);
