@@ -10,9 +10,10 @@ use crate::{
     args::TrainArgs,
     checkpoint,
     data::{default_corpus, eval_starts, windows, Corpus},
+    generate::{DecodePath, Stepper},
     limits::{Available, Plan},
     optim::AdamW,
-    tasks::{accuracy, Task},
+    tasks::{accuracy, argmax, Task, IGNORE},
     Error, Result,
 };
 use mamba_engine::{no_grad, Device, Rng};
@@ -85,6 +86,42 @@ pub fn task_accuracy(model: &MambaLM, task: &Task, examples: usize, rows: usize)
     Ok(sum / examples as f64)
 }
 
+/// As [`task_accuracy`], but token by token in step mode (the fused decoder on the GPU), `rows`
+/// examples at a time: the model's memory does not grow with the task's length (only the
+/// examples' own tokens do), so a model can be scored on examples far longer than those it
+/// trained on (length extrapolation, `mamba eval --task-len`). The same examples and the same
+/// argmax as `task_accuracy`.
+pub fn task_accuracy_streaming(model: &MambaLM, task: &Task, examples: usize, rows: usize) -> Result<f64> {
+    if examples == 0 {
+        return Err(Error::Settings("a task evaluation needs at least one example".into()));
+    }
+    let _guard = no_grad();
+    let mut rng = Rng::new(TASK_EVAL_SEED);
+    let (len, v) = (task.len(), model.cfg.padded_vocab());
+    let (mut scored, mut correct, mut left) = (0usize, 0usize, examples);
+    while left > 0 {
+        let n = left.min(rows.max(1));
+        let (ids, targets) = task.batch(n, &mut rng);
+        let mut stepper = Stepper::new(model, n, model.new_state(n)?, DecodePath::Graph)?;
+        for t in 0..len {
+            let column: Vec<usize> = (0..n).map(|b| ids[b * len + t]).collect();
+            let logits = stepper.step(&column)?; // (n, padded vocab) at position t
+            for (b, row) in logits.chunks_exact(v).enumerate() {
+                let target = targets[b * len + t];
+                if target != IGNORE {
+                    scored += 1;
+                    correct += usize::from(argmax(row) as i64 == target);
+                }
+            }
+        }
+        left -= n;
+    }
+    if scored == 0 {
+        return Err(Error::Settings(format!("the {} examples score no position", task.name())));
+    }
+    Ok(correct as f64 / scored as f64)
+}
+
 /// What `mamba eval` measures.
 pub struct EvalRequest {
     /// A checkpoint directory written by `mamba train`.
@@ -96,11 +133,14 @@ pub struct EvalRequest {
     pub windows: Option<usize>,
     /// Bytes per window [default: the run's --seq-len]; byte models only.
     pub seq_len: Option<usize>,
+    /// A task model's examples at this length instead of its training length, scored token by
+    /// token (`task_accuracy_streaming`); tasks only.
+    pub task_len: Option<usize>,
 }
 
 /// `mamba eval`: the one line that reports bits per byte (byte models) or accuracy (tasks).
 pub fn evaluate_checkpoint(req: &EvalRequest) -> Result<String> {
-    for (flag, value) in [("--windows", req.windows), ("--seq-len", req.seq_len)] {
+    for (flag, value) in [("--windows", req.windows), ("--seq-len", req.seq_len), ("--task-len", req.task_len)] {
         if value == Some(0) {
             return Err(Error::Settings(format!("{flag} must be at least 1")));
         }
@@ -135,15 +175,23 @@ fn evaluate_task(
     if req.text.is_some() || req.seq_len.is_some() {
         return Err(Error::Settings(format!(
             "{dir} holds a model of the {name} task: --text and --seq-len apply to byte models (the task sets \
-             its own length)"
+             its own length; --task-len changes it)"
         )));
     }
-    let task = Task::from_name(name, args.task_len, args.task_tokens, args.task_vocab)?;
+    let task = Task::from_name(name, req.task_len.unwrap_or(args.task_len), args.task_tokens, args.task_vocab)?;
     if model.cfg.vocab_size != task.vocab_size() {
         let what = format!("the model's vocabulary {} does not match its {name} settings", model.cfg.vocab_size);
         return Err(Error::checkpoint(&req.checkpoint, what));
     }
     let examples = task_examples(req.windows.unwrap_or(args.eval_windows), "--windows")?;
+    if let Some(len) = req.task_len {
+        // Step mode: the state is the same size at any length; the examples' tokens (16 bytes
+        // a position with their targets) are held ~64 MiB at a time.
+        let rows = examples.min((1 << 22) / len).max(1);
+        let model = on_device(model, req.device, args)?;
+        let acc = task_accuracy_streaming(&model, &task, examples, rows)?;
+        return Ok(format!("accuracy {acc:.3} on {name} at length {len}, token by token ({examples} examples)"));
+    }
     let describe = |rows: usize| format!("examples of {} positions, {rows} at a time", task.len());
     let rows = rows_that_fit(&model.cfg, args, examples, task.len(), available, &describe, "")?;
     let model = on_device(model, req.device, args)?;
@@ -152,6 +200,10 @@ fn evaluate_task(
 }
 
 fn evaluate_text(req: &EvalRequest, args: &TrainArgs, model: MambaLM, available: Available) -> Result<String> {
+    if req.task_len.is_some() {
+        let what = "holds a byte model: --task-len applies to task models (use --seq-len)".to_string();
+        return Err(Error::checkpoint(&req.checkpoint, what));
+    }
     if model.cfg.vocab_size < 256 {
         let what = format!("holds a model of vocabulary {}, not a byte model", model.cfg.vocab_size);
         return Err(Error::checkpoint(&req.checkpoint, what));
@@ -232,6 +284,23 @@ fn rows_that_fit(
 mod tests {
     use super::*;
     use mamba_engine::DType;
+
+    /// Token by token, the accuracy is the parallel pass's: same examples, same argmax (an
+    /// f64 model, so that step and parallel logits cannot order two classes differently).
+    #[test]
+    fn streaming_accuracy_is_the_parallel_one() {
+        for task in [Task::from_name("selective-copying", 24, 4, 8), Task::from_name("induction-heads", 20, 0, 6)] {
+            let task = task.unwrap();
+            let cfg = MambaConfig { vocab_size: task.vocab_size(), ..MambaConfig::new(16, 2) };
+            let model = MambaLM::new(cfg, DType::F64, 5).unwrap();
+            let parallel = task_accuracy(&model, &task, 12, 5).unwrap();
+            let streamed = task_accuracy_streaming(&model, &task, 12, 5).unwrap();
+            assert_eq!(parallel, streamed, "{}", task.name());
+        }
+        let task = Task::from_name("induction-heads", 20, 0, 6).unwrap();
+        let model = MambaLM::new(MambaConfig { vocab_size: 6, ..MambaConfig::new(16, 1) }, DType::F32, 5).unwrap();
+        assert!(task_accuracy_streaming(&model, &task, 0, 5).is_err());
+    }
 
     #[test]
     fn parts_give_the_mean_of_one_pass() {

@@ -51,14 +51,20 @@ pub struct Stats {
 }
 
 /// The per-token step: the fused decoder, or the generic step and its state.
-enum Stepper<'m> {
+pub(crate) enum Stepper<'m> {
     Fused(Box<Decoder<'m>>),
     Generic(&'m MambaLM, InferenceState),
 }
 
 impl<'m> Stepper<'m> {
-    /// Continue from the prefill's `state` for `batch` rows along `path`.
-    fn new(model: &'m MambaLM, batch: usize, state: InferenceState, path: DecodePath) -> Result<Stepper<'m>> {
+    /// Continue from `state` (a prefill's, or `MambaLM::new_state`'s zeros) for `batch` rows
+    /// along `path`.
+    pub(crate) fn new(
+        model: &'m MambaLM,
+        batch: usize,
+        state: InferenceState,
+        path: DecodePath,
+    ) -> Result<Stepper<'m>> {
         let launch = match path {
             DecodePath::Graph if model.device() == mamba_engine::Device::Cuda => Launch::Graph,
             DecodePath::Fused => Launch::Fused,
@@ -73,7 +79,7 @@ impl<'m> Stepper<'m> {
     }
 
     /// Logits (batch x padded vocab) after feeding `ids`.
-    fn step(&mut self, ids: &[usize]) -> Result<Vec<f64>> {
+    pub(crate) fn step(&mut self, ids: &[usize]) -> Result<Vec<f64>> {
         match self {
             Stepper::Fused(d) => Ok(d.step(ids)?),
             Stepper::Generic(model, state) => Ok(model.step(ids, state)?.to_vec_f64()?),

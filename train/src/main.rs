@@ -52,6 +52,10 @@ struct EvalArgs {
     /// Bytes per window [default: the run's --seq-len]. Byte models only.
     #[arg(long)]
     seq_len: Option<usize>,
+    /// A task model's examples at this length instead of its training length (length
+    /// extrapolation), scored token by token in step mode: memory flat in the length.
+    #[arg(long)]
+    task_len: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -123,9 +127,9 @@ fn main() {
 }
 
 fn run_eval(args: EvalArgs) -> Result<()> {
-    let EvalArgs { checkpoint, text, device, windows, seq_len } = args;
+    let EvalArgs { checkpoint, text, device, windows, seq_len, task_len } = args;
     check_device(device)?;
-    println!("{}", evaluate_checkpoint(&EvalRequest { checkpoint, text, device, windows, seq_len })?);
+    println!("{}", evaluate_checkpoint(&EvalRequest { checkpoint, text, device, windows, seq_len, task_len })?);
     Ok(())
 }
 

@@ -300,7 +300,7 @@ pub fn accuracy(logits: &Tensor, targets: &[i64]) -> Result<f64> {
 }
 
 /// Index of the largest value (first on ties; a NaN never beats a number).
-fn argmax(row: &[f64]) -> usize {
+pub(crate) fn argmax(row: &[f64]) -> usize {
     let mut best = 0;
     for (i, &x) in row.iter().enumerate() {
         if x > row[best] || row[best].is_nan() {
