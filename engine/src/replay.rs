@@ -96,20 +96,20 @@ impl HostLink {
 
     /// Queue the copy host -> tensor (recordable); nothing on the CPU.
     pub fn upload(&self) -> Result<()> {
-        #[cfg(feature = "cuda")]
-        if let Some(pinned) = &self.pinned {
-            let mut host = pinned.lock().unwrap_or_else(|e| e.into_inner());
-            return crate::cuda::copy_pinned(&self.tensor, &mut host, true);
-        }
-        Ok(())
+        self.copy(true)
     }
 
     /// Queue the copy tensor -> host (recordable); nothing on the CPU.
     pub fn download(&self) -> Result<()> {
+        self.copy(false)
+    }
+
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+    fn copy(&self, to_device: bool) -> Result<()> {
         #[cfg(feature = "cuda")]
         if let Some(pinned) = &self.pinned {
             let mut host = pinned.lock().unwrap_or_else(|e| e.into_inner());
-            return crate::cuda::copy_pinned(&self.tensor, &mut host, false);
+            return crate::cuda::copy_pinned(&self.tensor, &mut host, to_device);
         }
         Ok(())
     }
