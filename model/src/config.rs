@@ -17,7 +17,7 @@
 mod keys;
 mod ssm;
 
-pub use ssm::{DtInit, Mamba1Config, Mamba2Config, SsmConfig};
+pub use ssm::{Arch, DtInit, Mamba1Config, Mamba2Config, SsmConfig, SsmKind};
 
 use crate::{Error, Result};
 use keys::{key_error, Fields};

@@ -121,6 +121,15 @@ impl Mixer<Tensor> {
     }
 }
 
+/// One step of a causal depthwise convolution: shift the window (B, C, K) left by one, append
+/// x (B, C), and return `Σ_k window · weight + bias` (B, C) (weight (C, 1, K), bias (C)).
+pub(crate) fn conv_step(window: &mut Tensor, x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let (c, k) = (weight.dim(0)?, weight.dim(2)?);
+    *window = Tensor::concat(&[&window.narrow(2, 1, k - 1)?, &x.unsqueeze(2)?], 2)?;
+    let w = weight.reshape(&[1, c, k])?;
+    Ok(window.mul(&w)?.sum(&[2], false)?.add(bias)?)
+}
+
 /// The last `k` inputs of a causal convolution, x (B, C, L) -> (B, C, k), zeros in front when
 /// L < k: the conv state that step mode continues from.
 pub(crate) fn conv_window(x: &Tensor, k: usize) -> Result<Tensor> {

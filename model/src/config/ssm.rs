@@ -36,7 +36,35 @@ pub enum DtInit {
     Constant,
 }
 
-/// The keys of the reference `Mamba` (Mamba-1) constructor, with its defaults.
+/// The block around the SSM: the architectures of the Mamba paper's Table 1 (selective
+/// copying). Not a reference key: written only when not `mamba`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    /// The Mamba block: conv, SiLU, SSM, gated by silu(z) (the default).
+    #[default]
+    Mamba,
+    /// The SSM alone between the two linear projections: no conv, no gate.
+    NoGate,
+    /// H3: q, k, v projections; a shift SSM (a short causal conv) on k; the SSM over k·v;
+    /// gated by q.
+    H3,
+}
+
+/// The sequence layer inside the block. Not a reference key: written only when not `s6`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SsmKind {
+    /// Selective: Δ, B and C computed from the input at every position (the default).
+    #[default]
+    S6,
+    /// Time-invariant (S4D-real): Δ per channel, B and C per channel and state, all
+    /// parameters.
+    S4,
+}
+
+/// The keys of the reference `Mamba` (Mamba-1) constructor, with its defaults, and the
+/// project's `arch` and `ssm` (the paper's ablations).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Mamba1Config {
     /// N, the state size per channel (16).
@@ -62,6 +90,10 @@ pub struct Mamba1Config {
     pub bias: bool,
     /// The reference's choice of fused CUDA kernels (true); no effect here.
     pub use_fast_path: bool,
+    /// The block around the SSM (`mamba`) and the SSM itself (`s6`): the Mamba paper's
+    /// Table 1 ablations (`mixer/ablation.rs`). The defaults are the reference Mamba block.
+    pub arch: Arch,
+    pub ssm: SsmKind,
 }
 
 /// The keys of the reference `Mamba2` constructor, with its defaults. The mixer
@@ -127,7 +159,14 @@ impl Mamba1Config {
             conv_bias: true,
             bias: false,
             use_fast_path: true,
+            arch: Arch::Mamba,
+            ssm: SsmKind::S6,
         }
+    }
+
+    /// The reference Mamba block (not one of the paper's ablations).
+    pub fn is_mamba(&self) -> bool {
+        (self.arch, self.ssm) == (Arch::Mamba, SsmKind::S6)
     }
 
     fn read(f: &mut Fields, d_model: usize) -> Result<Mamba1Config> {
@@ -153,6 +192,8 @@ impl Mamba1Config {
             conv_bias: f.or("conv_bias", d.conv_bias)?,
             bias: f.or("bias", d.bias)?,
             use_fast_path: f.or("use_fast_path", d.use_fast_path)?,
+            arch: f.or("arch", d.arch)?,
+            ssm: f.or("ssm", d.ssm)?,
         })
     }
 
@@ -188,7 +229,9 @@ impl Mamba1Config {
         write_if_not(m, "dt_init_floor", &self.dt_init_floor, &d.dt_init_floor)?;
         write_if_not(m, "conv_bias", &self.conv_bias, &d.conv_bias)?;
         write_if_not(m, "bias", &self.bias, &d.bias)?;
-        write_if_not(m, "use_fast_path", &self.use_fast_path, &d.use_fast_path)
+        write_if_not(m, "use_fast_path", &self.use_fast_path, &d.use_fast_path)?;
+        write_if_not(m, "arch", &self.arch, &d.arch)?;
+        write_if_not(m, "ssm", &self.ssm, &d.ssm)
     }
 }
 

@@ -20,7 +20,7 @@
 //!
 //! `step` runs the same recurrence one token at a time from a [`Mamba1State`].
 
-use super::conv_window;
+use super::{conv_step, conv_window};
 use crate::{
     config::{DtInit, Mamba1Config, MambaConfig},
     linear,
@@ -91,14 +91,6 @@ impl Mamba1 {
             DtInit::Random => uniform(dt_std),
             DtInit::Constant => Init::Values(Box::new(move |_| vec![dt_std; di * r])),
         };
-        // dt ~ exp(U(log dt_min, log dt_max)) floored; bias = softplus^-1(dt) = dt + log(-expm1(-dt)).
-        let (lo, hi, floor) = (c.dt_min.ln(), c.dt_max.ln(), c.dt_init_floor);
-        let dt_bias = move |rng: &mut Rng| -> Vec<f64> {
-            let softplus_inv = |dt: f64| dt + (-(-dt).exp_m1()).ln();
-            (0..di).map(|_| softplus_inv((lo + (hi - lo) * rng.uniform()).exp().max(floor))).collect()
-        };
-        // S4D-real: A = -(1, 2, .., N) in every channel.
-        let a_log = move |_: &mut Rng| -> Vec<f64> { (0..di).flat_map(|_| (1..=n).map(|i| (i as f64).ln())).collect() };
         let residual_scale = (residuals as f64 * cfg.n_layer as f64).sqrt();
         Ok(Mamba1 {
             dims: Dims { d_model: dm, d_inner: di, d_state: n, dt_rank: r, d_conv: k },
@@ -107,12 +99,27 @@ impl Mamba1 {
             conv_bias: vb.get("conv1d.bias", &[di], uniform(fan(k)), Decay::No)?,
             x_proj: vb.get("x_proj.weight", &[x_proj_rows, di], uniform(fan(di)), Decay::Yes)?,
             dt_proj_weight: vb.get("dt_proj.weight", &[di, r], dt_init, Decay::Yes)?,
-            dt_proj_bias: vb.get("dt_proj.bias", &[di], Init::Values(Box::new(dt_bias)), Decay::No)?,
-            a_log: vb.get("A_log", &[di, n], Init::Values(Box::new(a_log)), Decay::No)?,
+            dt_proj_bias: vb.get("dt_proj.bias", &[di], dt_bias_init(c, di), Decay::No)?,
+            a_log: vb.get("A_log", &[di, n], s4d_real_init(di, n), Decay::No)?,
             d: vb.get("D", &[di], Init::Ones, Decay::No)?,
             out_proj: vb.get("out_proj.weight", &[dm, di], uniform(fan(di) / residual_scale), Decay::Yes)?,
         })
     }
+}
+
+/// dt's bias: dt ~ exp(U(log dt_min, log dt_max)) floored, stored as softplus^-1(dt) = dt +
+/// log(-expm1(-dt)), so that softplus(bias) starts at dt (d_inner values).
+pub(crate) fn dt_bias_init(c: &Mamba1Config, di: usize) -> Init<'static> {
+    let (lo, hi, floor) = (c.dt_min.ln(), c.dt_max.ln(), c.dt_init_floor);
+    Init::Values(Box::new(move |rng: &mut Rng| -> Vec<f64> {
+        let softplus_inv = |dt: f64| dt + (-(-dt).exp_m1()).ln();
+        (0..di).map(|_| softplus_inv((lo + (hi - lo) * rng.uniform()).exp().max(floor))).collect()
+    }))
+}
+
+/// A_log for S4D-real: A = -(1, 2, .., N) in every one of `di` channels.
+pub(crate) fn s4d_real_init(di: usize, n: usize) -> Init<'static> {
+    Init::Values(Box::new(move |_: &mut Rng| (0..di).flat_map(|_| (1..=n).map(|i| (i as f64).ln())).collect()))
 }
 
 impl Mamba1<Tensor> {
@@ -168,23 +175,32 @@ impl Mamba1<Tensor> {
 
     /// One token: h (B, d_model) -> (B, d_model), updating `state`.
     pub fn step(&self, h: &Tensor, state: &mut Mamba1State) -> Result<Tensor> {
-        let Dims { d_inner: di, d_state: n, dt_rank: r, d_conv: k, .. } = self.dims;
+        let di = self.dims.d_inner;
         let xz = linear(h, &self.in_proj)?; // (B, 2 d_inner)
         let (x, z) = (xz.narrow(1, 0, di)?, xz.narrow(1, di, di)?);
-        // Shift the conv window left by one and append x: the last d_conv inputs.
-        let conv = &mut state.conv;
-        *conv = Tensor::concat(&[&conv.narrow(2, 1, k - 1)?, &x.unsqueeze(2)?], 2)?;
-        let w = self.conv_weight.reshape(&[1, di, k])?;
-        let x = conv.mul(&w)?.sum(&[2], false)?.add(&self.conv_bias)?.silu()?; // (B, d_inner)
-        let parts = linear(&x, &self.x_proj)?.split(&[r, n, n], 1)?;
-        let dt = linear(&parts[0], &self.dt_proj_weight)?.add(&self.dt_proj_bias)?.softplus()?.unsqueeze(2)?;
-        let a = self.a_log.exp()?.neg()?; // (d_inner, d_state)
-                                          // s = exp(dt A) s + dt B x ;  y = C s + D x ;  out = y silu(z)
-        let drive = dt.mul(&parts[1].unsqueeze(1)?)?.mul(&x.unsqueeze(2)?)?;
-        state.ssm = dt.mul(&a)?.exp()?.mul(&state.ssm)?.add(&drive)?;
-        let y = state.ssm.mul(&parts[2].unsqueeze(1)?)?.sum(&[2], false)?.add(&x.mul(&self.d)?)?;
+        let x = conv_step(&mut state.conv, &x, &self.conv_weight, &self.conv_bias)?.silu()?; // (B, d_inner)
+        let s6 = [&self.x_proj, &self.dt_proj_weight, &self.dt_proj_bias, &self.a_log, &self.d];
+        let y = selective_step(self.dims, &x, &mut state.ssm, s6)?;
         linear(&y.mul(&z.silu()?)?, &self.out_proj)
     }
+}
+
+/// One step of S6 from u (B, d_inner), updating the state s (B, d_inner, N), with `p` =
+/// [x_proj, dt_proj_weight, dt_proj_bias, A_log, D]; the output before any gate:
+///
+/// ```text
+/// dt, B, C = split(x_proj(u));   Δ = softplus(dt_proj(dt) + bias)     (B, d_inner, 1)
+/// s = exp(Δ A) s + Δ B u;        y = C · s + D u                      (B, d_inner)
+/// ```
+pub(crate) fn selective_step(dims: Dims, u: &Tensor, s: &mut Tensor, p: [&Tensor; 5]) -> Result<Tensor> {
+    let Dims { d_state: n, dt_rank: r, .. } = dims;
+    let [x_proj, dt_proj_weight, dt_proj_bias, a_log, d] = p;
+    let parts = linear(u, x_proj)?.split(&[r, n, n], 1)?;
+    let dt = linear(&parts[0], dt_proj_weight)?.add(dt_proj_bias)?.softplus()?.unsqueeze(2)?;
+    let a = a_log.exp()?.neg()?; // (d_inner, d_state)
+    let drive = dt.mul(&parts[1].unsqueeze(1)?)?.mul(&u.unsqueeze(2)?)?;
+    *s = dt.mul(&a)?.exp()?.mul(s)?.add(&drive)?;
+    Ok(s.mul(&parts[2].unsqueeze(1)?)?.sum(&[2], false)?.add(&u.mul(d)?)?)
 }
 
 /// Everything between in_proj and out_proj: xz (B, 2 d_inner, L) -> the scan's y (B, d_inner,
@@ -192,26 +208,38 @@ impl Mamba1<Tensor> {
 /// `p` = [conv_weight, conv_bias, x_proj, dt_proj_weight, dt_proj_bias, A_log, D]. Engine ops
 /// only (a checkpoint's function returns the engine's error).
 fn inner(dims: Dims, chunk: usize, xz: &Tensor, p: &[Tensor]) -> mamba_engine::Result<ScanOut> {
-    let linear = |x: &Tensor, w: &Tensor| x.matmul(&w.transpose(0, 1)?); // as crate::linear
-    let Dims { d_inner: di, d_state: n, dt_rank: r, d_conv: k, .. } = dims;
-    let [conv_weight, conv_bias, x_proj, dt_proj_weight, dt_proj_bias, a_log, d] = p else {
-        unreachable!("seven parameters")
-    };
+    let Dims { d_inner: di, d_conv: k, .. } = dims;
+    let [conv_weight, conv_bias, ..] = p else { unreachable!("seven parameters") };
     let (x, z) = (xz.narrow(1, 0, di)?, xz.narrow(1, di, di)?);
     let x = x.conv1d_causal(&conv_weight.reshape(&[di, k])?, Some(conv_bias))?.silu()?;
-    let x_dbl = linear(&x.transpose(1, 2)?, x_proj)?; // (B, L, dt_rank + 2 d_state)
+    selective(dims, chunk, &x, Some(&z), &p[2..])
+}
+
+/// S6 over the whole sequence: u (B, d_inner, L) -> the scan's y (gated by silu(z) if given)
+/// and last state, with `p` = [x_proj, dt_proj_weight, dt_proj_bias, A_log, D]. Engine ops only.
+pub(crate) fn selective(
+    dims: Dims,
+    chunk: usize,
+    u: &Tensor,
+    z: Option<&Tensor>,
+    p: &[Tensor],
+) -> mamba_engine::Result<ScanOut> {
+    let linear = |x: &Tensor, w: &Tensor| x.matmul(&w.transpose(0, 1)?); // as crate::linear
+    let Dims { d_state: n, dt_rank: r, .. } = dims;
+    let [x_proj, dt_proj_weight, dt_proj_bias, a_log, d] = p else { unreachable!("five parameters") };
+    let x_dbl = linear(&u.transpose(1, 2)?, x_proj)?; // (B, L, dt_rank + 2 d_state)
     let parts = x_dbl.split(&[r, n, n], 2)?;
     let delta = linear(&parts[0], dt_proj_weight)?.transpose(1, 2)?; // (B, d_inner, L)
     let (b, c) = (parts[1].transpose(1, 2)?, parts[2].transpose(1, 2)?); // (B, d_state, L)
     let a = a_log.exp()?.neg()?;
     selective_scan(&ScanArgs {
-        u: &x,
+        u,
         delta: &delta,
         a: &a,
         b: &b,
         c: &c,
         d,
-        z: Some(&z),
+        z,
         delta_bias: Some(dt_proj_bias),
         softplus: true,
         chunk,

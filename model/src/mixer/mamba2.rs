@@ -28,7 +28,7 @@
 //! `step` runs the same network one token at a time from a [`Mamba2State`] (the last K
 //! inputs of the convolution and the (H, P, N) state per sequence).
 
-use super::conv_window;
+use super::{conv_step, conv_window};
 use crate::{
     config::{Mamba2Config, MambaConfig},
     linear,
@@ -249,14 +249,10 @@ impl Mamba2<Tensor> {
     /// y = S C + D x                       (B, H, P) -> (B, e), then the gate and the norm
     /// ```
     pub fn step(&self, h: &Tensor, state: &mut Mamba2State) -> Result<Tensor> {
-        let Dims { d_inner: e, d_state: n, ngroups: g, nheads: nh, headdim: p, d_conv: k, .. } = self.dims;
+        let Dims { d_inner: e, d_state: n, ngroups: g, nheads: nh, headdim: p, .. } = self.dims;
         let (batch, conv_dim) = (h.dim(0)?, self.dims.conv_dim());
         let parts = linear(h, &self.in_proj)?.split(&[e, conv_dim, nh], 1)?; // z, xBC, dt
-                                                                             // Shift the conv window left by one and append xBC: the last d_conv inputs.
-        let conv = &mut state.conv;
-        *conv = Tensor::concat(&[&conv.narrow(2, 1, k - 1)?, &parts[1].unsqueeze(2)?], 2)?;
-        let w = self.conv_weight.reshape(&[1, conv_dim, k])?;
-        let xbc = conv.mul(&w)?.sum(&[2], false)?.add(&self.conv_bias)?.silu()?; // (B, conv_dim)
+        let xbc = conv_step(&mut state.conv, &parts[1], &self.conv_weight, &self.conv_bias)?.silu()?; // (B, conv_dim)
         let xbc = xbc.split(&[e, g * n, g * n], 1)?;
         let x = xbc[0].reshape(&[batch, nh, p])?;
         // B and C of each head's group: (B, G, N) -> (B, H, 1, N).
