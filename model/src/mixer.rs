@@ -10,11 +10,15 @@
 //!
 //! [`Mixer`] and [`MixerState`] have one variant per kind and only dispatch: Mamba-1
 //! (`mixer/mamba1.rs`, on the selective scan) and Mamba-2 (`ssm_cfg.layer = "Mamba2"`,
-//! `mixer/mamba2.rs`, on the SSD scan); attention and MoE come next.
+//! `mixer/mamba2.rs`, on the SSD scan); attention and MoE come next. The Mamba paper's
+//! Table 1 ablations (`ssm_cfg.arch`, `ssm_cfg.ssm` away from their defaults) are a third
+//! kind, `mixer/ablation.rs`.
 
+pub mod ablation;
 pub mod mamba1;
 pub mod mamba2;
 
+pub use ablation::{Ablation, AblationState};
 pub use mamba1::{Mamba1, Mamba1State};
 pub use mamba2::{Mamba2, Mamba2State};
 
@@ -29,12 +33,14 @@ use mamba_engine::{DType, Device, Tensor};
 pub enum Mixer<P = Tensor> {
     Mamba1(Mamba1<P>),
     Mamba2(Mamba2<P>),
+    Ablation(Ablation<P>),
 }
 
 /// The recurrent state of one block's mixer, of the same kind as the mixer.
 pub enum MixerState {
     Mamba1(Mamba1State),
     Mamba2(Mamba2State),
+    Ablation(AblationState),
 }
 
 impl Mixer {
@@ -51,28 +57,32 @@ impl Mixer {
             return Err(Error::Unsupported(what));
         }
         match &cfg.ssm_cfg {
-            SsmConfig::Mamba1(c) => Ok(Mixer::Mamba1(Mamba1::declare(cfg, c, residuals, vb)?)),
+            SsmConfig::Mamba1(c) if c.is_mamba() => Ok(Mixer::Mamba1(Mamba1::declare(cfg, c, residuals, vb)?)),
+            SsmConfig::Mamba1(c) => Ok(Mixer::Ablation(Ablation::declare(cfg, c, residuals, vb)?)),
             SsmConfig::Mamba2(c) => Ok(Mixer::Mamba2(Mamba2::declare(cfg, c, residuals, vb)?)),
         }
     }
 }
 
 impl<P> Mixer<P> {
-    /// The reference name of the mixer's layer: "Mamba1" or "Mamba2".
+    /// The reference name of the mixer's layer: "Mamba1" or "Mamba2"; for the paper's
+    /// ablations, the arch and the SSM (e.g. "H3 S4").
     pub fn kind(&self) -> &'static str {
         match self {
             Mixer::Mamba1(_) => "Mamba1",
             Mixer::Mamba2(_) => "Mamba2",
+            Mixer::Ablation(m) => m.name(),
         }
     }
 }
 
 impl MixerState {
-    /// The kind of mixer that made this state: "Mamba1" or "Mamba2".
+    /// The kind of mixer that made this state: "Mamba1", "Mamba2" or "Ablation".
     pub fn kind(&self) -> &'static str {
         match self {
             MixerState::Mamba1(_) => "Mamba1",
             MixerState::Mamba2(_) => "Mamba2",
+            MixerState::Ablation(_) => "Ablation",
         }
     }
 }
@@ -81,11 +91,12 @@ impl Mixer<Tensor> {
     /// h (B, L, d_model) -> (B, L, d_model). `chunk`: the Mamba-1 scan's checkpoint interval
     /// (`MambaLM::scan_chunk`); Mamba-2 runs its SSD scan in chunks of its own `chunk_size`.
     /// `recompute` (`MambaLM::recompute`): keep only in_proj's output for backward and
-    /// recompute the rest of the mixer (before out_proj) there.
+    /// recompute the rest of the mixer (before out_proj) there (the ablations keep everything).
     pub fn forward(&self, h: &Tensor, chunk: usize, recompute: bool) -> Result<Tensor> {
         match self {
             Mixer::Mamba1(m) => m.forward(h, chunk, recompute),
             Mixer::Mamba2(m) => m.forward(h, recompute),
+            Mixer::Ablation(m) => m.forward(h, chunk),
         }
     }
 
@@ -95,6 +106,7 @@ impl Mixer<Tensor> {
         match self {
             Mixer::Mamba1(m) => m.prefill(h, chunk).map(|(y, s)| (y, MixerState::Mamba1(s))),
             Mixer::Mamba2(m) => m.prefill(h).map(|(y, s)| (y, MixerState::Mamba2(s))),
+            Mixer::Ablation(m) => m.prefill(h, chunk).map(|(y, s)| (y, MixerState::Ablation(s))),
         }
     }
 
@@ -103,6 +115,7 @@ impl Mixer<Tensor> {
         match self {
             Mixer::Mamba1(m) => Ok(MixerState::Mamba1(m.new_state(batch, dtype, device)?)),
             Mixer::Mamba2(m) => Ok(MixerState::Mamba2(m.new_state(batch, dtype, device)?)),
+            Mixer::Ablation(m) => Ok(MixerState::Ablation(m.new_state(batch, dtype, device)?)),
         }
     }
 
@@ -112,6 +125,7 @@ impl Mixer<Tensor> {
         match (self, state) {
             (Mixer::Mamba1(m), MixerState::Mamba1(s)) => m.step(h, s),
             (Mixer::Mamba2(m), MixerState::Mamba2(s)) => m.step(h, s),
+            (Mixer::Ablation(m), MixerState::Ablation(s)) => m.step(h, s),
             (m, s) => Err(Error::Unsupported(format!(
                 "a {} mixer cannot step from a {} state (the state was made by another model)",
                 m.kind(),

@@ -4,7 +4,7 @@
 use crate::{Error, Result};
 use clap::{parser::ValueSource, ArgMatches, FromArgMatches};
 use mamba_engine::Device;
-use mamba_model::{Mamba2Config, MambaConfig, SsmConfig};
+use mamba_model::{Arch, Mamba2Config, MambaConfig, SsmConfig, SsmKind};
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeSet, path::PathBuf};
 
@@ -37,6 +37,15 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = Layer::Mamba1)]
     #[serde(default)]
     pub layer: Layer,
+    /// The block around the SSM (mamba1 only): mamba, no-gate (the SSM between the two
+    /// projections) or h3; with --ssm, the Mamba paper's Table 1 ablations.
+    #[arg(long, value_enum, default_value_t = ArchFlag::Mamba)]
+    #[serde(default)]
+    pub arch: ArchFlag,
+    /// The SSM inside the block (mamba1 only): s6 (selective) or s4 (time-invariant, S4D-real).
+    #[arg(long, value_enum, default_value_t = SsmFlag::S6)]
+    #[serde(default)]
+    pub ssm: SsmFlag,
     /// State size N: per channel with mamba1, per head with mamba2 [default: 16 with mamba1,
     /// 128 with mamba2, the reference defaults].
     #[arg(long)]
@@ -161,6 +170,25 @@ pub enum Layer {
     Mamba2,
 }
 
+/// `--arch`: the block around the SSM.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArchFlag {
+    #[default]
+    Mamba,
+    NoGate,
+    H3,
+}
+
+/// `--ssm`: the sequence layer inside the block.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SsmFlag {
+    #[default]
+    S6,
+    S4,
+}
+
 // The reference defaults of the Mamba-2 flags, for checkpoints saved before the flags.
 fn default_headdim() -> usize {
     Mamba2Config::default().headdim
@@ -176,6 +204,9 @@ fn one() -> usize {
 
 /// The flags that only a Mamba-2 model reads (clap ids).
 const MAMBA2_ONLY: [&str; 3] = ["headdim", "ngroups", "chunk_size"];
+
+/// The flags that only a Mamba-1 model reads (clap ids).
+const MAMBA1_ONLY: [&str; 2] = ["arch", "ssm"];
 
 /// Flags a resumed run takes from its command line when given: the schedule, evaluation and
 /// checkpoint settings (clap ids, which are the field names).
@@ -198,7 +229,7 @@ const RESUMABLE: [&str; 14] = [
 
 /// Flags a checkpoint fixes: the model's shape, its data and the seed. A resumed run
 /// ignores a differing one, with a warning.
-const FIXED: [&str; 15] = [
+const FIXED: [&str; 17] = [
     "text",
     "task",
     "task_len",
@@ -207,6 +238,8 @@ const FIXED: [&str; 15] = [
     "d_model",
     "n_layer",
     "layer",
+    "arch",
+    "ssm",
     "d_state",
     "headdim",
     "ngroups",
@@ -367,8 +400,17 @@ impl TrainArgs {
         cfg.vocab_size = vocab_size;
         match self.layer {
             Layer::Mamba1 => {
-                if let (SsmConfig::Mamba1(s), Some(n)) = (&mut cfg.ssm_cfg, self.d_state) {
-                    s.d_state = n;
+                if let SsmConfig::Mamba1(s) = &mut cfg.ssm_cfg {
+                    s.d_state = self.d_state.unwrap_or(s.d_state);
+                    s.arch = match self.arch {
+                        ArchFlag::Mamba => Arch::Mamba,
+                        ArchFlag::NoGate => Arch::NoGate,
+                        ArchFlag::H3 => Arch::H3,
+                    };
+                    s.ssm = match self.ssm {
+                        SsmFlag::S6 => SsmKind::S6,
+                        SsmFlag::S4 => SsmKind::S4,
+                    };
                 }
             }
             Layer::Mamba2 => {
@@ -395,6 +437,9 @@ impl TrainArgs {
                 Some(id) => refuse(format!("--{} is a Mamba-2 setting: add --layer mamba2", id.replace('_', "-"))),
                 None => Ok(()),
             };
+        }
+        if let Some(id) = MAMBA1_ONLY.iter().find(|id| self.resume.is_none() && self.given.contains(**id)) {
+            return refuse(format!("--{id} sets an ablation of the Mamba-1 block (the Mamba paper's Table 1): it works with --layer mamba1 only"));
         }
         let (d_model, headdim, ngroups) = (self.d_model, self.headdim, self.ngroups);
         let Some(d_inner) = d_model.checked_mul(2) else {

@@ -186,8 +186,8 @@ fn evaluate_task(
     let examples = task_examples(req.windows.unwrap_or(args.eval_windows), "--windows")?;
     if let Some(len) = req.task_len {
         // Step mode: the state is the same size at any length; the examples' tokens (16 bytes
-        // a position with their targets) are held ~64 MiB at a time.
-        let rows = examples.min((1 << 22) / len).max(1);
+        // a position with their targets) are held up to ~1 GiB at a time (64 rows at 2^20).
+        let rows = examples.min((1 << 26) / len).max(1);
         let model = on_device(model, req.device, args)?;
         let acc = task_accuracy_streaming(&model, &task, examples, rows)?;
         return Ok(format!("accuracy {acc:.3} on {name} at length {len}, token by token ({examples} examples)"));
