@@ -520,6 +520,10 @@ mod tests {
         let flags = ["--layer", "mamba2", "--d-state", "16", "--headdim", "32", "--ngroups", "2", "--chunk-size", "8"];
         let SsmConfig::Mamba2(two) = cfg(&flags) else { panic!() };
         assert_eq!((two.d_state, two.headdim, two.ngroups, two.chunk_size), (16, 32, 2, 8));
+        let SsmConfig::Mamba1(one) = cfg(&["--arch", "no-gate", "--ssm", "s4"]) else { panic!("--arch") };
+        assert_eq!((one.arch, one.ssm), (mamba_model::Arch::NoGate, mamba_model::SsmKind::S4));
+        let SsmConfig::Mamba1(one) = cfg(&["--arch", "h3"]) else { panic!("--arch h3") };
+        assert_eq!((one.arch, one.ssm), (mamba_model::Arch::H3, mamba_model::SsmKind::S6));
     }
 
     #[test]
@@ -545,6 +549,11 @@ mod tests {
             assert!(text.contains(&format!("{flag} is a Mamba-2 setting: add --layer mamba2")), "{text}");
         }
         assert!(TrainArgs::parse_flags(&["--layer", "mamba3"]).is_err());
+        for flag in ["--arch", "--ssm"] {
+            let value = if flag == "--arch" { "h3" } else { "s4" };
+            let text = msg(&[&m2[..], &[flag, value]].concat());
+            assert!(text.contains(&format!("{flag} sets an ablation of the Mamba-1 block")), "{text}");
+        }
     }
 
     /// Checkpoints saved before the layer flags are Mamba-1 runs with the defaults.

@@ -23,19 +23,26 @@ pub struct YAxis<'a> {
 }
 
 /// The chart: `title` on top, `left` (and `right`, if any) against a shared step axis.
+/// [`line_chart_svg`] with the x axis labelled "step".
+pub fn loss_curve_svg(title: &str, left: &YAxis, right: Option<&YAxis>) -> String {
+    line_chart_svg(title, "step", left, right)
+}
+
+/// A line chart: `title` on top, `left` (and `right`, if any) against a shared x axis
+/// labelled `x_label`.
 ///
 /// A fitted y range covers every value from the first tenth of the steps on, so that the
 /// first steps' loss (about 8 bits per byte) does not flatten the rest of the curve: earlier,
 /// higher values run off the top of the plot (clipped). Ticks are "nice" values (1, 2 or 5
 /// times a power of ten); NaN and infinite values (beyond ±1e300) are skipped; empty series
 /// are listed in the legend as "(no data)".
-pub fn loss_curve_svg(title: &str, left: &YAxis, right: Option<&YAxis>) -> String {
+pub fn line_chart_svg(title: &str, x_label: &str, left: &YAxis, right: Option<&YAxis>) -> String {
     let right_edge = if right.is_some() { W - 70.0 } else { W - 20.0 };
     let axes: Vec<&YAxis> = std::iter::once(left).chain(right).collect();
     let points: Vec<Vec<Vec<(f64, f64)>>> =
         axes.iter().map(|a| a.series.iter().map(|(_, p)| usable(p)).collect()).collect();
     let xs = Axis::enclosing(points.iter().flatten().flatten().map(|p| p.0));
-    let frame = Frame { xs, right: right_edge };
+    let frame = Frame { xs, right: right_edge, x_label };
 
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" \
@@ -88,12 +95,13 @@ fn fitted(series: &[Vec<(f64, f64)>]) -> impl Iterator<Item = f64> {
 }
 
 /// The plot rectangle and the step axis shared by every series.
-struct Frame {
+struct Frame<'a> {
     xs: Axis,
     right: f64,
+    x_label: &'a str,
 }
 
-impl Frame {
+impl Frame<'_> {
     fn px(&self, x: f64) -> f64 {
         LEFT + (x - self.xs.lo) / (self.xs.hi - self.xs.lo) * (self.right - LEFT)
     }
@@ -110,7 +118,8 @@ impl Frame {
             s += &format!("<text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{label}</text>\n", BOTTOM + 16.0);
         }
         let middle = (LEFT + self.right) / 2.0;
-        s + &format!("<text x=\"{middle}\" y=\"{}\" text-anchor=\"middle\">step</text>\n</g>\n", H - 12.0)
+        let label = escape(self.x_label);
+        s + &format!("<text x=\"{middle}\" y=\"{}\" text-anchor=\"middle\">{label}</text>\n</g>\n", H - 12.0)
     }
 
     /// A y axis: grid lines (left axis only), tick labels and the rotated axis label.
