@@ -14,9 +14,11 @@
 //! (a misspelling, or another layer's key) or a value of the wrong type is an error that names
 //! the key ([`Error::Config`]); whoever read the file adds its path.
 
+mod attn;
 mod keys;
 mod ssm;
 
+pub use attn::AttnConfig;
 pub use ssm::{Arch, DtInit, Mamba1Config, Mamba2Config, SsmConfig, SsmKind};
 
 use crate::{Error, Result};
@@ -34,8 +36,8 @@ pub struct MambaConfig {
     pub vocab_size: usize,
     /// The mixer of the layers and its settings.
     pub ssm_cfg: SsmConfig,
-    /// Layers that are attention instead of the SSM mixer, and their settings (the reference
-    /// `MHA`'s keys). Read and written; a model with attention layers is not built yet.
+    /// Layers that are attention instead of the SSM mixer (`mixer/attention.rs`), and their
+    /// settings (the reference `MHA`'s keys, typed by [`AttnConfig::read`]).
     pub attn_layer_idx: Vec<usize>,
     pub attn_cfg: Map<String, Value>,
     /// Only `true` is implemented: RMSNorm (not LayerNorm), eps 1e-5.
@@ -139,9 +141,10 @@ impl MambaConfig {
     }
 
     /// What this implementation supports; anything else is refused with a reason
-    /// ([`Error::Unsupported`]). A layer or option that parses but is not built yet (attention,
-    /// Mamba-2's `d_ssm`, `D_has_hdim`, `dt_limit`, biases) passes here and is refused when a
-    /// model is built (or its parameters counted).
+    /// ([`Error::Unsupported`]). An option that parses but is not built yet (Mamba-2's
+    /// `d_ssm`, `D_has_hdim`, `dt_limit`, biases) passes here and is refused when a model is
+    /// built (or its parameters counted). The attention settings are checked when some layer
+    /// is attention.
     pub fn validate(&self) -> Result<()> {
         let unsupported = |msg: &str| Err(Error::Unsupported(msg.into()));
         if self.d_model == 0 || self.n_layer == 0 || self.vocab_size == 0 {
@@ -156,6 +159,9 @@ impl MambaConfig {
                 let what = format!("layer {idx} is out of range (n_layer {}) or repeated", self.n_layer);
                 return Err(key_error("attn_layer_idx", what));
             }
+        }
+        if !self.attn_layer_idx.is_empty() {
+            AttnConfig::read(&self.attn_cfg, self.d_model)?;
         }
         Ok(())
     }

@@ -24,7 +24,7 @@ pub mod mixer;
 pub mod mlp;
 pub mod params;
 
-pub use config::{Arch, Mamba1Config, Mamba2Config, MambaConfig, SsmConfig, SsmKind};
+pub use config::{Arch, AttnConfig, Mamba1Config, Mamba2Config, MambaConfig, SsmConfig, SsmKind};
 pub use decode::{Decoder, Launch};
 pub use error::{Error, Result};
 pub use lm::{InferenceState, MambaLM};

@@ -15,10 +15,12 @@
 //! kind, `mixer/ablation.rs`.
 
 pub mod ablation;
+pub mod attention;
 pub mod mamba1;
 pub mod mamba2;
 
 pub use ablation::{Ablation, AblationState};
+pub use attention::{Attention, AttentionState};
 pub use mamba1::{Mamba1, Mamba1State};
 pub use mamba2::{Mamba2, Mamba2State};
 
@@ -34,6 +36,7 @@ pub enum Mixer<P = Tensor> {
     Mamba1(Mamba1<P>),
     Mamba2(Mamba2<P>),
     Ablation(Ablation<P>),
+    Attention(Attention<P>),
 }
 
 /// The recurrent state of one block's mixer, of the same kind as the mixer.
@@ -41,6 +44,7 @@ pub enum MixerState {
     Mamba1(Mamba1State),
     Mamba2(Mamba2State),
     Ablation(AblationState),
+    Attention(AttentionState),
 }
 
 impl Mixer {
@@ -53,8 +57,7 @@ impl Mixer {
         vb: &mut Vb<'_, B>,
     ) -> Result<Mixer<B::Param>> {
         if cfg.attn_layer_idx.contains(&layer_idx) {
-            let what = format!("layer {layer_idx} is attention (attn_layer_idx): attention layers are not built yet");
-            return Err(Error::Unsupported(what));
+            return Ok(Mixer::Attention(Attention::declare(cfg, residuals, vb)?));
         }
         match &cfg.ssm_cfg {
             SsmConfig::Mamba1(c) if c.is_mamba() => Ok(Mixer::Mamba1(Mamba1::declare(cfg, c, residuals, vb)?)),
@@ -72,6 +75,7 @@ impl<P> Mixer<P> {
             Mixer::Mamba1(_) => "Mamba1",
             Mixer::Mamba2(_) => "Mamba2",
             Mixer::Ablation(m) => m.name(),
+            Mixer::Attention(_) => "MHA",
         }
     }
 }
@@ -83,6 +87,7 @@ impl MixerState {
             MixerState::Mamba1(_) => "Mamba1",
             MixerState::Mamba2(_) => "Mamba2",
             MixerState::Ablation(_) => "Ablation",
+            MixerState::Attention(_) => "MHA",
         }
     }
 }
@@ -97,6 +102,7 @@ impl Mixer<Tensor> {
             Mixer::Mamba1(m) => m.forward(h, chunk, recompute),
             Mixer::Mamba2(m) => m.forward(h, recompute),
             Mixer::Ablation(m) => m.forward(h, chunk),
+            Mixer::Attention(m) => m.forward(h),
         }
     }
 
@@ -107,6 +113,7 @@ impl Mixer<Tensor> {
             Mixer::Mamba1(m) => m.prefill(h, chunk).map(|(y, s)| (y, MixerState::Mamba1(s))),
             Mixer::Mamba2(m) => m.prefill(h).map(|(y, s)| (y, MixerState::Mamba2(s))),
             Mixer::Ablation(m) => m.prefill(h, chunk).map(|(y, s)| (y, MixerState::Ablation(s))),
+            Mixer::Attention(m) => m.prefill(h).map(|(y, s)| (y, MixerState::Attention(s))),
         }
     }
 
@@ -116,6 +123,7 @@ impl Mixer<Tensor> {
             Mixer::Mamba1(m) => Ok(MixerState::Mamba1(m.new_state(batch, dtype, device)?)),
             Mixer::Mamba2(m) => Ok(MixerState::Mamba2(m.new_state(batch, dtype, device)?)),
             Mixer::Ablation(m) => Ok(MixerState::Ablation(m.new_state(batch, dtype, device)?)),
+            Mixer::Attention(m) => Ok(MixerState::Attention(m.new_state(batch, dtype, device)?)),
         }
     }
 
@@ -126,6 +134,7 @@ impl Mixer<Tensor> {
             (Mixer::Mamba1(m), MixerState::Mamba1(s)) => m.step(h, s),
             (Mixer::Mamba2(m), MixerState::Mamba2(s)) => m.step(h, s),
             (Mixer::Ablation(m), MixerState::Ablation(s)) => m.step(h, s),
+            (Mixer::Attention(m), MixerState::Attention(s)) => m.step(h, s),
             (m, s) => Err(Error::Unsupported(format!(
                 "a {} mixer cannot step from a {} state (the state was made by another model)",
                 m.kind(),

@@ -46,6 +46,17 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = SsmFlag::S6)]
     #[serde(default)]
     pub ssm: SsmFlag,
+    /// Make every K-th layer attention (the reference `MHA`, causal, no position embedding: the
+    /// SSM layers carry position): layers i with i mod K = K/2, the middle of each group of K as
+    /// in Jamba (1 in 8 there). 0: none.
+    #[arg(long, default_value_t = 0)]
+    #[serde(default)]
+    pub attn_every: usize,
+    /// Heads of the attention layers; they must divide --d-model [default: --d-model / 64, at
+    /// least 1].
+    #[arg(long)]
+    #[serde(default)]
+    pub attn_heads: Option<usize>,
     /// State size N: per channel with mamba1, per head with mamba2 [default: 16 with mamba1,
     /// 128 with mamba2, the reference defaults].
     #[arg(long)]
@@ -229,7 +240,7 @@ const RESUMABLE: [&str; 14] = [
 
 /// Flags a checkpoint fixes: the model's shape, its data and the seed. A resumed run
 /// ignores a differing one, with a warning.
-const FIXED: [&str; 17] = [
+const FIXED: [&str; 19] = [
     "text",
     "task",
     "task_len",
@@ -240,6 +251,8 @@ const FIXED: [&str; 17] = [
     "layer",
     "arch",
     "ssm",
+    "attn_every",
+    "attn_heads",
     "d_state",
     "headdim",
     "ngroups",
@@ -386,6 +399,7 @@ impl TrainArgs {
             return Err(Error::Settings("--profile times GPU kernels: add --device cuda".into()));
         }
         self.check_layer()?;
+        self.check_attention()?;
         // Sizes last: they assume the checks above (e.g. no zero --scan-chunk).
         crate::limits::check_train(self)
     }
@@ -398,6 +412,7 @@ impl TrainArgs {
     pub fn model_config(&self, vocab_size: usize) -> MambaConfig {
         let mut cfg = MambaConfig::new(self.d_model, self.n_layer);
         cfg.vocab_size = vocab_size;
+        (cfg.attn_layer_idx, cfg.attn_cfg) = self.attention_layers();
         match self.layer {
             Layer::Mamba1 => {
                 if let SsmConfig::Mamba1(s) = &mut cfg.ssm_cfg {
@@ -425,6 +440,41 @@ impl TrainArgs {
             }
         }
         cfg
+    }
+
+    /// `--attn-every` and `--attn-heads` as the reference config's `attn_layer_idx` and
+    /// `attn_cfg`.
+    fn attention_layers(&self) -> (Vec<usize>, serde_json::Map<String, serde_json::Value>) {
+        let k = self.attn_every;
+        if k == 0 {
+            return (Vec::new(), serde_json::Map::new());
+        }
+        let layers = (0..self.n_layer).filter(|i| i % k == k / 2).collect();
+        let heads = self.attn_heads.unwrap_or((self.d_model / 64).max(1));
+        let cfg = serde_json::json!({"num_heads": heads, "causal": true});
+        (layers, cfg.as_object().cloned().unwrap_or_default())
+    }
+
+    /// The attention flags make at least one attention layer of whole heads.
+    fn check_attention(&self) -> Result<()> {
+        let refuse = |msg: String| Err(Error::Settings(msg));
+        let (k, n) = (self.attn_every, self.n_layer);
+        if k == 0 {
+            return match self.attn_heads {
+                Some(_) if self.resume.is_none() => {
+                    refuse("--attn-heads needs --attn-every K (which layers are attention)".into())
+                }
+                _ => Ok(()),
+            };
+        }
+        if k / 2 >= n {
+            return refuse(format!("--attn-every {k} makes no layer attention with --n-layer {n} (layer i is attention when i mod {k} = {}): lower it", k / 2));
+        }
+        let heads = self.attn_heads.unwrap_or((self.d_model / 64).max(1));
+        if heads == 0 || !self.d_model.is_multiple_of(heads) {
+            return refuse(format!("--attn-heads {heads} must divide --d-model {}", self.d_model));
+        }
+        Ok(())
     }
 
     /// The Mamba-2 flags fit `--d-model` (the reference's checks, in the flags' words), and
@@ -524,6 +574,26 @@ mod tests {
         assert_eq!((one.arch, one.ssm), (mamba_model::Arch::NoGate, mamba_model::SsmKind::S4));
         let SsmConfig::Mamba1(one) = cfg(&["--arch", "h3"]) else { panic!("--arch h3") };
         assert_eq!((one.arch, one.ssm), (mamba_model::Arch::H3, mamba_model::SsmKind::S6));
+    }
+
+    #[test]
+    fn attention_flags_make_the_hybrid_config() {
+        let cfg = |flags: &[&str]| TrainArgs::parse_flags(flags).unwrap().model_config(256);
+        assert!(cfg(&[]).attn_layer_idx.is_empty());
+        let hybrid = cfg(&["--n-layer", "8", "--attn-every", "4", "--attn-heads", "4"]);
+        assert_eq!(hybrid.attn_layer_idx, [2, 6]); // the middle of each group of 4, as Jamba
+        assert_eq!(
+            serde_json::Value::Object(hybrid.attn_cfg.clone()),
+            serde_json::json!({"num_heads": 4, "causal": true})
+        );
+        hybrid.validate().unwrap();
+        assert_eq!(cfg(&["--attn-every", "2", "--d-model", "256"]).attn_cfg["num_heads"], 4); // d_model / 64
+        let refused = |flags: &[&str]| TrainArgs::parse_flags(flags).unwrap().validate().unwrap_err().to_string();
+        assert!(refused(&["--attn-every", "9"]).contains("--attn-every 9 makes no layer attention with --n-layer 4"));
+        assert!(
+            refused(&["--attn-every", "2", "--attn-heads", "3"]).contains("--attn-heads 3 must divide --d-model 128")
+        );
+        assert!(refused(&["--attn-heads", "2"]).contains("--attn-heads needs --attn-every"));
     }
 
     #[test]

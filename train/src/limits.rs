@@ -41,7 +41,28 @@ pub fn activation_bytes(
         SsmConfig::Mamba1(_) => mamba1_activations(cfg, rows, len, scan_chunk),
         SsmConfig::Mamba2(_) => mamba2_activations(cfg, rows, len),
     };
-    values?.checked_mul(F32)
+    sum(&[values, beyond_the_ssm(cfg, rows, len)])?.checked_mul(F32)
+}
+
+/// What the layers that are not the plain SSM mixer keep on top, approximately (counted as
+/// if every layer were the SSM mixer): each attention layer its (rows, heads, len, len)
+/// scores four times (scores, masked, log-softmax, softmax); each S4 ablation layer its
+/// scan over d_inner · N channels, five values per channel and token.
+fn beyond_the_ssm(cfg: &MambaConfig, rows: usize, len: usize) -> Option<usize> {
+    let attention = match cfg.attn_layer_idx.len() {
+        0 => 0,
+        layers => {
+            let heads = mamba_model::AttnConfig::read(&cfg.attn_cfg, cfg.d_model).ok()?.num_heads;
+            product(&[layers, rows, heads, len, len, 4])?
+        }
+    };
+    let s4 = match &cfg.ssm_cfg {
+        SsmConfig::Mamba1(s) if s.ssm == mamba_model::SsmKind::S4 => {
+            product(&[cfg.n_layer, rows, len, s.d_inner(cfg.d_model)?, s.d_state, 5])?
+        }
+        _ => 0,
+    };
+    attention.checked_add(s4)
 }
 
 /// The values either model keeps for backward with `--recompute`, exactly (the test measures

@@ -104,6 +104,7 @@ fn mamba1_configs_are_written_as_before_plus_the_reference_keys() {
 fn settings_away_from_the_defaults_round_trip() {
     let mut cfg = MambaConfig { d_intermediate: 100, attn_layer_idx: vec![1], ..MambaConfig::new(32, 3) };
     cfg.attn_cfg.insert("num_heads".into(), 4.into());
+    cfg.attn_cfg.insert("causal".into(), true.into());
     let SsmConfig::Mamba1(s) = &mut cfg.ssm_cfg else { unreachable!() };
     (s.dt_min, s.dt_init, s.dt_scale, s.use_fast_path) = (0.01, DtInit::Constant, 0.5, false);
     let written = serde_json::to_string(&cfg).unwrap();

@@ -234,10 +234,10 @@ fn moving_the_model_keeps_names_values_and_decay() {
 }
 
 #[test]
-fn unbuilt_layers_are_refused_with_a_reason() {
+fn an_attention_layer_without_settings_is_refused_with_a_reason() {
     let cfg = MambaConfig { attn_layer_idx: vec![1], ..MambaConfig::new(16, 2) };
     let msg = MambaLM::new(cfg, DType::F32, 0).err().unwrap().to_string();
-    assert!(msg.contains("attention layers are not built yet"), "{msg}");
+    assert!(msg.contains("`attn_cfg.num_heads`: missing"), "{msg}");
 }
 
 #[test]
