@@ -6,9 +6,10 @@
 //! ```text
 //! r = h + r                 (r = h in the first block)
 //! h = Mixer(RMSNorm(r))                           weight: norm.weight
-//! with an MLP (d_intermediate > 0):
+//! with an MLP (d_intermediate > 0, or the layer in moe_layer_idx):
 //!   r = h + r
 //!   h = MLP(RMSNorm(r))                           weight: norm2.weight
+//!                                                 a GatedMLP, or a mixture of them (moe.rs)
 //! ```
 //!
 //! The model ends with RMSNorm_f(h + r). The same code serves the whole sequence and step
@@ -18,6 +19,7 @@ use crate::{
     config::MambaConfig,
     mixer::Mixer,
     mlp::GatedMlp,
+    moe::{Moe, MoeStats},
     params::{Backend, Decay, Init, Vb},
     Result, RMS_EPS,
 };
@@ -34,7 +36,13 @@ pub struct Block<P = Tensor> {
 /// The MLP branch of a block and its norm.
 pub struct MlpBranch<P = Tensor> {
     pub norm2: P, // (d_model)
-    pub mlp: GatedMlp<P>,
+    pub mlp: Mlp<P>,
+}
+
+/// The MLP of a branch: one gated MLP, or a mixture of experts.
+pub enum Mlp<P = Tensor> {
+    Gated(GatedMlp<P>),
+    Moe(Moe<P>),
 }
 
 impl Block {
@@ -42,14 +50,18 @@ impl Block {
     /// order: norm, mixer, norm2, mlp.
     pub fn declare<B: Backend>(cfg: &MambaConfig, layer_idx: usize, vb: &mut Vb<'_, B>) -> Result<Block<B::Param>> {
         let d = cfg.d_model;
-        let residuals = if cfg.d_intermediate > 0 { 2 } else { 1 };
+        let moe = cfg.moe_layer_idx.contains(&layer_idx);
+        let residuals = if cfg.d_intermediate > 0 || moe { 2 } else { 1 };
         let norm = vb.get("norm.weight", &[d], Init::Ones, Decay::No)?;
         let mixer = Mixer::declare(cfg, layer_idx, residuals, &mut vb.pp("mixer"))?;
-        let mlp = match cfg.d_intermediate {
-            0 => None,
+        let mlp = match residuals {
+            1 => None,
             _ => Some(MlpBranch {
                 norm2: vb.get("norm2.weight", &[d], Init::Ones, Decay::No)?,
-                mlp: GatedMlp::declare(cfg, &mut vb.pp("mlp"))?,
+                mlp: match moe {
+                    true => Mlp::Moe(Moe::declare(cfg, &mut vb.pp("mlp"))?),
+                    false => Mlp::Gated(GatedMlp::declare(cfg, &mut vb.pp("mlp"))?),
+                },
             }),
         };
         Ok(Block { norm, mixer, mlp })
@@ -58,12 +70,15 @@ impl Block {
 
 impl Block<Tensor> {
     /// (h, r) -> (h', r') as in the module docs, with `mix` running the mixer on its normed
-    /// input (the whole sequence, or one step).
+    /// input (the whole sequence, or one step). An MoE branch pushes its statistics to `moe`
+    /// when given (whole sequences: each expert's capacity applies), and runs without a
+    /// capacity when not (step mode, prefill).
     pub fn forward_with(
         &self,
         h: Tensor,
         residual: Option<Tensor>,
         mix: impl FnOnce(&Mixer, &Tensor) -> Result<Tensor>,
+        moe: Option<&mut Vec<MoeStats>>,
     ) -> Result<(Tensor, Tensor)> {
         let r = match residual {
             Some(r) => h.add(&r)?,
@@ -72,7 +87,17 @@ impl Block<Tensor> {
         let h = mix(&self.mixer, &r.rms_norm(&self.norm, RMS_EPS)?)?;
         let Some(branch) = &self.mlp else { return Ok((h, r)) };
         let r = h.add(&r)?;
-        let h = branch.mlp.forward(&r.rms_norm(&branch.norm2, RMS_EPS)?)?;
+        let x = r.rms_norm(&branch.norm2, RMS_EPS)?;
+        let h = match &branch.mlp {
+            Mlp::Gated(mlp) => mlp.forward(&x)?,
+            Mlp::Moe(layer) => {
+                let (y, stats) = layer.forward(&x, moe.is_some())?;
+                if let Some(all) = moe {
+                    all.push(stats);
+                }
+                y
+            }
+        };
         Ok((h, r))
     }
 }

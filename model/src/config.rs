@@ -16,9 +16,11 @@
 
 mod attn;
 mod keys;
+mod moe;
 mod ssm;
 
 pub use attn::AttnConfig;
+pub use moe::MoeConfig;
 pub use ssm::{Arch, DtInit, Mamba1Config, Mamba2Config, SsmConfig, SsmKind};
 
 use crate::{Error, Result};
@@ -40,6 +42,12 @@ pub struct MambaConfig {
     /// settings (the reference `MHA`'s keys, typed by [`AttnConfig::read`]).
     pub attn_layer_idx: Vec<usize>,
     pub attn_cfg: Map<String, Value>,
+    /// Blocks whose MLP branch is a mixture of experts, and their settings (`config/moe.rs`;
+    /// not reference keys, written only when some layer is MoE).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub moe_layer_idx: Vec<usize>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub moe_cfg: Map<String, Value>,
     /// Only `true` is implemented: RMSNorm (not LayerNorm), eps 1e-5.
     pub rms_norm: bool,
     /// The reference's precision and kernel choices; no effect here (the residual stream is in
@@ -80,6 +88,8 @@ impl MambaConfig {
             ssm_cfg: SsmConfig::Mamba1(Mamba1Config::new(d_model)),
             attn_layer_idx: Vec::new(),
             attn_cfg: Map::new(),
+            moe_layer_idx: Vec::new(),
+            moe_cfg: Map::new(),
             rms_norm: true,
             residual_in_fp32: true,
             fused_add_norm: true,
@@ -107,6 +117,8 @@ impl MambaConfig {
             ssm_cfg: SsmConfig::read(f.or("ssm_cfg", Value::Object(Map::new()))?, d_model)?,
             attn_layer_idx: f.or("attn_layer_idx", Vec::new())?,
             attn_cfg: f.or("attn_cfg", Map::new())?,
+            moe_layer_idx: f.or("moe_layer_idx", Vec::new())?,
+            moe_cfg: f.or("moe_cfg", Map::new())?,
             rms_norm: f.or("rms_norm", true)?,
             residual_in_fp32: f.or("residual_in_fp32", true)?,
             fused_add_norm: f.or("fused_add_norm", true)?,
@@ -154,14 +166,19 @@ impl MambaConfig {
         if !self.rms_norm || !self.tie_embeddings {
             return unsupported("only rms_norm = true and tie_embeddings = true are implemented");
         }
-        for (i, idx) in self.attn_layer_idx.iter().enumerate() {
-            if *idx >= self.n_layer || self.attn_layer_idx[..i].contains(idx) {
-                let what = format!("layer {idx} is out of range (n_layer {}) or repeated", self.n_layer);
-                return Err(key_error("attn_layer_idx", what));
+        for (key, layers) in [("attn_layer_idx", &self.attn_layer_idx), ("moe_layer_idx", &self.moe_layer_idx)] {
+            for (i, idx) in layers.iter().enumerate() {
+                if *idx >= self.n_layer || layers[..i].contains(idx) {
+                    let what = format!("layer {idx} is out of range (n_layer {}) or repeated", self.n_layer);
+                    return Err(key_error(key, what));
+                }
             }
         }
         if !self.attn_layer_idx.is_empty() {
             AttnConfig::read(&self.attn_cfg, self.d_model)?;
+        }
+        if !self.moe_layer_idx.is_empty() {
+            MoeConfig::read(&self.moe_cfg, self.d_model)?;
         }
         Ok(())
     }

@@ -22,13 +22,15 @@ pub mod io;
 pub mod lm;
 pub mod mixer;
 pub mod mlp;
+pub mod moe;
 pub mod params;
 
-pub use config::{Arch, AttnConfig, Mamba1Config, Mamba2Config, MambaConfig, SsmConfig, SsmKind};
+pub use config::{Arch, AttnConfig, Mamba1Config, Mamba2Config, MambaConfig, MoeConfig, SsmConfig, SsmKind};
 pub use decode::{Decoder, Launch};
 pub use error::{Error, Result};
-pub use lm::{InferenceState, MambaLM};
+pub use lm::{InferenceState, MambaLM, Objective};
 pub use mixer::{Mixer, MixerState};
+pub use moe::MoeStats;
 
 use mamba_engine::Tensor;
 

@@ -21,12 +21,22 @@ use crate::{
     block::Block,
     config::MambaConfig,
     io::Loaded,
-    mixer::MixerState,
+    mixer::{Mixer, MixerState},
+    moe::MoeStats,
     params::{self, Backend, Count, Decay, Init, Param, Shapes, Vb},
     Error, Result, RMS_EPS,
 };
 use mamba_engine::{no_grad, DType, Device, Tensor};
 use std::{collections::BTreeMap, ops::Range};
+
+/// The training objective of one batch ([`MambaLM::objective`]).
+pub struct Objective {
+    /// What backward runs on: `cross_entropy` plus every MoE layer's `aux_loss`.
+    pub total: Tensor,
+    pub cross_entropy: Tensor,
+    /// Per MoE layer, in order.
+    pub moe: Vec<MoeStats>,
+}
 
 pub struct MambaLM {
     pub cfg: MambaConfig,
@@ -76,9 +86,19 @@ fn declare<B: Backend>(cfg: &MambaConfig, layers: Range<usize>, backend: &mut B)
 pub(crate) fn count_parameters(cfg: &MambaConfig) -> Result<usize> {
     let mut ends = Count::new();
     declare(cfg, 0..0, &mut ends)?;
-    let attn = &cfg.attn_layer_idx;
-    let mamba_layer = (0..cfg.n_layer).find(|i| !attn.contains(i));
-    let kinds = [(mamba_layer, cfg.n_layer.saturating_sub(attn.len())), (attn.first().copied(), attn.len())];
+    // Layers differ only by being attention or not and having an MoE branch or not: count
+    // one block of each kind (n_layer may be huge; the index lists are not).
+    let (attn, moe) = (&cfg.attn_layer_idx, &cfg.moe_layer_idx);
+    let both: Vec<usize> = attn.iter().copied().filter(|i| moe.contains(i)).collect();
+    let special = attn.len() + moe.len() - both.len();
+    let plain = (0..cfg.n_layer).find(|i| !attn.contains(i) && !moe.contains(i));
+    let only = |a: &[usize], b: &[usize]| a.iter().copied().find(|i| !b.contains(i));
+    let kinds = [
+        (plain, cfg.n_layer.saturating_sub(special)),
+        (only(attn, moe), attn.len() - both.len()),
+        (only(moe, attn), moe.len() - both.len()),
+        (both.first().copied(), both.len()),
+    ];
     let mut total = ends.total;
     for (layer, how_many) in kinds {
         let Some(layer) = layer.filter(|_| how_many > 0) else { continue };
@@ -165,13 +185,33 @@ impl MambaLM {
 
     /// ids (batch * len, row-major) -> logits (batch, len, padded vocab)
     pub fn forward(&self, ids: &[usize], batch: usize, len: usize) -> Result<Tensor> {
+        Ok(self.forward_moe(ids, batch, len)?.0)
+    }
+
+    /// As [`MambaLM::forward`], and the statistics of each MoE layer (none without one).
+    pub fn forward_moe(&self, ids: &[usize], batch: usize, len: usize) -> Result<(Tensor, Vec<MoeStats>)> {
         let h = self.embedding.embedding(ids, &[batch, len])?;
-        self.through_blocks(h, |_, mixer, x| mixer.forward(x, self.scan_chunk, self.recompute))
+        let mut moe = Vec::new();
+        let mix = |_, mixer: &Mixer, x: &Tensor| mixer.forward(x, self.scan_chunk, self.recompute);
+        let logits = self.through_blocks(h, mix, Some(&mut moe))?;
+        Ok((logits, moe))
     }
 
     /// Mean next-byte cross-entropy of `ids` against `targets` (both batch * len).
     pub fn loss(&self, ids: &[usize], targets: &[i64], batch: usize, len: usize) -> Result<Tensor> {
         Ok(self.forward(ids, batch, len)?.cross_entropy(targets, -100)?)
+    }
+
+    /// What training minimises: the cross-entropy plus the MoE layers' load-balancing losses
+    /// (the same as [`MambaLM::loss`] without MoE layers).
+    pub fn objective(&self, ids: &[usize], targets: &[i64], batch: usize, len: usize) -> Result<Objective> {
+        let (logits, moe) = self.forward_moe(ids, batch, len)?;
+        let cross_entropy = logits.cross_entropy(targets, -100)?;
+        let mut total = cross_entropy.clone();
+        for layer in &moe {
+            total = total.add(&layer.aux_loss)?;
+        }
+        Ok(Objective { total, cross_entropy, moe })
     }
 
     /// Zero recurrent states for `batch` sequences.
@@ -192,11 +232,12 @@ impl MambaLM {
         let _guard = no_grad();
         let h = self.embedding.embedding(ids, &[batch, len])?;
         let mut layers = Vec::with_capacity(self.layers.len());
-        let logits = self.through_blocks(h, |_, mixer, x| {
+        let prefill = |_, mixer: &Mixer, x: &Tensor| {
             let (y, state) = mixer.prefill(x, self.scan_chunk)?;
             layers.push(state);
             Ok(y)
-        })?;
+        };
+        let logits = self.through_blocks(h, prefill, None)?;
         let vocab = logits.dim(2)?;
         Ok((logits.narrow(1, len - 1, 1)?.reshape(&[batch, vocab])?, InferenceState { layers }))
     }
@@ -205,20 +246,22 @@ impl MambaLM {
     pub fn step(&self, ids: &[usize], state: &mut InferenceState) -> Result<Tensor> {
         let _guard = no_grad();
         let h = self.embedding.embedding(ids, &[ids.len()])?;
-        self.through_blocks(h, |i, mixer, x| mixer.step(x, &mut state.layers[i]))
+        self.through_blocks(h, |i, mixer, x| mixer.step(x, &mut state.layers[i]), None)
     }
 
     /// The residual loop, for the whole sequence and for one step alike: h (.., d_model)
     /// through every block, `mix(i, mixer, x)` running block i's mixer, then the final norm
-    /// and the tied head.
+    /// and the tied head. `moe`: where MoE layers put their statistics (whole sequences), or
+    /// `None` (step mode and prefill: no capacity, see `moe.rs`).
     fn through_blocks(
         &self,
         mut h: Tensor,
-        mut mix: impl FnMut(usize, &crate::mixer::Mixer, &Tensor) -> Result<Tensor>,
+        mut mix: impl FnMut(usize, &Mixer, &Tensor) -> Result<Tensor>,
+        mut moe: Option<&mut Vec<MoeStats>>,
     ) -> Result<Tensor> {
         let mut residual = None;
         for (i, block) in self.layers.iter().enumerate() {
-            let (out, r) = block.forward_with(h, residual, |mixer, x| mix(i, mixer, x))?;
+            let (out, r) = block.forward_with(h, residual, |mixer, x| mix(i, mixer, x), moe.as_deref_mut())?;
             (h, residual) = (out, Some(r));
         }
         let r = match residual {

@@ -37,10 +37,20 @@ impl GatedMlp {
     /// `nn.Linear`, U(±1/sqrt(fan_in)); fc2 is then scaled by 1/sqrt(2 · n_layer), as the
     /// reference's `_init_weights` does for the second residual branch of each block.
     pub fn declare<B: Backend>(cfg: &MambaConfig, vb: &mut Vb<'_, B>) -> Result<GatedMlp<B::Param>> {
+        GatedMlp::declare_width(cfg, cfg.d_intermediate, vb)
+    }
+
+    /// As [`GatedMlp::declare`] with the hidden width `d_intermediate` (rounded up to 128)
+    /// given, e.g. an expert's.
+    pub fn declare_width<B: Backend>(
+        cfg: &MambaConfig,
+        d_intermediate: usize,
+        vb: &mut Vb<'_, B>,
+    ) -> Result<GatedMlp<B::Param>> {
         let d = cfg.d_model;
-        let sizes = hidden_width(cfg.d_intermediate).and_then(|h| Some((h, h.checked_mul(2)?)));
+        let sizes = hidden_width(d_intermediate).and_then(|h| Some((h, h.checked_mul(2)?)));
         let Some((h, two_h)) = sizes else {
-            return Err(Error::Unsupported(format!("d_intermediate {} overflows", cfg.d_intermediate)));
+            return Err(Error::Unsupported(format!("the MLP's width {d_intermediate} overflows")));
         };
         let fan = |n: usize| 1.0 / (n as f64).sqrt();
         let fc2_bound = fan(h) / (2.0 * cfg.n_layer as f64).sqrt();

@@ -35,12 +35,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut h = model.embedding.embedding(&ids, &[batch, len])?;
     let mut residual = None;
     for (layer, block) in model.layers.iter().enumerate() {
-        let (out, r) = block.forward_with(h, residual, |mixer, x| {
+        let mix = |mixer: &Mixer, x: &Tensor| {
             if let Mixer::Mamba1(m) = mixer {
                 report(layer, &horizons(m, x, &plain)?);
             }
             mixer.forward(x, model.scan_chunk, false)
-        })?;
+        };
+        let (out, r) = block.forward_with(h, residual, mix, None)?;
         (h, residual) = (out, Some(r));
     }
     Ok(())

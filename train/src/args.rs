@@ -57,6 +57,29 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(default)]
     pub attn_heads: Option<usize>,
+    /// Give every K-th block a mixture-of-experts MLP branch (layers i with i mod K = K - 1:
+    /// every block with 1, as MoE-Mamba; every other with 2, as Jamba). 0: none.
+    #[arg(long, default_value_t = 0)]
+    #[serde(default)]
+    pub moe_every: usize,
+    /// MoE: experts per MoE layer.
+    #[arg(long, default_value_t = 4)]
+    #[serde(default = "four")]
+    pub experts: usize,
+    /// MoE: experts each token goes to (1: Switch).
+    #[arg(long, default_value_t = 1)]
+    #[serde(default = "one")]
+    pub top_k: usize,
+    /// MoE: hidden width of each expert's gated MLP [default: 4 x --d-model].
+    #[arg(long)]
+    #[serde(default)]
+    pub d_expert: Option<usize>,
+    /// A small hybrid that fits the default CPU run, as defaults for the flags not given:
+    /// jamba-tiny (4 layers: attention at layer 2, MoE at 1 and 3 with 4 experts, top 2) or
+    /// moe-mamba-tiny (an MoE branch of 4 experts, top 1, in every block).
+    #[arg(long, value_enum)]
+    #[serde(default)]
+    pub preset: Option<Preset>,
     /// State size N: per channel with mamba1, per head with mamba2 [default: 16 with mamba1,
     /// 128 with mamba2, the reference defaults].
     #[arg(long)]
@@ -181,6 +204,18 @@ pub enum Layer {
     Mamba2,
 }
 
+/// `--preset`: a family member's settings.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    JambaTiny,
+    MoeMambaTiny,
+}
+
+fn four() -> usize {
+    4
+}
+
 /// `--arch`: the block around the SSM.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -240,7 +275,7 @@ const RESUMABLE: [&str; 14] = [
 
 /// Flags a checkpoint fixes: the model's shape, its data and the seed. A resumed run
 /// ignores a differing one, with a warning.
-const FIXED: [&str; 19] = [
+const FIXED: [&str; 24] = [
     "text",
     "task",
     "task_len",
@@ -253,6 +288,11 @@ const FIXED: [&str; 19] = [
     "ssm",
     "attn_every",
     "attn_heads",
+    "moe_every",
+    "experts",
+    "top_k",
+    "d_expert",
+    "preset",
     "d_state",
     "headdim",
     "ngroups",
@@ -291,6 +331,7 @@ impl TrainArgs {
         let given =
             |id: &&clap::Id| flag(id.as_str()) && matches.value_source(id.as_str()) == Some(ValueSource::CommandLine);
         args.given = matches.ids().filter(given).map(|id| id.to_string()).collect();
+        args.apply_preset();
         if args.task.is_some() {
             let (n_layer, batch, lr) = TASK_DEFAULTS;
             let default = |id: &str| !args.given.contains(id);
@@ -400,6 +441,7 @@ impl TrainArgs {
         }
         self.check_layer()?;
         self.check_attention()?;
+        self.check_moe()?;
         // Sizes last: they assume the checks above (e.g. no zero --scan-chunk).
         crate::limits::check_train(self)
     }
@@ -413,6 +455,7 @@ impl TrainArgs {
         let mut cfg = MambaConfig::new(self.d_model, self.n_layer);
         cfg.vocab_size = vocab_size;
         (cfg.attn_layer_idx, cfg.attn_cfg) = self.attention_layers();
+        (cfg.moe_layer_idx, cfg.moe_cfg) = self.moe_layers();
         match self.layer {
             Layer::Mamba1 => {
                 if let SsmConfig::Mamba1(s) = &mut cfg.ssm_cfg {
@@ -440,6 +483,40 @@ impl TrainArgs {
             }
         }
         cfg
+    }
+
+    /// `--preset`'s settings for the flags not given.
+    fn apply_preset(&mut self) {
+        let Some(preset) = self.preset else { return };
+        let (attn_every, moe_every, top_k) = match preset {
+            Preset::JambaTiny => (4, 2, 2),
+            Preset::MoeMambaTiny => (0, 1, 1),
+        };
+        let default = |id: &str| !self.given.contains(id);
+        if default("n_layer") {
+            self.n_layer = 4;
+        }
+        if default("attn_every") {
+            self.attn_every = attn_every;
+        }
+        if default("moe_every") {
+            self.moe_every = moe_every;
+        }
+        if default("top_k") {
+            self.top_k = top_k;
+        }
+    }
+
+    /// `--moe-every` and the expert flags as `moe_layer_idx` and `moe_cfg`.
+    fn moe_layers(&self) -> (Vec<usize>, serde_json::Map<String, serde_json::Value>) {
+        let k = self.moe_every;
+        if k == 0 {
+            return (Vec::new(), serde_json::Map::new());
+        }
+        let layers = (0..self.n_layer).filter(|i| i % k == k - 1).collect();
+        let d_expert = self.d_expert.unwrap_or(self.d_model.saturating_mul(4));
+        let cfg = serde_json::json!({"num_experts": self.experts, "top_k": self.top_k, "d_expert": d_expert});
+        (layers, cfg.as_object().cloned().unwrap_or_default())
     }
 
     /// `--attn-every` and `--attn-heads` as the reference config's `attn_layer_idx` and
@@ -473,6 +550,32 @@ impl TrainArgs {
         let heads = self.attn_heads.unwrap_or((self.d_model / 64).max(1));
         if heads == 0 || !self.d_model.is_multiple_of(heads) {
             return refuse(format!("--attn-heads {heads} must divide --d-model {}", self.d_model));
+        }
+        Ok(())
+    }
+
+    /// The MoE flags make at least one MoE layer of a valid shape.
+    fn check_moe(&self) -> Result<()> {
+        let refuse = |msg: String| Err(Error::Settings(msg));
+        let (k, n, e) = (self.moe_every, self.n_layer, self.experts);
+        let fresh = self.resume.is_none();
+        if k == 0 {
+            let given = ["experts", "top_k", "d_expert"].into_iter().find(|id| fresh && self.given.contains(*id));
+            return match given {
+                Some(id) => {
+                    refuse(format!("--{} needs --moe-every K (which blocks have experts)", id.replace('_', "-")))
+                }
+                None => Ok(()),
+            };
+        }
+        if k > n {
+            return refuse(format!("--moe-every {k} makes no layer MoE with --n-layer {n}: lower it"));
+        }
+        if e == 0 || self.top_k == 0 || self.top_k > e {
+            return refuse(format!("--top-k {} must be 1 to --experts {e} (and --experts at least 1)", self.top_k));
+        }
+        if self.d_expert == Some(0) {
+            return refuse("--d-expert must be at least 1".into());
         }
         Ok(())
     }
@@ -594,6 +697,25 @@ mod tests {
             refused(&["--attn-every", "2", "--attn-heads", "3"]).contains("--attn-heads 3 must divide --d-model 128")
         );
         assert!(refused(&["--attn-heads", "2"]).contains("--attn-heads needs --attn-every"));
+    }
+
+    #[test]
+    fn moe_flags_and_presets_make_the_family_config() {
+        let cfg = |flags: &[&str]| TrainArgs::parse_flags(flags).unwrap().model_config(256);
+        let moe = cfg(&["--moe-every", "2", "--experts", "8", "--top-k", "2", "--d-expert", "64"]);
+        assert_eq!(moe.moe_layer_idx, [1, 3]);
+        let want = serde_json::json!({"num_experts": 8, "top_k": 2, "d_expert": 64});
+        assert_eq!(serde_json::Value::Object(moe.moe_cfg.clone()), want);
+        moe.validate().unwrap();
+        let jamba = cfg(&["--preset", "jamba-tiny"]);
+        assert_eq!((jamba.n_layer, &jamba.attn_layer_idx[..], &jamba.moe_layer_idx[..]), (4, &[2][..], &[1, 3][..]));
+        assert_eq!(jamba.moe_cfg["top_k"], 2);
+        let moe_mamba = cfg(&["--preset", "moe-mamba-tiny", "--n-layer", "2"]); // a flag given wins
+        assert_eq!((moe_mamba.moe_layer_idx, moe_mamba.attn_layer_idx.len()), (vec![0, 1], 0));
+        let refused = |flags: &[&str]| TrainArgs::parse_flags(flags).unwrap().validate().unwrap_err().to_string();
+        assert!(refused(&["--moe-every", "5"]).contains("--moe-every 5 makes no layer MoE with --n-layer 4"));
+        assert!(refused(&["--moe-every", "1", "--top-k", "5"]).contains("--top-k 5 must be 1 to --experts 4"));
+        assert!(refused(&["--top-k", "2"]).contains("--top-k needs --moe-every"));
     }
 
     #[test]

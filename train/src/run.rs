@@ -89,14 +89,19 @@ impl Run {
     /// returns the mean tokens per second of this run's steps so far.
     pub(crate) fn log_step(&mut self, trainer: &Trainer, stats: &StepStats) -> Result<f64> {
         let args = &trainer.args;
-        let StepStats { step, loss, grad_norm, lr } = *stats;
+        let StepStats { step, loss, grad_norm, lr, .. } = *stats;
         let tokens = (args.batch * trainer.source.seq_len(args)) as f64;
         let secs = self.step_began.elapsed().as_secs_f64();
         self.step_secs += secs;
         let (tokens_per_s, mean) = (tokens / secs, tokens * (step - self.first) as f64 / self.step_secs);
-        self.metrics
-            .write(&json!({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tokens_per_s}))
-            .map_err(Error::io(self.metrics_path.display()))?;
+        let mut record =
+            json!({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tokens_per_s});
+        if !stats.expert_load.is_empty() {
+            // MoE: the load-balancing loss (not in "loss") and each MoE layer's load per expert
+            record["aux_loss"] = json!(stats.aux_loss);
+            record["expert_load"] = json!(stats.expert_load);
+        }
+        self.metrics.write(&record).map_err(Error::io(self.metrics_path.display()))?;
         self.bar.set_position(step);
         self.bar.set_message(format!("loss {loss:.3} | {mean:.0} tok/s"));
         Ok(mean)
@@ -106,7 +111,8 @@ impl Run {
     /// the validation value and whether it is the best so far (then the caller saves
     /// checkpoint-best).
     pub(crate) fn evaluate(&mut self, trainer: &Trainer, stats: &StepStats, tokens_per_s: f64) -> Result<(f64, bool)> {
-        let (args, StepStats { step, loss, .. }) = (&trainer.args, *stats);
+        let (args, StepStats { step, loss, .. }) = (&trainer.args, stats);
+        let (step, loss) = (*step, *loss);
         let (name, value) = trainer.evaluate()?;
         self.metrics.write(&json!({"step": step, name: value})).map_err(Error::io(self.metrics_path.display()))?;
         let line = format!("step {step:>6} | loss {loss:.4} | {name} {value:.4} | {tokens_per_s:.0} tok/s");

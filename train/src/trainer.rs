@@ -97,12 +97,16 @@ pub struct Batch {
 }
 
 /// What one [`Trainer::step`] did.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct StepStats {
     /// Updates applied so far, this one included: the 1-based number of the step.
     pub step: u64,
-    /// Training loss of the batch (nats), before the update.
+    /// Training loss of the batch (nats, the cross-entropy), before the update.
     pub loss: f64,
+    /// The MoE layers' load-balancing losses, summed (added to `loss` for backward; 0
+    /// without MoE layers), and each MoE layer's share of the choices per expert.
+    pub aux_loss: f64,
+    pub expert_load: Vec<Vec<f64>>,
     /// Global gradient norm before clipping (0 if no parameter has a gradient).
     pub grad_norm: f64,
     /// Learning rate of the update.
@@ -196,14 +200,16 @@ impl Trainer {
     pub fn step(&mut self, batch: &Batch) -> Result<StepStats> {
         let (args, step) = (&self.args, self.opt.step);
         self.opt.lr = lr_at(step, args.warmup, args.decay_steps(), args.lr, args.lr * args.min_lr_frac);
-        let loss = self.model.loss(&batch.ids, &batch.targets, batch.rows, batch.len)?;
-        loss.backward()?;
+        let objective = self.model.objective(&batch.ids, &batch.targets, batch.rows, batch.len)?;
+        objective.total.backward()?;
         let grad_norm = clip_grad_norm(&self.opt.params, args.grad_clip)?;
-        // The step's one read back to the host: the loss and the gradient norm together.
-        let mut scalars = vec![loss.reshape(&[1])?];
+        // The step's one read back to the host: the losses and the gradient norm together.
+        let aux = objective.total.sub(&objective.cross_entropy)?;
+        let mut scalars = vec![objective.cross_entropy.reshape(&[1])?, aux.reshape(&[1])?];
         scalars.extend(grad_norm.map(|n| n.reshape(&[1])).transpose()?);
         let values = Tensor::concat(&scalars.iter().collect::<Vec<_>>(), 0)?.to_vec_f64()?;
-        let (loss, grad_norm) = (values[0], values.get(1).copied().unwrap_or(0.0));
+        let (loss, aux_loss, grad_norm) = (values[0], values[1], values.get(2).copied().unwrap_or(0.0));
+        let expert_load = objective.moe.into_iter().map(|layer| layer.load).collect();
         if !loss.is_finite() {
             return Err(self.stopped(step + 1, format!("the loss is {loss}")));
         }
@@ -211,7 +217,7 @@ impl Trainer {
             return Err(self.stopped(step + 1, format!("the gradient norm is {grad_norm}")));
         }
         self.opt.step()?;
-        Ok(StepStats { step: self.opt.step, loss, grad_norm, lr: self.opt.lr })
+        Ok(StepStats { step: self.opt.step, loss, aux_loss, expert_load, grad_norm, lr: self.opt.lr })
     }
 
     /// (metric name, value): validation bits per byte, or task accuracy on a fixed set.

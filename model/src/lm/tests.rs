@@ -172,7 +172,7 @@ fn the_mlp_branch_has_reference_names_shapes_and_gradients() {
     assert!(at("backbone.layers.0.norm2.weight") < at("backbone.layers.0.mlp.fc1.weight"));
     assert!(at("backbone.layers.0.mlp.fc2.weight") < at("backbone.layers.1.norm.weight"));
     // with two residual branches per block, out_proj and fc2 start scaled by 1/sqrt(2 n_layer)
-    let fc2 = model.layers[0].mlp.as_ref().unwrap().mlp.fc2.to_vec_f64().unwrap();
+    let fc2 = gated(&model.layers[0]).fc2.to_vec_f64().unwrap();
     assert!(fc2.iter().all(|w| w.abs() <= 1.0 / 128f64.sqrt() / 2.0));
     let out_proj = mamba1(&model.layers[0]).out_proj.to_vec_f64().unwrap();
     assert!(out_proj.iter().all(|w| w.abs() <= 1.0 / 32f64.sqrt() / 2.0));
@@ -180,6 +180,14 @@ fn the_mlp_branch_has_reference_names_shapes_and_gradients() {
     let ids: Vec<usize> = (0..2 * 8).map(|i| (i * 37) % 256).collect();
     assert_eq!(model.forward(&ids, 2, 8).unwrap().shape(), [2, 8, 256]);
     assert_every_parameter_gets_a_gradient(&model, 8);
+}
+
+/// The gated MLP of a block's MLP branch.
+fn gated(block: &crate::block::Block) -> &crate::mlp::GatedMlp {
+    match &block.mlp.as_ref().expect("an MLP branch").mlp {
+        crate::block::Mlp::Gated(m) => m,
+        crate::block::Mlp::Moe(_) => panic!("an MoE branch where a gated MLP was expected"),
+    }
 }
 
 /// One loss over 2 sequences of `len` tokens gives every parameter a nonzero gradient.
@@ -198,7 +206,7 @@ pub(crate) fn assert_every_parameter_gets_a_gradient(model: &MambaLM, len: usize
 fn the_mlp_computes_the_gated_product() {
     let cfg = MambaConfig { d_intermediate: 128, ..MambaConfig::new(8, 1) };
     let model = MambaLM::new(cfg, DType::F64, 2).unwrap();
-    let mlp = &model.layers[0].mlp.as_ref().unwrap().mlp;
+    let mlp = gated(&model.layers[0]);
     let x: Vec<f64> = (0..8).map(|i| (i as f64 - 3.5) / 4.0).collect();
     let out = mlp.forward(&Tensor::from_f64(&x, &[1, 8], DType::F64).unwrap()).unwrap().to_vec_f64().unwrap();
     let (fc1, fc2) = (mlp.fc1.to_vec_f64().unwrap(), mlp.fc2.to_vec_f64().unwrap());
