@@ -24,6 +24,7 @@ pub mod mixer;
 pub mod mlp;
 pub mod moe;
 pub mod params;
+pub mod vision;
 
 pub use config::{Arch, AttnConfig, Mamba1Config, Mamba2Config, MambaConfig, MoeConfig, SsmConfig, SsmKind};
 pub use decode::{Decoder, Launch};
@@ -31,6 +32,7 @@ pub use error::{Error, Result};
 pub use lm::{InferenceState, MambaLM, Objective};
 pub use mixer::{Mixer, MixerState};
 pub use moe::MoeStats;
+pub use vision::{VisionConfig, VisionMamba};
 
 use mamba_engine::Tensor;
 

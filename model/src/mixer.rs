@@ -16,11 +16,13 @@
 
 pub mod ablation;
 pub mod attention;
+pub mod bimamba;
 pub mod mamba1;
 pub mod mamba2;
 
 pub use ablation::{Ablation, AblationState};
 pub use attention::{Attention, AttentionState};
+pub use bimamba::BiMamba;
 pub use mamba1::{Mamba1, Mamba1State};
 pub use mamba2::{Mamba2, Mamba2State};
 
@@ -37,6 +39,7 @@ pub enum Mixer<P = Tensor> {
     Mamba2(Mamba2<P>),
     Ablation(Ablation<P>),
     Attention(Attention<P>),
+    BiMamba(BiMamba<P>),
 }
 
 /// The recurrent state of one block's mixer, of the same kind as the mixer.
@@ -60,6 +63,7 @@ impl Mixer {
             return Ok(Mixer::Attention(Attention::declare(cfg, residuals, vb)?));
         }
         match &cfg.ssm_cfg {
+            SsmConfig::Mamba1(c) if c.bidirectional => Ok(Mixer::BiMamba(BiMamba::declare(cfg, c, residuals, vb)?)),
             SsmConfig::Mamba1(c) if c.is_mamba() => Ok(Mixer::Mamba1(Mamba1::declare(cfg, c, residuals, vb)?)),
             SsmConfig::Mamba1(c) => Ok(Mixer::Ablation(Ablation::declare(cfg, c, residuals, vb)?)),
             SsmConfig::Mamba2(c) => Ok(Mixer::Mamba2(Mamba2::declare(cfg, c, residuals, vb)?)),
@@ -76,6 +80,7 @@ impl<P> Mixer<P> {
             Mixer::Mamba2(_) => "Mamba2",
             Mixer::Ablation(m) => m.name(),
             Mixer::Attention(_) => "MHA",
+            Mixer::BiMamba(_) => "BiMamba",
         }
     }
 }
@@ -103,6 +108,7 @@ impl Mixer<Tensor> {
             Mixer::Mamba2(m) => m.forward(h, recompute),
             Mixer::Ablation(m) => m.forward(h, chunk),
             Mixer::Attention(m) => m.forward(h),
+            Mixer::BiMamba(m) => m.forward(h, chunk),
         }
     }
 
@@ -114,6 +120,7 @@ impl Mixer<Tensor> {
             Mixer::Mamba2(m) => m.prefill(h).map(|(y, s)| (y, MixerState::Mamba2(s))),
             Mixer::Ablation(m) => m.prefill(h, chunk).map(|(y, s)| (y, MixerState::Ablation(s))),
             Mixer::Attention(m) => m.prefill(h).map(|(y, s)| (y, MixerState::Attention(s))),
+            Mixer::BiMamba(_) => Err(bimamba::no_step()),
         }
     }
 
@@ -124,6 +131,7 @@ impl Mixer<Tensor> {
             Mixer::Mamba2(m) => Ok(MixerState::Mamba2(m.new_state(batch, dtype, device)?)),
             Mixer::Ablation(m) => Ok(MixerState::Ablation(m.new_state(batch, dtype, device)?)),
             Mixer::Attention(m) => Ok(MixerState::Attention(m.new_state(batch, dtype, device)?)),
+            Mixer::BiMamba(_) => Err(bimamba::no_step()),
         }
     }
 

@@ -94,6 +94,9 @@ pub struct Mamba1Config {
     /// Table 1 ablations (`mixer/ablation.rs`). The defaults are the reference Mamba block.
     pub arch: Arch,
     pub ssm: SsmKind,
+    /// Vision Mamba's bidirectional block (`mixer/bimamba.rs`): a second branch reads the
+    /// sequence backwards (false). Not a reference key: written only when true.
+    pub bidirectional: bool,
 }
 
 /// The keys of the reference `Mamba2` constructor, with its defaults. The mixer
@@ -161,6 +164,7 @@ impl Mamba1Config {
             use_fast_path: true,
             arch: Arch::Mamba,
             ssm: SsmKind::S6,
+            bidirectional: false,
         }
     }
 
@@ -194,6 +198,7 @@ impl Mamba1Config {
             use_fast_path: f.or("use_fast_path", d.use_fast_path)?,
             arch: f.or("arch", d.arch)?,
             ssm: f.or("ssm", d.ssm)?,
+            bidirectional: f.or("bidirectional", d.bidirectional)?,
         })
     }
 
@@ -213,6 +218,9 @@ impl Mamba1Config {
         if self.bias || !self.conv_bias {
             return unsupported("ssm_cfg: only bias = false and conv_bias = true (the defaults) are implemented");
         }
+        if self.bidirectional && !self.is_mamba() {
+            return unsupported("ssm_cfg: bidirectional = true builds the Mamba block with S6 only (no arch or ssm)");
+        }
         Ok(())
     }
 
@@ -231,7 +239,8 @@ impl Mamba1Config {
         write_if_not(m, "bias", &self.bias, &d.bias)?;
         write_if_not(m, "use_fast_path", &self.use_fast_path, &d.use_fast_path)?;
         write_if_not(m, "arch", &self.arch, &d.arch)?;
-        write_if_not(m, "ssm", &self.ssm, &d.ssm)
+        write_if_not(m, "ssm", &self.ssm, &d.ssm)?;
+        write_if_not(m, "bidirectional", &self.bidirectional, &d.bidirectional)
     }
 }
 

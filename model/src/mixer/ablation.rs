@@ -32,7 +32,7 @@
 
 use super::{
     conv_step,
-    mamba1::{dt_bias_init, s4d_real_init, selective, selective_step, Dims},
+    mamba1::{declare_s6, dt_bias_init, s4d_real_init, selective, selective_step, Dims},
 };
 use crate::{
     config::{Arch, Mamba1Config, MambaConfig, SsmKind},
@@ -108,6 +108,7 @@ impl Ablation {
         };
         let uniform = |bound: f64| Init::Uniform { bound };
         let fan = |n: usize| 1.0 / (n as f64).sqrt(); // nn.Linear / nn.Conv1d default bound
+        let dims = Dims { d_model: dm, d_inner: di, d_state: n, dt_rank: r, d_conv: k };
         let in_proj = vb.get("in_proj.weight", &[in_rows, dm], uniform(fan(dm)), Decay::Yes)?;
         let conv = match c.arch {
             Arch::NoGate => None,
@@ -117,13 +118,10 @@ impl Ablation {
             ]),
         };
         let ssm = match c.ssm {
-            SsmKind::S6 => Ssm::S6([
-                vb.get("x_proj.weight", &[x_proj_rows, di], uniform(fan(di)), Decay::Yes)?,
-                vb.get("dt_proj.weight", &[di, r], uniform((r as f64).powf(-0.5) * c.dt_scale), Decay::Yes)?,
-                vb.get("dt_proj.bias", &[di], dt_bias_init(c, di), Decay::No)?,
-                vb.get("A_log", &[di, n], s4d_real_init(di, n), Decay::No)?,
-                vb.get("D", &[di], Init::Ones, Decay::No)?,
-            ]),
+            SsmKind::S6 => {
+                let names = ["x_proj.weight", "dt_proj.weight", "dt_proj.bias", "A_log", "D"];
+                Ssm::S6(declare_s6(c, dims, x_proj_rows, names, vb)?)
+            }
             SsmKind::S4 => Ssm::S4([
                 vb.get("dt_bias", &[di], dt_bias_init(c, di), Decay::No)?,
                 vb.get("A_log", &[di, n], s4d_real_init(di, n), Decay::No)?,
@@ -134,7 +132,6 @@ impl Ablation {
         };
         let residual_scale = (residuals as f64 * cfg.n_layer as f64).sqrt();
         let out_proj = vb.get("out_proj.weight", &[dm, di], uniform(fan(di) / residual_scale), Decay::Yes)?;
-        let dims = Dims { d_model: dm, d_inner: di, d_state: n, dt_rank: r, d_conv: k };
         Ok(Ablation { arch: c.arch, dims, in_proj, conv, ssm, out_proj })
     }
 }

@@ -44,6 +44,7 @@ pub struct Dims {
 }
 
 /// A Mamba-1 mixer's parameters (`P` = [`Tensor`]; `()` when only counting them).
+#[derive(Clone)]
 pub struct Mamba1<P = Tensor> {
     pub dims: Dims,
     pub in_proj: P,        // (2 d_inner, d_model)
@@ -86,25 +87,66 @@ impl Mamba1 {
         };
         let uniform = |bound: f64| Init::Uniform { bound };
         let fan = |n: usize| 1.0 / (n as f64).sqrt(); // nn.Linear / nn.Conv1d default bound
-        let dt_std = (r as f64).powf(-0.5) * c.dt_scale;
-        let dt_init = match c.dt_init {
-            DtInit::Random => uniform(dt_std),
-            DtInit::Constant => Init::Values(Box::new(move |_| vec![dt_std; di * r])),
-        };
+        let dims = Dims { d_model: dm, d_inner: di, d_state: n, dt_rank: r, d_conv: k };
         let residual_scale = (residuals as f64 * cfg.n_layer as f64).sqrt();
-        Ok(Mamba1 {
-            dims: Dims { d_model: dm, d_inner: di, d_state: n, dt_rank: r, d_conv: k },
-            in_proj: vb.get("in_proj.weight", &[two_di, dm], uniform(fan(dm)), Decay::Yes)?,
-            conv_weight: vb.get("conv1d.weight", &[di, 1, k], uniform(fan(k)), Decay::Yes)?,
-            conv_bias: vb.get("conv1d.bias", &[di], uniform(fan(k)), Decay::No)?,
-            x_proj: vb.get("x_proj.weight", &[x_proj_rows, di], uniform(fan(di)), Decay::Yes)?,
-            dt_proj_weight: vb.get("dt_proj.weight", &[di, r], dt_init, Decay::Yes)?,
-            dt_proj_bias: vb.get("dt_proj.bias", &[di], dt_bias_init(c, di), Decay::No)?,
-            a_log: vb.get("A_log", &[di, n], s4d_real_init(di, n), Decay::No)?,
-            d: vb.get("D", &[di], Init::Ones, Decay::No)?,
-            out_proj: vb.get("out_proj.weight", &[dm, di], uniform(fan(di) / residual_scale), Decay::Yes)?,
-        })
+        let in_proj = vb.get("in_proj.weight", &[two_di, dm], uniform(fan(dm)), Decay::Yes)?;
+        let [conv_weight, conv_bias, x_proj, dt_proj_weight, dt_proj_bias, a_log, d] =
+            declare_branch(c, dims, x_proj_rows, FORWARD, vb)?;
+        let out_proj = vb.get("out_proj.weight", &[dm, di], uniform(fan(di) / residual_scale), Decay::Yes)?;
+        Ok(Mamba1 { dims, in_proj, conv_weight, conv_bias, x_proj, dt_proj_weight, dt_proj_bias, a_log, d, out_proj })
     }
+}
+
+/// The names of a branch's parameters in [`declare_branch`]'s order: the Mamba block's, and
+/// the backward branch of Vision Mamba's bidirectional block.
+pub(crate) type BranchNames = [&'static str; 7];
+pub(crate) const FORWARD: BranchNames =
+    ["conv1d.weight", "conv1d.bias", "x_proj.weight", "dt_proj.weight", "dt_proj.bias", "A_log", "D"];
+pub(crate) const BACKWARD: BranchNames =
+    ["conv1d_b.weight", "conv1d_b.bias", "x_proj_b.weight", "dt_proj_b.weight", "dt_proj_b.bias", "A_b_log", "D_b"];
+
+/// The conv and S6 parameters of one branch, as the reference initialises them: [conv
+/// weight, conv bias, x_proj, dt_proj weight, dt_proj bias, A_log, D] under `names`.
+pub(crate) fn declare_branch<B: Backend>(
+    c: &Mamba1Config,
+    dims: Dims,
+    x_proj_rows: usize,
+    names: BranchNames,
+    vb: &mut Vb<'_, B>,
+) -> Result<[B::Param; 7]> {
+    let (di, k) = (dims.d_inner, dims.d_conv);
+    let bound = 1.0 / (k as f64).sqrt(); // nn.Conv1d's default
+    let conv_weight = vb.get(names[0], &[di, 1, k], Init::Uniform { bound }, Decay::Yes)?;
+    let conv_bias = vb.get(names[1], &[di], Init::Uniform { bound }, Decay::No)?;
+    let s6_names = [names[2], names[3], names[4], names[5], names[6]];
+    let [x_proj, dt_proj_weight, dt_proj_bias, a_log, d] = declare_s6(c, dims, x_proj_rows, s6_names, vb)?;
+    Ok([conv_weight, conv_bias, x_proj, dt_proj_weight, dt_proj_bias, a_log, d])
+}
+
+/// S6's parameters, as the reference initialises them: x_proj (R + 2N, d_inner) and
+/// dt_proj.weight (d_inner, R) as `nn.Linear` (dt_proj scaled by `dt_scale`, or constant with
+/// `dt_init = "constant"`), dt_proj.bias from the dt range, A_log S4D-real, D = 1.
+pub(crate) fn declare_s6<B: Backend>(
+    c: &Mamba1Config,
+    dims: Dims,
+    x_proj_rows: usize,
+    names: [&'static str; 5],
+    vb: &mut Vb<'_, B>,
+) -> Result<[B::Param; 5]> {
+    let Dims { d_inner: di, d_state: n, dt_rank: r, .. } = dims;
+    let dt_std = (r as f64).powf(-0.5) * c.dt_scale;
+    let dt_init = match c.dt_init {
+        DtInit::Random => Init::Uniform { bound: dt_std },
+        DtInit::Constant => Init::Values(Box::new(move |_| vec![dt_std; di * r])),
+    };
+    let x_proj_bound = 1.0 / (di as f64).sqrt();
+    Ok([
+        vb.get(names[0], &[x_proj_rows, di], Init::Uniform { bound: x_proj_bound }, Decay::Yes)?,
+        vb.get(names[1], &[di, r], dt_init, Decay::Yes)?,
+        vb.get(names[2], &[di], dt_bias_init(c, di), Decay::No)?,
+        vb.get(names[3], &[di, n], s4d_real_init(di, n), Decay::No)?,
+        vb.get(names[4], &[di], Init::Ones, Decay::No)?,
+    ])
 }
 
 /// dt's bias: dt ~ exp(U(log dt_min, log dt_max)) floored, stored as softplus^-1(dt) = dt +
@@ -207,7 +249,7 @@ pub(crate) fn selective_step(dims: Dims, u: &Tensor, s: &mut Tensor, p: [&Tensor
 /// L) and last state, with
 /// `p` = [conv_weight, conv_bias, x_proj, dt_proj_weight, dt_proj_bias, A_log, D]. Engine ops
 /// only (a checkpoint's function returns the engine's error).
-fn inner(dims: Dims, chunk: usize, xz: &Tensor, p: &[Tensor]) -> mamba_engine::Result<ScanOut> {
+pub(crate) fn inner(dims: Dims, chunk: usize, xz: &Tensor, p: &[Tensor]) -> mamba_engine::Result<ScanOut> {
     let Dims { d_inner: di, d_conv: k, .. } = dims;
     let [conv_weight, conv_bias, ..] = p else { unreachable!("seven parameters") };
     let (x, z) = (xz.narrow(1, 0, di)?, xz.narrow(1, di, di)?);
