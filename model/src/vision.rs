@@ -125,7 +125,7 @@ impl VisionMamba {
 
     /// images (B, C, H, W) -> logits (B, classes).
     pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
-        let VisionConfig { channels: c, height, width, patch: p, .. } = self.cfg;
+        let VisionConfig { channels: c, height, width, .. } = self.cfg;
         let want = [images.dim(0)?, c, height, width];
         if images.shape() != want {
             let what = format!("images of shape {:?}, the model reads (B, {c}, {height}, {width})", images.shape());
