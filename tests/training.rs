@@ -183,3 +183,38 @@ fn bad_flags_are_clear_errors() {
     assert!(err.contains("selective-copying"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Vision Mamba learns to tell the orientation of a bar (3 classes, chance 1/3) on the CPU
+/// in seconds: held-out accuracy well above chance after 200 steps.
+#[test]
+fn vision_mamba_learns_bar_orientations() {
+    use mamba_engine::{DType, Tensor};
+    use mamba_model::{MambaConfig, SsmConfig, VisionConfig, VisionMamba};
+    use mamba_train::{images::bars, optim::AdamW};
+    let mut blocks = MambaConfig::new(16, 2);
+    let SsmConfig::Mamba1(c) = &mut blocks.ssm_cfg else { unreachable!("Mamba-1 by default") };
+    (c.bidirectional, c.d_state) = (true, 8);
+    let cfg = VisionConfig { channels: 1, height: 8, width: 8, patch: 2, classes: 3, blocks };
+    let model = VisionMamba::new(cfg, DType::F32, 1).unwrap();
+    let params = model.parameters().iter().map(|p| (p.name.clone(), p.tensor.clone(), p.decay)).collect();
+    let mut opt = AdamW::new(params, 1e-2, 0.0).unwrap();
+    let (train, test) = (bars(32 * 200, 1), bars(300, 2));
+    let batch = |set: &mamba_train::images::ImageSet, from: usize, n: usize| {
+        let pixels: Vec<f64> = set.pixels[from * 64..(from + n) * 64].iter().map(|&p| p as f64).collect();
+        (Tensor::from_f64(&pixels, &[n, 1, 8, 8], DType::F32).unwrap(), set.labels[from..from + n].to_vec())
+    };
+    for step in 0..200 {
+        let (x, y) = batch(&train, step * 32, 32);
+        model.loss(&x, &y).unwrap().backward().unwrap();
+        opt.step().unwrap();
+    }
+    let (x, y) = batch(&test, 0, 300);
+    let logits = model.forward(&x).unwrap().to_vec_f64().unwrap();
+    let right = (0..300).filter(|&i| {
+        let row = &logits[i * 3..][..3];
+        (0..3).max_by(|&a, &b| row[a].total_cmp(&row[b])) == Some(y[i])
+    });
+    let accuracy = right.count() as f64 / 300.0;
+    println!("Vision Mamba on bars: held-out accuracy {accuracy:.3} (chance 0.333)");
+    assert!(accuracy > 0.8, "held-out accuracy {accuracy}");
+}
