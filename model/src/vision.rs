@@ -37,7 +37,44 @@ pub struct VisionConfig {
     pub blocks: MambaConfig,
 }
 
+/// The image side of a [`VisionConfig`], as `config.json` holds it under `"vision"`.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImageShape {
+    channels: usize,
+    height: usize,
+    width: usize,
+    patch: usize,
+    classes: usize,
+}
+
 impl VisionConfig {
+    /// The config as JSON: the blocks' `MambaConfig` keys, and `"vision"` with the image
+    /// shape, the patch and the classes.
+    pub fn to_json(&self) -> Result<String> {
+        let VisionConfig { channels, height, width, patch, classes, .. } = *self;
+        let mut value = serde_json::to_value(&self.blocks)?;
+        if let serde_json::Value::Object(map) = &mut value {
+            map.insert("vision".into(), serde_json::to_value(ImageShape { channels, height, width, patch, classes })?);
+        }
+        Ok(serde_json::to_string_pretty(&value)?)
+    }
+
+    /// Read [`VisionConfig::to_json`]'s output; errors name the key.
+    pub fn from_json(text: &str) -> Result<VisionConfig> {
+        let mut value: serde_json::Value = serde_json::from_str(text)?;
+        let shape = value.as_object_mut().and_then(|m| m.remove("vision"));
+        let Some(shape) = shape else {
+            return Err(Error::Config("`vision`: missing (this is not an image model's config)".into()));
+        };
+        let ImageShape { channels, height, width, patch, classes } =
+            serde_json::from_value(shape).map_err(|e| Error::Config(format!("`vision`: {e}")))?;
+        let blocks = MambaConfig::from_json(&value.to_string())?;
+        let cfg = VisionConfig { channels, height, width, patch, classes, blocks };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
     /// M, the patches of an image.
     pub fn patches(&self) -> usize {
         (self.height / self.patch.max(1)) * (self.width / self.patch.max(1))
@@ -84,8 +121,15 @@ impl VisionMamba {
     /// embedding N(0, 0.02²), the blocks as the LM's.
     pub fn new(cfg: VisionConfig, dtype: DType, seed: u64) -> Result<VisionMamba> {
         cfg.validate()?;
+        VisionMamba::declare(cfg, params::fresh(dtype, seed))
+    }
+
+    /// Every parameter declared, in order, made by `build`.
+    fn declare<F: FnMut(params::Spec<'_>) -> Result<Tensor>>(
+        cfg: VisionConfig,
+        mut build: params::Build<F>,
+    ) -> Result<VisionMamba> {
         let (d, m, cpp) = (cfg.blocks.d_model, cfg.patches(), cfg.channels * cfg.patch * cfg.patch);
-        let mut build = params::fresh(dtype, seed);
         let mut vb = Vb::root(&mut build);
         let fan = |n: usize| Init::Uniform { bound: 1.0 / (n as f64).sqrt() };
         let mut embed = vb.pp("patch_embed.proj");
@@ -121,6 +165,33 @@ impl VisionMamba {
     /// Every parameter in declaration order, with its name and decay flag.
     pub fn parameters(&self) -> &[Param] {
         &self.params
+    }
+
+    /// Set every parameter from `tensors` (by name; shapes must match; none may be left
+    /// over), e.g. from a checkpoint's `model.safetensors`.
+    pub fn load_parameters(&self, tensors: &std::collections::BTreeMap<String, crate::io::Loaded>) -> Result<()> {
+        for p in &self.params {
+            let t = tensors
+                .get(&p.name)
+                .and_then(crate::io::Loaded::tensor)
+                .ok_or_else(|| Error::Weights(format!("missing float tensor `{}`", p.name)))?;
+            if t.shape() != p.tensor.shape() {
+                let (got, want) = (t.shape(), p.tensor.shape());
+                return Err(Error::Weights(format!("`{}` has shape {got:?}, the model expects {want:?}", p.name)));
+            }
+            p.tensor.set_data(&t.to_dtype(p.tensor.dtype())?.to(p.tensor.device())?)?;
+        }
+        if let Some(extra) = tensors.keys().find(|k| !self.params.iter().any(|p| &p.name == *k)) {
+            return Err(Error::Weights(format!("unexpected tensor `{extra}`: it does not belong to this model")));
+        }
+        Ok(())
+    }
+
+    /// The same model with its parameters (as fresh leaves) on `device`.
+    pub fn to(&self, device: mamba_engine::Device) -> Result<VisionMamba> {
+        let moved = |t: &Tensor| -> Result<Tensor> { Ok(t.detach().to(device)?.requires_grad()) };
+        let model = VisionMamba::declare(self.cfg.clone(), params::from_params(&self.params, moved))?;
+        Ok(VisionMamba { scan_chunk: self.scan_chunk, ..model })
     }
 
     /// images (B, C, H, W) -> logits (B, classes).

@@ -189,7 +189,7 @@ pub struct TrainArgs {
     pub given: BTreeSet<String>,
 }
 
-fn cpu() -> Device {
+pub(crate) fn cpu() -> Device {
     Device::Cpu
 }
 

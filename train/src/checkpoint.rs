@@ -83,7 +83,6 @@ fn fail<T>(path: &Path, what: impl Into<String>) -> Result<T> {
 /// A save that fails removes its partial `<dir>.tmp` (best effort), so a full disk leaves
 /// only the previous checkpoint behind.
 pub fn save(dir: &Path, model: &MambaLM, opt: &AdamW, state: &TrainingState) -> Result<()> {
-    let (tmp, old) = (sibling(dir, "tmp")?, sibling(dir, "old")?);
     // Check and serialise everything first: a failure here leaves the disk untouched.
     check_replaceable(dir)?;
     if state.step != opt.step {
@@ -93,8 +92,15 @@ pub fn save(dir: &Path, model: &MambaLM, opt: &AdamW, state: &TrainingState) -> 
     let config = serde_json::to_string_pretty(&model.cfg).map_err(|e| error(&dir.join(CONFIG_FILE), e.to_string()))?;
     let weights = model_bytes(model).map_err(|e| error(&dir.join(MODEL_FILE), e.to_string()))?;
     let training = state_bytes(opt, state).map_err(|e| error(&dir.join(STATE_FILE), e.to_string()))?;
-    let files = [(CONFIG_FILE, config.as_bytes()), (MODEL_FILE, &weights), (STATE_FILE, &training)];
-    let replaced = replace(dir, &tmp, &old, &files);
+    save_files(dir, &[(CONFIG_FILE, config.as_bytes()), (MODEL_FILE, &weights), (STATE_FILE, &training)])
+}
+
+/// Write `files` (name, bytes) as the checkpoint `dir`, replacing any there atomically (steps
+/// 1 to 4 of the module docs); a failure removes the partial `<dir>.tmp`.
+pub(crate) fn save_files(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
+    let (tmp, old) = (sibling(dir, "tmp")?, sibling(dir, "old")?);
+    check_replaceable(dir)?;
+    let replaced = replace(dir, &tmp, &old, files);
     if replaced.is_err() {
         let _ = fs::remove_dir_all(&tmp); // best effort: <dir> or <dir>.old is still complete
     }
@@ -148,7 +154,7 @@ fn model_bytes(model: &MambaLM) -> mamba_model::Result<Vec<u8>> {
 }
 
 /// training_state.safetensors: both moments of every parameter, and the metadata.
-fn state_bytes(opt: &AdamW, state: &TrainingState) -> mamba_model::Result<Vec<u8>> {
+pub(crate) fn state_bytes(opt: &AdamW, state: &TrainingState) -> mamba_model::Result<Vec<u8>> {
     let mut tensors = Vec::with_capacity(2 * opt.params.len());
     for p in &opt.params {
         tensors.push((format!("exp_avg.{}", p.name), p.m.clone()));
@@ -303,7 +309,11 @@ pub fn exists(dir: &Path) -> bool {
 
 /// Refuse `what`s (parameters, moments) holding a NaN or an infinity, by name: such weights
 /// would load, then generate garbage or stop a resumed run at its first step.
-fn ensure_finite<'a>(path: &Path, tensors: impl Iterator<Item = (&'a str, &'a Tensor)>, what: &str) -> Result<()> {
+pub(crate) fn ensure_finite<'a>(
+    path: &Path,
+    tensors: impl Iterator<Item = (&'a str, &'a Tensor)>,
+    what: &str,
+) -> Result<()> {
     for (name, t) in tensors {
         let values = t.to_vec_f64().map_err(|e| error(path, format!("{what} `{name}`: {e}")))?;
         if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
@@ -362,7 +372,7 @@ pub fn read_saved_state(dir: &Path) -> Result<TrainingState> {
 }
 
 /// `dir` if it exists, else `<dir>.old` left by an interrupted save.
-fn resolve(dir: &Path) -> Result<PathBuf> {
+pub(crate) fn resolve(dir: &Path) -> Result<PathBuf> {
     if dir.is_dir() {
         return Ok(dir.to_path_buf());
     }
@@ -382,7 +392,7 @@ fn read_config(path: &Path) -> Result<MambaConfig> {
 }
 
 /// The tensors of a safetensors file and its `__metadata__` strings.
-fn read_tensors(path: &Path) -> Result<(BTreeMap<String, Loaded>, HashMap<String, String>)> {
+pub(crate) fn read_tensors(path: &Path) -> Result<(BTreeMap<String, Loaded>, HashMap<String, String>)> {
     let bytes = fs::read(path).map_err(|e| error(path, format!("cannot read: {e}")))?;
     // read_metadata checks the header and that the data fills the file exactly.
     let (_, header) = SafeTensors::read_metadata(&bytes)

@@ -18,5 +18,6 @@ mod run;
 pub mod rundir;
 pub mod tasks;
 pub mod trainer;
+pub mod vision;
 
 pub use error::{Error, Result};

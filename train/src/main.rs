@@ -9,6 +9,7 @@ use mamba_train::{
     eval::{evaluate_checkpoint, EvalRequest},
     generate::{generate, generate_rows, DecodePath, Sampling, Stats},
     trainer::{train, TrainArgs},
+    vision::{self, ClassifyArgs, VisionArgs},
     Error, Result,
 };
 use std::io::{self, Write};
@@ -32,6 +33,17 @@ enum Command {
     /// Measure a checkpoint: bits per byte on a text (default: the validation split of the run's
     /// own data), or a task model's accuracy on the task's evaluation set.
     Eval(EvalArgs),
+    /// Vision Mamba: train an image classifier, or classify images with one.
+    #[command(subcommand)]
+    Vision(VisionCommand),
+}
+
+#[derive(Subcommand)]
+enum VisionCommand {
+    /// Train Vision Mamba (bidirectional Mamba blocks over image patches) on an image set.
+    Train(VisionArgs),
+    /// Print the class a checkpoint of `mamba vision train` predicts for each image.
+    Classify(ClassifyArgs),
 }
 
 #[derive(clap::Args)]
@@ -119,6 +131,8 @@ fn main() {
         }
         Command::Generate(args) => run_generate(&args),
         Command::Eval(args) => run_eval(args),
+        Command::Vision(VisionCommand::Train(args)) => vision::train(&args).map(|line| println!("{line}")),
+        Command::Vision(VisionCommand::Classify(args)) => vision::classify(&args).map(|lines| println!("{lines}")),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
