@@ -218,3 +218,50 @@ fn vision_mamba_learns_bar_orientations() {
     println!("Vision Mamba on bars: held-out accuracy {accuracy:.3} (chance 0.333)");
     assert!(accuracy > 0.8, "held-out accuracy {accuracy}");
 }
+
+/// `mamba vision train` on a CSV image set: 10 steps, a resume and 10 more give the losses
+/// of 20 straight steps bit for bit (all inside the 50 warmup steps, where the learning rate
+/// does not depend on --steps); `classify` reads the checkpoint back.
+#[test]
+fn vision_runs_resume_bit_for_bit_and_classify() {
+    use clap::Parser;
+    use mamba_train::{images::bars, vision};
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: vision::VisionArgs,
+    }
+    let dir = scratch("vision");
+    let set = bars(200, 3);
+    let lines: Vec<String> = (0..set.len())
+        .map(|i| {
+            let pixels = set.image(i).iter().map(|p| ((p * 16.0).round() as u32).to_string());
+            pixels.chain([set.labels[i].to_string()]).collect::<Vec<_>>().join(",")
+        })
+        .collect();
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("bars.csv");
+    std::fs::write(&csv, lines.join("\n")).unwrap();
+    let run = |out: &str, extra: &[&str]| {
+        let out = dir.join(out);
+        let mut flags = vec!["vision", "--images", csv.to_str().unwrap(), "--d-model", "16", "--n-layer", "1"];
+        flags.extend(["--batch", "8", "--eval-every", "5", "--quiet", "--out", out.to_str().unwrap()]);
+        flags.extend(extra);
+        vision::train(&Cli::parse_from(flags).args).unwrap();
+        out
+    };
+    let losses = |out: &PathBuf| -> Vec<u64> {
+        let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap().to_bits())
+            .collect()
+    };
+    let straight = run("straight", &["--steps", "20"]);
+    let halves = run("halves", &["--steps", "10"]);
+    let checkpoint = halves.join("checkpoint");
+    let resume = ["vision", "--resume", checkpoint.to_str().unwrap(), "--steps", "20", "--quiet"];
+    vision::train(&Cli::parse_from(resume).args).unwrap();
+    assert_eq!(losses(&straight), losses(&halves), "10 + 10 steps = 20 steps, bit for bit");
+    let classify = vision::ClassifyArgs { checkpoint, device: mamba_engine::Device::Cpu, images: vec![csv] };
+    assert_eq!(vision::classify(&classify).unwrap().lines().count(), 200);
+}

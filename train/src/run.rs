@@ -190,7 +190,7 @@ impl Best {
 /// return them. A line that is not a JSON record with a step (a crash mid-write, a damaged
 /// file: bad JSON or bytes that are not UTF-8) is dropped too, with a warning naming it:
 /// the rest of the history is worth keeping.
-fn keep_metrics_up_to(path: &Path, step: u64) -> Result<Vec<Value>> {
+pub(crate) fn keep_metrics_up_to(path: &Path, step: u64) -> Result<Vec<Value>> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),

@@ -22,8 +22,13 @@ use std::path::{Path, PathBuf};
 pub struct VisionArgs {
     /// The training images: MNIST IDX (*-images-idx3-ubyte, its labels file beside it), a
     /// CIFAR-10 batch (*.bin) or a CSV file of pixels and a label per line (*.csv).
-    #[arg(long)]
-    pub images: PathBuf,
+    #[arg(long, required_unless_present = "resume")]
+    pub images: Option<PathBuf>,
+    /// Continue the run of this checkpoint (e.g. runs/vision/checkpoint) in its directory, with
+    /// its settings; only --steps, --device and --quiet are taken from the command line.
+    #[arg(long, conflicts_with = "images")]
+    #[serde(skip)]
+    pub resume: Option<PathBuf>,
     /// Held-out images to measure on [default: every 10th image of --images, left out of training].
     #[arg(long)]
     pub test_images: Option<PathBuf>,
@@ -39,8 +44,9 @@ pub struct VisionArgs {
     pub d_state: usize,
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
-    #[arg(long, default_value_t = 1000)]
-    pub steps: u64,
+    /// Total optimizer steps [default: 1000; on --resume, the checkpoint's].
+    #[arg(long)]
+    pub steps: Option<u64>,
     #[arg(long, default_value_t = 2e-3)]
     pub lr: f64,
     #[arg(long, default_value_t = 0.05)]
@@ -79,17 +85,34 @@ pub struct ClassifyArgs {
     pub images: Vec<PathBuf>,
 }
 
-/// Train as `args` say; returns the final line (the held-out accuracy and the checkpoint).
+/// Train as `args` say (or continue the run `args.resume`); returns the final line (the
+/// held-out accuracy and the checkpoint).
 pub fn train(args: &VisionArgs) -> Result<String> {
     crate::args::check_device(args.device)?;
+    let (mut args, resumed) = match &args.resume {
+        Some(dir) => (resumed_args(args, dir)?, Some(dir.as_path())),
+        None => (args.clone(), None),
+    };
+    args.steps.get_or_insert(1000);
+    let args = &args;
     let (train, test) = split(args)?;
-    let cfg = config(args, &train)?;
-    let model = VisionMamba::new(cfg, DType::F32, args.seed)?.to(args.device)?;
-    let params = model.parameters().iter().map(|p| (p.name.clone(), p.tensor.clone(), p.decay)).collect();
-    let mut opt = AdamW::new(params, args.lr, args.weight_decay)?;
-    let mut dir = RunDir::claim(&args.out, None, args.overwrite)?;
+    let (model, mut opt, mut rng) = match resumed {
+        None => {
+            let model = VisionMamba::new(config(args, &train)?, DType::F32, args.seed)?.to(args.device)?;
+            let opt = optimizer(&model, args)?;
+            (model, opt, Rng::new(args.seed ^ 0x1ba6e))
+        }
+        Some(dir) => {
+            let model = load(dir)?.to(args.device)?;
+            let mut opt = optimizer(&model, args)?;
+            let state = checkpoint::load_training_state(dir, &mut opt)?;
+            (model, opt, Rng::new(state.rng_state))
+        }
+    };
+    let mut dir = RunDir::claim(&args.out, resumed, args.overwrite)?;
     dir.clear_previous_run()?;
     let metrics_path = args.out.join("metrics.jsonl");
+    crate::run::keep_metrics_up_to(&metrics_path, opt.step)?;
     let mut metrics = MetricsLog::open(&metrics_path).map_err(Error::io(metrics_path.display()))?;
     let say = |line: String| {
         if !args.quiet {
@@ -107,10 +130,9 @@ pub fn train(args: &VisionArgs) -> Result<String> {
         train.classes,
         args.out.display()
     ));
-    let mut rng = Rng::new(args.seed ^ 0x1ba6e);
-    let mut accuracy = 0.0;
-    for step in 1..=args.steps {
-        opt.lr = lr_at(step - 1, args.warmup, args.steps, args.lr, args.lr * 0.1);
+    let (mut accuracy, steps) = (0.0, args.steps.unwrap_or(1000));
+    for step in opt.step + 1..=steps {
+        opt.lr = lr_at(step - 1, args.warmup, steps, args.lr, args.lr * 0.1);
         let rows: Vec<usize> = (0..args.batch).map(|_| rng.below(train.len())).collect();
         let (x, y) = batch(&train, &rows, args.device)?;
         let loss = model.loss(&x, &y)?;
@@ -123,7 +145,7 @@ pub fn train(args: &VisionArgs) -> Result<String> {
         opt.step()?;
         let grad_norm = norm.map(|n| n.item()).transpose()?.unwrap_or(0.0);
         let mut record = serde_json::json!({"step": step, "loss": loss, "lr": opt.lr, "grad_norm": grad_norm});
-        if step % args.eval_every.max(1) == 0 || step == args.steps {
+        if step % args.eval_every.max(1) == 0 || step == steps {
             accuracy = evaluate(&model, &test, args.batch, args.device)?;
             record["val_accuracy"] = accuracy.into();
             save(&args.out.join("checkpoint"), &model, &opt, args, &rng)?;
@@ -132,15 +154,36 @@ pub fn train(args: &VisionArgs) -> Result<String> {
         metrics.write(&record).map_err(Error::io(metrics_path.display()))?;
     }
     Ok(format!(
-        "done: step {} | held-out accuracy {accuracy:.4} | checkpoint {}",
-        args.steps,
+        "done: step {steps} | held-out accuracy {accuracy:.4} | checkpoint {}",
         args.out.join("checkpoint").display()
     ))
 }
 
+/// The settings saved with the checkpoint `dir`, with --steps, --device and --quiet from
+/// `given`, and --out the checkpoint's directory.
+fn resumed_args(given: &VisionArgs, dir: &Path) -> Result<VisionArgs> {
+    let state = checkpoint::read_saved_state(dir)?;
+    let mut args: VisionArgs = serde_json::from_value(state.train_args).map_err(|e| Error::Checkpoint {
+        path: dir.join(STATE_FILE),
+        what: format!("its settings are not a vision run's: {e}"),
+    })?;
+    let out = crate::rundir::canonical_checkpoint(dir).parent().map(Path::to_path_buf).unwrap_or_default();
+    (args.out, args.device, args.quiet, args.resume) = (out, given.device, given.quiet, Some(dir.to_path_buf()));
+    args.steps = given.steps.or(args.steps);
+    Ok(args)
+}
+
+fn optimizer(model: &VisionMamba, args: &VisionArgs) -> Result<AdamW> {
+    let params = model.parameters().iter().map(|p| (p.name.clone(), p.tensor.clone(), p.decay)).collect();
+    AdamW::new(params, args.lr, args.weight_decay)
+}
+
 /// The training images and the held-out ones.
 fn split(args: &VisionArgs) -> Result<(ImageSet, ImageSet)> {
-    let all = read_images(&args.images)?;
+    let Some(images) = &args.images else {
+        return Err(Error::Settings("--images is required (the training images)".into()));
+    };
+    let all = read_images(images)?;
     if let Some(path) = &args.test_images {
         let test = read_images(path)?;
         if (test.channels, test.height, test.width) != (all.channels, all.height, all.width) {
