@@ -131,6 +131,12 @@ pub fn train(args: &VisionArgs) -> Result<String> {
         args.out.display()
     ));
     let (mut accuracy, steps) = (0.0, args.steps.unwrap_or(1000));
+    if opt.step >= steps {
+        return Err(Error::Settings(format!(
+            "the run is at step {} and --steps is {steps}: pass a larger --steps",
+            opt.step
+        )));
+    }
     for step in opt.step + 1..=steps {
         opt.lr = lr_at(step - 1, args.warmup, steps, args.lr, args.lr * 0.1);
         let rows: Vec<usize> = (0..args.batch).map(|_| rng.below(train.len())).collect();
@@ -138,12 +144,14 @@ pub fn train(args: &VisionArgs) -> Result<String> {
         let loss = model.loss(&x, &y)?;
         loss.backward()?;
         let norm = clip_grad_norm(&opt.params, args.grad_clip)?;
-        let loss = loss.item()?;
-        if !loss.is_finite() {
-            return Err(Error::Settings(format!("step {step}: the loss is {loss}; lower --lr")));
+        let (loss, grad_norm) = (loss.item()?, norm.map(|n| n.item()).transpose()?.unwrap_or(0.0));
+        if !(loss.is_finite() && grad_norm.is_finite()) {
+            let what = format!("step {step}: the loss is {loss} and the gradient norm {grad_norm}");
+            return Err(Error::Settings(format!(
+                "{what}; stopped before the update (the checkpoint keeps the last evaluation's weights): lower --lr"
+            )));
         }
         opt.step()?;
-        let grad_norm = norm.map(|n| n.item()).transpose()?.unwrap_or(0.0);
         let mut record = serde_json::json!({"step": step, "loss": loss, "lr": opt.lr, "grad_norm": grad_norm});
         if step % args.eval_every.max(1) == 0 || step == steps {
             accuracy = evaluate(&model, &test, args.batch, args.device)?;
