@@ -63,7 +63,8 @@ impl Mixer {
             return Ok(Mixer::Attention(Attention::declare(cfg, residuals, vb)?));
         }
         match &cfg.ssm_cfg {
-            SsmConfig::Mamba1(c) if c.bidirectional => Ok(Mixer::BiMamba(BiMamba::declare(cfg, c, residuals, vb)?)),
+            SsmConfig::Mamba1(c) if c.bidirectional => Ok(Mixer::BiMamba(BiMamba::declare(cfg, residuals, vb)?)),
+            SsmConfig::Mamba2(c) if c.bidirectional => Ok(Mixer::BiMamba(BiMamba::declare(cfg, residuals, vb)?)),
             SsmConfig::Mamba1(c) if c.is_mamba() => Ok(Mixer::Mamba1(Mamba1::declare(cfg, c, residuals, vb)?)),
             SsmConfig::Mamba1(c) => Ok(Mixer::Ablation(Ablation::declare(cfg, c, residuals, vb)?)),
             SsmConfig::Mamba2(c) => Ok(Mixer::Mamba2(Mamba2::declare(cfg, c, residuals, vb)?)),

@@ -8,7 +8,7 @@
 //! x        = patches @ patch_embed.proj.weightᵀ + bias                            (B, M, d)
 //!            (a p x p convolution with stride p)
 //! x        = [x_0 .. x_{M/2-1}, cls_token, x_{M/2} .. x_{M-1}] + pos_embed        (B, M + 1, d)
-//! h, r     = the blocks, as the LM's (block.rs), each mixer a BiMamba
+//! h, r     = the blocks, as the LM's (block.rs), each mixer a BiMamba (Mamba-1 or -2)
 //! logits   = head(RMSNorm_f(h + r)[:, M/2])                                       (B, classes)
 //! ```
 //!
@@ -89,10 +89,11 @@ impl VisionConfig {
             let what = format!("the patch {p} must divide the image's height {} and width {}", self.height, self.width);
             return Err(Error::Unsupported(what));
         }
-        let SsmConfig::Mamba1(c) = &self.blocks.ssm_cfg else {
-            return Err(Error::Unsupported("Vision Mamba's blocks are Mamba-1 blocks here".into()));
+        let bidirectional = match &self.blocks.ssm_cfg {
+            SsmConfig::Mamba1(c) => c.bidirectional,
+            SsmConfig::Mamba2(c) => c.bidirectional,
         };
-        if !c.bidirectional {
+        if !bidirectional {
             return Err(Error::Unsupported("Vision Mamba's blocks are bidirectional: set bidirectional".into()));
         }
         self.blocks.validate()

@@ -4,6 +4,7 @@
 //! checkpoint (`<out>/checkpoint`, written atomically) at each evaluation. Classification:
 //! the predicted class of each image of one or more files.
 
+use crate::args::Layer;
 use crate::{
     checkpoint::{self, TrainingState, CONFIG_FILE, MODEL_FILE, STATE_FILE},
     images::{read_images, ImageSet},
@@ -13,7 +14,7 @@ use crate::{
     Error, Result,
 };
 use mamba_engine::{no_grad, DType, Device, Rng, Tensor};
-use mamba_model::{io::write_safetensors, MambaConfig, SsmConfig, VisionConfig, VisionMamba};
+use mamba_model::{io::write_safetensors, Mamba2Config, MambaConfig, SsmConfig, VisionConfig, VisionMamba};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -42,6 +43,14 @@ pub struct VisionArgs {
     pub n_layer: usize,
     #[arg(long, default_value_t = 16)]
     pub d_state: usize,
+    /// The blocks' mixer, made bidirectional: mamba1 (the selective scan) or mamba2 (SSD).
+    #[arg(long, value_enum, default_value_t = Layer::Mamba1)]
+    #[serde(default)]
+    pub layer: Layer,
+    /// Mamba-2: channels per head; it must divide 2 x --d-model.
+    #[arg(long, default_value_t = 32)]
+    #[serde(default = "default_headdim")]
+    pub headdim: usize,
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
     /// Total optimizer steps [default: 1000; on --resume, the checkpoint's].
@@ -70,6 +79,10 @@ pub struct VisionArgs {
     pub overwrite: bool,
     #[arg(long)]
     pub quiet: bool,
+}
+
+fn default_headdim() -> usize {
+    32
 }
 
 /// The settings of `mamba vision classify`.
@@ -213,8 +226,17 @@ fn split(args: &VisionArgs) -> Result<(ImageSet, ImageSet)> {
 fn config(args: &VisionArgs, images: &ImageSet) -> Result<VisionConfig> {
     let mut blocks = MambaConfig::new(args.d_model, args.n_layer);
     blocks.vocab_size = images.classes;
-    if let SsmConfig::Mamba1(c) = &mut blocks.ssm_cfg {
-        (c.bidirectional, c.d_state) = (true, args.d_state);
+    match args.layer {
+        Layer::Mamba1 => {
+            if let SsmConfig::Mamba1(c) = &mut blocks.ssm_cfg {
+                (c.bidirectional, c.d_state) = (true, args.d_state);
+            }
+        }
+        Layer::Mamba2 => {
+            let (d_state, headdim) = (args.d_state, args.headdim);
+            blocks.ssm_cfg =
+                SsmConfig::Mamba2(Mamba2Config { d_state, headdim, bidirectional: true, ..Default::default() });
+        }
     }
     let (channels, height, width) = (images.channels, images.height, images.width);
     let cfg = VisionConfig { channels, height, width, patch: args.patch, classes: images.classes, blocks };

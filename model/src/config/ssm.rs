@@ -144,6 +144,9 @@ pub struct Mamba2Config {
     /// The reference's kernel and tensor-parallel choices (true, true); no effect here.
     pub use_mem_eff_path: bool,
     pub sequence_parallel: bool,
+    /// A bidirectional block (`mixer/bimamba.rs`, Vision Mamba) (false). Not a reference key:
+    /// written only when true.
+    pub bidirectional: bool,
 }
 
 impl Mamba1Config {
@@ -268,6 +271,7 @@ impl Default for Mamba2Config {
             chunk_size: 256,
             use_mem_eff_path: true,
             sequence_parallel: true,
+            bidirectional: false,
         }
     }
 }
@@ -300,6 +304,7 @@ impl Mamba2Config {
             chunk_size: f.or("chunk_size", d.chunk_size)?,
             use_mem_eff_path: f.or("use_mem_eff_path", d.use_mem_eff_path)?,
             sequence_parallel: f.or("sequence_parallel", d.sequence_parallel)?,
+            bidirectional: f.or("bidirectional", d.bidirectional)?,
         })
     }
 
@@ -375,7 +380,8 @@ impl Mamba2Config {
         write_if_not(m, "conv_bias", &self.conv_bias, &d.conv_bias)?;
         m.serialize_entry("chunk_size", &self.chunk_size)?;
         write_if_not(m, "use_mem_eff_path", &self.use_mem_eff_path, &d.use_mem_eff_path)?;
-        write_if_not(m, "sequence_parallel", &self.sequence_parallel, &d.sequence_parallel)
+        write_if_not(m, "sequence_parallel", &self.sequence_parallel, &d.sequence_parallel)?;
+        write_if_not(m, "bidirectional", &self.bidirectional, &d.bidirectional)
     }
 }
 

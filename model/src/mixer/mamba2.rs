@@ -74,6 +74,7 @@ impl Dims {
 }
 
 /// A Mamba-2 mixer's parameters (`P` = [`Tensor`]; `()` when only counting them).
+#[derive(Clone)]
 pub struct Mamba2<P = Tensor> {
     pub dims: Dims,
     /// Normalise before the gate (`norm_before_gate`, false by default).
@@ -130,37 +131,65 @@ impl Mamba2 {
         let dm = cfg.d_model;
         let dims = dims(cfg, c)?;
         check_built(c, dims.d_inner)?;
-        let Dims { d_inner: e, nheads: h, d_conv: k, .. } = dims;
-        let (conv_dim, d_in_proj) = (dims.conv_dim(), dims.d_in_proj());
+        let (e, d_in_proj) = (dims.d_inner, dims.d_in_proj());
         let uniform = |bound: f64| Init::Uniform { bound };
         let fan = |n: usize| 1.0 / (n as f64).sqrt(); // nn.Linear / nn.Conv1d default bound
-        let conv_init = uniform(c.conv_init.unwrap_or(fan(k)));
-        // dt ~ exp(U(log dt_min, log dt_max)) floored; bias = softplus^-1(dt) = dt + log(-expm1(-dt)).
-        let (lo, hi, floor) = (c.dt_min.ln(), c.dt_max.ln(), c.dt_init_floor);
-        let dt_bias = move |rng: &mut Rng| -> Vec<f64> {
-            let softplus_inv = |dt: f64| dt + (-(-dt).exp_m1()).ln();
-            (0..h).map(|_| softplus_inv((lo + (hi - lo) * rng.uniform()).exp().max(floor))).collect()
-        };
-        let [a_lo, a_hi] = c.a_init_range;
-        let a_log =
-            move |rng: &mut Rng| -> Vec<f64> { (0..h).map(|_| (a_lo + (a_hi - a_lo) * rng.uniform()).ln()).collect() };
         let residual_scale = (residuals as f64 * cfg.n_layer as f64).sqrt();
+        let in_proj = vb.get("in_proj.weight", &[d_in_proj, dm], uniform(fan(dm)), Decay::Yes)?;
+        let [conv_weight, conv_bias, dt_bias, a_log, d] = declare_branch(c, dims, FORWARD, vb)?;
+        let norm = match c.rmsnorm {
+            true => Some(vb.get("norm.weight", &[e], Init::Ones, Decay::No)?),
+            false => None,
+        };
+        let out_proj = vb.get("out_proj.weight", &[dm, e], uniform(fan(e) / residual_scale), Decay::Yes)?;
         Ok(Mamba2 {
             dims,
             norm_before_gate: c.norm_before_gate,
-            in_proj: vb.get("in_proj.weight", &[d_in_proj, dm], uniform(fan(dm)), Decay::Yes)?,
-            conv_weight: vb.get("conv1d.weight", &[conv_dim, 1, k], conv_init, Decay::Yes)?,
-            conv_bias: vb.get("conv1d.bias", &[conv_dim], uniform(fan(k)), Decay::No)?,
-            dt_bias: vb.get("dt_bias", &[h], Init::Values(Box::new(dt_bias)), Decay::No)?,
-            a_log: vb.get("A_log", &[h], Init::Values(Box::new(a_log)), Decay::No)?,
-            d: vb.get("D", &[h], Init::Ones, Decay::No)?,
-            norm: match c.rmsnorm {
-                true => Some(vb.get("norm.weight", &[e], Init::Ones, Decay::No)?),
-                false => None,
-            },
-            out_proj: vb.get("out_proj.weight", &[dm, e], uniform(fan(e) / residual_scale), Decay::Yes)?,
+            in_proj,
+            conv_weight,
+            conv_bias,
+            dt_bias,
+            a_log,
+            d,
+            norm,
+            out_proj,
         })
     }
+}
+
+/// The names of a branch's parameters in [`declare_branch`]'s order: the Mamba-2 block's, and
+/// the backward branch of a bidirectional block (`mixer/bimamba.rs`).
+pub(crate) type BranchNames = [&'static str; 5];
+pub(crate) const FORWARD: BranchNames = ["conv1d.weight", "conv1d.bias", "dt_bias", "A_log", "D"];
+pub(crate) const BACKWARD: BranchNames = ["conv1d_b.weight", "conv1d_b.bias", "dt_bias_b", "A_b_log", "D_b"];
+
+/// The conv and SSD parameters of one branch, as the reference initialises them: [conv
+/// weight, conv bias, dt_bias, A_log, D] under `names`.
+pub(crate) fn declare_branch<B: Backend>(
+    c: &Mamba2Config,
+    dims: Dims,
+    names: BranchNames,
+    vb: &mut Vb<'_, B>,
+) -> Result<[B::Param; 5]> {
+    let (h, k, conv_dim) = (dims.nheads, dims.d_conv, dims.conv_dim());
+    let fan = 1.0 / (k as f64).sqrt(); // nn.Conv1d's default bound
+    let conv_init = Init::Uniform { bound: c.conv_init.unwrap_or(fan) };
+    // dt ~ exp(U(log dt_min, log dt_max)) floored; bias = softplus^-1(dt) = dt + log(-expm1(-dt)).
+    let (lo, hi, floor) = (c.dt_min.ln(), c.dt_max.ln(), c.dt_init_floor);
+    let dt_bias = move |rng: &mut Rng| -> Vec<f64> {
+        let softplus_inv = |dt: f64| dt + (-(-dt).exp_m1()).ln();
+        (0..h).map(|_| softplus_inv((lo + (hi - lo) * rng.uniform()).exp().max(floor))).collect()
+    };
+    let [a_lo, a_hi] = c.a_init_range;
+    let a_log =
+        move |rng: &mut Rng| -> Vec<f64> { (0..h).map(|_| (a_lo + (a_hi - a_lo) * rng.uniform()).ln()).collect() };
+    Ok([
+        vb.get(names[0], &[conv_dim, 1, k], conv_init, Decay::Yes)?,
+        vb.get(names[1], &[conv_dim], Init::Uniform { bound: fan }, Decay::No)?,
+        vb.get(names[2], &[h], Init::Values(Box::new(dt_bias)), Decay::No)?,
+        vb.get(names[3], &[h], Init::Values(Box::new(a_log)), Decay::No)?,
+        vb.get(names[4], &[h], Init::Ones, Decay::No)?,
+    ])
 }
 
 /// The sizes of `c` in a model of `cfg.d_model`, in checked arithmetic (the config's
@@ -279,7 +308,7 @@ impl Mamba2<Tensor> {
 /// (B, L, H), conv_weight, conv_bias, A_log, D, dt_bias, (norm.weight)] -> y (B, L, e) and the
 /// scan's last state (B, H, P, N). Engine ops only (a checkpoint's function returns the
 /// engine's error).
-fn inner(dims: Dims, before_gate: bool, t: &[Tensor]) -> mamba_engine::Result<(Tensor, Tensor)> {
+pub(crate) fn inner(dims: Dims, before_gate: bool, t: &[Tensor]) -> mamba_engine::Result<(Tensor, Tensor)> {
     let Dims { d_inner: e, d_state: n, ngroups: g, nheads: nh, headdim: p, d_conv: k, chunk, .. } = dims;
     let [xbc, z, dt, conv_weight, conv_bias, a_log, d, dt_bias, norm @ ..] = t else {
         unreachable!("eight or nine tensors")

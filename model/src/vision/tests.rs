@@ -14,6 +14,19 @@ fn config() -> VisionConfig {
     VisionConfig { channels: 2, height: 4, width: 6, patch: 2, classes: 3, blocks }
 }
 
+/// The same with Mamba-2 blocks: 2 heads of 8, 2 groups, d_state 4, chunks of 3.
+fn config2() -> VisionConfig {
+    let c = crate::Mamba2Config {
+        d_state: 4,
+        headdim: 8,
+        ngroups: 2,
+        chunk_size: 3,
+        bidirectional: true,
+        ..Default::default()
+    };
+    VisionConfig { blocks: MambaConfig { ssm_cfg: SsmConfig::Mamba2(c), ..config().blocks }, ..config() }
+}
+
 fn images(b: usize, seed: u64) -> Tensor {
     Tensor::randn(&[b, 2, 4, 6], 0.0, 1.0, DType::F64, &mut Rng::new(seed))
 }
@@ -55,42 +68,68 @@ fn bimamba(model: &VisionMamba) -> &BiMamba {
 /// reversing the sequence: the backward branch is the forward one read from the other end.
 #[test]
 fn the_backward_branch_reads_the_sequence_reversed() {
-    let model = VisionMamba::new(config(), DType::F64, 3).unwrap();
-    let m = bimamba(&model);
-    let f = &m.forward;
-    let same = [&f.conv_weight, &f.conv_bias, &f.x_proj, &f.dt_proj_weight, &f.dt_proj_bias, &f.a_log, &f.d];
-    let mirrored = BiMamba { forward: m.forward.clone(), backward: same.map(Tensor::clone) };
-    let h = Tensor::randn(&[2, 7, 8], 0.0, 1.0, DType::F64, &mut Rng::new(4));
-    let a = mirrored.forward(&h.flip(1).unwrap(), 3).unwrap().to_vec_f64().unwrap();
-    let b = mirrored.forward(&h, 3).unwrap().flip(1).unwrap().to_vec_f64().unwrap();
-    for (x, y) in a.iter().zip(&b) {
-        assert!((x - y).abs() < 1e-12, "{x} vs {y}");
+    for cfg in [config(), config2()] {
+        let model = VisionMamba::new(cfg, DType::F64, 3).unwrap();
+        let m = bimamba(&model);
+        let mirrored = match m {
+            BiMamba::Mamba1 { forward: f, .. } => {
+                let same =
+                    [&f.conv_weight, &f.conv_bias, &f.x_proj, &f.dt_proj_weight, &f.dt_proj_bias, &f.a_log, &f.d];
+                BiMamba::Mamba1 { forward: f.clone(), backward: same.map(Tensor::clone) }
+            }
+            BiMamba::Mamba2 { forward: f, .. } => {
+                let same = [&f.conv_weight, &f.conv_bias, &f.dt_bias, &f.a_log, &f.d];
+                BiMamba::Mamba2 { forward: f.clone(), backward: same.map(Tensor::clone) }
+            }
+        };
+        let h = Tensor::randn(&[2, 7, 8], 0.0, 1.0, DType::F64, &mut Rng::new(4));
+        let a = mirrored.forward(&h.flip(1).unwrap(), 3).unwrap().to_vec_f64().unwrap();
+        let b = mirrored.forward(&h, 3).unwrap().flip(1).unwrap().to_vec_f64().unwrap();
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-12, "{x} vs {y}");
+        }
+        // and with its own weights it does not (the branches are separate parameters)
+        let own = m.forward(&h.flip(1).unwrap(), 3).unwrap().to_vec_f64().unwrap();
+        assert!(own.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-6));
     }
-    // and with its own weights it does not (the branches are separate parameters)
-    let own = m.forward(&h.flip(1).unwrap(), 3).unwrap().to_vec_f64().unwrap();
-    assert!(own.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-6));
 }
 
 #[test]
 fn bidirectional_mixer_gradients_check_in_f64() {
-    let model = VisionMamba::new(config(), DType::F64, 5).unwrap();
-    let m = bimamba(&model);
-    let h = Tensor::randn(&[1, 5, 8], 0.0, 1.0, DType::F64, &mut Rng::new(6));
-    let mut inputs = vec![h, m.forward.in_proj.clone(), m.forward.out_proj.clone()];
-    inputs.extend(m.backward.iter().cloned());
-    let f = |t: &[Tensor]| {
-        let mut forward = m.forward.clone();
-        (forward.in_proj, forward.out_proj) = (t[1].clone(), t[2].clone());
-        let backward = [3, 4, 5, 6, 7, 8, 9].map(|i| t[i].clone());
-        let layer = BiMamba { forward, backward };
-        layer.forward(&t[0], 2).map_err(|e| mamba_engine::Error::Invalid { op: "bimamba", msg: e.to_string() })
-    };
-    let report = gradcheck::check(f, &inputs, Default::default()).unwrap();
-    assert!(report.ops.contains(&"flip") && report.ops.contains(&"selective_scan"), "{:?}", report.ops);
+    for cfg in [config(), config2()] {
+        let model = VisionMamba::new(cfg, DType::F64, 5).unwrap();
+        let m = bimamba(&model);
+        let h = Tensor::randn(&[1, 5, 8], 0.0, 1.0, DType::F64, &mut Rng::new(6));
+        let backward: Vec<Tensor> = match m {
+            BiMamba::Mamba1 { backward, .. } => backward.to_vec(),
+            BiMamba::Mamba2 { backward, .. } => backward.to_vec(),
+        };
+        let mut inputs = vec![h];
+        inputs.extend(backward);
+        // the input and every backward-branch parameter (the forward branch is the checked
+        // Mamba-1 / Mamba-2 mixer's)
+        let f = |t: &[Tensor]| {
+            let layer = match m {
+                BiMamba::Mamba1 { forward, .. } => {
+                    BiMamba::Mamba1 { forward: forward.clone(), backward: std::array::from_fn(|i| t[1 + i].clone()) }
+                }
+                BiMamba::Mamba2 { forward, .. } => {
+                    BiMamba::Mamba2 { forward: forward.clone(), backward: std::array::from_fn(|i| t[1 + i].clone()) }
+                }
+            };
+            layer.forward(&t[0], 2).map_err(|e| mamba_engine::Error::Invalid { op: "bimamba", msg: e.to_string() })
+        };
+        let report = gradcheck::check(f, &inputs, Default::default()).unwrap();
+        assert!(report.ops.contains(&"flip"), "{:?}", report.ops);
+    }
 }
 
 #[test]
 fn every_parameter_learns_and_names_are_vims() {
+    let two = VisionMamba::new(config2(), DType::F64, 7).unwrap();
+    two.loss(&images(3, 8), &[0, 2, 1]).unwrap().backward().unwrap();
+    assert!(two.parameters().iter().all(|p| p.tensor.grad().is_some()), "Mamba-2 blocks: every gradient");
+    assert!(two.parameters().iter().any(|p| p.name == "layers.0.mixer.dt_bias_b"));
     let model = VisionMamba::new(config(), DType::F64, 7).unwrap();
     let logits = model.forward(&images(3, 8)).unwrap();
     assert_eq!(logits.shape(), [3, 3]);
