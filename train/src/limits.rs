@@ -47,7 +47,8 @@ pub fn activation_bytes(
 /// What the layers that are not the plain SSM mixer keep on top, approximately (counted as
 /// if every layer were the SSM mixer): each attention layer its (rows, heads, len, len)
 /// scores four times (scores, masked, log-softmax, softmax); each S4 ablation layer its
-/// scan over d_inner · N channels, five values per channel and token.
+/// scan over d_inner · N channels, five values per channel and token; each MoE layer, whose
+/// every expert sees every token, 4H + 2d values per expert and token (H = d_expert).
 fn beyond_the_ssm(cfg: &MambaConfig, rows: usize, len: usize) -> Option<usize> {
     let attention = match cfg.attn_layer_idx.len() {
         0 => 0,
@@ -62,7 +63,15 @@ fn beyond_the_ssm(cfg: &MambaConfig, rows: usize, len: usize) -> Option<usize> {
         }
         _ => 0,
     };
-    attention.checked_add(s4)
+    let moe = match cfg.moe_layer_idx.len() {
+        0 => 0,
+        layers => {
+            let m = mamba_model::MoeConfig::read(&cfg.moe_cfg, cfg.d_model).ok()?;
+            let per_expert = m.d_expert.checked_mul(4)?.checked_add(cfg.d_model.checked_mul(2)?)?;
+            product(&[layers, rows, len, m.num_experts, per_expert])?
+        }
+    };
+    attention.checked_add(s4)?.checked_add(moe)
 }
 
 /// The values either model keeps for backward with `--recompute`, exactly (the test measures
