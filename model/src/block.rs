@@ -101,3 +101,24 @@ impl Block<Tensor> {
         Ok((h, r))
     }
 }
+
+/// The residual loop over `blocks`, for the whole sequence and for one step alike: h (..,
+/// d_model) through each block in turn, `mix(i, mixer, x)` running block i's mixer, `moe` as
+/// in [`Block::forward_with`]. Returns the residual stream h + r after the last block, which
+/// the model's final norm reads.
+pub fn through_blocks(
+    blocks: &[Block],
+    mut h: Tensor,
+    mut mix: impl FnMut(usize, &Mixer, &Tensor) -> Result<Tensor>,
+    mut moe: Option<&mut Vec<MoeStats>>,
+) -> Result<Tensor> {
+    let mut residual = None;
+    for (i, block) in blocks.iter().enumerate() {
+        let (out, r) = block.forward_with(h, residual, |mixer, x| mix(i, mixer, x), moe.as_deref_mut())?;
+        (h, residual) = (out, Some(r));
+    }
+    Ok(match residual {
+        Some(r) => h.add(&r)?,
+        None => h,
+    })
+}

@@ -255,19 +255,11 @@ impl MambaLM {
     /// `None` (step mode and prefill: no capacity, see `moe.rs`).
     fn through_blocks(
         &self,
-        mut h: Tensor,
-        mut mix: impl FnMut(usize, &Mixer, &Tensor) -> Result<Tensor>,
-        mut moe: Option<&mut Vec<MoeStats>>,
+        h: Tensor,
+        mix: impl FnMut(usize, &Mixer, &Tensor) -> Result<Tensor>,
+        moe: Option<&mut Vec<MoeStats>>,
     ) -> Result<Tensor> {
-        let mut residual = None;
-        for (i, block) in self.layers.iter().enumerate() {
-            let (out, r) = block.forward_with(h, residual, |mixer, x| mix(i, mixer, x), moe.as_deref_mut())?;
-            (h, residual) = (out, Some(r));
-        }
-        let r = match residual {
-            Some(r) => h.add(&r)?,
-            None => h,
-        };
+        let r = crate::block::through_blocks(&self.layers, h, mix, moe)?;
         Ok(r.rms_norm(&self.norm_f, RMS_EPS)?.matmul(&self.embedding.transpose(0, 1)?)?)
     }
 

@@ -208,17 +208,8 @@ impl VisionMamba {
         let d = x.dim(2)?;
         let cls = self.cls_token.broadcast_as(&[b, 1, d])?;
         let x = Tensor::concat(&[&x.narrow(1, 0, half)?, &cls, &x.narrow(1, half, m - half)?], 1)?;
-        let mut h = x.add(&self.pos_embed)?;
-        let mut residual = None;
-        for block in &self.layers {
-            let mix = |mixer: &crate::Mixer, x: &Tensor| mixer.forward(x, self.scan_chunk, false);
-            let (out, r) = block.forward_with(h, residual, mix, Some(&mut Vec::new()))?;
-            (h, residual) = (out, Some(r));
-        }
-        let r = match residual {
-            Some(r) => h.add(&r)?,
-            None => h,
-        };
+        let mix = |_, mixer: &crate::Mixer, x: &Tensor| mixer.forward(x, self.scan_chunk, false);
+        let r = crate::block::through_blocks(&self.layers, x.add(&self.pos_embed)?, mix, Some(&mut Vec::new()))?;
         let token = r.narrow(1, half, 1)?.reshape(&[b, d])?.rms_norm(&self.norm_f, RMS_EPS)?;
         Ok(token.matmul(&self.head.transpose(0, 1)?)?.add(&self.head_bias)?)
     }

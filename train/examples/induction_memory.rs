@@ -16,7 +16,7 @@
 //! ```
 
 use mamba_engine::{Rng, Tensor};
-use mamba_model::Mixer;
+use mamba_model::{block::through_blocks, Mixer};
 use mamba_train::{checkpoint::load_model, tasks::Task};
 use std::path::Path;
 
@@ -32,18 +32,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Positions that are neither a trigger nor the token right after one.
     let plain: Vec<bool> =
         (0..ids.len()).map(|i| ids[i] != trigger && (i % len == 0 || ids[i - 1] != trigger)).collect();
-    let mut h = model.embedding.embedding(&ids, &[batch, len])?;
-    let mut residual = None;
-    for (layer, block) in model.layers.iter().enumerate() {
-        let mix = |mixer: &Mixer, x: &Tensor| {
-            if let Mixer::Mamba1(m) = mixer {
-                report(layer, &horizons(m, x, &plain)?);
-            }
-            mixer.forward(x, model.scan_chunk, false)
-        };
-        let (out, r) = block.forward_with(h, residual, mix, None)?;
-        (h, residual) = (out, Some(r));
-    }
+    let h = model.embedding.embedding(&ids, &[batch, len])?;
+    let mix = |layer: usize, mixer: &Mixer, x: &Tensor| {
+        if let Mixer::Mamba1(m) = mixer {
+            report(layer, &horizons(m, x, &plain)?);
+        }
+        mixer.forward(x, model.scan_chunk, false)
+    };
+    through_blocks(&model.layers, h, mix, None)?;
     Ok(())
 }
 

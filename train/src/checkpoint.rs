@@ -83,8 +83,8 @@ fn fail<T>(path: &Path, what: impl Into<String>) -> Result<T> {
 /// A save that fails removes its partial `<dir>.tmp` (best effort), so a full disk leaves
 /// only the previous checkpoint behind.
 pub fn save(dir: &Path, model: &MambaLM, opt: &AdamW, state: &TrainingState) -> Result<()> {
-    // Check and serialise everything first: a failure here leaves the disk untouched.
-    check_replaceable(dir)?;
+    // Check and serialise everything first (save_files checks the directories before it
+    // writes): a failure here leaves the disk untouched.
     if state.step != opt.step {
         let what = format!("TrainingState.step is {} but the optimizer has taken {} steps", state.step, opt.step);
         return fail(&dir.join(STATE_FILE), what);
