@@ -35,6 +35,7 @@ macro_rules! units {
 
 units!(
     adamw,
+    attention,
     checkpoint,
     conv,
     copy,

@@ -11,6 +11,7 @@
 //! and GFLOP/s.
 
 mod adamw;
+mod attention;
 mod conv;
 mod copy;
 mod decode;
@@ -29,6 +30,7 @@ mod ssd;
 use crate::error::{Error, Result};
 use crate::ptx;
 pub use adamw::AdamWStep;
+pub use attention::{AttentionBackward, AttentionDims, AttentionForward, ATTENTION_MAX_HEAD_DIM};
 pub use conv::{ConvDims, ConvGrads, CONV_MAX_K};
 pub use copy::{Strided, MAX_RANK};
 use cust::error::{CudaError, CudaResult};

@@ -19,9 +19,9 @@
 //! x_i' = x_i cos θ_i - x_{i+R/2} sin θ_i,    x_{i+R/2}' = x_{i+R/2} cos θ_i + x_i sin θ_i
 //! ```
 //!
-//! Written with the engine's plain ops (matmul, log_softmax, ...): the (L, L) scores are
-//! stored, and their backward is the ops' own. Step mode keeps a KV cache: the rotated keys
-//! and the values of every position so far.
+//! The softmax attention itself is the engine's fused op (`ops::attention`: tiled, online
+//! softmax, the (L, L) scores never stored). Step mode keeps a KV cache: the rotated keys and
+//! the values of every position so far.
 
 use super::{conv_step, conv_window};
 use crate::{
@@ -29,7 +29,7 @@ use crate::{
     params::{Backend, Decay, Init, Vb},
     Error, Result,
 };
-use mamba_engine::{DType, Device, Tensor};
+use mamba_engine::{ops::attention::attention, DType, Device, Tensor};
 
 /// One attention mixer's parameters (`P` = [`Tensor`]; `()` when only counting them).
 pub struct Attention<P = Tensor> {
@@ -193,26 +193,11 @@ impl Attention<Tensor> {
 
     /// softmax(q kᵀ · scale + mask) v for queries q (B, H, Lq, D) at positions
     /// `start`..`start + Lq` and keys/values (B, G, Lk, D) at positions 0..Lk: a query sees
-    /// the keys at its position and before.
+    /// the keys at its position and before. The engine's fused op (`ops::attention`), which
+    /// never stores the (Lq, Lk) scores and recomputes them in backward.
     fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, start: usize) -> Result<Tensor> {
-        let AttnConfig { num_heads: nh, num_heads_kv: g, head_dim: d, .. } = self.cfg;
-        let (batch, lq, lk) = (q.dim(0)?, q.dim(2)?, k.dim(2)?);
-        // Query head h reads key/value head h / (H / G): repeat each of the G heads H / G times.
-        let share = |t: &Tensor| -> Result<Tensor> {
-            let t = t.unsqueeze(2)?.broadcast_as(&[batch, g, nh / g, lk, d])?;
-            Ok(t.reshape(&[batch, nh, lk, d])?)
-        };
-        let (k, v) = if g == nh { (k.clone(), v.clone()) } else { (share(k)?, share(v)?) };
-        let scale = self.cfg.softmax_scale.unwrap_or(1.0 / (d as f64).sqrt());
-        let scores = q.matmul(&k.transpose(2, 3)?)?.mul_scalar(scale)?; // (B, H, Lq, Lk)
-        let scores = if lk > start + 1 {
-            let mask: Vec<f64> =
-                (0..lq).flat_map(|i| (0..lk).map(move |j| if j > start + i { -1e30 } else { 0.0 })).collect();
-            scores.add(&Tensor::from_f64(&mask, &[lq, lk], q.dtype())?.to(q.device())?)?
-        } else {
-            scores
-        };
-        Ok(scores.log_softmax()?.exp()?.matmul(&v)?)
+        let scale = self.cfg.softmax_scale.unwrap_or(1.0 / (self.cfg.head_dim as f64).sqrt());
+        Ok(attention(q, k, v, scale, start)?)
     }
 
     /// An empty state for `batch` sequences (the KV cache starts with the first token).
