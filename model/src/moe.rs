@@ -16,9 +16,10 @@
 //! capacity applies to whole sequences (training and evaluation, as Switch); step mode
 //! (generation) sends each token to its top k without a limit.
 //!
-//! Here every expert runs over all T tokens and the gate zeroes what it did not take: E times
-//! the work of one expert, plain ops only. Sending each expert only its tokens needs gather and
-//! scatter by index, which the engine does not have yet.
+//! Each expert runs on its own tokens only (gathered by index, see `experts_on_their_tokens`),
+//! so a layer costs about k experts' work per token, not E. The routing itself runs on the
+//! host: it reads p once per layer (one device-to-host copy of T x E values), because the
+//! capacity rule walks the tokens in order.
 
 use crate::{
     config::{MambaConfig, MoeConfig},
@@ -72,18 +73,43 @@ impl Moe<Tensor> {
         let xs = x.reshape(&[tokens, d])?;
         let p = linear(&xs, &self.router)?.log_softmax()?.exp()?; // (T, E)
         let route = self.route(&p.to_vec_f64()?, tokens, capacity);
-        let mask = Tensor::from_f64(&route.mask, &[tokens, e], p.dtype())?.to(p.device())?;
-        let gates = p.mul(&mask)?;
-        let mut out = Tensor::zeros(&[tokens, d], x.dtype(), x.device())?;
-        for (i, expert) in self.experts.iter().enumerate() {
-            out = out.add(&expert.forward(&xs)?.mul(&gates.narrow(1, i, 1)?)?)?;
-        }
+        let out = self.experts_on_their_tokens(&xs, &p, &route.mask)?;
         let out = out.reshape(&shape)?;
         // aux = coef · E · Σ_e f_e P_e, with P_e = mean_t p_te
         let f = Tensor::from_f64(&route.load, &[e], p.dtype())?.to(p.device())?;
         let scale = self.cfg.aux_loss_coef * e as f64 / tokens as f64;
         let aux_loss = p.sum(&[0], false)?.mul(&f)?.sum_all()?.mul_scalar(scale)?;
         Ok((out, MoeStats { aux_loss, load: route.load, dropped: route.dropped }))
+    }
+
+    /// out (T, d) = Σ_e mask_te p_te expert_e(x_t), each expert run on its own tokens only:
+    /// gather them (the engine's row gather, the `embedding` op, whose backward is the
+    /// scatter-add), run the expert, scale by the gate p_te, and bring the outputs back the
+    /// same way: every output row gets a slot in one (S + 1, d) table (S = the choices kept;
+    /// the last row zero, for a token with fewer than k), and token t's r-th kept choice is
+    /// gathered from its slot, for r < k. So both directions are gathers by index, and both
+    /// backwards the scatter-adds. The indices are made on the host from the routing.
+    fn experts_on_their_tokens(&self, xs: &Tensor, p: &Tensor, mask: &[f64]) -> Result<Tensor> {
+        let (tokens, d, e_count) = (xs.dim(0)?, xs.dim(1)?, self.cfg.num_experts);
+        let (mut outs, mut slots_of, mut slots) = (Vec::new(), vec![Vec::new(); tokens], 0);
+        for (e, expert) in self.experts.iter().enumerate() {
+            let ids: Vec<usize> = (0..tokens).filter(|&t| mask[t * e_count + e] == 1.0).collect();
+            if ids.is_empty() {
+                continue; // an expert without tokens does no work (and gets no gradient)
+            }
+            ids.iter().enumerate().for_each(|(i, &t)| slots_of[t].push(slots + i));
+            slots += ids.len();
+            let gate = p.narrow(1, e, 1)?.embedding(&ids, &[ids.len()])?; // (n_e, 1)
+            outs.push(expert.forward(&xs.embedding(&ids, &[ids.len()])?)?.mul(&gate)?); // (n_e, d)
+        }
+        outs.push(Tensor::zeros(&[1, d], xs.dtype(), xs.device())?); // slot S: no choice
+        let table = Tensor::concat(&outs.iter().collect::<Vec<_>>(), 0)?; // (S + 1, d)
+        let mut out = Tensor::zeros(&[tokens, d], xs.dtype(), xs.device())?;
+        for r in 0..self.cfg.top_k {
+            let ids: Vec<usize> = slots_of.iter().map(|s| s.get(r).copied().unwrap_or(slots)).collect();
+            out = out.add(&table.embedding(&ids, &[tokens])?)?;
+        }
+        Ok(out)
     }
 
     /// The top-k experts of each token by `p` (T x E, row-major; ties to the lower index),
