@@ -45,16 +45,17 @@ pub fn activation_bytes(
 }
 
 /// What the layers that are not the plain SSM mixer keep on top, approximately (counted as
-/// if every layer were the SSM mixer): each attention layer its (rows, heads, len, len)
-/// scores four times (scores, masked, log-softmax, softmax); each S4 ablation layer its
-/// scan over d_inner · N channels, five values per channel and token; each MoE layer, whose
-/// every expert sees every token, 4H + 2d values per expert and token (H = d_expert).
+/// if every layer were the SSM mixer): each attention layer about six values per channel of
+/// its heads and token (q, k, v before and after the rotary embedding, the output; the fused
+/// op keeps no (len, len) scores); each S4 ablation layer its scan over d_inner · N channels,
+/// five values per channel and token; each MoE layer, which sends a token to its top k
+/// experts, 4H + 2d values per choice (H = d_expert).
 fn beyond_the_ssm(cfg: &MambaConfig, rows: usize, len: usize) -> Option<usize> {
     let attention = match cfg.attn_layer_idx.len() {
         0 => 0,
         layers => {
-            let heads = mamba_model::AttnConfig::read(&cfg.attn_cfg, cfg.d_model).ok()?.num_heads;
-            product(&[layers, rows, heads, len, len, 4])?
+            let a = mamba_model::AttnConfig::read(&cfg.attn_cfg, cfg.d_model).ok()?;
+            product(&[layers, rows, len, a.num_heads.checked_mul(a.head_dim)?, 6])?
         }
     };
     let s4 = match &cfg.ssm_cfg {
@@ -68,7 +69,7 @@ fn beyond_the_ssm(cfg: &MambaConfig, rows: usize, len: usize) -> Option<usize> {
         layers => {
             let m = mamba_model::MoeConfig::read(&cfg.moe_cfg, cfg.d_model).ok()?;
             let per_expert = m.d_expert.checked_mul(4)?.checked_add(cfg.d_model.checked_mul(2)?)?;
-            product(&[layers, rows, len, m.num_experts, per_expert])?
+            product(&[layers, rows, len, m.top_k, per_expert])?
         }
     };
     attention.checked_add(s4)?.checked_add(moe)
