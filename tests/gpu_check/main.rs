@@ -19,10 +19,11 @@ macro_rules! kernel_checks {
         }
     };
 }
-kernel_checks!(elementwise, copy, reduce, matmul, norm, softmax, conv, embedding, adamw, scan, ssd, decode);
+kernel_checks!(elementwise, copy, reduce, matmul, norm, softmax, conv, embedding, adamw, scan, ssd, attention, decode);
 mod dtypes;
 mod ops;
 mod train;
+mod vision;
 
 use mamba_engine::Rng;
 use mamba_kernels::{cust::prelude::*, launch::Gpu};
@@ -126,6 +127,7 @@ fn main() -> Res<()> {
     }
     run_kernel_checks(&mut c)?;
     ops::run(&mut c)?;
+    vision::run(&mut c)?;
     dtypes::run(&mut c)?;
     if c.timing {
         train::run(&mut c)?; // under compute-sanitizer, gpu.sh checks training with the mamba binary

@@ -1,8 +1,9 @@
 //! `mamba vision train` and `mamba vision classify`: Vision Mamba (`model/src/vision.rs`) on an
 //! image set (`images.rs`). Training: AdamW with warmup and cosine decay, gradient clipping,
-//! the held-out top-1 accuracy every `--eval-every` steps in `<out>/metrics.jsonl`, and a
-//! checkpoint (`<out>/checkpoint`, written atomically) at each evaluation. Classification:
-//! the predicted class of each image of one or more files.
+//! each step's loss, gradient norm and images/s and the held-out top-1 accuracy every
+//! `--eval-every` steps in `<out>/metrics.jsonl`, and a checkpoint (`<out>/checkpoint`,
+//! written atomically) at each evaluation. Classification: the predicted class of each image
+//! of one or more files.
 
 use crate::args::Layer;
 use crate::{
@@ -17,6 +18,7 @@ use mamba_engine::{no_grad, DType, Device, Rng, Tensor};
 use mamba_model::{io::write_safetensors, Mamba2Config, MambaConfig, SsmConfig, VisionConfig, VisionMamba};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// The settings of `mamba vision train`.
 #[derive(clap::Args, Clone, Debug, Serialize, Deserialize)]
@@ -152,20 +154,10 @@ pub fn train(args: &VisionArgs) -> Result<String> {
     }
     for step in opt.step + 1..=steps {
         opt.lr = lr_at(step - 1, args.warmup, steps, args.lr, args.lr * 0.1);
-        let rows: Vec<usize> = (0..args.batch).map(|_| rng.below(train.len())).collect();
-        let (x, y) = batch(&train, &rows, args.device)?;
-        let loss = model.loss(&x, &y)?;
-        loss.backward()?;
-        let norm = clip_grad_norm(&opt.params, args.grad_clip)?;
-        let (loss, grad_norm) = (loss.item()?, norm.map(|n| n.item()).transpose()?.unwrap_or(0.0));
-        if !(loss.is_finite() && grad_norm.is_finite()) {
-            let what = format!("step {step}: the loss is {loss} and the gradient norm {grad_norm}");
-            return Err(Error::Settings(format!(
-                "{what}; stopped before the update (the checkpoint keeps the last evaluation's weights): lower --lr"
-            )));
-        }
-        opt.step()?;
-        let mut record = serde_json::json!({"step": step, "loss": loss, "lr": opt.lr, "grad_norm": grad_norm});
+        let (loss, grad_norm, images_per_s) = train_step(&model, &mut opt, &train, &mut rng, args, step)?;
+        let mut record = serde_json::json!({
+            "step": step, "loss": loss, "lr": opt.lr, "grad_norm": grad_norm, "images_per_s": images_per_s
+        });
         if step % args.eval_every.max(1) == 0 || step == steps {
             accuracy = evaluate(&model, &test, args.batch, args.device)?;
             record["val_accuracy"] = accuracy.into();
@@ -178,6 +170,34 @@ pub fn train(args: &VisionArgs) -> Result<String> {
         "done: step {steps} | held-out accuracy {accuracy:.4} | checkpoint {}",
         args.out.join("checkpoint").display()
     ))
+}
+
+/// One optimizer step on a batch drawn from `train`: the loss, the gradient norm, and the
+/// images per second from drawing the batch through the update (wall time).
+fn train_step(
+    model: &VisionMamba,
+    opt: &mut AdamW,
+    train: &ImageSet,
+    rng: &mut Rng,
+    args: &VisionArgs,
+    step: u64,
+) -> Result<(f64, f64, f64)> {
+    let started = Instant::now();
+    let rows: Vec<usize> = (0..args.batch).map(|_| rng.below(train.len())).collect();
+    let (x, y) = batch(train, &rows, args.device)?;
+    let loss = model.loss(&x, &y)?;
+    loss.backward()?;
+    let norm = clip_grad_norm(&opt.params, args.grad_clip)?;
+    let (loss, grad_norm) = (loss.item()?, norm.map(|n| n.item()).transpose()?.unwrap_or(0.0));
+    if !(loss.is_finite() && grad_norm.is_finite()) {
+        let what = format!("step {step}: the loss is {loss} and the gradient norm {grad_norm}");
+        return Err(Error::Settings(format!(
+            "{what}; stopped before the update (the checkpoint keeps the last evaluation's weights): lower --lr"
+        )));
+    }
+    opt.step()?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok((loss, grad_norm, rows.len() as f64 / seconds.max(1e-9)))
 }
 
 /// The settings saved with the checkpoint `dir`, with --steps, --device and --quiet from
