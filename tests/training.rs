@@ -265,3 +265,41 @@ fn vision_runs_resume_bit_for_bit_and_classify() {
     let classify = vision::ClassifyArgs { checkpoint, device: mamba_engine::Device::Cpu, images: vec![csv] };
     assert_eq!(vision::classify(&classify).unwrap().lines().count(), 200);
 }
+
+/// The family members train, stop, resume bit for bit from the checkpoint and generate from
+/// it: a hybrid (attention in layer 1 of 2, MoE in layer 1) and MoE-Mamba (MoE in every block).
+#[test]
+fn hybrid_and_moe_mamba_resume_bit_for_bit_and_generate() {
+    use mamba_engine::Rng;
+    use mamba_train::generate::{generate, DecodePath, Sampling};
+    let family: [&[&str]; 2] = [
+        &["--attn-every", "2", "--attn-heads", "2", "--moe-every", "2", "--experts", "3", "--top-k", "2"],
+        &["--preset", "moe-mamba-tiny"],
+    ];
+    for member in family {
+        let (a, b) = (scratch("family-straight"), scratch("family-resumed"));
+        let run = |dir: &PathBuf, extra: &[&str]| {
+            let out = ["--steps", "6", "--warmup", "2", "--out", dir.to_str().unwrap()];
+            train(&tiny(&[member, &out[..], extra].concat())).unwrap().losses
+        };
+        let straight = run(&a, &[]);
+        let first = run(&b, &["--stop-after", "3"]);
+        let ckpt = b.join("checkpoint");
+        let second = run(&b, &["--resume", ckpt.to_str().unwrap()]);
+        let bits = |l: &[f64]| l.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&[first, second].concat()), bits(&straight), "{member:?}");
+        let model = checkpoint::load_model(&ckpt).unwrap();
+        let how = Sampling { temperature: 1.0, top_k: 0, top_p: 1.0 };
+        let mut tokens = Vec::new();
+        let prompt = b"fn ".map(usize::from);
+        generate(&model, &prompt, 12, (how, DecodePath::Graph), &mut Rng::new(1), |t| {
+            tokens.push(t);
+            Ok(std::ops::ControlFlow::Continue(()))
+        })
+        .unwrap();
+        assert_eq!(tokens.len(), 12, "{member:?}");
+        for d in [a, b] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
