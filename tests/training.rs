@@ -303,3 +303,30 @@ fn hybrid_and_moe_mamba_resume_bit_for_bit_and_generate() {
         }
     }
 }
+
+/// Data parallelism's reduction path (train/src/parallel.rs): 20 steps with the batch split
+/// over 2 and 4 simulated ranks, gradients all-reduced in buckets, end at the weights of one
+/// rank with the whole batch, to float rounding (f32; the shards' sums run in other orders).
+#[test]
+fn simulated_ranks_reach_the_weights_of_one_rank() {
+    let weights = |ranks: &str| {
+        let dir = scratch(&format!("ranks-{ranks}"));
+        let mut flags = TINY.to_vec();
+        flags[5] = "4"; // --batch 4
+        flags.extend(["--steps", "20", "--warmup", "3", "--ranks", ranks, "--out", dir.to_str().unwrap()]);
+        let losses = train(&args(&flags)).unwrap().losses;
+        let model = checkpoint::load_model(&dir.join("checkpoint")).unwrap();
+        let w: Vec<f64> = model.named_parameters().iter().flat_map(|(_, t)| t.to_vec_f64().unwrap()).collect();
+        let _ = std::fs::remove_dir_all(dir);
+        (w, losses)
+    };
+    let (one, one_losses) = weights("1");
+    for ranks in ["2", "4"] {
+        let (w, losses) = weights(ranks);
+        let diff = one.iter().zip(&w).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt();
+        let norm = one.iter().map(|a| a * a).sum::<f64>().sqrt();
+        let worst_loss = one_losses.iter().zip(&losses).map(|(a, b)| (a - b).abs() / a).fold(0.0, f64::max);
+        eprintln!("ranks {ranks}: weights differ by {:.1e} (relative norm), losses by {worst_loss:.1e}", diff / norm);
+        assert!(diff / norm < 1e-5 && worst_loss < 1e-5, "ranks {ranks}: {:e} {worst_loss:e}", diff / norm);
+    }
+}

@@ -158,6 +158,13 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(default)]
     pub recompute: bool,
+    /// Data-parallel ranks: each batch is split into N shards (N must divide --batch) whose
+    /// gradients are all-reduced, which gives the whole batch's gradient (train/src/parallel.rs).
+    /// Today the ranks run one after another on the one device (the same numbers as N = 1, up
+    /// to rounding, with 1/N of the activations in memory at once); one rank per GPU is issue 16.
+    #[arg(long, default_value_t = 1)]
+    #[serde(default = "one")]
+    pub ranks: usize,
     /// Continue from this checkpoint directory with its saved settings. The schedule, evaluation
     /// and checkpoint flags given with it apply; the model, data and seed flags are fixed by
     /// the checkpoint (a differing one is ignored with a warning). See docs/TRAINING.md.
@@ -256,7 +263,7 @@ const MAMBA1_ONLY: [&str; 2] = ["arch", "ssm"];
 
 /// Flags a resumed run takes from its command line when given: the schedule, evaluation and
 /// checkpoint settings (clap ids, which are the field names).
-const RESUMABLE: [&str; 14] = [
+const RESUMABLE: [&str; 15] = [
     "steps",
     "decay_steps",
     "lr",
@@ -270,6 +277,7 @@ const RESUMABLE: [&str; 14] = [
     "checkpoint_every",
     "scan_chunk",
     "recompute",
+    "ranks",
     "out",
 ];
 
@@ -419,6 +427,7 @@ impl TrainArgs {
             ("--headdim", self.headdim),
             ("--ngroups", self.ngroups),
             ("--chunk-size", self.chunk_size),
+            ("--ranks", self.ranks),
         ];
         if let Some((flag, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(Error::Settings(format!("{flag} must be at least 1")));
@@ -434,6 +443,12 @@ impl TrainArgs {
         if !(self.grad_clip.is_finite() && self.grad_clip > 0.0) {
             let clip = self.grad_clip;
             return Err(Error::Settings(format!("--grad-clip must be a finite number > 0, got {clip}")));
+        }
+        if !self.batch.is_multiple_of(self.ranks.max(1)) {
+            let (b, n) = (self.batch, self.ranks);
+            return Err(Error::Settings(format!(
+                "--ranks {n} must divide --batch {b}: each rank takes batch / ranks rows"
+            )));
         }
         check_device(self.device)?;
         if self.profile && self.device != Device::Cuda {

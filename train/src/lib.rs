@@ -13,6 +13,7 @@ pub mod generate;
 pub mod images;
 pub mod limits;
 pub mod optim;
+pub mod parallel;
 pub mod report;
 mod run;
 pub mod rundir;

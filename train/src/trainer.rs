@@ -14,6 +14,7 @@ use crate::{
     data::{default_corpus, random_batch, Corpus},
     eval,
     optim::{clip_grad_norm, lr_at, AdamW},
+    parallel,
     run::Run,
     rundir,
     tasks::Task,
@@ -188,6 +189,46 @@ impl Trainer {
         Ok(Trainer { args, model, opt, rng: Rng { state: state.rng_state }, source })
     }
 
+    /// Forward and backward of `batch`, leaving the batch's gradient in the parameters: on one
+    /// rank directly; on `--ranks N` shard by shard, each shard's gradients flattened into
+    /// buckets and all-reduced (`parallel.rs`). Returns the cross-entropy and the total
+    /// objective (scalars on the model's device) and each MoE layer's load.
+    fn gradients(&self, batch: &Batch) -> Result<(Tensor, Tensor, Vec<Vec<f64>>)> {
+        let n = self.args.ranks.max(1);
+        let plan = parallel::buckets(&self.opt.params, parallel::BUCKET_BYTES);
+        let (mut per_bucket, mut losses, mut totals) = (vec![Vec::new(); plan.len()], Vec::new(), Vec::new());
+        let mut load: Vec<Vec<f64>> = Vec::new();
+        for rank in 0..n {
+            let (ids, targets) = if n == 1 {
+                (batch.ids.clone(), batch.targets.clone())
+            } else {
+                (parallel::shard(&batch.ids, batch.rows, n, rank), parallel::shard(&batch.targets, batch.rows, n, rank))
+            };
+            let objective = self.model.objective(&ids, &targets, batch.rows / n, batch.len)?;
+            objective.total.backward()?;
+            for (layer, moe) in objective.moe.into_iter().enumerate() {
+                match load.get_mut(layer) {
+                    Some(sum) => sum.iter_mut().zip(&moe.load).for_each(|(s, l)| *s += l / n as f64),
+                    None => load.push(moe.load.iter().map(|l| l / n as f64).collect()),
+                }
+            }
+            if n == 1 {
+                return Ok((objective.cross_entropy, objective.total, load));
+            }
+            for (bucket, range) in per_bucket.iter_mut().zip(&plan) {
+                bucket.push(parallel::flatten(&self.opt.params, range.clone())?);
+            }
+            self.opt.params.iter().for_each(|p| p.tensor.zero_grad());
+            losses.push(objective.cross_entropy.detach());
+            totals.push(objective.total.detach());
+        }
+        let ranks = parallel::SimulatedRanks { n };
+        for (bucket, range) in per_bucket.iter().zip(&plan) {
+            parallel::unflatten(&self.opt.params, range.clone(), &ranks.all_reduce_mean(bucket)?)?;
+        }
+        Ok((ranks.all_reduce_mean(&losses)?, ranks.all_reduce_mean(&totals)?, load))
+    }
+
     /// The next training batch (advances the data sampler's RNG).
     pub fn next_batch(&mut self) -> Batch {
         let (ids, targets) = self.source.batch(&self.args, &mut self.rng);
@@ -200,16 +241,14 @@ impl Trainer {
     pub fn step(&mut self, batch: &Batch) -> Result<StepStats> {
         let (args, step) = (&self.args, self.opt.step);
         self.opt.lr = lr_at(step, args.warmup, args.decay_steps(), args.lr, args.lr * args.min_lr_frac);
-        let objective = self.model.objective(&batch.ids, &batch.targets, batch.rows, batch.len)?;
-        objective.total.backward()?;
+        let (cross_entropy, total, expert_load) = self.gradients(batch)?;
         let grad_norm = clip_grad_norm(&self.opt.params, args.grad_clip)?;
         // The step's one read back to the host: the losses and the gradient norm together.
-        let aux = objective.total.sub(&objective.cross_entropy)?;
-        let mut scalars = vec![objective.cross_entropy.reshape(&[1])?, aux.reshape(&[1])?];
+        let aux = total.sub(&cross_entropy)?;
+        let mut scalars = vec![cross_entropy.reshape(&[1])?, aux.reshape(&[1])?];
         scalars.extend(grad_norm.map(|n| n.reshape(&[1])).transpose()?);
         let values = Tensor::concat(&scalars.iter().collect::<Vec<_>>(), 0)?.to_vec_f64()?;
         let (loss, aux_loss, grad_norm) = (values[0], values[1], values.get(2).copied().unwrap_or(0.0));
-        let expert_load = objective.moe.into_iter().map(|layer| layer.load).collect();
         if !loss.is_finite() {
             return Err(self.stopped(step + 1, format!("the loss is {loss}")));
         }
@@ -326,6 +365,25 @@ mod tests {
 
     fn weights(model: &MambaLM) -> Vec<u64> {
         model.named_parameters().iter().flat_map(|(_, p)| p.to_vec_f64().unwrap()).map(f64::to_bits).collect()
+    }
+
+    /// The all-reduced gradient of 2 shards is the whole batch's, parameter by parameter
+    /// (before clipping and AdamW, which would hide a wrong scale), and so is the loss.
+    #[test]
+    fn two_ranks_give_the_whole_batch_gradient() {
+        let grads = |ranks: usize| {
+            let mut trainer = Trainer::new(&tiny("5")).unwrap();
+            trainer.args.ranks = ranks;
+            let batch = trainer.next_batch();
+            let (loss, _, _) = trainer.gradients(&batch).unwrap();
+            let g: Vec<f64> =
+                trainer.opt.params.iter().flat_map(|p| p.tensor.grad().unwrap().to_vec_f64().unwrap()).collect();
+            (loss.item().unwrap(), g)
+        };
+        let ((loss1, g1), (loss2, g2)) = (grads(1), grads(2));
+        assert!((loss1 - loss2).abs() < 1e-6 * loss1, "{loss1} vs {loss2}");
+        let worst = g1.iter().zip(&g2).map(|(a, b)| (a - b).abs() / a.abs().max(1e-3)).fold(0.0, f64::max);
+        assert!(worst < 1e-4, "gradients differ by {worst:e}");
     }
 
     /// Two steps from `seed`, checking that each changes the weights.
