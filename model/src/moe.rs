@@ -100,7 +100,8 @@ impl Moe<Tensor> {
             ids.iter().enumerate().for_each(|(i, &t)| slots_of[t].push(slots + i));
             slots += ids.len();
             let gate = p.narrow(1, e, 1)?.embedding(&ids, &[ids.len()])?; // (n_e, 1)
-            outs.push(expert.forward(&xs.embedding(&ids, &[ids.len()])?)?.mul(&gate)?); // (n_e, d)
+            outs.push(expert.forward(&xs.embedding(&ids, &[ids.len()])?)?.mul(&gate)?);
+            // (n_e, d)
         }
         outs.push(Tensor::zeros(&[1, d], xs.dtype(), xs.device())?); // slot S: no choice
         let table = Tensor::concat(&outs.iter().collect::<Vec<_>>(), 0)?; // (S + 1, d)

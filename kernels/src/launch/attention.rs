@@ -62,7 +62,9 @@ impl AttentionDims {
         ensure(d.head_dim <= ATTENTION_MAX_HEAD_DIM, kernel, || {
             format!("head_dim = {} is more than {ATTENTION_MAX_HEAD_DIM}", d.head_dim)
         })?;
-        ensure(d.start + d.lq <= d.lk, kernel, || format!("queries up to {} need as many keys, got {}", d.start + d.lq, d.lk))?;
+        ensure(d.start + d.lq <= d.lk, kernel, || {
+            format!("queries up to {} need as many keys, got {}", d.start + d.lq, d.lk)
+        })?;
         ensure(d.batch * d.heads <= 65535, kernel, || "batch x heads must be at most 65535".into())?;
         let null = DevicePointer::null();
         Ok(AttentionParams {
@@ -155,7 +157,9 @@ impl Gpu {
         const K: &str = "attention_forward_f32";
         let d = a.dims;
         let mut p = d.params(K)?;
-        for (name, len, want) in [("q", a.q.len(), d.q_len()), ("k", a.k.len(), d.kv_len()), ("v", a.v.len(), d.kv_len())] {
+        for (name, len, want) in
+            [("q", a.q.len(), d.q_len()), ("k", a.k.len(), d.kv_len()), ("v", a.v.len(), d.kv_len())]
+        {
             check_len(K, name, len, want)?;
         }
         check_len(K, "out", a.out.len(), d.q_len())?;
