@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The `mamba` CLI's GPU paths, on the lent GPU machine (stage/ carried): a tiny run, eval and
-# generate on cuda, a hybrid (jamba-tiny) and MoE-Mamba trained, resumed and sampled on cuda, the size check against the GPU's free memory, and what --device cuda says
-# without a visible GPU. Prints each command's output; exits non-zero if one misbehaves.
+# generate on cuda, a hybrid (jamba-tiny) and MoE-Mamba trained, stopped, resumed and sampled
+# on cuda, the size check against the GPU's free memory, and what --device cuda says without
+# a visible GPU. Prints each command's output; exits non-zero if one misbehaves.
 set -uo pipefail
 m=stage/mamba
 d=$(mktemp -d)

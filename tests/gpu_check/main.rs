@@ -6,8 +6,8 @@
 //! One module per kernel file with its own timing table (`kernels/cu/<name>.cu` ->
 //! `<name>.rs` here), each with a `run(&mut Check)`, listed once in `kernel_checks!`; then
 //! `ops` (every op unit's cases through the engine, CPU vs GPU: a new op is covered there
-//! without a module here), `dtypes` (bf16 storage and conversions) and `train`. Build here
-//! and run there: see docs/GPU.md.
+//! without a module here), `vision` (the whole Vision Mamba model, CPU vs GPU), `dtypes`
+//! (bf16 storage and conversions) and `train`. Build here and run there: see docs/GPU.md.
 
 /// Declares the kernel-file check modules and runs them in this order.
 macro_rules! kernel_checks {
