@@ -312,7 +312,8 @@ fn simulated_ranks_reach_the_weights_of_one_rank() {
     let weights = |ranks: &str| {
         let dir = scratch(&format!("ranks-{ranks}"));
         let mut flags = TINY.to_vec();
-        flags[5] = "4"; // --batch 4
+        let batch = flags.iter().position(|f| *f == "--batch").expect("TINY sets --batch");
+        flags[batch + 1] = "4";
         flags.extend(["--steps", "20", "--warmup", "3", "--ranks", ranks, "--out", dir.to_str().unwrap()]);
         let losses = train(&args(&flags)).unwrap().losses;
         let model = checkpoint::load_model(&dir.join("checkpoint")).unwrap();

@@ -330,17 +330,24 @@ fn check_train_on(args: &TrainArgs, available: Available) -> Result<()> {
     };
     let cfg = args.model_config(vocab);
     let len_name = len_flag.split(' ').next().unwrap_or_default();
-    let batch_fix = format!("lower --batch or {len_name}");
+    let batch_fix = format!("lower --batch or {len_name}, or raise --ranks");
+    let ranks = args.ranks.max(1);
     Plan {
         cfg: &cfg,
-        copies: 4,
-        rows: args.batch,
+        // weights, gradients, AdamW's two moments; with ranks, the running sum of the
+        // gradients and one rank's flattened bucket
+        copies: if ranks > 1 { 6 } else { 4 },
+        // the ranks run one after another: one shard's activations at a time
+        rows: args.batch / ranks,
         len,
         scan_chunk: args.scan_chunk,
         recompute: args.recompute,
         model: format!("--d-model {} x --n-layer {}", args.d_model, args.n_layer),
         model_fix: "lower --d-model or --n-layer",
-        batch: format!("--batch {} x {len_flag}", args.batch),
+        batch: match ranks {
+            1 => format!("--batch {} x {len_flag}", args.batch),
+            _ => format!("--batch {} / --ranks {ranks} x {len_flag}", args.batch),
+        },
         batch_fix: &batch_fix,
     }
     .check(available)
@@ -430,13 +437,25 @@ mod tests {
         }
     }
 
+    /// The ranks run one after another, so a batch that fits only a shard at a time is
+    /// accepted with enough of them.
+    #[test]
+    fn ranks_count_one_shard_of_activations() {
+        let big = ["--batch", "4096"];
+        let msg = refused(&big, Available::Cpu(GB));
+        assert!(msg.starts_with("--batch 4096 x --seq-len 128 needs about "), "{msg}");
+        check_train_on(&args(&[&big[..], &["--ranks", "64"]].concat()), Available::Cpu(GB)).unwrap();
+        let msg = refused(&[&big[..], &["--ranks", "2"]].concat(), Available::Cpu(GB));
+        assert!(msg.starts_with("--batch 4096 / --ranks 2 x --seq-len 128 needs about "), "{msg}");
+    }
+
     #[test]
     fn too_large_for_the_memory_names_the_flag_to_lower() {
         let msg = refused(&["--batch", "1000000000000"], Available::Cpu(22 * GB));
         assert!(msg.starts_with("--batch 1000000000000 x --seq-len 128 needs about "), "{msg}");
         assert!(
             msg.contains(" EB for activations")
-                && msg.ends_with("22 GB of memory is available: lower --batch or --seq-len"),
+                && msg.ends_with("22 GB of memory is available: lower --batch or --seq-len, or raise --ranks"),
             "{msg}"
         );
         let msg = refused(&["--d-model", "1000000"], Available::Gpu(80 * GB));
@@ -447,7 +466,10 @@ mod tests {
             "{msg}"
         );
         let msg = refused(&["--task", "induction-heads", "--task-len", "1000000"], Available::Cpu(GB));
-        assert!(msg.contains("--task-len 1000000") && msg.ends_with("lower --batch or --task-len"), "{msg}");
+        assert!(
+            msg.contains("--task-len 1000000") && msg.ends_with("lower --batch or --task-len, or raise --ranks"),
+            "{msg}"
+        );
         // an unknown amount still refuses what no process can address
         let msg = refused(&["--n-layer", "6000000000000"], Available::Unknown);
         assert!(msg.ends_with("a process can address at most 9.2 EB: lower --d-model or --n-layer"), "{msg}");

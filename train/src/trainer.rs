@@ -21,7 +21,7 @@ use crate::{
     Error, Result,
 };
 use mamba_engine::{DType, Rng, Tensor};
-use mamba_model::MambaLM;
+use mamba_model::{MambaLM, Objective};
 use std::path::{Path, PathBuf};
 
 /// What a run did, for callers and tests.
@@ -190,43 +190,46 @@ impl Trainer {
     }
 
     /// Forward and backward of `batch`, leaving the batch's gradient in the parameters: on one
-    /// rank directly; on `--ranks N` shard by shard, each shard's gradients flattened into
-    /// buckets and all-reduced (`parallel.rs`). Returns the cross-entropy and the total
-    /// objective (scalars on the model's device) and each MoE layer's load.
+    /// rank directly; on `--ranks N` shard by shard, each shard's gradients added into
+    /// buckets and averaged (the all-reduce of `parallel.rs`). Returns the cross-entropy and
+    /// the total objective (scalars on the model's device) and each MoE layer's load.
     fn gradients(&self, batch: &Batch) -> Result<(Tensor, Tensor, Vec<Vec<f64>>)> {
         let n = self.args.ranks.max(1);
-        let plan = parallel::buckets(&self.opt.params, parallel::BUCKET_BYTES);
-        let (mut per_bucket, mut losses, mut totals) = (vec![Vec::new(); plan.len()], Vec::new(), Vec::new());
-        let mut load: Vec<Vec<f64>> = Vec::new();
+        let loads = |o: &Objective| o.moe.iter().map(|layer| layer.load.clone()).collect::<Vec<_>>();
+        if n == 1 {
+            let objective = self.model.objective(&batch.ids, &batch.targets, batch.rows, batch.len)?;
+            objective.total.backward()?;
+            let load = loads(&objective);
+            return Ok((objective.cross_entropy, objective.total, load));
+        }
+        let mut ranks = parallel::SimulatedRanks::new(n, &self.opt.params)?;
+        let (mut cross_entropy, mut total, mut load): (Option<Tensor>, Option<Tensor>, Vec<Vec<f64>>) =
+            (None, None, Vec::new());
+        let add = |sum: Option<Tensor>, x: &Tensor| -> Result<Tensor> {
+            let x = x.detach().mul_scalar(1.0 / n as f64)?;
+            Ok(match sum {
+                None => x,
+                Some(s) => s.add(&x)?,
+            })
+        };
         for rank in 0..n {
-            let (ids, targets) = if n == 1 {
-                (batch.ids.clone(), batch.targets.clone())
-            } else {
-                (parallel::shard(&batch.ids, batch.rows, n, rank), parallel::shard(&batch.targets, batch.rows, n, rank))
-            };
+            let ids = parallel::shard(&batch.ids, batch.rows, n, rank)?;
+            let targets = parallel::shard(&batch.targets, batch.rows, n, rank)?;
             let objective = self.model.objective(&ids, &targets, batch.rows / n, batch.len)?;
             objective.total.backward()?;
-            for (layer, moe) in objective.moe.into_iter().enumerate() {
+            ranks.add_rank(&self.opt.params)?;
+            cross_entropy = Some(add(cross_entropy, &objective.cross_entropy)?);
+            total = Some(add(total, &objective.total)?);
+            for (layer, shard_load) in loads(&objective).into_iter().enumerate() {
                 match load.get_mut(layer) {
-                    Some(sum) => sum.iter_mut().zip(&moe.load).for_each(|(s, l)| *s += l / n as f64),
-                    None => load.push(moe.load.iter().map(|l| l / n as f64).collect()),
+                    Some(sum) => sum.iter_mut().zip(&shard_load).for_each(|(s, l)| *s += l / n as f64),
+                    None => load.push(shard_load.iter().map(|l| l / n as f64).collect()),
                 }
             }
-            if n == 1 {
-                return Ok((objective.cross_entropy, objective.total, load));
-            }
-            for (bucket, range) in per_bucket.iter_mut().zip(&plan) {
-                bucket.push(parallel::flatten(&self.opt.params, range.clone())?);
-            }
-            self.opt.params.iter().for_each(|p| p.tensor.zero_grad());
-            losses.push(objective.cross_entropy.detach());
-            totals.push(objective.total.detach());
         }
-        let ranks = parallel::SimulatedRanks { n };
-        for (bucket, range) in per_bucket.iter().zip(&plan) {
-            parallel::unflatten(&self.opt.params, range.clone(), &ranks.all_reduce_mean(bucket)?)?;
-        }
-        Ok((ranks.all_reduce_mean(&losses)?, ranks.all_reduce_mean(&totals)?, load))
+        ranks.finish(&self.opt.params)?;
+        let none = || Error::Settings("no rank ran".into());
+        Ok((cross_entropy.ok_or_else(none)?, total.ok_or_else(none)?, load))
     }
 
     /// The next training batch (advances the data sampler's RNG).

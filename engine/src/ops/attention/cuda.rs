@@ -3,30 +3,18 @@
 
 use super::AttentionDims;
 use crate::cuda::args::{elems, new_f32, run, Slice};
-use crate::{
-    error::{Error, Result},
-    Device, Tensor,
-};
+use crate::{error::Result, Tensor};
 use mamba_kernels::launch::{
     AttentionBackward, AttentionDims as KDims, AttentionForward, ATTENTION_MAX_HEAD_DIM,
 };
 
 const OP: &str = "attention";
 
-/// The sizes as the launchers take them, after checking the kernels' head_dim limit.
-fn kernel_dims(d: AttentionDims) -> Result<KDims> {
-    if d.head_dim > ATTENTION_MAX_HEAD_DIM {
-        return Err(Error::Device {
-            op: OP,
-            device: Device::Cuda,
-            msg: format!(
-                "the GPU attention kernels take head_dim <= {ATTENTION_MAX_HEAD_DIM}, got {}: use more heads of fewer channels, or the CPU",
-                d.head_dim
-            ),
-        });
-    }
+/// The sizes as the launchers take them (`attention` sends wider heads elsewhere).
+fn kernel_dims(d: AttentionDims) -> KDims {
+    const _: () = assert!(super::GPU_MAX_HEAD_DIM == ATTENTION_MAX_HEAD_DIM);
     let AttentionDims { batch, heads, kv_heads, lq, lk, head_dim, start, scale } = d;
-    Ok(KDims { batch, heads, kv_heads, lq, lk, head_dim, start, scale: scale as f32 })
+    KDims { batch, heads, kv_heads, lq, lk, head_dim, start, scale: scale as f32 }
 }
 
 fn slices(ins: &[&Tensor]) -> Result<Vec<Slice>> {
@@ -35,7 +23,7 @@ fn slices(ins: &[&Tensor]) -> Result<Vec<Slice>> {
 
 /// Twin of `cpu::attention_forward` on contiguous `[q, k, v]`: `(o, lse)`.
 pub(super) fn attention_forward(d: AttentionDims, ins: &[&Tensor]) -> Result<(Tensor, Tensor)> {
-    let dims = kernel_dims(d)?;
+    let dims = kernel_dims(d);
     let x = slices(ins)?;
     let (o, mut out) = new_f32(OP, ins[0].shape())?;
     let (lse, mut lse_s) = new_f32(OP, &[d.batch, d.heads, d.lq])?;
@@ -46,7 +34,7 @@ pub(super) fn attention_forward(d: AttentionDims, ins: &[&Tensor]) -> Result<(Te
 
 /// Twin of `cpu::attention_backward` on contiguous `[q, k, v, o, lse, dout]`: `[dq, dk, dv]`.
 pub(super) fn attention_backward(d: AttentionDims, ins: &[&Tensor]) -> Result<Vec<Tensor>> {
-    let dims = kernel_dims(d)?;
+    let dims = kernel_dims(d);
     let x = slices(ins)?;
     let (_delta, mut delta) = new_f32(OP, &[d.batch, d.heads, d.lq])?;
     let (dq, mut dq_s) = new_f32(OP, ins[0].shape())?;

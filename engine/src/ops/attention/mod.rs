@@ -45,10 +45,18 @@ pub use cpu::AttentionDims;
 
 const OP: &str = "attention";
 
+/// The widest head the GPU kernels take (`ATTENTION_MAX_HEAD_DIM` of the kernels crate).
+pub const GPU_MAX_HEAD_DIM: usize = 128;
+
 /// `q (b, h, Lq, d)`, `k, v (b, g, Lk, d)` -> `o (b, h, Lq, d)`: causal softmax attention
 /// with queries at positions `start..start + Lq` (see the module docs).
+/// The GPU kernels take head_dim up to [`GPU_MAX_HEAD_DIM`]; wider heads on the GPU go
+/// through [`attention_composed`], which stores the scores.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, start: usize) -> Result<Tensor> {
     let dims = dims_of(q, k, v, scale, start)?;
+    if q.device() == crate::Device::Cuda && dims.head_dim > GPU_MAX_HEAD_DIM {
+        return attention_composed(q, k, v, scale, start);
+    }
     let ins: Vec<Tensor> = [q, k, v].iter().map(|t| t.contiguous()).collect::<Result<_>>()?;
     let (o, lse) = run(&Forward(dims), &[&ins[0], &ins[1], &ins[2]])?;
     let saved = [&ins[0], &ins[1], &ins[2], &o, &lse];
@@ -82,10 +90,13 @@ fn dims_of(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, start: usize) -> Resu
     if kv_heads == 0 || heads % kv_heads != 0 {
         return invalid(OP, format!("the key/value heads ({kv_heads}) must divide the query heads ({heads})"));
     }
-    if start + lq > lk {
+    if head_dim == 0 {
+        return invalid(OP, "head_dim is 0: every head needs at least one channel");
+    }
+    if start.checked_add(lq).is_none_or(|end| end > lk) {
         return invalid(
             OP,
-            format!("queries at positions {start}..{} need keys up to there, got {lk} keys", start + lq),
+            format!("queries at positions {start}..{start}+{lq} need keys up to there, got {lk} keys"),
         );
     }
     if !scale.is_finite() {
@@ -219,7 +230,10 @@ mod tests {
         assert!(matches!(attention(&x[0], &x[1], &x[2], 1.0, 0), Err(Error::Invalid { .. })));
         let x = inputs([1, 2, 4, 2], [1, 2, 4, 2], &mut rng);
         assert!(matches!(attention(&x[0], &x[1], &x[2], 1.0, 1), Err(Error::Invalid { .. })));
-        assert!(matches!(attention(&x[0], &x[0], &x[2], 1.0, 0), Ok(_)));
+        assert!(attention(&x[0], &x[0], &x[2], 1.0, 0).is_ok());
+        let empty = inputs([1, 2, 4, 0], [1, 2, 4, 0], &mut rng);
+        assert!(matches!(attention(&empty[0], &empty[1], &empty[2], 1.0, 0), Err(Error::Invalid { .. })));
+        assert!(matches!(attention(&x[0], &x[1], &x[2], 1.0, usize::MAX), Err(Error::Invalid { .. })));
         let k3 = x[1].reshape(&[2, 4, 2]).unwrap();
         assert!(matches!(attention(&x[0], &k3, &x[2], 1.0, 0), Err(Error::Rank { .. })));
     }
