@@ -133,3 +133,45 @@ fn moe_cfg_errors_name_the_key() {
     out_of_range.moe_layer_idx = vec![2];
     assert!(out_of_range.validate().unwrap_err().to_string().contains("moe_layer_idx"));
 }
+
+/// Top 2 of 4 experts with a capacity of one token each (so choices are dropped) and an
+/// expert that no token reaches (its router row far below the others for positive inputs):
+/// the gradient check of the gathered path, and the idle expert gets no gradient at all.
+#[test]
+fn top_two_with_drops_and_an_idle_expert_check_in_f64() {
+    let cfg = json!({"num_experts": 4, "top_k": 2, "capacity_factor": 0.5, "d_expert": 2});
+    let model = MambaLM::new(config(cfg), DType::F64, 6).unwrap();
+    let m = moe(&model);
+    let x = Tensor::rand_uniform(&[1, 4, 16], 0.1, 1.5, DType::F64, &mut Rng::new(7));
+    let mut router = m.router.to_vec_f64().unwrap();
+    router[3 * 16..].iter_mut().for_each(|w| *w = -5.0); // expert 3: logit < -8 for every token
+    let router = Tensor::from_f64(&router, &[4, 16], DType::F64).unwrap();
+    let mut inputs = vec![x, router];
+    inputs.extend(m.experts[..3].iter().flat_map(|e| [e.fc1.clone(), e.fc2.clone()]));
+    let layer_of = |t: &[Tensor]| {
+        let mut experts: Vec<GatedMlp> = (0..3)
+            .map(|e| GatedMlp { hidden: m.experts[e].hidden, fc1: t[2 + 2 * e].clone(), fc2: t[3 + 2 * e].clone() })
+            .collect();
+        experts.push(GatedMlp {
+            hidden: m.experts[3].hidden,
+            fc1: m.experts[3].fc1.clone(),
+            fc2: m.experts[3].fc2.clone(),
+        });
+        Moe { cfg: m.cfg.clone(), router: t[1].clone(), experts }
+    };
+    let f = |t: &[Tensor]| {
+        let (y, stats) = layer_of(t)
+            .forward(&t[0], true)
+            .map_err(|e| mamba_engine::Error::Invalid { op: "moe", msg: e.to_string() })?;
+        assert!(stats.dropped > 0.0 && stats.load[3] == 0.0, "drops {} load {:?}", stats.dropped, stats.load);
+        y.sum_all()?.add(&stats.aux_loss.mul_scalar(100.0)?)
+    };
+    let report = gradcheck::check(f, &inputs, Default::default()).unwrap();
+    assert!(report.checked > 0);
+    // the idle expert, as a leaf: no gradient reaches it
+    let idle = m.experts[3].fc1.detach().requires_grad();
+    let mut layer = layer_of(&inputs);
+    layer.experts[3].fc1 = idle.clone();
+    layer.forward(&inputs[0], true).unwrap().0.sum_all().unwrap().backward().unwrap();
+    assert!(idle.grad().is_none(), "an expert without tokens does no work");
+}
