@@ -331,3 +331,20 @@ fn simulated_ranks_reach_the_weights_of_one_rank() {
         assert!(diff / norm < 1e-5 && worst_loss < 1e-5, "ranks {ranks}: {:e} {worst_loss:e}", diff / norm);
     }
 }
+
+/// --ranks with MoE layers: each shard is routed on its own (so the result is not one rank's),
+/// and the reduction copes with experts that got tokens on one rank only: the run trains with
+/// finite losses.
+#[test]
+fn simulated_ranks_train_moe_mamba() {
+    let dir = scratch("ranks-moe");
+    let mut flags = TINY.to_vec();
+    let batch = flags.iter().position(|f| *f == "--batch").expect("TINY sets --batch");
+    flags[batch + 1] = "4";
+    let out = dir.to_str().unwrap();
+    flags.extend(["--preset", "moe-mamba-tiny", "--steps", "4", "--ranks", "2", "--out", out]);
+    let losses = train(&args(&flags)).unwrap().losses;
+    assert_eq!(losses.len(), 4);
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}

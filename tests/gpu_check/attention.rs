@@ -75,6 +75,16 @@ pub fn run(c: &mut Check) -> Res<()> {
         let (fwd, both) = if timed { timings(c, &x)? } else { (f64::NAN, f64::NAN) };
         let err = rel_norm(&got[0], &want[0]);
         c.rows.push(Row { kernel: format!("{name} out (norm)"), err, ok: err <= ATTENTION_TOL, us: fwd, rate: f64::NAN });
+        // no atomics: a second GPU run gives the same bits
+        let again = side(&x, start, Device::Cuda)?;
+        let repeats = got.iter().zip(&again).all(|(a, b)| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()));
+        c.rows.push(Row {
+            kernel: format!("{name} repeats bit for bit"),
+            err: if repeats { 0.0 } else { f64::INFINITY },
+            ok: repeats,
+            us: f64::NAN,
+            rate: f64::NAN,
+        });
         let errs: Vec<f64> = (1..4).map(|i| rel_norm(&got[i], &want[i])).collect();
         println!("{name} (start {start}): gradient errors (norm) q {:.1e}, k {:.1e}, v {:.1e}", errs[0], errs[1], errs[2]);
         let worst = errs.iter().copied().fold(0.0, f64::max);
