@@ -21,6 +21,7 @@ pub mod error;
 pub mod gradcheck;
 pub mod ledger;
 pub mod ops;
+pub mod precision;
 pub mod replay;
 pub mod rng;
 pub mod shape;

@@ -41,6 +41,8 @@
 //                         ddt = (xdx + A dalpha) sigmoid(dt + dt_bias); dA += dt' dalpha; d(dt_bias)
 // The launcher zeroes what is accumulated with atomics (xdx, da, kdot, dA, dB, dC, dD, d(dt_bias)),
 // whose last bits then vary from run to run.
+// Every tile kernel exists as NAME_f32 (3xTF32: f32 accuracy) and NAME_tf32 (one tf32 pass, the
+// reference's precision), chosen by `precision::set_tf32` (see SSD_TILE_KERNEL).
 //
 // Checked without a GPU by kernels/tools/emu/ssd.sh (these kernels on the CPU, one OS thread per
 // CUDA thread, mma.sync emulated lane by lane, against a float64 recurrence); on the GPU by
@@ -116,6 +118,7 @@ struct SsdSmem {
     float m[SSD_T][SSD_T + 1];   // a masked (Q, Q) tile
     float dt[SSD_MAX_CHUNK];     // dt' of the chunk's steps (0 past its end)
     float cum[SSD_MAX_CHUNK];    // a_i (a_{q-1} past its end)
+    float w[SSD_MAX_CHUNK];      // a per-step weight of the chunk-state products
     float warp[SSD_WARPS];
 };
 
@@ -200,7 +203,7 @@ struct Tf32 {
 // consecutive k (the operand is contiguous along k), else consecutive rows / columns. The next
 // k-slice is loaded into registers while the tensor cores work on this one. Every thread must
 // call it; it starts and ends synchronised.
-template <bool A_KFAST, bool B_KFAST, int KT = SSD_KT, class FA, class FB>
+template <bool EXACT, bool A_KFAST, bool B_KFAST, int KT = SSD_KT, class FA, class FB>
 __device__ __forceinline__ void mma_tile(float (&acc)[4][4], int K, SsdSmem& sm, FA fa, FB fb) {
     constexpr int PER = SSD_T * KT / SSD_THREADS;  // elements of each operand per thread
     const int tid = threadIdx.x, lane = tid % 32, g = lane / 4, t = lane % 4;
@@ -241,9 +244,10 @@ __device__ __forceinline__ void mma_tile(float (&acc)[4][4], int K, SsdSmem& sm,
                     float &c0 = acc[2 * mi][2 * ni], &c1 = acc[2 * mi][2 * ni + 1];
                     float &c2 = acc[2 * mi + 1][2 * ni], &c3 = acc[2 * mi + 1][2 * ni + 1];
                     const Tf32(&y)[2] = b[ni];
-                    // the small terms first
-                    mma_tf32(c0, c1, c2, c3, a[0].lo, a[1].lo, a[2].lo, a[3].lo, y[0].hi, y[1].hi);
-                    mma_tf32(c0, c1, c2, c3, a[0].hi, a[1].hi, a[2].hi, a[3].hi, y[0].lo, y[1].lo);
+                    if constexpr (EXACT) {  // the small terms first
+                        mma_tf32(c0, c1, c2, c3, a[0].lo, a[1].lo, a[2].lo, a[3].lo, y[0].hi, y[1].hi);
+                        mma_tf32(c0, c1, c2, c3, a[0].hi, a[1].hi, a[2].hi, a[3].hi, y[0].lo, y[1].lo);
+                    }  // (else the lo halves are dead code: the compiler drops them)
                     mma_tf32(c0, c1, c2, c3, a[0].hi, a[1].hi, a[2].hi, a[3].hi, y[0].hi, y[1].hi);
                 }
             }
@@ -329,20 +333,41 @@ struct TileIndex {
     }
 };
 
+// Each tile kernel comes twice: NAME_f32 makes its products at f32 accuracy (3xTF32) and
+// NAME_tf32 in one tf32 pass (10-bit mantissas in, f32 accumulation: ~1e-3 relative, the
+// precision of PyTorch's allow_tf32 and of the reference's Triton kernels for f32 inputs). The
+// body is a template on E (exact); the launcher picks the kernel by the op's precision.
+#define SSD_TILE_KERNEL(name, blocks, ...)                                                                 \
+    template <bool E>                                                                                     \
+    __device__ __forceinline__ void name##_body(const SsdParams& p) {                                     \
+        __VA_ARGS__;                                                                                      \
+    }                                                                                                     \
+    extern "C" __global__ void __launch_bounds__(SSD_THREADS, blocks) name##_f32(const __grid_constant__ SsdParams p) { \
+        name##_body<true>(p);                                                                             \
+    }                                                                                                     \
+    extern "C" __global__ void __launch_bounds__(SSD_THREADS, blocks) name##_tf32(const __grid_constant__ SsdParams p) { \
+        name##_body<false>(p);                                                                            \
+    }
+
 // ------------------------------------------------------------------ C B^T, once per group
 // Grid (nc * tiles(Q)^2, g, b): cb[b, c, g, i, j] = C_i . B_j for the chunk's causal tiles (j's
 // tile <= i's); the tiles above the diagonal are never read. Every head of the group reuses it.
-extern "C" __global__ void __launch_bounds__(SSD_THREADS, 3) ssd_chunk_cb_f32(const __grid_constant__ SsdParams p) {
+template <bool EXACT>
+__device__ void chunk_cb(const SsdParams& p) {
     __shared__ SsdSmem sm;
     const TileIndex ti(p.chunk, p.chunk);
     const int b = blockIdx.z, g = blockIdx.y, t0 = ti.c * p.chunk, q = min(p.chunk, p.len - t0);
     if (ti.s0 > ti.r0 || ti.r0 >= q) return;  // above the diagonal, or past the short last chunk
     const auto row = [&](int t) { return (((long long)b * p.len + t0 + t) * p.groups + g) * p.state; };
+    // the operands' first rows, their stride along t, and how many rows are left
+    const float *cs = p.Cm + row(ti.r0), *bs = p.Bm + row(ti.s0);
+    const int rs = p.groups * p.state;  // the stride along t (Q rs fits an int: the launcher checks)
+    const int rl = q - ti.r0, sl = q - ti.s0;
     float acc[4][4];
     zero_tile(acc);
-    mma_tile<true, true>(
-        acc, p.state, sm, [&](int r, int n) { return ti.r0 + r < q ? p.Cm[row(ti.r0 + r) + n] : 0.0f; },
-        [&](int n, int s) { return ti.s0 + s < q ? p.Bm[row(ti.s0 + s) + n] : 0.0f; });
+    mma_tile<EXACT, true, true>(
+        acc, p.state, sm, [&](int r, int n) { return r < rl ? cs[r * rs + n] : 0.0f; },
+        [&](int n, int s) { return s < sl ? bs[s * rs + n] : 0.0f; });
     float* dst = p.cb + (((long long)b * p.n_chunks + ti.c) * p.groups + g) * p.chunk * p.chunk;
 #pragma unroll
     for (int u = 0; u < 4; ++u)
@@ -352,30 +377,30 @@ extern "C" __global__ void __launch_bounds__(SSD_THREADS, 3) ssd_chunk_cb_f32(co
             if (i < q && j < q) dst[(long long)i * p.chunk + j] = acc[u][v];
         }
 }
+SSD_TILE_KERNEL(ssd_chunk_cb, 3, chunk_cb<E>(p))
 
 // ------------------------------------------------------------------ chunk states (forward, backward)
 // DSTATE false: states[c] = sum_j exp(a_Q - a_j) dt'_j x_j B_j^T  (rows p, columns n).
 // DSTATE true:  dstates[c] = sum_i exp(a_i) dy_i C_i^T.
-template <bool DSTATE>
+template <bool DSTATE, bool EXACT>
 __device__ void chunk_state(const SsdParams& p) {
     __shared__ SsdSmem sm;
     const TileIndex ti(p.headdim, p.state);
     const SsdBlock k(p, ti.c);
     chunk_prefix(p, k, sm);
-    const float* xs = DSTATE ? (p.z ? p.dy : p.dout) : p.x;
-    const float* bs = DSTATE ? p.Cm : p.Bm;
     const float a_q = sm.cum[k.q - 1];
+    const int t = threadIdx.x;  // each step's weight once, not once per channel
+    if (t < k.q) sm.w[t] = DSTATE ? expf(sm.cum[t]) : expf(a_q - sm.cum[t]) * sm.dt[t];
+    __syncthreads();
+    const float* xs = (DSTATE ? (p.z ? p.dy : p.dout) : p.x) + k.xrow(p, k.t0) + ti.r0;
+    const float* bs = (DSTATE ? p.Cm : p.Bm) + k.bcrow(p, k.t0) + ti.s0;
+    const int xst = p.heads * p.headdim, bst = p.groups * p.state;  // strides along t
+    const int rl = p.headdim - ti.r0, sl = p.state - ti.s0;
     float acc[4][4];
     zero_tile(acc);
-    mma_tile<false, false>(
-        acc, k.q, sm,
-        [&](int r, int j) {
-            const int pc = ti.r0 + r;
-            if (pc >= p.headdim) return 0.0f;
-            const float w = DSTATE ? expf(sm.cum[j]) : expf(a_q - sm.cum[j]) * sm.dt[j];
-            return xs[k.xrow(p, k.t0 + j) + pc] * w;
-        },
-        [&](int j, int s) { return ti.s0 + s < p.state ? bs[k.bcrow(p, k.t0 + j) + ti.s0 + s] : 0.0f; });
+    mma_tile<EXACT, false, false>(
+        acc, k.q, sm, [&](int r, int j) { return r < rl ? xs[j * xst + r] * sm.w[j] : 0.0f; },
+        [&](int j, int s) { return s < sl ? bs[j * bst + s] : 0.0f; });
     float* dst = (DSTATE ? p.dstates : p.states) + k.state_at(p);
 #pragma unroll
     for (int u = 0; u < 4; ++u)
@@ -387,13 +412,8 @@ __device__ void chunk_state(const SsdParams& p) {
     if (ti.r0 == 0 && ti.s0 == 0 && threadIdx.x == 0) p.decay[k.bh(p, p.n_chunks) + k.c] = a_q;
 }
 
-extern "C" __global__ void __launch_bounds__(SSD_THREADS, 3) ssd_chunk_state_f32(const __grid_constant__ SsdParams p) {
-    chunk_state<false>(p);
-}
-
-extern "C" __global__ void __launch_bounds__(SSD_THREADS, 3) ssd_chunk_dstate_f32(const __grid_constant__ SsdParams p) {
-    chunk_state<true>(p);
-}
+SSD_TILE_KERNEL(ssd_chunk_state, 3, chunk_state<false, E>(p))
+SSD_TILE_KERNEL(ssd_chunk_dstate, 3, chunk_state<true, E>(p))
 
 // ------------------------------------------------------------------ the passes over chunks
 // One thread per state element walks the chunks in order. The loop carries the state, so the
@@ -479,20 +499,22 @@ extern "C" __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_dstate_pass_f32
 // ------------------------------------------------------------------ the chunk's output
 // Y tile (rows i, columns p) = exp(a_i) C_i S_in^T + sum_{j <= i} [exp(a_i - a_j) dt'_j C_i . B_j] x_j,
 // then y = Y + D x. GRAD false: out = y silu(z) (or y). GRAD true: dy = dout silu(z), dz.
-template <bool GRAD>
+template <bool GRAD, bool EXACT>
 __device__ void chunk_out(const SsdParams& p) {
     __shared__ SsdSmem sm;
     const TileIndex ti(p.chunk, p.headdim);
     const SsdBlock k(p, ti.c);
     if (ti.r0 >= k.q) return;  // a row tile past the short last chunk
     chunk_prefix(p, k, sm);
-    const float* s_in = p.states + k.state_at(p);
+    const float* s_in = p.states + k.state_at(p) + (long long)ti.s0 * p.state;
+    const float* cs = p.Cm + k.bcrow(p, k.t0 + ti.r0);
+    const int xst = p.heads * p.headdim, bst = p.groups * p.state;  // strides along t
+    const int rl = k.q - ti.r0, sl = p.headdim - ti.s0;
     float acc[4][4];
     zero_tile(acc);
-    const auto c_rows = [&](int r, int n) { return ti.r0 + r < k.q ? p.Cm[k.bcrow(p, k.t0 + ti.r0 + r) + n] : 0.0f; };
-    mma_tile<true, true, SSD_KT_WIDE>(acc, p.state, sm, c_rows, [&](int n, int s) {
-        return ti.s0 + s < p.headdim ? s_in[(long long)(ti.s0 + s) * p.state + n] : 0.0f;
-    });
+    mma_tile<EXACT, true, true, SSD_KT_WIDE>(
+        acc, p.state, sm, [&](int r, int n) { return r < rl ? cs[r * bst + n] : 0.0f; },
+        [&](int n, int s) { return s < sl ? s_in[s * p.state + n] : 0.0f; });
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
         const float e = expf(sm.cum[min(ti.r0 + tile_row(u), SSD_MAX_CHUNK - 1)]);
@@ -501,11 +523,11 @@ __device__ void chunk_out(const SsdParams& p) {
     }
     for (int j0 = 0; j0 <= ti.r0; j0 += SSD_T) {
         mask_cb<true, true>(p, k, ti.r0, j0, sm);
-        mma_tile<true, false, SSD_KT_WIDE>(
+        const float* xs = p.x + k.xrow(p, k.t0 + j0) + ti.s0;
+        const int jl = k.q - j0;
+        mma_tile<EXACT, true, false, SSD_KT_WIDE>(
             acc, SSD_T, sm, [&](int r, int j) { return sm.m[r][j]; },
-            [&](int j, int s) {
-                return j0 + j < k.q && ti.s0 + s < p.headdim ? p.x[k.xrow(p, k.t0 + j0 + j) + ti.s0 + s] : 0.0f;
-            });
+            [&](int j, int s) { return j < jl && s < sl ? xs[j * xst + s] : 0.0f; });
     }
 #pragma unroll
     for (int u = 0; u < 4; ++u)
@@ -525,31 +547,29 @@ __device__ void chunk_out(const SsdParams& p) {
         }
 }
 
-extern "C" __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_out_f32(const __grid_constant__ SsdParams p) {
-    chunk_out<false>(p);
-}
-
-extern "C" __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_gate_grad_f32(const __grid_constant__ SsdParams p) {
-    chunk_out<true>(p);
-}
+SSD_TILE_KERNEL(ssd_chunk_out, 2, chunk_out<false, E>(p))
+SSD_TILE_KERNEL(ssd_chunk_gate_grad, 2, chunk_out<true, E>(p))
 
 // ------------------------------------------------------------------ backward: dX' and dx
 // dX' tile (rows j, columns p) = exp(a_Q - a_j) B_j dS_end^T + sum_{i >= j} [exp(a_i - a_j) B_j . C_i] dy_i;
 // dx = dt'_j dX' + D dy; xdx[t] += x_j . dX'_j; dD += dy . x.
-extern "C" __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_dx_f32(const __grid_constant__ SsdParams p) {
+template <bool EXACT>
+__device__ void chunk_dx(const SsdParams& p) {
     __shared__ SsdSmem sm;
     const TileIndex ti(p.chunk, p.headdim);
     const SsdBlock k(p, ti.c);
     if (ti.r0 >= k.q) return;
     chunk_prefix(p, k, sm);
-    const float* ds_end = p.dstates + k.state_at(p);
+    const float* ds_end = p.dstates + k.state_at(p) + (long long)ti.s0 * p.state;
     const float* dys = p.z ? p.dy : p.dout;
+    const float* bs = p.Bm + k.bcrow(p, k.t0 + ti.r0);
+    const int xst = p.heads * p.headdim, bst = p.groups * p.state;  // strides along t
+    const int rl = k.q - ti.r0, sl = p.headdim - ti.s0;
     float acc[4][4];
     zero_tile(acc);
-    const auto b_rows = [&](int r, int n) { return ti.r0 + r < k.q ? p.Bm[k.bcrow(p, k.t0 + ti.r0 + r) + n] : 0.0f; };
-    mma_tile<true, true, SSD_KT_WIDE>(acc, p.state, sm, b_rows, [&](int n, int s) {
-        return ti.s0 + s < p.headdim ? ds_end[(long long)(ti.s0 + s) * p.state + n] : 0.0f;
-    });
+    mma_tile<EXACT, true, true, SSD_KT_WIDE>(
+        acc, p.state, sm, [&](int r, int n) { return r < rl ? bs[r * bst + n] : 0.0f; },
+        [&](int n, int s) { return s < sl ? ds_end[s * p.state + n] : 0.0f; });
     const float a_q = sm.cum[k.q - 1];
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
@@ -559,11 +579,11 @@ extern "C" __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_dx_f32(co
     }
     for (int i0 = ti.r0; i0 < k.q; i0 += SSD_T) {
         mask_cb<false, false>(p, k, ti.r0, i0, sm);
-        mma_tile<true, false, SSD_KT_WIDE>(
+        const float* ys = dys + k.xrow(p, k.t0 + i0) + ti.s0;
+        const int il = k.q - i0;
+        mma_tile<EXACT, true, false, SSD_KT_WIDE>(
             acc, SSD_T, sm, [&](int r, int i) { return sm.m[r][i]; },
-            [&](int i, int s) {
-                return i0 + i < k.q && ti.s0 + s < p.headdim ? dys[k.xrow(p, k.t0 + i0 + i) + ti.s0 + s] : 0.0f;
-            });
+            [&](int i, int s) { return i < il && s < sl ? ys[i * xst + s] : 0.0f; });
     }
     float dd = 0.0f;
 #pragma unroll
@@ -585,6 +605,7 @@ extern "C" __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_dx_f32(co
     }
     warp_atomic_add(p.dD + k.hh, dd);
 }
+SSD_TILE_KERNEL(ssd_chunk_dx, 2, chunk_dx<E>(p))
 
 // ------------------------------------------------------------------ backward: dC and dB
 // The gradient of C (DB false; tile rows i) or of B (DB true; rows j), columns n:
@@ -592,7 +613,7 @@ extern "C" __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_dx_f32(co
 //   dB_j = exp(a_Q - a_j) dt'_j x_j^T dS_end + sum_{i >= j} [exp(a_i - a_j) dt'_j x_j . dy_i] C_i;
 //          da[t_j] -= B_j . dB_j;  kdot[c] += sum_j B_j . (the first term)
 // added into dC / dB with atomics (the heads of a group share B and C).
-template <bool DB>
+template <bool DB, bool EXACT>
 __device__ void chunk_dbc(const SsdParams& p) {
     __shared__ SsdSmem sm;
     const TileIndex ti(p.chunk, p.state);
@@ -602,15 +623,17 @@ __device__ void chunk_dbc(const SsdParams& p) {
     const float* dys = p.z ? p.dy : p.dout;
     const float* rows = DB ? p.x : dys;  // the tile's rows, and what they meet in the (Q, Q) product
     const float* meets = DB ? dys : p.x;
-    const float* state = (DB ? p.dstates : p.states) + k.state_at(p);  // dS_end or S_in
-    const float* own = DB ? p.Bm : p.Cm;                                // whose gradient this is
+    const float* state = (DB ? p.dstates : p.states) + k.state_at(p) + ti.s0;  // dS_end or S_in
+    const float* own = DB ? p.Bm : p.Cm;                                        // whose gradient this is
     const float* other = DB ? p.Cm : p.Bm;
+    const float* rp = rows + k.xrow(p, k.t0 + ti.r0);
+    const int xst = p.heads * p.headdim, bst = p.groups * p.state;  // strides along t
+    const int rl = k.q - ti.r0, sl = p.state - ti.s0;
     float acc[4][4], m[4][4];
     zero_tile(acc);
-    const auto row_of = [&](int r, int pc) { return ti.r0 + r < k.q ? rows[k.xrow(p, k.t0 + ti.r0 + r) + pc] : 0.0f; };
-    mma_tile<true, false>(acc, p.headdim, sm, row_of, [&](int pc, int s) {
-        return ti.s0 + s < p.state ? state[(long long)pc * p.state + ti.s0 + s] : 0.0f;
-    });
+    const auto row_of = [&](int r, int pc) { return r < rl ? rp[r * xst + pc] : 0.0f; };
+    mma_tile<EXACT, true, false>(acc, p.headdim, sm, row_of,
+                                 [&](int pc, int s) { return s < sl ? state[pc * p.state + s] : 0.0f; });
     const float a_q = sm.cum[k.q - 1];
     float kd = 0.0f;
 #pragma unroll
@@ -627,15 +650,16 @@ __device__ void chunk_dbc(const SsdParams& p) {
     if (DB) warp_atomic_add(p.kdot + k.bh(p, p.n_chunks) + k.c, kd);
     // the other step's tiles: j <= i for dC, i >= j for dB
     for (int o0 = DB ? ti.r0 : 0; DB ? o0 < k.q : o0 <= ti.r0; o0 += SSD_T) {
+        const float* ms = meets + k.xrow(p, k.t0 + o0);
+        const float* os = other + k.bcrow(p, k.t0 + o0) + ti.s0;
+        const int ol = k.q - o0;
         zero_tile(m);
-        mma_tile<true, true>(m, p.headdim, sm, row_of,
-                             [&](int pc, int s) { return o0 + s < k.q ? meets[k.xrow(p, k.t0 + o0 + s) + pc] : 0.0f; });
+        mma_tile<EXACT, true, true>(m, p.headdim, sm, row_of,
+                                    [&](int pc, int s) { return s < ol ? ms[s * xst + pc] : 0.0f; });
         mask_tile<!DB, true>(m, ti.r0, o0, k.q, sm);
-        mma_tile<true, false>(
+        mma_tile<EXACT, true, false>(
             acc, SSD_T, sm, [&](int r, int o) { return sm.m[r][o]; },
-            [&](int o, int s) {
-                return o0 + o < k.q && ti.s0 + s < p.state ? other[k.bcrow(p, k.t0 + o0 + o) + ti.s0 + s] : 0.0f;
-            });
+            [&](int o, int s) { return o < ol && s < sl ? os[o * bst + s] : 0.0f; });
     }
     float* grad = DB ? p.dB : p.dC;
 #pragma unroll
@@ -655,13 +679,8 @@ __device__ void chunk_dbc(const SsdParams& p) {
     }
 }
 
-extern "C" __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_dc_f32(const __grid_constant__ SsdParams p) {
-    chunk_dbc<false>(p);
-}
-
-extern "C" __global__ void __launch_bounds__(SSD_THREADS, 2) ssd_chunk_db_f32(const __grid_constant__ SsdParams p) {
-    chunk_dbc<true>(p);
-}
+SSD_TILE_KERNEL(ssd_chunk_dc, 2, chunk_dbc<false, E>(p))
+SSD_TILE_KERNEL(ssd_chunk_db, 2, chunk_dbc<true, E>(p))
 
 // ------------------------------------------------------------------ backward: the decays
 // Grid (nc, h, b), thread i = step i of the chunk: dalpha_i = sum_{k >= i} da_k (+ kdot[c], which

@@ -7,8 +7,8 @@
 //! 0.84 ms and 6.18 ms (fp32, H200). d_state 128 and (b 1, L 65536) are timed only.
 
 use crate::{rel_norm, Check, Res, Row};
-use mamba_engine::ops::ssd::{ssd, ssd_args, ssd_both, ssd_inputs, SsdShape};
 use mamba_engine::ledger::{human, saved_in_graph};
+use mamba_engine::ops::ssd::{ssd, ssd_args, ssd_both, ssd_inputs, SsdShape};
 use mamba_engine::{DType, Device, Rng, Tensor};
 
 /// Gradients are long f32 sums taken in other orders (and by atomics) on the two sides.
@@ -39,10 +39,6 @@ fn summed_error(got: &[f32], want: &[f32], ddt: &[f32]) -> f64 {
     worst.fold(0.0, f64::max)
 }
 
-fn row(kernel: String, err: f64, us: f64) -> Row {
-    Row { kernel, err, ok: err <= SSD_TOL, us, rate: f64::NAN }
-}
-
 /// Forward and forward + backward on the GPU, in microseconds; prints what the forward's graph
 /// keeps for backward (the ledger, on the GPU) under `name`.
 fn timings(c: &Check, name: &str, x: &[Tensor], options: (bool, bool), chunk: usize) -> Res<(f64, f64)> {
@@ -70,6 +66,11 @@ fn timings(c: &Check, name: &str, x: &[Tensor], options: (bool, bool), chunk: us
     Ok((fwd, both))
 }
 
+/// The two precisions of the tile products (`precision::set_tf32`), each with its tolerance:
+/// f32-accurate (3xTF32) and one tf32 pass (10-bit mantissas: ~1e-3 relative in the products,
+/// which long gradient sums carry to a few 1e-3).
+const PRECISIONS: [(bool, &str, f64); 2] = [(false, "", SSD_TOL), (true, " tf32", 1e-2)];
+
 pub fn run(c: &mut Check) -> Res<()> {
     let names = ["x", "dt", "A", "B", "C", "D", "dt_bias", "z", "init"];
     let checked: [(SsdShape, usize, bool); 2] =
@@ -86,28 +87,50 @@ pub fn run(c: &mut Check) -> Res<()> {
         let packed = b * l * h * p + b * h * p * n;
         let seed = Tensor::rand_uniform(&[packed], -1.0, 1.0, DType::F32, &mut Rng::new(c.rng.next_u64()));
         let want = side(&x, &seed, options, chunk, Device::Cpu)?;
-        let got = side(&x, &seed, options, chunk, Device::Cuda)?;
-        let name = format!("ssd {b}x{l}x{h}x{p} g{g} n{n}/{chunk}");
-        let (fwd, both) = if timed { timings(c, &name, &x, options, chunk)? } else { (f64::NAN, f64::NAN) };
-        c.rows.push(row(format!("{name} out+last (norm)"), rel_norm(&got[0], &want[0]), fwd));
-        // got[1..] in input order: x, dt, A, B, C, D, dt_bias, ...
-        let errs: Vec<f64> = (1..got.len())
-            .map(|i| if i == 7 { summed_error(&got[7], &want[7], &want[2]) } else { rel_norm(&got[i], &want[i]) })
-            .collect();
-        let worst = errs.iter().copied().fold(0.0, f64::max);
-        let each: Vec<String> = errs.iter().zip(names).map(|(e, n)| format!("{n} {e:.1e}")).collect();
-        println!("{name}: gradient errors (norm; dt_bias: over its terms) {}", each.join(", "));
-        c.rows.push(row(format!("{name} fwd+bwd grads (norm)"), worst, both));
+        for (tf32, tag, tol) in PRECISIONS {
+            mamba_engine::precision::set_tf32(tf32);
+            let got = side(&x, &seed, options, chunk, Device::Cuda)?;
+            let name = format!("ssd {b}x{l}x{h}x{p} g{g} n{n}/{chunk}{tag}");
+            let (fwd, both) = if timed { timings(c, &name, &x, options, chunk)? } else { (f64::NAN, f64::NAN) };
+            let out_err = rel_norm(&got[0], &want[0]);
+            c.rows.push(Row {
+                kernel: format!("{name} out+last (norm)"),
+                err: out_err,
+                ok: out_err <= tol,
+                us: fwd,
+                rate: f64::NAN,
+            });
+            // got[1..] in input order: x, dt, A, B, C, D, dt_bias, ...
+            let errs: Vec<f64> = (1..got.len())
+                .map(|i| if i == 7 { summed_error(&got[7], &want[7], &want[2]) } else { rel_norm(&got[i], &want[i]) })
+                .collect();
+            let worst = errs.iter().copied().fold(0.0, f64::max);
+            let each: Vec<String> = errs.iter().zip(names).map(|(e, n)| format!("{n} {e:.1e}")).collect();
+            println!("{name}: gradient errors (norm; dt_bias: over its terms) {}", each.join(", "));
+            let kernel = format!("{name} fwd+bwd grads (norm)");
+            c.rows.push(Row { kernel, err: worst, ok: worst <= tol, us: both, rate: f64::NAN });
+        }
+        mamba_engine::precision::set_tf32(false);
     }
     if !c.timing {
         return Ok(());
     }
     for ((b, l, h, p, g, n), chunk) in [((8, 2048, 24, 64, 1, 128), 256), ((1, 65536, 24, 64, 1, 64), 256)] {
         let x = ssd_inputs((b, l, h, p, g, n), DType::F32, &mut Rng::new(c.rng.next_u64()));
-        let name = format!("ssd {b}x{l}x{h}x{p} g{g} n{n}/{chunk}");
-        let (fwd, both) = timings(c, &name, &x[..8], (true, false), chunk)?;
-        c.rows.push(Row { kernel: format!("{name} fwd (timed)"), err: 0.0, ok: true, us: fwd, rate: f64::NAN });
-        c.rows.push(Row { kernel: format!("{name} fwd+bwd (timed)"), err: 0.0, ok: true, us: both, rate: f64::NAN });
+        for (tf32, tag, _) in PRECISIONS {
+            mamba_engine::precision::set_tf32(tf32);
+            let name = format!("ssd {b}x{l}x{h}x{p} g{g} n{n}/{chunk}{tag}");
+            let (fwd, both) = timings(c, &name, &x[..8], (true, false), chunk)?;
+            c.rows.push(Row { kernel: format!("{name} fwd (timed)"), err: 0.0, ok: true, us: fwd, rate: f64::NAN });
+            c.rows.push(Row {
+                kernel: format!("{name} fwd+bwd (timed)"),
+                err: 0.0,
+                ok: true,
+                us: both,
+                rate: f64::NAN,
+            });
+        }
+        mamba_engine::precision::set_tf32(false);
     }
     Ok(())
 }

@@ -13,7 +13,8 @@ const SSD_T: usize = 64;
 pub const SSD_MAX_CHUNK: usize = 256;
 
 /// The sizes of an SSD scan: `heads` of `headdim` channels, `groups` of B and C (dividing
-/// `heads`), `state` values per channel, `chunk` steps per chunk.
+/// `heads`), `state` values per channel, `chunk` steps per chunk; and the precision of its
+/// products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SsdDims {
     pub batch: usize,
@@ -23,6 +24,20 @@ pub struct SsdDims {
     pub groups: usize,
     pub state: usize,
     pub chunk: usize,
+    /// Make the tile products in one tf32 pass (the `_tf32` kernels: ~1e-3 relative, as
+    /// PyTorch's allow_tf32 and the reference's Triton kernels), not at f32 accuracy (3xTF32).
+    pub tf32: bool,
+}
+
+/// The name of a tile kernel of cu/ssd.cu in the dims' precision: `NAME_tf32` or `NAME_f32`.
+macro_rules! tile_kernel {
+    ($d:expr, $name:literal) => {
+        if $d.tf32 {
+            concat!($name, "_tf32")
+        } else {
+            concat!($name, "_f32")
+        }
+    };
 }
 
 impl SsdDims {
@@ -71,6 +86,9 @@ impl SsdDims {
             format!("groups = {} must divide heads = {}", d.groups, d.heads)
         })?;
         ensure(d.heads <= 65535 && d.batch <= 65535, kernel, || "heads and batch must be at most 65535".into())?;
+        // the tile kernels index a chunk's rows and a state with 32-bit offsets
+        let widest = (d.chunk * d.heads.max(1) * d.headdim).max(d.chunk * d.groups * d.state).max(d.headdim * d.state);
+        to_i32(kernel, "chunk x heads x headdim (or chunk x groups x state)", widest)?;
         Ok([
             to_i32(kernel, "batch", d.batch)?,
             to_i32(kernel, "len", d.len)?,
@@ -323,13 +341,13 @@ impl Gpu {
         self.ssd_cb(p, d)?;
         let state_flops = dense_flops(d, d.headdim, d.state);
         let cost = Cost::f32s(blhp + blgn + d.states()).with_flops(state_flops);
-        self.ssd_launch("ssd_chunk_state_f32", d.tiles(d.headdim, d.state), p, cost)?;
+        self.ssd_launch(tile_kernel!(d, "ssd_chunk_state"), d.tiles(d.headdim, d.state), p, cost)?;
         let cost = Cost::f32s(2 * d.states() + 2 * d.bhpn()).with_flops(2.0 * d.states() as f64);
         self.ssd_launch("ssd_state_pass_f32", d.per_state(), p, cost)?;
         let zs = if x.z.is_some() { blhp } else { 0 };
         let flops = causal_flops(d, 0, d.headdim) + state_flops;
         let cost = Cost::f32s(2 * blhp + zs + blgn + d.states() + d.cb_reads()).with_flops(flops);
-        self.ssd_launch("ssd_chunk_out_f32", d.tiles(d.chunk, d.headdim), p, cost)
+        self.ssd_launch(tile_kernel!(d, "ssd_chunk_out"), d.tiles(d.chunk, d.headdim), p, cost)
     }
 
     /// C B^T of every chunk and group into `p.cb` (its causal tiles).
@@ -338,7 +356,7 @@ impl Gpu {
         let grid = ((d.n_chunks() * t * t) as u32, d.groups as u32, d.batch as u32);
         let flops = causal_flops(d, d.state, 0) * (d.groups as f64 / d.heads as f64);
         let cost = Cost::f32s(2 * d.blgn() + d.cb_len() / 2).with_flops(flops);
-        self.ssd_launch("ssd_chunk_cb_f32", grid, p, cost)
+        self.ssd_launch(tile_kernel!(d, "ssd_chunk_cb"), grid, p, cost)
     }
 
     /// SSD backward — twin of `ops::ssd::cpu_backward::ssd_backward` ([`SsdBackward`]). All
@@ -393,18 +411,18 @@ impl Gpu {
         self.ssd_cb(p, d)?;
         if gate {
             let cost = Cost::f32s(5 * blhp + blgn + states + cb_reads).with_flops(y_flops);
-            self.ssd_launch("ssd_chunk_gate_grad_f32", d.tiles(d.chunk, d.headdim), p, cost)?;
+            self.ssd_launch(tile_kernel!(d, "ssd_chunk_gate_grad"), d.tiles(d.chunk, d.headdim), p, cost)?;
         }
         let cost = Cost::f32s(blhp + blgn + states).with_flops(state_flops);
-        self.ssd_launch("ssd_chunk_dstate_f32", d.tiles(d.headdim, d.state), p, cost)?;
+        self.ssd_launch(tile_kernel!(d, "ssd_chunk_dstate"), d.tiles(d.headdim, d.state), p, cost)?;
         let cost = Cost::f32s(3 * states + 2 * d.bhpn()).with_flops(4.0 * states as f64);
         self.ssd_launch("ssd_dstate_pass_f32", d.per_state(), p, cost)?;
         let cost = Cost::f32s(3 * blhp + blgn + states + cb_reads).with_flops(y_flops);
-        self.ssd_launch("ssd_chunk_dx_f32", d.tiles(d.chunk, d.headdim), p, cost)?;
+        self.ssd_launch(tile_kernel!(d, "ssd_chunk_dx"), d.tiles(d.chunk, d.headdim), p, cost)?;
         let bc_flops = causal_flops(d, d.headdim, d.state) + state_flops;
         let cost = Cost::f32s(2 * blhp + 3 * blgn + states).with_flops(bc_flops);
-        self.ssd_launch("ssd_chunk_dc_f32", d.tiles(d.chunk, d.state), p, cost)?;
-        self.ssd_launch("ssd_chunk_db_f32", d.tiles(d.chunk, d.state), p, cost)?;
+        self.ssd_launch(tile_kernel!(d, "ssd_chunk_dc"), d.tiles(d.chunk, d.state), p, cost)?;
+        self.ssd_launch(tile_kernel!(d, "ssd_chunk_db"), d.tiles(d.chunk, d.state), p, cost)?;
         let per = d.batch * d.heads * d.len;
         let cost = Cost::f32s(5 * per).with_flops(10.0 * per as f64);
         self.ssd_launch("ssd_chunk_finish_f32", (d.n_chunks() as u32, d.heads as u32, d.batch as u32), p, cost)

@@ -38,9 +38,10 @@ fn inputs_of(x: &[Slice], has_z: bool, has_init: bool) -> SsdInputs<'_> {
     SsdInputs { x: &x[0], dt: &x[1], a: &x[2], bm: &x[3], cm: &x[4], d_skip: &x[5], dt_bias: &x[6], z, init }
 }
 
+/// The kernels' sizes, and their products' precision from `precision::tf32`.
 fn kernel_dims(d: SsdDims) -> KSsdDims {
     let SsdDims { batch, len, heads, headdim, groups, state, chunk } = d;
-    KSsdDims { batch, len, heads, headdim, groups, state, chunk }
+    KSsdDims { batch, len, heads, headdim, groups, state, chunk, tf32: crate::precision::tf32() }
 }
 
 /// Twin of `cpu::ssd_forward`: `(packed, chunk_states)`, `packed` holding `out` then
