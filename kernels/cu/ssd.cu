@@ -110,12 +110,24 @@ __device__ __forceinline__ void mma_tf32(float& c0, float& c1, float& c2, float&
         : "r"(__float_as_uint(a0)), "r"(__float_as_uint(a1)), "r"(__float_as_uint(a2)), "r"(__float_as_uint(a3)),
           "r"(__float_as_uint(b0)), "r"(__float_as_uint(b1)));
 }
+// Asynchronous copies global -> shared (cp.async, sm_80+): `bytes` of the 16 (or 4) are read,
+// the rest of the destination zero-filled; ssd_cp_async_wait waits for all of this thread's.
+__device__ __forceinline__ void ssd_cp_async16(float* dst, const float* src, int bytes) {
+    const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void ssd_cp_async4(float* dst, const float* src, int bytes) {
+    const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(d), "l"(src), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void ssd_cp_async_wait() { asm volatile("cp.async.wait_all;" ::: "memory"); }
 #endif
 
 struct SsdSmem {
     float a[SSD_KT_WIDE][SSD_T + 8];  // k-slice of the left operand, as (k, row); the stride of 72
     float b[SSD_KT_WIDE][SSD_T + 8];  // (8 mod 32 banks) makes the fragment loads conflict-free
-    float m[SSD_T][SSD_T + 1];   // a masked (Q, Q) tile
+    float m[SSD_T][SSD_T + 4];        // a masked (Q, Q) tile, (row, k): stride 68 (4 mod 32 banks)
+    alignas(16) float bt[SSD_T][SSD_T + 8];  // the 64 x 64 operand it meets, (k, column), by cp.async
     float dt[SSD_MAX_CHUNK];     // dt' of the chunk's steps (0 past its end)
     float cum[SSD_MAX_CHUNK];    // a_i (a_{q-1} past its end)
     float w[SSD_MAX_CHUNK];      // a per-step weight of the chunk-state products
@@ -198,6 +210,33 @@ struct Tf32 {
     }
 };
 
+// One k-step of 8 of the warp's 32 x 16 part of a tile: acc += A (rows, 8) B (8, columns), the
+// fragments read through sa(row, k) and sb(k, column) (k < 8, tile coordinates), each split
+// into tf32 hi + lo when EXACT (3xTF32: lo hi + hi lo + hi hi), else hi alone (one pass).
+template <bool EXACT, class SA, class SB>
+__device__ __forceinline__ void mma_step(float (&acc)[4][4], SA sa, SB sb) {
+    const int tid = threadIdx.x, lane = tid % 32, g = lane / 4, t = lane % 4;
+    const int wr = 32 * (tid / 128), wc = 16 * (tid / 32 % 4);
+    const Tf32 b[2][2] = {{Tf32(sb(t, wc + g)), Tf32(sb(t + 4, wc + g))},
+                          {Tf32(sb(t, wc + 8 + g)), Tf32(sb(t + 4, wc + 8 + g))}};
+#pragma unroll
+    for (int mi = 0; mi < 2; ++mi) {
+        const int r = wr + 16 * mi + g;
+        const Tf32 a[4] = {Tf32(sa(r, t)), Tf32(sa(r + 8, t)), Tf32(sa(r, t + 4)), Tf32(sa(r + 8, t + 4))};
+#pragma unroll
+        for (int ni = 0; ni < 2; ++ni) {
+            float &c0 = acc[2 * mi][2 * ni], &c1 = acc[2 * mi][2 * ni + 1];
+            float &c2 = acc[2 * mi + 1][2 * ni], &c3 = acc[2 * mi + 1][2 * ni + 1];
+            const Tf32(&y)[2] = b[ni];
+            if constexpr (EXACT) {  // the small terms first
+                mma_tf32(c0, c1, c2, c3, a[0].lo, a[1].lo, a[2].lo, a[3].lo, y[0].hi, y[1].hi);
+                mma_tf32(c0, c1, c2, c3, a[0].hi, a[1].hi, a[2].hi, a[3].hi, y[0].lo, y[1].lo);
+            }  // (else the lo halves are dead code: the compiler drops them)
+            mma_tf32(c0, c1, c2, c3, a[0].hi, a[1].hi, a[2].hi, a[3].hi, y[0].hi, y[1].hi);
+        }
+    }
+}
+
 // acc (this thread's 16 values of a 64 x 64 tile, layout above) += sum_{k < K} fa(row, k)
 // fb(k, col), staged KT values of k at a time (KT <= SSD_KT_WIDE). fa / fb return 0 outside the operand. A_KFAST / B_KFAST: consecutive threads load
 // consecutive k (the operand is contiguous along k), else consecutive rows / columns. The next
@@ -206,8 +245,7 @@ struct Tf32 {
 template <bool EXACT, bool A_KFAST, bool B_KFAST, int KT = SSD_KT, class FA, class FB>
 __device__ __forceinline__ void mma_tile(float (&acc)[4][4], int K, SsdSmem& sm, FA fa, FB fb) {
     constexpr int PER = SSD_T * KT / SSD_THREADS;  // elements of each operand per thread
-    const int tid = threadIdx.x, lane = tid % 32, g = lane / 4, t = lane % 4;
-    const int wr = 32 * (tid / 128), wc = 16 * (tid / 32 % 4);
+    const int tid = threadIdx.x;
     float ra[PER], rb[PER];
     const auto fetch = [&](int k0) {
 #pragma unroll
@@ -231,27 +269,8 @@ __device__ __forceinline__ void mma_tile(float (&acc)[4][4], int K, SsdSmem& sm,
         const auto& sa = sm.a;
         const auto& sb = sm.b;
 #pragma unroll
-        for (int ks = 0; ks < KT; ks += 8) {
-            const Tf32 b[2][2] = {{Tf32(sb[ks + t][wc + g]), Tf32(sb[ks + t + 4][wc + g])},
-                                  {Tf32(sb[ks + t][wc + 8 + g]), Tf32(sb[ks + t + 4][wc + 8 + g])}};
-#pragma unroll
-            for (int mi = 0; mi < 2; ++mi) {
-                const int r = wr + 16 * mi + g;
-                const Tf32 a[4] = {Tf32(sa[ks + t][r]), Tf32(sa[ks + t][r + 8]), Tf32(sa[ks + t + 4][r]),
-                                   Tf32(sa[ks + t + 4][r + 8])};
-#pragma unroll
-                for (int ni = 0; ni < 2; ++ni) {
-                    float &c0 = acc[2 * mi][2 * ni], &c1 = acc[2 * mi][2 * ni + 1];
-                    float &c2 = acc[2 * mi + 1][2 * ni], &c3 = acc[2 * mi + 1][2 * ni + 1];
-                    const Tf32(&y)[2] = b[ni];
-                    if constexpr (EXACT) {  // the small terms first
-                        mma_tf32(c0, c1, c2, c3, a[0].lo, a[1].lo, a[2].lo, a[3].lo, y[0].hi, y[1].hi);
-                        mma_tf32(c0, c1, c2, c3, a[0].hi, a[1].hi, a[2].hi, a[3].hi, y[0].lo, y[1].lo);
-                    }  // (else the lo halves are dead code: the compiler drops them)
-                    mma_tf32(c0, c1, c2, c3, a[0].hi, a[1].hi, a[2].hi, a[3].hi, y[0].hi, y[1].hi);
-                }
-            }
-        }
+        for (int ks = 0; ks < KT; ks += 8)
+            mma_step<EXACT>(acc, [&](int r, int k) { return sa[ks + k][r]; }, [&](int k, int c) { return sb[ks + k][c]; });
     };
     // (Two shared buffers with one barrier per slice measured slower than this: docs/SSD.md v4.)
     fetch(0);
@@ -264,6 +283,34 @@ __device__ __forceinline__ void mma_tile(float (&acc)[4][4], int K, SsdSmem& sm,
     }
 }
 
+// acc += sm.m (64 x 64, (row, k)) sm.bt (64 x 64, (k, column)): both operands already in shared
+// memory (v6: the masked tile is not restaged, the other operand came by cp.async), no barrier.
+template <bool EXACT>
+__device__ __forceinline__ void mma_smem(float (&acc)[4][4], const SsdSmem& sm) {
+#pragma unroll
+    for (int ks = 0; ks < SSD_T; ks += 8)
+        mma_step<EXACT>(acc, [&](int r, int k) { return sm.m[r][ks + k]; }, [&](int k, int c) { return sm.bt[ks + k][c]; });
+}
+
+// Start copying the 64 x 64 tile src[k * ld + c] (rows k < kl, columns c < cl; zeros elsewhere)
+// into sm.bt with cp.async: 16 bytes a copy when every row starts 16-byte aligned, else 4. The
+// caller waits (ssd_cp_async_wait) and synchronises before reading sm.bt.
+__device__ __forceinline__ void tile_async(SsdSmem& sm, const float* src, int ld, int kl, int cl) {
+    if (((reinterpret_cast<unsigned long long>(src) | (4ull * ld)) & 15) == 0) {
+        for (int e = threadIdx.x; e < SSD_T * SSD_T / 4; e += SSD_THREADS) {
+            const int k = e / (SSD_T / 4), c = e % (SSD_T / 4) * 4;
+            const int n = k < kl ? max(0, min(4, cl - c)) : 0;
+            ssd_cp_async16(&sm.bt[k][c], n > 0 ? src + k * ld + c : src, 4 * n);
+        }
+    } else {
+        for (int e = threadIdx.x; e < SSD_T * SSD_T; e += SSD_THREADS) {
+            const int k = e / SSD_T, c = e % SSD_T;
+            const bool in = k < kl && c < cl;
+            ssd_cp_async4(&sm.bt[k][c], in ? src + k * ld + c : src, in ? 4 : 0);
+        }
+    }
+}
+
 __device__ __forceinline__ void zero_tile(float (&acc)[4][4]) {
 #pragma unroll
     for (int u = 0; u < 4; ++u)
@@ -271,6 +318,8 @@ __device__ __forceinline__ void zero_tile(float (&acc)[4][4]) {
         for (int v = 0; v < 4; ++v) acc[u][v] = 0.0f;
 }
 
+// (mask_tile and mask_cb end without a barrier: the caller waits for its cp.async and then
+// synchronises once.)
 // m (a 64 x 64 tile of a (Q, Q) product, rows r0.., columns s0.., both chunk-local) masked to
 // the causal part and scaled, into sm.m. LOWER: keep column j <= row i (rows are the later step),
 // weight exp(a_i - a_j) * (DT ? dt'_j : 1); else keep column i >= row j (rows are the earlier
@@ -287,7 +336,6 @@ __device__ __forceinline__ void mask_tile(const float (&m)[4][4], int r0, int s0
             if (j <= i && i < q) w = m[u][v] * expf(sm.cum[i] - sm.cum[j]) * (DT ? sm.dt[j] : 1.0f);
             sm.m[tile_row(u)][tile_col(v)] = w;
         }
-    __syncthreads();
 }
 
 // As mask_tile, for the tile of C B^T (rows r0.., columns s0..) that ssd_chunk_cb_f32 wrote: LOWER
@@ -304,7 +352,6 @@ __device__ __forceinline__ void mask_cb(const SsdParams& p, const SsdBlock& k, i
         if (j <= i && i < k.q) w = cb[(long long)i * p.chunk + j] * expf(sm.cum[i] - sm.cum[j]) * (DT ? sm.dt[j] : 1.0f);
         sm.m[r][s] = w;
     }
-    __syncthreads();
 }
 
 // Sum over the 4 lanes of a warp that share a row of the tile (t = lane % 4); the tile's 4
@@ -522,12 +569,12 @@ __device__ void chunk_out(const SsdParams& p) {
         for (int v = 0; v < 4; ++v) acc[u][v] *= e;
     }
     for (int j0 = 0; j0 <= ti.r0; j0 += SSD_T) {
+        tile_async(sm, p.x + k.xrow(p, k.t0 + j0) + ti.s0, xst, k.q - j0, sl);  // x_j, while masking
         mask_cb<true, true>(p, k, ti.r0, j0, sm);
-        const float* xs = p.x + k.xrow(p, k.t0 + j0) + ti.s0;
-        const int jl = k.q - j0;
-        mma_tile<EXACT, true, false, SSD_KT_WIDE>(
-            acc, SSD_T, sm, [&](int r, int j) { return sm.m[r][j]; },
-            [&](int j, int s) { return j < jl && s < sl ? xs[j * xst + s] : 0.0f; });
+        ssd_cp_async_wait();
+        __syncthreads();
+        mma_smem<EXACT>(acc, sm);
+        __syncthreads();  // sm.m and sm.bt are rewritten next
     }
 #pragma unroll
     for (int u = 0; u < 4; ++u)
@@ -578,12 +625,12 @@ __device__ void chunk_dx(const SsdParams& p) {
         for (int v = 0; v < 4; ++v) acc[u][v] *= e;
     }
     for (int i0 = ti.r0; i0 < k.q; i0 += SSD_T) {
+        tile_async(sm, dys + k.xrow(p, k.t0 + i0) + ti.s0, xst, k.q - i0, sl);  // dy_i, while masking
         mask_cb<false, false>(p, k, ti.r0, i0, sm);
-        const float* ys = dys + k.xrow(p, k.t0 + i0) + ti.s0;
-        const int il = k.q - i0;
-        mma_tile<EXACT, true, false, SSD_KT_WIDE>(
-            acc, SSD_T, sm, [&](int r, int i) { return sm.m[r][i]; },
-            [&](int i, int s) { return i < il && s < sl ? ys[i * xst + s] : 0.0f; });
+        ssd_cp_async_wait();
+        __syncthreads();
+        mma_smem<EXACT>(acc, sm);
+        __syncthreads();
     }
     float dd = 0.0f;
 #pragma unroll
@@ -651,15 +698,16 @@ __device__ void chunk_dbc(const SsdParams& p) {
     // the other step's tiles: j <= i for dC, i >= j for dB
     for (int o0 = DB ? ti.r0 : 0; DB ? o0 < k.q : o0 <= ti.r0; o0 += SSD_T) {
         const float* ms = meets + k.xrow(p, k.t0 + o0);
-        const float* os = other + k.bcrow(p, k.t0 + o0) + ti.s0;
         const int ol = k.q - o0;
+        tile_async(sm, other + k.bcrow(p, k.t0 + o0) + ti.s0, bst, ol, sl);  // during the first product
         zero_tile(m);
         mma_tile<EXACT, true, true>(m, p.headdim, sm, row_of,
                                     [&](int pc, int s) { return s < ol ? ms[s * xst + pc] : 0.0f; });
         mask_tile<!DB, true>(m, ti.r0, o0, k.q, sm);
-        mma_tile<EXACT, true, false>(
-            acc, SSD_T, sm, [&](int r, int o) { return sm.m[r][o]; },
-            [&](int o, int s) { return o < ol && s < sl ? os[o * bst + s] : 0.0f; });
+        ssd_cp_async_wait();
+        __syncthreads();
+        mma_smem<EXACT>(acc, sm);
+        __syncthreads();
     }
     float* grad = DB ? p.dB : p.dC;
 #pragma unroll

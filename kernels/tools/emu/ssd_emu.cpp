@@ -4,6 +4,23 @@
 // tests/fixtures/reference/ssd.safetensors). Inputs are poisoned with NaN where the kernels must
 // write every element, as gpu-check does.
 #include "cuda_emu.h"
+#include <cstring>
+#include <functional>
+#include <vector>
+
+// cp.async: each thread's copies wait in a queue until it calls ssd_cp_async_wait (so a read
+// of the destination before the wait sees stale values, as it could on the GPU).
+inline thread_local std::vector<std::function<void()>> g_async;
+inline void ssd_cp_async16(float* dst, const float* src, int bytes) {
+    g_async.push_back([=] { std::memset(dst, 0, 16); std::memcpy(dst, src, bytes); });
+}
+inline void ssd_cp_async4(float* dst, const float* src, int bytes) {
+    g_async.push_back([=] { std::memset(dst, 0, 4); std::memcpy(dst, src, bytes); });
+}
+inline void ssd_cp_async_wait() {
+    for (auto& f : g_async) f();
+    g_async.clear();
+}
 #include SSD_CU
 #include <algorithm>
 #include <cstdint>
