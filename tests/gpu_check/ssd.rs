@@ -3,8 +3,10 @@
 //! together), as relative norms, at a shape with several tiles in every direction (p 70,
 //! n 66, chunk 130 over L 150: two chunks, the second short; a row tile past it), then at
 //! the benchmark shape (b 8, L 2048, 24 heads of 64, d_state 64, chunk 256, z) where
-//! forward and forward + backward are also timed against the reference Triton kernel's
-//! 0.84 ms and 6.18 ms (fp32, H200). d_state 128 and (b 1, L 65536) are timed only.
+//! forward and forward + backward are also timed (kernels/tools/ssd_ref.py times the
+//! reference's Triton kernel at the same shapes). d_state 128 and (b 1, L 65536) are timed
+//! only. Everything runs in both precisions of the tile products: f32-accurate (the default)
+//! and one tf32 pass (`precision::set_tf32`, rows marked tf32), each with its tolerance.
 
 use crate::{rel_norm, Check, Res, Row};
 use mamba_engine::ledger::{human, saved_in_graph};
@@ -71,6 +73,11 @@ fn timings(c: &Check, name: &str, x: &[Tensor], options: (bool, bool), chunk: us
 /// which long gradient sums carry to a few 1e-3).
 const PRECISIONS: [(bool, &str, f64); 2] = [(false, "", SSD_TOL), (true, " tf32", 1e-2)];
 
+/// dA's tolerance is 10x the others': dA = sum over every batch row and step of dt' dalpha, a
+/// sum with cancellation whose relative error depends on the draw (on the H200, same kernels,
+/// different seeds: 4e-7 to 8e-5 in f32, 1.6e-3 to 4e-2 in tf32); a wrong dA is off by O(1).
+const DA_SLACK: f64 = 10.0;
+
 pub fn run(c: &mut Check) -> Res<()> {
     let names = ["x", "dt", "A", "B", "C", "D", "dt_bias", "z", "init"];
     let checked: [(SsdShape, usize, bool); 2] =
@@ -104,9 +111,14 @@ pub fn run(c: &mut Check) -> Res<()> {
             let errs: Vec<f64> = (1..got.len())
                 .map(|i| if i == 7 { summed_error(&got[7], &want[7], &want[2]) } else { rel_norm(&got[i], &want[i]) })
                 .collect();
-            let worst = errs.iter().copied().fold(0.0, f64::max);
+            // errs[2] is dA's (see DA_SLACK)
+            let worst =
+                errs.iter().enumerate().map(|(i, &e)| if i == 2 { e / DA_SLACK } else { e }).fold(0.0, f64::max);
             let each: Vec<String> = errs.iter().zip(names).map(|(e, n)| format!("{n} {e:.1e}")).collect();
-            println!("{name}: gradient errors (norm; dt_bias: over its terms) {}", each.join(", "));
+            println!(
+                "{name}: gradient errors (norm; dt_bias: over its terms; dA / {DA_SLACK} counts) {}",
+                each.join(", ")
+            );
             let kernel = format!("{name} fwd+bwd grads (norm)");
             c.rows.push(Row { kernel, err: worst, ok: worst <= tol, us: both, rate: f64::NAN });
         }
