@@ -19,6 +19,7 @@ mod elementwise;
 mod embedding;
 mod flip;
 mod matmul;
+pub mod matmul_bf16;
 mod norm;
 mod pdl;
 mod profile;

@@ -89,6 +89,8 @@ inline int max(int a, int b) { return a > b ? a : b; }
 #include <math.h>
 
 inline long long g_blocks_run = 0;
+// Called before each block's threads start (mma_emu.h poisons the shared memory); may stay null.
+inline void (*g_block_start)() = nullptr;
 template <class P>
 void emu_launch(void (*kernel)(P), EmuDim3 grid, unsigned threads, const P& p) {
     gridDim = grid;
@@ -96,6 +98,7 @@ void emu_launch(void (*kernel)(P), EmuDim3 grid, unsigned threads, const P& p) {
     for (unsigned z = 0; z < grid.z; ++z)
         for (unsigned y = 0; y < grid.y; ++y)
             for (unsigned x = 0; x < grid.x; ++x) {
+                if (g_block_start) g_block_start();
                 std::barrier<> bar(threads);
                 std::vector<std::barrier<>*> wb;
                 for (unsigned w = 0; w < threads / 32; ++w) wb.push_back(new std::barrier<>(32));
