@@ -2,8 +2,9 @@
 //! and leaves the last checkpoint intact, synthetic tasks train and learn.
 
 use mamba_train::{
-    checkpoint,
-    trainer::{train, TrainArgs},
+    checkpoint, gpus,
+    parallel::{threads::Threads, Collective},
+    trainer::{train, TrainArgs, Trainer},
 };
 use std::path::PathBuf;
 
@@ -347,4 +348,92 @@ fn simulated_ranks_train_moe_mamba() {
     assert_eq!(losses.len(), 4);
     assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The weights of a model, in declaration order.
+fn weights_of(model: &mamba_model::MambaLM) -> Vec<f64> {
+    model.named_parameters().iter().flat_map(|(_, t)| t.to_vec_f64().unwrap()).collect()
+}
+
+/// ‖a - b‖ / ‖a‖.
+fn rel_diff(a: &[f64], b: &[f64]) -> f64 {
+    let diff = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt();
+    diff / a.iter().map(|x| x * x).sum::<f64>().sqrt()
+}
+
+/// Steps of `flags` from a fresh or resumed trainer, as `--gpus` ranks run them
+/// (`gpus::follow`), in this process or as one of a group of threads; then rank 0 saves a
+/// checkpoint if `save`. The weights and the losses.
+fn follow(flags: &[&str], threads: Option<Threads>, save: bool) -> (Vec<f64>, Vec<f64>) {
+    let mut trainer = Trainer::new(&args(flags)).unwrap();
+    let rank = threads.as_ref().map_or(0, |t| t.rank());
+    if let Some(collective) = threads {
+        trainer.join(Box::new(collective));
+    }
+    let losses = gpus::follow(&mut trainer).unwrap();
+    trainer.ranks_agree().unwrap(); // every thread ends with rank 0's weights, bit for bit
+    if save && rank == 0 {
+        trainer.save_checkpoint().unwrap();
+    }
+    (weights_of(&trainer.model), losses)
+}
+
+/// `follow` on each of `n` threads at once, one process each as `--gpus n` runs them.
+fn follow_in_threads(flags: &[&str], n: usize, save: bool) -> Vec<(Vec<f64>, Vec<f64>)> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> =
+            Threads::group(n).into_iter().map(|c| s.spawn(move || follow(flags, Some(c), save))).collect();
+        handles.into_iter().map(|h| h.join().expect("a rank's thread panicked")).collect()
+    })
+}
+
+/// `--gpus`'s reduction path without GPUs: 2 processes simulated by threads
+/// (train/src/parallel/threads.rs), each with its own model, optimizer and half of every batch
+/// and summing through the same `Ranks` as NCCL ranks, end 20 steps at the same weights bit
+/// for bit, within float rounding of one process with the whole batch; the losses too.
+#[test]
+fn ranks_in_threads_reach_the_weights_of_one_process() {
+    let mut flags = TINY.to_vec();
+    let batch = flags.iter().position(|f| *f == "--batch").expect("TINY sets --batch");
+    flags[batch + 1] = "4";
+    flags.extend(["--steps", "20", "--warmup", "3"]);
+    let (one, one_losses) = follow(&flags, None, false);
+    let ranks = follow_in_threads(&flags, 2, false);
+    let bits = |w: &[f64]| w.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&ranks[0].0), bits(&ranks[1].0), "the ranks' weights drifted apart");
+    assert_eq!(bits(&ranks[0].1), bits(&ranks[1].1), "the ranks logged different losses");
+    let worst_loss = one_losses.iter().zip(&ranks[0].1).map(|(a, b)| (a - b).abs() / a).fold(0.0, f64::max);
+    let diff = rel_diff(&one, &ranks[0].0);
+    eprintln!("2 thread ranks: weights differ by {diff:.1e} (relative norm), losses by {worst_loss:.1e}");
+    assert!(ranks[0].1.len() == 20 && diff < 1e-5 && worst_loss < 1e-5, "{diff:e} {worst_loss:e}");
+}
+
+/// A checkpoint holds nothing per rank: 10 steps on 2 thread ranks, saved by rank 0, resumed
+/// in one process for 10 more, and the other way round, end where 20 steps of one process do.
+#[test]
+fn a_run_resumes_on_another_number_of_ranks() {
+    let (a, b) = (scratch("resume-2-to-1"), scratch("resume-1-to-2"));
+    let mut flags = TINY.to_vec();
+    let batch = flags.iter().position(|f| *f == "--batch").expect("TINY sets --batch");
+    flags[batch + 1] = "4";
+    flags.extend(["--steps", "20", "--warmup", "3"]);
+    let (straight, _) = follow(&flags, None, false);
+    let (a_out, b_out) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let (a_ckpt, b_ckpt) = (a.join("checkpoint"), b.join("checkpoint"));
+    let (a_ckpt, b_ckpt) = (a_ckpt.to_str().unwrap(), b_ckpt.to_str().unwrap());
+    let first_half = |out| [&flags[..], &["--stop-after", "10", "--out", out]].concat();
+    let resumed = |out, ckpt| [&flags[..], &["--out", out, "--resume", ckpt]].concat();
+    // 2 ranks, then 1.
+    follow_in_threads(&first_half(a_out), 2, true);
+    let (two_then_one, losses) = follow(&resumed(a_out, a_ckpt), None, false);
+    assert_eq!(losses.len(), 10);
+    // 1 rank, then 2.
+    follow(&first_half(b_out), None, true);
+    let ranks = follow_in_threads(&resumed(b_out, b_ckpt), 2, false);
+    let (d1, d2) = (rel_diff(&straight, &two_then_one), rel_diff(&straight, &ranks[1].0));
+    eprintln!("resumed on another number of ranks: weights differ by {d1:.1e} and {d2:.1e} (relative norm)");
+    assert!(d1 < 1e-5 && d2 < 1e-5, "{d1:e} {d2:e}");
+    for d in [a, b] {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }

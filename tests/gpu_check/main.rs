@@ -19,8 +19,24 @@ macro_rules! kernel_checks {
         }
     };
 }
-kernel_checks!(elementwise, copy, reduce, matmul, norm, softmax, conv, embedding, adamw, scan, ssd, attention, decode);
+kernel_checks!(
+    elementwise,
+    copy,
+    reduce,
+    matmul,
+    matmul_bf16,
+    norm,
+    softmax,
+    conv,
+    embedding,
+    adamw,
+    scan,
+    ssd,
+    attention,
+    decode
+);
 mod dtypes;
+mod nccl;
 mod ops;
 mod train;
 mod vision;
@@ -129,6 +145,7 @@ fn main() -> Res<()> {
     ops::run(&mut c)?;
     vision::run(&mut c)?;
     dtypes::run(&mut c)?;
+    nccl::run(&mut c)?;
     if c.timing {
         train::run(&mut c)?; // under compute-sanitizer, gpu.sh checks training with the mamba binary
     }

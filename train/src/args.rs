@@ -166,11 +166,17 @@ pub struct TrainArgs {
     pub recompute: bool,
     /// Data-parallel ranks: each batch is split into N shards (N must divide --batch) whose
     /// gradients are all-reduced, which gives the whole batch's gradient (train/src/parallel.rs).
-    /// Today the ranks run one after another on the one device (the same numbers as N = 1, up
-    /// to rounding, with 1/N of the activations in memory at once); one rank per GPU is issue 16.
+    /// The ranks run one after another on the one device (the same numbers as N = 1, up to
+    /// rounding, with 1/N of the activations in memory at once); --gpus puts them on GPUs.
     #[arg(long, default_value_t = 1)]
     #[serde(default = "one")]
     pub ranks: usize,
+    /// Data-parallel training on N GPUs of this host: one process per GPU, each with batch / N
+    /// rows of every batch, gradients summed with NCCL (needs --device cuda and NCCL;
+    /// docs/TRAINING.md). Rank 0, this process, alone writes and shows anything.
+    #[arg(long)]
+    #[serde(skip)]
+    pub gpus: Option<usize>,
     /// Continue from this checkpoint directory with its saved settings. The schedule, evaluation
     /// and checkpoint flags given with it apply; the model, data and seed flags are fixed by
     /// the checkpoint (a differing one is ignored with a warning). See docs/TRAINING.md.
@@ -195,6 +201,11 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip)]
     pub profile: bool,
+    /// This process's rank with --gpus: 0 for the process the user started, set from
+    /// MAMBA_RANK in the processes it starts (`gpus.rs`); never a flag.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub rank: usize,
     /// The flags given on the command line (clap ids, e.g. `lr`), filled by
     /// [`TrainArgs::from_matches`]: what `--resume` applies and what the task defaults leave alone.
     #[arg(skip)]
@@ -319,7 +330,7 @@ const FIXED: [&str; 25] = [
 
 /// Flags of this invocation only, never saved: a resumed run always takes them from its
 /// command line.
-const RUN_ONLY: [&str; 6] = ["resume", "stop_after", "quiet", "device", "profile", "overwrite"];
+const RUN_ONLY: [&str; 7] = ["resume", "stop_after", "quiet", "device", "profile", "overwrite", "gpus"];
 
 /// The defaults that differ with `--task`: the synthetic tasks learn within the default
 /// 1000 steps with 2 blocks, batch 64 and a peak learning rate of 2e-3 (measured in
@@ -389,7 +400,7 @@ impl TrainArgs {
         let mut args: TrainArgs = serde_json::from_value(merged)?;
         (args.resume, args.stop_after, args.quiet) = (self.resume.clone(), self.stop_after, self.quiet);
         (args.device, args.profile, args.given) = (self.device, self.profile, self.given.clone());
-        args.overwrite = self.overwrite;
+        (args.overwrite, args.gpus, args.rank) = (self.overwrite, self.gpus, self.rank);
         Ok((args, notes))
     }
 
@@ -400,6 +411,11 @@ impl TrainArgs {
     /// The step where the cosine decay ends ([`TrainArgs::decay_steps`], else `--steps`).
     pub fn decay_steps(&self) -> u64 {
         self.decay_steps.unwrap_or(self.steps())
+    }
+
+    /// The step a run from step `first` ends at: `--steps`, or sooner with `--stop-after`.
+    pub fn last_step(&self, first: u64) -> u64 {
+        self.stop_after.map_or(self.steps(), |n| first.saturating_add(n).min(self.steps()))
     }
 
     /// --out, or a folder of runs/ named after the data, so that runs on different data do
@@ -457,6 +473,7 @@ impl TrainArgs {
                 "--ranks {n} must divide --batch {b}: each rank takes batch / ranks rows"
             )));
         }
+        self.check_gpus()?;
         check_device(self.device)?;
         if self.profile && self.device != Device::Cuda {
             return Err(Error::Settings("--profile times GPU kernels: add --device cuda".into()));
@@ -552,6 +569,30 @@ impl TrainArgs {
         let heads = self.attn_heads.unwrap_or((self.d_model / 64).max(1));
         let cfg = serde_json::json!({"num_heads": heads, "causal": true});
         (layers, cfg.as_object().cloned().unwrap_or_default())
+    }
+
+    /// `--gpus N` can run: on the GPU, without --ranks, N dividing --batch. (Whether this host
+    /// has N GPUs is checked by rank 0 alone: the others see one each.)
+    fn check_gpus(&self) -> Result<()> {
+        let Some(n) = self.gpus else { return Ok(()) };
+        let refuse = |msg: String| Err(Error::Settings(msg));
+        if n == 0 {
+            return refuse("--gpus must be at least 1".into());
+        }
+        if self.device != Device::Cuda {
+            return refuse(format!("--gpus {n} trains on {n} GPUs: add --device cuda"));
+        }
+        if self.ranks > 1 {
+            return refuse(format!(
+                "--gpus {n} with --ranks {}: use one (--ranks runs ranks one after another on one device; a run \
+                 saved with --ranks keeps it on --resume: add --ranks 1)",
+                self.ranks
+            ));
+        }
+        if !self.batch.is_multiple_of(n) {
+            return refuse(format!("--gpus {n} must divide --batch {}: each GPU takes batch / N rows", self.batch));
+        }
+        Ok(())
     }
 
     /// The attention flags make at least one attention layer of whole heads.

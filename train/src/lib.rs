@@ -10,6 +10,7 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod generate;
+pub mod gpus;
 pub mod images;
 pub mod limits;
 pub mod optim;

@@ -8,6 +8,7 @@ use mamba_train::{
     checkpoint,
     eval::{evaluate_checkpoint, EvalRequest},
     generate::{generate, generate_rows, DecodePath, Sampling, Stats},
+    gpus::{self, RankEnv},
     trainer::{train, TrainArgs},
     vision::{self, ClassifyArgs, VisionArgs},
     Error, Result,
@@ -127,7 +128,7 @@ fn main() {
             // Re-read from the matches, to know which flags were given (see TrainArgs::given).
             let sub = matches.subcommand_matches("train").expect("the train subcommand matched");
             let args = TrainArgs::from_matches(sub).unwrap_or_else(|e| e.exit());
-            train(&args).map(|_| ())
+            run_train(&args)
         }
         Command::Generate(args) => run_generate(&args),
         Command::Eval(args) => run_eval(args),
@@ -137,6 +138,21 @@ fn main() {
     if let Err(e) = result {
         eprintln!("error: {e}");
         std::process::exit(1);
+    }
+}
+
+/// `mamba train`: as rank 0 (the process the user started), or as a rank that `--gpus` started
+/// (gpus.rs), whose errors name it.
+fn run_train(args: &TrainArgs) -> Result<()> {
+    match RankEnv::from_env()? {
+        None => {
+            if args.gpus.is_some() {
+                // NVLink multicast off for NCCL, set while this process has no other thread.
+                std::env::set_var("NCCL_NVLS_ENABLE", "0");
+            }
+            train(args).map(|_| ())
+        }
+        Some(env) => gpus::train_rank(args, &env).map_err(|e| Error::Settings(format!("rank {}: {e}", env.rank))),
     }
 }
 

@@ -14,15 +14,26 @@
 //! route each shard on its own (the capacity is per shard), as they would on separate GPUs.
 //!
 //! The gradients travel in buckets: the parameters' gradients flattened and concatenated in
-//! declaration order, up to [`BUCKET_BYTES`] each, the unit a communicator reduces (so that on
-//! several GPUs the first bucket can be reduced while backward still fills the next).
-//! [`SimulatedRanks`] runs the ranks one after another on the one device and sums their
-//! buckets in rank order (a running sum); a multi-GPU communicator (NCCL, one rank per GPU) is not built yet
-//! (issue 16).
+//! declaration order, up to [`BUCKET_BYTES`] each, the unit a communicator reduces.
+//!
+//! One reduction path serves both kinds of ranks. [`Ranks`] adds the buckets of the ranks
+//! this process runs into a running sum (in rank order), hands each sum to a [`Collective`]
+//! (the sum across processes), divides by the number of ranks and sets the gradients:
+//! - `--ranks N`: N ranks simulated one after another in one process; the collective is
+//!   [`Alone`] (one process: the sum is the input);
+//! - `--gpus N`: one rank per process and GPU; the collective is NCCL's all-reduce
+//!   (`gpus.rs`). The code runs K simulated ranks in each of N processes too (N x K ranks,
+//!   `threads.rs` tests it); the flags refuse that combination for now.
+//!
+//! The buckets are reduced after backward, not overlapped with it: the engine's backward is
+//! one call with no hook per finished gradient, and its one stream would run the all-reduce
+//! after the backward kernels anyway (docs/TRAINING.md).
 
 use crate::{optim::Param, Error, Result};
 use mamba_engine::Tensor;
 use std::ops::Range;
+
+pub mod threads;
 
 /// Largest bucket (gradient bytes reduced at once): 25 MiB, as PyTorch DDP's default.
 pub const BUCKET_BYTES: usize = 25 << 20;
@@ -76,47 +87,114 @@ pub fn unflatten(params: &[Param], range: Range<usize>, bucket: &Tensor, had: &[
     Ok(())
 }
 
-/// N ranks simulated on one device, one after another: each rank's buckets are added to a
-/// running sum as it finishes (one extra copy of the gradients, not N), in rank order; the
-/// mean is the all-reduce's result.
-pub struct SimulatedRanks {
-    n: usize,
-    plan: Vec<Range<usize>>,
-    sums: Vec<Option<(Tensor, Vec<bool>)>>,
+/// The sum of a tensor over the processes taking part: the transport under [`Ranks`].
+/// Every process must make the same calls in the same order (each is a collective).
+pub trait Collective {
+    /// This process's index, from 0.
+    fn rank(&self) -> usize;
+    /// The number of processes.
+    fn processes(&self) -> usize;
+    /// The sum over the processes of `t` (flat, contiguous, on the model's device).
+    fn sum(&mut self, t: Tensor) -> Result<Tensor>;
+    /// `values` replaced by their sum over the processes (small host vectors).
+    fn sum_host(&mut self, values: &mut [f64]) -> Result<()>;
+    /// An error the transport met in the background, checked between steps.
+    fn health(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
-impl SimulatedRanks {
-    /// `n` ranks over `params` in buckets of at most [`BUCKET_BYTES`].
-    pub fn new(n: usize, params: &[Param]) -> Result<SimulatedRanks> {
-        if n == 0 {
+/// One process: every sum is its input (the simulated ranks of `--ranks`).
+pub struct Alone;
+
+impl Collective for Alone {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn processes(&self) -> usize {
+        1
+    }
+    fn sum(&mut self, t: Tensor) -> Result<Tensor> {
+        Ok(t)
+    }
+    fn sum_host(&mut self, _values: &mut [f64]) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The reduction of one step: the ranks this process runs add their gradients (and a few
+/// values to average: the losses, each MoE layer's load) into running sums, one extra copy
+/// of the gradients, not one per rank; [`Ranks::finish`] sums those across the processes
+/// and sets every gradient to the mean over all ranks.
+pub struct Ranks {
+    world: usize,
+    plan: Vec<Range<usize>>,
+    sums: Vec<Option<Tensor>>,
+    /// Per parameter, how many ranks gave it a gradient (f64: it travels with `host`).
+    had: Vec<f64>,
+    values: Option<Tensor>,
+    host: Vec<f64>,
+}
+
+impl Ranks {
+    /// A step over `world` ranks in all, with `params` in buckets of at most [`BUCKET_BYTES`].
+    pub fn new(world: usize, params: &[Param]) -> Result<Ranks> {
+        if world == 0 {
             return Err(Error::Settings("data parallelism needs at least 1 rank".into()));
         }
         let plan = buckets(params, BUCKET_BYTES);
-        Ok(SimulatedRanks { n, sums: vec![None; plan.len()], plan })
+        let (sums, had) = (vec![None; plan.len()], vec![0.0; params.len()]);
+        Ok(Ranks { world, sums, plan, had, values: None, host: Vec::new() })
     }
 
-    /// Add the gradients one rank left in `params`, then clear them for the next rank.
-    pub fn add_rank(&mut self, params: &[Param]) -> Result<()> {
+    /// Add the gradients one rank left in `params` (then clear them for the next rank), its
+    /// `values` (a small tensor on the model's device) and its `host` values.
+    pub fn add_rank(&mut self, params: &[Param], values: &Tensor, host: &[f64]) -> Result<()> {
         for (sum, range) in self.sums.iter_mut().zip(&self.plan) {
             let (flat, had) = flatten(params, range.clone())?;
+            for (count, had) in self.had[range.clone()].iter_mut().zip(had) {
+                *count += f64::from(u8::from(had));
+            }
             *sum = Some(match sum.take() {
-                None => (flat, had),
-                Some((s, h)) => (s.add(&flat)?, h.iter().zip(&had).map(|(a, b)| *a || *b).collect()),
+                None => flat,
+                Some(s) => s.add(&flat)?,
             });
         }
         params.iter().for_each(|p| p.tensor.zero_grad());
+        let values = values.detach();
+        self.values = Some(match self.values.take() {
+            None => values,
+            Some(v) => v.add(&values)?,
+        });
+        if self.host.is_empty() {
+            self.host = host.to_vec();
+        } else {
+            self.host.iter_mut().zip(host).for_each(|(s, v)| *s += v);
+        }
         Ok(())
     }
 
-    /// Set every parameter's gradient to the mean over the ranks added.
-    pub fn finish(self, params: &[Param]) -> Result<()> {
-        let scale = 1.0 / self.n as f64;
-        for (sum, range) in self.sums.into_iter().zip(self.plan) {
-            if let Some((s, had)) = sum {
-                unflatten(params, range, &s.mul_scalar(scale)?, &had)?;
+    /// Sum everything across the processes, set every parameter's gradient to the mean over
+    /// all ranks (none where no rank gave one), and return the means of the values.
+    pub fn finish(self, params: &[Param], collective: &mut dyn Collective) -> Result<(Tensor, Vec<f64>)> {
+        let Some(values) = self.values else {
+            return Err(Error::Settings("data parallelism: no rank ran in this process".into()));
+        };
+        let scale = 1.0 / self.world as f64;
+        // Queue every bucket's sum first, then the flags: the one wait for the host comes last.
+        let sums =
+            self.sums.into_iter().map(|s| s.map(|s| collective.sum(s)).transpose()).collect::<Result<Vec<_>>>()?;
+        let values = collective.sum(values)?.mul_scalar(scale)?;
+        let mut host = [self.had, self.host].concat();
+        collective.sum_host(&mut host)?;
+        let (had, host) = host.split_at(params.len());
+        for (sum, range) in sums.into_iter().zip(self.plan) {
+            if let Some(s) = sum {
+                let flags: Vec<bool> = had[range.clone()].iter().map(|&n| n > 0.0).collect();
+                unflatten(params, range, &s.mul_scalar(scale)?, &flags)?;
             }
         }
-        Ok(())
+        Ok((values, host.iter().map(|v| v * scale).collect()))
     }
 }
 
@@ -161,15 +239,16 @@ mod tests {
     fn flatten_unflatten_round_trip_and_the_mean() {
         let p = params(&[2, 3, 1]);
         let grad = |v: Vec<f32>| Some(Tensor::from_vec(v.clone(), &[v.len()]).unwrap());
-        let mut ranks = SimulatedRanks::new(2, &p).unwrap();
+        let mut ranks = Ranks::new(2, &p).unwrap();
         p[1].tensor.set_grad(grad(vec![1.0, 2.0, 3.0])).unwrap(); // rank 0: p0, p2 have none
         assert_eq!(flatten(&p, 0..3).unwrap().0.to_vec_f64().unwrap(), [0.0, 0.0, 1.0, 2.0, 3.0, 0.0]);
-        ranks.add_rank(&p).unwrap();
+        ranks.add_rank(&p, &Tensor::from_vec(vec![2.0f32], &[1]).unwrap(), &[1.0, 0.0]).unwrap();
         assert!(p.iter().all(|p| p.tensor.grad().is_none()), "cleared for the next rank");
         p[0].tensor.set_grad(grad(vec![2.0, 4.0])).unwrap(); // rank 1: p2 none again
         p[1].tensor.set_grad(grad(vec![1.0, 0.0, 1.0])).unwrap();
-        ranks.add_rank(&p).unwrap();
-        ranks.finish(&p).unwrap();
+        ranks.add_rank(&p, &Tensor::from_vec(vec![4.0f32], &[1]).unwrap(), &[0.0, 1.0]).unwrap();
+        let (values, host) = ranks.finish(&p, &mut Alone).unwrap();
+        assert_eq!((values.to_vec_f64().unwrap(), host), (vec![3.0], vec![0.5, 0.5]));
         assert_eq!(p[0].tensor.grad().unwrap().to_vec_f64().unwrap(), [1.0, 2.0]);
         assert_eq!(p[1].tensor.grad().unwrap().to_vec_f64().unwrap(), [1.0, 1.0, 2.0]);
         assert!(p[2].tensor.grad().is_none(), "no rank gave p2 a gradient");
@@ -181,6 +260,6 @@ mod tests {
         assert!(shard(&[0, 1, 2], 3, 2, 0).is_err());
         assert!(shard(&[0, 1], 2, 0, 0).is_err());
         assert!(shard(&[0, 1], 2, 2, 2).is_err());
-        assert!(SimulatedRanks::new(0, &params(&[1])).is_err());
+        assert!(Ranks::new(0, &params(&[1])).is_err());
     }
 }

@@ -61,10 +61,11 @@ impl Run {
         let history = keep_metrics_up_to(&metrics_path, first)?;
         let best = Best::from_history(args, &history, &out);
         let metrics = MetricsLog::open(&metrics_path).map_err(Error::io(metrics_path.display()))?;
-        let last = args.stop_after.map_or(args.steps(), |n| first.saturating_add(n).min(args.steps()));
+        let last = args.last_step(first);
         let bar = progress_bar(args, first, last);
+        let gpus = args.gpus.map_or(String::new(), |n| format!(" on {n} GPUs ({} rows each)", args.batch / n.max(1)));
         let header = format!(
-            "mamba: {} parameters (d_model {}, {} {} layers{}), batch {} x {}, steps {first}..{last} of {}, out {}",
+            "mamba: {} parameters (d_model {}, {} {} layers{}), batch {} x {}{gpus}, steps {first}..{last} of {}, out {}",
             trainer.model.num_parameters(),
             args.d_model,
             args.n_layer,

@@ -13,8 +13,9 @@ use crate::{
     checkpoint::{self, TrainingState},
     data::{default_corpus, random_batch, Corpus},
     eval,
+    gpus::Group,
     optim::{clip_grad_norm, lr_at, AdamW},
-    parallel,
+    parallel::{self, Collective},
     run::Run,
     rundir,
     tasks::Task,
@@ -125,6 +126,8 @@ pub struct Trainer {
     /// The data sampler's RNG, saved in checkpoints so a resumed run continues the same stream.
     pub rng: Rng,
     pub(crate) source: Source,
+    /// The sum across processes of `--gpus` ([`Trainer::join`]); none in one process.
+    collective: Option<Box<dyn Collective>>,
 }
 
 impl Trainer {
@@ -148,7 +151,7 @@ impl Trainer {
         // The decay's end is fixed at the start, so that a resume with more --steps continues
         // at the final learning rate instead of re-stretching the cosine.
         let args = TrainArgs { decay_steps: Some(args.decay_steps()), ..args.clone() };
-        Ok(Trainer { args, model, opt, rng, source })
+        Ok(Trainer { args, model, opt, rng, source, collective: None })
     }
 
     /// Model, optimizer, data RNG and settings as a checkpoint left them, with the flags of
@@ -166,7 +169,8 @@ impl Trainer {
             args.out = dir.parent().map(PathBuf::from);
         }
         args.resume = Some(dir.clone());
-        for note in notes {
+        // The other ranks of --gpus resume the same checkpoint: rank 0 alone says so.
+        for note in notes.iter().filter(|_| cli.rank == 0) {
             eprintln!("resume: {note}");
         }
         args.validate()?;
@@ -186,50 +190,96 @@ impl Trainer {
         opt.lr = args.lr;
         opt.weight_decay = args.weight_decay;
         let source = Source::new(&args)?;
-        Ok(Trainer { args, model, opt, rng: Rng { state: state.rng_state }, source })
+        Ok(Trainer { args, model, opt, rng: Rng { state: state.rng_state }, source, collective: None })
     }
 
     /// Forward and backward of `batch`, leaving the batch's gradient in the parameters: on one
-    /// rank directly; on `--ranks N` shard by shard, each shard's gradients added into
-    /// buckets and averaged (the all-reduce of `parallel.rs`). Returns the cross-entropy and
-    /// the total objective (scalars on the model's device) and each MoE layer's load.
-    fn gradients(&self, batch: &Batch) -> Result<(Tensor, Tensor, Vec<Vec<f64>>)> {
-        let n = self.args.ranks.max(1);
+    /// rank directly; else shard by shard (`--ranks` in this process, `--gpus` across
+    /// processes), each shard's gradients summed in buckets and averaged over all ranks
+    /// ([`parallel::Ranks`]). Returns the cross-entropy and the total objective (means over
+    /// the ranks, scalars on the model's device) and each MoE layer's load.
+    fn gradients(&mut self, batch: &Batch) -> Result<(Tensor, Tensor, Vec<Vec<f64>>)> {
+        let local = self.args.ranks.max(1);
         let loads = |o: &Objective| o.moe.iter().map(|layer| layer.load.clone()).collect::<Vec<_>>();
-        if n == 1 {
+        if local == 1 && self.collective.is_none() {
             let objective = self.model.objective(&batch.ids, &batch.targets, batch.rows, batch.len)?;
             objective.total.backward()?;
             let load = loads(&objective);
             return Ok((objective.cross_entropy, objective.total, load));
         }
-        let mut ranks = parallel::SimulatedRanks::new(n, &self.opt.params)?;
-        let (mut cross_entropy, mut total, mut load): (Option<Tensor>, Option<Tensor>, Vec<Vec<f64>>) =
-            (None, None, Vec::new());
-        let add = |sum: Option<Tensor>, x: &Tensor| -> Result<Tensor> {
-            let x = x.detach().mul_scalar(1.0 / n as f64)?;
-            Ok(match sum {
-                None => x,
-                Some(s) => s.add(&x)?,
-            })
+        let mut alone = parallel::Alone;
+        let collective: &mut dyn Collective = match self.collective.as_deref_mut() {
+            Some(c) => c,
+            None => &mut alone,
         };
-        for rank in 0..n {
-            let ids = parallel::shard(&batch.ids, batch.rows, n, rank)?;
-            let targets = parallel::shard(&batch.targets, batch.rows, n, rank)?;
-            let objective = self.model.objective(&ids, &targets, batch.rows / n, batch.len)?;
+        // This process runs ranks first..first + local of world, each on its own shard.
+        let (world, first) = (local * collective.processes(), local * collective.rank());
+        let mut ranks = parallel::Ranks::new(world, &self.opt.params)?;
+        let mut experts = Vec::new();
+        for rank in first..first + local {
+            let ids = parallel::shard(&batch.ids, batch.rows, world, rank)?;
+            let targets = parallel::shard(&batch.targets, batch.rows, world, rank)?;
+            let objective = self.model.objective(&ids, &targets, batch.rows / world, batch.len)?;
             objective.total.backward()?;
-            ranks.add_rank(&self.opt.params)?;
-            cross_entropy = Some(add(cross_entropy, &objective.cross_entropy)?);
-            total = Some(add(total, &objective.total)?);
-            for (layer, shard_load) in loads(&objective).into_iter().enumerate() {
-                match load.get_mut(layer) {
-                    Some(sum) => sum.iter_mut().zip(&shard_load).for_each(|(s, l)| *s += l / n as f64),
-                    None => load.push(shard_load.iter().map(|l| l / n as f64).collect()),
-                }
+            let load = loads(&objective);
+            experts = load.iter().map(Vec::len).collect();
+            let ce = objective.cross_entropy.detach().reshape(&[1])?;
+            let values = Tensor::concat(&[&ce, &objective.total.detach().reshape(&[1])?], 0)?;
+            ranks.add_rank(&self.opt.params, &values, &load.concat())?;
+        }
+        let (values, host) = ranks.finish(&self.opt.params, collective)?;
+        let means = values.split(&[1, 1], 0)?;
+        let mut rest = &host[..];
+        let load = experts
+            .iter()
+            .map(|&n| {
+                let (layer, tail) = rest.split_at(n.min(rest.len()));
+                rest = tail;
+                layer.to_vec()
+            })
+            .collect();
+        Ok((means[0].reshape(&[])?, means[1].reshape(&[])?, load))
+    }
+
+    /// Take part in data parallelism across processes: from now on each step computes this
+    /// process's shard and sums the gradients through `collective` (`mamba train --gpus`).
+    pub fn join(&mut self, collective: Box<dyn Collective>) {
+        self.collective = Some(collective);
+    }
+
+    /// Stop summing across processes, handing the collective back (to close it).
+    pub fn leave(&mut self) -> Option<Box<dyn Collective>> {
+        self.collective.take()
+    }
+
+    /// Whether every process ends with rank 0's weights, bit for bit, as it must (the same
+    /// start, the same summed gradients, deterministic updates): a hash of the weights from
+    /// each, gathered through the collective (a sum of one non-zero slot per process, exact).
+    /// A collective step: every process calls it at the same point. Ok without a collective.
+    pub fn ranks_agree(&mut self) -> Result<()> {
+        let Some(collective) = self.collective.as_deref_mut() else { return Ok(()) };
+        let mut hash: u32 = 0x811c_9dc5; // FNV-1a over the f32 bit patterns
+        for (_, p) in self.model.named_parameters() {
+            for v in p.to_vec_f64()? {
+                hash = (hash ^ (v as f32).to_bits()).wrapping_mul(0x0100_0193);
             }
         }
-        ranks.finish(&self.opt.params)?;
-        let none = || Error::Settings("no rank ran".into());
-        Ok((cross_entropy.ok_or_else(none)?, total.ok_or_else(none)?, load))
+        let mut hashes = vec![0.0; collective.processes()];
+        hashes[collective.rank()] = f64::from(hash);
+        collective.sum_host(&mut hashes)?;
+        match hashes.iter().position(|&h| h != hashes[0]) {
+            None => Ok(()),
+            Some(rank) => Err(Error::Settings(format!(
+                "after step {}, rank {rank}'s weights differ from rank 0's: the ranks drifted apart (the sums \
+                 NCCL gave them differ?); the checkpoint is rank 0's",
+                self.opt.step
+            ))),
+        }
+    }
+
+    /// The collective's background error, if it has met one (checked between steps).
+    pub fn collective_health(&self) -> Result<()> {
+        self.collective.as_ref().map_or(Ok(()), |c| c.health())
     }
 
     /// The next training batch (advances the data sampler's RNG).
@@ -245,7 +295,7 @@ impl Trainer {
         let (args, step) = (&self.args, self.opt.step);
         self.opt.lr = lr_at(step, args.warmup, args.decay_steps(), args.lr, args.lr * args.min_lr_frac);
         let (cross_entropy, total, expert_load) = self.gradients(batch)?;
-        let grad_norm = clip_grad_norm(&self.opt.params, args.grad_clip)?;
+        let grad_norm = clip_grad_norm(&self.opt.params, self.args.grad_clip)?;
         // The step's one read back to the host: the losses and the gradient norm together.
         let aux = total.sub(&cross_entropy)?;
         let mut scalars = vec![cross_entropy.reshape(&[1])?, aux.reshape(&[1])?];
@@ -310,12 +360,16 @@ impl Trainer {
 /// is saved whenever validation improves (lower bits per byte, higher task accuracy).
 pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
     let mut trainer = Trainer::new(args)?;
+    // --gpus: GPUs counted, NCCL loaded before the folder is claimed; the ranks start after.
+    let mut group = Group::prepare(&trainer.args)?;
     let mut run = Run::open(&trainer)?;
+    group.start(&mut trainer)?;
     let mut summary = TrainSummary { losses: vec![], last_eval: None, final_step: run.first };
     for _ in run.first..run.last {
+        group.check(&trainer)?;
         run.begin_step();
         let batch = trainer.next_batch();
-        let stats = trainer.step(&batch)?;
+        let stats = group.watched(|| trainer.step(&batch))?;
         summary.losses.push(stats.loss);
         summary.final_step = stats.step;
         let tokens_per_s = run.log_step(&trainer, &stats)?;
@@ -331,6 +385,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
             trainer.save_checkpoint()?;
         }
     }
+    group.finish(&mut trainer)?;
     run.finish(summary.final_step)?;
     Ok(summary)
 }
@@ -414,6 +469,36 @@ mod tests {
         let (a_bits, b_bits): (Vec<_>, Vec<_>) = (bits(&a), bits(&b));
         assert_eq!(a_bits, b_bits, "same seed, different steps:\n {a:?}\n {b:?}");
         assert_ne!(a[0].loss, other[0].loss);
+    }
+
+    /// Two thread ranks from the same seed agree; one whose weight moved does not, on both.
+    #[test]
+    fn ranks_agree_notices_weights_that_drifted() {
+        let agree = |drift: bool| -> Vec<Result<()>> {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = parallel::threads::Threads::group(2)
+                    .into_iter()
+                    .map(|c| {
+                        s.spawn(move || {
+                            let mut trainer = Trainer::new(&tiny("5")).unwrap();
+                            if drift && c.rank() == 1 {
+                                let norm = &trainer.model.norm_f;
+                                norm.set_data(&norm.mul_scalar(1.5).unwrap()).unwrap();
+                            }
+                            trainer.join(Box::new(c));
+                            trainer.ranks_agree()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            })
+        };
+        assert!(agree(false).iter().all(Result::is_ok));
+        for result in agree(true) {
+            let msg = result.unwrap_err().to_string();
+            assert!(msg.starts_with("after step 0, rank 1's weights differ from rank 0's"), "{msg}");
+        }
+        Trainer::new(&tiny("5")).unwrap().ranks_agree().unwrap(); // one process: nothing to compare
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //!   the payload of `StorageKind::Cuda`.
 //! - `args.rs` turns tensors into kernel arguments (output buffers, slices, layouts, host
 //!   indices) for the ops' GPU arms, which live with their ops (`ops/<op>/cuda.rs`).
+//! - `nccl.rs` sums tensors across processes, one GPU each (NCCL, loaded at run time), on
+//!   the same stream: data-parallel training (`mamba train --gpus N`).
 //!
 //! Every launch and copy goes on the one stream, in program order, so nothing needs events
 //! except reading back to the host, which waits for the stream.
@@ -13,6 +15,7 @@
 pub mod alloc;
 pub(crate) mod args;
 pub mod graph;
+pub mod nccl;
 
 use crate::{
     dtype::{bf16, DType},

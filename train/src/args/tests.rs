@@ -159,3 +159,23 @@ fn d_intermediate_adds_gated_mlps() {
     assert!(shapes.contains_key("backbone.layers.1.mlp.experts.0.fc1.weight"));
     assert!(!shapes.contains_key("backbone.layers.1.mlp.fc1.weight"));
 }
+
+/// --gpus: on the GPU only, not with --ranks, dividing --batch (checked before the device is
+/// started, so these hold on any build); never saved, so a resume may change it.
+#[test]
+fn gpus_flag_is_checked_and_not_saved() {
+    let refused = |flags: &[&str]| TrainArgs::parse_flags(flags).unwrap().validate().unwrap_err().to_string();
+    assert_eq!(refused(&["--gpus", "2"]), "--gpus 2 trains on 2 GPUs: add --device cuda");
+    assert_eq!(refused(&["--gpus", "0", "--device", "cuda"]), "--gpus must be at least 1");
+    let msg = refused(&["--gpus", "2", "--ranks", "2", "--device", "cuda"]);
+    assert!(msg.starts_with("--gpus 2 with --ranks 2: use one") && msg.contains("add --ranks 1"), "{msg}");
+    let msg = refused(&["--gpus", "3", "--device", "cuda"]);
+    assert_eq!(msg, "--gpus 3 must divide --batch 16: each GPU takes batch / N rows");
+    assert!(TrainArgs::parse_flags(&["--gpus", "x"]).is_err());
+    let saved = TrainArgs::parse_flags(&["--gpus", "4", "--device", "cuda"]).unwrap();
+    assert!(serde_json::to_value(&saved).unwrap().get("gpus").is_none(), "--gpus is not saved");
+    let cli = TrainArgs::parse_flags(&["--gpus", "2", "--device", "cuda"]).unwrap();
+    let (args, notes) = cli.resume_onto(TrainArgs::parse_flags(&[]).unwrap()).unwrap();
+    assert_eq!((args.gpus, args.device, notes.len()), (Some(2), Device::Cuda, 0), "{notes:?}");
+    assert_eq!((args.last_step(0), TrainArgs { stop_after: Some(5), ..args }.last_step(998)), (1000, 1000));
+}
