@@ -164,6 +164,12 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(default)]
     pub recompute: bool,
+    /// Make the f32 products of the GPU's tensor-core kernels (today the Mamba-2 SSD scan) in
+    /// one tf32 pass (~1e-3 relative, the reference's and PyTorch allow_tf32's precision)
+    /// instead of at f32 accuracy (three passes); faster (docs/SSD.md). No effect on the CPU.
+    #[arg(long)]
+    #[serde(default)]
+    pub tf32: bool,
     /// Data-parallel ranks: each batch is split into N shards (N must divide --batch) whose
     /// gradients are all-reduced, which gives the whole batch's gradient (train/src/parallel.rs).
     /// The ranks run one after another on the one device (the same numbers as N = 1, up to
@@ -280,7 +286,7 @@ const MAMBA1_ONLY: [&str; 2] = ["arch", "ssm"];
 
 /// Flags a resumed run takes from its command line when given: the schedule, evaluation and
 /// checkpoint settings (clap ids, which are the field names).
-const RESUMABLE: [&str; 15] = [
+const RESUMABLE: [&str; 16] = [
     "steps",
     "decay_steps",
     "lr",
@@ -294,6 +300,7 @@ const RESUMABLE: [&str; 15] = [
     "checkpoint_every",
     "scan_chunk",
     "recompute",
+    "tf32",
     "ranks",
     "out",
 ];

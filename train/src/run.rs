@@ -70,7 +70,12 @@ impl Run {
             args.d_model,
             args.n_layer,
             trainer.model.layers.first().map_or("", |b| b.mixer.kind()),
-            if trainer.model.recompute { ", recompute" } else { "" },
+            match (trainer.model.recompute, args.tf32) {
+                (true, true) => ", recompute, tf32",
+                (true, false) => ", recompute",
+                (false, true) => ", tf32",
+                (false, false) => "",
+            },
             args.batch,
             trainer.source.seq_len(args),
             args.steps(),

@@ -146,6 +146,7 @@ impl Trainer {
         let cfg = args.model_config(source.vocab());
         let mut model = MambaLM::new(cfg, DType::F32, args.seed)?.to(args.device)?;
         (model.scan_chunk, model.recompute) = (args.scan_chunk, args.recompute);
+        mamba_engine::precision::set_tf32(args.tf32);
         let opt = optimizer(&model, args)?;
         let rng = Rng::new(args.seed ^ 0xda7a);
         // The decay's end is fixed at the start, so that a resume with more --steps continues
@@ -187,6 +188,7 @@ impl Trainer {
         let mut opt = optimizer(&model, &args)?;
         let state = checkpoint::load_training_state(&dir, &mut opt)?;
         (model.scan_chunk, model.recompute) = (args.scan_chunk, args.recompute);
+        mamba_engine::precision::set_tf32(args.tf32);
         opt.lr = args.lr;
         opt.weight_decay = args.weight_decay;
         let source = Source::new(&args)?;
