@@ -262,6 +262,7 @@ fn selective_scan_with_inconsistent_shapes() {
         z: None,
         delta_bias: None,
         softplus: true,
+        initial_state: None,
         chunk: 2,
     };
     assert!(selective_scan(&ok).is_ok(), "the consistent arguments are accepted");

@@ -5,7 +5,8 @@
 //! - a unit with a GPU arm (`cuda.rs`) has a CPU twin (`cpu.rs`), its kernel file
 //!   `kernels/cu/<unit>.cu` and its launcher `kernels/src/launch/<unit>.rs`, declared in
 //!   `kernels/src/launch/mod.rs`;
-//! - every kernel file belongs to a unit with a GPU arm (no orphan kernels);
+//! - every kernel file belongs to a unit with a GPU arm (no orphan kernels): `<unit>.cu`, or a
+//!   variant `<unit>_<variant>.cu` with its own launcher (e.g. matmul_bf16);
 //! - every unit exports `OPS` and `cases()` (the gradient-check registry; that each name
 //!   in `OPS` is exercised is `tests/ops_gradcheck.rs`'s job).
 
@@ -59,11 +60,27 @@ fn every_gpu_arm_has_its_cpu_twin_kernel_file_and_launcher_and_back() {
             "kernels/src/launch/mod.rs does not declare `mod {unit};`"
         );
     }
-    let orphans: Vec<_> = kernel_files.difference(&gpu_units).collect();
+    // A variant file `<unit>_<variant>.cu` (another dtype of the unit's kernels, e.g.
+    // matmul_bf16) belongs to its unit, whose CPU twin it is checked against; it has its own
+    // launcher, declared like the unit's.
+    let owner = |file: &str| gpu_units.iter().find(|u| file == *u || file.starts_with(&format!("{u}_")));
+    let orphans: Vec<_> = kernel_files.iter().filter(|f| owner(f).is_none()).collect();
     assert!(
         orphans.is_empty(),
         "kernel files without an op unit's GPU arm (engine/src/ops/<name>/cuda.rs): {orphans:?}"
     );
+    for variant in kernel_files.iter().filter(|f| !gpu_units.contains(*f)) {
+        assert!(
+            root().join(format!("kernels/src/launch/{variant}.rs")).exists(),
+            "kernels/cu/{variant}.cu has no launcher kernels/src/launch/{variant}.rs"
+        );
+        assert!(
+            launch_mod
+                .lines()
+                .any(|l| [format!("mod {variant};"), format!("pub mod {variant};")].contains(&l.trim().into())),
+            "kernels/src/launch/mod.rs does not declare `mod {variant};`"
+        );
+    }
 }
 
 #[test]

@@ -1,10 +1,10 @@
 // Selective scan (Mamba's S6 recurrence), forward v1, f32: the CUDA twin of
 // engine/src/ops/scan/cpu.rs `selective_scan_forward` (docs/SCAN.md). Layouts: u, delta, z,
-// out (B, D, L); A (D, N); Bm, Cm (B, N, L); Dskip, delta_bias (D); last_state (B, D, N);
-// chunk_states (B, D, n_chunks, N) = the state entering each chunk (zeros for chunk 0).
-// Per channel (b, d), state n, time t:
+// out (B, D, L); A (D, N); Bm, Cm (B, N, L); Dskip, delta_bias (D); init, last_state
+// (B, D, N); chunk_states (B, D, n_chunks, N) = the state entering each chunk (init, or
+// zeros, for chunk 0). Per channel (b, d), state n, time t:
 //   dt_t   = softplus(delta_t + bias_d)   (or delta_t + bias_d without softplus)
-//   h_t[n] = exp(dt_t A[d,n]) h_{t-1}[n] + dt_t Bm_t[n] u_t,   h_{-1} = 0
+//   h_t[n] = exp(dt_t A[d,n]) h_{t-1}[n] + dt_t Bm_t[n] u_t,   h_{-1} = init (or 0)
 //   out_t  = (sum_n Cm_t[n] h_t[n] + D_d u_t) * silu(z_t)   (or without the gate)
 //
 // Napkin math at B 8, D 1536, L 2048, N 16, chunk 64 (f32):
@@ -43,7 +43,7 @@ __device__ __forceinline__ float softplus_f(float x) { return fmaxf(x, 0.0f) + l
 __device__ __forceinline__ float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 // The parameter of both forward kernels: `ScanForwardParams` in launch/scan.rs, same fields
-// (layouts in the header above; z and delta_bias may be null).
+// (layouts in the header above; z, delta_bias and init may be null).
 struct ScanForwardParams {
     float* out;
     float* last_state;
@@ -51,11 +51,12 @@ struct ScanForwardParams {
     const float *u, *delta, *A, *Bm, *Cm, *Dskip;
     const float* z;
     const float* delta_bias;
+    const float* init;
     int softplus, batch, dim, len, n_state, chunk;
 };
-static_assert(sizeof(ScanForwardParams) == 112, "ScanForwardParams: launch/scan.rs has 112 bytes");
+static_assert(sizeof(ScanForwardParams) == 120, "ScanForwardParams: launch/scan.rs has 120 bytes");
 
-// Grid ceil(B*D / SCAN_THREADS), block SCAN_THREADS. z and delta_bias may be null.
+// Grid ceil(B*D / SCAN_THREADS), block SCAN_THREADS. z, delta_bias and init may be null.
 // (Kept as the baseline for forward v2, `selective_scan_forward_f32` at the end of this file.)
 extern "C" __global__ void __launch_bounds__(SCAN_THREADS)
     selective_scan_forward_v1_f32(const __grid_constant__ ScanForwardParams p) {
@@ -70,6 +71,7 @@ extern "C" __global__ void __launch_bounds__(SCAN_THREADS)
     const float* __restrict__ Dskip = p.Dskip;
     const float* __restrict__ z = p.z;
     const float* __restrict__ delta_bias = p.delta_bias;
+    const float* __restrict__ init = p.init;
     const int softplus = p.softplus, batch = p.batch, dim = p.dim, len = p.len, n_state = p.n_state, chunk = p.chunk;
     const long long bd = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (bd >= (long long)batch * dim || n_state > SCAN_MAX_STATE || n_state < 1 || chunk < 1) return;
@@ -84,7 +86,7 @@ extern "C" __global__ void __launch_bounds__(SCAN_THREADS)
 #pragma unroll
     for (int n = 0; n < SCAN_MAX_STATE; ++n) {
         a[n] = n < n_state ? A[(long long)d * n_state + n] : 0.0f;
-        h[n] = 0.0f;
+        h[n] = n < n_state && init ? init[bd * n_state + n] : 0.0f;  // h_{-1}
     }
     const float bias = delta_bias ? delta_bias[d] : 0.0f;
     const float dskip = Dskip[d];
@@ -125,12 +127,14 @@ extern "C" __global__ void __launch_bounds__(SCAN_THREADS)
 // ---------------------------------------------------------------------------------------
 // Selective scan backward, f32: the CUDA twin of `selective_scan_backward` (engine/src/ops/scan/cpu.rs).
 // Gradient layouts as the inputs: du, ddelta, dz (B, D, L); dA (D, N); dBm, dCm (B, N, L);
-// dDskip, ddelta_bias (D). Given the forward's chunk_states and dout, per channel and chunk
-// (newest first) it replays the forward from the chunk's saved state, then runs the adjoint
-//   dh_t = Cm_t dy_t + exp(dt_{t+1} A) dh_{t+1}     (dy = dout * silu(z), or dout)
+// dDskip, ddelta_bias (D); dinit (B, D, N). Given the forward's chunk_states, dout and dlast
+// (B, D, N, the gradient of last_state; null is zero), per channel and chunk (newest first)
+// it replays the forward from the chunk's saved state, then runs the adjoint
+//   dh_t = Cm_t dy_t + exp(dt_{t+1} A) dh_{t+1}     (dy = dout * silu(z), or dout; dh_L = dlast)
 //   du_t = D dy_t + dt_t sum_n dh_t Bm_t       d(dt)_t = sum_n dh_t (A e_t h_{t-1}) + u_t sum_n dh_t Bm_t
 //   dA += dh_t dt_t e_t h_{t-1}   dBm_t += dh_t dt_t u_t   dCm_t += dy_t h_t   (e_t = exp(dt_t A))
 //   dz_t = dout_t y_t s (1 + z_t (1 - s)), s = sigmoid(z_t), y_t = sum_n Cm_t h_t + D u_t
+//   dinit = exp(dt_0 A) dh_0   (the carry past step 0; the chunk-0 replay starts from init)
 //
 // Launch shape: grid (ceil(D / 8), B), 128 threads = 8 channels (b, d) x 16 lanes; lane n of
 // a channel owns state n (lanes >= n_state idle: A = Bm = Cm = 0 keeps their h and dh at 0).
@@ -195,33 +199,35 @@ __device__ __forceinline__ float transpose_sum16(float (&v)[SCAN_BWD_WIN], int l
 #define SCAN_BWD_PARAMS                                                                                             \
     float *__restrict__ du, float *__restrict__ ddelta, float *__restrict__ dA, float *__restrict__ dBm,            \
         float *__restrict__ dCm, float *__restrict__ dDskip, float *__restrict__ dz, float *__restrict__ ddelta_bias, \
-        const float *__restrict__ u, const float *__restrict__ delta, const float *__restrict__ A,                   \
-        const float *__restrict__ Bm, const float *__restrict__ Cm, const float *__restrict__ Dskip,                 \
-        const float *__restrict__ z, const float *__restrict__ delta_bias, int softplus,                            \
-        const float *__restrict__ chunk_states, const float *__restrict__ dout, int batch, int dim, int len,        \
-        int n_state, int chunk
+        float *__restrict__ dinit, const float *__restrict__ u, const float *__restrict__ delta,                     \
+        const float *__restrict__ A, const float *__restrict__ Bm, const float *__restrict__ Cm,                     \
+        const float *__restrict__ Dskip, const float *__restrict__ z, const float *__restrict__ delta_bias,          \
+        int softplus, const float *__restrict__ chunk_states, const float *__restrict__ dout,                      \
+        const float *__restrict__ dlast, int batch, int dim, int len, int n_state, int chunk
 // The parameter of both backward kernels: `ScanBackwardParams` in launch/scan.rs, same
-// fields (gradients first; dz, ddelta_bias, z, delta_bias may be null). The flag and sizes
-// are 8-byte (each fits an int): with 4-byte ones nvcc loads them in pairs and version 2,
-// at its 128-register cap, spills 4 bytes.
+// fields (gradients first; dz, ddelta_bias, dinit, z, delta_bias, dlast may be null). The
+// flag and sizes are 8-byte (each fits an int): with 4-byte ones nvcc loads them in pairs and
+// version 2, at its 128-register cap, spills 4 bytes.
 struct ScanBackwardParams {
     float *du, *ddelta, *dA, *dBm, *dCm, *dDskip;
     float* dz;
     float* ddelta_bias;
+    float* dinit;
     const float *u, *delta, *A, *Bm, *Cm, *Dskip;
     const float* z;
     const float* delta_bias;
     const float* chunk_states;
     const float* dout;
+    const float* dlast;
     long long softplus, batch, dim, len, n_state, chunk;
 };
-static_assert(sizeof(ScanBackwardParams) == 192, "ScanBackwardParams: launch/scan.rs has 192 bytes");
+static_assert(sizeof(ScanBackwardParams) == 208, "ScanBackwardParams: launch/scan.rs has 208 bytes");
 
 // The fields of a ScanBackwardParams p in SCAN_BWD_PARAMS order.
-#define SCAN_BWD_ARGS                                                                                           \
-    p.du, p.ddelta, p.dA, p.dBm, p.dCm, p.dDskip, p.dz, p.ddelta_bias, p.u, p.delta, p.A, p.Bm, p.Cm, p.Dskip, \
-        p.z, p.delta_bias, (int)p.softplus, p.chunk_states, p.dout, (int)p.batch, (int)p.dim, (int)p.len,         \
-        (int)p.n_state, (int)p.chunk
+#define SCAN_BWD_ARGS                                                                                             \
+    p.du, p.ddelta, p.dA, p.dBm, p.dCm, p.dDskip, p.dz, p.ddelta_bias, p.dinit, p.u, p.delta, p.A, p.Bm, p.Cm,   \
+        p.Dskip, p.z, p.delta_bias, (int)p.softplus, p.chunk_states, p.dout, p.dlast, (int)p.batch, (int)p.dim,  \
+        (int)p.len, (int)p.n_state, (int)p.chunk
 
 // The read-only inputs are loaded with __ldg (ld.global.nc): from __restrict__ kernel
 // parameters nvcc inferred that itself, from pointers in a parameter struct it does not.
@@ -288,7 +294,9 @@ __device__ __forceinline__ void scan_backward(SCAN_BWD_PARAMS) {
         __syncthreads();
     };
 
-    float dh = 0.0f, dA_acc = 0.0f, dd_acc = 0.0f, dbias_acc = 0.0f;
+    // dh starts at dlast (the gradient of h_{L-1} from outside), or 0.
+    float dh = live_n && dlast ? __ldg(dlast + bd * n_state + lane) : 0.0f;
+    float dA_acc = 0.0f, dd_acc = 0.0f, dbias_acc = 0.0f;
     for (int c = n_chunks - 1; c >= 0; --c) {
         const int t0 = c * chunk, t1 = min(t0 + chunk, len);
         const int n_win = (t1 - t0 + SCAN_BWD_WIN - 1) / SCAN_BWD_WIN;
@@ -364,6 +372,7 @@ __device__ __forceinline__ void scan_backward(SCAN_BWD_PARAMS) {
             }
         }
     }
+    if (live_n && dinit) dinit[bd * n_state + lane] = dh;  // exp(dt_0 A) dh_0
     if (live_n) atomicAdd(dA + (long long)d * n_state + lane, dA_acc);
 #pragma unroll
     for (int off = 8; off >= 1; off >>= 1) {
@@ -379,7 +388,8 @@ __device__ __forceinline__ void scan_backward(SCAN_BWD_PARAMS) {
 // Version 1: keeps each step's e_t in registers for the adjoint (152 registers, 3 blocks
 // per SM). On the H100 at (8, 1536, 2048, 16): 3.43 ms, slower than version 2 (2.70 ms).
 // Grid (ceil(dim / SCAN_BWD_CH), batch), block SCAN_BWD_THREADS. z, dz, delta_bias,
-// ddelta_bias may be null (z and dz together, delta_bias and ddelta_bias together).
+// ddelta_bias, dinit, dlast may be null (z and dz together, delta_bias and ddelta_bias
+// together; dinit when the forward had no init, dlast for a zero one).
 // dA, dBm, dCm, dDskip, ddelta_bias must be zero on entry (accumulated with atomics).
 extern "C" __global__ void __launch_bounds__(SCAN_BWD_THREADS, 3) selective_scan_backward_v1_f32(const __grid_constant__ ScanBackwardParams p) {
     scan_backward<true>(SCAN_BWD_ARGS);
@@ -403,7 +413,9 @@ extern "C" __global__ void __launch_bounds__(SCAN_BWD_THREADS, 4) selective_scan
 // Napkin math (the v1 header's 431 MB, ~0.14 ms of bytes; 403 M exps, ~0.11 ms of MUFU):
 // per element step ~5 FP ops and ~4 shared loads/shuffles per warp on the MIO pipe (~0.2 ms).
 // Expect ~0.25-0.4 ms against v1's 3.6 ms and the reference's 0.977 ms.
-extern "C" __global__ void __launch_bounds__(SCAN_BWD_THREADS)
+// The bound of 10 blocks per SM keeps it at the 48 registers it had before the initial state
+// (loading init took ptxas to 56, i.e. 9 blocks per SM); ptxas reports no spill at 48.
+extern "C" __global__ void __launch_bounds__(SCAN_BWD_THREADS, 10)
     selective_scan_forward_f32(const __grid_constant__ ScanForwardParams p) {
     float* __restrict__ out = p.out;
     float* __restrict__ last_state = p.last_state;
@@ -416,6 +428,7 @@ extern "C" __global__ void __launch_bounds__(SCAN_BWD_THREADS)
     const float* __restrict__ Dskip = p.Dskip;
     const float* __restrict__ z = p.z;
     const float* __restrict__ delta_bias = p.delta_bias;
+    const float* __restrict__ init = p.init;
     const int softplus = p.softplus, dim = p.dim, len = p.len, n_state = p.n_state, chunk = p.chunk;  // batch: gridDim.y
     __shared__ float2 s_sc[SCAN_BWD_CH][SCAN_BWD_WIN];       // per channel and step: (dt, dt u)
     __shared__ float s_b[SCAN_BWD_LANES][SCAN_BWD_WIN + 1];  // the window's Bm as (n, step), padded
@@ -434,7 +447,7 @@ extern "C" __global__ void __launch_bounds__(SCAN_BWD_THREADS)
     const float* bb = Bm + (long long)b * n_state * len;
     const float* cb = Cm + (long long)b * n_state * len;
 
-    float h = 0.0f;
+    float h = live_n && init ? init[bd * n_state + lane] : 0.0f;  // h_{-1}
     for (int c = 0; c < n_chunks; ++c) {
         if (live_n) chunk_states[(bd * n_chunks + c) * n_state + lane] = h;
         const int t0 = c * chunk, t1 = min(t0 + chunk, len);

@@ -15,7 +15,9 @@
 //! list they make ([`MambaLM::parameters`]), which every reader of parameters iterates.
 //!
 //! `step` runs the same network one token at a time, each mixer carrying its recurrent state
-//! ([`InferenceState`]): constant cost per token.
+//! ([`InferenceState`]): constant cost per token. `objective_from` runs whole sequences from
+//! such a state and returns the one they end in (Mamba-1 layers): a long text in consecutive
+//! pieces, truncated backprop through time.
 
 use crate::{
     block::Block,
@@ -117,6 +119,17 @@ pub fn declared_shapes(cfg: &MambaConfig, layers: Range<usize>) -> Result<Vec<(S
     Ok(shapes.specs)
 }
 
+/// The training objective of `logits` against `targets`: the mean cross-entropy plus every MoE
+/// layer's load-balancing loss.
+fn objective_of(logits: &Tensor, targets: &[i64], moe: Vec<MoeStats>) -> Result<Objective> {
+    let cross_entropy = logits.cross_entropy(targets, -100)?;
+    let mut total = cross_entropy.clone();
+    for layer in &moe {
+        total = total.add(&layer.aux_loss)?;
+    }
+    Ok(Objective { total, cross_entropy, moe })
+}
+
 /// The error for a configuration whose parameters cannot even be counted.
 fn overflow(cfg: &MambaConfig) -> Error {
     let ssm = serde_json::to_string(&cfg.ssm_cfg).unwrap_or_default();
@@ -206,12 +219,42 @@ impl MambaLM {
     /// (the same as [`MambaLM::loss`] without MoE layers).
     pub fn objective(&self, ids: &[usize], targets: &[i64], batch: usize, len: usize) -> Result<Objective> {
         let (logits, moe) = self.forward_moe(ids, batch, len)?;
-        let cross_entropy = logits.cross_entropy(targets, -100)?;
-        let mut total = cross_entropy.clone();
-        for layer in &moe {
-            total = total.add(&layer.aux_loss)?;
+        objective_of(&logits, targets, moe)
+    }
+
+    /// [`MambaLM::objective`] of sequences that continue from `state` (every layer's, from
+    /// [`MambaLM::new_state`], [`MambaLM::prefill`] or an earlier call), and the state these
+    /// `len` tokens end in: each Mamba-1 mixer's `forward_from`, so the result equals the
+    /// objective of the whole sequences' last `len` positions. The returned state is a
+    /// differentiable function of the batch, the parameters and `state`; truncated backprop
+    /// through time detaches it before the next piece. Every layer must be a Mamba-1 mixer.
+    pub fn objective_from(
+        &self,
+        ids: &[usize],
+        targets: &[i64],
+        (batch, len): (usize, usize),
+        state: &InferenceState,
+    ) -> Result<(Objective, InferenceState)> {
+        if state.layers.len() != self.layers.len() {
+            let (got, want) = (state.layers.len(), self.layers.len());
+            return Err(Error::Unsupported(format!("a state of {got} layers cannot continue a model of {want}")));
         }
-        Ok(Objective { total, cross_entropy, moe })
+        let h = self.embedding.embedding(ids, &[batch, len])?;
+        let (mut moe, mut next) = (Vec::new(), Vec::with_capacity(self.layers.len()));
+        let mix = |i: usize, mixer: &Mixer, x: &Tensor| match (mixer, &state.layers[i]) {
+            (Mixer::Mamba1(m), MixerState::Mamba1(s)) => {
+                let (y, s) = m.forward_from(x, s, self.scan_chunk, self.recompute)?;
+                next.push(MixerState::Mamba1(s));
+                Ok(y)
+            }
+            (m, s) => Err(Error::Unsupported(format!(
+                "continuing sequences from a state takes Mamba1 layers only: layer {i} is {} (state {})",
+                m.kind(),
+                s.kind()
+            ))),
+        };
+        let logits = self.through_blocks(h, mix, Some(&mut moe))?;
+        Ok((objective_of(&logits, targets, moe)?, InferenceState { layers: next }))
     }
 
     /// Zero recurrent states for `batch` sequences.

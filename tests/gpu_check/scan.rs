@@ -3,10 +3,13 @@
 //! idle state lanes — once with z, delta_bias and softplus, once with none of them), one
 //! more for the backward's windows (B 1, D 9, L 100, N 16, chunk 40: windows of 16, 16, 8 per
 //! chunk, a block with one live channel), then the Mamba-sized one (B 8, D 1536, L 2048,
-//! N 16, chunk 64) for correctness and speed. Errors are relative norms: 2048-step f32
-//! recurrences with another exp. Forward against TOL; backward against BWD_TOL = 1e-4,
-//! since its gradients are long sums (dA, dD, dbias over B x L terms, dBm, dCm over D,
-//! dh over the whole sequence) taken in another order, partly by atomics.
+//! N 16, chunk 64) for correctness and speed; then the first and third shapes again with an
+//! initial state and a `dlast` (the gradient of `last_state`), fresh random values: the
+//! forward starts from `init`, the backward from `dlast` and writes `dinit` (NaN-poisoned
+//! like every output). Errors are relative norms: 2048-step f32 recurrences with another exp.
+//! Forward against TOL; backward against BWD_TOL = 1e-4, since its gradients are long sums
+//! (dA, dD, dbias over B x L terms, dBm, dCm over D, dh over the whole sequence) taken in
+//! another order, partly by atomics.
 //!
 //! The backward runs on the CPU's chunk_states (one row per gradient) and on the GPU
 //! forward's (one row, the worst gradient); both kernel variants are checked and timed, and
@@ -14,25 +17,95 @@
 //! The forward runs in both versions (v2 is the default launcher, v1 the baseline).
 
 use crate::{poisoned, rel_norm, Check, Res, Row, TOL};
-use mamba_engine::ops::scan::cpu::{selective_scan_backward, selective_scan_forward, ScanDims, ScanGrads, ScanInputs};
+use mamba_engine::ops::scan::cpu::{
+    selective_scan_backward, selective_scan_forward, ScanDims, ScanForward, ScanGrads, ScanInputs,
+};
 use mamba_kernels::cust::prelude::*;
 use mamba_kernels::launch as kl;
 
 /// Tolerance of the backward's gradients (relative norm), see above.
 const BWD_TOL: f64 = 1e-4;
 
-/// The scan's inputs on the GPU; `z`, `bias` are passed only with `extras`.
-struct GpuInputs {
-    u: DeviceBuffer<f32>,
-    delta: DeviceBuffer<f32>,
-    a: DeviceBuffer<f32>,
-    bm: DeviceBuffer<f32>,
-    cm: DeviceBuffer<f32>,
-    d: DeviceBuffer<f32>,
-    z: DeviceBuffer<f32>,
-    bias: DeviceBuffer<f32>,
-    dout: DeviceBuffer<f32>,
+/// One case's values on the host: the scan's inputs, `dout`, and (with `state`) `init` and
+/// `dlast`.
+struct HostInputs {
+    v: [Vec<f32>; 9], // u, delta, A, Bm, Cm, D, z, bias, dout
+    init: Option<Vec<f32>>,
+    dlast: Option<Vec<f32>>,
     extras: bool,
+}
+
+impl HostInputs {
+    /// Fresh random values for `dims`; z, bias and softplus with `extras`, init and dlast with
+    /// `state`.
+    fn draw(c: &mut Check, dims: ScanDims, extras: bool, state: bool) -> HostInputs {
+        let ScanDims { batch, dim, len, state: n, .. } = dims;
+        let (bdl, bnl) = (batch * dim * len, batch * n * len);
+        let u = c.uniform(bdl, -1.0, 1.0);
+        // dt must stay positive: raw delta through softplus, or small positive values without it
+        let delta = if extras { c.uniform(bdl, -4.0, 0.5) } else { c.uniform(bdl, 0.001, 0.1) };
+        let a = c.uniform(dim * n, -4.0, -0.1);
+        let (bm, cm) = (c.uniform(bnl, -1.0, 1.0), c.uniform(bnl, -1.0, 1.0));
+        let d_skip = c.uniform(dim, -1.0, 1.0);
+        let z = c.uniform(bdl, -3.0, 3.0);
+        let bias = c.uniform(dim, -1.0, 1.0);
+        let dout = c.uniform(bdl, -1.0, 1.0);
+        let init = state.then(|| c.uniform(batch * dim * n, -2.0, 2.0));
+        let dlast = state.then(|| c.uniform(batch * dim * n, -1.0, 1.0));
+        HostInputs { v: [u, delta, a, bm, cm, d_skip, z, bias, dout], init, dlast, extras }
+    }
+
+    /// The inputs as the CPU twin takes them.
+    fn cpu(&self) -> ScanInputs<'_, f32> {
+        let v = &self.v;
+        ScanInputs {
+            u: &v[0],
+            delta: &v[1],
+            a: &v[2],
+            bm: &v[3],
+            cm: &v[4],
+            d_skip: &v[5],
+            z: self.extras.then_some(&v[6][..]),
+            delta_bias: self.extras.then_some(&v[7][..]),
+            softplus: self.extras,
+            init: self.init.as_deref(),
+        }
+    }
+}
+
+/// The scan's inputs on the GPU; `z`, `bias` are passed only with `extras`, `init` and
+/// `dlast` only when given.
+struct GpuInputs {
+    v: Vec<DeviceBuffer<f32>>, // u, delta, A, Bm, Cm, D, z, bias, dout
+    init: Option<DeviceBuffer<f32>>,
+    dlast: Option<DeviceBuffer<f32>>,
+    extras: bool,
+}
+
+impl GpuInputs {
+    fn upload(h: &HostInputs) -> Res<GpuInputs> {
+        let up = |v: &Vec<f32>| DeviceBuffer::from_slice(v);
+        let v = h.v.iter().map(up).collect::<Result<_, _>>()?;
+        let (init, dlast) = (h.init.as_ref().map(up).transpose()?, h.dlast.as_ref().map(up).transpose()?);
+        Ok(GpuInputs { v, init, dlast, extras: h.extras })
+    }
+
+    /// The GPU inputs as the launchers take them.
+    fn inputs(&self) -> kl::ScanInputs<'_> {
+        let v = &self.v;
+        kl::ScanInputs {
+            u: &v[0],
+            delta: &v[1],
+            a: &v[2],
+            bm: &v[3],
+            cm: &v[4],
+            d_skip: &v[5],
+            z: self.extras.then_some(&*v[6]),
+            delta_bias: self.extras.then_some(&*v[7]),
+            softplus: self.extras,
+            init: self.init.as_deref(),
+        }
+    }
 }
 
 /// The backward's outputs on the GPU, NaN-poisoned.
@@ -45,6 +118,7 @@ struct GpuGrads {
     dd: DeviceBuffer<f32>,
     dz: DeviceBuffer<f32>,
     dbias: DeviceBuffer<f32>,
+    dinit: DeviceBuffer<f32>,
 }
 
 impl GpuGrads {
@@ -60,6 +134,7 @@ impl GpuGrads {
             dd: poisoned(dim)?,
             dz: poisoned(bdl)?,
             dbias: poisoned(dim)?,
+            dinit: poisoned(batch * dim * state)?,
         })
     }
 
@@ -79,22 +154,10 @@ impl GpuGrads {
         if let Some(db) = &want.ddelta_bias {
             e.push(("ddelta_bias", rel_norm(&self.dbias.as_host_vec()?, db)));
         }
+        if let Some(di) = &want.dinit {
+            e.push(("dinit", rel_norm(&self.dinit.as_host_vec()?, di)));
+        }
         Ok(e)
-    }
-}
-
-/// The GPU inputs as the launchers take them (`z` and `delta_bias` only with `extras`).
-fn inputs(g: &GpuInputs) -> kl::ScanInputs<'_> {
-    kl::ScanInputs {
-        u: &g.u,
-        delta: &g.delta,
-        a: &g.a,
-        bm: &g.bm,
-        cm: &g.cm,
-        d_skip: &g.d,
-        z: g.extras.then_some(&*g.z),
-        delta_bias: g.extras.then_some(&*g.bias),
-        softplus: g.extras,
     }
 }
 
@@ -106,7 +169,7 @@ fn kernel_dims(d: ScanDims) -> kl::ScanDims {
 fn forward(c: &Check, v1: bool, g: &GpuInputs, dims: ScanDims, out: &mut [&mut DeviceBuffer<f32>; 3]) -> Res<()> {
     let [gout, glast, gchunks] = out;
     let args =
-        kl::ScanForward { x: inputs(g), out: gout, last_state: glast, chunk_states: gchunks, dims: kernel_dims(dims) };
+        kl::ScanForward { x: g.inputs(), out: gout, last_state: glast, chunk_states: gchunks, dims: kernel_dims(dims) };
     c.gpu.selective_scan_forward_f32(if v1 { 1 } else { 2 }, args)?;
     Ok(())
 }
@@ -128,8 +191,10 @@ fn backward(
         dd_skip: &mut o.dd,
         dz: g.extras.then_some(&mut *o.dz),
         ddelta_bias: g.extras.then_some(&mut *o.dbias),
+        dinit: g.init.is_some().then_some(&mut *o.dinit),
     };
-    let args = kl::ScanBackward { x: inputs(g), chunk_states: states, dout: &g.dout, grads, dims: kernel_dims(dims) };
+    let (x, dout, dlast) = (g.inputs(), &g.v[8], g.dlast.as_deref());
+    let args = kl::ScanBackward { x, chunk_states: states, dout, dlast, grads, dims: kernel_dims(dims) };
     c.gpu.selective_scan_backward_f32(if v1 { 1 } else { 2 }, args)?;
     Ok(())
 }
@@ -138,111 +203,109 @@ fn row(kernel: String, err: f64, tol: f64, us: f64, rate: f64) -> Row {
     Row { kernel, err, ok: err <= tol, us, rate }
 }
 
+/// Forward v2 (the default) and v1 against the CPU's `want`, freshly poisoned for each; the
+/// rows, and v2's `(out, last_state, chunk_states)` for the backward.
+fn check_forward(
+    c: &mut Check,
+    name: &str,
+    g: &GpuInputs,
+    dims: ScanDims,
+    want: &ScanForward<f32>,
+) -> Res<[DeviceBuffer<f32>; 3]> {
+    let ScanDims { batch, dim, len, state, .. } = dims;
+    let (bdl, bnl, nc) = (batch * dim * len, batch * state * len, dims.n_chunks());
+    // read u, delta (+ z), Bm, Cm, A, D (+ bias) (+ init); write out, last_state, chunk_states
+    let zb = if g.extras { bdl + dim } else { 0 };
+    let ib = if g.init.is_some() { batch * dim * state } else { 0 };
+    let bytes =
+        (2 * bdl + zb + ib + 2 * bnl + dim * state + dim + bdl + batch * dim * state + batch * dim * nc * state) * 4;
+    let mut fwd_bufs = Vec::new(); // v2's (out, last_state, chunk_states) stay for the backward
+    for v1 in [true, false] {
+        let (mut gout, mut glast, mut gchunks) =
+            (poisoned(bdl)?, poisoned(batch * dim * state)?, poisoned(batch * dim * nc * state)?);
+        forward(c, v1, g, dims, &mut [&mut gout, &mut glast, &mut gchunks])?;
+        c.gpu.stream.synchronize()?;
+        let errs = [
+            ("out", rel_norm(&gout.as_host_vec()?, &want.out)),
+            ("last_state", rel_norm(&glast.as_host_vec()?, &want.last_state)),
+            ("chunk_states", rel_norm(&gchunks.as_host_vec()?, &want.chunk_states)),
+        ];
+        let us = c.time(|| forward(c, v1, g, dims, &mut [&mut gout, &mut glast, &mut gchunks]))?;
+        let rate = bytes as f64 / us / 1e3;
+        if v1 {
+            let worst = errs.iter().map(|e| e.1).fold(0.0, f64::max);
+            c.rows.push(row(format!("{name} fwd v1 worst (norm)"), worst, TOL, us, rate));
+        } else {
+            for (i, (what, e)) in errs.into_iter().enumerate() {
+                let (us, rate) = if i == 0 { (us, rate) } else { (f64::NAN, f64::NAN) };
+                c.rows.push(row(format!("{name} fwd {what} (norm)"), e, TOL, us, rate));
+            }
+            fwd_bufs.extend([gout, glast, gchunks]);
+        }
+    }
+    Ok(fwd_bufs.try_into().map_err(|_| "three forward buffers")?)
+}
+
+/// Backward, both variants, on the CPU's chunk states against the CPU's gradients.
+fn check_backward(
+    c: &mut Check,
+    name: &str,
+    g: &GpuInputs,
+    dims: ScanDims,
+    chunk_states: &[f32],
+    want_grads: &ScanGrads<f32>,
+) -> Res<()> {
+    let ScanDims { batch, dim, len, state, .. } = dims;
+    let (bdl, bnl, nc) = (batch * dim * len, batch * state * len, dims.n_chunks());
+    let cpu_states = DeviceBuffer::from_slice(chunk_states)?;
+    // read u, delta, dout (+ z), Bm, Cm, chunk_states, A, D (+ bias) (+ dlast); write du, ddelta
+    // (+ dz), dBm, dCm, dA, dD (+ dbias) (+ dinit)
+    let zb = if g.extras { 2 * bdl + 2 * dim } else { 0 };
+    let sb = if g.init.is_some() { 2 * batch * dim * state } else { 0 };
+    let bytes = (5 * bdl + zb + sb + 4 * bnl + batch * dim * nc * state + 2 * dim * state + 2 * dim) * 4;
+    for v1 in [false, true] {
+        let variant = if v1 { "bwd v1" } else { "bwd" };
+        let mut o = GpuGrads::poisoned(dims)?;
+        backward(c, v1, g, &cpu_states, dims, &mut o)?;
+        c.gpu.stream.synchronize()?;
+        let errs = o.errors(want_grads)?;
+        let us = c.time(|| backward(c, v1, g, &cpu_states, dims, &mut o))?;
+        let rate = bytes as f64 / us / 1e3;
+        if v1 {
+            let worst = errs.iter().map(|e| e.1).fold(0.0, f64::max);
+            c.rows.push(row(format!("{name} {variant} worst grad (norm)"), worst, BWD_TOL, us, rate));
+        } else {
+            for (i, (what, e)) in errs.into_iter().enumerate() {
+                let (us, rate) = if i == 0 { (us, rate) } else { (f64::NAN, f64::NAN) };
+                c.rows.push(row(format!("{name} {variant} {what} (norm)"), e, BWD_TOL, us, rate));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn run(c: &mut Check) -> Res<()> {
     let big = if c.timing { (8, 1536, 2048, 16, 64) } else { (1, 64, 256, 16, 64) }; // small under compute-sanitizer
-    for (batch, dim, len, state, chunk, extras) in [
-        (2, 5, 37, 4, 8, true),
-        (2, 5, 37, 4, 8, false),
-        (1, 9, 100, 16, 40, true),
-        (big.0, big.1, big.2, big.3, big.4, true),
+    for (batch, dim, len, state, chunk, extras, with_state) in [
+        (2, 5, 37, 4, 8, true, false),
+        (2, 5, 37, 4, 8, false, false),
+        (1, 9, 100, 16, 40, true, false),
+        (big.0, big.1, big.2, big.3, big.4, true, false),
+        (2, 5, 37, 4, 8, true, true),
+        (1, 9, 100, 16, 40, false, true),
     ] {
         let dims = ScanDims { batch, dim, len, state, chunk };
-        let (bdl, bnl, nc) = (batch * dim * len, batch * state * len, dims.n_chunks());
-        let u = c.uniform(bdl, -1.0, 1.0);
-        // dt must stay positive: raw delta through softplus, or small positive values without it
-        let delta = if extras { c.uniform(bdl, -4.0, 0.5) } else { c.uniform(bdl, 0.001, 0.1) };
-        let a = c.uniform(dim * state, -4.0, -0.1);
-        let (bm, cm) = (c.uniform(bnl, -1.0, 1.0), c.uniform(bnl, -1.0, 1.0));
-        let d_skip = c.uniform(dim, -1.0, 1.0);
-        let z = c.uniform(bdl, -3.0, 3.0);
-        let bias = c.uniform(dim, -1.0, 1.0);
-        let dout = c.uniform(bdl, -1.0, 1.0);
-        let inputs = ScanInputs {
-            u: &u,
-            delta: &delta,
-            a: &a,
-            bm: &bm,
-            cm: &cm,
-            d_skip: &d_skip,
-            z: extras.then_some(&z[..]),
-            delta_bias: extras.then_some(&bias[..]),
-            softplus: extras,
-        };
-        let want = selective_scan_forward(dims, &inputs);
-        let want_grads = selective_scan_backward(dims, &inputs, &want.chunk_states, &dout);
-
-        let up = |v: &[f32]| DeviceBuffer::from_slice(v);
-        let g = GpuInputs {
-            u: up(&u)?,
-            delta: up(&delta)?,
-            a: up(&a)?,
-            bm: up(&bm)?,
-            cm: up(&cm)?,
-            d: up(&d_skip)?,
-            z: up(&z)?,
-            bias: up(&bias)?,
-            dout: up(&dout)?,
-            extras,
-        };
-        let name = format!("scan {batch}x{dim}x{len}x{state}/{chunk}{}", if extras { " z,bias,sp" } else { "" });
-
-        // Forward, v2 (the default) and v1.
-        // read u, delta (+ z), Bm, Cm, A, D (+ bias); write out, last_state, chunk_states
-        let zb = if extras { bdl + dim } else { 0 };
-        let bytes =
-            (2 * bdl + zb + 2 * bnl + dim * state + dim + bdl + batch * dim * state + batch * dim * nc * state) * 4;
-        let mut fwd_bufs = Vec::new(); // v2's (out, last_state, chunk_states) stay for the backward
-        for v1 in [true, false] {
-            // freshly poisoned for each version
-            let (mut gout, mut glast, mut gchunks) =
-                (poisoned(bdl)?, poisoned(batch * dim * state)?, poisoned(batch * dim * nc * state)?);
-            forward(c, v1, &g, dims, &mut [&mut gout, &mut glast, &mut gchunks])?;
-            c.gpu.stream.synchronize()?;
-            let errs = [
-                ("out", rel_norm(&gout.as_host_vec()?, &want.out)),
-                ("last_state", rel_norm(&glast.as_host_vec()?, &want.last_state)),
-                ("chunk_states", rel_norm(&gchunks.as_host_vec()?, &want.chunk_states)),
-            ];
-            let us = c.time(|| forward(c, v1, &g, dims, &mut [&mut gout, &mut glast, &mut gchunks]))?;
-            let rate = bytes as f64 / us / 1e3;
-            if v1 {
-                let worst = errs.iter().map(|e| e.1).fold(0.0, f64::max);
-                c.rows.push(row(format!("{name} fwd v1 worst (norm)"), worst, TOL, us, rate));
-            } else {
-                for (i, (what, e)) in errs.into_iter().enumerate() {
-                    let (us, rate) = if i == 0 { (us, rate) } else { (f64::NAN, f64::NAN) };
-                    c.rows.push(row(format!("{name} fwd {what} (norm)"), e, TOL, us, rate));
-                }
-                fwd_bufs.extend([gout, glast, gchunks]);
-            }
-        }
-        let [mut gout, mut glast, mut gchunks]: [DeviceBuffer<f32>; 3] =
-            fwd_bufs.try_into().map_err(|_| "three forward buffers")?;
-
-        // Backward on the CPU's chunk states, both variants.
-        let cpu_states = up(&want.chunk_states)?;
-        // read u, delta, dout (+ z), Bm, Cm, chunk_states, A, D (+ bias); write du, ddelta (+ dz),
-        // dBm, dCm, dA, dD (+ dbias)
-        let zb = if extras { 2 * bdl + 2 * dim } else { 0 };
-        let bytes = (5 * bdl + zb + 4 * bnl + batch * dim * nc * state + 2 * dim * state + 2 * dim) * 4;
-        for v1 in [false, true] {
-            let variant = if v1 { "bwd v1" } else { "bwd" };
-            let mut o = GpuGrads::poisoned(dims)?;
-            backward(c, v1, &g, &cpu_states, dims, &mut o)?;
-            c.gpu.stream.synchronize()?;
-            let errs = o.errors(&want_grads)?;
-            let us = c.time(|| backward(c, v1, &g, &cpu_states, dims, &mut o))?;
-            let rate = bytes as f64 / us / 1e3;
-            if v1 {
-                let worst = errs.iter().map(|e| e.1).fold(0.0, f64::max);
-                c.rows.push(row(format!("{name} {variant} worst grad (norm)"), worst, BWD_TOL, us, rate));
-            } else {
-                for (i, (what, e)) in errs.into_iter().enumerate() {
-                    let (us, rate) = if i == 0 { (us, rate) } else { (f64::NAN, f64::NAN) };
-                    c.rows.push(row(format!("{name} {variant} {what} (norm)"), e, BWD_TOL, us, rate));
-                }
-            }
-        }
+        let h = HostInputs::draw(c, dims, extras, with_state);
+        let want = selective_scan_forward(dims, &h.cpu());
+        let want_grads = selective_scan_backward(dims, &h.cpu(), &want.chunk_states, &h.v[8], h.dlast.as_deref());
+        let g = GpuInputs::upload(&h)?;
+        let name = format!(
+            "scan {batch}x{dim}x{len}x{state}/{chunk}{}{}",
+            if extras { " z,bias,sp" } else { "" },
+            if with_state { " init,dlast" } else { "" }
+        );
+        let [mut gout, mut glast, mut gchunks] = check_forward(c, &name, &g, dims, &want)?;
+        check_backward(c, &name, &g, dims, &want.chunk_states, &want_grads)?;
 
         // Backward on the GPU forward's chunk states; then forward + backward timed together.
         let mut o = GpuGrads::poisoned(dims)?;

@@ -170,6 +170,13 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(default)]
     pub tf32: bool,
+    /// Truncated backprop through time, for Mamba-1 LMs on text: each batch row reads its own
+    /// contiguous stream of the text, consecutive steps continue each row's stream, and each
+    /// layer's final conv window and SSM state (detached) start the next step's same rows
+    /// (train/src/carry.rs). Validation is unchanged (windows from zero states).
+    #[arg(long)]
+    #[serde(default)]
+    pub carry_state: bool,
     /// Data-parallel ranks: each batch is split into N shards (N must divide --batch) whose
     /// gradients are all-reduced, which gives the whole batch's gradient (train/src/parallel.rs).
     /// The ranks run one after another on the one device (the same numbers as N = 1, up to
@@ -307,8 +314,9 @@ const RESUMABLE: [&str; 16] = [
 
 /// Flags a checkpoint fixes: the model's shape, its data and the seed. A resumed run
 /// ignores a differing one, with a warning.
-const FIXED: [&str; 25] = [
+const FIXED: [&str; 26] = [
     "text",
+    "carry_state",
     "task",
     "task_len",
     "task_tokens",

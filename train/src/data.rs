@@ -64,6 +64,23 @@ pub fn eval_starts(data: &[u8], count: usize, seq_len: usize) -> Vec<usize> {
     (0..count).map(|i| i * span / count.max(2).saturating_sub(1).max(1)).map(|s| s.min(span)).collect()
 }
 
+/// Where each row reads at `step` when rows are contiguous streams (`--carry-state`, truncated
+/// backprop through time): the text cut into `rows` equal segments, row r reading segment r
+/// one window of `seq_len` after the other, the next step's window starting where this one's
+/// ends (its last target is the next window's first input). After the last whole window
+/// (`seq_len + 1` bytes) of a segment the streams start over. Returns the starts and whether
+/// they are the streams' beginnings (where carried states restart from zero); `None` when a
+/// segment holds no window.
+pub fn stream_starts(len: usize, rows: usize, seq_len: usize, step: u64) -> Option<(Vec<usize>, bool)> {
+    let segment = len / rows.max(1);
+    let per_row = segment.checked_sub(1)? / seq_len.max(1); // windows in a segment
+    if per_row == 0 {
+        return None;
+    }
+    let j = (step % per_row as u64) as usize;
+    Some(((0..rows).map(|r| r * segment + j * seq_len).collect(), j == 0))
+}
+
 /// The windows starting at `starts` as (inputs, targets).
 pub fn windows(data: &[u8], starts: &[usize], seq_len: usize) -> (Vec<usize>, Vec<i64>) {
     let mut ids = Vec::with_capacity(starts.len() * seq_len);
@@ -97,5 +114,20 @@ mod tests {
         assert_eq!(c.train.len() + c.val.len(), text.len());
         assert_eq!(c.val.len(), 2 * BLOCK); // blocks 9 and 19 of 25
         assert_eq!(&c.val[..BLOCK], &text[9 * BLOCK..10 * BLOCK]);
+    }
+
+    #[test]
+    fn streams_continue_window_after_window_and_start_over() {
+        // 2 rows of 23 bytes: 3 windows of 6 (+1 target) each, then the streams start over
+        let starts: Vec<_> = (0..4).map(|step| stream_starts(46, 2, 6, step).unwrap()).collect();
+        assert_eq!(starts[0], (vec![0, 23], true));
+        assert_eq!(starts[1], (vec![6, 29], false));
+        assert_eq!(starts[2], (vec![12, 35], false));
+        assert_eq!(starts[3], starts[0]);
+        // the last window's target stays inside its row's segment
+        assert!(starts[2].0[0] + 6 < 23);
+        assert_eq!(stream_starts(46, 2, 22, 0), Some((vec![0, 23], true)));
+        assert_eq!(stream_starts(46, 2, 23, 0), None);
+        assert_eq!(stream_starts(3, 4, 1, 0), None);
     }
 }

@@ -4,6 +4,7 @@
 //! loop behind the `mamba` command, with the crate's one error type (`error.rs`).
 
 pub mod args;
+pub mod carry;
 pub mod chart;
 pub mod checkpoint;
 pub mod data;

@@ -90,29 +90,30 @@ fn beyond_the_ssm(cfg: &MambaConfig, rows: usize, len: usize) -> Option<usize> {
 /// = in_proj's outputs per token (2e for Mamba-1; 2e + 2GN + H for Mamba-2):
 ///
 /// ```text
-/// rows·len · ( n_layer·(2d + 1 + I + e) + 2d + 2V + 2 )
+/// rows·len · ( n_layer·(2d + 1 + I + e) + 2d + 2V + 2 )  (+ n_layer · rows·e·N for Mamba-1)
 /// ```
 ///
 /// Per layer and token: the residual, its norm's 1/rms and output (2d + 1); in_proj's output,
 /// which the checkpoint keeps (I); the checkpoint's output, which out_proj keeps (e). Per
 /// token: the final norm's input, 1/rms and output (2d + 1), the logits, their log-sum-exp
-/// and their gradient (2V + 1).
+/// and their gradient (2V + 1). Mamba-1's checkpoint output is the scan's, which shares its
+/// buffer with the scan's last state (rows, e, N).
 pub fn recompute_activations(cfg: &MambaConfig, rows: usize, len: usize) -> Option<usize> {
     let (d, vocab) = (cfg.d_model, cfg.checked_padded_vocab()?);
-    let (e, in_proj) = match &cfg.ssm_cfg {
+    let (e, in_proj, last) = match &cfg.ssm_cfg {
         SsmConfig::Mamba1(s) => {
             let e = s.d_inner(d)?;
-            (e, e.checked_mul(2)?)
+            (e, e.checked_mul(2)?, product(&[cfg.n_layer, rows, e, s.d_state])?)
         }
         SsmConfig::Mamba2(s) => {
             let e = s.d_inner(d)?;
             let gn = s.ngroups.checked_mul(s.d_state)?;
-            (e, sum(&[e.checked_mul(2), gn.checked_mul(2), e.checked_div(s.headdim)])?)
+            (e, sum(&[e.checked_mul(2), gn.checked_mul(2), e.checked_div(s.headdim)])?, 0)
         }
     };
     let per_layer = sum(&[d.checked_mul(2), Some(1), Some(in_proj), Some(e)])?;
     let per_token = sum(&[cfg.n_layer.checked_mul(per_layer), d.checked_mul(2), vocab.checked_mul(2), Some(2)])?;
-    product(&[rows, len, per_token])
+    product(&[rows, len, per_token])?.checked_add(last)
 }
 
 /// Checked sum of sizes (`None` if one of them or the sum overflows).
@@ -129,7 +130,7 @@ fn product(xs: &[usize]) -> Option<usize> {
 /// r = dt_rank, V = the padded vocabulary, c = --scan-chunk:
 ///
 /// ```text
-/// rows·len · ( n_layer·(3d + 10e + 2r + 4n) + 2d + 2V )  +  n_layer · rows·e·n · ⌈len / c⌉
+/// rows·len · ( n_layer·(3d + 10e + 2r + 4n) + 2d + 2V )  +  n_layer · rows·e·n · (⌈len / c⌉ + 1)
 /// ```
 ///
 /// Per layer and token: the residual, its norm and out_proj's output (3d); in_proj's x and z
@@ -137,14 +138,14 @@ fn product(xs: &[usize]) -> Option<usize> {
 /// of delta and z, its output and that transposed back (8e); x_proj's output and its dt part
 /// (2r + 2n) and the scan's contiguous B and C (2n). Per token: the embedding and the final
 /// norm (2d), the logits and their gradient (2V). And the states the scan saves every c steps,
-/// (rows, e, n) each.
+/// (rows, e, n) each, and its last state, which shares its output's buffer.
 pub fn mamba1_activations(cfg: &MambaConfig, rows: usize, len: usize, scan_chunk: usize) -> Option<usize> {
     let SsmConfig::Mamba1(s) = &cfg.ssm_cfg else { return None };
     let (d, n, r) = (cfg.d_model, s.d_state, s.dt_rank);
     let e = s.expand.checked_mul(d)?;
     let per_layer = sum(&[d.checked_mul(3), e.checked_mul(10), r.checked_mul(2), n.checked_mul(4)])?;
     let per_token = ends_per_token(cfg, per_layer)?;
-    let saves = len.div_ceil(scan_chunk.max(1));
+    let saves = len.div_ceil(scan_chunk.max(1)).checked_add(1)?;
     let states = product(&[cfg.n_layer, rows, e, n, saves])?;
     product(&[rows, len, per_token])?.checked_add(states)
 }
@@ -387,11 +388,11 @@ mod tests {
     fn the_default_run_fits_in_a_gigabyte_and_its_estimate_is_plausible() {
         check_train_on(&args(&[]), Available::Cpu(GB)).unwrap();
         let cfg = MambaConfig::new(128, 4);
-        // 16 x 128 tokens x (4 x 3024 + 256 + 512) floats, plus 4 x 16 x 256 x 16 x 2 saved states
-        assert_eq!(activation_bytes(&cfg, 16, 128, 64, false), Some(4 * (2048 * 12864 + 524_288)));
+        // 16 x 128 tokens x (4 x 3024 + 256 + 512) floats, plus 4 x 16 x 256 x 16 x (2 saved + 1 last) states
+        assert_eq!(activation_bytes(&cfg, 16, 128, 64, false), Some(4 * (2048 * 12864 + 786_432)));
         assert_eq!(model_bytes(&cfg, 4), Some(16 * cfg.param_count().unwrap()));
-        // a chunk longer than the sequence saves one state per layer, as the scan does
-        assert_eq!(activation_bytes(&cfg, 1, 8, 64, false), Some(4 * (8 * 12864 + 4 * 256 * 16)));
+        // a chunk longer than the sequence saves one state per layer, as the scan does (and the last)
+        assert_eq!(activation_bytes(&cfg, 1, 8, 64, false), Some(4 * (8 * 12864 + 4 * 256 * 16 * 2)));
     }
 
     /// What one loss's graph over a model of `cfg` keeps for backward, as the estimate counts

@@ -10,6 +10,7 @@
 
 pub use crate::args::TrainArgs;
 use crate::{
+    carry::{self, Carry},
     checkpoint::{self, TrainingState},
     data::{default_corpus, random_batch, Corpus},
     eval,
@@ -126,6 +127,8 @@ pub struct Trainer {
     /// The data sampler's RNG, saved in checkpoints so a resumed run continues the same stream.
     pub rng: Rng,
     pub(crate) source: Source,
+    /// The states carried from batch to batch with --carry-state (carry.rs).
+    pub(crate) carry: Option<Carry>,
     /// The sum across processes of `--gpus` ([`Trainer::join`]); none in one process.
     collective: Option<Box<dyn Collective>>,
 }
@@ -152,7 +155,8 @@ impl Trainer {
         // The decay's end is fixed at the start, so that a resume with more --steps continues
         // at the final learning rate instead of re-stretching the cosine.
         let args = TrainArgs { decay_steps: Some(args.decay_steps()), ..args.clone() };
-        Ok(Trainer { args, model, opt, rng, source, collective: None })
+        let carry = Carry::for_run(args.carry_state, &model, &source, args.batch, args.seq_len)?;
+        Ok(Trainer { args, model, opt, rng, source, carry, collective: None })
     }
 
     /// Model, optimizer, data RNG and settings as a checkpoint left them, with the flags of
@@ -192,7 +196,8 @@ impl Trainer {
         opt.lr = args.lr;
         opt.weight_decay = args.weight_decay;
         let source = Source::new(&args)?;
-        Ok(Trainer { args, model, opt, rng: Rng { state: state.rng_state }, source, collective: None })
+        let carry = Carry::for_run(args.carry_state, &model, &source, args.batch, args.seq_len)?;
+        Ok(Trainer { args, model, opt, rng: Rng { state: state.rng_state }, source, carry, collective: None })
     }
 
     /// Forward and backward of `batch`, leaving the batch's gradient in the parameters: on one
@@ -204,7 +209,8 @@ impl Trainer {
         let local = self.args.ranks.max(1);
         let loads = |o: &Objective| o.moe.iter().map(|layer| layer.load.clone()).collect::<Vec<_>>();
         if local == 1 && self.collective.is_none() {
-            let objective = self.model.objective(&batch.ids, &batch.targets, batch.rows, batch.len)?;
+            let data = (&batch.ids[..], &batch.targets[..]);
+            let objective = carry::objective(self.carry.as_mut(), &self.model, 0, data, batch.rows, batch.len)?;
             objective.total.backward()?;
             let load = loads(&objective);
             return Ok((objective.cross_entropy, objective.total, load));
@@ -221,7 +227,9 @@ impl Trainer {
         for rank in first..first + local {
             let ids = parallel::shard(&batch.ids, batch.rows, world, rank)?;
             let targets = parallel::shard(&batch.targets, batch.rows, world, rank)?;
-            let objective = self.model.objective(&ids, &targets, batch.rows / world, batch.len)?;
+            let shard = (&ids[..], &targets[..]);
+            let objective =
+                carry::objective(self.carry.as_mut(), &self.model, rank, shard, batch.rows / world, batch.len)?;
             objective.total.backward()?;
             let load = loads(&objective);
             experts = load.iter().map(Vec::len).collect();
@@ -284,8 +292,12 @@ impl Trainer {
         self.collective.as_ref().map_or(Ok(()), |c| c.health())
     }
 
-    /// The next training batch (advances the data sampler's RNG).
+    /// The next training batch (advances the data sampler's RNG; with --carry-state, each
+    /// row's next window of its stream, which the step number alone decides).
     pub fn next_batch(&mut self) -> Batch {
+        if let (Some(carry), Source::Text(c)) = (self.carry.as_mut(), &self.source) {
+            return carry.next_batch(&c.train, self.opt.step); // each row's stream, continued
+        }
         let (ids, targets) = self.source.batch(&self.args, &mut self.rng);
         Batch { ids, targets, rows: self.args.batch, len: self.source.seq_len(&self.args) }
     }

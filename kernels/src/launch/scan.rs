@@ -60,8 +60,8 @@ impl ScanDims {
 }
 
 /// The inputs of the scan, forward and backward. Layouts: `u, delta, z: (B, D, L)`,
-/// `a: (D, N)`, `bm, cm: (B, N, L)`, `d_skip, delta_bias: (D)`. With `softplus`, the step is
-/// `softplus(delta + delta_bias)`, else `delta + delta_bias`.
+/// `a: (D, N)`, `bm, cm: (B, N, L)`, `d_skip, delta_bias: (D)`, `init: (B, D, N)`. With
+/// `softplus`, the step is `softplus(delta + delta_bias)`, else `delta + delta_bias`.
 #[derive(Clone, Copy)]
 pub struct ScanInputs<'a> {
     pub u: &'a DeviceSlice<f32>,
@@ -74,6 +74,9 @@ pub struct ScanInputs<'a> {
     pub z: Option<&'a DeviceSlice<f32>>,
     pub delta_bias: Option<&'a DeviceSlice<f32>>,
     pub softplus: bool,
+    /// The state before the first step (zero when absent). The forward reads it; the
+    /// backward replays chunk 0 from `chunk_states` (which starts with it) and writes `dinit`.
+    pub init: Option<&'a DeviceSlice<f32>>,
 }
 
 impl ScanInputs<'_> {
@@ -97,6 +100,9 @@ impl ScanInputs<'_> {
         if let Some(b) = self.delta_bias {
             check_len(kernel, "delta_bias", b.len(), dim)?;
         }
+        if let Some(s) = self.init {
+            check_len(kernel, "init", s.len(), batch * dim * state)?;
+        }
         Ok(())
     }
 }
@@ -113,7 +119,8 @@ pub struct ScanForward<'a> {
 }
 
 /// The gradients the backward writes, each with its input's layout. `dz` must be given
-/// exactly when `z` is, `ddelta_bias` exactly when `delta_bias` is.
+/// exactly when `z` is, `ddelta_bias` exactly when `delta_bias` is, `dinit` exactly when
+/// `init` is.
 pub struct ScanGrads<'a> {
     pub du: &'a mut DeviceSlice<f32>,
     pub ddelta: &'a mut DeviceSlice<f32>,
@@ -123,15 +130,17 @@ pub struct ScanGrads<'a> {
     pub dd_skip: &'a mut DeviceSlice<f32>,
     pub dz: Option<&'a mut DeviceSlice<f32>>,
     pub ddelta_bias: Option<&'a mut DeviceSlice<f32>>,
+    pub dinit: Option<&'a mut DeviceSlice<f32>>,
 }
 
 /// The arguments of [`Gpu::selective_scan_backward_f32`]: the forward's inputs and its
-/// `chunk_states: (B, D, ceil(L / chunk), N)`, the upstream `dout: (B, D, L)`, the gradients
-/// and the sizes.
+/// `chunk_states: (B, D, ceil(L / chunk), N)`, the upstream `dout: (B, D, L)` and `dlast:
+/// (B, D, N)` (the gradient of `last_state`; zero when absent), the gradients and the sizes.
 pub struct ScanBackward<'a> {
     pub x: ScanInputs<'a>,
     pub chunk_states: &'a DeviceSlice<f32>,
     pub dout: &'a DeviceSlice<f32>,
+    pub dlast: Option<&'a DeviceSlice<f32>>,
     pub grads: ScanGrads<'a>,
     pub dims: ScanDims,
 }
@@ -153,6 +162,8 @@ struct ScanForwardParams {
     z: DevicePointer<f32>,
     /// Null without a bias.
     delta_bias: DevicePointer<f32>,
+    /// Null for a zero initial state.
+    init: DevicePointer<f32>,
     softplus: i32,
     batch: i32,
     dim: i32,
@@ -160,7 +171,7 @@ struct ScanForwardParams {
     n_state: i32,
     chunk: i32,
 }
-const _: () = assert!(std::mem::size_of::<ScanForwardParams>() == 112);
+const _: () = assert!(std::mem::size_of::<ScanForwardParams>() == 120);
 // SAFETY: device pointers and integers, laid out as the C struct.
 unsafe impl DeviceCopy for ScanForwardParams {}
 
@@ -178,6 +189,8 @@ struct ScanBackwardParams {
     dz: DevicePointer<f32>,
     /// Null exactly when `delta_bias` is.
     ddelta_bias: DevicePointer<f32>,
+    /// Null exactly when `init` is.
+    dinit: DevicePointer<f32>,
     u: DevicePointer<f32>,
     delta: DevicePointer<f32>,
     a: DevicePointer<f32>,
@@ -188,6 +201,8 @@ struct ScanBackwardParams {
     delta_bias: DevicePointer<f32>,
     chunk_states: DevicePointer<f32>,
     dout: DevicePointer<f32>,
+    /// Null for a zero `dlast`.
+    dlast: DevicePointer<f32>,
     /// The flag and sizes are 8-byte (see the C struct: 4-byte ones make version 2 spill).
     softplus: i64,
     batch: i64,
@@ -196,7 +211,7 @@ struct ScanBackwardParams {
     n_state: i64,
     chunk: i64,
 }
-const _: () = assert!(std::mem::size_of::<ScanBackwardParams>() == 192);
+const _: () = assert!(std::mem::size_of::<ScanBackwardParams>() == 208);
 // SAFETY: device pointers and integers, laid out as the C struct.
 unsafe impl DeviceCopy for ScanBackwardParams {}
 
@@ -241,6 +256,7 @@ impl Gpu {
             d_skip: x.d_skip.as_device_ptr(),
             z: ptr_or_null(x.z),
             delta_bias: ptr_or_null(x.delta_bias),
+            init: ptr_or_null(x.init),
             softplus: x.softplus as i32,
             batch: batch32,
             dim: dim32,
@@ -248,10 +264,11 @@ impl Gpu {
             n_state: state32,
             chunk: chunk32,
         };
-        // Bytes once each: read u, delta (+ z), Bm, Cm; write out, last_state, chunk_states.
-        // FLOPs: ~5 per (b, d, t, n) (dt A, its exp, the update's mul and fma, C h).
+        // Bytes once each: read u, delta (+ z), Bm, Cm (+ init); write out, last_state,
+        // chunk_states. FLOPs: ~5 per (b, d, t, n) (dt A, its exp, the update's mul and fma, C h).
         let zs = if x.z.is_none() { 0 } else { bdl };
-        let bytes = 4 * (3 * bdl + zs + 2 * bnl + dim * state + 2 * dim + channels * (n_chunks + 1) * state);
+        let inits = if x.init.is_none() { 0 } else { channels * state };
+        let bytes = 4 * (3 * bdl + zs + 2 * bnl + dim * state + 2 * dim + channels * (n_chunks + 1) * state + inits);
         let cost = Cost { bytes: bytes as f64, flops: 5.0 * (bdl * state) as f64 };
         let (grid, block) = if version == 2 {
             ((dim.div_ceil(SCAN_BWD_CH) as u32, batch as u32, 1), SCAN_BWD_THREADS)
@@ -264,9 +281,9 @@ impl Gpu {
     /// Selective-scan backward — twin of `ops::scan::cpu::selective_scan_backward` ([`ScanBackward`]).
     /// All outputs are overwritten (the accumulated ones, `da, dbm, dcm, dd_skip, ddelta_bias`,
     /// are zeroed here on the stream first); those five are sums of atomics, so their last
-    /// bits vary from run to run. `state <= 16`, `chunk <= SCAN_BWD_MAX_CHUNK` (256). `version`
-    /// 1 keeps each step's decay in registers for the adjoint (more registers, fewer exps), 2
-    /// recomputes it ([`SCAN_BWD_VERSION`], selected: 2.70 vs 3.43 ms at B8 D1536 L2048 N16 on
+    /// bits vary from run to run (`du, ddelta, dz, dinit` do not). `state <= 16`, `chunk <=
+    /// SCAN_BWD_MAX_CHUNK` (256). `version` 1 keeps each step's decay in registers for the
+    /// adjoint (more registers, fewer exps), 2 recomputes it ([`SCAN_BWD_VERSION`], selected: 2.70 vs 3.43 ms at B8 D1536 L2048 N16 on
     /// the H100).
     pub fn selective_scan_backward_f32(&self, version: u32, args: ScanBackward<'_>) -> Result<()> {
         const K: &str = "selective_scan_backward_f32";
@@ -275,7 +292,7 @@ impl Gpu {
             2 => "selective_scan_backward_f32",
             _ => return Err(Error::bad(K, format!("no version {version}"))),
         };
-        let ScanBackward { x, chunk_states, dout, grads, dims } = args;
+        let ScanBackward { x, chunk_states, dout, dlast, grads, dims } = args;
         let [batch32, dim32, len32, state32, chunk32] = dims.ints(kernel)?;
         let chunk = dims.chunk;
         ensure(chunk <= SCAN_BWD_MAX_CHUNK, kernel, || format!("chunk = {chunk} not in 1..={SCAN_BWD_MAX_CHUNK}"))?;
@@ -285,7 +302,10 @@ impl Gpu {
         let (bdl, n_chunks) = (batch * dim * len, dims.n_chunks());
         check_len(kernel, "dout", dout.len(), bdl)?;
         check_len(kernel, "chunk_states", chunk_states.len(), batch * dim * n_chunks * state)?;
-        let ScanGrads { du, ddelta, da, dbm, dcm, dd_skip, dz, mut ddelta_bias } = grads;
+        if let Some(dl) = dlast {
+            check_len(kernel, "dlast", dl.len(), batch * dim * state)?;
+        }
+        let ScanGrads { du, ddelta, da, dbm, dcm, dd_skip, dz, mut ddelta_bias, dinit } = grads;
         // The accumulated outputs start at zero (callers may pass uninitialised buffers).
         let accumulated =
             [Some(&mut *da), Some(&mut *dbm), Some(&mut *dcm), Some(&mut *dd_skip), ddelta_bias.as_deref_mut()];
@@ -294,8 +314,8 @@ impl Gpu {
             // stream before the kernel that accumulates into it; nothing reads it on the host.
             unsafe { buf.set_zero_async(&self.stream)? };
         }
-        if bdl == 0 {
-            return Ok(());
+        if batch * dim == 0 {
+            return Ok(()); // (with L = 0 the kernel still runs: dinit = dlast)
         }
         let params = ScanBackwardParams {
             du: du.as_device_ptr(),
@@ -306,6 +326,7 @@ impl Gpu {
             dd_skip: dd_skip.as_device_ptr(),
             dz: ptr_or_null(dz.as_deref()),
             ddelta_bias: ptr_or_null(ddelta_bias.as_deref()),
+            dinit: ptr_or_null(dinit.as_deref()),
             u: x.u.as_device_ptr(),
             delta: x.delta.as_device_ptr(),
             a: x.a.as_device_ptr(),
@@ -316,6 +337,7 @@ impl Gpu {
             delta_bias: ptr_or_null(x.delta_bias),
             chunk_states: chunk_states.as_device_ptr(),
             dout: dout.as_device_ptr(),
+            dlast: ptr_or_null(dlast),
             softplus: x.softplus as i64,
             batch: batch32.into(),
             dim: dim32.into(),
@@ -323,11 +345,13 @@ impl Gpu {
             n_state: state32.into(),
             chunk: chunk32.into(),
         };
-        // Bytes once each: read u, delta, dout (+ z), Bm, Cm, chunk_states; write du, ddelta (+ dz),
-        // dBm, dCm. FLOPs: ~22 per (b, d, t, n) (two replays and the adjoint, exps counted as one).
-        let (bnl, dn) = (batch * state * len, dim * state);
+        // Bytes once each: read u, delta, dout (+ z), Bm, Cm, chunk_states (+ dlast); write du,
+        // ddelta (+ dz), dBm, dCm (+ dinit). FLOPs: ~22 per (b, d, t, n) (two replays and the
+        // adjoint, exps counted as one).
+        let (bnl, dn, bdn) = (batch * state * len, dim * state, batch * dim * state);
         let zs = if x.z.is_none() { 0 } else { 2 * bdl };
-        let bytes = 4 * (5 * bdl + zs + 4 * bnl + batch * dim * n_chunks * state + 2 * dn + 4 * dim);
+        let states = bdn * (usize::from(dlast.is_some()) + usize::from(x.init.is_some()));
+        let bytes = 4 * (5 * bdl + zs + 4 * bnl + batch * dim * n_chunks * state + 2 * dn + 4 * dim + states);
         let cost = Cost { bytes: bytes as f64, flops: 22.0 * (bdl * state) as f64 };
         let grid = (dim.div_ceil(SCAN_BWD_CH) as u32, batch as u32, 1);
         self.launch(kernel, grid, SCAN_BWD_THREADS, 0, params, cost)
@@ -341,6 +365,7 @@ fn check_grads(kernel: &'static str, x: &ScanInputs, g: &ScanGrads, dims: ScanDi
     ensure(x.delta_bias.is_some() == g.ddelta_bias.is_some(), kernel, || {
         "ddelta_bias must be given exactly when delta_bias is".into()
     })?;
+    ensure(x.init.is_some() == g.dinit.is_some(), kernel, || "dinit must be given exactly when init is".into())?;
     let ScanDims { batch, dim, len, state, .. } = dims;
     let (bdl, bnl) = (batch * dim * len, batch * state * len);
     for (name, got, want) in [
@@ -358,6 +383,9 @@ fn check_grads(kernel: &'static str, x: &ScanInputs, g: &ScanGrads, dims: ScanDi
     }
     if let Some(db) = &g.ddelta_bias {
         check_len(kernel, "ddelta_bias", db.len(), dim)?;
+    }
+    if let Some(di) = &g.dinit {
+        check_len(kernel, "dinit", di.len(), batch * dim * state)?;
     }
     Ok(())
 }

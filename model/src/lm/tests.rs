@@ -274,3 +274,41 @@ fn overflowing_sizes_are_refused_before_allocating() {
         }
     }
 }
+
+/// A text in two pieces, the second continuing from the state the first ended in, has the
+/// whole text's objective (the cross-entropy as a weighted mean of the pieces'), with an MLP
+/// branch, and the gradient reaches every parameter through the returned state; a model with
+/// a layer that is not Mamba-1 is refused.
+#[test]
+fn objective_from_a_state_continues_the_text() {
+    let cfg = MambaConfig { d_intermediate: 16, ..MambaConfig::new(16, 2) };
+    let model = MambaLM::new(cfg, DType::F64, 3).unwrap();
+    let (batch, len, cut) = (2, 19, 7);
+    let mut rng = Rng::new(8);
+    let ids: Vec<usize> = (0..batch * (len + 1)).map(|_| rng.below(256)).collect();
+    let rows = |from: usize, to: usize| -> (Vec<usize>, Vec<i64>) {
+        let row = |b: usize| &ids[b * (len + 1)..(b + 1) * (len + 1)];
+        let x = (0..batch).flat_map(|b| row(b)[from..to].to_vec()).collect();
+        let t = (0..batch).flat_map(|b| row(b)[from + 1..to + 1].iter().map(|&i| i as i64).collect::<Vec<_>>());
+        (x, t.collect())
+    };
+    let (x, t) = rows(0, len);
+    let whole = model.objective(&x, &t, batch, len).unwrap().cross_entropy.item().unwrap();
+    let state = model.new_state(batch).unwrap();
+    let (x1, t1) = rows(0, cut);
+    let (first, state) = model.objective_from(&x1, &t1, (batch, cut), &state).unwrap();
+    let (x2, t2) = rows(cut, len);
+    let (second, end) = model.objective_from(&x2, &t2, (batch, len - cut), &state).unwrap();
+    let (a, b) = (first.cross_entropy.item().unwrap(), second.cross_entropy.item().unwrap());
+    let pieces = (a * cut as f64 + b * (len - cut) as f64) / len as f64;
+    assert!((pieces - whole).abs() < 1e-12 * whole, "{pieces} vs {whole}");
+    // The second piece's loss plus a term on the final SSM state: gradients for every parameter.
+    let MixerState::Mamba1(s) = &end.layers[1] else { panic!("a Mamba1 state") };
+    second.total.add(&s.ssm.sum_all().unwrap()).unwrap().backward().unwrap();
+    assert!(model.named_parameters().iter().all(|(_, p)| p.grad().is_some()));
+
+    let mamba2 = MambaConfig { ssm_cfg: SsmConfig::Mamba2(Default::default()), ..MambaConfig::new(64, 1) };
+    let m2 = MambaLM::new(mamba2, DType::F32, 0).unwrap();
+    let e = m2.objective_from(&[1, 2], &[2, 3], (1, 2), &m2.new_state(1).unwrap()).err().unwrap().to_string();
+    assert!(e.contains("Mamba1 layers only") && e.contains("Mamba2"), "{e}");
+}

@@ -251,6 +251,7 @@ fn s4_scan(dims: Dims, chunk: usize, u: &Tensor, w: &[Tensor; 5]) -> mamba_engin
         z: None,
         delta_bias: Some(&bias),
         softplus: true,
+        initial_state: None,
         chunk,
     })?;
     // y_d = Σ_n B_dn C_dn s_dn + D_d u_d

@@ -18,7 +18,10 @@
 //! y_t = C_t · s_t + D x_t,   then  y_t · silu(z_t)
 //! ```
 //!
-//! `step` runs the same recurrence one token at a time from a [`Mamba1State`].
+//! `step` runs the same recurrence one token at a time from a [`Mamba1State`];
+//! `forward_from` runs a whole sequence from one (the conv window continues the convolution,
+//! the SSM state is the scan's initial state) and returns the state it ends in, the SSM part
+//! differentiably: a long text in consecutive pieces (truncated backprop through time).
 
 use super::{conv_step, conv_window};
 use crate::{
@@ -189,8 +192,65 @@ impl Mamba1<Tensor> {
         let xz = linear(h, &self.in_proj)?.transpose(1, 2)?; // (B, 2 d_inner, L)
         let params = self.inner_params();
         let scan = inner(self.dims, chunk, &xz, &params.map(Tensor::clone))?;
-        let state = Mamba1State { conv: conv_window(&xz.narrow(1, 0, di)?, k)?, ssm: scan.last_state };
+        // The scan's last state is a view of its output buffer: a copy of its own lets that go.
+        let ssm = Tensor::concat(&[&scan.last_state], 0)?;
+        let state = Mamba1State { conv: conv_window(&xz.narrow(1, 0, di)?, k)?, ssm };
         Ok((linear(&scan.out.transpose(1, 2)?, &self.out_proj)?, state))
+    }
+
+    /// As [`forward`](Self::forward), continuing sequences that ended in `state` (from
+    /// [`new_state`](Self::new_state), [`prefill`](Self::prefill) or an earlier call), and the
+    /// state at the end of `h` (B, L, d_model):
+    ///
+    /// ```text
+    /// x_ext = [window[.., 1..K], x]            (B, d_inner, K-1+L): the conv's left context
+    /// x     = silu(conv(x_ext))[.., K-1..]     the same as conv over the whole text
+    /// y     = selective_scan(.., initial_state = ssm)      new ssm = its last_state
+    /// new window = the last K columns of [window, x]
+    /// ```
+    ///
+    /// Both returned states are differentiable functions of `h`, the parameters and `state`
+    /// (detach them to cut the graph between pieces, as truncated backprop through time does).
+    /// The SSM state is a view of the scan's output buffer, which it keeps alive: copy it to
+    /// keep it for long.
+    pub fn forward_from(
+        &self,
+        h: &Tensor,
+        state: &Mamba1State,
+        chunk: usize,
+        recompute: bool,
+    ) -> Result<(Tensor, Mamba1State)> {
+        let Dims { d_inner: di, d_conv: k, d_state: n, .. } = self.dims;
+        let batch = h.dim(0)?;
+        for (what, t, want) in [("conv", &state.conv, [batch, di, k]), ("ssm", &state.ssm, [batch, di, n])] {
+            if t.shape() != want {
+                return Err(Error::Unsupported(format!(
+                    "a Mamba1 {what} state of shape {:?} cannot continue this batch: expected {want:?} (batch, \
+                     d_inner, {})",
+                    t.shape(),
+                    if what == "conv" { "d_conv" } else { "d_state" }
+                )));
+            }
+        }
+        let xz = linear(h, &self.in_proj)?.transpose(1, 2)?; // (B, 2 d_inner, L)
+        let window = continue_window(&state.conv, &xz.narrow(1, 0, di)?)?;
+        let prefix = state.conv.narrow(2, 1, k - 1)?; // the K-1 inputs before x_0 (B, d_inner, K-1)
+        let params = self.inner_params();
+        let dims = self.dims;
+        let scan = if recompute {
+            let inputs: Vec<&Tensor> = [&xz, &prefix, &state.ssm].into_iter().chain(params).collect();
+            let packed = checkpoint(&inputs, move |t| {
+                let o = inner_from(dims, chunk, &t[0], Some(&t[1]), Some(&t[2]), &t[3..])?;
+                Tensor::concat(&[&o.out.flatten(0, 2)?, &o.last_state.flatten(0, 2)?], 0)
+            })?;
+            let len = xz.dim(2)?;
+            let parts = packed.split(&[batch * di * len, batch * di * n], 0)?;
+            ScanOut { out: parts[0].reshape(&[batch, di, len])?, last_state: parts[1].reshape(&[batch, di, n])? }
+        } else {
+            inner_from(dims, chunk, &xz, Some(&prefix), Some(&state.ssm), &params.map(Tensor::clone))?
+        };
+        let y = linear(&scan.out.transpose(1, 2)?, &self.out_proj)?;
+        Ok((y, Mamba1State { conv: window, ssm: scan.last_state }))
     }
 
     /// The parameters of [`inner`], in its order.
@@ -245,16 +305,48 @@ pub(crate) fn selective_step(dims: Dims, u: &Tensor, s: &mut Tensor, p: [&Tensor
     Ok(s.mul(&parts[2].unsqueeze(1)?)?.sum(&[2], false)?.add(&u.mul(d)?)?)
 }
 
+/// The conv window after x (B, d_inner, L) when the one before it was `prev` (B, d_inner, K):
+/// the last K columns of [prev, x].
+fn continue_window(prev: &Tensor, x: &Tensor) -> mamba_engine::Result<Tensor> {
+    let (k, l) = (prev.dim(2)?, x.dim(2)?);
+    if l >= k {
+        return x.narrow(2, l - k, k)?.contiguous();
+    }
+    Tensor::concat(&[&prev.narrow(2, l, k - l)?, x], 2)
+}
+
 /// Everything between in_proj and out_proj: xz (B, 2 d_inner, L) -> the scan's y (B, d_inner,
 /// L) and last state, with
 /// `p` = [conv_weight, conv_bias, x_proj, dt_proj_weight, dt_proj_bias, A_log, D]. Engine ops
 /// only (a checkpoint's function returns the engine's error).
 pub(crate) fn inner(dims: Dims, chunk: usize, xz: &Tensor, p: &[Tensor]) -> mamba_engine::Result<ScanOut> {
+    inner_from(dims, chunk, xz, None, None, p)
+}
+
+/// [`inner`] continuing a sequence: `prefix` (B, d_inner, K-1) holds the conv inputs before
+/// x_0 (zeros without it: the causal padding), `init` (B, d_inner, N) the scan's state before
+/// step 0.
+pub(crate) fn inner_from(
+    dims: Dims,
+    chunk: usize,
+    xz: &Tensor,
+    prefix: Option<&Tensor>,
+    init: Option<&Tensor>,
+    p: &[Tensor],
+) -> mamba_engine::Result<ScanOut> {
     let Dims { d_inner: di, d_conv: k, .. } = dims;
     let [conv_weight, conv_bias, ..] = p else { unreachable!("seven parameters") };
     let (x, z) = (xz.narrow(1, 0, di)?, xz.narrow(1, di, di)?);
-    let x = x.conv1d_causal(&conv_weight.reshape(&[di, k])?, Some(conv_bias))?.silu()?;
-    selective(dims, chunk, &x, Some(&z), &p[2..])
+    let w = conv_weight.reshape(&[di, k])?;
+    let x = match prefix {
+        // conv over [prefix, x], keeping the L outputs of x's positions
+        Some(pre) if k > 1 => {
+            let len = x.dim(2)?;
+            Tensor::concat(&[pre, &x], 2)?.conv1d_causal(&w, Some(conv_bias))?.narrow(2, k - 1, len)?
+        }
+        _ => x.conv1d_causal(&w, Some(conv_bias))?,
+    };
+    selective_from(dims, chunk, &x.silu()?, Some(&z), init, &p[2..])
 }
 
 /// S6 over the whole sequence: u (B, d_inner, L) -> the scan's y (gated by silu(z) if given)
@@ -264,6 +356,18 @@ pub(crate) fn selective(
     chunk: usize,
     u: &Tensor,
     z: Option<&Tensor>,
+    p: &[Tensor],
+) -> mamba_engine::Result<ScanOut> {
+    selective_from(dims, chunk, u, z, None, p)
+}
+
+/// [`selective`] from the state `init` (B, d_inner, N) (zero without it).
+fn selective_from(
+    dims: Dims,
+    chunk: usize,
+    u: &Tensor,
+    z: Option<&Tensor>,
+    init: Option<&Tensor>,
     p: &[Tensor],
 ) -> mamba_engine::Result<ScanOut> {
     let linear = |x: &Tensor, w: &Tensor| x.matmul(&w.transpose(0, 1)?); // as crate::linear
@@ -284,6 +388,10 @@ pub(crate) fn selective(
         z,
         delta_bias: Some(dt_proj_bias),
         softplus: true,
+        initial_state: init,
         chunk,
     })
 }
+
+#[cfg(test)]
+mod tests;

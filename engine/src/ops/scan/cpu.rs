@@ -1,14 +1,15 @@
 //! The selective scan (Mamba's S6 recurrence) on the CPU, forward and backward.
 //!
 //! Shapes (the reference layout): `u, delta, z, out: (B, D, L)`, `a: (D, N)`,
-//! `bm, cm: (B, N, L)`, `d_skip, delta_bias: (D)`. Per batch `b`, channel `d`, state `n`,
-//! time `t`:
+//! `bm, cm: (B, N, L)`, `d_skip, delta_bias: (D)`, `init, last_state: (B, D, N)`. Per batch
+//! `b`, channel `d`, state `n`, time `t`:
 //!
 //! ```text
 //! dt_t   = softplus(delta_t + bias_d)          (or delta_t + bias_d without softplus)
-//! h_t[n] = exp(dt_t A[d,n]) h_{t-1}[n] + dt_t Bm_t[n] u_t,        h_{-1} = 0
+//! h_t[n] = exp(dt_t A[d,n]) h_{t-1}[n] + dt_t Bm_t[n] u_t,   h_{-1} = init (or 0)
 //! y_t    = sum_n Cm_t[n] h_t[n] + D_d u_t
 //! out_t  = y_t * silu(z_t)                      (or y_t without z)
+//! last_state = h_{L-1}
 //! ```
 //!
 //! **Recomputation.** The states `h` form a (B, D, L, N) tensor — N times larger than the
@@ -19,12 +20,14 @@
 //! through it:
 //!
 //! ```text
+//! dh_{L-1} = Cm_{L-1} dy_{L-1} + dlast                            (dlast: of last_state, or 0)
 //! dh_t     = Cm_t dy_t + exp(dt_{t+1} A) dh_{t+1}                  (carried across chunks)
 //! dCm_t   += dy_t h_t          dBm_t += dh_t dt_t u_t              (summed over channels d)
 //! du_t     = D dy_t + sum_n dh_t dt_t Bm_t
 //! d(dt_t)  = sum_n dh_t (A exp(dt_t A) h_{t-1} + Bm_t u_t)
 //! dA      += dh_t dt_t exp(dt_t A) h_{t-1}
 //! ddelta_t = d(dt_t) sigmoid(delta_t + bias)   (softplus' = sigmoid)
+//! dinit    = exp(dt_0 A) dh_0                  (the carry past step 0)
 //! ```
 //!
 //! Work is parallel over (batch, group of channels): channels are independent except
@@ -63,6 +66,8 @@ pub struct ScanInputs<'a, T> {
     pub z: Option<&'a [T]>,
     pub delta_bias: Option<&'a [T]>,
     pub softplus: bool,
+    /// The state before step 0, `(B, D, N)`; zeros without it.
+    pub init: Option<&'a [T]>,
 }
 
 impl<T: Elem> ScanInputs<'_, T> {
@@ -79,7 +84,7 @@ impl<T: Elem> ScanInputs<'_, T> {
 }
 
 /// What forward returns: `out (B, D, L)`, `last_state (B, D, N)` and the states entering
-/// each chunk, `chunk_states (B, D, n_chunks, N)` (the first chunk's is zero).
+/// each chunk, `chunk_states (B, D, n_chunks, N)` (the first chunk's is `init`, or zero).
 pub struct ScanForward<T> {
     pub out: Vec<T>,
     pub last_state: Vec<T>,
@@ -131,6 +136,10 @@ pub fn selective_scan_forward<T: Elem>(dims: ScanDims, x: &ScanInputs<T>) -> Sca
     let mut out = vec![T::zero(); batch * dim * len];
     let mut last_state = vec![T::zero(); batch * dim * n_state];
     let mut chunk_states = vec![T::zero(); batch * dim * nc * n_state];
+    if len == 0 {
+        // No step: the last state is the initial one (the loop below has no rows of `out`).
+        return ScanForward { out, last_state: x.init.map_or(last_state, <[T]>::to_vec), chunk_states };
+    }
     // One task per (b, d) channel; each owns its rows of every output.
     out.par_chunks_mut(len.max(1))
         .zip(last_state.par_chunks_mut(n_state.max(1)))
@@ -161,7 +170,10 @@ fn forward_channel<T: Elem>(
     let ScanDims { dim, len, state: n_state, chunk, .. } = dims;
     let row = (b * dim + d) * len; // offset of (b, d, 0) in (B, D, L)
     let a = &x.a[d * n_state..(d + 1) * n_state];
-    let mut h = vec![T::zero(); n_state];
+    let mut h = match x.init {
+        Some(init) => init[(b * dim + d) * n_state..][..n_state].to_vec(), // h_{-1} = init
+        None => vec![T::zero(); n_state],
+    };
     for t in 0..len {
         if t % chunk == 0 {
             saved[(t / chunk) * n_state..][..n_state].copy_from_slice(&h);
@@ -181,7 +193,8 @@ fn forward_channel<T: Elem>(
     last.copy_from_slice(&h);
 }
 
-/// Gradients of every input; `dz`/`ddelta_bias` exist when `z`/`delta_bias` were given.
+/// Gradients of every input; `dz`/`ddelta_bias`/`dinit` exist when `z`/`delta_bias`/`init`
+/// were given.
 pub struct ScanGrads<T> {
     pub du: Vec<T>,
     pub ddelta: Vec<T>,
@@ -191,6 +204,7 @@ pub struct ScanGrads<T> {
     pub dd_skip: Vec<T>,
     pub dz: Option<Vec<T>>,
     pub ddelta_bias: Option<Vec<T>>,
+    pub dinit: Option<Vec<T>>,
 }
 
 /// One task's share: rows of the per-channel gradients for channels `d0..d0+g` of
@@ -204,16 +218,29 @@ struct Partial<T> {
     da: Vec<T>,     // (g, N)
     dd: Vec<T>,     // (g)
     dbias: Vec<T>,  // (g)
+    dinit: Vec<T>,  // (g, N), empty without init
     dbt: Vec<T>,    // (L, N) summed over this task's channels (time-major, like bt)
     dct: Vec<T>,    // (L, N)
 }
 
+/// The upstream gradients: `dout (B, D, L)` and `dlast (B, D, N)`, the gradient of
+/// `last_state` (zero when absent).
+#[derive(Clone, Copy)]
+struct Upstream<'a, T> {
+    dout: &'a [T],
+    dlast: Option<&'a [T]>,
+}
+
+/// Every input's gradient from `dout (B, D, L)` and `dlast (B, D, N)` (the gradient of
+/// `last_state`; `None` is zero and computes exactly what no `dlast` term would).
 pub fn selective_scan_backward<T: Elem>(
     dims: ScanDims,
     x: &ScanInputs<T>,
     chunk_states: &[T],
     dout: &[T],
+    dlast: Option<&[T]>,
 ) -> ScanGrads<T> {
+    let up = Upstream { dout, dlast };
     let ScanDims { batch, dim, len, state: n_state, .. } = dims;
     let (bt, ct) = (time_major(x.bm, batch, n_state, len), time_major(x.cm, batch, n_state, len));
     // Enough tasks to keep every thread busy, few enough that the (L, N) partials stay small.
@@ -226,7 +253,7 @@ pub fn selective_scan_backward<T: Elem>(
             let (b, d0) = (task / groups, (task % groups) * group);
             let g = group.min(dim - d0);
             let (bt, ct) = (&bt[b * len * n_state..], &ct[b * len * n_state..]);
-            with_avx2!(channel_group_backward(dims, x, bt, ct, chunk_states, dout, b, d0, g))
+            with_avx2!(channel_group_backward(dims, x, bt, ct, chunk_states, up, b, d0, g))
         })
         .collect();
 
@@ -239,6 +266,7 @@ pub fn selective_scan_backward<T: Elem>(
         dd_skip: vec![T::zero(); dim],
         dz: x.z.map(|_| vec![T::zero(); batch * dim * len]),
         ddelta_bias: x.delta_bias.map(|_| vec![T::zero(); dim]),
+        dinit: x.init.map(|_| vec![T::zero(); batch * dim * n_state]),
     };
     for p in partials {
         let rows = (p.b * dim + p.d0) * len..(p.b * dim + p.d0) * len + p.du.len();
@@ -246,6 +274,9 @@ pub fn selective_scan_backward<T: Elem>(
         g.ddelta[rows.clone()].copy_from_slice(&p.ddelta);
         if let Some(dz) = &mut g.dz {
             dz[rows].copy_from_slice(&p.dz);
+        }
+        if let Some(dinit) = &mut g.dinit {
+            dinit[(p.b * dim + p.d0) * n_state..][..p.dinit.len()].copy_from_slice(&p.dinit);
         }
         add_into(&mut g.da[p.d0 * n_state..][..p.da.len()], &p.da);
         add_into(&mut g.dd_skip[p.d0..][..p.dd.len()], &p.dd);
@@ -276,11 +307,12 @@ fn channel_group_backward<T: Elem>(
     bt: &[T],
     ct: &[T],
     chunk_states: &[T],
-    dout: &[T],
+    up: Upstream<T>,
     b: usize,
     d0: usize,
     g: usize,
 ) -> Partial<T> {
+    let dout = up.dout;
     let ScanDims { dim, len, state: n_state, chunk, .. } = dims;
     let nc = dims.n_chunks();
     let zero = T::zero();
@@ -293,6 +325,7 @@ fn channel_group_backward<T: Elem>(
         da: vec![zero; g * n_state],
         dd: vec![zero; g],
         dbias: vec![zero; g],
+        dinit: if x.init.is_some() { vec![zero; g * n_state] } else { vec![] },
         dbt: vec![zero; len * n_state],
         dct: vec![zero; len * n_state],
     };
@@ -306,7 +339,10 @@ fn channel_group_backward<T: Elem>(
         let d = d0 + k;
         let row = (b * dim + d) * len;
         let a = &x.a[d * n_state..(d + 1) * n_state];
-        dh.fill(zero);
+        match up.dlast {
+            Some(dlast) => dh.copy_from_slice(&dlast[(b * dim + d) * n_state..][..n_state]), // dh_{L-1} starts at dlast
+            None => dh.fill(zero),
+        }
         for c in (0..nc).rev() {
             let (t0, t1) = (c * chunk, ((c + 1) * chunk).min(len));
             let h0 = &chunk_states[((b * dim + d) * nc + c) * n_state..][..n_state];
@@ -366,6 +402,9 @@ fn channel_group_backward<T: Elem>(
                 p.ddelta[k * len + t] = ddelta;
                 p.dbias[k] += ddelta;
             }
+        }
+        if x.init.is_some() {
+            p.dinit[k * n_state..][..n_state].copy_from_slice(&dh); // exp(dt_0 A) dh_0: d(init)
         }
     }
     p

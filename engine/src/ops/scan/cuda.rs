@@ -3,10 +3,17 @@
 //! turns tensors into kernel arguments (`cuda/args.rs`) and launches the kernel twin to the CPU
 //! one in `cpu.rs`. The op's `Kernel` impl in `mod.rs` calls it for tensors on the GPU.
 
+use super::{ScanConfig, ScanDims};
 use crate::cuda::args::{elems, new_f32, run, Slice};
-use crate::{error::{Error, Result}, Device, Tensor};
-use mamba_kernels::launch::{ScanBackward, ScanForward, ScanGrads, ScanInputs, SCAN_BWD_VERSION, SCAN_FWD_VERSION, ScanDims as KScanDims};
-use super::ScanDims;
+use crate::{
+    error::{Error, Result},
+    Device, Tensor,
+};
+use mamba_kernels::launch::{
+    ScanBackward, ScanDims as KScanDims, ScanForward, ScanGrads, ScanInputs, SCAN_BWD_VERSION, SCAN_FWD_VERSION,
+};
+
+const OP: &str = "selective_scan";
 
 /// The GPU scan keeps a channel's states in one 16-lane group and replays at most
 /// `SCAN_BWD_MAX_CHUNK` steps from shared memory.
@@ -14,7 +21,7 @@ fn scan_limits(dims: ScanDims) -> Result<()> {
     use mamba_kernels::launch::{SCAN_BWD_MAX_CHUNK, SCAN_MAX_STATE};
     if !(1..=SCAN_MAX_STATE).contains(&dims.state) || dims.chunk > SCAN_BWD_MAX_CHUNK || dims.batch > 65535 {
         return Err(Error::Device {
-            op: "selective_scan",
+            op: OP,
             device: Device::Cuda,
             msg: format!(
                 "the GPU scan takes 1 <= d_state <= {SCAN_MAX_STATE}, chunk <= {SCAN_BWD_MAX_CHUNK} and batch \
@@ -29,16 +36,18 @@ fn scan_limits(dims: ScanDims) -> Result<()> {
 /// The contiguous inputs as slices, after checking the GPU scan's limits.
 fn scan_inputs(dims: ScanDims, ins: &[&Tensor]) -> Result<Vec<Slice>> {
     scan_limits(dims)?;
-    ins.iter().map(|t| elems("selective_scan", t)).collect()
+    ins.iter().map(|t| elems(OP, t)).collect()
 }
 
 /// The scan's inputs as the kernels take them: `x` in the op's order `[u, delta, A, B, C,
-/// D, (z), (delta_bias)]`.
-fn scan_inputs_of(x: &[Slice], has_z: bool, has_bias: bool, softplus: bool) -> ScanInputs<'_> {
+/// D, (z), (delta_bias), (initial_state)]`.
+fn scan_inputs_of(x: &[Slice], c: ScanConfig) -> ScanInputs<'_> {
     let mut rest = x[6..].iter();
-    let z = if has_z { rest.next() } else { None };
-    let delta_bias = if has_bias { rest.next() } else { None };
-    ScanInputs { u: &x[0], delta: &x[1], a: &x[2], bm: &x[3], cm: &x[4], d_skip: &x[5], z, delta_bias, softplus }
+    let z = if c.has_z { rest.next() } else { None };
+    let delta_bias = if c.has_bias { rest.next() } else { None };
+    let init = if c.has_init { rest.next() } else { None };
+    let (u, delta, a, bm, cm, d_skip) = (&x[0], &x[1], &x[2], &x[3], &x[4], &x[5]);
+    ScanInputs { u, delta, a, bm, cm, d_skip, z, delta_bias, softplus: c.softplus, init }
 }
 
 /// The engine's scan sizes as the kernels'.
@@ -47,44 +56,37 @@ fn kernel_dims(d: ScanDims) -> KScanDims {
 }
 
 /// Twin of `cpu::selective_scan_forward` on contiguous inputs in the op's order
-/// `[u, delta, A, B, C, D, (z), (delta_bias)]`: `(out, last_state, chunk_states)`.
-pub(super) fn scan_forward(
-    dims: ScanDims,
-    ins: &[&Tensor],
-    has_z: bool,
-    has_bias: bool,
-    softplus: bool,
-) -> Result<(Tensor, Tensor, Tensor)> {
-    const OP: &str = "selective_scan";
-    let ScanDims { batch, dim, len, state, .. } = dims;
+/// `[u, delta, A, B, C, D, (z), (delta_bias), (initial_state)]`: `(packed, chunk_states)`,
+/// `packed` holding `out` then `last_state` (see `ScanForwardKernel`).
+pub(super) fn scan_forward(c: ScanConfig, ins: &[&Tensor]) -> Result<(Tensor, Tensor)> {
+    let dims = c.dims;
     let x = scan_inputs(dims, ins)?;
-    let (out, mut o) = new_f32(OP, &[batch, dim, len])?;
-    let (last, mut ls) = new_f32(OP, &[batch, dim, state])?;
-    let (states, mut ss) = new_f32(OP, &[batch, dim, dims.n_chunks(), state])?;
+    let (n_out, n_last) = c.out_sizes();
+    let (packed, all) = new_f32(OP, &[n_out + n_last])?;
+    let (mut o, mut ls) = (all.index(..n_out), all.index(n_out..));
+    let (states, mut ss) = new_f32(OP, &[dims.batch, dims.dim, dims.n_chunks(), dims.state])?;
     let args = ScanForward {
-        x: scan_inputs_of(&x, has_z, has_bias, softplus),
+        x: scan_inputs_of(&x, c),
         out: &mut o,
         last_state: &mut ls,
         chunk_states: &mut ss,
         dims: kernel_dims(dims),
     };
     run(OP, |g| g.selective_scan_forward_f32(SCAN_FWD_VERSION, args))?;
-    Ok((out, last, states))
+    Ok((packed, states))
 }
 
-/// Twin of `cpu::selective_scan_backward`: one gradient per input, in input order.
+/// Twin of `cpu::selective_scan_backward`: one gradient per input, in input order, from
+/// `dout (B, D, L)` and `dlast (B, D, N)`.
 pub(super) fn scan_backward(
-    dims: ScanDims,
+    c: ScanConfig,
     ins: &[&Tensor],
     states: &Tensor,
     dout: &Tensor,
-    has_z: bool,
-    has_bias: bool,
-    softplus: bool,
+    dlast: &Tensor,
 ) -> Result<Vec<Tensor>> {
-    const OP: &str = "selective_scan";
-    let x = scan_inputs(dims, ins)?;
-    let (st, dy) = (elems(OP, states)?, elems(OP, dout)?);
+    let x = scan_inputs(c.dims, ins)?;
+    let (st, dy, dl) = (elems(OP, states)?, elems(OP, dout)?, elems(OP, dlast)?);
     let mut grads = Vec::new();
     let mut slices = Vec::new();
     for input in ins {
@@ -94,14 +96,16 @@ pub(super) fn scan_backward(
     }
     let [du, ddelta, da, dbm, dcm, dd_skip, extra @ ..] = &mut slices[..] else { unreachable!("at least six inputs") };
     let mut extra = extra.iter_mut();
-    let dz = if has_z { extra.next() } else { None };
-    let ddelta_bias = if has_bias { extra.next() } else { None };
+    let dz = if c.has_z { extra.next() } else { None };
+    let ddelta_bias = if c.has_bias { extra.next() } else { None };
+    let dinit = if c.has_init { extra.next() } else { None };
     let args = ScanBackward {
-        x: scan_inputs_of(&x, has_z, has_bias, softplus),
+        x: scan_inputs_of(&x, c),
         chunk_states: &st,
         dout: &dy,
-        grads: ScanGrads { du, ddelta, da, dbm, dcm, dd_skip, dz, ddelta_bias },
-        dims: kernel_dims(dims),
+        dlast: Some(&dl),
+        grads: ScanGrads { du, ddelta, da, dbm, dcm, dd_skip, dz, ddelta_bias, dinit },
+        dims: kernel_dims(c.dims),
     };
     run(OP, |g| g.selective_scan_backward_f32(SCAN_BWD_VERSION, args))?;
     Ok(grads)

@@ -4,6 +4,14 @@
 //! The math and the recomputation scheme are in `cpu.rs` and docs/SCAN.md. The
 //! fused op saves only its (contiguous) inputs and the chunk-entry states
 //! `(B, D, L/chunk, N)`; the composed version stores every step's `(B, D, N)` state.
+//!
+//! An optional `initial_state (B, D, N)` is the state before step 0 (zero without it), and
+//! both outputs are differentiable: `out` and `last_state` are views of one output buffer
+//! (one autograd node, as the SSD op does it), so a loss on `last_state` reaches every input,
+//! `initial_state` included. Backward starts the state gradient at `dlast` instead of 0 and
+//! returns the one left after step 0 as `d(initial_state)`. This is what prefill (a prompt's
+//! state into step mode) and truncated backprop through time (`mamba train --carry-state`)
+//! need.
 
 pub mod cpu;
 #[cfg(feature = "cuda")]
@@ -38,12 +46,14 @@ pub struct ScanArgs<'a> {
     /// (D) added to delta
     pub delta_bias: Option<&'a Tensor>,
     pub softplus: bool,
+    /// (B, D, N) the state before the first step (zero without it)
+    pub initial_state: Option<&'a Tensor>,
     /// Time steps between saved states (backward replays at most this many).
     pub chunk: usize,
 }
 
-/// The scan's results: `out (B, D, L)` (differentiable) and `last_state (B, D, N)`
-/// (the state after the last step, for generation; not differentiable).
+/// The scan's results, both differentiable: `out (B, D, L)` and `last_state (B, D, N)`
+/// (the state after the last step, which prefill hands to step mode).
 pub struct ScanOut {
     pub out: Tensor,
     pub last_state: Tensor,
@@ -71,7 +81,8 @@ impl<'a> ScanArgs<'a> {
                 format!("ScanArgs::mamba takes 8 tensors [u, delta, A, B, C, D, z, delta_bias], got {}", x.len()),
             );
         };
-        Ok(ScanArgs { u, delta, a, b, c, d, z: Some(z), delta_bias: Some(delta_bias), softplus: true, chunk })
+        let (z, delta_bias) = (Some(z), Some(delta_bias));
+        Ok(ScanArgs { u, delta, a, b, c, d, z, delta_bias, softplus: true, initial_state: None, chunk })
     }
 }
 
@@ -105,6 +116,9 @@ impl ScanArgs<'_> {
         if let Some(bias) = self.delta_bias {
             expect_shape("delta_bias", bias, &[dim])?;
         }
+        if let Some(init) = self.initial_state {
+            expect_shape("initial_state", init, &[batch, dim, state])?;
+        }
         if self.chunk == 0 {
             return invalid("selective_scan", "chunk must be at least 1 time step");
         }
@@ -115,11 +129,13 @@ impl ScanArgs<'_> {
         Ok(ScanDims { batch, dim, len, state, chunk: self.chunk.min(len.max(1)) })
     }
 
-    /// u, delta, A, B, C, D, then z and delta_bias if present: the op's input order.
+    /// u, delta, A, B, C, D, then z, delta_bias and initial_state if present: the op's
+    /// input order.
     fn tensors(&self) -> Vec<&Tensor> {
         let mut v = vec![self.u, self.delta, self.a, self.b, self.c, self.d];
         v.extend(self.z);
         v.extend(self.delta_bias);
+        v.extend(self.initial_state);
         v
     }
 }
@@ -132,10 +148,12 @@ struct ScanConfig {
     has_z: bool,
     has_bias: bool,
     softplus: bool,
+    has_init: bool,
 }
 
 impl ScanConfig {
-    /// The first inputs `[u, delta, A, B, C, D, (z), (delta_bias)]` as the kernels' inputs.
+    /// The first inputs `[u, delta, A, B, C, D, (z), (delta_bias), (initial_state)]` as the
+    /// kernels' inputs.
     fn inputs<'a, T>(&self, x: &[CpuIn<'a, T>]) -> ScanInputs<'a, T> {
         let mut rest = x[6..].iter();
         ScanInputs {
@@ -148,41 +166,52 @@ impl ScanConfig {
             z: if self.has_z { rest.next().map(|t| t.elems()) } else { None },
             delta_bias: if self.has_bias { rest.next().map(|t| t.elems()) } else { None },
             softplus: self.softplus,
+            init: if self.has_init { rest.next().map(|t| t.elems()) } else { None },
         }
     }
 
     /// How many of the inputs are scan inputs (the rest are backward-only).
     fn n_inputs(&self) -> usize {
-        6 + self.has_z as usize + self.has_bias as usize
+        6 + self.has_z as usize + self.has_bias as usize + self.has_init as usize
+    }
+
+    /// Elements of `out (B, D, L)` and of `last_state (B, D, N)`, which the forward writes
+    /// into one buffer.
+    fn out_sizes(&self) -> (usize, usize) {
+        let d = self.dims;
+        (d.batch * d.dim * d.len, d.batch * d.dim * d.state)
     }
 }
 
-/// `[u, delta, A, B, C, D, (z), (delta_bias)]`, contiguous -> `(out, last_state, chunk_states)`.
+/// `[u, delta, A, B, C, D, (z), (delta_bias), (initial_state)]`, contiguous -> `(packed,
+/// chunk_states)`, where `packed` is `out` then `last_state`, flat (one buffer, so that one
+/// autograd node owns both outputs).
 struct ScanForwardKernel(ScanConfig);
 
 impl Kernel for ScanForwardKernel {
     const NAME: &'static str = "selective_scan";
-    type Out = (Tensor, Tensor, Tensor);
+    type Out = (Tensor, Tensor);
 
-    fn cpu<T: Elem>(&self, x: &[CpuIn<'_, T>]) -> Result<(Tensor, Tensor, Tensor)> {
+    fn cpu<T: Elem>(&self, x: &[CpuIn<'_, T>]) -> Result<(Tensor, Tensor)> {
         let d = self.0.dims;
         let f = cpu::selective_scan_forward(d, &self.0.inputs(x));
+        let mut packed = f.out;
+        packed.extend(f.last_state);
+        let n = packed.len();
         Ok((
-            Tensor::from_vec(f.out, &[d.batch, d.dim, d.len])?,
-            Tensor::from_vec(f.last_state, &[d.batch, d.dim, d.state])?,
+            Tensor::from_vec(packed, &[n])?,
             Tensor::from_vec(f.chunk_states, &[d.batch, d.dim, d.n_chunks(), d.state])?,
         ))
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda(&self, x: &[&Tensor]) -> Result<(Tensor, Tensor, Tensor)> {
-        let c = self.0;
-        cuda::scan_forward(c.dims, x, c.has_z, c.has_bias, c.softplus)
+    fn cuda(&self, x: &[&Tensor]) -> Result<(Tensor, Tensor)> {
+        cuda::scan_forward(self.0, x)
     }
 }
 
-/// The forward's inputs, then `chunk_states` and `dout`, contiguous -> one gradient per
-/// scan input, in input order.
+/// The forward's inputs, then `chunk_states`, `dout` and `dlast`, contiguous -> one
+/// gradient per scan input, in input order.
 struct ScanBackwardKernel(ScanConfig);
 
 impl Kernel for ScanBackwardKernel {
@@ -191,37 +220,48 @@ impl Kernel for ScanBackwardKernel {
 
     fn cpu<T: Elem>(&self, x: &[CpuIn<'_, T>]) -> Result<Vec<Tensor>> {
         let n = self.0.n_inputs();
-        let g = cpu::selective_scan_backward(self.0.dims, &self.0.inputs(x), x[n].elems(), x[n + 1].elems());
+        let (states, dout, dlast) = (x[n].elems(), x[n + 1].elems(), x[n + 2].elems());
+        let g = cpu::selective_scan_backward(self.0.dims, &self.0.inputs(x), states, dout, Some(dlast));
         let mut grads = vec![g.du, g.ddelta, g.da, g.dbm, g.dcm, g.dd_skip];
         grads.extend(g.dz);
         grads.extend(g.ddelta_bias);
+        grads.extend(g.dinit);
         grads.into_iter().zip(x).map(|(g, t)| Tensor::from_vec(g, &t.layout.shape)).collect()
     }
 
     #[cfg(feature = "cuda")]
     fn cuda(&self, x: &[&Tensor]) -> Result<Vec<Tensor>> {
-        let (c, n) = (self.0, self.0.n_inputs());
-        cuda::scan_backward(c.dims, &x[..n], x[n], x[n + 1], c.has_z, c.has_bias, c.softplus)
+        let n = self.0.n_inputs();
+        cuda::scan_backward(self.0, &x[..n], x[n], x[n + 1], x[n + 2])
     }
 }
 
 /// Run the fused selective scan.
 pub fn selective_scan(args: &ScanArgs) -> Result<ScanOut> {
     let dims = args.dims()?;
-    let config =
-        ScanConfig { dims, has_z: args.z.is_some(), has_bias: args.delta_bias.is_some(), softplus: args.softplus };
+    let config = ScanConfig {
+        dims,
+        has_z: args.z.is_some(),
+        has_bias: args.delta_bias.is_some(),
+        softplus: args.softplus,
+        has_init: args.initial_state.is_some(),
+    };
     let inputs: Vec<Tensor> = args.tensors().into_iter().map(|t| t.contiguous()).collect::<Result<_>>()?;
     let input_refs: Vec<&Tensor> = inputs.iter().collect();
-    let (out, last_state, states) = run(&ScanForwardKernel(config), &input_refs)?;
+    let (packed, states) = run(&ScanForwardKernel(config), &input_refs)?;
+    let (n_out, n_last) = config.out_sizes();
     let mut saved = input_refs.clone();
     saved.push(&states);
-    let out = record("selective_scan", out, &input_refs, &saved, move |g, s, _| {
-        let dout = g.contiguous()?;
+    let packed = record("selective_scan", packed, &input_refs, &saved, move |g, s, _| {
+        let g = g.contiguous()?;
+        let (dout, dlast) = (g.narrow(0, 0, n_out)?, g.narrow(0, n_out, n_last)?);
         let mut ins: Vec<&Tensor> = s.iter().collect(); // inputs, then chunk_states
-        ins.push(&dout);
+        ins.extend([&dout, &dlast]);
         Ok(run(&ScanBackwardKernel(config), &ins)?.into_iter().map(Some).collect())
     });
-    Ok(ScanOut { out, last_state })
+    let parts = packed.split(&[n_out, n_last], 0)?;
+    let ScanDims { batch, dim, len, state, .. } = dims;
+    Ok(ScanOut { out: parts[0].reshape(&[batch, dim, len])?, last_state: parts[1].reshape(&[batch, dim, state])? })
 }
 
 /// The same scan written with plain engine ops, one time step at a time. It stores
@@ -241,7 +281,10 @@ pub fn selective_scan_composed(args: &ScanArgs) -> Result<ScanOut> {
     let bt = args.b.transpose(1, 2)?.unsqueeze(1)?; // (B, 1, L, N)
     let drive = dt.mul(&bt)?.mul(&args.u.unsqueeze(3)?)?; // (B, D, L, N)
     let ct = args.c.transpose(1, 2)?.unsqueeze(1)?; // (B, 1, L, N)
-    let mut h = Tensor::zeros(&[batch, dim, 1, state], args.u.dtype(), args.u.device())?;
+    let mut h = match args.initial_state {
+        Some(init) => init.unsqueeze(2)?, // h_{-1} = init
+        None => Tensor::zeros(&[batch, dim, 1, state], args.u.dtype(), args.u.device())?,
+    };
     let mut ys = Vec::with_capacity(len);
     for t in 0..len {
         h = decay.narrow(2, t, 1)?.mul(&h)?.add(&drive.narrow(2, t, 1)?)?; // (B, D, 1, N)
@@ -251,7 +294,7 @@ pub fn selective_scan_composed(args: &ScanArgs) -> Result<ScanOut> {
     if let Some(z) = args.z {
         y = y.mul(&z.silu()?)?;
     }
-    Ok(ScanOut { out: y, last_state: h.squeeze(2)?.detach() })
+    Ok(ScanOut { out: y, last_state: h.squeeze(2)? })
 }
 
 /// Random scan inputs `[u, delta, A < 0, B, C, D, z, delta_bias]` of `dtype` for tests.
@@ -290,8 +333,21 @@ pub fn scan_args(x: &[Tensor], (gate, bias, softplus): (bool, bool, bool), chunk
         z: gate.then(|| &x[6]),
         delta_bias: bias.then(|| &x[7]),
         softplus,
+        initial_state: None,
         chunk,
     }
+}
+
+/// A random initial state `(B, D, N)` for tests, of the size of the states the scan reaches.
+pub fn scan_init((b, d, _, n): (usize, usize, usize, usize), dtype: crate::DType, rng: &mut crate::Rng) -> Tensor {
+    Tensor::rand_uniform(&[b, d, n], -1.0, 1.0, dtype, rng)
+}
+
+/// Both outputs as one flat tensor (`out` then `last_state`), so that one gradient check
+/// covers both.
+pub fn scan_both(o: ScanOut) -> Result<Tensor> {
+    let (a, b) = (o.out.reshape(&[o.out.numel()])?, o.last_state.reshape(&[o.last_state.numel()])?);
+    Tensor::concat(&[&a, &b], 0)
 }
 
 /// The differentiable ops this unit records (autograd refuses names no unit lists).
@@ -320,88 +376,36 @@ super::case::cases! {
             let a = ScanArgs { u: &u, z: Some(&z), ..scan_args(x, (true, true, true), 16) };
             Ok(selective_scan(&a)?.out)
         };
+    selective_scan_initial_and_last_state: tol TIGHT, exercises ["selective_scan", "permute"],
+        // an initial state (arriving as a (B, N, D) view) and the gradient of last_state
+        // too; chunk 3 does not divide L = 7
+        inputs |r| {
+            let mut v = scan_inputs((2, 3, 7, 2), true, DType::F64, r);
+            v.push(Tensor::rand_uniform(&[2, 2, 3], -1.0, 1.0, DType::F64, r)); // (B, N, D), permuted in f
+            v
+        },
+        f |x| {
+            let init = strided(x[8].permute(&[0, 2, 1])?)?;
+            scan_both(selective_scan(&ScanArgs { initial_state: Some(&init), ..scan_args(x, (true, true, true), 3) })?)
+        };
+    selective_scan_plain_last_state_only: tol TIGHT, exercises ["selective_scan"],
+        // a loss on last_state alone (dout = 0), no options, L = 5 in chunks of 2
+        inputs |r| scan_inputs((1, 2, 5, 3), false, DType::F64, r)[..6].to_vec(),
+        f |x| Ok(selective_scan(&scan_args(x, (false, false, false), 2))?.last_state);
+    selective_scan_initial_state_chunk_of_one: tol TIGHT, exercises ["selective_scan"],
+        // chunk 1 (every step is a chunk), the bias without softplus, both outputs
+        inputs |r| {
+            let mut v = scan_inputs((2, 2, 4, 2), false, DType::F64, r)[..6].to_vec();
+            v.push(Tensor::rand_uniform(&[2], 0.0, 0.5, DType::F64, r));
+            v.push(scan_init((2, 2, 4, 2), DType::F64, r));
+            v
+        },
+        f |x| {
+            let (delta_bias, initial_state) = (Some(&x[6]), Some(&x[7]));
+            let a = ScanArgs { delta_bias, initial_state, ..scan_args(x, (false, false, false), 1) };
+            scan_both(selective_scan(&a)?)
+        };
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{gradcheck, DType, Rng};
-
-    /// Random scan inputs (B, D, L, N) with a stable A < 0.
-    fn inputs(b: usize, d: usize, l: usize, n: usize, dtype: DType, seed: u64) -> Vec<Tensor> {
-        let mut rng = Rng::new(seed);
-        let mut r = |shape: &[usize], lo: f64, hi: f64| Tensor::rand_uniform(shape, lo, hi, dtype, &mut rng);
-        vec![
-            r(&[b, d, l], -1.0, 1.0), // u
-            r(&[b, d, l], -2.0, 1.0), // delta
-            r(&[d, n], -2.0, -0.1),   // A
-            r(&[b, n, l], -1.0, 1.0), // B
-            r(&[b, n, l], -1.0, 1.0), // C
-            r(&[d], -1.0, 1.0),       // D
-            r(&[b, d, l], -2.0, 2.0), // z
-            r(&[d], -1.0, 0.5),       // delta_bias
-        ]
-    }
-
-    fn args(x: &[Tensor], chunk: usize) -> ScanArgs<'_> {
-        ScanArgs::mamba(x, chunk).unwrap()
-    }
-
-    #[test]
-    fn fused_matches_composed_forward_and_backward() {
-        let x: Vec<Tensor> = inputs(2, 3, 11, 4, DType::F64, 1).into_iter().map(|t| t.requires_grad()).collect();
-        let fused = selective_scan(&args(&x, 4)).unwrap();
-        let composed = selective_scan_composed(&args(&x, 4)).unwrap();
-        let close = |a: &Tensor, b: &Tensor| {
-            let (a, b) = (a.to_vec_f64().unwrap(), b.to_vec_f64().unwrap());
-            let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs() / (1e-12 + y.abs().max(1.0))).fold(0.0, f64::max);
-            assert!(worst < 1e-12, "worst relative error {worst}");
-        };
-        close(&fused.out, &composed.out);
-        close(&fused.last_state, &composed.last_state);
-        let w = Tensor::rand_uniform(&[2, 3, 11], -1.0, 1.0, DType::F64, &mut Rng::new(9));
-        let mut grads = Vec::new();
-        for out in [&fused.out, &composed.out] {
-            x.iter().for_each(|t| t.zero_grad());
-            out.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
-            grads.push(x.iter().map(|t| t.grad().unwrap()).collect::<Vec<_>>());
-        }
-        for (g1, g2) in grads[0].iter().zip(&grads[1]) {
-            close(g1, g2);
-        }
-    }
-
-    #[test]
-    fn gradient_check_with_and_without_options() {
-        let x = inputs(2, 2, 7, 3, DType::F64, 2);
-        let tol = gradcheck::Tolerance::default();
-        let r = gradcheck::check(|x| Ok(selective_scan(&args(x, 3))?.out), &x, tol).unwrap();
-        assert!(r.ops.contains(&"selective_scan"));
-        let plain = |x: &[Tensor]| {
-            let a = ScanArgs {
-                u: &x[0],
-                delta: &x[1],
-                a: &x[2],
-                b: &x[3],
-                c: &x[4],
-                d: &x[5],
-                z: None,
-                delta_bias: None,
-                softplus: false,
-                chunk: 2,
-            };
-            Ok(selective_scan(&a)?.out)
-        };
-        gradcheck::check(plain, &x[..6], tol).unwrap();
-    }
-
-    #[test]
-    fn bad_shapes_are_errors() {
-        let x = inputs(2, 3, 5, 4, DType::F32, 3);
-        let bad = ScanArgs { a: &x[5], ..args(&x, 2) };
-        let err = selective_scan(&bad).err().unwrap().to_string();
-        assert!(err.contains("selective_scan"), "{err}");
-        let bad = ScanArgs { chunk: 0, ..args(&x, 2) };
-        assert!(selective_scan(&bad).is_err());
-    }
-}
+mod tests;
