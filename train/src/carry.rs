@@ -64,7 +64,7 @@ impl Carry {
         Ok(Some(Carry { states: Vec::new(), shape: (len, rows, seq_len) }))
     }
 
-    /// The batch of `step` from `text` (the one [`Carry::for_run`] checked): each row's next
+    /// The batch of `step` from `text` (the one `Carry::for_run` checked): each row's next
     /// window of its stream. At the streams' beginning the carried states are dropped.
     pub fn next_batch(&mut self, text: &[u8], step: u64) -> Batch {
         let (len, rows, seq_len) = self.shape;
