@@ -136,8 +136,8 @@ extern "C" __global__ void __launch_bounds__(SCAN_THREADS)
 //   dz_t = dout_t y_t s (1 + z_t (1 - s)), s = sigmoid(z_t), y_t = sum_n Cm_t h_t + D u_t
 //   dinit = exp(dt_0 A) dh_0   (the carry past step 0; the chunk-0 replay starts from init)
 //
-// Launch shape: grid (ceil(D / 8), B), 128 threads = 8 channels (b, d) x 16 lanes; lane n of
-// a channel owns state n (lanes >= n_state idle: A = Bm = Cm = 0 keeps their h and dh at 0).
+// Launch shape: grid (ceil(D / 8), B), 128 threads = 8 channels (b, d) x 16 lanes (version
+// 3: 16 channels, 256 threads); lane n of a channel owns state n (lanes >= n_state idle: A = Bm = Cm = 0 keeps their h and dh at 0).
 // Time goes in windows of 16 steps; the window's per-step values are computed once per
 // (channel, step) by lane `step` (dt = softplus, dy, ...) and staged in shared memory with
 // Bm, Cm (coalesced 64-byte rows).
@@ -148,27 +148,36 @@ extern "C" __global__ void __launch_bounds__(SCAN_THREADS)
 // across windows and chunks. Each element is replayed twice (2 exps) and the adjoint reuses e.
 // Reductions: over n (du, d(dt), y) a transposed butterfly sums 16 steps' values over the 16
 // lanes in 15 shuffles, leaving step l's total on lane l (which also owns step l's scalars,
-// so it writes du, ddelta, dz with no more traffic); over channels (dBm, dCm) one xor-16
-// shuffle joins a warp's 2 channels, shared memory the 4 warps, and one global atomicAdd per
-// (block, n, t) the D / 8 blocks; dA (over b), dD, dbias (over b, t) are summed in registers
-// and atomically added at the end. Atomics make those sums' order vary from run to run (f32
-// rounding differs, well within the check's tolerance); du, ddelta, dz are deterministic.
-// The launcher zeroes the accumulated outputs first.
+// so it writes du, ddelta, dz with no more traffic). The sums over channels and batch are
+// deterministic, with no float atomics (issue 11; they used to be atomicAdds, whose order,
+// and so last bits, varied from run to run): over channels (dBm, dCm) one xor-16 shuffle
+// joins a warp's 2 channels and shared memory the warps in index order; each block stores
+// its window's sums as a partial in the workspace `part` (B, nblk, 2, N, L) (nblk = gridDim.x,
+// 64-byte runs in t). dA (over b) and dD, dbias (over b, t) are summed in registers and
+// stored per (b, d). selective_scan_backward_reduce_f32 (below) then sums the partials in
+// index order (blocks 0..nblk-1, batches 0..B-1): the same bits on every run and schedule.
 //
 // Napkin math at B 8, D 1536, L 2048, N 16, chunk 64 (f32):
 //   reads  u, delta, z, dout 4 x 100.7 MB; Bm, Cm 2.1 MB (re-read by every block of a batch:
-//          L2 hits); chunk_states 25.2 MB; writes du, ddelta, dz 3 x 100.7 MB; dBm, dCm 2.1 MB
-//          (as 2 x 1.05 MB x 192 blocks = 403 MB of atomic traffic into L2, not DRAM).
+//          L2 hits); chunk_states 25.2 MB; writes du, ddelta, dz 3 x 100.7 MB.
 //   ~730 MB once each -> ~0.25 ms at ~2.9 TB/s.
+//   The price of determinism, the partials: dBm, dCm, B x nblk x 2 x N x L floats, with 8
+//   channels per block (v1, v2; nblk 192) 8 x 192 x 2 x 16 x 2048 x 4 B = 403 MB, with 16
+//   (v3; nblk 96) 201 MB; dA, dD, dbias B x D x (N + 2) floats = 0.8 MB. Written here as plain
+//   stores (as many 64-byte runs as the atomics sent into L2 before; the kernel moves ~270
+//   GB/s of HBM's ~3 TB/s, so the writes overlap its compute) and read once by the reduce
+//   kernel: ~0.14 ms (v2) or ~0.07 ms (v3) at ~2.9 TB/s, 5% or 2.6% of the 2.69 ms backward,
+//   and a workspace of 403 or 201 MB (freed after the call). A cluster of 8 blocks summing
+//   through distributed shared memory would cut the partials 8x more, but needs co-resident
+//   blocks, which the CPU emulator (kernels/tools/emu) cannot run.
 //   Per (b, d, t, n) (403 M of them): 2 exps (MUFU ex2, ~3.7 T/s on 132 SMs: 0.22 ms) and ~22
 //   FP ops (pass 1: 3, pass 2 replay: 4, adjoint: ~12, reductions ~3) ~ 9 GFLOP (~0.15 ms),
 //   plus ~8 shared loads/shuffles per element step per warp on the MIO pipe (~0.3 ms).
 //   So ~0.3-0.5 ms expected; the reference kernel's backward is ~2.4 ms (3.367 fwd+bwd).
 
-#define SCAN_BWD_CH 8                                    // channels per block
+#define SCAN_BWD_CH 8                                    // channels per block (forward v2, backward v1, v2)
 #define SCAN_BWD_LANES 16                                // lanes per channel = most states
 #define SCAN_BWD_THREADS (SCAN_BWD_CH * SCAN_BWD_LANES)  // 128
-#define SCAN_BWD_WARPS (SCAN_BWD_THREADS / 32)
 #define SCAN_BWD_WIN 16                                  // time steps per window (= lanes)
 #define SCAN_BWD_MAX_WINS 16                             // windows per chunk: chunk <= 256
 #define SCAN_LOG2E 1.4426950408889634f
@@ -193,26 +202,27 @@ __device__ __forceinline__ float transpose_sum16(float (&v)[SCAN_BWD_WIN], int l
     return v[0];
 }
 
-// The body of both backward kernels. KEEP_E: keep the window's decays e_t from the replay in
+// The body of the backward kernels. KEEP_E: keep the window's decays e_t from the replay in
 // registers for the adjoint (152 registers, 3 blocks per SM); otherwise recompute them (one
-// more exp per element, 128 registers, 4 blocks per SM). Which is faster is for the H100 to say.
+// more exp per element, 128 registers, 4 blocks per SM). CH: channels per block (8 or 16; 16
+// halves the partials). Which is faster is for the GPU to say.
 #define SCAN_BWD_PARAMS                                                                                             \
-    float *__restrict__ du, float *__restrict__ ddelta, float *__restrict__ dA, float *__restrict__ dBm,            \
-        float *__restrict__ dCm, float *__restrict__ dDskip, float *__restrict__ dz, float *__restrict__ ddelta_bias, \
-        float *__restrict__ dinit, const float *__restrict__ u, const float *__restrict__ delta,                     \
+    float *__restrict__ du, float *__restrict__ ddelta, float *__restrict__ dz, float *__restrict__ dinit,           \
+        float *__restrict__ part, const float *__restrict__ u, const float *__restrict__ delta,                     \
         const float *__restrict__ A, const float *__restrict__ Bm, const float *__restrict__ Cm,                     \
         const float *__restrict__ Dskip, const float *__restrict__ z, const float *__restrict__ delta_bias,          \
         int softplus, const float *__restrict__ chunk_states, const float *__restrict__ dout,                      \
         const float *__restrict__ dlast, int batch, int dim, int len, int n_state, int chunk
-// The parameter of both backward kernels: `ScanBackwardParams` in launch/scan.rs, same
-// fields (gradients first; dz, ddelta_bias, dinit, z, delta_bias, dlast may be null). The
-// flag and sizes are 8-byte (each fits an int): with 4-byte ones nvcc loads them in pairs and
-// version 2, at its 128-register cap, spills 4 bytes.
+// The parameter of the backward kernels: `ScanBackwardParams` in launch/scan.rs, same
+// fields (outputs first; dz, dinit, z, delta_bias, dlast may be null; `part` is the workspace
+// of partial sums, laid out as selective_scan_backward_reduce_f32 says). The flag and sizes
+// are 8-byte (each fits an int): with 4-byte ones nvcc loads them in pairs and version 2, at
+// its 128-register cap, spilled 4 bytes.
 struct ScanBackwardParams {
-    float *du, *ddelta, *dA, *dBm, *dCm, *dDskip;
+    float *du, *ddelta;
     float* dz;
-    float* ddelta_bias;
     float* dinit;
+    float* part;
     const float *u, *delta, *A, *Bm, *Cm, *Dskip;
     const float* z;
     const float* delta_bias;
@@ -221,28 +231,29 @@ struct ScanBackwardParams {
     const float* dlast;
     long long softplus, batch, dim, len, n_state, chunk;
 };
-static_assert(sizeof(ScanBackwardParams) == 208, "ScanBackwardParams: launch/scan.rs has 208 bytes");
+static_assert(sizeof(ScanBackwardParams) == 176, "ScanBackwardParams: launch/scan.rs has 176 bytes");
 
 // The fields of a ScanBackwardParams p in SCAN_BWD_PARAMS order.
 #define SCAN_BWD_ARGS                                                                                             \
-    p.du, p.ddelta, p.dA, p.dBm, p.dCm, p.dDskip, p.dz, p.ddelta_bias, p.dinit, p.u, p.delta, p.A, p.Bm, p.Cm,   \
-        p.Dskip, p.z, p.delta_bias, (int)p.softplus, p.chunk_states, p.dout, p.dlast, (int)p.batch, (int)p.dim,  \
+    p.du, p.ddelta, p.dz, p.dinit, p.part, p.u, p.delta, p.A, p.Bm, p.Cm, p.Dskip, p.z,                         \
+        p.delta_bias, (int)p.softplus, p.chunk_states, p.dout, p.dlast, (int)p.batch, (int)p.dim,  \
         (int)p.len, (int)p.n_state, (int)p.chunk
 
 // The read-only inputs are loaded with __ldg (ld.global.nc): from __restrict__ kernel
 // parameters nvcc inferred that itself, from pointers in a parameter struct it does not.
-template <bool KEEP_E>
+template <bool KEEP_E, int CH>
 __device__ __forceinline__ void scan_backward(SCAN_BWD_PARAMS) {
-    __shared__ float4 s_sc[SCAN_BWD_CH][SCAN_BWD_WIN];  // per channel and step: (dt, dt u, dy, 0)
+    constexpr int THREADS = CH * SCAN_BWD_LANES, WARPS = THREADS / 32;
+    __shared__ float4 s_sc[CH][SCAN_BWD_WIN];                // per channel and step: (dt, dt u, dy, 0)
     __shared__ float s_b[SCAN_BWD_LANES][SCAN_BWD_WIN + 1];  // the window's Bm as (n, step), padded
     __shared__ float s_c[SCAN_BWD_LANES][SCAN_BWD_WIN + 1];
-    __shared__ float s_ck[SCAN_BWD_MAX_WINS][SCAN_BWD_THREADS];  // state entering each window of the chunk
-    __shared__ float s_red[SCAN_BWD_WARPS][SCAN_BWD_WIN][32];    // per warp and step: dBm[n] | dCm[n]
+    __shared__ float s_ck[SCAN_BWD_MAX_WINS][THREADS];  // state entering each window of the chunk
+    __shared__ float s_red[WARPS][SCAN_BWD_WIN][32];    // per warp and step: dBm[n] | dCm[n]
 
     if (n_state > SCAN_BWD_LANES || n_state < 1 || chunk < 1 || chunk > SCAN_BWD_WIN * SCAN_BWD_MAX_WINS) return;
     const int tid = threadIdx.x, ch = tid / SCAN_BWD_LANES, lane = tid % SCAN_BWD_LANES, warp = tid / 32;
     const bool upper = tid & 16;  // upper half-warp: the second of the warp's two channels
-    const int b = blockIdx.y, d = blockIdx.x * SCAN_BWD_CH + ch;
+    const int b = blockIdx.y, d = blockIdx.x * CH + ch;
     const bool live = d < dim;                   // this channel exists
     const bool live_n = live && lane < n_state;  // ... and this lane's state
     const long long bd = (long long)b * dim + d;
@@ -285,7 +296,7 @@ __device__ __forceinline__ void scan_backward(SCAN_BWD_PARAMS) {
             }
         }
         s_sc[ch][lane] = make_float4(dt, dtu, dy, 0.0f);
-        for (int r = ch; r < SCAN_BWD_LANES; r += SCAN_BWD_CH) {  // rows n of Bm, Cm: 64 bytes each
+        for (int r = ch; r < SCAN_BWD_LANES; r += CH) {  // rows n of Bm, Cm: 64 bytes each
             const bool okr = r < n_state && lane < wl;
             const long long o = (long long)r * len + tw + lane;
             s_b[r][lane] = okr ? __ldg(bb + o) : 0.0f;
@@ -359,46 +370,102 @@ __device__ __forceinline__ void scan_backward(SCAN_BWD_PARAMS) {
                 dd_acc = fmaf(o_dy, o_u, dd_acc);
             }
             __syncthreads();
-            // dBm, dCm of the window: sum the 4 warps, one atomic per (n, step); 64-byte runs in t.
-            for (int o = tid; o < 2 * SCAN_BWD_LANES * SCAN_BWD_WIN; o += SCAN_BWD_THREADS) {
+            // dBm, dCm of the window: the warps summed in order, stored as this block's partial
+            // (b, blockIdx.x, q, n, t); 64-byte runs in t. (A 32-bit offset from the window's
+            // pointer: 2 N L <= 2 B N L < 2^32, checked by the launcher; a 64-bit index spilled.)
+            float* wp = part + ((long long)b * gridDim.x + blockIdx.x) * 2 * n_state * len + tw;
+            for (int o = tid; o < 2 * SCAN_BWD_LANES * SCAN_BWD_WIN; o += THREADS) {
                 const int q = o / (SCAN_BWD_LANES * SCAN_BWD_WIN), n = (o / SCAN_BWD_WIN) % SCAN_BWD_LANES;
                 const int i = o % SCAN_BWD_WIN;
                 if (n < n_state && i < wl) {
                     float sum = 0.0f;
 #pragma unroll
-                    for (int k = 0; k < SCAN_BWD_WARPS; ++k) sum += s_red[k][i][q * 16 + n];
-                    atomicAdd((q ? dCm : dBm) + ((long long)b * n_state + n) * len + tw + i, sum);
+                    for (int k = 0; k < WARPS; ++k) sum += s_red[k][i][q * 16 + n];
+                    wp[(unsigned)(q * n_state + n) * (unsigned)len + i] = sum;
                 }
             }
         }
     }
     if (live_n && dinit) dinit[bd * n_state + lane] = dh;  // exp(dt_0 A) dh_0
-    if (live_n) atomicAdd(dA + (long long)d * n_state + lane, dA_acc);
+    // This channel's partials of dA (B, D, N) and dD, dbias (B, D) each, after dBm, dCm's.
+    // (gridDim.y is B: holding `batch` live through the loops spilled version 2.)
+    const long long nb = gridDim.y;
+    float* pa = part + nb * gridDim.x * 2 * n_state * len;
+    float* pd = pa + nb * dim * n_state;
+    if (live_n) pa[bd * n_state + lane] = dA_acc;
 #pragma unroll
     for (int off = 8; off >= 1; off >>= 1) {
         dd_acc += __shfl_xor_sync(0xffffffffu, dd_acc, off);
         dbias_acc += __shfl_xor_sync(0xffffffffu, dbias_acc, off);
     }
     if (live && lane == 0) {
-        atomicAdd(dDskip + d, dd_acc);
-        if (ddelta_bias) atomicAdd(ddelta_bias + d, dbias_acc);
+        pd[bd] = dd_acc;
+        pd[nb * dim + bd] = dbias_acc;
     }
 }
 
 // Version 1: keeps each step's e_t in registers for the adjoint (152 registers, 3 blocks
-// per SM). On the H100 at (8, 1536, 2048, 16): 3.43 ms, slower than version 2 (2.70 ms).
-// Grid (ceil(dim / SCAN_BWD_CH), batch), block SCAN_BWD_THREADS. z, dz, delta_bias,
-// ddelta_bias, dinit, dlast may be null (z and dz together, delta_bias and ddelta_bias
-// together; dinit when the forward had no init, dlast for a zero one).
-// dA, dBm, dCm, dDskip, ddelta_bias must be zero on entry (accumulated with atomics).
+// per SM). On the H100 at (8, 1536, 2048, 16), with atomics: 3.43 ms, slower than version 2
+// (2.70 ms). Grid (nblk = ceil(dim / 8), batch), 128 threads; versions 1 to 3 are followed by
+// selective_scan_backward_reduce_f32, which writes dA, dBm, dCm, dDskip, ddelta_bias from
+// `part`. dz, dinit, z, delta_bias, dlast may be null (z and dz together; dinit when the
+// forward had no init, dlast for a zero one).
 extern "C" __global__ void __launch_bounds__(SCAN_BWD_THREADS, 3) selective_scan_backward_v1_f32(const __grid_constant__ ScanBackwardParams p) {
-    scan_backward<true>(SCAN_BWD_ARGS);
+    scan_backward<true, 8>(SCAN_BWD_ARGS);
 }
 
-// Version 2 (selected): the same, recomputing e_t in the adjoint (one more exp per element,
-// 128 registers, 4 blocks per SM; see scan_backward).
+// Version 2: the same, recomputing e_t in the adjoint (one more exp per element, 128
+// registers, 4 blocks per SM; 2.69 ms with atomics on the H100, see scan_backward).
 extern "C" __global__ void __launch_bounds__(SCAN_BWD_THREADS, 4) selective_scan_backward_f32(const __grid_constant__ ScanBackwardParams p) {
-    scan_backward<false>(SCAN_BWD_ARGS);
+    scan_backward<false, 8>(SCAN_BWD_ARGS);
+}
+
+// Version 3 (selected): version 2 with 16 channels per block (grid (ceil(dim / 16), batch),
+// 256 threads, 2 blocks per SM: the same 16 warps per SM at the same 128 registers), so half
+// the blocks, half the dBm, dCm partials (201 MB instead of 403 at the napkin size).
+extern "C" __global__ void __launch_bounds__(2 * SCAN_BWD_THREADS, 2) selective_scan_backward_v3_f32(const __grid_constant__ ScanBackwardParams p) {
+    scan_backward<false, 16>(SCAN_BWD_ARGS);
+}
+
+// The parameter of selective_scan_backward_reduce_f32: `ScanBwdReduceParams` in launch/scan.rs.
+struct ScanBwdReduceParams {
+    float *dA, *dBm, *dCm, *dDskip;
+    float* ddelta_bias;  // null without a bias
+    const float* part;   // the backward's workspace
+    long long batch, dim, len, n_state, nblk;
+};
+static_assert(sizeof(ScanBwdReduceParams) == 88, "ScanBwdReduceParams: launch/scan.rs has 88 bytes");
+
+// The backward's second, deterministic stage: each summed gradient as the sum of its partials
+// in index order. `part` holds dBm | dCm partials (B, nblk, 2, N, L), then dA's (B, D, N), then
+// dD's (B, D) and dbias's (B, D). Output i (grid-stride, any grid) of dBm | dCm (2, B, N, L),
+// then dA (D, N), then dD | dbias (2, D): adjacent threads read adjacent t (or n, d) of one
+// partial, so each of the nblk (or B) loads per output is coalesced. The order of a sum never
+// depends on the launch. Bytes: the partials once (see the napkin math above).
+extern "C" __global__ void __launch_bounds__(256) selective_scan_backward_reduce_f32(const __grid_constant__ ScanBwdReduceParams p) {
+    const long long nl = p.n_state * p.len, bnl = p.batch * nl, dn = p.dim * p.n_state;
+    const float* pa = p.part + p.batch * p.nblk * 2 * nl;  // dA partials
+    const float* pd = pa + p.batch * dn;                   // dD partials, then dbias's
+    const long long total = 2 * bnl + dn + 2 * p.dim, step = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
+        float s = 0.0f;
+        if (i < 2 * bnl) {
+            const long long q = i / bnl, r = i - q * bnl, b = r / nl, nt = r - b * nl;
+            const float* src = p.part + (b * p.nblk * 2 + q) * nl + nt;  // block k's: + k 2 nl
+#pragma unroll 8
+            for (long long k = 0; k < p.nblk; ++k) s += src[k * 2 * nl];
+            (q ? p.dCm : p.dBm)[r] = s;
+        } else if (i < 2 * bnl + dn) {
+            const long long j = i - 2 * bnl;
+            for (long long b = 0; b < p.batch; ++b) s += pa[b * dn + j];
+            p.dA[j] = s;
+        } else {
+            const long long j = i - 2 * bnl - dn, q = j / p.dim, d = j - q * p.dim;
+            for (long long b = 0; b < p.batch; ++b) s += pd[(q * p.batch + b) * p.dim + d];
+            if (q == 0) p.dDskip[d] = s;
+            else if (p.ddelta_bias) p.ddelta_bias[d] = s;
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -9,11 +9,15 @@
 //! like every output). Errors are relative norms: 2048-step f32 recurrences with another exp.
 //! Forward against TOL; backward against BWD_TOL = 1e-4, since its gradients are long sums
 //! (dA, dD, dbias over B x L terms, dBm, dCm over D, dh over the whole sequence) taken in
-//! another order, partly by atomics.
+//! another order.
 //!
-//! The backward runs on the CPU's chunk_states (one row per gradient) and on the GPU
-//! forward's (one row, the worst gradient); both kernel variants are checked and timed, and
-//! forward + backward together at the big size (the reference Mamba kernels: 3.367 ms).
+//! The backward runs on the CPU's chunk_states (one row per gradient for the selected
+//! version, `SCAN_BWD_VERSION`, the worst gradient for the others) and on the GPU forward's
+//! (one row, the worst gradient); every version is checked and timed (with its reduce
+//! kernel), and forward + backward together at the big size (the reference Mamba kernels:
+//! 3.367 ms). The backward is deterministic (no float atomics): for every version and shape a
+//! second run into fresh NaN-poisoned buffers (the workspace of partial sums too) must give
+//! every gradient bit for bit (row `... bwd vN repeats bit for bit`).
 //! The forward runs in both versions (v2 is the default launcher, v1 the baseline).
 
 use crate::{poisoned, rel_norm, Check, Res, Row, TOL};
@@ -108,7 +112,8 @@ impl GpuInputs {
     }
 }
 
-/// The backward's outputs on the GPU, NaN-poisoned.
+/// The backward's outputs on the GPU and its workspace (room for any version), NaN-poisoned: a
+/// partial sum the reduce reads but no block wrote shows as a NaN gradient.
 struct GpuGrads {
     du: DeviceBuffer<f32>,
     ddelta: DeviceBuffer<f32>,
@@ -119,12 +124,17 @@ struct GpuGrads {
     dz: DeviceBuffer<f32>,
     dbias: DeviceBuffer<f32>,
     dinit: DeviceBuffer<f32>,
+    ws: DeviceBuffer<f32>,
 }
 
 impl GpuGrads {
     fn poisoned(dims: ScanDims) -> Res<GpuGrads> {
         let ScanDims { batch, dim, len, state, .. } = dims;
         let (bdl, bnl) = (batch * dim * len, batch * state * len);
+        let mut ws = 0;
+        for version in 1..=3 {
+            ws = ws.max(kl::Gpu::selective_scan_backward_workspace(version, kernel_dims(dims))?);
+        }
         Ok(GpuGrads {
             du: poisoned(bdl)?,
             ddelta: poisoned(bdl)?,
@@ -135,7 +145,18 @@ impl GpuGrads {
             dz: poisoned(bdl)?,
             dbias: poisoned(dim)?,
             dinit: poisoned(batch * dim * state)?,
+            ws: poisoned(ws)?,
         })
+    }
+
+    /// The bits of every gradient buffer (unused ones stay poisoned).
+    fn bits(&self) -> Res<Vec<u32>> {
+        let mut all = Vec::new();
+        for g in [&self.du, &self.ddelta, &self.da, &self.dbm, &self.dcm, &self.dd, &self.dz, &self.dbias, &self.dinit]
+        {
+            all.extend(g.as_host_vec()?.iter().map(|v| v.to_bits()));
+        }
+        Ok(all)
     }
 
     /// (name, relative-norm error) of every gradient against the CPU's.
@@ -176,7 +197,7 @@ fn forward(c: &Check, v1: bool, g: &GpuInputs, dims: ScanDims, out: &mut [&mut D
 
 fn backward(
     c: &Check,
-    v1: bool,
+    version: u32,
     g: &GpuInputs,
     states: &DeviceSlice<f32>,
     dims: ScanDims,
@@ -194,8 +215,9 @@ fn backward(
         dinit: g.init.is_some().then_some(&mut *o.dinit),
     };
     let (x, dout, dlast) = (g.inputs(), &g.v[8], g.dlast.as_deref());
-    let args = kl::ScanBackward { x, chunk_states: states, dout, dlast, grads, dims: kernel_dims(dims) };
-    c.gpu.selective_scan_backward_f32(if v1 { 1 } else { 2 }, args)?;
+    let args =
+        kl::ScanBackward { x, chunk_states: states, dout, dlast, grads, workspace: &mut o.ws, dims: kernel_dims(dims) };
+    c.gpu.selective_scan_backward_f32(version, args)?;
     Ok(())
 }
 
@@ -246,7 +268,8 @@ fn check_forward(
     Ok(fwd_bufs.try_into().map_err(|_| "three forward buffers")?)
 }
 
-/// Backward, both variants, on the CPU's chunk states against the CPU's gradients.
+/// Backward, every version (the selected one first), on the CPU's chunk states against the
+/// CPU's gradients; then each again into fresh poisoned buffers, which must repeat its bits.
 fn check_backward(
     c: &mut Check,
     name: &str,
@@ -259,27 +282,33 @@ fn check_backward(
     let (bdl, bnl, nc) = (batch * dim * len, batch * state * len, dims.n_chunks());
     let cpu_states = DeviceBuffer::from_slice(chunk_states)?;
     // read u, delta, dout (+ z), Bm, Cm, chunk_states, A, D (+ bias) (+ dlast); write du, ddelta
-    // (+ dz), dBm, dCm, dA, dD (+ dbias) (+ dinit)
+    // (+ dz), dBm, dCm, dA, dD (+ dbias) (+ dinit): the useful bytes, not the partials'
     let zb = if g.extras { 2 * bdl + 2 * dim } else { 0 };
     let sb = if g.init.is_some() { 2 * batch * dim * state } else { 0 };
     let bytes = (5 * bdl + zb + sb + 4 * bnl + batch * dim * nc * state + 2 * dim * state + 2 * dim) * 4;
-    for v1 in [false, true] {
-        let variant = if v1 { "bwd v1" } else { "bwd" };
+    let selected = kl::SCAN_BWD_VERSION;
+    for version in std::iter::once(selected).chain((1..=3).filter(|&v| v != selected)) {
         let mut o = GpuGrads::poisoned(dims)?;
-        backward(c, v1, g, &cpu_states, dims, &mut o)?;
+        backward(c, version, g, &cpu_states, dims, &mut o)?;
         c.gpu.stream.synchronize()?;
         let errs = o.errors(want_grads)?;
-        let us = c.time(|| backward(c, v1, g, &cpu_states, dims, &mut o))?;
+        let mut again = GpuGrads::poisoned(dims)?;
+        backward(c, version, g, &cpu_states, dims, &mut again)?;
+        c.gpu.stream.synchronize()?;
+        let repeats = o.bits()? == again.bits()?;
+        let us = c.time(|| backward(c, version, g, &cpu_states, dims, &mut o))?;
         let rate = bytes as f64 / us / 1e3;
-        if v1 {
+        if version != selected {
             let worst = errs.iter().map(|e| e.1).fold(0.0, f64::max);
-            c.rows.push(row(format!("{name} {variant} worst grad (norm)"), worst, BWD_TOL, us, rate));
+            c.rows.push(row(format!("{name} bwd v{version} worst grad (norm)"), worst, BWD_TOL, us, rate));
         } else {
             for (i, (what, e)) in errs.into_iter().enumerate() {
                 let (us, rate) = if i == 0 { (us, rate) } else { (f64::NAN, f64::NAN) };
-                c.rows.push(row(format!("{name} {variant} {what} (norm)"), e, BWD_TOL, us, rate));
+                c.rows.push(row(format!("{name} bwd {what} (norm)"), e, BWD_TOL, us, rate));
             }
         }
+        let err = if repeats { 0.0 } else { f64::INFINITY };
+        c.rows.push(row(format!("{name} bwd v{version} repeats bit for bit"), err, 0.0, f64::NAN, f64::NAN));
     }
     Ok(())
 }
@@ -309,12 +338,12 @@ pub fn run(c: &mut Check) -> Res<()> {
 
         // Backward on the GPU forward's chunk states; then forward + backward timed together.
         let mut o = GpuGrads::poisoned(dims)?;
-        backward(c, false, &g, &gchunks, dims, &mut o)?;
+        backward(c, kl::SCAN_BWD_VERSION, &g, &gchunks, dims, &mut o)?;
         c.gpu.stream.synchronize()?;
         let worst = o.errors(&want_grads)?.iter().map(|e| e.1).fold(0.0, f64::max);
         let us = c.time(|| {
             forward(c, false, &g, dims, &mut [&mut gout, &mut glast, &mut gchunks])?;
-            backward(c, false, &g, &gchunks, dims, &mut o)
+            backward(c, kl::SCAN_BWD_VERSION, &g, &gchunks, dims, &mut o)
         })?;
         c.rows.push(row(format!("{name} fwd+bwd, gpu states: worst grad (norm)"), worst, BWD_TOL, us, f64::NAN));
     }

@@ -9,15 +9,19 @@ use cust::prelude::*;
 const SCAN_THREADS: u32 = 128;
 /// Most states per channel the kernel holds in registers (`SCAN_MAX_STATE` in scan.cu).
 pub const SCAN_MAX_STATE: usize = 16;
-/// Forward v2 and backward: channels per block and threads per block (`SCAN_BWD_CH`,
-/// `SCAN_BWD_THREADS`): 16 lanes per channel.
+/// Forward v2 and backward v1, v2: channels per block and threads per block (`SCAN_BWD_CH`,
+/// `SCAN_BWD_THREADS`): 16 lanes per channel. Backward v3 has twice both.
 const SCAN_BWD_CH: usize = 8;
 const SCAN_BWD_THREADS: u32 = 128;
+/// Threads per block of the backward's reduce kernel.
+const SCAN_REDUCE_THREADS: u32 = 256;
 /// Longest `chunk` the backward takes: 16 windows of 16 steps (`SCAN_BWD_MAX_WINS` x `SCAN_BWD_WIN`).
 pub const SCAN_BWD_MAX_CHUNK: usize = 256;
-/// The scan kernel versions the engine runs (the faster ones; gpu-check times both).
+/// The scan kernel versions the engine runs (the faster ones; gpu-check times every one).
+/// Backward v3 (16 channels per block) halves v2's partial sums, so its workspace and the
+/// reduce's reads (docs/SCAN.md, "A deterministic backward").
 pub const SCAN_FWD_VERSION: u32 = 2;
-pub const SCAN_BWD_VERSION: u32 = 2;
+pub const SCAN_BWD_VERSION: u32 = 3;
 
 /// The sizes of a selective scan: batch `B`, channels `D`, length `L`, states per channel `N`
 /// and the steps per saved chunk state.
@@ -135,13 +139,17 @@ pub struct ScanGrads<'a> {
 
 /// The arguments of [`Gpu::selective_scan_backward_f32`]: the forward's inputs and its
 /// `chunk_states: (B, D, ceil(L / chunk), N)`, the upstream `dout: (B, D, L)` and `dlast:
-/// (B, D, N)` (the gradient of `last_state`; zero when absent), the gradients and the sizes.
+/// (B, D, N)` (the gradient of `last_state`; zero when absent), the gradients, the workspace
+/// and the sizes.
 pub struct ScanBackward<'a> {
     pub x: ScanInputs<'a>,
     pub chunk_states: &'a DeviceSlice<f32>,
     pub dout: &'a DeviceSlice<f32>,
     pub dlast: Option<&'a DeviceSlice<f32>>,
     pub grads: ScanGrads<'a>,
+    /// The partial sums, at least [`Gpu::selective_scan_backward_workspace`] elements
+    /// (allocated by the caller, so the call stays asynchronous; contents need not be set).
+    pub workspace: &'a mut DeviceSlice<f32>,
     pub dims: ScanDims,
 }
 
@@ -175,22 +183,18 @@ const _: () = assert!(std::mem::size_of::<ScanForwardParams>() == 120);
 // SAFETY: device pointers and integers, laid out as the C struct.
 unsafe impl DeviceCopy for ScanForwardParams {}
 
-/// The parameter of both backward kernels (`struct ScanBackwardParams` in cu/scan.cu).
+/// The parameter of the backward kernels (`struct ScanBackwardParams` in cu/scan.cu).
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct ScanBackwardParams {
     du: DevicePointer<f32>,
     ddelta: DevicePointer<f32>,
-    da: DevicePointer<f32>,
-    dbm: DevicePointer<f32>,
-    dcm: DevicePointer<f32>,
-    dd_skip: DevicePointer<f32>,
     /// Null exactly when `z` is.
     dz: DevicePointer<f32>,
-    /// Null exactly when `delta_bias` is.
-    ddelta_bias: DevicePointer<f32>,
     /// Null exactly when `init` is.
     dinit: DevicePointer<f32>,
+    /// The workspace: partial sums of dBm, dCm, dA, dD, dbias.
+    part: DevicePointer<f32>,
     u: DevicePointer<f32>,
     delta: DevicePointer<f32>,
     a: DevicePointer<f32>,
@@ -211,9 +215,41 @@ struct ScanBackwardParams {
     n_state: i64,
     chunk: i64,
 }
-const _: () = assert!(std::mem::size_of::<ScanBackwardParams>() == 208);
+const _: () = assert!(std::mem::size_of::<ScanBackwardParams>() == 176);
 // SAFETY: device pointers and integers, laid out as the C struct.
 unsafe impl DeviceCopy for ScanBackwardParams {}
+
+/// The parameter of the backward's reduce kernel (`struct ScanBwdReduceParams` in cu/scan.cu).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ScanBwdReduceParams {
+    da: DevicePointer<f32>,
+    dbm: DevicePointer<f32>,
+    dcm: DevicePointer<f32>,
+    dd_skip: DevicePointer<f32>,
+    /// Null exactly when `delta_bias` is.
+    ddelta_bias: DevicePointer<f32>,
+    part: DevicePointer<f32>,
+    batch: i64,
+    dim: i64,
+    len: i64,
+    n_state: i64,
+    /// Blocks per batch of the backward kernel (partials per dBm, dCm element).
+    nblk: i64,
+}
+const _: () = assert!(std::mem::size_of::<ScanBwdReduceParams>() == 88);
+// SAFETY: device pointers and integers, laid out as the C struct.
+unsafe impl DeviceCopy for ScanBwdReduceParams {}
+
+/// The backward kernel of `version` and its channels per block.
+fn backward_kernel(version: u32) -> Result<(&'static str, usize)> {
+    match version {
+        1 => Ok(("selective_scan_backward_v1_f32", SCAN_BWD_CH)),
+        2 => Ok(("selective_scan_backward_f32", SCAN_BWD_CH)),
+        3 => Ok(("selective_scan_backward_v3_f32", 2 * SCAN_BWD_CH)),
+        _ => Err(Error::bad("selective_scan_backward_f32", format!("no version {version}"))),
+    }
+}
 
 /// An optional buffer as a kernel pointer (null when absent).
 fn ptr_or_null(s: Option<&DeviceSlice<f32>>) -> DevicePointer<f32> {
@@ -278,21 +314,27 @@ impl Gpu {
         self.launch(kernel, grid, block, 0, params, cost)
     }
 
+    /// The f32 elements of workspace that backward `version` needs for `dims` (at least 1):
+    /// the dBm, dCm partials of each block, `B x nblk x 2 x N x L` (`nblk = ceil(D / 8)`, or
+    /// `/ 16` for version 3), and the dA, dD, dbias partials of each batch, `B x D x (N + 2)`.
+    /// 403 MB (v2) or 201 MB (v3) at B 8, D 1536, L 2048, N 16.
+    pub fn selective_scan_backward_workspace(version: u32, dims: ScanDims) -> Result<usize> {
+        let (_, ch) = backward_kernel(version)?;
+        let ScanDims { batch, dim, len, state, .. } = dims;
+        Ok((batch * dim.div_ceil(ch) * 2 * state * len + batch * dim * (state + 2)).max(1))
+    }
+
     /// Selective-scan backward — twin of `ops::scan::cpu::selective_scan_backward` ([`ScanBackward`]).
-    /// All outputs are overwritten (the accumulated ones, `da, dbm, dcm, dd_skip, ddelta_bias`,
-    /// are zeroed here on the stream first); those five are sums of atomics, so their last
-    /// bits vary from run to run (`du, ddelta, dz, dinit` do not). `state <= 16`, `chunk <=
-    /// SCAN_BWD_MAX_CHUNK` (256). `version` 1 keeps each step's decay in registers for the
-    /// adjoint (more registers, fewer exps), 2 recomputes it ([`SCAN_BWD_VERSION`], selected: 2.70 vs 3.43 ms at B8 D1536 L2048 N16 on
-    /// the H100).
+    /// All outputs are overwritten. Deterministic: the sums over channels, batch and time
+    /// (`da, dbm, dcm, dd_skip, ddelta_bias`) go through per-block partials in `workspace`,
+    /// summed in a fixed order by a second kernel (no float atomics), so two runs give the same
+    /// bits. `state <= 16`, `chunk <= SCAN_BWD_MAX_CHUNK` (256). `version` 1 keeps each step's
+    /// decay in registers for the adjoint (more registers, fewer exps), 2 recomputes it (3.43
+    /// and 2.70 ms with atomics at B8 D1536 L2048 N16 on the H100), 3 is 2 with 16 channels per
+    /// block, half the partials ([`SCAN_BWD_VERSION`], selected).
     pub fn selective_scan_backward_f32(&self, version: u32, args: ScanBackward<'_>) -> Result<()> {
-        const K: &str = "selective_scan_backward_f32";
-        let kernel = match version {
-            1 => "selective_scan_backward_v1_f32",
-            2 => "selective_scan_backward_f32",
-            _ => return Err(Error::bad(K, format!("no version {version}"))),
-        };
-        let ScanBackward { x, chunk_states, dout, dlast, grads, dims } = args;
+        let (kernel, ch) = backward_kernel(version)?;
+        let ScanBackward { x, chunk_states, dout, dlast, grads, workspace, dims } = args;
         let [batch32, dim32, len32, state32, chunk32] = dims.ints(kernel)?;
         let chunk = dims.chunk;
         ensure(chunk <= SCAN_BWD_MAX_CHUNK, kernel, || format!("chunk = {chunk} not in 1..={SCAN_BWD_MAX_CHUNK}"))?;
@@ -305,56 +347,77 @@ impl Gpu {
         if let Some(dl) = dlast {
             check_len(kernel, "dlast", dl.len(), batch * dim * state)?;
         }
-        let ScanGrads { du, ddelta, da, dbm, dcm, dd_skip, dz, mut ddelta_bias, dinit } = grads;
-        // The accumulated outputs start at zero (callers may pass uninitialised buffers).
-        let accumulated =
-            [Some(&mut *da), Some(&mut *dbm), Some(&mut *dcm), Some(&mut *dd_skip), ddelta_bias.as_deref_mut()];
-        for buf in accumulated.into_iter().flatten() {
-            // SAFETY: an asynchronous memset of a buffer we hold `&mut` to, ordered on the one
-            // stream before the kernel that accumulates into it; nothing reads it on the host.
-            unsafe { buf.set_zero_async(&self.stream)? };
+        let need = Self::selective_scan_backward_workspace(version, dims)?;
+        ensure(workspace.len() >= need, kernel, || {
+            format!("workspace holds {} elements, needs {need}", workspace.len())
+        })?;
+        let ScanGrads { du, ddelta, da, dbm, dcm, dd_skip, dz, ddelta_bias, dinit } = grads;
+        let part = workspace.as_device_ptr();
+        if batch * dim > 0 {
+            // (with L = 0 the kernel still runs: dinit = dlast, zero partials)
+            let params = ScanBackwardParams {
+                du: du.as_device_ptr(),
+                ddelta: ddelta.as_device_ptr(),
+                dz: ptr_or_null(dz.as_deref()),
+                dinit: ptr_or_null(dinit.as_deref()),
+                part,
+                u: x.u.as_device_ptr(),
+                delta: x.delta.as_device_ptr(),
+                a: x.a.as_device_ptr(),
+                bm: x.bm.as_device_ptr(),
+                cm: x.cm.as_device_ptr(),
+                d_skip: x.d_skip.as_device_ptr(),
+                z: ptr_or_null(x.z),
+                delta_bias: ptr_or_null(x.delta_bias),
+                chunk_states: chunk_states.as_device_ptr(),
+                dout: dout.as_device_ptr(),
+                dlast: ptr_or_null(dlast),
+                softplus: x.softplus as i64,
+                batch: batch32.into(),
+                dim: dim32.into(),
+                len: len32.into(),
+                n_state: state32.into(),
+                chunk: chunk32.into(),
+            };
+            // Bytes once each: read u, delta, dout (+ z), Bm, Cm, chunk_states, A, D (+ bias)
+            // (+ dlast); write du, ddelta (+ dz) (+ dinit) and the partials. FLOPs: ~22 per
+            // (b, d, t, n) (two replays and the adjoint, exps counted as one).
+            let zs = if x.z.is_none() { 0 } else { 2 * bdl };
+            let states = batch * dim * state * (usize::from(dlast.is_some()) + usize::from(x.init.is_some()));
+            let reads = 2 * batch * state * len + batch * dim * n_chunks * state + dim * state + 2 * dim;
+            let bytes = 4 * (5 * bdl + zs + reads + states + need);
+            let cost = Cost { bytes: bytes as f64, flops: 22.0 * (bdl * state) as f64 };
+            let grid = (dim.div_ceil(ch) as u32, batch as u32, 1);
+            self.launch(kernel, grid, (16 * ch) as u32, 0, params, cost)?;
         }
-        if batch * dim == 0 {
-            return Ok(()); // (with L = 0 the kernel still runs: dinit = dlast)
-        }
-        let params = ScanBackwardParams {
-            du: du.as_device_ptr(),
-            ddelta: ddelta.as_device_ptr(),
+        let sums = ScanBwdReduceParams {
             da: da.as_device_ptr(),
             dbm: dbm.as_device_ptr(),
             dcm: dcm.as_device_ptr(),
             dd_skip: dd_skip.as_device_ptr(),
-            dz: ptr_or_null(dz.as_deref()),
             ddelta_bias: ptr_or_null(ddelta_bias.as_deref()),
-            dinit: ptr_or_null(dinit.as_deref()),
-            u: x.u.as_device_ptr(),
-            delta: x.delta.as_device_ptr(),
-            a: x.a.as_device_ptr(),
-            bm: x.bm.as_device_ptr(),
-            cm: x.cm.as_device_ptr(),
-            d_skip: x.d_skip.as_device_ptr(),
-            z: ptr_or_null(x.z),
-            delta_bias: ptr_or_null(x.delta_bias),
-            chunk_states: chunk_states.as_device_ptr(),
-            dout: dout.as_device_ptr(),
-            dlast: ptr_or_null(dlast),
-            softplus: x.softplus as i64,
+            part,
             batch: batch32.into(),
             dim: dim32.into(),
             len: len32.into(),
             n_state: state32.into(),
-            chunk: chunk32.into(),
+            nblk: dim.div_ceil(ch) as i64,
         };
-        // Bytes once each: read u, delta, dout (+ z), Bm, Cm, chunk_states (+ dlast); write du,
-        // ddelta (+ dz), dBm, dCm (+ dinit). FLOPs: ~22 per (b, d, t, n) (two replays and the
-        // adjoint, exps counted as one).
-        let (bnl, dn, bdn) = (batch * state * len, dim * state, batch * dim * state);
-        let zs = if x.z.is_none() { 0 } else { 2 * bdl };
-        let states = bdn * (usize::from(dlast.is_some()) + usize::from(x.init.is_some()));
-        let bytes = 4 * (5 * bdl + zs + 4 * bnl + batch * dim * n_chunks * state + 2 * dn + 4 * dim + states);
-        let cost = Cost { bytes: bytes as f64, flops: 22.0 * (bdl * state) as f64 };
-        let grid = (dim.div_ceil(SCAN_BWD_CH) as u32, batch as u32, 1);
-        self.launch(kernel, grid, SCAN_BWD_THREADS, 0, params, cost)
+        self.scan_backward_reduce(sums, need)
+    }
+
+    /// The backward's second kernel: every summed gradient from the partials, in a fixed order.
+    fn scan_backward_reduce(&self, p: ScanBwdReduceParams, partials: usize) -> Result<()> {
+        let (bnl, dn, dim) = ((p.batch * p.n_state * p.len) as usize, (p.dim * p.n_state) as usize, p.dim as usize);
+        let outputs = 2 * bnl + dn + 2 * dim;
+        if outputs == 0 {
+            return Ok(());
+        }
+        // Reads every partial once, writes every output once; one add per partial.
+        let cost = Cost { bytes: (4 * (partials + outputs)) as f64, flops: partials as f64 };
+        // Any grid gives the same sums (grid-stride, each output's order fixed): cap it.
+        let blocks = outputs.div_ceil(SCAN_REDUCE_THREADS as usize).min(1 << 16) as u32;
+        self.launch("selective_scan_backward_reduce_f32", blocks, SCAN_REDUCE_THREADS, 0, p, cost)
     }
 }
 

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Runs kernels/cu/scan.cu on the CPU, without a GPU: cuda_emu.h gives each CUDA thread an OS
 # thread (blocks one after another, __syncthreads a barrier, shuffles through a per-warp buffer,
-# atomics under a mutex), and scan_emu.cpp launches the forward (v1, v2) and backward (v1, v2)
-# kernels as kernels/src/launch/scan.rs does, against an independent float64 reference (the
-# plain recurrence and its adjoint, itself checked against
+# atomics under a mutex), and scan_emu.cpp launches the forward (v1, v2) and backward (v1, v2, v3,
+# each with its reduce kernel) kernels as kernels/src/launch/scan.rs does, against an independent
+# float64 reference (the plain recurrence and its adjoint, itself checked against
 # tests/fixtures/reference/selective_scan.safetensors), with and without an initial state and a
-# dlast. It checks the kernels' logic (indexing, lanes, windows, barriers, the adjoint's algebra),
-# not their speed or the GPU's memory model. Takes ~20 s on 2 cores. Optional argument:
-# one case's index.
+# dlast; each backward runs twice, the second time with its blocks in the opposite order, and
+# must repeat every gradient bit for bit (the deterministic backward). It checks the kernels'
+# logic (indexing, lanes, windows, barriers, the adjoint's algebra, the partials' layout), not
+# their speed or the GPU's memory model. Takes ~1 min on 2 cores. Optional argument: one case's
+# index.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../../.." && pwd)
 tmp=$(mktemp -d)

@@ -1,10 +1,14 @@
 // Runs kernels/cu/scan.cu on the CPU (cuda_emu.h; scan.sh builds and runs this) with the launch
-// sequence of kernels/src/launch/scan.rs (kept in step by hand): forward v1 and v2, backward v1 and
-// v2, against an independent float64 reference, the plain recurrence and its hand adjoint step by
-// step (checked itself against tests/fixtures/reference/selective_scan.safetensors). The cases
-// cover an initial state and a dlast (the gradient of last_state): the forward starts from init,
-// the backward from dlast and writes dinit. Outputs are NaN-poisoned, as gpu-check does; the
-// accumulated gradients are zeroed first, as the launcher does.
+// sequence of kernels/src/launch/scan.rs (kept in step by hand): forward v1 and v2, backward v1, v2
+// and v3, each followed by the reduce kernel that sums the workspace's partials, against an
+// independent float64 reference, the plain recurrence and its hand adjoint step by step (checked
+// itself against tests/fixtures/reference/selective_scan.safetensors). The cases cover an initial
+// state and a dlast (the gradient of last_state): the forward starts from init, the backward from
+// dlast and writes dinit. Outputs and the workspace are NaN-poisoned, as gpu-check poisons
+// outputs: a partial the reduce reads but no block wrote shows. Each backward runs a second time
+// with its blocks (and the reduce's) in the opposite order and the reduce on a 3-block grid
+// (grid-stride), and every gradient must repeat bit for bit: no sum's order may depend on the
+// schedule (float atomics would fail this wherever 3 or more terms meet).
 #include "cuda_emu.h"
 // What scan.cu uses beyond cuda_emu.h: CUDA's vector types and the read-only load.
 struct float2 { float x, y; };
@@ -99,9 +103,55 @@ static F tof(const V& v) { return F(v.begin(), v.end()); }
 static V tod(const F& v) { return V(v.begin(), v.end()); }
 static F nans(size_t n) { return F(n, std::numeric_limits<float>::quiet_NaN()); }
 
-// The launches of kernels/src/launch/scan.rs: forward `fwd` (1 or 2), then backward `bwd` (1 or
-// 2) on that forward's chunk states.
-static Res emulate(const Dims& d, const Data& in, const V& dout_d, const V& dlast_d, int fwd, int bwd, bool dlast_on) {
+// A kernel with its blocks run in the opposite order (the emulator runs blocks one after another).
+template <auto K, class P>
+static void reversed(P p) {
+    blockIdx = {gridDim.x - 1 - blockIdx.x, gridDim.y - 1 - blockIdx.y, gridDim.z - 1 - blockIdx.z};
+    K(p);
+}
+
+// The backward's launches in kernels/src/launch/scan.rs: version `bwd` (1 to 3) writes du, ddelta,
+// dz, dinit (with `has_init`) and its partials into the workspace, the reduce sums them into the
+// rest. `q` has the inputs; its outputs are set here. `again`: blocks reversed, the reduce on 3 blocks.
+struct Grads { F du, ddelta, dz, dinit, dA, dB, dC, dD, dbias; };
+static Grads emulate_backward(const Dims& d, ScanBackwardParams q, int bwd, bool has_init, bool again) {
+    const int ch = bwd == 3 ? 16 : 8, nblk = (d.d + ch - 1) / ch;
+    const size_t bdl = (size_t)d.b * d.d * d.L, bnl = (size_t)d.b * d.n * d.L, bdn = (size_t)d.b * d.d * d.n;
+    Grads g{nans(bdl), nans(bdl), nans(bdl), nans(bdn), nans((size_t)d.d * d.n), nans(bnl), nans(bnl), nans(d.d),
+            nans(d.d)};
+    F part = nans((size_t)nblk * 2 * bnl + bdn + 2 * (size_t)d.b * d.d);
+    q.du = g.du.data(), q.ddelta = g.ddelta.data(), q.dz = q.z ? g.dz.data() : nullptr;
+    q.dinit = has_init ? g.dinit.data() : nullptr, q.part = part.data();
+    using K = void (*)(ScanBackwardParams);
+    const K kernels[3][2] = {{selective_scan_backward_v1_f32, reversed<selective_scan_backward_v1_f32, ScanBackwardParams>},
+                             {selective_scan_backward_f32, reversed<selective_scan_backward_f32, ScanBackwardParams>},
+                             {selective_scan_backward_v3_f32, reversed<selective_scan_backward_v3_f32, ScanBackwardParams>}};
+    if (d.b * d.d > 0) emu_launch(kernels[bwd - 1][again], EmuDim3{(unsigned)nblk, (unsigned)d.b, 1}, 16 * ch, q);
+    ScanBwdReduceParams r{g.dA.data(), g.dB.data(), g.dC.data(), g.dD.data(), q.delta_bias ? g.dbias.data() : nullptr,
+                          part.data(), d.b, d.d, d.L, d.n, nblk};
+    const long long total = 2 * (long long)bnl + (long long)d.d * d.n + 2 * d.d;
+    const unsigned blocks = again ? 3 : (unsigned)((total + 255) / 256);
+    if (total > 0)
+        emu_launch(again ? reversed<selective_scan_backward_reduce_f32, ScanBwdReduceParams>
+                         : selective_scan_backward_reduce_f32,
+                   EmuDim3{blocks, 1, 1}, 256, r);
+    return g;
+}
+
+// Every gradient of `a` and `b` the same bits (NaNs included: an unwritten output fails elsewhere).
+static bool same_bits(const Grads& a, const Grads& b) {
+    const F* x[] = {&a.du, &a.ddelta, &a.dz, &a.dinit, &a.dA, &a.dB, &a.dC, &a.dD, &a.dbias};
+    const F* y[] = {&b.du, &b.ddelta, &b.dz, &b.dinit, &b.dA, &b.dB, &b.dC, &b.dD, &b.dbias};
+    for (int k = 0; k < 9; ++k)
+        if (x[k]->size() != y[k]->size() || std::memcmp(x[k]->data(), y[k]->data(), x[k]->size() * 4) != 0) return false;
+    return true;
+}
+
+// The launches of kernels/src/launch/scan.rs: forward `fwd` (1 or 2), then backward `bwd` (1 to 3)
+// on that forward's chunk states, twice (see emulate_backward); `repeats` says whether the second
+// run gave the same bits.
+static Res emulate(const Dims& d, const Data& in, const V& dout_d, const V& dlast_d, int fwd, int bwd, bool dlast_on,
+                   bool& repeats) {
     F u = tof(in.u), delta = tof(in.delta), A = tof(in.A), B = tof(in.B), C = tof(in.C), D = tof(in.D), z = tof(in.z),
       bias = tof(in.bias), init = tof(in.init), dout = tof(dout_d), dlast = tof(dlast_d);
     const bool extras = !in.z.empty(), has_init = !in.init.empty();
@@ -114,19 +164,16 @@ static Res emulate(const Dims& d, const Data& in, const V& dout_d, const V& dlas
         emu_launch(selective_scan_forward_v1_f32, EmuDim3{(unsigned)((d.b * d.d + 127) / 128), 1, 1}, 128, p);
     else
         emu_launch(selective_scan_forward_f32, EmuDim3{(unsigned)((d.d + 7) / 8), (unsigned)d.b, 1}, 128, p);
-    // backward: du, ddelta, dz, dinit poisoned (written), dA, dB, dC, dD, dbias zeroed (accumulated)
-    F du = nans(bdl), ddelta = nans(bdl), dz = nans(bdl), dinit = nans(bdn);
-    F dA((size_t)d.d * d.n, 0), dB(bnl, 0), dC(bnl, 0), dD(d.d, 0), dbias(d.d, 0);
-    ScanBackwardParams q{du.data(), ddelta.data(), dA.data(), dB.data(), dC.data(), dD.data(),
-                         extras ? dz.data() : nullptr, extras ? dbias.data() : nullptr, has_init ? dinit.data() : nullptr,
+    // backward (the outputs and workspace set by emulate_backward)
+    ScanBackwardParams q{nullptr, nullptr, nullptr, nullptr, nullptr,
                          u.data(), delta.data(), A.data(), B.data(), C.data(), D.data(),
                          extras ? z.data() : nullptr, extras ? bias.data() : nullptr, states.data(), dout.data(),
                          dlast_on ? dlast.data() : nullptr, extras, d.b, d.d, d.L, d.n, d.chunk};
-    const EmuDim3 grid{(unsigned)((d.d + 7) / 8), (unsigned)d.b, 1};
-    emu_launch(bwd == 1 ? selective_scan_backward_v1_f32 : selective_scan_backward_f32, grid, 128, q);
-    Res r{tod(out), tod(last), tod(states), tod(du), tod(ddelta), tod(dA), tod(dB), tod(dC), tod(dD), {}, {}, {}};
-    if (extras) r.dz = tod(dz), r.dbias = tod(dbias);
-    if (has_init) r.dinit = tod(dinit);
+    const Grads g = emulate_backward(d, q, bwd, has_init, false);
+    repeats = same_bits(g, emulate_backward(d, q, bwd, has_init, true));
+    Res r{tod(out), tod(last), tod(states), tod(g.du), tod(g.ddelta), tod(g.dA), tod(g.dB), tod(g.dC), tod(g.dD), {}, {}, {}};
+    if (extras) r.dz = tod(g.dz), r.dbias = tod(g.dbias);
+    if (has_init) r.dinit = tod(g.dinit);
     return r;
 }
 
@@ -220,6 +267,7 @@ int main(int argc, char** argv) {
         {"3 ch, L 20, N 3, chunk 64 > L, init, no dlast", {2, 3, 20, 3, 20}, true, true, false},
         {"17 ch, L 1, N 16, chunk 1, init+dlast", {1, 17, 1, 16, 1}, true, true, true},
         {"4 ch, L 0, N 2, init+dlast (dinit = dlast)", {2, 4, 0, 2, 1}, false, true, true},
+        {"3 x 40 ch (5 or 3 blocks), L 50, N 16, chunk 16, z+bias", {3, 40, 50, 16, 16}, true, false, true},
     };
     const int only = argc > 2 ? std::atoi(argv[2]) : -1;
     for (int i = 0; i < (int)(sizeof(cases) / sizeof(cases[0])); ++i) {
@@ -230,9 +278,12 @@ int main(int argc, char** argv) {
         if (!c.dlast) std::fill(dlast.begin(), dlast.end(), 0.0);
         if (only >= 0 && only != i) continue;
         const Res want = reference(c.d, in, dout, dlast);
-        for (auto [fwd, bwd] : {std::pair{2, 2}, std::pair{1, 1}}) {
-            const std::string name = std::string(c.name) + (fwd == 1 ? " (v1)" : "");
-            ok &= compare(name, emulate(c.d, in, dout, dlast, fwd, bwd, c.dlast), want, 1e-4);
+        for (auto [fwd, bwd] : {std::pair{2, 3}, std::pair{2, 2}, std::pair{1, 1}}) {
+            const std::string name = std::string(c.name) + " (v" + std::to_string(fwd) + "," + std::to_string(bwd) + ")";
+            bool repeats = false;
+            ok &= compare(name, emulate(c.d, in, dout, dlast, fwd, bwd, c.dlast, repeats), want, 1e-4);
+            std::printf("%-46s repeats bit for bit with blocks reversed: %s\n", "", repeats ? "yes" : "NO (FAILED)");
+            ok &= repeats;
         }
     }
     std::printf("%lld blocks emulated; %s\n", g_blocks_run, ok ? "all ok" : "SOME FAILED");
