@@ -437,3 +437,40 @@ fn a_run_resumes_on_another_number_of_ranks() {
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+/// `--precision bf16` (the linear layers multiply bf16 operands with f32 sums; the CPU makes the
+/// GPU's roundings): 30 steps of the tiny model follow fp32's loss curve. Rounding the operands
+/// to bf16 moves each operand by up to 2^-8 relative; over 30 steps that moved the losses by
+/// 1.9e-4 relative at most when this test was written, so each loss must be within 2e-3 of
+/// fp32's (10x that; a layer skipping its product or a wrong gradient moves them by far more,
+/// and the loss must still fall). They must differ (the switch took effect), and the setting must be
+/// saved: 15 steps, a resume without the flag and 15 more give the 30 straight bf16 losses
+/// bit for bit.
+#[test]
+fn bf16_precision_follows_fp32_and_resumes() {
+    let dirs = [scratch("fp32"), scratch("bf16"), scratch("bf16-resumed")];
+    let out = |i: usize| dirs[i].to_str().unwrap().to_string();
+    let run = |i: usize, extra: &[&str]| {
+        let common = ["--steps", "30", "--warmup", "3", "--sample-tokens", "0"];
+        train(&tiny(&[&common[..], &["--out", &out(i)], extra].concat())).unwrap().losses
+    };
+    let fp32 = run(0, &[]);
+    let bf16 = run(1, &["--precision", "bf16"]);
+    let worst = fp32.iter().zip(&bf16).map(|(a, b)| (a - b).abs() / a).fold(0.0, f64::max);
+    eprintln!("bf16 vs fp32 over 30 steps: worst relative loss difference {worst:.1e}");
+    eprintln!("fp32 {:?}\nbf16 {:?}", fp32, bf16);
+    assert!(worst < 2e-3, "bf16 losses too far from fp32's ({worst:e}):\n{fp32:?}\n{bf16:?}");
+    assert!(fp32 != bf16, "--precision bf16 changed nothing");
+    // The corpus is this repository's source, so the curve moves with every commit: compare
+    // the means of the first and last five steps (5.5 and 4.9 nats when last run).
+    let mean = |l: &[f64]| l.iter().sum::<f64>() / l.len() as f64;
+    assert!(mean(&bf16[25..]) < mean(&bf16[..5]) - 0.25, "bf16 did not learn: {bf16:?}");
+    let first = run(2, &["--precision", "bf16", "--stop-after", "15"]);
+    let ckpt = dirs[2].join("checkpoint");
+    let rest = train(&tiny(&["--resume", ckpt.to_str().unwrap()])).unwrap().losses;
+    let resumed: Vec<u64> = first.iter().chain(&rest).map(|l| l.to_bits()).collect();
+    assert_eq!(resumed, bf16.iter().map(|l| l.to_bits()).collect::<Vec<_>>(), "resumed bf16 run differs");
+    for d in dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

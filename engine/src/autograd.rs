@@ -16,7 +16,7 @@ use crate::{
     error::{invalid, Result},
     ledger::OpSaved,
     shape::Dims,
-    Tensor,
+    DType, Tensor,
 };
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -145,6 +145,15 @@ fn topo_order(root: &Arc<Var>) -> Vec<Arc<Var>> {
     order
 }
 
+/// `prev + g`, two gradients of one tensor. bf16 ones are added in f32 and rounded once (no
+/// elementwise kernel takes bf16).
+fn accumulate(prev: &Tensor, g: &Tensor) -> Result<Tensor> {
+    if prev.dtype() == DType::BF16 {
+        return prev.to_dtype(DType::F32)?.add(&g.to_dtype(DType::F32)?)?.to_dtype(DType::BF16);
+    }
+    prev.add(g)
+}
+
 /// Run backward from `root` seeded with `seed` (= dL/d(root)).
 pub(crate) fn backward(root: &Tensor, seed: Tensor) -> Result<()> {
     let Some(root_var) = &root.var else {
@@ -175,7 +184,7 @@ pub(crate) fn backward(root: &Tensor, seed: Tensor) -> Result<()> {
         let Some(node) = &var.node else {
             let mut slot = var.grad.lock().unwrap_or_else(|e| e.into_inner());
             let total = match slot.take() {
-                Some(prev) => prev.add(&grad)?,
+                Some(prev) => accumulate(&prev, &grad)?,
                 None => grad.contiguous()?,
             };
             *slot = Some(total);
@@ -196,7 +205,7 @@ pub(crate) fn backward(root: &Tensor, seed: Tensor) -> Result<()> {
                 );
             }
             let total = match grads.remove(&input.id) {
-                Some(prev) => prev.add(&g)?,
+                Some(prev) => accumulate(&prev, &g)?,
                 None => g,
             };
             grads.insert(input.id, total);

@@ -9,7 +9,7 @@
 //!
 //! | kernel kind    | CPU dtypes        | GPU dtypes                          |
 //! |----------------|-------------------|-------------------------------------|
-//! | [`Kernel`]     | f32, f64          | `Kernel::CUDA_DTYPES` (f32 by default) |
+//! | [`Kernel`]     | f32, f64 (bf16 where it has `cpu_bf16`: matmul) | `Kernel::CUDA_DTYPES` (f32 by default) |
 //! | [`CopyKernel`] | f32, f64, bf16    | `CopyKernel::CUDA_DTYPES`           |
 //!
 //! Both check first that every input lives on one device with one dtype.
@@ -57,6 +57,11 @@ pub(crate) trait Kernel {
     const CUDA_DTYPES: &'static [DType] = &[DType::F32];
     /// The CPU kernel, on inputs of one element type (in the order given to [`run`]).
     fn cpu<T: Elem>(&self, inputs: &[CpuIn<'_, T>]) -> Result<Self::Out>;
+    /// The CPU kernel on bf16 inputs, for the few ops that have one (bf16 has no arithmetic of
+    /// its own: such a kernel widens to f32, computes there and rounds its result once).
+    fn cpu_bf16(&self, _inputs: &[CpuIn<'_, bf16>]) -> Result<Self::Out> {
+        Err(Error::Unsupported { op: self.name(), device: Device::Cpu, dtype: DType::BF16 })
+    }
     /// The GPU kernel, on the same inputs (all on the GPU, of a dtype in `CUDA_DTYPES`).
     #[cfg(feature = "cuda")]
     fn cuda(&self, inputs: &[&Tensor]) -> Result<Self::Out>;
@@ -79,6 +84,7 @@ pub(crate) fn run<K: Kernel>(k: &K, inputs: &[&Tensor]) -> Result<K::Out> {
     match placement(op, inputs)? {
         (Device::Cpu, DType::F32) => with_cpu::<f32, _>(op, inputs, |x| k.cpu(x)),
         (Device::Cpu, DType::F64) => with_cpu::<f64, _>(op, inputs, |x| k.cpu(x)),
+        (Device::Cpu, DType::BF16) => with_cpu::<bf16, _>(op, inputs, |x| k.cpu_bf16(x)),
         #[cfg(feature = "cuda")]
         (Device::Cuda, dtype) if K::CUDA_DTYPES.contains(&dtype) => k.cuda(inputs),
         (device, dtype) => Err(Error::Unsupported { op, device, dtype }),

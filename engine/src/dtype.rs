@@ -1,8 +1,8 @@
 //! Element types. Training runs in `f32`; `f64` exists so that gradient checks and
 //! reference comparisons can run the very same kernels at higher precision; `bf16`
-//! (bfloat16: f32's exponent, 8 bits of mantissa) is a storage type for now: tensors can
-//! hold it, move between devices and convert to and from it, and ops without a bf16
-//! kernel refuse it by name (see `dispatch.rs`).
+//! (bfloat16: f32's exponent, 8 bits of mantissa) is mostly a storage type: tensors can
+//! hold it, move between devices and convert to and from it, `matmul` multiplies it (f32
+//! sums), and ops without a bf16 kernel refuse it by name (see `dispatch.rs`).
 //!
 //! Two traits split the element types by what a kernel does with them:
 //! - [`Scalar`]: any element a buffer can hold (f32, f64, bf16): enough to copy, move and

@@ -1,13 +1,34 @@
-//! The precision of f32 products on the GPU's tensor cores, one switch for the process (as
-//! PyTorch's `allow_tf32`). Off (the default): kernels that multiply f32 on tensor cores do it
-//! at f32 accuracy with three tf32 passes (3xTF32: a = hi + lo, a b ~ hi hi + hi lo + lo hi).
-//! On: one tf32 pass (10-bit mantissas in, f32 accumulation, ~1e-3 relative error), which is
-//! what the reference's Triton kernels do with f32 inputs. Today the SSD scan reads it; the CPU
-//! always computes in full f32.
+//! Two precision switches for the products of the model.
+//!
+//! **tf32** (one switch for the process, as PyTorch's `allow_tf32`): the precision of f32
+//! products on the GPU's tensor cores. Off (the default): kernels that multiply f32 on tensor
+//! cores do it at f32 accuracy with three tf32 passes (3xTF32: a = hi + lo, a b ~ hi hi + hi lo +
+//! lo hi). On: one tf32 pass (10-bit mantissas in, f32 accumulation, ~1e-3 relative error),
+//! which is what the reference's Triton kernels do with f32 inputs. Today the SSD scan reads it;
+//! the CPU always computes in full f32.
+//!
+//! **matmul_bf16** (per thread, as PyTorch's autocast): whether the model's linear layers
+//! multiply in bf16. [`Tensor::matmul_autocast`](crate::Tensor::matmul_autocast), which every
+//! projection of the model calls, reads it: on, and both operands f32, it runs
+//! [`Tensor::matmul_bf16`](crate::Tensor::matmul_bf16) (operands rounded to bf16, products summed
+//! in f32, an f32 result: the GPU's bf16 tensor-core GEMM; the CPU makes the same roundings);
+//! off (the default), the f32 `matmul`. f64 products never change (gradient checks and the
+//! reference tests run in f64). It is per thread rather than per process so that tests training
+//! in parallel threads of one process do not see each other's setting; the trainer sets it on the
+//! thread that runs the model (each rank thread of `--ranks` in threads sets its own).
+//!
+//! The two are independent: tf32 concerns f32 products made on tensor cores (the SSD scan's),
+//! which stay f32 products under matmul_bf16; matmul_bf16 concerns the linear layers, which
+//! under it no longer multiply f32 at all.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static TF32: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    static MATMUL_BF16: Cell<bool> = const { Cell::new(false) };
+}
 
 /// Run f32 tensor-core products in one tf32 pass (`true`) or at f32 accuracy (`false`).
 pub fn set_tf32(on: bool) {
@@ -17,4 +38,15 @@ pub fn set_tf32(on: bool) {
 /// Whether f32 tensor-core products run in one tf32 pass.
 pub fn tf32() -> bool {
     TF32.load(Ordering::Relaxed)
+}
+
+/// On this thread, make the model's f32 linear layers multiply in bf16 (`true`) or in f32
+/// (`false`, the default); see the module's doc.
+pub fn set_matmul_bf16(on: bool) {
+    MATMUL_BF16.with(|c| c.set(on));
+}
+
+/// Whether, on this thread, the model's f32 linear layers multiply in bf16.
+pub fn matmul_bf16() -> bool {
+    MATMUL_BF16.with(Cell::get)
 }

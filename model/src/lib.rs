@@ -40,6 +40,8 @@ use mamba_engine::Tensor;
 pub const RMS_EPS: f64 = 1e-5;
 
 /// y = x W^T for a weight stored (out, in), as `nn.Linear` without bias: x (.., in) -> (.., out).
+/// Every projection of the model multiplies through [`Tensor::matmul_autocast`]: f32, or in
+/// bf16 with f32 sums and result while `mamba_engine::precision::set_matmul_bf16` is on.
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    Ok(x.matmul(&w.transpose(0, 1)?)?)
+    Ok(x.matmul_autocast(&w.transpose(0, 1)?)?)
 }

@@ -303,7 +303,7 @@ impl MambaLM {
         moe: Option<&mut Vec<MoeStats>>,
     ) -> Result<Tensor> {
         let r = crate::block::through_blocks(&self.layers, h, mix, moe)?;
-        Ok(r.rms_norm(&self.norm_f, RMS_EPS)?.matmul(&self.embedding.transpose(0, 1)?)?)
+        Ok(r.rms_norm(&self.norm_f, RMS_EPS)?.matmul_autocast(&self.embedding.transpose(0, 1)?)?)
     }
 
     /// Every parameter in declaration order, with its name and decay flag.

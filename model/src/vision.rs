@@ -211,7 +211,7 @@ impl VisionMamba {
         let mix = |_, mixer: &crate::Mixer, x: &Tensor| mixer.forward(x, self.scan_chunk, false);
         let r = crate::block::through_blocks(&self.layers, x.add(&self.pos_embed)?, mix, Some(&mut Vec::new()))?;
         let token = r.narrow(1, half, 1)?.reshape(&[b, d])?.rms_norm(&self.norm_f, RMS_EPS)?;
-        Ok(token.matmul(&self.head.transpose(0, 1)?)?.add(&self.head_bias)?)
+        Ok(token.matmul_autocast(&self.head.transpose(0, 1)?)?.add(&self.head_bias)?)
     }
 
     /// The patch embedding: images (B, C, H, W) -> (B, M, d), patch m = (row, column) of the
@@ -222,7 +222,7 @@ impl VisionMamba {
         // (B, C, H/p, p, W/p, p) -> (B, H/p, W/p, C, p, p): one row of C·p·p pixels per patch
         let grid = images.reshape(&[b, c, height / p, p, width / p, p])?;
         let patches = grid.transpose(1, 2)?.transpose(2, 4)?.transpose(3, 4)?.reshape(&[b, m, c * p * p])?;
-        Ok(patches.matmul(&self.patch_weight.transpose(0, 1)?)?.add(&self.patch_bias)?)
+        Ok(patches.matmul_autocast(&self.patch_weight.transpose(0, 1)?)?.add(&self.patch_bias)?)
     }
 
     /// Mean cross-entropy of the classes of `images` against `labels`.

@@ -14,15 +14,19 @@
 //!   (nn), dW^T = x^T dy (tn, split-K)), each checked on 32 sampled rows and printed in TFLOP/s
 //!   beside the lines of kernels/tools/cublas_bf16_ref.py (cuBLAS through torch).
 //!
+//! - through the engine (`Tensor::matmul` on bf16 tensors, `Tensor::matmul_bf16` on f32 ones,
+//!   forward and backward, see `engine` below) against the engine's CPU twin.
+//!
 //! Tolerance per element: |gpu - twin| <= 1e-5 * sum_k |a_ik b_kj| (the f32 sums of the
 //! tensor cores and the f64 twin differ by rounding that grows with that sum), plus 2^-8 |twin|
 //! for bf16 C (its rounding); the error column is max |gpu - twin| / sum_k |a_ik b_kj|. With
 //! inputs uniform in [-1, 1) one wrong or missing product moves an element by about 1/k of that
 //! sum (6e-5 at k = 16384, 6x the tolerance); a wrong index or slice moves many.
 
-use crate::{poisoned, Check, Res, Row};
+use crate::{poisoned, rel_norm, Check, Res, Row};
 use mamba_engine::dtype::{bf16, bf16_from_f32};
 use mamba_engine::ops::matmul::cpu::{matmul, MatStrides as CpuStrides};
+use mamba_engine::{DType, Device, Tensor};
 use mamba_kernels::cust::prelude::*;
 use mamba_kernels::launch::matmul_bf16::{Bf16Out, MatmulBf16, MATMUL_BF16_VERSION, MATMUL_BF16_VERSIONS};
 use mamba_kernels::launch::MatStrides;
@@ -203,6 +207,7 @@ fn check(c: &Check, case: &Case, version: u32, bf16_out: bool, c_off: usize, wor
 pub fn run(c: &mut Check) -> Res<()> {
     sweep(c)?;
     special(c)?;
+    engine(c)?;
     if c.timing {
         big(c)?;
         mamba(c)?;
@@ -416,4 +421,139 @@ fn mamba(c: &mut Check) -> Res<()> {
         }
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------- through the engine
+
+/// One engine-level case: `a (.., m, k) @ b (.., k, n)`, each stored transposed (`ta`, `tb`:
+/// a column-major view) or with 3 extra leading columns narrowed away (`narrow`: a view whose
+/// offset and leading dimension are off the kernel's 8-element grid, so it must be copied).
+/// `bf16_io`: bf16 leaves through `matmul` (bf16 result and gradients); else f32 leaves through
+/// `matmul_bf16` (f32 result and gradients).
+struct EngineCase {
+    name: &'static str,
+    a: &'static [usize],
+    b: &'static [usize],
+    ta: bool,
+    tb: bool,
+    narrow: bool,
+    bf16_io: bool,
+}
+
+/// An [`EngineCase`] from its fields in order.
+const fn ec(
+    name: &'static str,
+    a: &'static [usize],
+    b: &'static [usize],
+    ta: bool,
+    tb: bool,
+    narrow: bool,
+    bf16_io: bool,
+) -> EngineCase {
+    EngineCase { name, a, b, ta, tb, narrow, bf16_io }
+}
+
+/// (name, a, b, ta, tb, narrow, bf16_io). In place (x W^T as the model's linear layers, in
+/// nt layout; its dX and dW with split-K), padded (k = 13 with m, n odd), copied (n = 9
+/// row-major; a narrowed view), broadcast batch axes (the bf16 gradient summed over them in
+/// f32), and k = 0.
+const ENGINE_CASES: &[EngineCase] = &[
+    ec("linear", &[2, 64, 96], &[96, 136], false, true, false, false),
+    ec("linear dW split-K", &[1, 4096, 64], &[64, 40], false, true, false, false),
+    ec("padded k", &[3, 5, 13], &[13, 7], false, true, false, false),
+    ec("bf16 padded k", &[3, 5, 13], &[13, 7], false, false, false, true),
+    ec("bf16 n 9 copied", &[10, 24], &[24, 9], false, false, false, true),
+    ec("bf16 narrowed lhs", &[2, 17, 40], &[40, 33], false, false, true, true),
+    ec("bf16 broadcast", &[4, 33, 40], &[40, 72], true, true, false, true),
+    ec("bf16 k 0", &[4, 0], &[0, 8], false, false, false, true),
+];
+
+/// ‖gpu - cpu‖ / ‖cpu‖ bounds. f32 results: the same bf16 products summed in f32 in other
+/// orders (as `ops::OPS_TOL`). bf16 results: those sums rounded once to bf16, where an f32
+/// difference next to a rounding boundary moves an element by one bf16 ulp (2^-8 relative at
+/// most); a wrong or missing product moves many elements by far more.
+const ENGINE_TOL_F32: f64 = 1e-4;
+const ENGINE_TOL_BF16: f64 = 4e-3;
+
+/// The operand stored as `shape` (the last two axes swapped when `transposed`; 3 more columns
+/// when `narrow`) from `values`, viewed back as `shape` on `device`, a leaf.
+fn engine_leaf(values: &Tensor, transposed: bool, narrow: bool, device: Device) -> mamba_engine::Result<Tensor> {
+    let t = values.to(device)?;
+    let r = t.rank();
+    let t = if narrow { t.narrow(r as isize - 1, 3, t.shape()[r - 1] - 3)? } else { t };
+    let t = if transposed { t.transpose(-1, -2)? } else { t };
+    Ok(t.requires_grad())
+}
+
+/// The case on one device: the output and both gradients, as f32.
+fn engine_run(
+    case: &EngineCase,
+    stored: &[Tensor; 2],
+    seed: &Tensor,
+    device: Device,
+) -> mamba_engine::Result<[Vec<f32>; 3]> {
+    let a = engine_leaf(&stored[0], case.ta, case.narrow, device)?;
+    let b = engine_leaf(&stored[1], case.tb, false, device)?;
+    let y = if case.bf16_io { a.matmul(&b)? } else { a.matmul_bf16(&b)? };
+    y.backward_with(&seed.to_dtype(y.dtype())?.to(device)?)?;
+    let f32s = |t: Option<Tensor>| -> mamba_engine::Result<Vec<f32>> {
+        t.map_or(Ok(vec![]), |t| t.to_dtype(DType::F32)?.to(Device::Cpu)?.to_vec::<f32>())
+    };
+    Ok([f32s(Some(y))?, f32s(a.grad())?, f32s(b.grad())?])
+}
+
+/// Fresh random operands for `case`: stored shapes (see [`engine_leaf`]), bf16 or f32.
+fn engine_inputs(c: &mut Check, case: &EngineCase) -> mamba_engine::Result<([Tensor; 2], Tensor)> {
+    let stored = |shape: &[usize], transposed: bool, narrow: bool| {
+        let mut s = shape.to_vec();
+        let r = s.len();
+        if transposed {
+            s.swap(r - 2, r - 1);
+        }
+        if narrow {
+            s[r - 1] += 3;
+        }
+        s
+    };
+    let dtype = if case.bf16_io { DType::BF16 } else { DType::F32 };
+    let mut draw = |shape: Vec<usize>| Tensor::randn(&shape, 0.0, 1.0, DType::F32, &mut c.rng).to_dtype(dtype);
+    let a = draw(stored(case.a, case.ta, case.narrow))?;
+    let b = draw(stored(case.b, case.tb, false))?;
+    let (ra, rb) = (case.a.len(), case.b.len());
+    let batch = if ra > rb { &case.a[..ra - 2] } else { &case.b[..rb - 2] };
+    let out = [batch, &[case.a[ra - 2], case.b[rb - 1]]].concat();
+    Ok(([a, b], draw(out)?))
+}
+
+/// Every [`ENGINE_CASES`] on the CPU and the GPU (new GPU buffers NaN-poisoned): one row each,
+/// the worst relative-norm difference of the output and the two gradients.
+fn engine(c: &mut Check) -> Res<()> {
+    mamba_engine::cuda::set_poison(true);
+    for case in ENGINE_CASES {
+        let (stored, seed) = engine_inputs(c, case)?;
+        let name = format!("engine bf16 {}: {:?} @ {:?}", case.name, case.a, case.b);
+        let tol = if case.bf16_io { ENGINE_TOL_BF16 } else { ENGINE_TOL_F32 };
+        let cpu = engine_run(case, &stored, &seed, Device::Cpu)?;
+        let err = match engine_run(case, &stored, &seed, Device::Cuda) {
+            Ok(gpu) => gpu.iter().zip(&cpu).map(|(g, w)| rel_norm_or_empty(g, w)).fold(0.0, f64::max),
+            Err(e) => {
+                println!("{name}: {e}");
+                f64::INFINITY
+            }
+        };
+        c.rows.push(Row { kernel: name, err, ok: err <= tol, us: f64::NAN, rate: f64::NAN });
+    }
+    mamba_engine::cuda::set_poison(false);
+    Ok(())
+}
+
+/// [`rel_norm`], with two empty results (k = 0 gradients) agreeing.
+fn rel_norm_or_empty(gpu: &[f32], cpu: &[f32]) -> f64 {
+    if gpu.is_empty() && cpu.is_empty() {
+        return 0.0;
+    }
+    if cpu.iter().all(|&v| v == 0.0) {
+        return if gpu.len() == cpu.len() && gpu.iter().all(|&v| v == 0.0) { 0.0 } else { f64::INFINITY };
+    }
+    rel_norm(gpu, cpu)
 }

@@ -170,6 +170,13 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(default)]
     pub tf32: bool,
+    /// The precision of the model's linear layers (every projection and the LM head): fp32, or
+    /// bf16 (operands rounded to bf16, products summed in f32, f32 results: the GPU's bf16
+    /// tensor-core GEMM; the CPU makes the same roundings). Weights, gradients, AdamW moments
+    /// and every other op stay f32 (docs/TRAINING.md).
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    #[serde(default)]
+    pub precision: Precision,
     /// Truncated backprop through time, for Mamba-1 LMs on text: each batch row reads its own
     /// contiguous stream of the text, consecutive steps continue each row's stream, and each
     /// layer's final conv window and SSM state (detached) start the next step's same rows
@@ -241,6 +248,17 @@ pub enum Layer {
     Mamba2,
 }
 
+/// `--precision`: what the model's linear layers multiply in.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// f32 products (checkpoints from before the flag are this).
+    #[default]
+    Fp32,
+    /// bf16 operands, f32 sums and results (`mamba_engine::precision::set_matmul_bf16`).
+    Bf16,
+}
+
 /// `--preset`: a family member's settings.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -293,7 +311,7 @@ const MAMBA1_ONLY: [&str; 2] = ["arch", "ssm"];
 
 /// Flags a resumed run takes from its command line when given: the schedule, evaluation and
 /// checkpoint settings (clap ids, which are the field names).
-const RESUMABLE: [&str; 16] = [
+const RESUMABLE: [&str; 17] = [
     "steps",
     "decay_steps",
     "lr",
@@ -308,6 +326,7 @@ const RESUMABLE: [&str; 16] = [
     "scan_chunk",
     "recompute",
     "tf32",
+    "precision",
     "ranks",
     "out",
 ];

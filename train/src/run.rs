@@ -70,12 +70,7 @@ impl Run {
             args.d_model,
             args.n_layer,
             trainer.model.layers.first().map_or("", |b| b.mixer.kind()),
-            match (trainer.model.recompute, args.tf32) {
-                (true, true) => ", recompute, tf32",
-                (true, false) => ", recompute",
-                (false, true) => ", tf32",
-                (false, false) => "",
-            },
+            modes(trainer.model.recompute, args),
             args.batch,
             trainer.source.seq_len(args),
             args.steps(),
@@ -301,6 +296,16 @@ impl Drop for Profiler {
 #[cfg(feature = "cuda")]
 fn cuda_error(e: impl std::fmt::Display) -> Error {
     Error::Engine(mamba_engine::Error::Device { op: "profile", device: Device::Cuda, msg: e.to_string() })
+}
+
+/// The run's modes for its first line: `, recompute, tf32, bf16` (those that are on).
+fn modes(recompute: bool, args: &TrainArgs) -> String {
+    let bf16 = args.precision == crate::args::Precision::Bf16;
+    [(recompute, ", recompute"), (args.tf32, ", tf32"), (bf16, ", bf16")]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, name)| *name)
+        .collect()
 }
 
 /// Print a line above the progress bar, or plainly when there is no bar (not a terminal).

@@ -149,7 +149,7 @@ impl Trainer {
         let cfg = args.model_config(source.vocab());
         let mut model = MambaLM::new(cfg, DType::F32, args.seed)?.to(args.device)?;
         (model.scan_chunk, model.recompute) = (args.scan_chunk, args.recompute);
-        mamba_engine::precision::set_tf32(args.tf32);
+        set_precision(args);
         let opt = optimizer(&model, args)?;
         let rng = Rng::new(args.seed ^ 0xda7a);
         // The decay's end is fixed at the start, so that a resume with more --steps continues
@@ -192,7 +192,7 @@ impl Trainer {
         let mut opt = optimizer(&model, &args)?;
         let state = checkpoint::load_training_state(&dir, &mut opt)?;
         (model.scan_chunk, model.recompute) = (args.scan_chunk, args.recompute);
-        mamba_engine::precision::set_tf32(args.tf32);
+        set_precision(&args);
         opt.lr = args.lr;
         opt.weight_decay = args.weight_decay;
         let source = Source::new(&args)?;
@@ -413,6 +413,13 @@ fn first_non_finite(model: &MambaLM) -> Result<Option<String>> {
         }
     }
     Ok(None)
+}
+
+/// The engine's precision switches for this run: `--tf32` (the process) and `--precision`
+/// (the linear layers, on this thread: the one that runs the model).
+fn set_precision(args: &TrainArgs) {
+    mamba_engine::precision::set_tf32(args.tf32);
+    mamba_engine::precision::set_matmul_bf16(args.precision == crate::args::Precision::Bf16);
 }
 
 fn optimizer(model: &MambaLM, args: &TrainArgs) -> Result<AdamW> {

@@ -97,7 +97,7 @@ fn zeros_of(n: usize) -> Init<'static> {
 
 /// `x @ wᵀ (+ b)`.
 fn affine(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-    let y = x.matmul(&w.transpose(0, 1)?)?;
+    let y = x.matmul_autocast(&w.transpose(0, 1)?)?; // as crate::linear
     Ok(match b {
         Some(b) => y.add(b)?,
         None => y,

@@ -370,7 +370,7 @@ fn selective_from(
     init: Option<&Tensor>,
     p: &[Tensor],
 ) -> mamba_engine::Result<ScanOut> {
-    let linear = |x: &Tensor, w: &Tensor| x.matmul(&w.transpose(0, 1)?); // as crate::linear
+    let linear = |x: &Tensor, w: &Tensor| x.matmul_autocast(&w.transpose(0, 1)?); // as crate::linear
     let Dims { d_state: n, dt_rank: r, .. } = dims;
     let [x_proj, dt_proj_weight, dt_proj_bias, a_log, d] = p else { unreachable!("five parameters") };
     let x_dbl = linear(&u.transpose(1, 2)?, x_proj)?; // (B, L, dt_rank + 2 d_state)
