@@ -56,3 +56,105 @@ impl DecodeDims {
         None
     }
 }
+
+/// Most batch rows the one-kernel token (`cu/decode_token.cu`) takes.
+pub const TOKEN_MAX_BATCH: usize = 8;
+/// Threads of its blocks (`TOKEN_THREADS`).
+pub const TOKEN_THREADS: usize = 512;
+
+/// How `decode_token_*` splits one token over its blocks (one per SM), and where each part
+/// of its shared memory starts (bytes): see the comment at the top of `cu/decode_token.cu`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenLayout {
+    pub blocks: usize,
+    /// in_proj rows a block (phase A), a multiple of 8 that divides d_inner
+    pub ra: usize,
+    /// SSM channels a block (phase B), a multiple of 4
+    pub cb: usize,
+    /// out_proj rows a block (phase C)
+    pub rc: usize,
+    /// head rows a block
+    pub rh: usize,
+    /// blocks of phase A that hold x rows: d_inner / ra
+    pub gx: usize,
+    pub sa: usize,
+    pub sb: usize,
+    pub sc: usize,
+    pub act: usize,
+    /// dynamic shared memory in all
+    pub smem: usize,
+}
+
+impl DecodeDims {
+    /// The split of one token over `blocks` blocks with weights of `weight_bytes` (4: f32, 2:
+    /// bf16) and a `vocab`-row head, or why it does not fit (then the decoder runs the
+    /// four-kernel layers of `cu/decode.cu`). `max_smem`: the shared memory a block may have.
+    pub fn token_layout(
+        &self,
+        vocab: usize,
+        weight_bytes: usize,
+        blocks: usize,
+        max_smem: usize,
+    ) -> Result<TokenLayout, String> {
+        if let Some(why) = self.unsupported() {
+            return Err(why);
+        }
+        let Self { batch: bt, m, d, d_state: n, dt_rank: r, d_conv: k } = *self;
+        if bt > TOKEN_MAX_BATCH || !m.is_multiple_of(8) || !d.is_multiple_of(8) || vocab == 0 || blocks == 0 {
+            return Err(format!(
+                "the one-kernel token takes at most {TOKEN_MAX_BATCH} sequences and d_model, d_inner multiples of 8"
+            ));
+        }
+        let ra = (8..=d).step_by(8).find(|&ra| d.is_multiple_of(ra) && (2 * d).div_ceil(ra) <= blocks);
+        let ra = ra.ok_or_else(|| format!("d_inner {d} splits over {blocks} blocks in no multiple of 8"))?;
+        let cb = d.div_ceil(blocks).next_multiple_of(4);
+        let (rc, rh) = (m.div_ceil(blocks), vocab.div_ceil(blocks));
+        if rh > ra || ra.max(rc) * bt > TOKEN_THREADS {
+            return Err(format!("{vocab} head rows or {} rows a block for {bt} sequences are too many", ra.max(rc)));
+        }
+        if cb * (n + 2) > m.max(d) {
+            return Err(format!("d_state {n}: phase B's states do not fit the staging buffer"));
+        }
+        let x = self.xdim();
+        let align = |b: usize| b.next_multiple_of(16);
+        let sa = 0;
+        let sb = sa + align((ra * m + x * ra) * weight_bytes + 4 * (ra * k + ra + m));
+        let sc = sb + align(4 * cb * (r + n + 2));
+        let act = sc + align(rc * d * weight_bytes);
+        let smem = act + 4 * (bt * m.max(d) + bt * x + bt * ra + ra.max(rc).max(rh) * bt);
+        if smem > max_smem {
+            return Err(format!("a block needs {smem} bytes of shared memory, the GPU gives {max_smem}"));
+        }
+        Ok(TokenLayout { blocks, ra, cb, rc, rh, gx: d / ra, sa, sb, sc, act, smem })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_size_splits_over_132_blocks() {
+        let dims = DecodeDims { batch: 1, m: 768, d: 1536, d_state: 16, dt_rank: 48, d_conv: 4 };
+        let f32 = dims.token_layout(256, 4, 132, 227 * 1024).unwrap();
+        assert_eq!((f32.ra, f32.cb, f32.rc, f32.rh, f32.gx), (24, 12, 6, 2, 64));
+        let bf16 = dims.token_layout(256, 2, 132, 227 * 1024).unwrap();
+        assert!(bf16.smem < f32.smem && f32.smem < 140 * 1024, "{} {}", bf16.smem, f32.smem);
+        // every region starts on 16 bytes and the regions do not overlap
+        for l in [f32, bf16] {
+            assert!([l.sb, l.sc, l.act].iter().all(|o| o % 16 == 0) && l.sa < l.sb && l.sb < l.sc && l.sc < l.act);
+        }
+        let default = DecodeDims { m: 128, d: 256, dt_rank: 8, ..dims };
+        assert_eq!(default.token_layout(256, 4, 132, 227 * 1024).unwrap().ra, 8);
+    }
+
+    #[test]
+    fn what_does_not_fit_says_why() {
+        let dims = DecodeDims { batch: 9, m: 768, d: 1536, d_state: 16, dt_rank: 48, d_conv: 4 };
+        assert!(dims.token_layout(256, 4, 132, 227 * 1024).unwrap_err().contains("at most 8"));
+        let big = DecodeDims { batch: 1, m: 4096, d: 8192, ..dims };
+        assert!(big.token_layout(256, 4, 132, 227 * 1024).unwrap_err().contains("shared memory"));
+        let vocab = DecodeDims { batch: 1, ..dims };
+        assert!(vocab.token_layout(50_280, 4, 132, 227 * 1024).unwrap_err().contains("head rows"));
+    }
+}

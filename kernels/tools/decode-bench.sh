@@ -17,8 +17,9 @@ ours() {
   local name=$1; shift
   "$m" train --device cuda --quiet --overwrite --steps 1 --eval-windows 1 --sample-tokens 8 \
     --out "/tmp/dec-$name" "$@" > /dev/null
-  for dec in graph fused generic; do
+  for dec in token token-bf16 graph fused generic; do
     for b in 1 8 64 256; do
+      case "$dec" in token*) [ "$b" -le 8 ] || continue ;; esac  # the one-kernel token: batch <= 8
       [ "$dec" = fused ] && [ "$b" != 1 ] && continue
       [ "$dec" = generic ] && [ "$b" = 8 ] && continue
       printf '%s d=%s batch %s: ' "$name" "$dec" "$b" | tee -a "$out/decode.txt"

@@ -20,7 +20,7 @@ use crate::{
 };
 use mamba_engine::{
     no_grad,
-    ops::decode::{self, decode_embed, decode_head, decode_mamba1, Dims, Mamba1Buffers, Mamba1Weights},
+    ops::decode::{self, decode_token, Dims, Mamba1Buffers, Mamba1Weights, TokenIo, TokenKernel, TokenWeights},
     replay::{HostLink, Recorded},
     DType, Device, Tensor,
 };
@@ -33,6 +33,12 @@ pub enum Launch {
     /// The fused kernels, recorded once as a CUDA graph and replayed (the same as `Fused` on
     /// the CPU).
     Graph,
+    /// The whole token in one persistent kernel (GPU only: `ops::decode::TokenKernel`),
+    /// recorded as a CUDA graph with the ids' and logits' copies.
+    Token,
+    /// As `Token`, reading bf16 copies of in_proj, x_proj, out_proj and the embedding (made
+    /// once here; the sums stay f32): half the bytes a token.
+    TokenBf16,
 }
 
 /// A Mamba-1 LM decoding `batch` sequences token by token (see the module docs).
@@ -54,6 +60,10 @@ pub struct Decoder<'m> {
     ids_link: HostLink,
     logits_link: HostLink,
     launch: Launch,
+    /// The one-kernel token (`Launch::Token*`).
+    token_kernel: Option<TokenKernel>,
+    /// Whether recording the token as a CUDA graph failed (then each token is launched).
+    unrecordable: bool,
 }
 
 /// The Mamba-1 mixers of `model`'s blocks, or why the decoder cannot run it.
@@ -71,6 +81,21 @@ fn mamba1_layers(model: &MambaLM) -> std::result::Result<Vec<&Mamba1>, String> {
 }
 
 impl<'m> Decoder<'m> {
+    /// Why `model` cannot be decoded `batch` sequences at a time along `launch`, if it cannot
+    /// (then [`MambaLM::step`] does it, or for `Token*` the fused kernels).
+    pub fn unsupported_for(model: &MambaLM, batch: usize, launch: Launch) -> Option<String> {
+        if let Some(why) = Self::unsupported(model, batch) {
+            return Some(why);
+        }
+        let bf16 = match launch {
+            Launch::Fused | Launch::Graph => return None,
+            Launch::Token => false,
+            Launch::TokenBf16 => true,
+        };
+        let mixer = mamba1_layers(model).ok()?[0];
+        TokenKernel::unsupported(dims(mixer, batch), model.cfg.padded_vocab(), bf16, model.device())
+    }
+
     /// Why `model` cannot be decoded `batch` sequences at a time by the fused kernels, if it
     /// cannot (then [`MambaLM::step`] does it).
     pub fn unsupported(model: &MambaLM, batch: usize) -> Option<String> {
@@ -91,7 +116,7 @@ impl<'m> Decoder<'m> {
     /// A decoder for `batch` sequences with zero states (or [`Error::Unsupported`] saying why
     /// the model cannot have one).
     pub fn new(model: &'m MambaLM, batch: usize, launch: Launch) -> Result<Decoder<'m>> {
-        if let Some(why) = Self::unsupported(model, batch) {
+        if let Some(why) = Self::unsupported_for(model, batch, launch) {
             return Err(Error::Unsupported(format!("the fused decoder: {why}")));
         }
         let mixers = mamba1_layers(model).map_err(Error::Unsupported)?;
@@ -103,7 +128,7 @@ impl<'m> Decoder<'m> {
             mixers.iter().map(|_| Mamba1Buffers::zeros(dims, dtype, device)).collect::<mamba_engine::Result<_>>()?;
         let ids = Tensor::zeros(&[batch], dtype, device)?;
         let logits = Tensor::zeros(&[batch, model.cfg.padded_vocab()], dtype, device)?;
-        Ok(Decoder {
+        let mut decoder = Decoder {
             recorded: None,
             model,
             mixers,
@@ -116,7 +141,60 @@ impl<'m> Decoder<'m> {
             ids,
             logits,
             launch,
-        })
+            token_kernel: None,
+            unrecordable: false,
+        };
+        if matches!(launch, Launch::Token | Launch::TokenBf16) {
+            decoder.token_kernel = Some(decoder.token_kernel(launch == Launch::TokenBf16)?);
+        }
+        Ok(decoder)
+    }
+
+    /// The one-kernel token over this decoder's buffers, with bf16 copies of the big weights
+    /// if `bf16` (the kernel holds them).
+    fn token_kernel(&self, bf16: bool) -> Result<TokenKernel> {
+        let _guard = no_grad();
+        let narrow = |t: &Tensor| if bf16 { t.to_dtype(DType::BF16) } else { Ok(t.clone()) };
+        let embedding = narrow(&self.model.embedding)?;
+        let big = self
+            .mixers
+            .iter()
+            .map(|m| Ok([narrow(&m.in_proj)?, narrow(&m.x_proj)?, narrow(&m.out_proj)?]))
+            .collect::<Result<Vec<_>>>()?;
+        let weights = self.weights(|i| [&big[i][0], &big[i][1], &big[i][2]], &embedding);
+        Ok(TokenKernel::new(self.dims, &weights, &self.io(), RMS_EPS)?)
+    }
+
+    /// The model's weights as the token reads them, the big three of layer i from `big(i)`.
+    fn weights<'a>(&'a self, big: impl Fn(usize) -> [&'a Tensor; 3], embedding: &'a Tensor) -> TokenWeights<'a> {
+        let layers = self.model.layers.iter().zip(&self.mixers).zip(&self.a).enumerate();
+        let layers = layers
+            .map(|(i, ((block, m), a))| {
+                let [in_proj, x_proj, out_proj] = big(i);
+                Mamba1Weights {
+                    norm: &block.norm,
+                    in_proj,
+                    conv_w: &m.conv_weight,
+                    conv_b: &m.conv_bias,
+                    x_proj,
+                    dt_w: &m.dt_proj_weight,
+                    dt_b: &m.dt_proj_bias,
+                    a,
+                    d_skip: &m.d,
+                    out_proj,
+                }
+            })
+            .collect();
+        TokenWeights { layers, embedding, norm_f: &self.model.norm_f }
+    }
+
+    fn io(&self) -> TokenIo<'_> {
+        TokenIo { residual: &self.residual, ids: &self.ids, logits: &self.logits, layers: &self.layers }
+    }
+
+    /// How this decoder runs a token.
+    pub fn launch(&self) -> Launch {
+        self.launch
     }
 
     /// Continue from `state` (what [`MambaLM::prefill`] left for the same batch).
@@ -148,9 +226,15 @@ impl<'m> Decoder<'m> {
         }
         self.ids_link.set(&ids.iter().map(|&i| i as f64).collect::<Vec<_>>())?;
         let device = self.model.device();
-        if self.launch == Launch::Graph && device == Device::Cuda {
-            if self.recorded.is_none() {
-                self.recorded = Recorded::capture(device, || self.token())?;
+        if self.launch != Launch::Fused && device == Device::Cuda {
+            if self.recorded.is_none() && !self.unrecordable {
+                match Recorded::capture(device, || self.token()) {
+                    Ok(recorded) => self.recorded = recorded,
+                    // a driver that cannot record the one-kernel token's cooperative launch:
+                    // launch it directly (a capture that fails leaves the stream as it was)
+                    Err(_) if self.token_kernel.is_some() => self.unrecordable = true,
+                    Err(e) => return Err(e.into()),
+                }
             }
             match &self.recorded {
                 Some(r) => r.replay()?,
@@ -162,27 +246,18 @@ impl<'m> Decoder<'m> {
         Ok(self.logits_link.get()?)
     }
 
-    /// Every launch of one token: the ids in, the layers, the logits out.
+    /// Every launch of one token: the ids in, the layers (one kernel, or four a layer), the
+    /// logits out.
     fn token(&self) -> mamba_engine::Result<()> {
-        let model = self.model;
         self.ids_link.upload()?;
-        decode_embed(&self.residual, &model.embedding, &self.ids)?;
-        for (((block, m), a), bufs) in model.layers.iter().zip(&self.mixers).zip(&self.a).zip(&self.layers) {
-            let w = Mamba1Weights {
-                norm: &block.norm,
-                in_proj: &m.in_proj,
-                conv_w: &m.conv_weight,
-                conv_b: &m.conv_bias,
-                x_proj: &m.x_proj,
-                dt_w: &m.dt_proj_weight,
-                dt_b: &m.dt_proj_bias,
-                a,
-                d_skip: &m.d,
-                out_proj: &m.out_proj,
-            };
-            decode_mamba1(self.dims, &self.residual, &w, bufs, RMS_EPS)?;
+        match &self.token_kernel {
+            Some(kernel) => kernel.run()?,
+            None => {
+                let m = &self.mixers;
+                let weights = self.weights(|i| [&m[i].in_proj, &m[i].x_proj, &m[i].out_proj], &self.model.embedding);
+                decode_token(self.dims, &weights, &self.io(), RMS_EPS)?;
+            }
         }
-        decode_head(&self.logits, &self.residual, &model.norm_f, &model.embedding, RMS_EPS)?;
         self.logits_link.download()
     }
 }
@@ -250,5 +325,10 @@ mod tests {
             assert!(why.contains(want), "{why}");
             assert!(Decoder::new(&model, 1, Launch::Fused).is_err());
         }
+        let model = MambaLM::new(MambaConfig::new(16, 1), DType::F32, 0).unwrap();
+        let why = Decoder::unsupported_for(&model, 1, Launch::Token).expect("the CPU has no one-kernel token");
+        assert!(why.contains("runs on the GPU"), "{why}");
+        assert!(Decoder::new(&model, 1, Launch::TokenBf16).is_err());
+        assert_eq!(Decoder::unsupported_for(&model, 1, Launch::Graph), None);
     }
 }

@@ -33,7 +33,7 @@ fn row(c: &mut Check, kernel: String, err: f64, us: f64, rate: f64) {
 }
 
 /// Random layer weights (CPU, f32) of the shapes `Mamba1Weights` names, in its order.
-fn weights(dims: Dims, rng: &mut Rng) -> Vec<Tensor> {
+pub(crate) fn weights(dims: Dims, rng: &mut Rng) -> Vec<Tensor> {
     let Dims { m, d, d_state: n, dt_rank: r, d_conv: k, .. } = dims;
     let u = |shape: &[usize], lo: f64, hi: f64, rng: &mut Rng| Tensor::rand_uniform(shape, lo, hi, DType::F32, rng);
     let fan = |n: usize| 1.0 / (n as f64).sqrt();

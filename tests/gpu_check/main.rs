@@ -8,16 +8,23 @@
 //! `ops` (every op unit's cases through the engine, CPU vs GPU: a new op is covered there
 //! without a module here), `vision` (the whole Vision Mamba model, CPU vs GPU), `dtypes`
 //! (bf16 storage and conversions) and `train`. Build here and run there: see docs/GPU.md.
+//! GPU_CHECK_ONLY=decode,decode_token runs only those kernel files' checks (a quick re-run).
 
-/// Declares the kernel-file check modules and runs them in this order.
+/// Declares the kernel-file check modules and runs them in this order (with GPU_CHECK_ONLY
+/// set, a comma-separated list of module names, only those: a quick re-run of one kernel file).
 macro_rules! kernel_checks {
     ($($module:ident),* $(,)?) => {
         $(mod $module;)*
         fn run_kernel_checks(c: &mut Check) -> Res<()> {
-            $($module::run(c)?;)*
+            $(if selected(stringify!($module)) { $module::run(c)?; })*
             Ok(())
         }
     };
+}
+
+/// Whether GPU_CHECK_ONLY (unset: everything) names `module`.
+fn selected(module: &str) -> bool {
+    std::env::var("GPU_CHECK_ONLY").map_or(true, |only| only.split(',').any(|m| m.trim() == module))
 }
 kernel_checks!(
     elementwise,
@@ -33,7 +40,8 @@ kernel_checks!(
     scan,
     ssd,
     attention,
-    decode
+    decode,
+    decode_token
 );
 mod dtypes;
 mod nccl;
@@ -142,12 +150,14 @@ fn main() -> Res<()> {
         c.gpu.profile_start()?;
     }
     run_kernel_checks(&mut c)?;
-    ops::run(&mut c)?;
-    vision::run(&mut c)?;
-    dtypes::run(&mut c)?;
-    nccl::run(&mut c)?;
-    if c.timing {
-        train::run(&mut c)?; // under compute-sanitizer, gpu.sh checks training with the mamba binary
+    if std::env::var_os("GPU_CHECK_ONLY").is_none() {
+        ops::run(&mut c)?;
+        vision::run(&mut c)?;
+        dtypes::run(&mut c)?;
+        nccl::run(&mut c)?;
+        if c.timing {
+            train::run(&mut c)?; // under compute-sanitizer, gpu.sh checks training with the mamba binary
+        }
     }
 
     println!("{:<30} {:>12} {:>6} {:>10} {:>9}", "kernel", "error", "ok", "us", "GB/s");

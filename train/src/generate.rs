@@ -12,6 +12,10 @@ use std::{ops::ControlFlow, str::FromStr, time::Instant};
 /// How each new token runs through the model (`--decoder`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DecodePath {
+    /// The whole token in one persistent kernel (GPU), recorded as a CUDA graph.
+    Token,
+    /// As `Token`, with bf16 copies of in_proj, x_proj, out_proj and the embedding.
+    TokenBf16,
     /// On the GPU, the fused kernels recorded once as a CUDA graph and replayed (models the
     /// fused decoder cannot run take the generic step); on the CPU, the generic step, which is
     /// faster there (its matmuls are the SIMD kernels): 511 against the fused twins' 601 us a
@@ -28,10 +32,12 @@ impl FromStr for DecodePath {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
+            "token" => Ok(DecodePath::Token),
+            "token-bf16" => Ok(DecodePath::TokenBf16),
             "graph" => Ok(DecodePath::Graph),
             "fused" => Ok(DecodePath::Fused),
             "generic" => Ok(DecodePath::Generic),
-            _ => Err(format!("unknown decoder `{s}`: graph, fused or generic")),
+            _ => Err(format!("unknown decoder `{s}`: graph, token, token-bf16, fused or generic")),
         }
     }
 }
@@ -46,8 +52,8 @@ pub struct Stats {
     /// Seconds in the per-token steps, and how many steps (each for the whole batch).
     pub decode_secs: f64,
     pub steps: usize,
-    /// Whether the steps ran in the fused decoder (else the generic step).
-    pub fused: bool,
+    /// What ran the steps: `token`, `token-bf16`, `graph`, `fused` or `generic`.
+    pub decoder: &'static str,
 }
 
 /// The per-token step: the fused decoder, or the generic step and its state.
@@ -57,6 +63,19 @@ pub(crate) enum Stepper<'m> {
 }
 
 impl<'m> Stepper<'m> {
+    /// What runs the steps (for `--timing`).
+    fn name(&self) -> &'static str {
+        match self {
+            Stepper::Generic(..) => "generic",
+            Stepper::Fused(d) => match d.launch() {
+                Launch::Token => "token",
+                Launch::TokenBf16 => "token-bf16",
+                Launch::Graph => "graph",
+                Launch::Fused => "fused",
+            },
+        }
+    }
+
     /// Continue from `state` (a prefill's, or `MambaLM::new_state`'s zeros) for `batch` rows
     /// along `path`.
     pub(crate) fn new(
@@ -65,12 +84,20 @@ impl<'m> Stepper<'m> {
         state: InferenceState,
         path: DecodePath,
     ) -> Result<Stepper<'m>> {
+        let gpu = model.device() == mamba_engine::Device::Cuda;
         let launch = match path {
-            DecodePath::Graph if model.device() == mamba_engine::Device::Cuda => Launch::Graph,
+            DecodePath::Graph if gpu => Launch::Graph,
+            DecodePath::Token => Launch::Token,
+            DecodePath::TokenBf16 => Launch::TokenBf16,
             DecodePath::Fused => Launch::Fused,
             DecodePath::Graph | DecodePath::Generic => return Ok(Stepper::Generic(model, state)),
         };
-        if Decoder::unsupported(model, batch).is_some() {
+        if let Some(why) = Decoder::unsupported_for(model, batch, launch) {
+            if matches!(path, DecodePath::Token | DecodePath::TokenBf16) {
+                return Err(Error::Settings(format!(
+                    "--decoder {path:?} cannot run this model: {why}; try --decoder graph"
+                )));
+            }
             return Ok(Stepper::Generic(model, state));
         }
         let mut decoder = Decoder::new(model, batch, launch)?;
@@ -136,7 +163,7 @@ pub fn generate(
     let mut row = logits.to_vec_f64()?;
     let mut stats = Stats { prefill_secs: started.elapsed().as_secs_f64(), ..Stats::default() };
     let mut stepper = Stepper::new(model, 1, state, path)?;
-    stats.fused = matches!(stepper, Stepper::Fused(_));
+    stats.decoder = stepper.name();
     let vocab = model.cfg.vocab_size;
     let started = Instant::now();
     for done in 0..n {
@@ -175,7 +202,7 @@ pub fn generate_rows(
     let mut all = logits.to_vec_f64()?; // (rows, padded vocab)
     let mut stats = Stats { prefill_secs: started.elapsed().as_secs_f64(), ..Stats::default() };
     let mut stepper = Stepper::new(model, rows, state, path)?;
-    stats.fused = matches!(stepper, Stepper::Fused(_));
+    stats.decoder = stepper.name();
     let (vocab, width) = (model.cfg.vocab_size, model.cfg.padded_vocab());
     let mut out = vec![Vec::new(); rows];
     let mut live = vec![true; rows];
@@ -288,7 +315,8 @@ mod tests {
             let (rows, stats) =
                 generate_rows(&model, &[5, 6, 7], (12, 3), greedy, &mut Rng::new(1), |_| false).unwrap();
             assert_eq!(rows, vec![alone.clone(); 3], "{path:?}");
-            assert_eq!((stats.tokens, stats.steps, stats.fused), (36, 11, path == DecodePath::Fused), "on the CPU");
+            let want = if path == DecodePath::Fused { "fused" } else { "generic" };
+            assert_eq!((stats.tokens, stats.steps, stats.decoder), (36, 11, want), "on the CPU");
             let short = generate_rows(&model, &[5, 6, 7], (12, 2), greedy, &mut Rng::new(1), |r| r.len() == 4).unwrap();
             assert_eq!(short.0, vec![alone[..4].to_vec(); 2]);
         }
@@ -329,7 +357,7 @@ mod tests {
         let go_on = |_| Ok(ControlFlow::Continue(()));
         let fused = (how.0, DecodePath::Fused);
         let stats = generate(&model, &[1], 5, fused, &mut Rng::new(1), go_on).unwrap();
-        assert_eq!((stats.tokens, stats.steps, stats.fused), (5, 4, true));
+        assert_eq!((stats.tokens, stats.steps, stats.decoder), (5, 4, "fused"));
         let bad = (Sampling { temperature: f64::NAN, top_k: 0, top_p: 1.0 }, DecodePath::Graph);
         assert!(generate(&model, &[1], 5, bad, &mut Rng::new(1), go_on).is_err());
         assert!(generate(&model, &[], 5, how, &mut Rng::new(1), go_on).is_err());

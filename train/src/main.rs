@@ -112,10 +112,12 @@ struct GenerateArgs {
     /// tokens per second of the per-token steps.
     #[arg(long)]
     timing: bool,
-    /// How each new token runs: graph (on the GPU the fused kernels replayed as a CUDA graph,
-    /// on the CPU the generic step, faster there), fused (the fused kernels launched one by
-    /// one) or generic (the model's step in tensor ops). Models the fused kernels cannot run
-    /// (Mamba-2, an MLP branch) take the generic step.
+    /// How each new token runs: graph (on the GPU the fused kernels, four a layer, replayed
+    /// as a CUDA graph; on the CPU the generic step, faster there), token (the whole token in
+    /// one persistent kernel, GPU, at most 8 rows), token-bf16 (the same reading bf16 copies of
+    /// the big weights), fused (the fused kernels launched one by one) or generic (the model's
+    /// step in tensor ops). Models the fused kernels cannot run (Mamba-2, an MLP branch) take
+    /// the generic step.
     #[arg(long, default_value = "graph")]
     decoder: DecodePath,
 }
@@ -201,7 +203,7 @@ fn run_generate(args: &GenerateArgs) -> Result<()> {
         print_rows(args, &model, &prompt_bytes, how)?
     };
     if let (true, Some(s)) = (args.timing, stats) {
-        let path = if s.fused { format!("{:?}", args.decoder).to_lowercase() } else { "generic".into() };
+        let path = s.decoder;
         eprintln!(
             "prefill of {} prompt tokens (batch {}): {:.1} ms; {} new tokens in {} steps ({path} decoder): \
              {:.3} s, {:.0} tokens/s on {}",

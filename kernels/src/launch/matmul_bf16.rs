@@ -7,13 +7,10 @@
 //! on the widened inputs, in `tests/gpu_check/matmul_bf16.rs`); the kernels also run on the CPU
 //! under `kernels/tools/emu/matmul_bf16.sh`.
 
-use super::{Cost, Gpu, MatStrides};
+use super::{sms, Cost, Gpu, MatStrides};
 use crate::error::{ensure, Error, Result};
-use cust::device::{Device, DeviceAttribute};
-use cust::error::CudaError;
 use cust::memory::{DeviceCopy, DevicePointer};
 use cust::prelude::*;
-use std::sync::{Mutex, OnceLock};
 
 /// The kernel version [`Gpu::matmul_bf16`] runs; gpu-check times every one.
 pub const MATMUL_BF16_VERSION: u32 = 1;
@@ -184,15 +181,6 @@ fn layout(name: &'static str, base: u64, nb: usize, rows: usize, cols: usize, s:
     }
 }
 
-/// SMs of device 0, read once (132 on the H100 / H200 if the driver cannot say).
-fn sms() -> usize {
-    static SMS: OnceLock<usize> = OnceLock::new();
-    *SMS.get_or_init(|| {
-        let count = Device::get_device(0).and_then(|d| d.get_attribute(DeviceAttribute::MultiprocessorCount));
-        count.ok().and_then(|c| usize::try_from(c).ok()).filter(|&c| c > 0).unwrap_or(132)
-    })
-}
-
 /// The kernel family for `version` and `n`: the 128-wide tile for narrow C, else the version's.
 fn config(version: u32, n: usize) -> &'static Config {
     match version {
@@ -331,28 +319,6 @@ impl Gpu {
         let params =
             MatmulBf16ReduceParams { w: DevicePointer::from_raw(w), c, mn: mn as i64, splits: splits as i32, pad: 0 };
         self.launch(kernel, (blocks, nb as u32, 1), THREADS, 0, params, cost)
-    }
-
-    /// Lets `kernel` take `bytes` of dynamic shared memory (the default limit is 48 KB), once per
-    /// kernel handle.
-    fn raise_smem_limit(&self, kernel: &'static str, bytes: u32) -> Result<()> {
-        static RAISED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
-        let (function, _) = self.functions.get(kernel).ok_or(CudaError::NotFound)?;
-        let raw = function.to_raw();
-        let mut raised = RAISED.lock().unwrap_or_else(|e| e.into_inner());
-        if raised.contains(&(raw as usize)) {
-            return Ok(());
-        }
-        let attr = cust::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
-        // SAFETY: `raw` is a live function handle of this context (the module is never
-        // unloaded) and the attribute takes a byte count; a value the device cannot give is an
-        // error code, not undefined behaviour.
-        let r = unsafe { cust::sys::cuFuncSetAttribute(raw, attr, bytes as i32) };
-        if r != cust::sys::cudaError_enum::CUDA_SUCCESS {
-            return Err(Error::bad(kernel, format!("cannot allow {bytes} bytes of dynamic shared memory: {r:?}")));
-        }
-        raised.push(raw as usize);
-        Ok(())
     }
 }
 

@@ -15,6 +15,7 @@ mod attention;
 mod conv;
 mod copy;
 mod decode;
+mod decode_token;
 mod elementwise;
 mod embedding;
 mod flip;
@@ -39,6 +40,7 @@ use cust::function::{BlockSize, GridSize};
 use cust::memory::DeviceCopy;
 use cust::prelude::*;
 pub use decode::{DecodeDims, DecodeIn, DecodeRows, DecodeSsm};
+pub use decode_token::{TokenBuffers, TokenLayer, TokenLayout, TokenPlan};
 pub use matmul::{MatStrides, Matmul, MATMUL_VERSION, MATMUL_VERSIONS};
 pub use norm::{RmsNormBackward, RmsNormForward, MAX_D_BACKWARD as RMS_NORM_MAX_D};
 use profile::Profiler;
@@ -105,6 +107,16 @@ fn entries(ptx: &'static str) -> Vec<(&'static str, Option<usize>)> {
         out.push((name, bytes));
     }
     out
+}
+
+/// SMs of device 0, read once (132 on the H100 / H200 if the driver cannot say).
+pub(crate) fn sms() -> usize {
+    static SMS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *SMS.get_or_init(|| {
+        let count = cust::device::Device::get_device(0)
+            .and_then(|d| d.get_attribute(cust::device::DeviceAttribute::MultiprocessorCount));
+        count.ok().and_then(|c| usize::try_from(c).ok()).filter(|&c| c > 0).unwrap_or(132)
+    })
 }
 
 /// Blocks for `n` elements with a grid-stride loop: enough to fill the GPU, no more.
@@ -201,6 +213,29 @@ impl Gpu {
             }
             _ => unsafe { self.stream.launch(function, grid, block, shared_bytes, &args) }?,
         }
+        Ok(())
+    }
+
+    /// Lets `kernel` take `bytes` of dynamic shared memory (the default limit is 48 KB); the
+    /// driver is asked again only for more than it already allows.
+    pub(crate) fn raise_smem_limit(&self, kernel: &'static str, bytes: u32) -> Result<()> {
+        static RAISED: std::sync::Mutex<Vec<(usize, u32)>> = std::sync::Mutex::new(Vec::new());
+        let (function, _) = self.functions.get(kernel).ok_or(CudaError::NotFound)?;
+        let raw = function.to_raw();
+        let mut raised = RAISED.lock().unwrap_or_else(|e| e.into_inner());
+        if raised.iter().any(|&(f, b)| f == raw as usize && b >= bytes) {
+            return Ok(());
+        }
+        let attr = cust::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+        // SAFETY: `raw` is a live function handle of this context (the module is never
+        // unloaded) and the attribute takes a byte count; a value the device cannot give is an
+        // error code, not undefined behaviour.
+        let r = unsafe { cust::sys::cuFuncSetAttribute(raw, attr, bytes as i32) };
+        if r != cust::sys::cudaError_enum::CUDA_SUCCESS {
+            return Err(Error::bad(kernel, format!("cannot allow {bytes} bytes of dynamic shared memory: {r:?}")));
+        }
+        raised.retain(|&(f, _)| f != raw as usize);
+        raised.push((raw as usize, bytes));
         Ok(())
     }
 

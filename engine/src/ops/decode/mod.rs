@@ -11,8 +11,10 @@
 pub mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
+mod token;
 
 pub use cpu::Dims;
+pub use token::{decode_token, TokenIo, TokenKernel, TokenWeights};
 
 use crate::{
     dtype::{DType, Elem, Scalar},
