@@ -19,7 +19,11 @@ fn collect(dir: &Path, out: &mut Vec<(String, String)>) {
 }
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // Read at run time, not baked in with env!(): cargo may reuse this script's binary for a
+    // checkout at another path (a worktree sharing the target folder), which would then bundle
+    // the other checkout's files, or none once it is gone.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let root = Path::new(&manifest).join("..");
     let mut files = Vec::new();
     for part in ["README.md", "docs", "engine/src", "model/src", "train/src", "kernels/src"] {
         let path = root.join(part);
@@ -33,6 +37,7 @@ fn main() {
         }
     }
     let corpus: String = files.iter().map(|(_, text)| text.as_str()).collect::<Vec<_>>().join("\n");
+    assert!(corpus.len() > 100_000, "the embedded corpus from {} has only {} bytes", root.display(), corpus.len());
     let out = Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("corpus.txt");
     fs::write(out, corpus).expect("cannot write the embedded corpus");
 }

@@ -497,7 +497,7 @@ fn engine_run(
     let y = if case.bf16_io { a.matmul(&b)? } else { a.matmul_bf16(&b)? };
     y.backward_with(&seed.to_dtype(y.dtype())?.to(device)?)?;
     let f32s = |t: Option<Tensor>| -> mamba_engine::Result<Vec<f32>> {
-        t.map_or(Ok(vec![]), |t| t.to_dtype(DType::F32)?.to(Device::Cpu)?.to_vec::<f32>())
+        t.map_or(Ok(vec![]), |t| t.detach().to_dtype(DType::F32)?.to(Device::Cpu)?.to_vec::<f32>())
     };
     Ok([f32s(Some(y))?, f32s(a.grad())?, f32s(b.grad())?])
 }
