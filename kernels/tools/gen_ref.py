@@ -33,7 +33,7 @@ batches = [int(b) for b in args.batch.split(",")]
 assert args.tokens >= 2 and args.prompt >= 1 and min(batches) >= 1
 
 # The import preamble of lm_ref.py: ref/ and ref-build/ (causal_conv1d_cuda.so) first on the path.
-sys.path[:0] = [str(REF), str(REF.parent / "ref-build")]
+sys.path[:0] = [str(REF), str(REF.parent / "ref-build"), str(REF.parent / "ref-build" / "scan")]
 import torch  # noqa: E402  (before the extension: the .so links against torch's libraries)
 
 try:

@@ -1,6 +1,6 @@
 """One training step of the reference byte LM (state-spaces/mamba's MambaLMHeadModel, run from
 its source in the git-ignored ref/, see kernels/tools/ref-setup.sh), timed at the size that
-kernels/tools/mamba2-lm.sh trains ours: the step mamba train takes (forward, cross-entropy,
+kernels/tools/lm-bench.sh trains ours: the step mamba train takes (forward, cross-entropy,
 backward, clip 1.0, AdamW), on random bytes, fp32 unless --bf16. Prints the median ms/step,
 tokens/s, the peak of torch's allocator over the timed steps, the parameter count and the
 mixer's settings. Usage there, from the repo root: python3 kernels/tools/lm_ref.py [flags]
@@ -28,8 +28,8 @@ p.add_argument("--allow-no-cc1d", action="store_true",
 args = p.parse_args()
 
 # ref/ first, so that mamba_ssm and causal_conv1d are the copies there; ref-build/ holds the
-# compiled causal_conv1d_cuda.so (ref-setup.sh build).
-sys.path[:0] = [str(REF), str(REF.parent / "ref-build")]
+# compiled causal_conv1d_cuda.so, ref-build/scan/ selective_scan_cuda.so (ref-setup.sh build).
+sys.path[:0] = [str(REF), str(REF.parent / "ref-build"), str(REF.parent / "ref-build" / "scan")]
 import torch  # noqa: E402  (before the extension: the .so links against torch's libraries)
 import torch.nn.functional as F  # noqa: E402
 
@@ -69,8 +69,15 @@ import mamba_ssm.ops.triton.ssd_combined as ssd  # noqa: E402
 
 ssm_cfg = {"layer": args.layer}
 if args.layer == "Mamba1" and ssi.selective_scan_cuda is None:
-    sys.exit("Mamba1 needs selective_scan_cuda (mamba's csrc), which ref/ does not build: use --layer Mamba2")
-if cc1d:
+    sys.exit("Mamba1 needs selective_scan_cuda (mamba's csrc): bash kernels/tools/ref-setup.sh build")
+if args.layer == "Mamba1":
+    path = "fast path: mamba_inner_fn (causal-conv1d CUDA conv, selective_scan_cuda, recomputing in backward)"
+    if not cc1d:
+        path = "WITHOUT causal-conv1d: nn.Conv1d + SiLU, selective_scan_fn, separate autograd ops"
+        print(f"causal-conv1d is NOT importable ({cc1d_err}). The reference would run {path}.")
+        if not args.allow_no_cc1d:
+            sys.exit(2)
+elif cc1d:
     assert ssd.causal_conv1d_fwd_function is not None
     path = "memory-efficient path: mamba_split_conv1d_scan_combined (causal-conv1d CUDA conv, fused SSD + gated RMSNorm + out_proj)"
 else:
@@ -141,7 +148,7 @@ print(f"reference MambaLMHeadModel {args.layer} {dtype}, d_model {args.d_model} 
       f"{args.batch} x {args.seq_len}, {n_params:,} parameters, {torch.cuda.get_device_name()}, torch "
       f"{torch.__version__}, float32 matmul precision '{torch.get_float32_matmul_precision()}'")
 print(f"  mixer: {type(mixer).__name__} {settings}")
-print(f"  path: {path if args.layer == 'Mamba2' else 'Mamba1 fast path'}")
+print(f"  path: {path}")
 print(f"  warmup: {args.warmup} steps in {warm_s:.1f} s (includes Triton compile/autotune), loss {first:.4f}")
 print(f"  timed: {args.steps} steps, median {med:.2f} ms/step (min {min(ms):.2f}, max {max(ms):.2f}), "
       f"{tokens / med * 1e3:,.0f} tokens/s, last loss {last:.4f}")

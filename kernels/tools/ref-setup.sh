@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The reference Mamba (state-spaces/mamba) and causal-conv1d run from source in the git-ignored
 # ref/, so that the GPU machine (torch, triton, no internet, no pip) can run the reference LM.
-#   bash kernels/tools/ref-setup.sh here    # here: copy the Python (and causal-conv1d's csrc) into ref/
-#   bash kernels/tools/ref-setup.sh build   # there, from the repo root: compile causal_conv1d_cuda
+#   bash kernels/tools/ref-setup.sh here    # here: copy the Python, causal-conv1d's csrc and mamba's
+#                                           # selective-scan csrc into ref/
+#   bash kernels/tools/ref-setup.sh build   # there, from the repo root: compile causal_conv1d_cuda and
+#                                           # selective_scan_cuda (Mamba-1's fused path) side by side
 #                                           # into ref-build, ending with a DONE or FAILED marker
 # The build goes to the git-ignored ref-build/, outside ref/, so that carrying ref/ again leaves
 # it in place on a warm machine. docs/SSD.md and kernels/tools/lm_ref.py use it.
@@ -15,8 +17,7 @@ CC1D_REV=${CC1D_REV:-HEAD}
 BUILD=ref-build
 
 # What MambaLMHeadModel with Mamba2 (and the SSD scan that ssd_ref.py times) imports at module
-# level. Left out: mamba's csrc (selective_scan_cuda, imported in a try: Mamba1 cannot run) and
-# ops/tilelang, ops/cute (Mamba-3 MIMO/step kernels, imported in a try; tilelang/cutlass absent).
+# level. Left out: ops/tilelang, ops/cute (Mamba-3 MIMO/step kernels, imported in a try; tilelang/cutlass absent).
 MAMBA_FILES=(
   mamba_ssm/models/__init__.py mamba_ssm/models/config_mamba.py mamba_ssm/models/mixer_seq_simple.py
   mamba_ssm/modules/__init__.py mamba_ssm/modules/block.py mamba_ssm/modules/mamba2.py
@@ -27,8 +28,9 @@ MAMBA_FILES=(
 
 here() {
   mkdir -p ref
-  rm -rf ref/mamba_ssm ref/causal_conv1d ref/cc1d-csrc ref/stubs ref/COMMIT
-  git --git-dir="$MAMBA_GIT" archive "$MAMBA_REV" -- "${MAMBA_FILES[@]}" | tar -x -C ref
+  rm -rf ref/mamba_ssm ref/causal_conv1d ref/cc1d-csrc ref/scan-csrc ref/stubs ref/COMMIT
+  git --git-dir="$MAMBA_GIT" archive "$MAMBA_REV" -- "${MAMBA_FILES[@]}" csrc/selective_scan | tar -x -C ref
+  mv ref/csrc/selective_scan ref/scan-csrc && rmdir ref/csrc
   # upstream's __init__ imports every mixer (and selective_scan_cuda's wrapper); keep the package
   # importable piecemeal, as ssd_ref.py imports it
   cat > ref/mamba_ssm/__init__.py <<'EOF'
@@ -61,7 +63,7 @@ EOF
   check_imports
   echo "== ref/ ($(du -sh ref | cut -f1), the build is in ref-build/)"
   cat ref/COMMIT
-  for d in ref/mamba_ssm/* ref/causal_conv1d ref/cc1d-csrc ref/stubs; do
+  for d in ref/mamba_ssm/* ref/causal_conv1d ref/cc1d-csrc ref/scan-csrc ref/stubs; do
     [ -e "$d" ] && printf '  %-40s %3d files %s\n' "$d" "$(find "$d" -type f | wc -l)" "$(du -sh "$d" | cut -f1)"
   done
 }
@@ -73,7 +75,7 @@ check_imports() {
   python3 - <<'PY'
 import ast, pathlib, sys
 roots = [pathlib.Path("ref"), pathlib.Path("ref/stubs")]
-there = {"torch", "triton", "einops", "huggingface_hub", "packaging", "causal_conv1d_cuda"}
+there = {"torch", "triton", "einops", "huggingface_hub", "packaging", "causal_conv1d_cuda", "selective_scan_cuda"}
 def local(mod):
     parts = mod.split(".")
     return any((r.joinpath(*parts).with_suffix(".py")).is_file() or (r.joinpath(*parts) / "__init__.py").is_file()
@@ -108,38 +110,51 @@ print("every unguarded module-level import resolves")
 PY
 }
 
-build() {
-  mkdir -p "$BUILD"
-  rm -f "$BUILD/DONE" "$BUILD/FAILED"
-  if [ ! -d ref/cc1d-csrc ]; then  # the marker still tells a waiting mamba2-lm.sh
-    echo "no ref/cc1d-csrc: run '$0 here' where the mirrors are, carry ref/" | tee "$BUILD/FAILED" >&2
-    exit 2
-  fi
-  echo $$ > "$BUILD/PID"
-  rm -f "$BUILD/lock"  # torch's build lock, stale if an earlier build was killed
-  local start=$SECONDS
-  # 4 sources only, so MAX_JOBS matters little; nvcc --threads 4 as in causal-conv1d's setup.py
-  if MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0 python3 - "$BUILD" <<'PY'
-import sys, glob
+# compile NAME SRC_DIR BUILD_DIR JOBS SOURCES..: one torch extension with the flags of the
+# projects' setup.py (sm_90 only; nvcc --threads 4 as there), into BUILD_DIR.
+compile() {
+  local name=$1 src=$2 dir=$3 jobs=$4; shift 4
+  mkdir -p "$dir" && rm -f "$dir/lock"  # torch's build lock, stale if an earlier build was killed
+  MAX_JOBS=$jobs TORCH_CUDA_ARCH_LIST=9.0 python3 - "$name" "$src" "$dir" "$@" <<'PY'
+import sys
 from torch.utils.cpp_extension import load
-build = sys.argv[1]
-nvcc = ["-O3", "-U__CUDA_NO_HALF_OPERATORS__", "-U__CUDA_NO_HALF_CONVERSIONS__",
+name, src, build, files = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+nvcc = ["-O3", "-std=c++17", "-U__CUDA_NO_HALF_OPERATORS__", "-U__CUDA_NO_HALF_CONVERSIONS__",
         "-U__CUDA_NO_BFLOAT16_OPERATORS__", "-U__CUDA_NO_BFLOAT16_CONVERSIONS__",
         "-U__CUDA_NO_BFLOAT162_OPERATORS__", "-U__CUDA_NO_BFLOAT162_CONVERSIONS__",
         "--expt-relaxed-constexpr", "--expt-extended-lambda", "--use_fast_math",
         "--ptxas-options=-v", "-lineinfo", "-gencode", "arch=compute_90,code=sm_90", "--threads", "4"]
-src = "ref/cc1d-csrc/"
-m = load(name="causal_conv1d_cuda",  # the name causal_conv1d/cpp_functions.py imports
-         sources=[src + f for f in ["causal_conv1d.cpp", "causal_conv1d_fwd.cu", "causal_conv1d_bwd.cu",
-                                    "causal_conv1d_update.cu"]],
-         extra_cflags=["-O3"], extra_cuda_cflags=nvcc, extra_include_paths=[src],
-         build_directory=build, verbose=False)
+m = load(name=name, sources=[f"{src}/{f}" for f in files], extra_cflags=["-O3", "-std=c++17"],
+         extra_cuda_cflags=nvcc, extra_include_paths=[src], build_directory=build, verbose=False)
 print("built", m.__file__)
 PY
-  then
-    echo "causal_conv1d_cuda built in $((SECONDS - start)) s" | tee "$BUILD/DONE"
+}
+
+# Both extensions at once (16 CPUs: the scan's 10 sources and causal-conv1d's 4); DONE when
+# both are built. causal_conv1d_cuda goes to ref-build/ (the name causal_conv1d/cpp_functions.py
+# imports), selective_scan_cuda to ref-build/scan/ (torch's lock is per build directory).
+build() {
+  mkdir -p "$BUILD"
+  rm -f "$BUILD/DONE" "$BUILD/FAILED"
+  if [ ! -d ref/cc1d-csrc ] || [ ! -d ref/scan-csrc ]; then  # the marker still tells a waiting script
+    echo "no ref/cc1d-csrc or ref/scan-csrc: run '$0 here' where the mirrors are, carry ref/" | tee "$BUILD/FAILED" >&2
+    exit 2
+  fi
+  echo $$ > "$BUILD/PID"
+  local start=$SECONDS scan cc1d sc
+  compile selective_scan_cuda ref/scan-csrc "$BUILD/scan" 10 selective_scan.cpp selective_scan_fwd_fp32.cu \
+    selective_scan_fwd_fp16.cu selective_scan_fwd_bf16.cu selective_scan_bwd_fp32_real.cu \
+    selective_scan_bwd_fp32_complex.cu selective_scan_bwd_fp16_real.cu selective_scan_bwd_fp16_complex.cu \
+    selective_scan_bwd_bf16_real.cu selective_scan_bwd_bf16_complex.cu > "$BUILD/scan.log" 2>&1 &
+  local scan=$!
+  compile causal_conv1d_cuda ref/cc1d-csrc "$BUILD" 4 causal_conv1d.cpp causal_conv1d_fwd.cu \
+    causal_conv1d_bwd.cu causal_conv1d_update.cu > "$BUILD/cc1d.log" 2>&1 && cc1d=0 || cc1d=$?
+  wait $scan && sc=0 || sc=$?
+  if [ $cc1d = 0 ] && [ $sc = 0 ]; then
+    echo "causal_conv1d_cuda and selective_scan_cuda built in $((SECONDS - start)) s" | tee "$BUILD/DONE"
   else
-    echo "causal_conv1d_cuda build FAILED after $((SECONDS - start)) s" | tee "$BUILD/FAILED"
+    tail -n 20 "$BUILD/cc1d.log" "$BUILD/scan.log"
+    echo "build FAILED after $((SECONDS - start)) s (causal-conv1d rc $cc1d, scan rc $sc)" | tee "$BUILD/FAILED"
     exit 1
   fi
 }

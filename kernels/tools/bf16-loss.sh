@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The loss of `mamba train --precision bf16` against fp32 over the first 300 steps (issue 11),
+# same seed and data, for the default run and the reference-size one (d_model 768 x 24, batch
+# 8 x 2048), on the lent GPU from the repo root with stage/ carried:
+#   bash kernels/tools/bf16-loss.sh [default|big|all]
+# Prints, per size, the largest relative gap |bf16 - fp32| / fp32 of the per-step training
+# loss, of its 20-step means, and of the last step's; writes the metrics to $OUT.
+set -euo pipefail
+out="${OUT:-/tmp/bf16-loss}"
+mkdir -p "$out"
+what=${1:-all}
+run() {  # run SIZE PRECISION FLAGS..
+  local size=$1 p=$2; shift 2
+  stage/mamba train --device cuda --precision "$p" --stop-after 300 --sample-tokens 0 --quiet --overwrite \
+    --out "/tmp/loss-$size-$p" "$@" > "$out/train-$size-$p.txt" 2>&1 || { tail -n 20 "$out/train-$size-$p.txt"; exit 1; }
+  cp "/tmp/loss-$size-$p/metrics.jsonl" "$out/metrics-$size-$p.jsonl"
+}
+compare() {
+  python3 - "$out/metrics-$1-fp32.jsonl" "$out/metrics-$1-bf16.jsonl" "$1" <<'PY'
+import json, sys
+def losses(path):
+    return {r["step"]: r["loss"] for r in map(json.loads, open(path)) if "loss" in r and "tokens_per_s" in r}
+a, b, name = losses(sys.argv[1]), losses(sys.argv[2]), sys.argv[3]
+steps = sorted(set(a) & set(b))
+gap = lambda x, y: abs(y - x) / abs(x)
+per = max(gap(a[s], b[s]) for s in steps)
+means = [(sum(a[s] for s in steps[i:i + 20]), sum(b[s] for s in steps[i:i + 20])) for i in range(0, len(steps) - 19, 20)]
+last = steps[-1]
+print(f"{name}: {len(steps)} steps; largest per-step gap {per:.2%}, of 20-step means {max(gap(x, y) for x, y in means):.2%}; "
+      f"step {last}: fp32 {a[last]:.4f}, bf16 {b[last]:.4f} ({gap(a[last], b[last]):.2%})")
+PY
+}
+if [ "$what" != big ]; then
+  run default fp32; run default bf16; compare default | tee -a "$out/loss.txt"
+fi
+if [ "$what" != default ]; then
+  big=(--d-model 768 --n-layer 24 --batch 8 --seq-len 2048 --eval-windows 8)
+  run big fp32 "${big[@]}"; run big bf16 "${big[@]}"; compare big | tee -a "$out/loss.txt"
+fi
