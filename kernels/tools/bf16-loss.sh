@@ -2,7 +2,11 @@
 # The loss of `mamba train --precision bf16` against fp32 over the first 300 steps (issue 11),
 # same seed and data, for the default run and the reference-size one (d_model 768 x 24, batch
 # 8 x 2048), on the lent GPU from the repo root with stage/ carried:
-#   bash kernels/tools/bf16-loss.sh [default|big|all]
+#   bash kernels/tools/bf16-loss.sh [default|big|all|ref]
+# ref: the reference (lm_ref.py, Mamba1, its bf16 autocast against its fp32) on the same text
+# (stage/corpus.txt: the embedded corpus, copied there by `gpu.sh stage`) with mamba train's
+# schedule (peak 3e-3, 50 warmup steps, cosine to 1/10 at step 1000); needs ref-build/DONE
+# (`ref-setup.sh build`, or `build scan`: then the fallback without causal-conv1d). Our bf16 gap at the big size is only a defect if the reference's is smaller.
 # Prints, per size, the largest relative gap |bf16 - fp32| / fp32 of the per-step training
 # loss, of its 20-step means, and of the last step's; writes the metrics to $OUT.
 set -euo pipefail
@@ -30,6 +34,16 @@ print(f"{name}: {len(steps)} steps; largest per-step gap {per:.2%}, of 20-step m
       f"step {last}: fp32 {a[last]:.4f}, bf16 {b[last]:.4f} ({gap(a[last], b[last]):.2%})")
 PY
 }
+if [ "$what" = ref ]; then
+  for p in fp32 bf16; do
+    flags=(--layer Mamba1 --text stage/corpus.txt --lr 3e-3 --lr-warmup 50 --decay-steps 1000 --warmup 0 --steps 300 --allow-no-cc1d
+      --losses "$out/metrics-ref-$p.jsonl")
+    [ $p = bf16 ] && flags+=(--bf16)
+    python3 kernels/tools/lm_ref.py "${flags[@]}" > "$out/train-ref-$p.txt" 2>&1 || { tail -n 20 "$out/train-ref-$p.txt"; exit 1; }
+  done
+  compare ref | tee -a "$out/loss.txt"
+  exit 0
+fi
 if [ "$what" != big ]; then
   run default fp32; run default bf16; compare default | tee -a "$out/loss.txt"
 fi

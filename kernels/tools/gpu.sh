@@ -20,6 +20,8 @@ case "${1:-}" in
     cp target/release/gpu-check target/release/mamba stage/
     strip stage/gpu-check stage/mamba
     cp kernels/tools/gpu.sh stage/
+    # the embedded default corpus as a file, for the reference's runs on the same text (bf16-loss.sh ref)
+    cp "$(ls -t target/release/build/mamba-train-*/out/corpus.txt | head -n 1)" stage/corpus.txt
     ls -la stage
     ;;
   run)

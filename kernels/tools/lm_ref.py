@@ -6,6 +6,7 @@ tokens/s, the peak of torch's allocator over the timed steps, the parameter coun
 mixer's settings. Usage there, from the repo root: python3 kernels/tools/lm_ref.py [flags]
 """
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -23,6 +24,13 @@ p.add_argument("--n-layer", type=int, default=24)
 p.add_argument("--warmup", type=int, default=3, help="untimed steps (Triton autotuning happens here)")
 p.add_argument("--steps", type=int, default=20)
 p.add_argument("--bf16", action="store_true", help="forward under torch.autocast(bfloat16)")
+p.add_argument("--text", help="train on random windows of this file's first 90%% (as mamba train) "
+               "instead of random bytes")
+p.add_argument("--lr", type=float, default=6e-4, help="peak learning rate")
+p.add_argument("--lr-warmup", type=int, default=0, help="steps of linear warmup (mamba train's --warmup)")
+p.add_argument("--decay-steps", type=int, default=0,
+               help="cosine decay to lr/10 ending at this step (mamba train's schedule); 0: constant")
+p.add_argument("--losses", help="write every step's loss here as JSON lines {step, loss} (as metrics.jsonl)")
 p.add_argument("--allow-no-cc1d", action="store_true",
                help="run without causal-conv1d (Mamba2 then leaves its memory-efficient path)")
 args = p.parse_args()
@@ -96,7 +104,7 @@ cfg = MambaConfig(d_model=args.d_model, n_layer=args.n_layer, vocab_size=256, ss
                   fused_add_norm=True, residual_in_fp32=True, d_intermediate=0, pad_vocab_size_multiple=8,
                   tie_embeddings=True)
 model = MambaLMHeadModel(cfg, device=dev, dtype=torch.float32)
-opt = torch.optim.AdamW(model.parameters(), lr=6e-4, weight_decay=0.1)
+opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1)
 mixer = model.backbone.layers[0].mixer
 settings = " ".join(f"{k} {getattr(mixer, k)}" for k in
                     ["d_state", "headdim", "chunk_size", "ngroups", "expand", "d_conv", "nheads", "use_mem_eff_path"]
@@ -105,13 +113,40 @@ n_params = sum(t.numel() for t in model.parameters())  # the tied embedding once
 gen = torch.Generator(device=dev).manual_seed(0)
 
 
+text = None
+if args.text:
+    raw = Path(args.text).read_bytes()
+    text = torch.tensor(list(raw[: len(raw) * 9 // 10]), dtype=torch.long, device=dev)
+
+
 def batch():
-    """Random bytes; targets are the next byte, as in a byte LM."""
-    seq = torch.randint(0, 256, (args.batch, args.seq_len + 1), device=dev, generator=gen)
+    """Random bytes, or random windows of --text; targets are the next byte, as in a byte LM."""
+    if text is None:
+        seq = torch.randint(0, 256, (args.batch, args.seq_len + 1), device=dev, generator=gen)
+    else:
+        starts = torch.randint(0, len(text) - args.seq_len - 1, (args.batch, 1), device=dev, generator=gen)
+        seq = text[starts + torch.arange(args.seq_len + 1, device=dev)]
     return seq[:, :-1], seq[:, 1:]
 
 
+def lr_at(i):
+    """mamba train's schedule (train/src/optim.rs lr_at) with min_lr = lr / 10."""
+    if i < args.lr_warmup:
+        return args.lr * (i + 1) / args.lr_warmup
+    if args.decay_steps <= 0:
+        return args.lr
+    lo, progress = args.lr / 10, min(1.0, (i - args.lr_warmup) / max(1, args.decay_steps - args.lr_warmup))
+    return lo + 0.5 * (args.lr - lo) * (1 + math.cos(math.pi * progress))
+
+
+losses = open(args.losses, "w") if args.losses else None
+n_step = 0
+
+
 def step(x, y):
+    global n_step
+    for group in opt.param_groups:
+        group["lr"] = lr_at(n_step)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.bf16):
         logits = model(x).logits
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
@@ -119,6 +154,9 @@ def step(x, y):
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
     opt.zero_grad(set_to_none=True)
+    n_step += 1
+    if losses:
+        losses.write(f'{{"step": {n_step}, "loss": {loss.item()}, "tokens_per_s": 0}}\n')
     return loss
 
 

@@ -6,6 +6,7 @@
 #   bash kernels/tools/ref-setup.sh build   # there, from the repo root: compile causal_conv1d_cuda and
 #                                           # selective_scan_cuda (Mamba-1's fused path) side by side
 #                                           # into ref-build, ending with a DONE or FAILED marker
+#   bash kernels/tools/ref-setup.sh build scan   # there: selective_scan_cuda only (scan_ref.py)
 # The build goes to the git-ignored ref-build/, outside ref/, so that carrying ref/ again leaves
 # it in place on a warm machine. docs/SSD.md and kernels/tools/lm_ref.py use it.
 set -euo pipefail
@@ -130,9 +131,10 @@ print("built", m.__file__)
 PY
 }
 
-# Both extensions at once (16 CPUs: the scan's 10 sources and causal-conv1d's 4); DONE when
-# both are built. causal_conv1d_cuda goes to ref-build/ (the name causal_conv1d/cpp_functions.py
-# imports), selective_scan_cuda to ref-build/scan/ (torch's lock is per build directory).
+# Both extensions at once (16 CPUs: the scan's 10 sources and causal-conv1d's 4), or with
+# `scan` the scan's alone; DONE when what was asked is built. causal_conv1d_cuda goes to
+# ref-build/ (the name causal_conv1d/cpp_functions.py imports), selective_scan_cuda to
+# ref-build/scan/ (torch's lock is per build directory).
 build() {
   mkdir -p "$BUILD"
   rm -f "$BUILD/DONE" "$BUILD/FAILED"
@@ -147,11 +149,17 @@ build() {
     selective_scan_bwd_fp32_complex.cu selective_scan_bwd_fp16_real.cu selective_scan_bwd_fp16_complex.cu \
     selective_scan_bwd_bf16_real.cu selective_scan_bwd_bf16_complex.cu > "$BUILD/scan.log" 2>&1 &
   local scan=$!
-  compile causal_conv1d_cuda ref/cc1d-csrc "$BUILD" 4 causal_conv1d.cpp causal_conv1d_fwd.cu \
-    causal_conv1d_bwd.cu causal_conv1d_update.cu > "$BUILD/cc1d.log" 2>&1 && cc1d=0 || cc1d=$?
+  if [ "${1:-}" = scan ]; then
+    cc1d=0
+  else
+    compile causal_conv1d_cuda ref/cc1d-csrc "$BUILD" 4 causal_conv1d.cpp causal_conv1d_fwd.cu \
+      causal_conv1d_bwd.cu causal_conv1d_update.cu > "$BUILD/cc1d.log" 2>&1 && cc1d=0 || cc1d=$?
+  fi
   wait $scan && sc=0 || sc=$?
   if [ $cc1d = 0 ] && [ $sc = 0 ]; then
-    echo "causal_conv1d_cuda and selective_scan_cuda built in $((SECONDS - start)) s" | tee "$BUILD/DONE"
+    local what="selective_scan_cuda and causal_conv1d_cuda"
+    [ "${1:-}" = scan ] && what="selective_scan_cuda (only)"
+    echo "$what built in $((SECONDS - start)) s" | tee "$BUILD/DONE"
   else
     tail -n 20 "$BUILD/cc1d.log" "$BUILD/scan.log"
     echo "build FAILED after $((SECONDS - start)) s (causal-conv1d rc $cc1d, scan rc $sc)" | tee "$BUILD/FAILED"
@@ -161,6 +169,6 @@ build() {
 
 case "${1:-}" in
   here) here ;;
-  build) build ;;
+  build) build "${2:-}" ;;
   *) echo "usage: $0 here|build" >&2; exit 2 ;;
 esac
