@@ -51,7 +51,8 @@ pub(crate) fn weights(dims: Dims, rng: &mut Rng) -> Vec<Tensor> {
     ]
 }
 
-fn as_weights(w: &[Tensor]) -> Mamba1Weights<'_> {
+/// The ten tensors of [`weights`], in its order, as the twins' and kernels' layer weights.
+pub(crate) fn as_weights(w: &[Tensor]) -> Mamba1Weights<'_> {
     Mamba1Weights {
         norm: &w[0],
         in_proj: &w[1],

@@ -9,9 +9,12 @@
 //! atomics: the x_proj partials are summed in block order). Timed: a token of d_model 768 x 24
 //! layers at batch 1, f32 and bf16 (GB/s of the weights it must read).
 
-use crate::{decode::weights, Check, Res, Row};
+use crate::{
+    decode::{as_weights, weights},
+    Check, Res, Row,
+};
 use mamba_engine::{
-    ops::decode::{decode_token, Dims, Mamba1Buffers, Mamba1Weights, TokenIo, TokenKernel, TokenWeights},
+    ops::decode::{decode_token, Dims, Mamba1Buffers, TokenIo, TokenKernel, TokenWeights},
     DType, Device, Rng, Tensor,
 };
 
@@ -53,22 +56,7 @@ impl Model {
     }
 
     fn weights(&self) -> TokenWeights<'_> {
-        let layers = self
-            .layers
-            .iter()
-            .map(|w| Mamba1Weights {
-                norm: &w[0],
-                in_proj: &w[1],
-                conv_w: &w[2],
-                conv_b: &w[3],
-                x_proj: &w[4],
-                dt_w: &w[5],
-                dt_b: &w[6],
-                a: &w[7],
-                d_skip: &w[8],
-                out_proj: &w[9],
-            })
-            .collect();
+        let layers = self.layers.iter().map(|w| as_weights(w)).collect();
         TokenWeights { layers, embedding: &self.embedding, norm_f: &self.norm_f }
     }
 }
