@@ -5,6 +5,7 @@
 # The reference: kernels/tools/gen_ref.py (MambaLMHeadModel.generate, random weights) at the
 # same sizes. There, from the repo root, with carry ["stage", "ref"]:
 #   bash kernels/tools/decode-bench.sh [ours|ref|all|ncu]
+# (all: ours while the reference's extensions build, then the reference, in one call)
 # ncu: after `ours`, Nsight Compute's duration and DRAM throughput of each fused kernel of one
 # token of the d_model 768 x 24 model (kernels launched one by one, --decoder fused).
 set -euo pipefail
@@ -38,12 +39,24 @@ if [ "$what" = ncu ]; then
   grep -E "decode_|duration|throughput|bytes|grid_size|warps_active" "$out/decode-ncu.txt"
   exit 0
 fi
+# all: the reference's CUDA extensions (causal_conv1d_update in its step, the CUDA scan in its
+# prefill) build in the background while ours run, so that both sides come from one call.
+b=ref-build
+if [ "$what" = all ] && [ ! -f $b/DONE ] && ! { [ -f $b/PID ] && kill -0 "$(cat $b/PID)" 2>/dev/null; }; then
+  nohup bash kernels/tools/ref-setup.sh build > "$out/ref-build.txt" 2>&1 &
+fi
 if [ "$what" != ref ]; then
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$out/decode.txt"
   ours default --batch 2 --seq-len 64
   ours big --d-model 768 --n-layer 24 --batch 1 --seq-len 64
 fi
 if [ "$what" != ours ]; then
+  for _ in $(seq "${REF_WAIT:-480}"); do  # while a build runs, at most REF_WAIT seconds
+    { [ -f $b/PID ] && kill -0 "$(cat $b/PID)" 2>/dev/null && [ ! -f $b/DONE ] && [ ! -f $b/FAILED ]; } || break
+    sleep 1
+  done
+  if [ -f $b/DONE ]; then cat $b/DONE; else echo "extensions not built: the reference's step runs torch ops"; fi \
+    | tee -a "$out/decode-ref.txt"
   python3 kernels/tools/gen_ref.py --d-model 128 --n-layer 4 --batch 1,8,64,256 --tokens 512 --prompt 20 \
     --reps 3 --fused-add-norm 2>&1 | tee -a "$out/decode-ref.txt"
   python3 kernels/tools/gen_ref.py --d-model 768 --n-layer 24 --batch 1,8,64,256 --tokens 512 --prompt 20 \
