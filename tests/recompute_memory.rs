@@ -7,7 +7,7 @@
 use mamba_engine::{
     autograd::SavedReport,
     ledger::{human, saved_in_graph},
-    DType, Rng,
+    precision, DType, Rng,
 };
 use mamba_model::{Mamba2Config, MambaConfig, MambaLM, SsmConfig};
 
@@ -67,5 +67,26 @@ fn recompute_keeps_less_and_computes_the_same() {
         println!("{name} LM d_model {D_MODEL} x {LAYERS}, batch {BATCH} x {LEN}, f32, bytes kept for backward:");
         println!("  plain {plain:>10} ({}), recompute {kept:>10} ({})", human(plain), human(kept));
         assert!(kept < plain, "{name}: recompute kept {kept} >= {plain}");
+    }
+}
+
+/// Under `--precision bf16` each linear layer keeps the bf16 roundings of its input and weight
+/// (2 bytes an element) instead of the f32 input: less is kept for backward, with or without
+/// recompute.
+#[test]
+fn bf16_linear_layers_keep_less() {
+    for (name, cfg) in configs() {
+        for recompute in [false, true] {
+            let f32_bytes = run(&cfg, recompute).2.total_bytes;
+            precision::set_matmul_bf16(true);
+            let bf16_bytes = run(&cfg, recompute).2.total_bytes;
+            precision::set_matmul_bf16(false);
+            println!(
+                "{name}, recompute {recompute}: kept for backward fp32 {} bf16 {}",
+                human(f32_bytes),
+                human(bf16_bytes)
+            );
+            assert!(bf16_bytes < f32_bytes, "{name}, recompute {recompute}: bf16 kept {bf16_bytes} >= {f32_bytes}");
+        }
     }
 }

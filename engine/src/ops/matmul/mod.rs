@@ -204,15 +204,20 @@ impl Tensor {
     /// of two casts per backward.
     pub fn matmul_bf16(&self, b: &Tensor) -> Result<Tensor> {
         super::check_pair("matmul_bf16", self, b)?;
-        let out = product("matmul_bf16", &rounded(self)?, &rounded(b)?, DType::F32)?;
-        Ok(record("matmul_bf16", out, &[self, b], &[self, b], |g, s, needs| {
-            let (a, b) = (&s[0], &s[1]);
+        // Backward needs only the operands' bf16 roundings, which the product reads anyway:
+        // they are what the node keeps (half the bytes of f32 operands, and nothing is rounded
+        // twice); the f32 operands can go as soon as nothing else holds them.
+        let (ra, rb) = (rounded(self)?, rounded(b)?);
+        let out = product("matmul_bf16", &ra, &rb, DType::F32)?;
+        let (da, db) = (self.dtype(), b.dtype());
+        Ok(record("matmul_bf16", out, &[self, b], &[&ra, &rb], move |g, s, needs| {
+            let (ra, rb) = (&s[0], &s[1]);
             let g = rounded(g)?;
-            let back = |x: &Tensor, y: &Tensor, like: &Tensor| -> Result<Tensor> {
-                product("matmul_bf16", x, y, DType::F32)?.sum_to_shape(like.shape())?.to_dtype(like.dtype())
+            let back = |x: &Tensor, y: &Tensor, like: &Tensor, dtype: DType| -> Result<Tensor> {
+                product("matmul_bf16", x, y, DType::F32)?.sum_to_shape(like.shape())?.to_dtype(dtype)
             };
-            let ga = if needs[0] { Some(back(&g, &rounded(b)?.transpose(-1, -2)?, a)?) } else { None };
-            let gb = if needs[1] { Some(back(&rounded(a)?.transpose(-1, -2)?, &g, b)?) } else { None };
+            let ga = if needs[0] { Some(back(&g, &rb.transpose(-1, -2)?, ra, da)?) } else { None };
+            let gb = if needs[1] { Some(back(&ra.transpose(-1, -2)?, &g, rb, db)?) } else { None };
             Ok(vec![ga, gb])
         }))
     }

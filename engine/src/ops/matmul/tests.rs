@@ -194,3 +194,29 @@ fn autocast_switch_and_errors() {
     let plain = f32s.matmul_autocast(&f32s.transpose(0, 1).unwrap()).unwrap();
     assert!(has(&plain, "matmul") && !has(&plain, "matmul_bf16"));
 }
+
+/// `matmul_bf16` keeps for backward the bf16 roundings of its f32 operands (2 bytes an element),
+/// not the operands, and its gradients are what rounding them again in backward would give.
+#[test]
+fn matmul_bf16_keeps_the_bf16_operands() {
+    let mut rng = Rng::new(13);
+    let a = Tensor::randn(&[2, 5, 12], 0.0, 1.0, DType::F32, &mut rng).requires_grad();
+    let w = Tensor::randn(&[7, 12], 0.0, 1.0, DType::F32, &mut rng).requires_grad();
+    let y = a.matmul_bf16(&w.transpose(0, 1).unwrap()).unwrap();
+    let saved = crate::ledger::saved_in_graph(&y);
+    assert_eq!(saved.per_op["matmul_bf16"].bytes, 2 * (2 * 5 * 12 + 7 * 12));
+    let dy = Tensor::randn(&[2, 5, 7], 0.0, 1.0, DType::F32, &mut rng);
+    y.backward_with(&dy).unwrap();
+    // dA = bf16(dY) bf16(W), dW^T = sum over the batch of bf16(A)^T bf16(dY): f32 sums, exact
+    // here up to f32 rounding of k = 7 and 10 terms.
+    let r = |t: &Tensor| t.to_dtype(DType::BF16).unwrap().to_dtype(DType::F64).unwrap();
+    let (a64, w64, dy64) = (r(&a.detach()), r(&w.detach()), r(&dy));
+    let ga = dy64.matmul(&w64).unwrap().to_vec::<f64>().unwrap();
+    let gw = dy64.transpose(1, 2).unwrap().matmul(&a64).unwrap().sum(&[0], false).unwrap().to_vec::<f64>().unwrap();
+    for (got, want) in [(a.grad().unwrap(), ga), (w.grad().unwrap(), gw)] {
+        assert_eq!(got.dtype(), DType::F32);
+        for (g, e) in got.to_vec::<f32>().unwrap().iter().zip(&want) {
+            assert!((*g as f64 - e).abs() <= 1e-5 * (1.0 + e.abs()), "{g} vs {e}");
+        }
+    }
+}
