@@ -71,16 +71,20 @@ fn recompute_keeps_less_and_computes_the_same() {
 }
 
 /// Under `--precision bf16` each linear layer keeps the bf16 roundings of its input and weight
-/// (2 bytes an element) instead of the f32 input: less is kept for backward, with or without
-/// recompute.
+/// (2 bytes an element) instead of the f32 input, and with recompute each checkpoint keeps
+/// in_proj's output in bf16 (`kept`): less is kept for backward, with or without recompute, and
+/// recompute still computes the same loss and gradients bit for bit.
 #[test]
 fn bf16_linear_layers_keep_less() {
     for (name, cfg) in configs() {
-        for recompute in [false, true] {
+        precision::set_matmul_bf16(true);
+        let (plain, recomputed) = (run(&cfg, false), run(&cfg, true));
+        precision::set_matmul_bf16(false);
+        assert_eq!(plain.0, recomputed.0, "{name}: under bf16, recompute changed the loss");
+        assert_eq!(plain.1, recomputed.1, "{name}: under bf16, recompute changed a gradient");
+        for (recompute, bf16) in [(false, &plain), (true, &recomputed)] {
             let f32_bytes = run(&cfg, recompute).2.total_bytes;
-            precision::set_matmul_bf16(true);
-            let bf16_bytes = run(&cfg, recompute).2.total_bytes;
-            precision::set_matmul_bf16(false);
+            let bf16_bytes = bf16.2.total_bytes;
             println!(
                 "{name}, recompute {recompute}: kept for backward fp32 {} bf16 {}",
                 human(f32_bytes),

@@ -45,3 +45,22 @@ pub const RMS_EPS: f64 = 1e-5;
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     Ok(x.matmul_autocast(&w.transpose(0, 1)?)?)
 }
+
+/// A projection's output that a mixer keeps for backward (under `--recompute`, what its
+/// `checkpoint` holds): rounded to bf16 while `precision::matmul_bf16` is on, as the reference's
+/// autocast returns it, which halves those bytes; as is otherwise. The mixer reads it through
+/// [`widened`].
+pub fn kept(x: Tensor) -> Result<Tensor> {
+    if mamba_engine::precision::matmul_bf16() && x.dtype() == mamba_engine::DType::F32 {
+        return Ok(x.to_dtype(mamba_engine::DType::BF16)?);
+    }
+    Ok(x)
+}
+
+/// `x` in f32 where it is bf16 (a [`kept`] output), else `x` itself.
+pub fn widened(x: &Tensor) -> mamba_engine::Result<Tensor> {
+    if x.dtype() == mamba_engine::DType::BF16 {
+        return x.to_dtype(mamba_engine::DType::F32);
+    }
+    Ok(x.clone())
+}

@@ -26,9 +26,9 @@
 use super::{conv_step, conv_window};
 use crate::{
     config::{DtInit, Mamba1Config, MambaConfig},
-    linear,
+    kept, linear,
     params::{Backend, Decay, Init, Vb},
-    Error, Result,
+    widened, Error, Result,
 };
 use mamba_engine::{
     ops::checkpoint::checkpoint,
@@ -173,7 +173,7 @@ impl Mamba1<Tensor> {
     /// parameters) and run conv, SiLU, x_proj, delta and the scan again in backward (the
     /// `checkpoint` op) instead of keeping each of their outputs; the values are the same.
     pub fn forward(&self, h: &Tensor, chunk: usize, recompute: bool) -> Result<Tensor> {
-        let xz = linear(h, &self.in_proj)?.transpose(1, 2)?; // (B, 2 d_inner, L)
+        let xz = kept(linear(h, &self.in_proj)?)?.transpose(1, 2)?; // (B, 2 d_inner, L)
         let params = self.inner_params();
         let dims = self.dims;
         let y = if recompute {
@@ -189,12 +189,12 @@ impl Mamba1<Tensor> {
     /// continues from: the last d_conv conv inputs and the scan's last state (prefill).
     pub fn prefill(&self, h: &Tensor, chunk: usize) -> Result<(Tensor, Mamba1State)> {
         let Dims { d_inner: di, d_conv: k, .. } = self.dims;
-        let xz = linear(h, &self.in_proj)?.transpose(1, 2)?; // (B, 2 d_inner, L)
+        let xz = kept(linear(h, &self.in_proj)?)?.transpose(1, 2)?; // (B, 2 d_inner, L)
         let params = self.inner_params();
         let scan = inner(self.dims, chunk, &xz, &params.map(Tensor::clone))?;
         // The scan's last state is a view of its output buffer: a copy of its own lets that go.
         let ssm = Tensor::concat(&[&scan.last_state], 0)?;
-        let state = Mamba1State { conv: conv_window(&xz.narrow(1, 0, di)?, k)?, ssm };
+        let state = Mamba1State { conv: conv_window(&widened(&xz)?.narrow(1, 0, di)?, k)?, ssm };
         Ok((linear(&scan.out.transpose(1, 2)?, &self.out_proj)?, state))
     }
 
@@ -232,8 +232,8 @@ impl Mamba1<Tensor> {
                 )));
             }
         }
-        let xz = linear(h, &self.in_proj)?.transpose(1, 2)?; // (B, 2 d_inner, L)
-        let window = continue_window(&state.conv, &xz.narrow(1, 0, di)?)?;
+        let xz = kept(linear(h, &self.in_proj)?)?.transpose(1, 2)?; // (B, 2 d_inner, L)
+        let window = continue_window(&state.conv, &widened(&xz)?.narrow(1, 0, di)?)?;
         let prefix = state.conv.narrow(2, 1, k - 1)?; // the K-1 inputs before x_0 (B, d_inner, K-1)
         let params = self.inner_params();
         let dims = self.dims;
@@ -336,6 +336,7 @@ pub(crate) fn inner_from(
 ) -> mamba_engine::Result<ScanOut> {
     let Dims { d_inner: di, d_conv: k, .. } = dims;
     let [conv_weight, conv_bias, ..] = p else { unreachable!("seven parameters") };
+    let xz = widened(xz)?;
     let (x, z) = (xz.narrow(1, 0, di)?, xz.narrow(1, di, di)?);
     let w = conv_weight.reshape(&[di, k])?;
     let x = match prefix {

@@ -31,9 +31,9 @@
 use super::{conv_step, conv_window};
 use crate::{
     config::{Mamba2Config, MambaConfig},
-    linear,
+    kept, linear,
     params::{Backend, Decay, Init, Vb},
-    Error, Result, RMS_EPS,
+    widened, Error, Result, RMS_EPS,
 };
 use mamba_engine::{
     ops::checkpoint::checkpoint,
@@ -228,7 +228,7 @@ impl Mamba2<Tensor> {
     /// `checkpoint` op); the values are the same.
     pub fn forward(&self, h: &Tensor, recompute: bool) -> Result<Tensor> {
         let Dims { d_inner: e, nheads: nh, .. } = self.dims;
-        let parts = linear(h, &self.in_proj)?.split(&[e, self.dims.conv_dim(), nh], 2)?; // z, xBC, dt
+        let parts = kept(linear(h, &self.in_proj)?)?.split(&[e, self.dims.conv_dim(), nh], 2)?; // z, xBC, dt
         let inputs = self.inner_inputs(&parts);
         let (dims, before_gate) = (self.dims, self.norm_before_gate);
         let y = if recompute {
@@ -243,11 +243,11 @@ impl Mamba2<Tensor> {
     /// continues from: the last d_conv conv inputs and the SSD scan's last state (prefill).
     pub fn prefill(&self, h: &Tensor) -> Result<(Tensor, Mamba2State)> {
         let Dims { d_inner: e, nheads: nh, d_conv: k, .. } = self.dims;
-        let parts = linear(h, &self.in_proj)?.split(&[e, self.dims.conv_dim(), nh], 2)?; // z, xBC, dt
+        let parts = kept(linear(h, &self.in_proj)?)?.split(&[e, self.dims.conv_dim(), nh], 2)?; // z, xBC, dt
         let inputs = self.inner_inputs(&parts);
         let inputs: Vec<Tensor> = inputs.into_iter().cloned().collect();
         let (y, ssm) = inner(self.dims, self.norm_before_gate, &inputs)?;
-        let state = Mamba2State { conv: conv_window(&parts[1].transpose(1, 2)?, k)?, ssm };
+        let state = Mamba2State { conv: conv_window(&widened(&parts[1])?.transpose(1, 2)?, k)?, ssm };
         Ok((linear(&y, &self.out_proj)?, state))
     }
 
@@ -313,6 +313,7 @@ pub(crate) fn inner(dims: Dims, before_gate: bool, t: &[Tensor]) -> mamba_engine
     let [xbc, z, dt, conv_weight, conv_bias, a_log, d, dt_bias, norm @ ..] = t else {
         unreachable!("eight or nine tensors")
     };
+    let (xbc, z, dt) = (&widened(xbc)?, &widened(z)?, &widened(dt)?);
     let (b, l) = (xbc.dim(0)?, xbc.dim(1)?);
     let w = conv_weight.reshape(&[dims.conv_dim(), k])?;
     let xbc = xbc.transpose(1, 2)?.conv1d_causal(&w, Some(conv_bias))?.silu()?.transpose(1, 2)?;
