@@ -67,18 +67,18 @@ pub fn run(c: &mut Check) -> Res<()> {
     });
     println!("train: {STEPS} steps, cpu {cpu_s:.1} s, cuda {gpu_s:.1} s (each including evaluation and sampling)");
     println!("{:>5} {:>12} {:>12} {:>10}", "step", "cpu loss", "cuda loss", "rel diff");
-    for (i, (a, b)) in cpu.iter().zip(&gpu).enumerate() {
+    loss_row(c, format!("train {STEPS} losses cpu vs cuda"), &cpu, &gpu, TRAIN_TOL);
+    bf16(c, &dir, gpu_s)
+}
+
+/// Prints the CPU and GPU losses step by step and records the worst relative difference (all
+/// `STEPS` must be there) against `tol`.
+fn loss_row(c: &mut Check, kernel: String, cpu: &[f64], gpu: &[f64], tol: f64) {
+    for (i, (a, b)) in cpu.iter().zip(gpu).enumerate() {
         println!("{:>5} {a:>12.6} {b:>12.6} {:>10.2e}", i + 1, (a - b).abs() / a.abs());
     }
-    let worst = if cpu.len() == STEPS as usize { worst_rel(&cpu, &gpu) } else { f64::INFINITY };
-    c.rows.push(Row {
-        kernel: format!("train {STEPS} losses cpu vs cuda"),
-        err: worst,
-        ok: worst <= TRAIN_TOL,
-        us: f64::NAN,
-        rate: f64::NAN,
-    });
-    bf16(c, &dir, gpu_s)
+    let worst = if cpu.len() == STEPS as usize { worst_rel(cpu, gpu) } else { f64::INFINITY };
+    c.rows.push(Row { kernel, err: worst, ok: worst <= tol, us: f64::NAN, rate: f64::NAN });
 }
 
 /// `--precision bf16` on the CPU and the GPU, without and with `--recompute` (whose checkpoints
@@ -91,17 +91,7 @@ fn bf16(c: &mut Check, dir: &std::path::Path, fp32_s: f64) -> Res<()> {
         let (gpu, gpu_s) = losses_with(Device::Cuda, &dir.join(format!("cuda-{tag}")), flags)?;
         let what = flags.join(" ");
         println!("train {what}: {STEPS} steps on cuda in {gpu_s:.1} s (fp32 {fp32_s:.1} s)");
-        for (i, (a, b)) in cpu.iter().zip(&gpu).enumerate() {
-            println!("{:>5} {a:>12.6} {b:>12.6} {:>10.2e}", i + 1, (a - b).abs() / a.abs());
-        }
-        let worst = if cpu.len() == STEPS as usize { worst_rel(&cpu, &gpu) } else { f64::INFINITY };
-        c.rows.push(Row {
-            kernel: format!("train {what} {STEPS} losses cpu vs cuda"),
-            err: worst,
-            ok: worst <= BF16_TRAIN_TOL,
-            us: f64::NAN,
-            rate: f64::NAN,
-        });
+        loss_row(c, format!("train {what} {STEPS} losses cpu vs cuda"), &cpu, &gpu, BF16_TRAIN_TOL);
     }
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
