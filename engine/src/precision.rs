@@ -1,4 +1,4 @@
-//! Two precision switches for the products of the model.
+//! Precision switches for the products of the model.
 //!
 //! **tf32** (one switch for the process, as PyTorch's `allow_tf32`): the precision of f32
 //! products on the GPU's tensor cores. Off (the default): kernels that multiply f32 on tensor
@@ -17,7 +17,13 @@
 //! in parallel threads of one process do not see each other's setting; the trainer sets it on the
 //! thread that runs the model (each rank thread of `--ranks` in threads sets its own).
 //!
-//! The two are independent: tf32 concerns f32 products made on tensor cores (the SSD scan's),
+//! **f32_gemm_tensor_cores** (process-wide, default on; `MAMBA_F32_GEMM=cuda-cores` in the
+//! environment turns it off at start): whether the GPU's f32 matmul runs on the tensor cores
+//! (kernels/cu/matmul_tf32.cu: 3xTF32 at f32 accuracy, or one pass under tf32) where it can read
+//! the operands in place, rather than on the CUDA cores (kernels/cu/matmul.cu). A switch so that
+//! the two can be measured against each other in one build.
+//!
+//! The tf32 and matmul_bf16 switches are independent: tf32 concerns f32 products made on tensor cores (the SSD scan's),
 //! which stay f32 products under matmul_bf16; matmul_bf16 concerns the linear layers, which
 //! under it no longer multiply f32 at all.
 
@@ -25,6 +31,23 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static TF32: AtomicBool = AtomicBool::new(false);
+static F32_GEMM_CUDA_CORES: std::sync::OnceLock<AtomicBool> = std::sync::OnceLock::new();
+
+fn f32_gemm_cuda_cores_flag() -> &'static AtomicBool {
+    F32_GEMM_CUDA_CORES
+        .get_or_init(|| AtomicBool::new(std::env::var("MAMBA_F32_GEMM").is_ok_and(|v| v == "cuda-cores")))
+}
+
+/// Run the GPU's f32 matmul on the tensor cores where it can (`true`, the default) or always on
+/// the CUDA cores (`false`).
+pub fn set_f32_gemm_tensor_cores(on: bool) {
+    f32_gemm_cuda_cores_flag().store(!on, Ordering::Relaxed);
+}
+
+/// Whether the GPU's f32 matmul runs on the tensor cores where it can.
+pub fn f32_gemm_tensor_cores() -> bool {
+    !f32_gemm_cuda_cores_flag().load(Ordering::Relaxed)
+}
 
 thread_local! {
     static MATMUL_BF16: Cell<bool> = const { Cell::new(false) };

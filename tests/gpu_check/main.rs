@@ -32,6 +32,7 @@ kernel_checks!(
     reduce,
     matmul,
     matmul_bf16,
+    matmul_tf32,
     norm,
     softmax,
     conv,

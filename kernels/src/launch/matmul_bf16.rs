@@ -29,20 +29,22 @@ const SM_FLOPS: f64 = 3.8e12;
 const PARTIALS_BYTES_PER_S: f64 = 3.0e12;
 const WAVE_S: f64 = 2e-6;
 
-/// One kernel family of matmul_bf16.cu: tile (bm, bn), k slice bk, ring depth, resident
-/// blocks per SM (its `__launch_bounds__`), and names by layout (A col-major, B col-major) x C dtype.
-struct Config {
-    bm: usize,
-    bn: usize,
-    bk: usize,
-    stages: usize,
-    per_sm: usize,
-    kernels: [[&'static str; 2]; 4],
+/// One kernel family of matmul_bf16.cu (or matmul_tf32.cu): tile (bm, bn), k slice bk, ring
+/// depth, resident blocks per SM (its `__launch_bounds__`), operand element bytes, and names by
+/// layout (A col-major, B col-major) x variant (bf16: C f32 / bf16; tf32: 3xTF32 / one pass).
+pub(super) struct Config {
+    pub(super) bm: usize,
+    pub(super) bn: usize,
+    pub(super) bk: usize,
+    pub(super) stages: usize,
+    pub(super) per_sm: usize,
+    pub(super) elem: usize,
+    pub(super) kernels: [[&'static str; 2]; 4],
 }
 
 impl Config {
-    fn smem(&self) -> u32 {
-        (self.stages * (self.bm + self.bn) * self.bk * 2) as u32
+    pub(super) fn smem(&self) -> u32 {
+        (self.stages * (self.bm + self.bn) * self.bk * self.elem) as u32
     }
 }
 
@@ -56,9 +58,9 @@ macro_rules! names {
         ]
     };
 }
-const V1: Config = Config { bm: 128, bn: 256, bk: 32, stages: 4, per_sm: 1, kernels: names!("v1") };
-const V1N: Config = Config { bm: 128, bn: 128, bk: 32, stages: 4, per_sm: 1, kernels: names!("v1n") };
-const V2: Config = Config { bm: 128, bn: 256, bk: 64, stages: 3, per_sm: 1, kernels: names!("v2") };
+const V1: Config = Config { bm: 128, bn: 256, bk: 32, stages: 4, per_sm: 1, elem: 2, kernels: names!("v1") };
+const V1N: Config = Config { bm: 128, bn: 128, bk: 32, stages: 4, per_sm: 1, elem: 2, kernels: names!("v1n") };
+const V2: Config = Config { bm: 128, bn: 256, bk: 64, stages: 3, per_sm: 1, elem: 2, kernels: names!("v2") };
 
 /// Where C goes, contiguous `(nb, m, n)`: f32, or bf16 (bit patterns, rounded to nearest even once).
 pub enum Bf16Out<'a> {
@@ -144,20 +146,30 @@ const _: () = assert!(std::mem::size_of::<MatmulBf16ReduceParams>() == 32);
 unsafe impl DeviceCopy for MatmulBf16ReduceParams {}
 
 /// flags bit 0 (MMB_VEC_C): C's pair stores are aligned.
-const VEC_C: i32 = 1;
+pub(super) const VEC_C: i32 = 1;
 
 /// How the kernels read one operand: column-major (else row-major) with leading dimension `ld`.
-struct Layout {
-    col_major: bool,
-    ld: usize,
+pub(super) struct Layout {
+    pub(super) col_major: bool,
+    pub(super) ld: usize,
 }
 
-/// The layout of an operand `name` at device address `base` with strides `s`: row-major if a
-/// row is contiguous, column-major if a column is, whichever keeps every 16-byte chunk aligned;
-/// an error otherwise. The stride of a size-1 axis is never used, so it does not count.
-fn layout(name: &'static str, base: u64, nb: usize, rows: usize, cols: usize, s: MatStrides) -> Result<Layout> {
-    let batch_ok = nb == 1 || s.batch.is_multiple_of(8);
-    let aligned = |outer: usize, ld: usize| base.is_multiple_of(16) && batch_ok && (outer == 1 || ld.is_multiple_of(8));
+/// The layout of an operand `name` at device address `base` with strides `s`, of elements of
+/// `elem` bytes: row-major if a row is contiguous, column-major if a column is, whichever keeps
+/// every 16-byte chunk aligned; an error otherwise. The stride of a size-1 axis is never used,
+/// so it does not count.
+pub(super) fn layout(
+    name: &'static str,
+    elem: usize,
+    base: u64,
+    nb: usize,
+    (rows, cols): (usize, usize),
+    s: MatStrides,
+) -> Result<Layout> {
+    let per_chunk = 16 / elem;
+    let batch_ok = nb == 1 || s.batch.is_multiple_of(per_chunk);
+    let aligned =
+        |outer: usize, ld: usize| base.is_multiple_of(16) && batch_ok && (outer == 1 || ld.is_multiple_of(per_chunk));
     let row_major = (s.col == 1 || cols == 1).then_some(Layout { col_major: false, ld: s.row });
     let col_major = (s.row == 1 || rows == 1).then_some(Layout { col_major: true, ld: s.col });
     if row_major.is_none() && col_major.is_none() {
@@ -172,9 +184,9 @@ fn layout(name: &'static str, base: u64, nb: usize, rows: usize, cols: usize, s:
         _ => Err(Error::bad(
             name,
             format!(
-                "a bf16 operand must start 16-byte aligned (this one is {} bytes past) with its leading \
-                 dimension and batch stride multiples of 8 elements (strides {s:?}): the kernels copy \
-                 16-byte chunks; copy it to a contiguous buffer first",
+                "a tensor-core operand must start 16-byte aligned (this one is {} bytes past) with its \
+                 leading dimension and batch stride multiples of {per_chunk} elements (strides {s:?}): the \
+                 kernels copy 16-byte chunks; copy it to a contiguous buffer first",
                 base % 16
             ),
         )),
@@ -194,7 +206,7 @@ fn config(version: u32, n: usize) -> &'static Config {
 /// that minimises a model of the time, waves x slices per split x time per slice, plus the
 /// partials' round trip through memory, with at most `room` f32 of workspace. Most shapes
 /// fill the GPU and get 1.
-fn plan(cfg: &Config, nb: usize, m: usize, n: usize, k: usize, room: usize) -> (usize, usize) {
+pub(super) fn plan(cfg: &Config, nb: usize, m: usize, n: usize, k: usize, room: usize) -> (usize, usize) {
     let kt = k.div_ceil(cfg.bk);
     if kt <= 1 {
         return (1, k);
@@ -254,8 +266,8 @@ impl Gpu {
         })?;
         let (la, lb) = if k > 0 {
             (
-                layout(NAME, a.as_device_ptr().as_raw(), nb, m, k, sa)?,
-                layout(NAME, b.as_device_ptr().as_raw(), nb, k, n, sb)?,
+                layout(NAME, 2, a.as_device_ptr().as_raw(), nb, (m, k), sa)?,
+                layout(NAME, 2, b.as_device_ptr().as_raw(), nb, (k, n), sb)?,
             )
         } else {
             (Layout { col_major: false, ld: 0 }, Layout { col_major: false, ld: 0 })
@@ -326,13 +338,23 @@ impl Gpu {
 /// their strides reach.
 fn check_operands(name: &'static str, x: &MatmulBf16) -> Result<()> {
     let MatmulBf16 { a, sa, b, sb, ref c, nb, m, n, k, .. } = *x;
+    check_extents(name, [a.len(), b.len(), c.len()], [sa, sb], [nb, m, n, k])
+}
+
+/// [`check_operands`] from the lengths of a, b, c, their strides and (nb, m, n, k).
+pub(super) fn check_extents(
+    name: &'static str,
+    [a, b, c]: [usize; 3],
+    [sa, sb]: [MatStrides; 2],
+    [nb, m, n, k]: [usize; 4],
+) -> Result<()> {
     let need = nb * m * n;
-    ensure(c.len() >= need, name, || format!("c holds {} elements, (nb, m, n) needs {need}", c.len()))?;
+    ensure(c >= need, name, || format!("c holds {c} elements, (nb, m, n) needs {need}"))?;
     if k > 0 && nb > 0 && m > 0 && n > 0 {
         let last =
             |rows: usize, cols: usize, s: MatStrides| (nb - 1) * s.batch + (rows - 1) * s.row + (cols - 1) * s.col;
-        ensure(a.len() > last(m, k, sa), name, || format!("a too short for (nb, m, k) with strides {sa:?}"))?;
-        ensure(b.len() > last(k, n, sb), name, || format!("b too short for (nb, k, n) with strides {sb:?}"))?;
+        ensure(a > last(m, k, sa), name, || format!("a too short for (nb, m, k) with strides {sa:?}"))?;
+        ensure(b > last(k, n, sb), name, || format!("b too short for (nb, k, n) with strides {sb:?}"))?;
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-// CPU twins of the PTX wrappers of kernels/cu/matmul_bf16.cu, on top of cuda_emu.h (one OS
+// CPU twins of the PTX wrappers of kernels/cu/matmul_bf16.cu (and matmul_tf32.cu), on top of cuda_emu.h (one OS
 // thread per CUDA thread, one block at a time): dynamic shared memory, cp.async (16 bytes,
 // zero-filled past src-size; queued per thread and landed only at the wait_group that must
 // see it, the latest a GPU may land it), ldmatrix.x4 (.trans), mma.sync m16n8k16 bf16 -> f32
@@ -99,6 +99,18 @@ inline void emu_ldmatrix(unsigned (&r)[4], unsigned addr, bool trans) {
     g_warp_bar[w]->arrive_and_wait();
 }
 inline void ldmatrix_x4(unsigned (&r)[4], unsigned addr) { emu_ldmatrix(r, addr, false); }
+// ld.shared.f32 (matmul_tf32.cu): 4-byte aligned, inside the block's buffer.
+inline float lds_f32(unsigned addr) {
+    if (addr % 4 != 0 || addr + 4 > g_smem.size()) emu_fail("unaligned or out-of-bounds ld.shared.f32", addr, 4);
+    float v;
+    std::memcpy(&v, &g_smem[addr], 4);
+    return v;
+}
+inline float bits_f32(unsigned u) {
+    float v;
+    std::memcpy(&v, &u, 4);
+    return v;
+}
 inline void ldmatrix_x4_trans(unsigned (&r)[4], unsigned addr) { emu_ldmatrix(r, addr, true); }
 
 inline float bf16_to_float(unsigned bits16) {

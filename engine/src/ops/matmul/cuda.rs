@@ -1,5 +1,7 @@
-//! The GPU arm of the matmul: `matmul_strided_f32` and its versions (kernels/cu/matmul.cu),
-//! and for bf16 operands `matmul_bf16` (kernels/cu/matmul_bf16.cu):
+//! The GPU arm of the matmul: for f32 `matmul_tf32` (kernels/cu/matmul_tf32.cu, 3xTF32 or one
+//! tf32 pass on the tensor cores, see `precision`) where it reads the operands in place, else
+//! `matmul_strided_f32` and its versions (kernels/cu/matmul.cu, CUDA cores), and for bf16
+//! operands `matmul_bf16` (kernels/cu/matmul_bf16.cu):
 //! each function allocates the outputs, turns tensors into kernel arguments (`cuda/args.rs`)
 //! and launches the kernel twin to the CPU one in `cpu.rs`. The op's `Kernel` impl in `mod.rs`
 //! calls it for tensors on the GPU.
@@ -16,7 +18,7 @@ use crate::{
 };
 use mamba_kernels::cust::memory::DeviceSlice;
 use mamba_kernels::launch::matmul_bf16::{Bf16Out, MatmulBf16, MATMUL_BF16_VERSION};
-use mamba_kernels::launch::{MatStrides, Matmul};
+use mamba_kernels::launch::{tf32_readable, MatStrides, Matmul, MatmulTf32, Tf32Mode};
 
 /// Twin of `cpu::matmul`: `(nb, m, k) @ (nb, k, n)` for operand views whose
 /// strides are given; an operand that is neither row- nor column-major is copied first.
@@ -51,7 +53,25 @@ pub(super) fn matmul(
     let (out, mut o) = new_f32(OP, shape)?;
     let (xa, xb) = (buffer(OP, &a)?, buffer(OP, &b)?);
     let (xa, xb) = (xa.index(a.layout.offset..), xb.index(b.layout.offset..));
-    run(OP, |g| g.matmul_strided_f32(Matmul { a: &xa, sa, b: &xb, sb, c: &mut o, nb, m, n, k }))?;
+    let gpu = crate::cuda::gpu(OP)?;
+    let readable = |x: &DeviceSlice<f32>, s: MatStrides, rows: usize, cols: usize| {
+        tf32_readable(x.as_device_ptr().as_raw(), nb, rows, cols, s)
+    };
+    let on_tensor_cores = crate::precision::f32_gemm_tensor_cores()
+        && m > mamba_kernels::launch::Gpu::MATMUL_SMALL_M
+        && k > 0
+        && readable(&xa, sa, m, k)
+        && readable(&xb, sb, k, n);
+    if !on_tensor_cores {
+        run(OP, |g| g.matmul_strided_f32(Matmul { a: &xa, sa, b: &xb, sb, c: &mut o, nb, m, n, k }))?;
+        return Ok(out);
+    }
+    let mode = if crate::precision::tf32() { Tf32Mode::OnePass } else { Tf32Mode::Split3 };
+    let room = gpu.matmul_tf32_workspace(nb, m, n, k);
+    let workspace = if room > 0 && room <= i32::MAX as usize { Some(CudaData::alloc(OP, DType::F32, room)?) } else { None };
+    let mut ws = workspace.as_ref().map(|w| w.f32(OP)).transpose()?;
+    let args = MatmulTf32 { a: &xa, sa, b: &xb, sb, c: &mut o, nb, m, n, k, mode, workspace: ws.as_mut() };
+    run(OP, |g| g.matmul_tf32(args))?;
     Ok(out)
 }
 
