@@ -36,52 +36,7 @@
 #define TF_GROUP_M 8
 #define MMT_VEC_C 1  // flags bit 0: C's pair stores are 8-byte aligned (C 8-byte aligned, N even)
 
-#ifndef CUDA_EMU  // kernels/tools/emu/{cuda_emu.h, mma_emu.h} have CPU twins of these
-__device__ __forceinline__ unsigned char* dyn_smem() {
-    extern __shared__ __align__(128) unsigned char smem_[];
-    return smem_;
-}
-__device__ __forceinline__ unsigned smem_addr(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
-// 16 bytes global -> shared, bypassing L1; only the first src_bytes (0..16) are read.
-__device__ __forceinline__ void cp_async_16(unsigned dst, const void* src, int src_bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-// Four 8 x 8 b16 matrices (here 8 x 4 f32): lanes 8j..8j+7 give the row addresses of matrix j;
-// lane l gets in r[j] the 32 bits at (row l / 4, bytes 4 (l % 4)..) of matrix j.
-__device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], unsigned addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-// 32 bits from shared memory at a shared-space address.
-__device__ __forceinline__ float lds_f32(unsigned addr) {
-    float v;
-    asm volatile("ld.shared.f32 %0, [%1];\n" : "=f"(v) : "r"(addr));
-    return v;
-}
-// a rounded to tf32 (10 mantissa bits, to nearest, ties away from zero), as an f32.
-__device__ __forceinline__ float tf32_round(float a) {
-    unsigned r;
-    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(a));
-    return __uint_as_float(r);
-}
-// (c0..c3) += A (16 x 8) B (8 x 8), tf32 in, f32 accumulation (fragments above).
-__device__ __forceinline__ void mma_tf32(float& c0, float& c1, float& c2, float& c3, float a0, float a1, float a2,
-                                         float a3, float b0, float b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};"
-        : "+f"(c0), "+f"(c1), "+f"(c2), "+f"(c3)
-        : "r"(__float_as_uint(a0)), "r"(__float_as_uint(a1)), "r"(__float_as_uint(a2)), "r"(__float_as_uint(a3)),
-          "r"(__float_as_uint(b0)), "r"(__float_as_uint(b1)));
-}
-__device__ __forceinline__ float bits_f32(unsigned u) { return __uint_as_float(u); }
-#endif
+#include "mma.cuh"  // cp.async, ldmatrix, ld.shared, cvt.rna.tf32, mma.sync tf32 (and their CPU twins)
 
 // One operand's k-slice in shared memory, X (the block's rows of A or columns of B) by BK f32,
 // as its 16-byte chunks sit in global memory. KMAJOR: X rows of BK / 4 chunks, swizzle r % 8

@@ -90,26 +90,8 @@ static_assert(sizeof(SsdParams) == 272, "SsdParams: launch/ssd.rs has 272 bytes"
 __device__ __forceinline__ float ssd_softplus(float x) { return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x))); }
 __device__ __forceinline__ float ssd_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-#ifndef CUDA_EMU  // kernels/tools/emu/cuda_emu.h has CPU twins of these two
-// a rounded to tf32 (10 mantissa bits, to nearest, ties away from zero), as an f32.
-__device__ __forceinline__ float tf32_round(float a) {
-    unsigned r;
-    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(a));
-    return __uint_as_float(r);
-}
-// (c0..c3) += A (16 x 8, a0..a3) B (8 x 8, b0, b1), tf32 in, f32 accumulation: one warp's
-// mma.sync m16n8k8 with the fragment layouts of the PTX ISA (lane l, g = l / 4, t = l % 4):
-// a0 (g, t), a1 (g + 8, t), a2 (g, t + 4), a3 (g + 8, t + 4); b0 (t, g), b1 (t + 4, g);
-// c0 (g, 2t), c1 (g, 2t + 1), c2 (g + 8, 2t), c3 (g + 8, 2t + 1).
-__device__ __forceinline__ void mma_tf32(float& c0, float& c1, float& c2, float& c3, float a0, float a1, float a2,
-                                         float a3, float b0, float b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};"
-        : "+f"(c0), "+f"(c1), "+f"(c2), "+f"(c3)
-        : "r"(__float_as_uint(a0)), "r"(__float_as_uint(a1)), "r"(__float_as_uint(a2)), "r"(__float_as_uint(a3)),
-          "r"(__float_as_uint(b0)), "r"(__float_as_uint(b1)));
-}
+#include "mma.cuh"  // tf32_round, mma_tf32 (and their CPU twins)
+#ifndef CUDA_EMU  // kernels/tools/emu/cuda_emu.h has CPU twins of these
 // Asynchronous copies global -> shared (cp.async, sm_80+): `bytes` of the 16 (or 4) are read,
 // the rest of the destination zero-filled; ssd_cp_async_wait waits for all of this thread's.
 __device__ __forceinline__ void ssd_cp_async16(float* dst, const float* src, int bytes) {

@@ -56,7 +56,7 @@ inline float tf32_round(float a) {
     std::memcpy(&a, &u, 4);
     return a;
 }
-// mma.sync m16n8k8 tf32 (fragment layouts in ssd.cu's mma_tf32): the warp's lanes post their
+// mma.sync m16n8k8 tf32 (fragment layouts in mma.cuh's mma_tf32): the warp's lanes post their
 // fragments, each lane then makes its four outputs, summed in k order in f32.
 inline float g_mma_buf[32][32][10];
 inline void mma_tf32(float& c0, float& c1, float& c2, float& c3, float a0, float a1, float a2, float a3, float b0,

@@ -1,4 +1,4 @@
-// CPU twins of the PTX wrappers of kernels/cu/matmul_bf16.cu (and matmul_tf32.cu), on top of cuda_emu.h (one OS
+// CPU twins of the PTX wrappers of kernels/cu/mma.cuh (matmul_bf16.cu, matmul_tf32.cu), on top of cuda_emu.h (one OS
 // thread per CUDA thread, one block at a time): dynamic shared memory, cp.async (16 bytes,
 // zero-filled past src-size; queued per thread and landed only at the wait_group that must
 // see it, the latest a GPU may land it), ldmatrix.x4 (.trans), mma.sync m16n8k16 bf16 -> f32
