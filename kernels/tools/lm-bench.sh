@@ -3,8 +3,9 @@
 # layers, batch 8 x 2048, on the lent GPU from the repo root with stage/ and ref/ there (ref/
 # from `ref-setup.sh here`):
 #   bash kernels/tools/lm-bench.sh mamba1|mamba2
-# Ours in four settings (fp32; --recompute; --precision bf16; both), the reference in fp32 and
-# under bf16 autocast. Prints, and writes to $OUT: our median tokens/s over the steps after the
+# Ours in six settings (fp32, its GEMMs on the tensor cores in 3xTF32; the same on the CUDA cores,
+# MAMBA_F32_GEMM=cuda-cores; --tf32; --recompute; --precision bf16; bf16 and --recompute), the
+# reference in fp32 and under bf16 autocast. Prints, and writes to $OUT: our median tokens/s over the steps after the
 # 5th; our peak memory (the engine's ledger and allocator, which only --profile prints, so from
 # a second, untimed 3-step run); the reference's numbers; and for every run the highest GPU
 # memory nvidia-smi saw (one yardstick for both, CUDA context included). The reference's
@@ -56,7 +57,8 @@ ours() {
 }
 
 {
-  ours fp32 && ours recompute --recompute && ours bf16 --precision bf16 && ours bf16-recompute --precision bf16 --recompute
+  ours fp32 && MAMBA_F32_GEMM=cuda-cores ours fp32-cuda-cores && ours tf32 --tf32 && ours recompute --recompute \
+    && ours bf16 --precision bf16 && ours bf16-recompute --precision bf16 --recompute
 } 2>&1 | tee "$out/ours.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || exit 1
 

@@ -164,8 +164,8 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(default)]
     pub recompute: bool,
-    /// Make the f32 products of the GPU's tensor-core kernels (today the Mamba-2 SSD scan) in
-    /// one tf32 pass (~1e-3 relative, the reference's and PyTorch allow_tf32's precision)
+    /// Make the f32 products of the GPU's tensor-core kernels (the linear layers' f32 GEMM and
+    /// the Mamba-2 SSD scan) in one tf32 pass (~1e-3 relative, the reference's and PyTorch allow_tf32's precision)
     /// instead of at f32 accuracy (three passes); faster (docs/SSD.md). No effect on the CPU.
     #[arg(long)]
     #[serde(default)]
