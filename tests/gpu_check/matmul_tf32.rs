@@ -16,7 +16,7 @@
 use crate::{poisoned, Check, Res, Row};
 use mamba_engine::ops::matmul::cpu::{matmul, MatStrides as CpuStrides};
 use mamba_kernels::cust::prelude::*;
-use mamba_kernels::launch::{MatStrides, Matmul, MatmulTf32, Tf32Mode};
+use mamba_kernels::launch::{MatStrides, Matmul, MatmulTf32, Tf32Mode, MATMUL_TF32_VERSIONS};
 
 const MODES: [(Tf32Mode, &str, f64); 2] = [(Tf32Mode::Split3, "3xtf32", 1e-5), (Tf32Mode::OnePass, "tf32", 2e-3)];
 const LAYOUTS: [(bool, bool, &str); 4] =
@@ -99,9 +99,9 @@ impl Case {
         (want, mag)
     }
 
-    /// Runs `mode` with C at `c_off` of a poisoned buffer and a NaN workspace of `workspace`;
-    /// returns C and whether its neighbours stayed NaN.
-    fn run(&self, c: &Check, mode: Tf32Mode, c_off: usize, workspace: usize) -> Res<(Vec<f32>, bool)> {
+    /// Runs kernel `version` in `mode` with C at `c_off` of a poisoned buffer and a NaN
+    /// workspace of `workspace`; returns C and whether its neighbours stayed NaN.
+    fn run(&self, c: &Check, version: u32, mode: Tf32Mode, c_off: usize, workspace: usize) -> Res<(Vec<f32>, bool)> {
         let len = self.nb * self.m * self.n;
         let mut ws = if workspace > 0 { Some(poisoned(workspace)?) } else { None };
         let out = poisoned(c_off + len + 1)?;
@@ -110,7 +110,8 @@ impl Case {
         let (nb, m, n, k) = (self.nb, self.m, self.n, self.k);
         let (sa, sb) = (self.a.gpu(), self.b.gpu());
         let workspace = ws.as_deref_mut();
-        c.gpu.matmul_tf32(MatmulTf32 { a: &a, sa, b: &b, sb, c: &mut view, nb, m, n, k, mode, workspace })?;
+        let args = MatmulTf32 { a: &a, sa, b: &b, sb, c: &mut view, nb, m, n, k, mode, workspace };
+        c.gpu.matmul_tf32_version(version, args)?;
         c.gpu.stream.synchronize()?;
         let all = out.as_host_vec()?;
         let untouched = all[..c_off].iter().chain(&all[c_off + len..]).all(|v| v.is_nan());
@@ -146,11 +147,11 @@ pub fn run(c: &mut Check) -> Res<()> {
     Ok(())
 }
 
-/// Every (m, n, k) in SIZES^3 for each layout and mode: one row per (layout, mode).
+/// Every (m, n, k) in SIZES^3 for each layout, version and mode: one row per (layout, version, mode).
 fn sweep(c: &mut Check) -> Res<()> {
     let sizes: &[usize] = if c.timing { &[1, 7, 33, 130, 260] } else { &[7, 130, 260] };
     for &(at, bt, name) in &LAYOUTS {
-        let mut results = [(0.0f64, true); 2];
+        let mut results = [(0.0f64, true); 2 * MATMUL_TF32_VERSIONS.len()];
         for &m in sizes {
             for &n in sizes {
                 for &k in sizes {
@@ -162,17 +163,19 @@ fn sweep(c: &mut Check) -> Res<()> {
                     let case = Case::new(nb, (m, n, k), a, b)?;
                     let all: Vec<usize> = (0..m).collect();
                     let twin = case.twin(&all);
-                    for (r, &(mode, _, tol)) in results.iter_mut().zip(&MODES) {
+                    for (i, r) in results.iter_mut().enumerate() {
+                        let ((mode, _, tol), v) = (MODES[i % 2], MATMUL_TF32_VERSIONS[i / 2]);
                         let c_off = c.rng.below(3);
-                        let (got, untouched) = case.run(c, mode, c_off, 0)?;
+                        let (got, untouched) = case.run(c, v, mode, c_off, 0)?;
                         let (err, ok) = case.compare(&got, &all, &twin, tol);
                         *r = (r.0.max(err), r.1 && ok && untouched);
                     }
                 }
             }
         }
-        for (&(err, ok), &(_, mode, _)) in results.iter().zip(&MODES) {
-            let kernel = format!("matmul_tf32 v1 {name} {mode} x{}", sizes.len().pow(3));
+        for (i, &(err, ok)) in results.iter().enumerate() {
+            let (mode, v) = (MODES[i % 2].1, MATMUL_TF32_VERSIONS[i / 2]);
+            let kernel = format!("matmul_tf32 v{v} {name} {mode} x{}", sizes.len().pow(3));
             c.rows.push(Row { kernel, err, ok, us: f64::NAN, rate: f64::NAN });
         }
     }
@@ -189,24 +192,27 @@ fn special(c: &mut Check) -> Res<()> {
             let ws = c.gpu.matmul_tf32_workspace(nb, m, n, k);
             let all: Vec<usize> = (0..m).collect();
             let twin = case.twin(&all);
-            for &(mode, mname, tol) in &MODES {
-                let (got, untouched) = case.run(c, mode, 2, ws)?;
-                let (err, ok) = case.compare(&got, &all, &twin, tol);
-                let kernel = format!("matmul_tf32 {name} {nb}x{m}x{n}x{k} {mname} split-K");
-                c.rows.push(Row { kernel, err, ok: ok && untouched && ws > 0, us: f64::NAN, rate: f64::NAN });
+            for v in MATMUL_TF32_VERSIONS {
+                for &(mode, mname, tol) in &MODES {
+                    let (got, untouched) = case.run(c, v, mode, 2, ws)?;
+                    let (err, ok) = case.compare(&got, &all, &twin, tol);
+                    let kernel = format!("matmul_tf32 v{v} {name} {nb}x{m}x{n}x{k} {mname} split-K");
+                    c.rows.push(Row { kernel, err, ok: ok && untouched && ws > 0, us: f64::NAN, rate: f64::NAN });
+                }
             }
         }
     }
     let a = Operand::random(c, (2, 5, 0), false, false, false);
     let b = Operand::random(c, (2, 0, 7), true, false, false);
     let zero = Case::new(2, (5, 7, 0), a, b)?;
-    let (got, untouched) = zero.run(c, Tf32Mode::Split3, 1, 0)?;
+    let (got, untouched) = zero.run(c, 1, Tf32Mode::Split3, 1, 0)?;
     let ok = untouched && got.iter().all(|&v| v == 0.0);
     c.rows.push(Row { kernel: "matmul_tf32 k=0 zeros".into(), err: 0.0, ok, us: f64::NAN, rate: f64::NAN });
     Ok(())
 }
 
-/// Times `case` (batch 1) in both modes and on matmul.cu's f32 kernel, each checked on `rows`.
+/// Times `case` (batch 1) in each version and mode and on matmul.cu's f32 kernel, each checked
+/// on `rows`.
 fn timed(c: &mut Check, case: &Case, rows: &[usize], what: &str) -> Res<()> {
     let twin = case.twin(rows);
     let (m, n, k) = (case.m, case.n, case.k);
@@ -214,18 +220,18 @@ fn timed(c: &mut Check, case: &Case, rows: &[usize], what: &str) -> Res<()> {
     let (sa, sb) = (case.a.gpu(), case.b.gpu());
     let mut out = poisoned(m * n)?;
     let tflops = |us: f64| 2.0 * (m * n * k) as f64 / us / 1e6;
-    for &(mode, mname, tol) in &MODES {
+    for (v, &(mode, mname, tol)) in MATMUL_TF32_VERSIONS.iter().flat_map(|&v| MODES.iter().map(move |m| (v, m))) {
         let ws_len = c.gpu.matmul_tf32_workspace(1, m, n, k);
-        let (got, untouched) = case.run(c, mode, 0, ws_len)?;
+        let (got, untouched) = case.run(c, v, mode, 0, ws_len)?;
         let (err, ok) = case.compare(&got, rows, &twin, tol);
         let mut ws = if ws_len > 0 { Some(poisoned(ws_len)?) } else { None };
         let us = c.time(|| {
             let args =
                 MatmulTf32 { a: &a, sa, b: &b, sb, c: &mut out, nb: 1, m, n, k, mode, workspace: ws.as_deref_mut() };
-            Ok(c.gpu.matmul_tf32(args)?)
+            Ok(c.gpu.matmul_tf32_version(v, args)?)
         })?;
-        println!("matmul_tf32 {mname} {what} {m}x{n}x{k}: {us:.1} us, {:.1} TFLOP/s", tflops(us));
-        let kernel = format!("matmul_tf32 {mname} {what} {m}x{n}x{k}");
+        println!("matmul_tf32 v{v} {mname} {what} {m}x{n}x{k}: {us:.1} us, {:.1} TFLOP/s", tflops(us));
+        let kernel = format!("matmul_tf32 v{v} {mname} {what} {m}x{n}x{k}");
         c.rows.push(Row { kernel, err, ok: ok && untouched, us, rate: tflops(us) * 1e3 });
     }
     let us = c.time(|| Ok(c.gpu.matmul_strided_f32(Matmul { a: &a, sa, b: &b, sb, c: &mut out, nb: 1, m, n, k })?))?;

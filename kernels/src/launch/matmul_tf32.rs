@@ -16,21 +16,25 @@ use cust::prelude::*;
 const THREADS: u32 = 256;
 const MAX_GRID_Z: usize = 65535;
 
-/// v1: 128 x 128 tiles, BK 32, 3 stages; names by layout x (3xTF32, one pass).
-const V1: Config = Config {
-    bm: 128,
-    bn: 128,
-    bk: 32,
-    stages: 3,
-    per_sm: 1,
-    elem: 4,
-    kernels: [
-        ["matmul_tf32_v1_nn_f32", "matmul_tf32_v1_nn_tf32"],
-        ["matmul_tf32_v1_nt_f32", "matmul_tf32_v1_nt_tf32"],
-        ["matmul_tf32_v1_tn_f32", "matmul_tf32_v1_tn_tf32"],
-        ["matmul_tf32_v1_tt_f32", "matmul_tf32_v1_tt_tf32"],
-    ],
-};
+/// The kernel version [`Gpu::matmul_tf32`] runs; gpu-check times every one.
+pub const MATMUL_TF32_VERSION: u32 = 1;
+/// Versions that [`Gpu::matmul_tf32_version`] accepts: v1 (load a step's fragments, then
+/// multiply), v2 (the next step's fragments loaded before this step's products).
+pub const MATMUL_TF32_VERSIONS: [u32; 2] = [1, 2];
+
+macro_rules! names {
+    ($v:literal) => {
+        [
+            [concat!("matmul_tf32_", $v, "_nn_f32"), concat!("matmul_tf32_", $v, "_nn_tf32")],
+            [concat!("matmul_tf32_", $v, "_nt_f32"), concat!("matmul_tf32_", $v, "_nt_tf32")],
+            [concat!("matmul_tf32_", $v, "_tn_f32"), concat!("matmul_tf32_", $v, "_tn_tf32")],
+            [concat!("matmul_tf32_", $v, "_tt_f32"), concat!("matmul_tf32_", $v, "_tt_tf32")],
+        ]
+    };
+}
+/// 128 x 128 tiles, BK 32, 3 stages; names by layout x (3xTF32, one pass).
+const V1: Config = Config { bm: 128, bn: 128, bk: 32, stages: 3, per_sm: 1, elem: 4, kernels: names!("v1") };
+const V2: Config = Config { bm: 128, bn: 128, bk: 32, stages: 3, per_sm: 1, elem: 4, kernels: names!("v2") };
 
 /// How the products are made: 3xTF32 (each operand split into two tf32 parts, three tensor-core
 /// products: f32 accuracy) or one tf32 pass (10 mantissa bits, PyTorch's allow_tf32).
@@ -112,9 +116,16 @@ impl Gpu {
         }
     }
 
-    /// `c[z] = a[z] b[z]` ([`MatmulTf32`]); `k == 0` writes zeros.
+    /// `c[z] = a[z] b[z]` ([`MatmulTf32`]) with kernel version [`MATMUL_TF32_VERSION`].
     pub fn matmul_tf32(&self, args: MatmulTf32<'_>) -> Result<()> {
+        self.matmul_tf32_version(MATMUL_TF32_VERSION, args)
+    }
+
+    /// [`Gpu::matmul_tf32`] with kernel version `version` (one of [`MATMUL_TF32_VERSIONS`]);
+    /// `k == 0` writes zeros.
+    pub fn matmul_tf32_version(&self, version: u32, args: MatmulTf32<'_>) -> Result<()> {
         const NAME: &str = "matmul_tf32";
+        ensure(MATMUL_TF32_VERSIONS.contains(&version), NAME, || format!("no kernel version {version}"))?;
         let MatmulTf32 { a, sa, b, sb, c, nb, m, n, k, mode, mut workspace } = args;
         check_extents(NAME, [a.len(), b.len(), c.len()], [sa, sb], [nb, m, n, k])?;
         if nb == 0 || m == 0 || n == 0 {
@@ -132,7 +143,7 @@ impl Gpu {
         } else {
             (Layout { col_major: false, ld: 0 }, Layout { col_major: false, ld: 0 })
         };
-        let cfg = &V1;
+        let cfg = if version == 1 { &V1 } else { &V2 };
         let room = workspace.as_ref().map_or(0, |w| w.len());
         let (splits, kchunk) = plan(cfg, nb, m, n, k, room);
         let kernel =

@@ -43,7 +43,7 @@ use cust::prelude::*;
 pub use decode::{DecodeDims, DecodeIn, DecodeRows, DecodeSsm};
 pub use decode_token::{TokenBuffers, TokenLayer, TokenLayout, TokenPlan};
 pub use matmul::{MatStrides, Matmul, MATMUL_VERSION, MATMUL_VERSIONS};
-pub use matmul_tf32::{tf32_readable, MatmulTf32, Tf32Mode};
+pub use matmul_tf32::{tf32_readable, MatmulTf32, Tf32Mode, MATMUL_TF32_VERSION, MATMUL_TF32_VERSIONS};
 pub use norm::{RmsNormBackward, RmsNormForward, MAX_D_BACKWARD as RMS_NORM_MAX_D};
 use profile::Profiler;
 pub use profile::{KernelStats, Profile, Span, MAX_SPANS};

@@ -1,7 +1,7 @@
 // Runs kernels/cu/matmul_tf32.cu on the CPU (mma_emu.h over cuda_emu.h; matmul_tf32.sh builds and
 // runs this) with the grid, shared memory size and split-K plan of kernels/src/launch/
 // matmul_tf32.rs (kept in step by hand), against a float64 product of the same f32 values. Each
-// case runs in all four layouts, 3xTF32 (_f32) and one tf32 pass (_tf32), with ld padding, view
+// case runs in both versions and all four layouts, 3xTF32 (_f32) and one tf32 pass (_tf32), with ld padding, view
 // offsets and batch strides chosen at random; the padding holds NaNs, so a kernel that reads past
 // an operand's edge produces NaN. C sits in a NaN-poisoned buffer with a guard element on each
 // side: every element must be written, nothing outside it.
@@ -15,9 +15,13 @@
 #include <random>
 
 using KFn = void (*)(MatmulTf32Params);
-static const KFn F32[4] = {matmul_tf32_v1_nn_f32, matmul_tf32_v1_nt_f32, matmul_tf32_v1_tn_f32, matmul_tf32_v1_tt_f32};
-static const KFn TF32[4] = {matmul_tf32_v1_nn_tf32, matmul_tf32_v1_nt_tf32, matmul_tf32_v1_tn_tf32,
-                            matmul_tf32_v1_tt_tf32};
+// [version - 1][3xTF32, one pass][layout]
+static const KFn KERNELS[2][2][4] = {
+    {{matmul_tf32_v1_nn_f32, matmul_tf32_v1_nt_f32, matmul_tf32_v1_tn_f32, matmul_tf32_v1_tt_f32},
+     {matmul_tf32_v1_nn_tf32, matmul_tf32_v1_nt_tf32, matmul_tf32_v1_tn_tf32, matmul_tf32_v1_tt_tf32}},
+    {{matmul_tf32_v2_nn_f32, matmul_tf32_v2_nt_f32, matmul_tf32_v2_tn_f32, matmul_tf32_v2_tt_f32},
+     {matmul_tf32_v2_nn_tf32, matmul_tf32_v2_nt_tf32, matmul_tf32_v2_tn_tf32, matmul_tf32_v2_tt_tf32}},
+};
 static const int BM = 128, BN = 128, BK = 32, STAGES = 3;
 
 // One stored operand of logical shape (nb, rows, cols): element (z, r, c) at
@@ -71,8 +75,8 @@ static void plan(const Case& c, int& splits, int& kchunk) {
 
 // Runs the case in one layout and precision; returns the output (NaN where unwritten) and
 // whether the guards stayed NaN.
-static std::vector<double> emulate(const Case& c, int layout, bool split3, const Operand& A, const Operand& B,
-                                   bool& guards) {
+static std::vector<double> emulate(const Case& c, int version, int layout, bool split3, const Operand& A,
+                                   const Operand& B, bool& guards) {
     int splits, kchunk;
     plan(c, splits, kchunk);
     const size_t mn = (size_t)c.m * c.n, len = c.nb * mn;
@@ -91,7 +95,7 @@ static std::vector<double> emulate(const Case& c, int layout, bool split3, const
     p.splits = splits, p.kchunk = kchunk;
     const unsigned tiles = (unsigned)(((c.m + BM - 1) / BM) * ((c.n + BN - 1) / BN));
     emu_smem((size_t)STAGES * (BM + BN) * BK * 4);
-    emu_launch((split3 ? F32 : TF32)[layout], EmuDim3{tiles, 1, (unsigned)(c.nb * splits)}, 256, p);
+    emu_launch(KERNELS[version - 1][split3 ? 0 : 1][layout], EmuDim3{tiles, 1, (unsigned)(c.nb * splits)}, 256, p);
     if (splits > 1) {
         MatmulTf32ReduceParams r{};
         r.W = work.data(), r.C = out, r.mn = (long long)mn, r.splits = splits;
@@ -122,14 +126,15 @@ int main(int argc, char** argv) {
     for (int ci = 0; ci < (int)(sizeof(cases) / sizeof(cases[0])); ++ci) {
         const Case& c = cases[ci];
         if (only >= 0 && only != ci) continue;
+        for (const int version : {1, 2})
         for (const bool split3 : {true, false}) {
-            std::printf("%d %-44s %-4s", ci, c.what, split3 ? "f32" : "tf32");
+            std::printf("%d v%d %-44s %-4s", ci, version, c.what, split3 ? "f32" : "tf32");
             bool case_ok = true;
             for (int layout = 0; layout < 4; ++layout) {
                 const bool at = layout >> 1, bt = layout & 1;
                 const Operand A = make(rng, c.nb, c.m, c.k, at, c.a_bcast), B = make(rng, c.nb, c.k, c.n, bt, c.b_bcast);
                 bool guards = false;
-                const std::vector<double> got = emulate(c, layout, split3, A, B, guards);
+                const std::vector<double> got = emulate(c, version, layout, split3, A, B, guards);
                 const double tol = split3 ? 1e-5 : 2e-3;
                 double worst = 0;
                 bool lok = guards;
