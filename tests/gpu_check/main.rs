@@ -8,7 +8,8 @@
 //! `ops` (every op unit's cases through the engine, CPU vs GPU: a new op is covered there
 //! without a module here), `vision` (the whole Vision Mamba model, CPU vs GPU), `dtypes`
 //! (bf16 storage and conversions) and `train`. Build here and run there: see docs/GPU.md.
-//! GPU_CHECK_ONLY=decode,decode_token runs only those kernel files' checks (a quick re-run).
+//! GPU_CHECK_ONLY=decode,decode_token runs only those modules' checks (a quick re-run); the
+//! names are the kernel files' and ops, vision, dtypes, nccl, train.
 
 /// Declares the kernel-file check modules and runs them in this order (with GPU_CHECK_ONLY
 /// set, a comma-separated list of module names, only those: a quick re-run of one kernel file).
@@ -55,6 +56,8 @@ use mamba_kernels::{cust::prelude::*, launch::Gpu};
 use std::error::Error;
 
 pub type Res<T> = Result<T, Box<dyn Error>>;
+/// A module's `run`.
+type CheckFn = fn(&mut Check) -> Res<()>;
 
 /// Element tolerance: |gpu - cpu| <= TOL * max(1, |cpu|) (f32, different libm).
 pub const TOL: f64 = 1e-5;
@@ -151,14 +154,15 @@ fn main() -> Res<()> {
         c.gpu.profile_start()?;
     }
     run_kernel_checks(&mut c)?;
-    if std::env::var_os("GPU_CHECK_ONLY").is_none() {
-        ops::run(&mut c)?;
-        vision::run(&mut c)?;
-        dtypes::run(&mut c)?;
-        nccl::run(&mut c)?;
-        if c.timing {
-            train::run(&mut c)?; // under compute-sanitizer, gpu.sh checks training with the mamba binary
+    let engine_checks: [(&str, CheckFn); 4] =
+        [("ops", ops::run), ("vision", vision::run), ("dtypes", dtypes::run), ("nccl", nccl::run)];
+    for (name, run) in engine_checks {
+        if selected(name) {
+            run(&mut c)?;
         }
+    }
+    if c.timing && selected("train") {
+        train::run(&mut c)?; // under compute-sanitizer, gpu.sh checks training with the mamba binary
     }
 
     println!("{:<30} {:>12} {:>6} {:>10} {:>9}", "kernel", "error", "ok", "us", "GB/s");
