@@ -154,6 +154,27 @@ pub(super) struct Layout {
     pub(super) ld: usize,
 }
 
+/// Both operands' layouts ([`layout`]) of a tiled tensor-core product after checking that
+/// (m, n, k) fit the kernels' int indexing (a tile of slack past each extent); with k == 0
+/// nothing is read and the layouts are placeholders.
+pub(super) fn operand_layouts(
+    name: &'static str,
+    elem: usize,
+    (a, sa): (u64, MatStrides),
+    (b, sb): (u64, MatStrides),
+    nb: usize,
+    (m, n, k): (usize, usize, usize),
+) -> Result<(Layout, Layout)> {
+    let fits = |x: usize| x <= (i32::MAX as usize) - 512;
+    ensure(fits(m) && fits(n) && fits(k) && fits(m.div_ceil(128) * n.div_ceil(128)), name, || {
+        format!("(m, n, k) = ({m}, {n}, {k}) too large")
+    })?;
+    if k == 0 {
+        return Ok((Layout { col_major: false, ld: 0 }, Layout { col_major: false, ld: 0 }));
+    }
+    Ok((layout(name, elem, a, nb, (m, k), sa)?, layout(name, elem, b, nb, (k, n), sb)?))
+}
+
 /// The layout of an operand `name` at device address `base` with strides `s`, of elements of
 /// `elem` bytes: row-major if a row is contiguous, column-major if a column is, whichever keeps
 /// every 16-byte chunk aligned; an error otherwise. The stride of a size-1 axis is never used,
@@ -259,19 +280,14 @@ impl Gpu {
         if nb == 0 || m == 0 || n == 0 {
             return Ok(());
         }
-        // The kernels index with int, a tile of slack past each extent.
-        let fits = |x: usize| x <= (i32::MAX as usize) - 512;
-        ensure(fits(m) && fits(n) && fits(k) && fits(m.div_ceil(128) * n.div_ceil(128)), NAME, || {
-            format!("(m, n, k) = ({m}, {n}, {k}) too large")
-        })?;
-        let (la, lb) = if k > 0 {
-            (
-                layout(NAME, 2, a.as_device_ptr().as_raw(), nb, (m, k), sa)?,
-                layout(NAME, 2, b.as_device_ptr().as_raw(), nb, (k, n), sb)?,
-            )
-        } else {
-            (Layout { col_major: false, ld: 0 }, Layout { col_major: false, ld: 0 })
-        };
+        let (la, lb) = operand_layouts(
+            NAME,
+            2,
+            (a.as_device_ptr().as_raw(), sa),
+            (b.as_device_ptr().as_raw(), sb),
+            nb,
+            (m, n, k),
+        )?;
         let cfg = config(version, n);
         let room = workspace.as_ref().map_or(0, |w| w.len());
         // Splits only when the whole batch fits one launch (plan checks), so one workspace does.

@@ -7,7 +7,7 @@
 //! `tests/gpu_check/matmul_tf32.rs`); the kernels also run on the CPU under
 //! `kernels/tools/emu/matmul_tf32.sh`.
 
-use super::matmul_bf16::{check_extents, layout, plan, Config, Layout, VEC_C};
+use super::matmul_bf16::{check_extents, layout, operand_layouts, plan, Config, VEC_C};
 use super::{sms, Cost, Gpu, MatStrides};
 use crate::error::{ensure, Result};
 use cust::memory::{DeviceCopy, DevicePointer};
@@ -132,18 +132,14 @@ impl Gpu {
         if nb == 0 || m == 0 || n == 0 {
             return Ok(());
         }
-        let fits = |x: usize| x <= (i32::MAX as usize) - 512;
-        ensure(fits(m) && fits(n) && fits(k) && fits(m.div_ceil(128) * n.div_ceil(128)), NAME, || {
-            format!("(m, n, k) = ({m}, {n}, {k}) too large")
-        })?;
-        let (la, lb) = if k > 0 {
-            (
-                layout(NAME, 4, a.as_device_ptr().as_raw(), nb, (m, k), sa)?,
-                layout(NAME, 4, b.as_device_ptr().as_raw(), nb, (k, n), sb)?,
-            )
-        } else {
-            (Layout { col_major: false, ld: 0 }, Layout { col_major: false, ld: 0 })
-        };
+        let (la, lb) = operand_layouts(
+            NAME,
+            4,
+            (a.as_device_ptr().as_raw(), sa),
+            (b.as_device_ptr().as_raw(), sb),
+            nb,
+            (m, n, k),
+        )?;
         let cfg = if version == 1 { &V1 } else { &V2 };
         let room = workspace.as_ref().map_or(0, |w| w.len());
         let (splits, kchunk) = plan(cfg, nb, m, n, k, room);
