@@ -1,4 +1,5 @@
-// The PTX of the tensor-core kernels (matmul_bf16.cu, matmul_tf32.cu, ssd.cu): one small wrapper
+// The PTX of the tensor-core kernels (matmul_bf16.cu, matmul_tf32.cu, ssd.cu) and of the scan's
+// copies (scan.cu): one small wrapper
 // per instruction. kernels/tools/emu/cuda_emu.h and mma_emu.h have CPU twins of every one, so
 // the emulators run the kernels' own logic (under CUDA_EMU this header is empty).
 #pragma once
@@ -13,6 +14,11 @@ __device__ __forceinline__ unsigned smem_addr(const void* p) { return (unsigned)
 // rest of the 16 are zero-filled.
 __device__ __forceinline__ void cp_async_16(unsigned dst, const void* src, int src_bytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+// 4 bytes global -> shared through L1 (the scan's per-step values; only 4-byte aligned);
+// src_bytes 0 reads nothing and zero-fills.
+__device__ __forceinline__ void cp_async_4(unsigned dst, const void* src, int src_bytes) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 // Wait until at most N of this thread's committed groups are still in flight.

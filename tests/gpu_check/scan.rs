@@ -18,7 +18,9 @@
 //! 3.367 ms). The backward is deterministic (no float atomics): for every version and shape a
 //! second run into fresh NaN-poisoned buffers (the workspace of partial sums too) must give
 //! every gradient bit for bit (row `... bwd vN repeats bit for bit`).
-//! The forward runs in both versions (v2 is the default launcher, v1 the baseline).
+//! The forward runs in every version (`SCAN_FWD_VERSION` the default launcher, v1 the
+//! baseline). A sixth shape, chunk 256 (the longest), gives backward v4 its largest shared
+//! memory (over the default 48 KB).
 
 use crate::{poisoned, rel_norm, Check, Res, Row, TOL};
 use mamba_engine::ops::scan::cpu::{
@@ -132,7 +134,7 @@ impl GpuGrads {
         let ScanDims { batch, dim, len, state, .. } = dims;
         let (bdl, bnl) = (batch * dim * len, batch * state * len);
         let mut ws = 0;
-        for version in 1..=3 {
+        for version in 1..=kl::SCAN_BWD_VERSIONS {
             ws = ws.max(kl::Gpu::selective_scan_backward_workspace(version, kernel_dims(dims))?);
         }
         Ok(GpuGrads {
@@ -187,11 +189,11 @@ fn kernel_dims(d: ScanDims) -> kl::ScanDims {
     kl::ScanDims { batch: d.batch, dim: d.dim, len: d.len, state: d.state, chunk: d.chunk }
 }
 
-fn forward(c: &Check, v1: bool, g: &GpuInputs, dims: ScanDims, out: &mut [&mut DeviceBuffer<f32>; 3]) -> Res<()> {
+fn forward(c: &Check, version: u32, g: &GpuInputs, dims: ScanDims, out: &mut [&mut DeviceBuffer<f32>; 3]) -> Res<()> {
     let [gout, glast, gchunks] = out;
     let args =
         kl::ScanForward { x: g.inputs(), out: gout, last_state: glast, chunk_states: gchunks, dims: kernel_dims(dims) };
-    c.gpu.selective_scan_forward_f32(if v1 { 1 } else { 2 }, args)?;
+    c.gpu.selective_scan_forward_f32(version, args)?;
     Ok(())
 }
 
@@ -225,8 +227,9 @@ fn row(kernel: String, err: f64, tol: f64, us: f64, rate: f64) -> Row {
     Row { kernel, err, ok: err <= tol, us, rate }
 }
 
-/// Forward v2 (the default) and v1 against the CPU's `want`, freshly poisoned for each; the
-/// rows, and v2's `(out, last_state, chunk_states)` for the backward.
+/// Every forward version (the selected one first) against the CPU's `want`, freshly poisoned
+/// for each; the rows, and the selected version's `(out, last_state, chunk_states)` for the
+/// backward.
 fn check_forward(
     c: &mut Check,
     name: &str,
@@ -241,22 +244,23 @@ fn check_forward(
     let ib = if g.init.is_some() { batch * dim * state } else { 0 };
     let bytes =
         (2 * bdl + zb + ib + 2 * bnl + dim * state + dim + bdl + batch * dim * state + batch * dim * nc * state) * 4;
-    let mut fwd_bufs = Vec::new(); // v2's (out, last_state, chunk_states) stay for the backward
-    for v1 in [true, false] {
+    let mut fwd_bufs = Vec::new(); // the selected version's (out, last_state, chunk_states) stay
+    let selected = kl::SCAN_FWD_VERSION;
+    for version in std::iter::once(selected).chain((1..=kl::SCAN_FWD_VERSIONS).filter(|&v| v != selected)) {
         let (mut gout, mut glast, mut gchunks) =
             (poisoned(bdl)?, poisoned(batch * dim * state)?, poisoned(batch * dim * nc * state)?);
-        forward(c, v1, g, dims, &mut [&mut gout, &mut glast, &mut gchunks])?;
+        forward(c, version, g, dims, &mut [&mut gout, &mut glast, &mut gchunks])?;
         c.gpu.stream.synchronize()?;
         let errs = [
             ("out", rel_norm(&gout.as_host_vec()?, &want.out)),
             ("last_state", rel_norm(&glast.as_host_vec()?, &want.last_state)),
             ("chunk_states", rel_norm(&gchunks.as_host_vec()?, &want.chunk_states)),
         ];
-        let us = c.time(|| forward(c, v1, g, dims, &mut [&mut gout, &mut glast, &mut gchunks]))?;
+        let us = c.time(|| forward(c, version, g, dims, &mut [&mut gout, &mut glast, &mut gchunks]))?;
         let rate = bytes as f64 / us / 1e3;
-        if v1 {
+        if version != selected {
             let worst = errs.iter().map(|e| e.1).fold(0.0, f64::max);
-            c.rows.push(row(format!("{name} fwd v1 worst (norm)"), worst, TOL, us, rate));
+            c.rows.push(row(format!("{name} fwd v{version} worst (norm)"), worst, TOL, us, rate));
         } else {
             for (i, (what, e)) in errs.into_iter().enumerate() {
                 let (us, rate) = if i == 0 { (us, rate) } else { (f64::NAN, f64::NAN) };
@@ -287,7 +291,7 @@ fn check_backward(
     let sb = if g.init.is_some() { 2 * batch * dim * state } else { 0 };
     let bytes = (5 * bdl + zb + sb + 4 * bnl + batch * dim * nc * state + 2 * dim * state + 2 * dim) * 4;
     let selected = kl::SCAN_BWD_VERSION;
-    for version in std::iter::once(selected).chain((1..=3).filter(|&v| v != selected)) {
+    for version in std::iter::once(selected).chain((1..=kl::SCAN_BWD_VERSIONS).filter(|&v| v != selected)) {
         let mut o = GpuGrads::poisoned(dims)?;
         backward(c, version, g, &cpu_states, dims, &mut o)?;
         c.gpu.stream.synchronize()?;
@@ -322,6 +326,7 @@ pub fn run(c: &mut Check) -> Res<()> {
         (big.0, big.1, big.2, big.3, big.4, true, false),
         (2, 5, 37, 4, 8, true, true),
         (1, 9, 100, 16, 40, false, true),
+        (2, 21, 300, 16, 256, true, true),
     ] {
         let dims = ScanDims { batch, dim, len, state, chunk };
         let h = HostInputs::draw(c, dims, extras, with_state);
@@ -342,7 +347,7 @@ pub fn run(c: &mut Check) -> Res<()> {
         c.gpu.stream.synchronize()?;
         let worst = o.errors(&want_grads)?.iter().map(|e| e.1).fold(0.0, f64::max);
         let us = c.time(|| {
-            forward(c, false, &g, dims, &mut [&mut gout, &mut glast, &mut gchunks])?;
+            forward(c, kl::SCAN_FWD_VERSION, &g, dims, &mut [&mut gout, &mut glast, &mut gchunks])?;
             backward(c, kl::SCAN_BWD_VERSION, &g, &gchunks, dims, &mut o)
         })?;
         c.rows.push(row(format!("{name} fwd+bwd, gpu states: worst grad (norm)"), worst, BWD_TOL, us, f64::NAN));

@@ -19,9 +19,27 @@ const SCAN_REDUCE_THREADS: u32 = 256;
 pub const SCAN_BWD_MAX_CHUNK: usize = 256;
 /// The scan kernel versions the engine runs (the faster ones; gpu-check times every one).
 /// Backward v3 (16 channels per block) halves v2's partial sums, so its workspace and the
-/// reduce's reads (docs/SCAN.md, "A deterministic backward").
-pub const SCAN_FWD_VERSION: u32 = 2;
-pub const SCAN_BWD_VERSION: u32 = 3;
+/// reduce's reads (docs/SCAN.md, "A deterministic backward"). Forward v3 and backward v4 are
+/// v2 and v3 with the next window's inputs copied (cp.async) while the current one runs.
+pub const SCAN_FWD_VERSION: u32 = 3;
+pub const SCAN_BWD_VERSION: u32 = 4;
+/// The newest version of each (gpu-check runs every one up to these).
+pub const SCAN_FWD_VERSIONS: u32 = 3;
+pub const SCAN_BWD_VERSIONS: u32 = 4;
+/// Floats of per-thread copies in the pipelined kernels' dynamic shared memory, per buffer
+/// (`SCAN_RAW_FWD`, `SCAN_RAW` in scan.cu), and the window (`SCAN_BWD_WIN`).
+const SCAN_RAW_FWD: usize = 3;
+const SCAN_RAW: usize = 5;
+const SCAN_WIN: usize = 16;
+
+/// Bytes of dynamic shared memory of forward v3 (`fwd`) or backward v4 with `threads`
+/// threads at `chunk`: `scan_smem_floats` in scan.cu (two buffers of the per-thread copies,
+/// two of Bm's and Cm's 16 x 17 rows, and for the backward the state entering each window).
+fn pipelined_smem(fwd: bool, threads: usize, chunk: usize) -> u32 {
+    let raw = if fwd { SCAN_RAW_FWD } else { SCAN_RAW };
+    let windows = if fwd { 0 } else { chunk.div_ceil(SCAN_WIN) * threads };
+    (4 * (2 * raw * threads + 4 * SCAN_MAX_STATE * (SCAN_WIN + 1) + windows)) as u32
+}
 
 /// The sizes of a selective scan: batch `B`, channels `D`, length `L`, states per channel `N`
 /// and the steps per saved chunk state.
@@ -247,6 +265,7 @@ fn backward_kernel(version: u32) -> Result<(&'static str, usize)> {
         1 => Ok(("selective_scan_backward_v1_f32", SCAN_BWD_CH)),
         2 => Ok(("selective_scan_backward_f32", SCAN_BWD_CH)),
         3 => Ok(("selective_scan_backward_v3_f32", 2 * SCAN_BWD_CH)),
+        4 => Ok(("selective_scan_backward_v4_f32", 2 * SCAN_BWD_CH)),
         _ => Err(Error::bad("selective_scan_backward_f32", format!("no version {version}"))),
     }
 }
@@ -259,8 +278,8 @@ fn ptr_or_null(s: Option<&DeviceSlice<f32>>) -> DevicePointer<f32> {
 impl Gpu {
     /// Selective-scan forward — twin of `ops::scan::cpu::selective_scan_forward` ([`ScanForward`]
     /// gives the layouts). `state` must be at most `SCAN_MAX_STATE` (16). `version` 1 is one
-    /// thread per channel (the baseline), 2 is 16 lanes per channel ([`SCAN_FWD_VERSION`],
-    /// the selected one).
+    /// thread per channel (the baseline), 2 is 16 lanes per channel, 3 is 2 with the next
+    /// window's inputs in flight ([`SCAN_FWD_VERSION`], the selected one).
     pub fn selective_scan_forward_f32(&self, version: u32, args: ScanForward<'_>) -> Result<()> {
         const K: &str = "selective_scan_forward_f32";
         let ScanForward { x, out, last_state, chunk_states, dims } = args;
@@ -274,6 +293,7 @@ impl Gpu {
         let kernel = match version {
             1 => "selective_scan_forward_v1_f32",
             2 => "selective_scan_forward_f32",
+            3 => "selective_scan_forward_v3_f32",
             _ => return Err(Error::bad(K, format!("no version {version}"))),
         };
         let channels = batch * dim;
@@ -306,12 +326,13 @@ impl Gpu {
         let inits = if x.init.is_none() { 0 } else { channels * state };
         let bytes = 4 * (3 * bdl + zs + 2 * bnl + dim * state + 2 * dim + channels * (n_chunks + 1) * state + inits);
         let cost = Cost { bytes: bytes as f64, flops: 5.0 * (bdl * state) as f64 };
-        let (grid, block) = if version == 2 {
-            ((dim.div_ceil(SCAN_BWD_CH) as u32, batch as u32, 1), SCAN_BWD_THREADS)
-        } else {
+        let (grid, block) = if version == 1 {
             ((channels.div_ceil(SCAN_THREADS as usize) as u32, 1, 1), SCAN_THREADS)
+        } else {
+            ((dim.div_ceil(SCAN_BWD_CH) as u32, batch as u32, 1), SCAN_BWD_THREADS)
         };
-        self.launch(kernel, grid, block, 0, params, cost)
+        let smem = if version == 3 { pipelined_smem(true, SCAN_BWD_THREADS as usize, dims.chunk) } else { 0 };
+        self.launch(kernel, grid, block, smem, params, cost)
     }
 
     /// The f32 elements of workspace that backward `version` needs for `dims` (at least 1):
@@ -331,7 +352,8 @@ impl Gpu {
     /// bits. `state <= 16`, `chunk <= SCAN_BWD_MAX_CHUNK` (256). `version` 1 keeps each step's
     /// decay in registers for the adjoint (more registers, fewer exps), 2 recomputes it (3.43
     /// and 2.70 ms with atomics at B8 D1536 L2048 N16 on the H100), 3 is 2 with 16 channels per
-    /// block, half the partials ([`SCAN_BWD_VERSION`], selected).
+    /// block, half the partials, 4 is 3 with the next window's inputs in flight
+    /// ([`SCAN_BWD_VERSION`], selected).
     pub fn selective_scan_backward_f32(&self, version: u32, args: ScanBackward<'_>) -> Result<()> {
         let (kernel, ch) = backward_kernel(version)?;
         let ScanBackward { x, chunk_states, dout, dlast, grads, workspace, dims } = args;
@@ -388,7 +410,12 @@ impl Gpu {
             let bytes = 4 * (5 * bdl + zs + reads + states + need);
             let cost = Cost { bytes: bytes as f64, flops: 22.0 * (bdl * state) as f64 };
             let grid = (dim.div_ceil(ch) as u32, batch as u32, 1);
-            self.launch(kernel, grid, (16 * ch) as u32, 0, params, cost)?;
+            let smem = if version == 4 { pipelined_smem(false, 16 * ch, chunk) } else { 0 };
+            if smem > 0 {
+                // with the kernel's 20.6 KB of static shared memory, chunks over 128 pass 48 KB
+                self.raise_smem_limit(kernel, smem)?;
+            }
+            self.launch(kernel, grid, (16 * ch) as u32, smem, params, cost)?;
         }
         let sums = ScanBwdReduceParams {
             da: da.as_device_ptr(),

@@ -1,5 +1,5 @@
 // CPU twins of the PTX wrappers of kernels/cu/mma.cuh (matmul_bf16.cu, matmul_tf32.cu), on top of cuda_emu.h (one OS
-// thread per CUDA thread, one block at a time): dynamic shared memory, cp.async (16 bytes,
+// thread per CUDA thread, one block at a time): dynamic shared memory, cp.async (16 or 4 bytes,
 // zero-filled past src-size; queued per thread and landed only at the wait_group that must
 // see it, the latest a GPU may land it), ldmatrix.x4 (.trans), mma.sync m16n8k16 bf16 -> f32
 // and cvt.rn.bf16x2.f32. The fragment layouts are written here from the PTX ISA's tables, not
@@ -45,23 +45,25 @@ inline std::vector<std::pair<const unsigned char*, size_t>> g_global;
 struct EmuCopy {
     unsigned dst;
     const unsigned char* src;
-    int bytes;
+    int bytes, size;  // read `bytes` of the copy's `size` (16 or 4), zero-fill the rest
 };
 inline thread_local std::vector<EmuCopy> t_open;                  // issued since the last commit
 inline thread_local std::vector<std::vector<EmuCopy>> t_groups;  // committed, oldest first
 
-inline void cp_async_16(unsigned dst, const void* src, int src_bytes) {
+inline void emu_cp_async(unsigned dst, const void* src, int src_bytes, int size) {
     const auto* s = static_cast<const unsigned char*>(src);
-    emu_check_smem(dst, 16);
-    if (src_bytes < 0 || src_bytes > 16) emu_fail("cp.async src-size outside 0..16", src_bytes, 0);
-    if (reinterpret_cast<uintptr_t>(s) % 16 != 0) emu_fail("cp.async source not 16-byte aligned", 0, 0);
+    if (dst % size != 0 || dst + size > g_smem.size()) emu_fail("unaligned or out-of-bounds cp.async target", dst, size);
+    if (src_bytes < 0 || src_bytes > size) emu_fail("cp.async src-size outside 0..size", src_bytes, size);
+    if (reinterpret_cast<uintptr_t>(s) % size != 0) emu_fail("cp.async source not aligned to its size", size, 0);
     if (src_bytes > 0 && !g_global.empty()) {
         bool in = false;
         for (auto& [base, len] : g_global) in |= s >= base && s + src_bytes <= base + len;
         if (!in) emu_fail("cp.async reads outside every operand", src_bytes, 0);
     }
-    t_open.push_back({dst, s, src_bytes});
+    t_open.push_back({dst, s, src_bytes, size});
 }
+inline void cp_async_16(unsigned dst, const void* src, int src_bytes) { emu_cp_async(dst, src, src_bytes, 16); }
+inline void cp_async_4(unsigned dst, const void* src, int src_bytes) { emu_cp_async(dst, src, src_bytes, 4); }
 inline void cp_async_commit() {
     t_groups.push_back(std::move(t_open));
     t_open.clear();
@@ -71,7 +73,7 @@ inline void cp_async_wait() {
     while (t_groups.size() > (size_t)N) {
         for (const EmuCopy& c : t_groups.front()) {
             std::memcpy(&g_smem[c.dst], c.src, c.bytes);
-            std::memset(&g_smem[c.dst + c.bytes], 0, 16 - c.bytes);
+            std::memset(&g_smem[c.dst + c.bytes], 0, c.size - c.bytes);
         }
         t_groups.erase(t_groups.begin());
     }

@@ -9,11 +9,9 @@
 // with its blocks (and the reduce's) in the opposite order and the reduce on a 3-block grid
 // (grid-stride), and every gradient must repeat bit for bit: no sum's order may depend on the
 // schedule (float atomics would fail this wherever 3 or more terms meet).
-#include "cuda_emu.h"
-// What scan.cu uses beyond cuda_emu.h: CUDA's vector types and the read-only load.
-struct float2 { float x, y; };
+#include "mma_emu.h"  // cuda_emu.h, float2, dynamic shared memory and cp.async
+// What scan.cu uses beyond those: float4 and the read-only load.
 struct float4 { float x, y, z, w; };
-inline float2 make_float2(float x, float y) { return {x, y}; }
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 inline float __ldg(const float* p) { return *p; }
 #include SCAN_CU
@@ -115,7 +113,7 @@ static void reversed(P p) {
 // rest. `q` has the inputs; its outputs are set here. `again`: blocks reversed, the reduce on 3 blocks.
 struct Grads { F du, ddelta, dz, dinit, dA, dB, dC, dD, dbias; };
 static Grads emulate_backward(const Dims& d, ScanBackwardParams q, int bwd, bool has_init, bool again) {
-    const int ch = bwd == 3 ? 16 : 8, nblk = (d.d + ch - 1) / ch;
+    const int ch = bwd >= 3 ? 16 : 8, nblk = (d.d + ch - 1) / ch;
     const size_t bdl = (size_t)d.b * d.d * d.L, bnl = (size_t)d.b * d.n * d.L, bdn = (size_t)d.b * d.d * d.n;
     Grads g{nans(bdl), nans(bdl), nans(bdl), nans(bdn), nans((size_t)d.d * d.n), nans(bnl), nans(bnl), nans(d.d),
             nans(d.d)};
@@ -123,9 +121,11 @@ static Grads emulate_backward(const Dims& d, ScanBackwardParams q, int bwd, bool
     q.du = g.du.data(), q.ddelta = g.ddelta.data(), q.dz = q.z ? g.dz.data() : nullptr;
     q.dinit = has_init ? g.dinit.data() : nullptr, q.part = part.data();
     using K = void (*)(ScanBackwardParams);
-    const K kernels[3][2] = {{selective_scan_backward_v1_f32, reversed<selective_scan_backward_v1_f32, ScanBackwardParams>},
+    const K kernels[4][2] = {{selective_scan_backward_v1_f32, reversed<selective_scan_backward_v1_f32, ScanBackwardParams>},
                              {selective_scan_backward_f32, reversed<selective_scan_backward_f32, ScanBackwardParams>},
-                             {selective_scan_backward_v3_f32, reversed<selective_scan_backward_v3_f32, ScanBackwardParams>}};
+                             {selective_scan_backward_v3_f32, reversed<selective_scan_backward_v3_f32, ScanBackwardParams>},
+                             {selective_scan_backward_v4_f32, reversed<selective_scan_backward_v4_f32, ScanBackwardParams>}};
+    if (bwd == 4) emu_smem(4 * (size_t)scan_smem_floats(false, 16 * ch, std::max(d.chunk, 1)));
     if (d.b * d.d > 0) emu_launch(kernels[bwd - 1][again], EmuDim3{(unsigned)nblk, (unsigned)d.b, 1}, 16 * ch, q);
     ScanBwdReduceParams r{g.dA.data(), g.dB.data(), g.dC.data(), g.dD.data(), q.delta_bias ? g.dbias.data() : nullptr,
                           part.data(), d.b, d.d, d.L, d.n, nblk};
@@ -160,10 +160,18 @@ static Res emulate(const Dims& d, const Data& in, const V& dout_d, const V& dlas
     ScanForwardParams p{out.data(), last.data(), states.data(), u.data(), delta.data(), A.data(), B.data(), C.data(),
                         D.data(), extras ? z.data() : nullptr, extras ? bias.data() : nullptr,
                         has_init ? init.data() : nullptr, extras, d.b, d.d, d.L, d.n, d.chunk};
+    // cp.async may read only the inputs (the emulator aborts on a read outside them)
+    g_global.clear();
+    for (const F* f : {&u, &delta, &B, &C, &z, &dout, &states})
+        if (!f->empty()) g_global.push_back({reinterpret_cast<const unsigned char*>(f->data()), f->size() * 4});
     if (fwd == 1)
         emu_launch(selective_scan_forward_v1_f32, EmuDim3{(unsigned)((d.b * d.d + 127) / 128), 1, 1}, 128, p);
-    else
+    else if (fwd == 2)
         emu_launch(selective_scan_forward_f32, EmuDim3{(unsigned)((d.d + 7) / 8), (unsigned)d.b, 1}, 128, p);
+    else {
+        emu_smem(4 * (size_t)scan_smem_floats(true, 128, std::max(d.chunk, 1)));
+        emu_launch(selective_scan_forward_v3_f32, EmuDim3{(unsigned)((d.d + 7) / 8), (unsigned)d.b, 1}, 128, p);
+    }
     // backward (the outputs and workspace set by emulate_backward)
     ScanBackwardParams q{nullptr, nullptr, nullptr, nullptr, nullptr,
                          u.data(), delta.data(), A.data(), B.data(), C.data(), D.data(),
@@ -268,6 +276,7 @@ int main(int argc, char** argv) {
         {"17 ch, L 1, N 16, chunk 1, init+dlast", {1, 17, 1, 16, 1}, true, true, true},
         {"4 ch, L 0, N 2, init+dlast (dinit = dlast)", {2, 4, 0, 2, 1}, false, true, true},
         {"3 x 40 ch (5 or 3 blocks), L 50, N 16, chunk 16, z+bias", {3, 40, 50, 16, 16}, true, false, true},
+        {"21 ch, L 300, N 16, chunk 256 (16 windows), all", {1, 21, 300, 16, 256}, true, true, true},
     };
     const int only = argc > 2 ? std::atoi(argv[2]) : -1;
     for (int i = 0; i < (int)(sizeof(cases) / sizeof(cases[0])); ++i) {
@@ -278,7 +287,7 @@ int main(int argc, char** argv) {
         if (!c.dlast) std::fill(dlast.begin(), dlast.end(), 0.0);
         if (only >= 0 && only != i) continue;
         const Res want = reference(c.d, in, dout, dlast);
-        for (auto [fwd, bwd] : {std::pair{2, 3}, std::pair{2, 2}, std::pair{1, 1}}) {
+        for (auto [fwd, bwd] : {std::pair{3, 4}, std::pair{2, 3}, std::pair{2, 2}, std::pair{1, 1}}) {
             const std::string name = std::string(c.name) + " (v" + std::to_string(fwd) + "," + std::to_string(bwd) + ")";
             bool repeats = false;
             ok &= compare(name, emulate(c.d, in, dout, dlast, fwd, bwd, c.dlast, repeats), want, 1e-4);
