@@ -98,6 +98,23 @@ impl Layout {
         true
     }
 
+    /// The axes from the largest stride to the smallest when the elements fill a block of
+    /// memory with no gaps in some axis order (a transpose or permutation of a contiguous
+    /// tensor): then `self.permute(order)` is contiguous. None when there are gaps or overlaps.
+    /// Size-1 axes go first, in index order (their stride is arbitrary).
+    pub fn memory_order(&self) -> Option<Vec<usize>> {
+        let (ones, mut order): (Vec<usize>, Vec<usize>) = (0..self.shape.len()).partition(|&a| self.shape[a] == 1);
+        order.sort_by_key(|&a| std::cmp::Reverse(self.strides[a]));
+        let mut expected = 1;
+        for &a in order.iter().rev() {
+            if self.strides[a] != expected {
+                return None;
+            }
+            expected *= self.shape[a];
+        }
+        Some(ones.into_iter().chain(order).collect())
+    }
+
     /// Length of a row (the last dimension; 1 for a scalar).
     pub fn row_len(&self) -> usize {
         self.shape.last().copied().unwrap_or(1)
@@ -194,6 +211,20 @@ mod tests {
     fn broadcasting_follows_numpy() {
         assert_eq!(broadcast_shape("t", &[2, 1, 4], &[3, 1]).unwrap().to_vec(), vec![2, 3, 4]);
         assert!(broadcast_shape("t", &[2, 3], &[4]).is_err());
+    }
+
+    #[test]
+    fn memory_order_finds_permutations_of_a_block_and_only_those() {
+        let l = Layout::contiguous(&[2, 3, 4]);
+        assert_eq!(l.memory_order(), Some(vec![0, 1, 2]));
+        let p = l.permute(&[2, 0, 1]); // (4, 2, 3), strides (1, 12, 4)
+        let order = p.memory_order().unwrap();
+        assert_eq!(order, vec![1, 2, 0]);
+        assert!(p.permute(&order).is_contiguous());
+        assert_eq!(l.narrow(2, 0, 3).transpose(0, 2).memory_order(), None); // a gap every row
+        assert_eq!(l.broadcast_as(&[5, 2, 3, 4]).memory_order(), None); // stride 0: overlaps
+        let one = Layout::contiguous(&[3, 1, 2]).transpose(0, 2); // (2, 1, 3): the size-1 axis first
+        assert_eq!(one.memory_order(), Some(vec![1, 2, 0]));
     }
 
     #[test]
