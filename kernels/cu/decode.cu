@@ -4,7 +4,7 @@
 //
 //   decode_in_f32    u = RMSNorm(r) ; [x, z] = in_proj u ; conv window <- x ;
 //                    xc = silu(conv_w . window + conv_b)
-//   decode_rows_f32  xdbl = x_proj xc = [dt, B, C]
+//   decode_rows_f32  xdbl = x_proj xc = [dt, B, C]       (inside decode_ssm for small layers)
 //   decode_ssm_f32   dt = softplus(dt_w dt + dt_b) ; s = exp(dt A) s + dt B xc ;
 //                    y = (C . s + D xc) silu(z)
 //   decode_rows_f32  r += out_proj y
@@ -79,16 +79,24 @@ static_assert(sizeof(DecodeInParams) == 96, "DecodeInParams: launch/decode.rs ha
 struct DecodeSsmParams {
     float* y;               // (B, D) gated output
     float* ssm_state;       // (B, D, N)
-    const float* xdbl;      // (B, R + 2N) = [dt, B, C]
+    float* xdbl;            // (B, R + 2N) = [dt, B, C]: read, or written when x_proj is given
     const float* xc;        // (B, D)
     const float* z;         // (B, D)
     const float* dt_w;      // (D, R)
     const float* dt_b;      // (D)
     const float* a;         // (D, N)  A = -exp(A_log)
     const float* d_skip;    // (D)
+    const float* x_proj;    // (R + 2N, D), or null: xdbl = x_proj xc is computed here (small layers)
     int batch, d, n, r;
 };
-static_assert(sizeof(DecodeSsmParams) == 88, "DecodeSsmParams: launch/decode.rs has 88 bytes");
+static_assert(sizeof(DecodeSsmParams) == 96, "DecodeSsmParams: launch/decode.rs has 96 bytes");
+
+// A layer small enough (D <= 32 * DECODE_FUSE_COLS, R + 2N <= 8 * DECODE_FUSE_ROWS) gets x_proj
+// inside decode_ssm: every block multiplies the whole x_proj (the default model's: 40 x 256,
+// 40 KB from L2) for its batch row instead of a launch of its own, which inside a graph costs
+// more (~2.8 us a kernel for the default model) than the product.
+#define DECODE_FUSE_ROWS 8  // rows of x_proj per warp (in registers)
+#define DECODE_FUSE_COLS 8  // columns per lane
 
 // out (B, rows) = [out +] W (rows, cols) . [RMSNorm](x (B, cols)): x_proj (no norm), out_proj
 // (accumulating into the residual) and the head (normed).
@@ -263,12 +271,23 @@ extern "C" __global__ void __launch_bounds__(DECODE_THREADS, 1) decode_rows_f32(
     *o = p.accumulate ? *o + v : v;
 }
 
-// Grid (D / 16, B), block 256 = 16 channels x 16 threads, dynamic shared memory xdim floats.
+// Grid (D / 16, B), block 256 = 16 channels x 16 threads, dynamic shared memory xdim floats
+// (xdim + 32 * DECODE_FUSE_COLS with x_proj: then block (0, b) also writes row b of xdbl).
 extern "C" __global__ void __launch_bounds__(DECODE_THREADS) decode_ssm_f32(const __grid_constant__ DecodeSsmParams p) {
-    extern __shared__ __align__(16) float xdbl_s[];  // (xdim) = [dt (R), B (N), C (N)]
+    extern __shared__ __align__(16) float xdbl_s[];  // (xdim) = [dt (R), B (N), C (N)], then xc
     const int d = p.d, n = p.n, r = p.r, xdim = r + 2 * n, b = blockIdx.y;
     const int c = blockIdx.x * 16 + (threadIdx.x >> 4), l = threadIdx.x & 15;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const long long bc = (long long)b * d + c;
+    // x_proj's rows warp + 8k, columns lane + 32i (zeros past the matrix), when fused
+    float xw[DECODE_FUSE_ROWS][DECODE_FUSE_COLS];
+#pragma unroll
+    for (int k = 0; k < DECODE_FUSE_ROWS; k++)
+#pragma unroll
+        for (int i = 0; i < DECODE_FUSE_COLS; i++) {
+            const int j = warp + DECODE_WARPS * k, col = lane + 32 * i;
+            xw[k][i] = p.x_proj && j < xdim && col < d ? __ldg(p.x_proj + (long long)j * d + col) : 0.0f;
+        }
     // this channel's weights first, then (after the wait) its state and inputs
     float dtw[4], av[4], sv[4];
 #pragma unroll
@@ -282,7 +301,26 @@ extern "C" __global__ void __launch_bounds__(DECODE_THREADS) decode_ssm_f32(cons
 #pragma unroll
     for (int i = 0; i < 4; i++) sv[i] = l + 16 * i < n ? p.ssm_state[bc * n + l + 16 * i] : 0.0f;
     const float x = p.xc[bc], zg = p.z[bc];
-    for (int j = threadIdx.x; j < xdim; j += blockDim.x) xdbl_s[j] = p.xdbl[(long long)b * xdim + j];
+    if (p.x_proj) {  // xdbl = x_proj xc, warp w taking rows w, w + 8, ...
+        float* xc_s = xdbl_s + xdim;  // this batch row's xc, zeros past D
+        for (int j = threadIdx.x; j < 32 * DECODE_FUSE_COLS; j += blockDim.x) xc_s[j] = j < d ? p.xc[(long long)b * d + j] : 0.0f;
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < DECODE_FUSE_ROWS; k++) {
+            const int j = warp + DECODE_WARPS * k;
+            if (j >= xdim) break;  // (uniform in the warp)
+            float s = 0.0f;
+#pragma unroll
+            for (int i = 0; i < DECODE_FUSE_COLS; i++) s = fmaf(xw[k][i], xc_s[lane + 32 * i], s);
+            s = warp_sum(s);
+            if (lane == 0) {
+                xdbl_s[j] = s;
+                if (blockIdx.x == 0) p.xdbl[(long long)b * xdim + j] = s;
+            }
+        }
+    } else {
+        for (int j = threadIdx.x; j < xdim; j += blockDim.x) xdbl_s[j] = p.xdbl[(long long)b * xdim + j];
+    }
     __syncthreads();
     float dt = 0.0f;
 #pragma unroll

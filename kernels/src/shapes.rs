@@ -23,10 +23,21 @@ pub const DECODE_MAX_CONV: usize = 8;
 /// without opting in, less its static arrays): a row is at most this many floats.
 pub const DECODE_MAX_ROW: usize = 10 * 1024;
 
+/// The largest layer whose x_proj decode_ssm multiplies itself (`DECODE_FUSE_*` in
+/// decode.cu): d_inner at most 256, dt_rank + 2 d_state at most 64.
+pub const DECODE_FUSE_MAX_D: usize = 32 * 8;
+pub const DECODE_FUSE_MAX_XDIM: usize = 8 * 8;
+
 impl DecodeDims {
     /// Values of x_proj's output per token: dt_rank + 2 d_state.
     pub fn xdim(&self) -> usize {
         self.dt_rank + 2 * self.d_state
+    }
+
+    /// Whether decode_ssm computes x_proj's product itself (a small layer: one launch fewer
+    /// a layer, the default model's 18 a token become 14).
+    pub fn fuses_x_proj(&self) -> bool {
+        self.d <= DECODE_FUSE_MAX_D && self.xdim() <= DECODE_FUSE_MAX_XDIM
     }
 
     /// Why these sizes cannot take the fused kernels, if they cannot (the model then uses

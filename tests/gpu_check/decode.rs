@@ -168,7 +168,9 @@ pub fn run(c: &mut Check) -> Res<()> {
         Dims { batch: 2, m: 16, d: 32, d_state: 4, dt_rank: 1, d_conv: 1 },
         Dims { batch: 3, m: 1152, d: 2304, d_state: 72, dt_rank: 80, d_conv: 8 },
     ];
-    for dims in [small, big, Dims { batch: 13, ..big }].into_iter().chain(edges) {
+    // the default model's layer: the largest whose x_proj decode_ssm multiplies itself
+    let default = Dims { batch: 1, m: 128, d: 256, d_state: 16, dt_rank: 8, d_conv: 4 };
+    for dims in [small, default, big, Dims { batch: 13, ..big }].into_iter().chain(edges) {
         layer(c, dims)?;
     }
     embed_and_head(c)?;

@@ -3,7 +3,7 @@
 use super::{Cost, Gpu};
 use crate::error::{check_len, ensure, to_i32, Result};
 pub use crate::shapes::DecodeDims;
-use crate::shapes::{DECODE_MAX_ROW, DECODE_SSM_CHANNELS};
+use crate::shapes::{DECODE_FUSE_MAX_D, DECODE_MAX_ROW, DECODE_SSM_CHANNELS};
 use cust::memory::{DeviceCopy, DevicePointer};
 use cust::prelude::*;
 
@@ -69,12 +69,13 @@ struct DecodeSsmParams {
     dt_b: DevicePointer<f32>,
     a: DevicePointer<f32>,
     d_skip: DevicePointer<f32>,
+    x_proj: DevicePointer<f32>,
     batch: i32,
     d: i32,
     n: i32,
     r: i32,
 }
-const _: () = assert!(std::mem::size_of::<DecodeSsmParams>() == 88);
+const _: () = assert!(std::mem::size_of::<DecodeSsmParams>() == 96);
 // SAFETY: device pointers and integers, laid out as the C struct.
 unsafe impl DeviceCopy for DecodeSsmParams {}
 
@@ -141,8 +142,8 @@ pub struct DecodeIn<'a> {
 pub struct DecodeSsm<'a> {
     pub y: &'a mut DeviceSlice<f32>,
     pub ssm_state: &'a mut DeviceSlice<f32>,
-    /// x_proj's output (B, dt_rank + 2 d_state)
-    pub xdbl: &'a DeviceSlice<f32>,
+    /// x_proj's output (B, dt_rank + 2 d_state): read, or written when `x_proj` is given
+    pub xdbl: &'a mut DeviceSlice<f32>,
     pub xc: &'a DeviceSlice<f32>,
     pub z: &'a DeviceSlice<f32>,
     pub dt_w: &'a DeviceSlice<f32>,
@@ -150,6 +151,9 @@ pub struct DecodeSsm<'a> {
     /// A = -exp(A_log), (D, N)
     pub a: &'a DeviceSlice<f32>,
     pub d_skip: &'a DeviceSlice<f32>,
+    /// x_proj (dt_rank + 2 d_state, D) for a layer that [`DecodeDims::fuses_x_proj`]: the
+    /// kernel computes `xdbl = x_proj xc` itself instead of reading it
+    pub x_proj: Option<&'a DeviceSlice<f32>>,
 }
 
 /// The arguments of [`Gpu::decode_rows_f32`]:
@@ -262,6 +266,10 @@ impl Gpu {
         ] {
             check_len(K, name, len, want)?;
         }
+        if let Some(w) = a.x_proj {
+            ensure(dims.fuses_x_proj(), K, || format!("x_proj of a layer this large ({dims:?}) is its own launch"))?;
+            check_len(K, "x_proj", w.len(), dims.xdim() * d)?;
+        }
         let params = DecodeSsmParams {
             y: a.y.as_device_ptr(),
             ssm_state: a.ssm_state.as_device_ptr(),
@@ -272,17 +280,22 @@ impl Gpu {
             dt_b: a.dt_b.as_device_ptr(),
             a: a.a.as_device_ptr(),
             d_skip: a.d_skip.as_device_ptr(),
+            x_proj: a.x_proj.map_or(DevicePointer::null(), |w| w.as_device_ptr()),
             batch: batch as i32,
             d: d as i32,
             n: n as i32,
             r: r as i32,
         };
-        // Reads the states and writes them back, the small weights once, x_proj's output.
-        let bytes = 4 * (2 * batch * d * n + d * (r + n + 2) + 4 * batch * d + batch * dims.xdim());
-        let flops = batch * d * (2 * r + 6 * n + 10);
+        // Reads the states and writes them back, the small weights once, x_proj's output
+        // (and with x_proj its weights, once per block: L2 hits, counted once).
+        let fused = a.x_proj.is_some();
+        let xw = if fused { dims.xdim() * d } else { 0 };
+        let bytes = 4 * (2 * batch * d * n + d * (r + n + 2) + 4 * batch * d + batch * dims.xdim() + xw);
+        let flops = batch * d * (2 * r + 6 * n + 10) + 2 * batch * xw;
         let cost = Cost { bytes: bytes as f64, flops: flops as f64 };
         let grid = ((d / DECODE_SSM_CHANNELS) as u32, batch as u32);
-        self.launch_dependent(K, grid, THREADS, (4 * dims.xdim()) as u32, params, cost)
+        let smem = 4 * (dims.xdim() + if fused { DECODE_FUSE_MAX_D } else { 0 });
+        self.launch_dependent(K, grid, THREADS, smem as u32, params, cost)
     }
 
     /// `out (B, rows) = [out +] w (rows, cols) · [RMSNorm] x (B, cols)`: x_proj, out_proj

@@ -42,8 +42,16 @@ pub(super) fn decode_head(
     run(OP, |g| g.decode_rows_f32(args))
 }
 
-/// One layer: `decode_in_f32`, `decode_rows_f32` (x_proj), `decode_ssm_f32`, `decode_rows_f32`
-/// (out_proj into the residual) on the one stream.
+/// `MAMBA_DECODE_XPROJ=separate`: x_proj in its own launch even where decode_ssm could do it
+/// (to measure the one against the other; read once).
+fn separate_x_proj() -> bool {
+    static SEPARATE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SEPARATE.get_or_init(|| std::env::var("MAMBA_DECODE_XPROJ").is_ok_and(|v| v == "separate"))
+}
+
+/// One layer: `decode_in_f32`, `decode_rows_f32` (x_proj; for a small layer inside
+/// `decode_ssm_f32` instead), `decode_ssm_f32`, `decode_rows_f32` (out_proj into the residual)
+/// on the one stream.
 /// `written` and `read` are in the order of `super::decode_mamba1`.
 pub(super) fn decode_mamba1(dims: Dims, written: &[(&Tensor, usize); 7], read: &[(&Tensor, usize); 10], eps: f64) -> Result<()> {
     let wt: Vec<&Tensor> = written.iter().map(|p| p.0).collect();
@@ -70,8 +78,13 @@ pub(super) fn decode_mamba1(dims: Dims, written: &[(&Tensor, usize); 7], read: &
             eps,
         };
         g.decode_in_f32(kd, args)?;
-        g.decode_rows_f32(DecodeRows { out: &mut xdbl, x: &xc, norm_w: None, w: x_proj, batch, accumulate: false, eps })?;
-        let args = DecodeSsm { y: &mut y, ssm_state: &mut ssm_state, xdbl: &xdbl, xc: &xc, z: &z, dt_w, dt_b, a, d_skip };
+        let fused = kd.fuses_x_proj() && !separate_x_proj(); // a small layer: x_proj inside decode_ssm
+        if !fused {
+            g.decode_rows_f32(DecodeRows { out: &mut xdbl, x: &xc, norm_w: None, w: x_proj, batch, accumulate: false, eps })?;
+        }
+        let x_proj = fused.then_some(x_proj);
+        let args =
+            DecodeSsm { y: &mut y, ssm_state: &mut ssm_state, xdbl: &mut xdbl, xc: &xc, z: &z, dt_w, dt_b, a, d_skip, x_proj };
         g.decode_ssm_f32(kd, args)?;
         g.decode_rows_f32(DecodeRows { out: &mut residual, x: &y, norm_w: None, w: out_proj, batch, accumulate: true, eps })
     })
