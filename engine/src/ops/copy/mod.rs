@@ -76,16 +76,19 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        if dtype == DType::F32 && !self.is_contiguous() {
-            if let Some(order) = self.layout.memory_order() {
+        let out = match self.layout.memory_order() {
+            Some(order) if dtype == DType::F32 && !self.is_contiguous() => {
+                // the block in memory order (a contiguous view), cast, viewed back
                 let mut back = vec![0; order.len()];
                 for (i, &a) in order.iter().enumerate() {
                     back[a] = i;
                 }
-                return self.permute(&order)?.to_dtype(dtype)?.permute(&back);
+                run_copy(&Cast { to: dtype }, &[&self.detach().permute(&order)?])?.permute(&back)?
             }
-        }
-        let out = run_copy(&Cast { to: dtype }, &[self])?;
+            _ => run_copy(&Cast { to: dtype }, &[self])?,
+        };
+        // One node either way, so the gradient comes back contiguous in `self`'s dtype (no
+        // GPU kernel copies a bf16 view: `--recompute`'s checkpoint needs it so).
         let from = self.dtype();
         Ok(record("to_dtype", out, &[self], &[], move |g, _, _| Ok(vec![Some(g.to_dtype(from)?)])))
     }
