@@ -247,6 +247,50 @@ static_assert(sizeof(ScanBackwardParams) == 176, "ScanBackwardParams: launch/sca
         p.delta_bias, (int)p.softplus, p.chunk_states, p.dout, p.dlast, (int)p.batch, (int)p.dim,  \
         (int)p.len, (int)p.n_state, (int)p.chunk
 
+// dBm, dCm of the window at tw (wl steps) from s_red (per warp and step: dBm[n] | dCm[n]): the
+// warps summed in order, stored as this block's partial (b, blockIdx.x, q, n, t); 64-byte runs
+// in t. (A 32-bit offset from the window's pointer: 2 N L <= 2 B N L < 2^32, checked by the
+// launcher; a 64-bit index spilled.) After a barrier that ends s_red's writers.
+template <int THREADS>
+__device__ __forceinline__ void scan_store_window(float* __restrict__ part, const float (*s_red)[SCAN_BWD_WIN][32],
+                                                  int b, int tw, int wl, int n_state, int len) {
+    constexpr int WARPS = THREADS / 32;
+    float* wp = part + ((long long)b * gridDim.x + blockIdx.x) * 2 * n_state * len + tw;
+    for (int o = threadIdx.x; o < 2 * SCAN_BWD_LANES * SCAN_BWD_WIN; o += THREADS) {
+        const int q = o / (SCAN_BWD_LANES * SCAN_BWD_WIN), n = (o / SCAN_BWD_WIN) % SCAN_BWD_LANES;
+        const int i = o % SCAN_BWD_WIN;
+        if (n < n_state && i < wl) {
+            float sum = 0.0f;
+#pragma unroll
+            for (int k = 0; k < WARPS; ++k) sum += s_red[k][i][q * 16 + n];
+            wp[(unsigned)(q * n_state + n) * (unsigned)len + i] = sum;
+        }
+    }
+}
+
+// The end of a channel's backward: dinit (exp(dt_0 A) dh_0), then its partials of dA (B, D, N)
+// and dD, dbias (B, D) each, after dBm, dCm's in `part`. (gridDim.y is B: holding `batch` live
+// through the loops spilled version 2.)
+__device__ __forceinline__ void scan_store_channel(float* __restrict__ part, float* __restrict__ dinit, float dh,
+                                                   float dA_acc, float dd_acc, float dbias_acc, long long bd, int dim,
+                                                   int n_state, int len, int lane, bool live) {
+    const bool live_n = live && lane < n_state;
+    if (live_n && dinit) dinit[bd * n_state + lane] = dh;
+    const long long nb = gridDim.y;
+    float* pa = part + nb * gridDim.x * 2 * n_state * len;
+    float* pd = pa + nb * dim * n_state;
+    if (live_n) pa[bd * n_state + lane] = dA_acc;
+#pragma unroll
+    for (int off = 8; off >= 1; off >>= 1) {
+        dd_acc += __shfl_xor_sync(0xffffffffu, dd_acc, off);
+        dbias_acc += __shfl_xor_sync(0xffffffffu, dbias_acc, off);
+    }
+    if (live && lane == 0) {
+        pd[bd] = dd_acc;
+        pd[nb * dim + bd] = dbias_acc;
+    }
+}
+
 // The read-only inputs are loaded with __ldg (ld.global.nc): from __restrict__ kernel
 // parameters nvcc inferred that itself, from pointers in a parameter struct it does not.
 template <bool KEEP_E, int CH>
@@ -378,38 +422,10 @@ __device__ __forceinline__ void scan_backward(SCAN_BWD_PARAMS) {
                 dd_acc = fmaf(o_dy, o_u, dd_acc);
             }
             __syncthreads();
-            // dBm, dCm of the window: the warps summed in order, stored as this block's partial
-            // (b, blockIdx.x, q, n, t); 64-byte runs in t. (A 32-bit offset from the window's
-            // pointer: 2 N L <= 2 B N L < 2^32, checked by the launcher; a 64-bit index spilled.)
-            float* wp = part + ((long long)b * gridDim.x + blockIdx.x) * 2 * n_state * len + tw;
-            for (int o = tid; o < 2 * SCAN_BWD_LANES * SCAN_BWD_WIN; o += THREADS) {
-                const int q = o / (SCAN_BWD_LANES * SCAN_BWD_WIN), n = (o / SCAN_BWD_WIN) % SCAN_BWD_LANES;
-                const int i = o % SCAN_BWD_WIN;
-                if (n < n_state && i < wl) {
-                    float sum = 0.0f;
-#pragma unroll
-                    for (int k = 0; k < WARPS; ++k) sum += s_red[k][i][q * 16 + n];
-                    wp[(unsigned)(q * n_state + n) * (unsigned)len + i] = sum;
-                }
-            }
+            scan_store_window<THREADS>(part, s_red, b, tw, wl, n_state, len);
         }
     }
-    if (live_n && dinit) dinit[bd * n_state + lane] = dh;  // exp(dt_0 A) dh_0
-    // This channel's partials of dA (B, D, N) and dD, dbias (B, D) each, after dBm, dCm's.
-    // (gridDim.y is B: holding `batch` live through the loops spilled version 2.)
-    const long long nb = gridDim.y;
-    float* pa = part + nb * gridDim.x * 2 * n_state * len;
-    float* pd = pa + nb * dim * n_state;
-    if (live_n) pa[bd * n_state + lane] = dA_acc;
-#pragma unroll
-    for (int off = 8; off >= 1; off >>= 1) {
-        dd_acc += __shfl_xor_sync(0xffffffffu, dd_acc, off);
-        dbias_acc += __shfl_xor_sync(0xffffffffu, dbias_acc, off);
-    }
-    if (live && lane == 0) {
-        pd[bd] = dd_acc;
-        pd[nb * dim + bd] = dbias_acc;
-    }
+    scan_store_channel(part, dinit, dh, dA_acc, dd_acc, dbias_acc, bd, dim, n_state, len, lane, live);
 }
 
 // Version 1: keeps each step's e_t in registers for the adjoint (152 registers, 3 blocks
@@ -776,33 +792,10 @@ __device__ __forceinline__ void scan_backward_pipelined(SCAN_BWD_PARAMS) {
             dd_acc = fmaf(own.z, own.w, dd_acc);
         }
         __syncthreads();
-        float* wp = part + ((long long)b * gridDim.x + blockIdx.x) * 2 * n_state * len + tw;
-        for (int o = tid; o < 2 * SCAN_BWD_LANES * SCAN_BWD_WIN; o += THREADS) {
-            const int q = o / (SCAN_BWD_LANES * SCAN_BWD_WIN), n = (o / SCAN_BWD_WIN) % SCAN_BWD_LANES;
-            const int i = o % SCAN_BWD_WIN;
-            if (n < n_state && i < wl) {
-                float sum = 0.0f;
-#pragma unroll
-                for (int j = 0; j < WARPS; ++j) sum += s_red[j][i][q * 16 + n];
-                wp[(unsigned)(q * n_state + n) * (unsigned)len + i] = sum;
-            }
-        }
+        scan_store_window<THREADS>(part, s_red, b, tw, wl, n_state, len);
         cur = nxt;
     }
-    if (live_n && dinit) dinit[bd * n_state + lane] = dh;
-    const long long nb = gridDim.y;
-    float* pa = part + nb * gridDim.x * 2 * n_state * len;
-    float* pd = pa + nb * dim * n_state;
-    if (live_n) pa[bd * n_state + lane] = dA_acc;
-#pragma unroll
-    for (int off = 8; off >= 1; off >>= 1) {
-        dd_acc += __shfl_xor_sync(0xffffffffu, dd_acc, off);
-        dbias_acc += __shfl_xor_sync(0xffffffffu, dbias_acc, off);
-    }
-    if (live && lane == 0) {
-        pd[bd] = dd_acc;
-        pd[nb * dim + bd] = dbias_acc;
-    }
+    scan_store_channel(part, dinit, dh, dA_acc, dd_acc, dbias_acc, bd, dim, n_state, len, lane, live);
 }
 
 // Version 4: grid (ceil(dim / 16), batch), 256 threads, dynamic shared memory
