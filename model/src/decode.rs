@@ -246,7 +246,7 @@ impl<'m> Decoder<'m> {
         Ok(self.logits_link.get()?)
     }
 
-    /// Every launch of one token: the ids in, the layers (one kernel, or four a layer), the
+    /// Every launch of one token: the ids in, the layers (one kernel, or three or four a layer), the
     /// logits out.
     fn token(&self) -> mamba_engine::Result<()> {
         self.ids_link.upload()?;

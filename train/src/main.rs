@@ -112,7 +112,7 @@ struct GenerateArgs {
     /// tokens per second of the per-token steps.
     #[arg(long)]
     timing: bool,
-    /// How each new token runs: graph (on the GPU the fused kernels, four a layer, replayed
+    /// How each new token runs: graph (on the GPU the fused kernels, three or four a layer, replayed
     /// as a CUDA graph; on the CPU the generic step, faster there), token (the whole token in
     /// one persistent kernel, GPU, at most 8 rows), token-bf16 (the same reading bf16 copies of
     /// the big weights), fused (the fused kernels launched one by one) or generic (the model's
