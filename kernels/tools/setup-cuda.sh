@@ -5,7 +5,8 @@
 #     into the project-local, git-ignored .cuda/pip;
 #  2. a link stub .cuda/stub/lib64/libcuda.so (soname libcuda.so.1) defining every cu*
 #     function that cust_raw declares, so binaries link here and bind to the real driver
-#     on the GPU machine.
+#     on the GPU machine; beside it libcuda.so.1, so that a test binary that never calls
+#     the driver (the kernels crate's own tests: the PTX's entries) also runs here.
 # Prints the environment to export; `source <(bash kernels/tools/setup-cuda.sh)` applies it.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -32,5 +33,7 @@ if [ ! -f "$stub" ]; then
   gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$stub" "$dest/stub/libcuda.c"
   echo "link stub: $(wc -l < "$dest/stub/libcuda.c") functions" >&2
 fi
+
+[ -e "$dest/stub/lib64/libcuda.so.1" ] || ln -s libcuda.so "$dest/stub/lib64/libcuda.so.1"
 
 echo "export CUDA_LIBRARY_PATH=$dest/stub NVCC=$nvcc"

@@ -259,6 +259,16 @@ const _: () = assert!(std::mem::size_of::<ScanBwdReduceParams>() == 88);
 // SAFETY: device pointers and integers, laid out as the C struct.
 unsafe impl DeviceCopy for ScanBwdReduceParams {}
 
+/// The forward kernel of `version`.
+fn forward_kernel(version: u32) -> Result<&'static str> {
+    match version {
+        1 => Ok("selective_scan_forward_v1_f32"),
+        2 => Ok("selective_scan_forward_f32"),
+        3 => Ok("selective_scan_forward_v3_f32"),
+        _ => Err(Error::bad("selective_scan_forward_f32", format!("no version {version}"))),
+    }
+}
+
 /// The backward kernel of `version` and its channels per block.
 fn backward_kernel(version: u32) -> Result<(&'static str, usize)> {
     match version {
@@ -290,12 +300,7 @@ impl Gpu {
         check_len(K, "out", out.len(), bdl)?;
         check_len(K, "last_state", last_state.len(), batch * dim * state)?;
         check_len(K, "chunk_states", chunk_states.len(), batch * dim * n_chunks * state)?;
-        let kernel = match version {
-            1 => "selective_scan_forward_v1_f32",
-            2 => "selective_scan_forward_f32",
-            3 => "selective_scan_forward_v3_f32",
-            _ => return Err(Error::bad(K, format!("no version {version}"))),
-        };
+        let kernel = forward_kernel(version)?;
         let channels = batch * dim;
         if channels == 0 {
             return Ok(());
@@ -478,4 +483,26 @@ fn check_grads(kernel: &'static str, x: &ScanInputs, g: &ScanGrads, dims: ScanDi
         check_len(kernel, "dinit", di.len(), batch * dim * state)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every version the launchers name is a kernel of scan.cu's PTX, and nothing else is
+    /// (the versions plus the backward's reduce).
+    #[test]
+    fn every_version_is_in_the_ptx() {
+        let mut built: Vec<&str> = super::super::entries(crate::ptx::SCAN).into_iter().map(|(k, _)| k).collect();
+        let mut named = vec!["selective_scan_backward_reduce_f32"];
+        for v in 1..=super::SCAN_FWD_VERSIONS {
+            named.push(super::forward_kernel(v).unwrap());
+        }
+        for v in 1..=super::SCAN_BWD_VERSIONS {
+            named.push(super::backward_kernel(v).unwrap().0);
+        }
+        built.sort_unstable();
+        named.sort_unstable();
+        assert_eq!(built, named);
+        assert!(super::forward_kernel(super::SCAN_FWD_VERSIONS + 1).is_err());
+        assert!(super::backward_kernel(super::SCAN_BWD_VERSIONS + 1).is_err());
+    }
 }
