@@ -21,8 +21,14 @@
 //! The forward runs in every version (`SCAN_FWD_VERSION` the default launcher, v1 the
 //! baseline). A sixth shape, chunk 256 (the longest), gives backward v4 its largest shared
 //! memory (over the default 48 KB).
+//!
+//! bf16 inputs (`check_bf16`, every shape): u, delta, z are rounded to bf16 on the host and the
+//! CPU twin runs on those values in f32; forward v3 and backward v4 on bf16 must match it to
+//! TOL / BWD_TOL, except du, ddelta, dz, which the kernel rounds to bf16: BF16_TOL (bf16 keeps
+//! 8 significant bits, so a rounding errs by at most 2^-8 of the value, 0.39%).
 
 use crate::{poisoned, rel_norm, Check, Res, Row, TOL};
+use mamba_engine::dtype::{bf16, bf16_from_f32};
 use mamba_engine::ops::scan::cpu::{
     selective_scan_backward, selective_scan_forward, ScanDims, ScanForward, ScanGrads, ScanInputs,
 };
@@ -31,6 +37,8 @@ use mamba_kernels::launch as kl;
 
 /// Tolerance of the backward's gradients (relative norm), see above.
 const BWD_TOL: f64 = 1e-4;
+/// Tolerance of the gradients the bf16 kernels round to bf16 (relative norm), see above.
+const BF16_TOL: f64 = 4e-3;
 
 /// One case's values on the host: the scan's inputs, `dout`, and (with `state`) `init` and
 /// `dlast`.
@@ -193,7 +201,7 @@ fn forward(c: &Check, version: u32, g: &GpuInputs, dims: ScanDims, out: &mut [&m
     let [gout, glast, gchunks] = out;
     let args =
         kl::ScanForward { x: g.inputs(), out: gout, last_state: glast, chunk_states: gchunks, dims: kernel_dims(dims) };
-    c.gpu.selective_scan_forward_f32(version, args)?;
+    c.gpu.selective_scan_forward(version, args)?;
     Ok(())
 }
 
@@ -219,7 +227,7 @@ fn backward(
     let (x, dout, dlast) = (g.inputs(), &g.v[8], g.dlast.as_deref());
     let args =
         kl::ScanBackward { x, chunk_states: states, dout, dlast, grads, workspace: &mut o.ws, dims: kernel_dims(dims) };
-    c.gpu.selective_scan_backward_f32(version, args)?;
+    c.gpu.selective_scan_backward(version, args)?;
     Ok(())
 }
 
@@ -317,6 +325,151 @@ fn check_backward(
     Ok(())
 }
 
+/// The backward's bf16 outputs (du, ddelta, dz) and f32 ones, NaN-poisoned.
+struct Bf16Grads {
+    acts: [DeviceBuffer<u16>; 3], // du, ddelta, dz
+    f: GpuGrads,                  // da, dbm, dcm, dd, dbias, dinit and the workspace (du, ddelta, dz unused)
+}
+
+impl Bf16Grads {
+    fn poisoned(dims: ScanDims) -> Res<Bf16Grads> {
+        let bdl = dims.batch * dims.dim * dims.len;
+        let nan = || DeviceBuffer::from_slice(&vec![bf16::NAN.to_bits(); bdl]);
+        Ok(Bf16Grads { acts: [nan()?, nan()?, nan()?], f: GpuGrads::poisoned(dims)? })
+    }
+
+    /// du, ddelta, dz widened to f32.
+    fn acts(&self) -> Res<Vec<Vec<f32>>> {
+        let widen = |b: &DeviceBuffer<u16>| -> Res<Vec<f32>> {
+            Ok(b.as_host_vec()?.into_iter().map(|v| bf16::from_bits(v).to_f32()).collect())
+        };
+        self.acts.iter().map(widen).collect()
+    }
+}
+
+/// u, delta, z of `h` (`v[0]`, `v[1]`, `v[6]`) rounded to bf16 in place, and their bits.
+fn round_acts(h: &mut HostInputs) -> [Vec<u16>; 3] {
+    [0, 1, 6].map(|i| {
+        let bits: Vec<u16> = h.v[i].iter().map(|&x| bf16_from_f32(x).to_bits()).collect();
+        h.v[i] = bits.iter().map(|&b| bf16::from_bits(b).to_f32()).collect();
+        bits
+    })
+}
+
+fn forward_bf16(c: &Check, g: &GpuInputs, acts: &[DeviceBuffer<u16>; 3], dims: ScanDims, out: &mut [DeviceBuffer<f32>; 3]) -> Res<()> {
+    let f = g.inputs();
+    let x = kl::ScanInputs::<u16> {
+        u: &acts[0],
+        delta: &acts[1],
+        z: g.extras.then_some(&*acts[2]),
+        a: f.a,
+        bm: f.bm,
+        cm: f.cm,
+        d_skip: f.d_skip,
+        delta_bias: f.delta_bias,
+        softplus: f.softplus,
+        init: f.init,
+    };
+    let [gout, glast, gchunks] = out;
+    let args = kl::ScanForward { x, out: gout, last_state: glast, chunk_states: gchunks, dims: kernel_dims(dims) };
+    c.gpu.selective_scan_forward(kl::SCAN_FWD_VERSION, args)?;
+    Ok(())
+}
+
+fn backward_bf16(
+    c: &Check,
+    g: &GpuInputs,
+    acts: &[DeviceBuffer<u16>; 3],
+    states: &DeviceSlice<f32>,
+    dims: ScanDims,
+    o: &mut Bf16Grads,
+) -> Res<()> {
+    let f = g.inputs();
+    let x = kl::ScanInputs::<u16> {
+        u: &acts[0],
+        delta: &acts[1],
+        z: g.extras.then_some(&*acts[2]),
+        a: f.a,
+        bm: f.bm,
+        cm: f.cm,
+        d_skip: f.d_skip,
+        delta_bias: f.delta_bias,
+        softplus: f.softplus,
+        init: f.init,
+    };
+    let [du, ddelta, dz] = &mut o.acts;
+    let grads = kl::ScanGrads {
+        du,
+        ddelta,
+        dz: g.extras.then_some(&mut **dz),
+        da: &mut o.f.da,
+        dbm: &mut o.f.dbm,
+        dcm: &mut o.f.dcm,
+        dd_skip: &mut o.f.dd,
+        ddelta_bias: g.extras.then_some(&mut *o.f.dbias),
+        dinit: g.init.is_some().then_some(&mut *o.f.dinit),
+    };
+    let (dout, dlast) = (&g.v[8], g.dlast.as_deref());
+    let args =
+        kl::ScanBackward { x, chunk_states: states, dout, dlast, grads, workspace: &mut o.f.ws, dims: kernel_dims(dims) };
+    c.gpu.selective_scan_backward(kl::SCAN_BWD_VERSION, args)?;
+    Ok(())
+}
+
+/// Forward v3 and backward v4 on bf16 u, delta, z against the CPU twin on the same values (see
+/// the module's doc); then both timed together.
+fn check_bf16(c: &mut Check, name: &str, mut h: HostInputs, dims: ScanDims) -> Res<()> {
+    let bits = round_acts(&mut h);
+    let want = selective_scan_forward(dims, &h.cpu());
+    let want_grads = selective_scan_backward(dims, &h.cpu(), &want.chunk_states, &h.v[8], h.dlast.as_deref());
+    let g = GpuInputs::upload(&h)?;
+    let acts = bits.each_ref().map(|b| DeviceBuffer::from_slice(b));
+    let [a0, a1, a2] = acts;
+    let acts = [a0?, a1?, a2?];
+    let ScanDims { batch, dim, len, state, .. } = dims;
+    let mut out = [poisoned(batch * dim * len)?, poisoned(batch * dim * state)?, poisoned(batch * dim * dims.n_chunks() * state)?];
+    forward_bf16(c, &g, &acts, dims, &mut out)?;
+    c.gpu.stream.synchronize()?;
+    let fwd_err = [
+        rel_norm(&out[0].as_host_vec()?, &want.out),
+        rel_norm(&out[1].as_host_vec()?, &want.last_state),
+        rel_norm(&out[2].as_host_vec()?, &want.chunk_states),
+    ]
+    .into_iter()
+    .fold(0.0, f64::max);
+    let us = c.time(|| forward_bf16(c, &g, &acts, dims, &mut out))?;
+    c.rows.push(row(format!("{name} bf16 fwd v3 worst (norm)"), fwd_err, TOL, us, f64::NAN));
+
+    // backward on the CPU's chunk states, twice (the bits must repeat)
+    let cpu_states = DeviceBuffer::from_slice(&want.chunk_states)?;
+    let mut o = Bf16Grads::poisoned(dims)?;
+    backward_bf16(c, &g, &acts, &cpu_states, dims, &mut o)?;
+    let mut again = Bf16Grads::poisoned(dims)?;
+    backward_bf16(c, &g, &acts, &cpu_states, dims, &mut again)?;
+    c.gpu.stream.synchronize()?;
+    let got = o.acts()?;
+    let mut act_err = rel_norm(&got[0], &want_grads.du).max(rel_norm(&got[1], &want_grads.ddelta));
+    if let Some(dz) = &want_grads.dz {
+        act_err = act_err.max(rel_norm(&got[2], dz));
+    }
+    let rest = o.f.errors(&want_grads)?;
+    let f32_err = rest.iter().filter(|e| !matches!(e.0, "du" | "ddelta" | "dz")).map(|e| e.1).fold(0.0, f64::max);
+    let repeats = o.f.bits()? == again.f.bits()? && got == again.acts()?;
+    let us = c.time(|| backward_bf16(c, &g, &acts, &cpu_states, dims, &mut o))?;
+    c.rows.push(row(format!("{name} bf16 bwd v4 du,ddelta,dz (norm)"), act_err, BF16_TOL, us, f64::NAN));
+    c.rows.push(row(format!("{name} bf16 bwd v4 f32 grads (norm)"), f32_err, BWD_TOL, f64::NAN, f64::NAN));
+    let err = if repeats { 0.0 } else { f64::INFINITY };
+    c.rows.push(row(format!("{name} bf16 bwd v4 repeats bit for bit"), err, 0.0, f64::NAN, f64::NAN));
+
+    let us = c.time(|| {
+        forward_bf16(c, &g, &acts, dims, &mut out)?;
+        let [_, _, chunks] = &out;
+        backward_bf16(c, &g, &acts, chunks, dims, &mut o)
+    })?;
+    c.rows.push(row(format!("{name} bf16 fwd+bwd (time)"), 0.0, 0.0, us, f64::NAN));
+    Ok(())
+}
+
 pub fn run(c: &mut Check) -> Res<()> {
     let big = if c.timing { (8, 1536, 2048, 16, 64) } else { (1, 64, 256, 16, 64) }; // small under compute-sanitizer
     for (batch, dim, len, state, chunk, extras, with_state) in [
@@ -351,6 +504,8 @@ pub fn run(c: &mut Check) -> Res<()> {
             backward(c, kl::SCAN_BWD_VERSION, &g, &gchunks, dims, &mut o)
         })?;
         c.rows.push(row(format!("{name} fwd+bwd, gpu states: worst grad (norm)"), worst, BWD_TOL, us, f64::NAN));
+        let h16 = HostInputs::draw(c, dims, extras, with_state);
+        check_bf16(c, &name, h16, dims)?;
     }
     Ok(())
 }

@@ -48,7 +48,7 @@ pub use norm::{RmsNormBackward, RmsNormForward, MAX_D_BACKWARD as RMS_NORM_MAX_D
 use profile::Profiler;
 pub use profile::{KernelStats, Profile, Span, MAX_SPANS};
 pub use scan::{
-    ScanBackward, ScanDims, ScanForward, ScanGrads, ScanInputs, SCAN_BWD_MAX_CHUNK, SCAN_BWD_VERSION,
+    ScanBackward, ScanDims, ScanElem, ScanForward, ScanGrads, ScanInputs, SCAN_BWD_MAX_CHUNK, SCAN_BWD_VERSION,
     SCAN_BWD_VERSIONS, SCAN_FWD_VERSION, SCAN_FWD_VERSIONS, SCAN_MAX_STATE,
 };
 pub use softmax::CrossEntropyBackward;

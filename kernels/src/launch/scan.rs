@@ -1,4 +1,5 @@
-//! Launchers of `cu/scan.cu`.
+//! Launchers of `cu/scan.cu` and `cu/scan_pipelined.cuh` (forward v3, backward v4, on f32 or
+//! bf16 inputs).
 
 use super::{Cost, Gpu};
 use crate::error::{check_len, ensure, to_i32, Error, Result};
@@ -27,18 +28,32 @@ pub const SCAN_BWD_VERSION: u32 = 4;
 pub const SCAN_FWD_VERSIONS: u32 = 3;
 pub const SCAN_BWD_VERSIONS: u32 = 4;
 /// Floats of per-thread copies in the pipelined kernels' dynamic shared memory, per buffer
-/// (`SCAN_RAW_FWD`, `SCAN_RAW` in scan.cu), and the window (`SCAN_BWD_WIN`).
+/// (`SCAN_RAW_FWD`, `SCAN_RAW` in scan_pipelined.cuh), and the window (`SCAN_BWD_WIN`).
 const SCAN_RAW_FWD: usize = 3;
 const SCAN_RAW: usize = 5;
 const SCAN_WIN: usize = 16;
 
 /// Bytes of dynamic shared memory of forward v3 (`fwd`) or backward v4 with `threads`
-/// threads at `chunk`: `scan_smem_floats` in scan.cu (two buffers of the per-thread copies,
+/// threads at `chunk`: `scan_smem_floats` in scan_pipelined.cuh (two buffers of the per-thread copies,
 /// two of Bm's and Cm's 16 x 17 rows, and for the backward the state entering each window).
 fn pipelined_smem(fwd: bool, threads: usize, chunk: usize) -> u32 {
     let raw = if fwd { SCAN_RAW_FWD } else { SCAN_RAW };
     let windows = if fwd { 0 } else { chunk.div_ceil(SCAN_WIN) * threads };
     (4 * (2 * raw * threads + 4 * SCAN_MAX_STATE * (SCAN_WIN + 1) + windows)) as u32
+}
+
+/// The element type of the activations `u, delta, z` and of their gradients `du, ddelta, dz`:
+/// f32, or bf16 (its bits as `u16`, as the bf16 GEMM takes them; forward v3 and backward v4
+/// only). Everything else (A, D, the bias, B, C, the states, `out`, `dout`) is f32.
+pub trait ScanElem: DeviceCopy {
+    /// The kernels' name suffix.
+    const NAME: &'static str;
+}
+impl ScanElem for f32 {
+    const NAME: &'static str = "f32";
+}
+impl ScanElem for u16 {
+    const NAME: &'static str = "bf16";
 }
 
 /// The sizes of a selective scan: batch `B`, channels `D`, length `L`, states per channel `N`
@@ -83,17 +98,18 @@ impl ScanDims {
 
 /// The inputs of the scan, forward and backward. Layouts: `u, delta, z: (B, D, L)`,
 /// `a: (D, N)`, `bm, cm: (B, N, L)`, `d_skip, delta_bias: (D)`, `init: (B, D, N)`. With
-/// `softplus`, the step is `softplus(delta + delta_bias)`, else `delta + delta_bias`.
+/// `softplus`, the step is `softplus(delta + delta_bias)`, else `delta + delta_bias`. `X`: the
+/// element of `u, delta, z` ([`ScanElem`]).
 #[derive(Clone, Copy)]
-pub struct ScanInputs<'a> {
-    pub u: &'a DeviceSlice<f32>,
-    pub delta: &'a DeviceSlice<f32>,
+pub struct ScanInputs<'a, X: ScanElem = f32> {
+    pub u: &'a DeviceSlice<X>,
+    pub delta: &'a DeviceSlice<X>,
     pub a: &'a DeviceSlice<f32>,
     pub bm: &'a DeviceSlice<f32>,
     pub cm: &'a DeviceSlice<f32>,
     pub d_skip: &'a DeviceSlice<f32>,
     /// The gate: `out = y * silu(z)` when given.
-    pub z: Option<&'a DeviceSlice<f32>>,
+    pub z: Option<&'a DeviceSlice<X>>,
     pub delta_bias: Option<&'a DeviceSlice<f32>>,
     pub softplus: bool,
     /// The state before the first step (zero when absent). The forward reads it; the
@@ -101,20 +117,20 @@ pub struct ScanInputs<'a> {
     pub init: Option<&'a DeviceSlice<f32>>,
 }
 
-impl ScanInputs<'_> {
+impl<X: ScanElem> ScanInputs<'_, X> {
     /// Fails unless every input has its layout's length for `dims`.
     fn check(&self, kernel: &'static str, dims: ScanDims) -> Result<()> {
         let ScanDims { batch, dim, len, state, .. } = dims;
         let (bdl, bnl) = (batch * dim * len, batch * state * len);
-        for (name, buf, want) in [
-            ("u", self.u, bdl),
-            ("delta", self.delta, bdl),
-            ("a", self.a, dim * state),
-            ("bm", self.bm, bnl),
-            ("cm", self.cm, bnl),
-            ("d_skip", self.d_skip, dim),
+        for (name, got, want) in [
+            ("u", self.u.len(), bdl),
+            ("delta", self.delta.len(), bdl),
+            ("a", self.a.len(), dim * state),
+            ("bm", self.bm.len(), bnl),
+            ("cm", self.cm.len(), bnl),
+            ("d_skip", self.d_skip.len(), dim),
         ] {
-            check_len(kernel, name, buf.len(), want)?;
+            check_len(kernel, name, got, want)?;
         }
         if let Some(z) = self.z {
             check_len(kernel, "z", z.len(), bdl)?;
@@ -129,11 +145,11 @@ impl ScanInputs<'_> {
     }
 }
 
-/// The arguments of [`Gpu::selective_scan_forward_f32`]: the inputs, the outputs `out:
+/// The arguments of [`Gpu::selective_scan_forward`]: the inputs, the outputs `out:
 /// (B, D, L)`, `last_state: (B, D, N)` and `chunk_states: (B, D, ceil(L / chunk), N)` (the
 /// state entering each chunk), and the sizes.
-pub struct ScanForward<'a> {
-    pub x: ScanInputs<'a>,
+pub struct ScanForward<'a, X: ScanElem = f32> {
+    pub x: ScanInputs<'a, X>,
     pub out: &'a mut DeviceSlice<f32>,
     pub last_state: &'a mut DeviceSlice<f32>,
     pub chunk_states: &'a mut DeviceSlice<f32>,
@@ -142,36 +158,37 @@ pub struct ScanForward<'a> {
 
 /// The gradients the backward writes, each with its input's layout. `dz` must be given
 /// exactly when `z` is, `ddelta_bias` exactly when `delta_bias` is, `dinit` exactly when
-/// `init` is.
-pub struct ScanGrads<'a> {
-    pub du: &'a mut DeviceSlice<f32>,
-    pub ddelta: &'a mut DeviceSlice<f32>,
+/// `init` is. `du, ddelta, dz` have the inputs' element `X`, the rest are f32.
+pub struct ScanGrads<'a, X: ScanElem = f32> {
+    pub du: &'a mut DeviceSlice<X>,
+    pub ddelta: &'a mut DeviceSlice<X>,
     pub da: &'a mut DeviceSlice<f32>,
     pub dbm: &'a mut DeviceSlice<f32>,
     pub dcm: &'a mut DeviceSlice<f32>,
     pub dd_skip: &'a mut DeviceSlice<f32>,
-    pub dz: Option<&'a mut DeviceSlice<f32>>,
+    pub dz: Option<&'a mut DeviceSlice<X>>,
     pub ddelta_bias: Option<&'a mut DeviceSlice<f32>>,
     pub dinit: Option<&'a mut DeviceSlice<f32>>,
 }
 
-/// The arguments of [`Gpu::selective_scan_backward_f32`]: the forward's inputs and its
+/// The arguments of [`Gpu::selective_scan_backward`]: the forward's inputs and its
 /// `chunk_states: (B, D, ceil(L / chunk), N)`, the upstream `dout: (B, D, L)` and `dlast:
 /// (B, D, N)` (the gradient of `last_state`; zero when absent), the gradients, the workspace
 /// and the sizes.
-pub struct ScanBackward<'a> {
-    pub x: ScanInputs<'a>,
+pub struct ScanBackward<'a, X: ScanElem = f32> {
+    pub x: ScanInputs<'a, X>,
     pub chunk_states: &'a DeviceSlice<f32>,
     pub dout: &'a DeviceSlice<f32>,
     pub dlast: Option<&'a DeviceSlice<f32>>,
-    pub grads: ScanGrads<'a>,
+    pub grads: ScanGrads<'a, X>,
     /// The partial sums, at least [`Gpu::selective_scan_backward_workspace`] elements
     /// (allocated by the caller, so the call stays asynchronous; contents need not be set).
     pub workspace: &'a mut DeviceSlice<f32>,
     pub dims: ScanDims,
 }
 
-/// The parameter of both forward kernels (`struct ScanForwardParams` in cu/scan.cu).
+/// The parameter of the forward kernels (`struct ScanForwardParams` in cu/scan_common.cuh; the
+/// bf16 kernels find bf16 buffers in `u`, `delta`, `z`).
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct ScanForwardParams {
@@ -201,7 +218,8 @@ const _: () = assert!(std::mem::size_of::<ScanForwardParams>() == 120);
 // SAFETY: device pointers and integers, laid out as the C struct.
 unsafe impl DeviceCopy for ScanForwardParams {}
 
-/// The parameter of the backward kernels (`struct ScanBackwardParams` in cu/scan.cu).
+/// The parameter of the backward kernels (`struct ScanBackwardParams` in cu/scan_common.cuh;
+/// the bf16 kernels find bf16 buffers in `u`, `delta`, `z`, `du`, `ddelta`, `dz`).
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct ScanBackwardParams {
@@ -259,39 +277,48 @@ const _: () = assert!(std::mem::size_of::<ScanBwdReduceParams>() == 88);
 // SAFETY: device pointers and integers, laid out as the C struct.
 unsafe impl DeviceCopy for ScanBwdReduceParams {}
 
-/// The forward kernel of `version`.
-fn forward_kernel(version: u32) -> Result<&'static str> {
-    match version {
-        1 => Ok("selective_scan_forward_v1_f32"),
-        2 => Ok("selective_scan_forward_f32"),
-        3 => Ok("selective_scan_forward_v3_f32"),
-        _ => Err(Error::bad("selective_scan_forward_f32", format!("no version {version}"))),
+/// The forward kernel of `version` for inputs of element `elem` ("f32" or "bf16": v3 only).
+fn forward_kernel(version: u32, elem: &str) -> Result<&'static str> {
+    match (version, elem) {
+        (1, "f32") => Ok("selective_scan_forward_v1_f32"),
+        (2, "f32") => Ok("selective_scan_forward_f32"),
+        (3, "f32") => Ok("selective_scan_forward_v3_f32"),
+        (3, "bf16") => Ok("selective_scan_forward_v3_bf16"),
+        _ => Err(Error::bad("selective_scan_forward", format!("no version {version} for {elem} inputs"))),
     }
 }
 
-/// The backward kernel of `version` and its channels per block.
-fn backward_kernel(version: u32) -> Result<(&'static str, usize)> {
-    match version {
-        1 => Ok(("selective_scan_backward_v1_f32", SCAN_BWD_CH)),
-        2 => Ok(("selective_scan_backward_f32", SCAN_BWD_CH)),
-        3 => Ok(("selective_scan_backward_v3_f32", 2 * SCAN_BWD_CH)),
-        4 => Ok(("selective_scan_backward_v4_f32", 2 * SCAN_BWD_CH)),
-        _ => Err(Error::bad("selective_scan_backward_f32", format!("no version {version}"))),
+/// The backward kernel of `version` for inputs of element `elem` ("f32" or "bf16": v4 only)
+/// and its channels per block.
+fn backward_kernel(version: u32, elem: &str) -> Result<(&'static str, usize)> {
+    match (version, elem) {
+        (1, "f32") => Ok(("selective_scan_backward_v1_f32", SCAN_BWD_CH)),
+        (2, "f32") => Ok(("selective_scan_backward_f32", SCAN_BWD_CH)),
+        (3, "f32") => Ok(("selective_scan_backward_v3_f32", 2 * SCAN_BWD_CH)),
+        (4, "f32") => Ok(("selective_scan_backward_v4_f32", 2 * SCAN_BWD_CH)),
+        (4, "bf16") => Ok(("selective_scan_backward_v4_bf16", 2 * SCAN_BWD_CH)),
+        _ => Err(Error::bad("selective_scan_backward", format!("no version {version} for {elem} inputs"))),
     }
+}
+
+/// A buffer as the parameter structs' pointer (declared f32; the kernel knows the element).
+fn ptr<X: DeviceCopy>(s: &DeviceSlice<X>) -> DevicePointer<f32> {
+    s.as_device_ptr().cast()
 }
 
 /// An optional buffer as a kernel pointer (null when absent).
-fn ptr_or_null(s: Option<&DeviceSlice<f32>>) -> DevicePointer<f32> {
-    s.map_or(DevicePointer::null(), |s| s.as_device_ptr())
+fn ptr_or_null<X: DeviceCopy>(s: Option<&DeviceSlice<X>>) -> DevicePointer<f32> {
+    s.map_or(DevicePointer::null(), ptr)
 }
 
 impl Gpu {
     /// Selective-scan forward — twin of `ops::scan::cpu::selective_scan_forward` ([`ScanForward`]
     /// gives the layouts). `state` must be at most `SCAN_MAX_STATE` (16). `version` 1 is one
     /// thread per channel (the baseline), 2 is 16 lanes per channel, 3 is 2 with the next
-    /// window's inputs in flight ([`SCAN_FWD_VERSION`], the selected one).
-    pub fn selective_scan_forward_f32(&self, version: u32, args: ScanForward<'_>) -> Result<()> {
-        const K: &str = "selective_scan_forward_f32";
+    /// window's inputs in flight ([`SCAN_FWD_VERSION`], the selected one; the one version on
+    /// bf16 inputs).
+    pub fn selective_scan_forward<X: ScanElem>(&self, version: u32, args: ScanForward<'_, X>) -> Result<()> {
+        const K: &str = "selective_scan_forward";
         let ScanForward { x, out, last_state, chunk_states, dims } = args;
         let [batch32, dim32, len32, state32, chunk32] = dims.ints(K)?;
         x.check(K, dims)?;
@@ -300,7 +327,7 @@ impl Gpu {
         check_len(K, "out", out.len(), bdl)?;
         check_len(K, "last_state", last_state.len(), batch * dim * state)?;
         check_len(K, "chunk_states", chunk_states.len(), batch * dim * n_chunks * state)?;
-        let kernel = forward_kernel(version)?;
+        let kernel = forward_kernel(version, X::NAME)?;
         let channels = batch * dim;
         if channels == 0 {
             return Ok(());
@@ -309,8 +336,8 @@ impl Gpu {
             out: out.as_device_ptr(),
             last_state: last_state.as_device_ptr(),
             chunk_states: chunk_states.as_device_ptr(),
-            u: x.u.as_device_ptr(),
-            delta: x.delta.as_device_ptr(),
+            u: ptr(x.u),
+            delta: ptr(x.delta),
             a: x.a.as_device_ptr(),
             bm: x.bm.as_device_ptr(),
             cm: x.cm.as_device_ptr(),
@@ -325,11 +352,13 @@ impl Gpu {
             n_state: state32,
             chunk: chunk32,
         };
-        // Bytes once each: read u, delta (+ z), Bm, Cm (+ init); write out, last_state,
+        // Bytes once each: read u, delta (+ z) (X each), Bm, Cm (+ init); write out, last_state,
         // chunk_states. FLOPs: ~5 per (b, d, t, n) (dt A, its exp, the update's mul and fma, C h).
+        let xb = std::mem::size_of::<X>();
         let zs = if x.z.is_none() { 0 } else { bdl };
         let inits = if x.init.is_none() { 0 } else { channels * state };
-        let bytes = 4 * (3 * bdl + zs + 2 * bnl + dim * state + 2 * dim + channels * (n_chunks + 1) * state + inits);
+        let f32s = bdl + 2 * bnl + dim * state + 2 * dim + channels * (n_chunks + 1) * state + inits;
+        let bytes = xb * (2 * bdl + zs) + 4 * f32s;
         let cost = Cost { bytes: bytes as f64, flops: 5.0 * (bdl * state) as f64 };
         let (grid, block) = if version == 1 {
             ((channels.div_ceil(SCAN_THREADS as usize) as u32, 1, 1), SCAN_THREADS)
@@ -345,7 +374,7 @@ impl Gpu {
     /// `/ 16` for version 3), and the dA, dD, dbias partials of each batch, `B x D x (N + 2)`.
     /// 403 MB (v2) or 201 MB (v3) at B 8, D 1536, L 2048, N 16.
     pub fn selective_scan_backward_workspace(version: u32, dims: ScanDims) -> Result<usize> {
-        let (_, ch) = backward_kernel(version)?;
+        let (_, ch) = backward_kernel(version, "f32")?;
         let ScanDims { batch, dim, len, state, .. } = dims;
         Ok((batch * dim.div_ceil(ch) * 2 * state * len + batch * dim * (state + 2)).max(1))
     }
@@ -358,9 +387,9 @@ impl Gpu {
     /// decay in registers for the adjoint (more registers, fewer exps), 2 recomputes it (3.43
     /// and 2.70 ms with atomics at B8 D1536 L2048 N16 on the H100), 3 is 2 with 16 channels per
     /// block, half the partials, 4 is 3 with the next window's inputs in flight
-    /// ([`SCAN_BWD_VERSION`], selected).
-    pub fn selective_scan_backward_f32(&self, version: u32, args: ScanBackward<'_>) -> Result<()> {
-        let (kernel, ch) = backward_kernel(version)?;
+    /// ([`SCAN_BWD_VERSION`], selected; the one version on bf16 inputs).
+    pub fn selective_scan_backward<X: ScanElem>(&self, version: u32, args: ScanBackward<'_, X>) -> Result<()> {
+        let (kernel, ch) = backward_kernel(version, X::NAME)?;
         let ScanBackward { x, chunk_states, dout, dlast, grads, workspace, dims } = args;
         let [batch32, dim32, len32, state32, chunk32] = dims.ints(kernel)?;
         let chunk = dims.chunk;
@@ -383,13 +412,13 @@ impl Gpu {
         if batch * dim > 0 {
             // (with L = 0 the kernel still runs: dinit = dlast, zero partials)
             let params = ScanBackwardParams {
-                du: du.as_device_ptr(),
-                ddelta: ddelta.as_device_ptr(),
+                du: ptr(du),
+                ddelta: ptr(ddelta),
                 dz: ptr_or_null(dz.as_deref()),
                 dinit: ptr_or_null(dinit.as_deref()),
                 part,
-                u: x.u.as_device_ptr(),
-                delta: x.delta.as_device_ptr(),
+                u: ptr(x.u),
+                delta: ptr(x.delta),
                 a: x.a.as_device_ptr(),
                 bm: x.bm.as_device_ptr(),
                 cm: x.cm.as_device_ptr(),
@@ -406,13 +435,14 @@ impl Gpu {
                 n_state: state32.into(),
                 chunk: chunk32.into(),
             };
-            // Bytes once each: read u, delta, dout (+ z), Bm, Cm, chunk_states, A, D (+ bias)
-            // (+ dlast); write du, ddelta (+ dz) (+ dinit) and the partials. FLOPs: ~22 per
-            // (b, d, t, n) (two replays and the adjoint, exps counted as one).
+            // Bytes once each: read u, delta (+ z) (X each), dout, Bm, Cm, chunk_states, A, D
+            // (+ bias) (+ dlast); write du, ddelta (+ dz) (X each) (+ dinit) and the partials.
+            // FLOPs: ~22 per (b, d, t, n) (two replays and the adjoint, exps counted as one).
+            let xb = std::mem::size_of::<X>();
             let zs = if x.z.is_none() { 0 } else { 2 * bdl };
             let states = batch * dim * state * (usize::from(dlast.is_some()) + usize::from(x.init.is_some()));
             let reads = 2 * batch * state * len + batch * dim * n_chunks * state + dim * state + 2 * dim;
-            let bytes = 4 * (5 * bdl + zs + reads + states + need);
+            let bytes = xb * (4 * bdl + zs) + 4 * (bdl + reads + states + need);
             let cost = Cost { bytes: bytes as f64, flops: 22.0 * (bdl * state) as f64 };
             let grid = (dim.div_ceil(ch) as u32, batch as u32, 1);
             let smem = if version == 4 { pipelined_smem(false, 16 * ch, chunk) } else { 0 };
@@ -455,7 +485,7 @@ impl Gpu {
 
 /// Fails unless every gradient has its input's length and the optional ones are given
 /// exactly when their inputs are.
-fn check_grads(kernel: &'static str, x: &ScanInputs, g: &ScanGrads, dims: ScanDims) -> Result<()> {
+fn check_grads<X: ScanElem>(kernel: &'static str, x: &ScanInputs<X>, g: &ScanGrads<X>, dims: ScanDims) -> Result<()> {
     ensure(x.z.is_some() == g.dz.is_some(), kernel, || "dz must be given exactly when z is".into())?;
     ensure(x.delta_bias.is_some() == g.ddelta_bias.is_some(), kernel, || {
         "ddelta_bias must be given exactly when delta_bias is".into()
@@ -487,22 +517,30 @@ fn check_grads(kernel: &'static str, x: &ScanInputs, g: &ScanGrads, dims: ScanDi
 
 #[cfg(test)]
 mod tests {
-    /// Every version the launchers name is a kernel of scan.cu's PTX, and nothing else is
-    /// (the versions plus the backward's reduce).
+    use super::{
+        backward_kernel, forward_kernel, SCAN_BWD_VERSION, SCAN_BWD_VERSIONS, SCAN_FWD_VERSION, SCAN_FWD_VERSIONS,
+    };
+
+    /// Every version the launchers name is a kernel of scan.cu's PTX (scan_pipelined.cuh's
+    /// included), and nothing else is (the versions, the selected ones on bf16, the backward's reduce).
     #[test]
     fn every_version_is_in_the_ptx() {
         let mut built: Vec<&str> = super::super::entries(crate::ptx::SCAN).into_iter().map(|(k, _)| k).collect();
         let mut named = vec!["selective_scan_backward_reduce_f32"];
-        for v in 1..=super::SCAN_FWD_VERSIONS {
-            named.push(super::forward_kernel(v).unwrap());
+        for v in 1..=SCAN_FWD_VERSIONS {
+            named.push(forward_kernel(v, "f32").unwrap());
         }
-        for v in 1..=super::SCAN_BWD_VERSIONS {
-            named.push(super::backward_kernel(v).unwrap().0);
+        for v in 1..=SCAN_BWD_VERSIONS {
+            named.push(backward_kernel(v, "f32").unwrap().0);
         }
+        named.push(forward_kernel(SCAN_FWD_VERSION, "bf16").unwrap());
+        named.push(backward_kernel(SCAN_BWD_VERSION, "bf16").unwrap().0);
         built.sort_unstable();
         named.sort_unstable();
         assert_eq!(built, named);
-        assert!(super::forward_kernel(super::SCAN_FWD_VERSIONS + 1).is_err());
-        assert!(super::backward_kernel(super::SCAN_BWD_VERSIONS + 1).is_err());
+        assert!(forward_kernel(SCAN_FWD_VERSIONS + 1, "f32").is_err());
+        assert!(backward_kernel(SCAN_BWD_VERSIONS + 1, "f32").is_err());
+        assert!(forward_kernel(2, "bf16").is_err());
+        assert!(backward_kernel(3, "bf16").is_err());
     }
 }

@@ -49,6 +49,23 @@ inline float __shfl_down_sync(unsigned, float v, int d) {
     const int l = threadIdx.x % 32;
     return emu_shfl(v, l + d < 32 ? l + d : l);
 }
+// Bit casts and prmt (byte i of the result is byte (s >> 4 i) & 7 of y:x).
+inline unsigned __float_as_uint(float f) {
+    unsigned u;
+    std::memcpy(&u, &f, 4);
+    return u;
+}
+inline float __uint_as_float(unsigned u) {
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
+    const uint64_t v = (uint64_t)y << 32 | x;
+    unsigned r = 0;
+    for (int i = 0; i < 4; ++i) r |= (unsigned)((v >> (8 * ((s >> (4 * i)) & 7))) & 0xff) << (8 * i);
+    return r;
+}
 // cvt.rna.tf32.f32: 10 mantissa bits, to nearest, ties away from zero (finite inputs).
 inline float tf32_round(float a) {
     uint32_t u;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs kernels/cu/scan.cu on the CPU, without a GPU: cuda_emu.h gives each CUDA thread an OS
+# Runs kernels/cu/scan.cu (with scan_pipelined.cuh) on the CPU, without a GPU: cuda_emu.h gives each CUDA thread an OS
 # thread (blocks one after another, __syncthreads a barrier, shuffles through a per-warp buffer,
-# atomics under a mutex), and scan_emu.cpp launches the forward (v1, v2) and backward (v1, v2, v3,
+# atomics under a mutex), and scan_emu.cpp launches the forward (v1-v3, and v3 on bf16 inputs) and backward (v1-v4, v4 on bf16,
 # each with its reduce kernel) kernels as kernels/src/launch/scan.rs does, against an independent
 # float64 reference (the plain recurrence and its adjoint, itself checked against
 # tests/fixtures/reference/selective_scan.safetensors), with and without an initial state and a

@@ -101,6 +101,22 @@ static F tof(const V& v) { return F(v.begin(), v.end()); }
 static V tod(const F& v) { return V(v.begin(), v.end()); }
 static F nans(size_t n) { return F(n, std::numeric_limits<float>::quiet_NaN()); }
 
+// bf16 buffers (bit patterns, as the kernels take them): rounded to nearest even, widened exactly.
+// Their length is rounded up to an even count: the bf16 kernels read the aligned 4-byte word
+// holding an element, as the engine's allocations (4-byte multiples) allow.
+using H = std::vector<unsigned short>;
+static H tobf(const F& v) {
+    H h((v.size() + 1) / 2 * 2, 0);
+    for (size_t i = 0; i < v.size(); ++i) h[i] = (unsigned short)float_to_bf16(v[i]);
+    return h;
+}
+static F widen(const H& h, size_t n) {
+    F f(n);
+    for (size_t i = 0; i < n; ++i) f[i] = bf16_to_float(h[i]);
+    return f;
+}
+static V round_bf16(const V& v) { return tod(widen(tobf(tof(v)), v.size())); }
+
 // A kernel with its blocks run in the opposite order (the emulator runs blocks one after another).
 template <auto K, class P>
 static void reversed(P p) {
@@ -112,13 +128,18 @@ static void reversed(P p) {
 // dz, dinit (with `has_init`) and its partials into the workspace, the reduce sums them into the
 // rest. `q` has the inputs; its outputs are set here. `again`: blocks reversed, the reduce on 3 blocks.
 struct Grads { F du, ddelta, dz, dinit, dA, dB, dC, dD, dbias; };
-static Grads emulate_backward(const Dims& d, ScanBackwardParams q, int bwd, bool has_init, bool again) {
+static Grads emulate_backward(const Dims& d, ScanBackwardParams q, int bwd, bool has_init, bool again, bool bf16) {
     const int ch = bwd >= 3 ? 16 : 8, nblk = (d.d + ch - 1) / ch;
     const size_t bdl = (size_t)d.b * d.d * d.L, bnl = (size_t)d.b * d.n * d.L, bdn = (size_t)d.b * d.d * d.n;
     Grads g{nans(bdl), nans(bdl), nans(bdl), nans(bdn), nans((size_t)d.d * d.n), nans(bnl), nans(bnl), nans(d.d),
             nans(d.d)};
     F part = nans((size_t)nblk * 2 * bnl + bdn + 2 * (size_t)d.b * d.d);
     q.du = g.du.data(), q.ddelta = g.ddelta.data(), q.dz = q.z ? g.dz.data() : nullptr;
+    H du16 = tobf(g.du), ddelta16 = tobf(g.ddelta), dz16 = tobf(g.dz);  // NaN bit patterns
+    if (bf16) {
+        q.du = reinterpret_cast<float*>(du16.data()), q.ddelta = reinterpret_cast<float*>(ddelta16.data());
+        q.dz = q.z ? reinterpret_cast<float*>(dz16.data()) : nullptr;
+    }
     q.dinit = has_init ? g.dinit.data() : nullptr, q.part = part.data();
     using K = void (*)(ScanBackwardParams);
     const K kernels[4][2] = {{selective_scan_backward_v1_f32, reversed<selective_scan_backward_v1_f32, ScanBackwardParams>},
@@ -126,7 +147,10 @@ static Grads emulate_backward(const Dims& d, ScanBackwardParams q, int bwd, bool
                              {selective_scan_backward_v3_f32, reversed<selective_scan_backward_v3_f32, ScanBackwardParams>},
                              {selective_scan_backward_v4_f32, reversed<selective_scan_backward_v4_f32, ScanBackwardParams>}};
     if (bwd == 4) emu_smem(4 * (size_t)scan_smem_floats(false, 16 * ch, std::max(d.chunk, 1)));
-    if (d.b * d.d > 0) emu_launch(kernels[bwd - 1][again], EmuDim3{(unsigned)nblk, (unsigned)d.b, 1}, 16 * ch, q);
+    const K bf16_kernel[2] = {selective_scan_backward_v4_bf16, reversed<selective_scan_backward_v4_bf16, ScanBackwardParams>};
+    if (d.b * d.d > 0)
+        emu_launch(bf16 ? bf16_kernel[again] : kernels[bwd - 1][again], EmuDim3{(unsigned)nblk, (unsigned)d.b, 1}, 16 * ch, q);
+    if (bf16) g.du = widen(du16, bdl), g.ddelta = widen(ddelta16, bdl), g.dz = widen(dz16, bdl);
     ScanBwdReduceParams r{g.dA.data(), g.dB.data(), g.dC.data(), g.dD.data(), q.delta_bias ? g.dbias.data() : nullptr,
                           part.data(), d.b, d.d, d.L, d.n, nblk};
     const long long total = 2 * (long long)bnl + (long long)d.d * d.n + 2 * d.d;
@@ -147,11 +171,12 @@ static bool same_bits(const Grads& a, const Grads& b) {
     return true;
 }
 
-// The launches of kernels/src/launch/scan.rs: forward `fwd` (1 or 2), then backward `bwd` (1 to 3)
+// The launches of kernels/src/launch/scan.rs: forward `fwd` (1 to 3), then backward `bwd` (1 to 4)
 // on that forward's chunk states, twice (see emulate_backward); `repeats` says whether the second
-// run gave the same bits.
+// run gave the same bits. `bf16`: forward v3 and backward v4 on bf16 u, delta, z (the caller's
+// values, already bf16 ones), with du, ddelta, dz written in bf16.
 static Res emulate(const Dims& d, const Data& in, const V& dout_d, const V& dlast_d, int fwd, int bwd, bool dlast_on,
-                   bool& repeats) {
+                   bool& repeats, bool bf16 = false) {
     F u = tof(in.u), delta = tof(in.delta), A = tof(in.A), B = tof(in.B), C = tof(in.C), D = tof(in.D), z = tof(in.z),
       bias = tof(in.bias), init = tof(in.init), dout = tof(dout_d), dlast = tof(dlast_d);
     const bool extras = !in.z.empty(), has_init = !in.init.empty();
@@ -164,21 +189,30 @@ static Res emulate(const Dims& d, const Data& in, const V& dout_d, const V& dlas
     g_global.clear();
     for (const F* f : {&u, &delta, &B, &C, &z, &dout, &states})
         if (!f->empty()) g_global.push_back({reinterpret_cast<const unsigned char*>(f->data()), f->size() * 4});
+    H u16 = tobf(u), delta16 = tobf(delta), z16 = tobf(z);
+    if (bf16) {
+        p.u = reinterpret_cast<const float*>(u16.data()), p.delta = reinterpret_cast<const float*>(delta16.data());
+        p.z = extras ? reinterpret_cast<const float*>(z16.data()) : nullptr;
+        for (const H* h : {&u16, &delta16, &z16})
+            if (!h->empty()) g_global.push_back({reinterpret_cast<const unsigned char*>(h->data()), h->size() * 2});
+    }
     if (fwd == 1)
         emu_launch(selective_scan_forward_v1_f32, EmuDim3{(unsigned)((d.b * d.d + 127) / 128), 1, 1}, 128, p);
     else if (fwd == 2)
         emu_launch(selective_scan_forward_f32, EmuDim3{(unsigned)((d.d + 7) / 8), (unsigned)d.b, 1}, 128, p);
     else {
         emu_smem(4 * (size_t)scan_smem_floats(true, 128, std::max(d.chunk, 1)));
-        emu_launch(selective_scan_forward_v3_f32, EmuDim3{(unsigned)((d.d + 7) / 8), (unsigned)d.b, 1}, 128, p);
+        emu_launch(bf16 ? selective_scan_forward_v3_bf16 : selective_scan_forward_v3_f32,
+                   EmuDim3{(unsigned)((d.d + 7) / 8), (unsigned)d.b, 1}, 128, p);
     }
     // backward (the outputs and workspace set by emulate_backward)
     ScanBackwardParams q{nullptr, nullptr, nullptr, nullptr, nullptr,
                          u.data(), delta.data(), A.data(), B.data(), C.data(), D.data(),
                          extras ? z.data() : nullptr, extras ? bias.data() : nullptr, states.data(), dout.data(),
                          dlast_on ? dlast.data() : nullptr, extras, d.b, d.d, d.L, d.n, d.chunk};
-    const Grads g = emulate_backward(d, q, bwd, has_init, false);
-    repeats = same_bits(g, emulate_backward(d, q, bwd, has_init, true));
+    q.u = p.u, q.delta = p.delta, q.z = p.z;
+    const Grads g = emulate_backward(d, q, bwd, has_init, false, bf16);
+    repeats = same_bits(g, emulate_backward(d, q, bwd, has_init, true, bf16));
     Res r{tod(out), tod(last), tod(states), tod(g.du), tod(g.ddelta), tod(g.dA), tod(g.dB), tod(g.dC), tod(g.dD), {}, {}, {}};
     if (extras) r.dz = tod(g.dz), r.dbias = tod(g.dbias);
     if (has_init) r.dinit = tod(g.dinit);
@@ -294,6 +328,15 @@ int main(int argc, char** argv) {
             std::printf("%-46s repeats bit for bit with blocks reversed: %s\n", "", repeats ? "yes" : "NO (FAILED)");
             ok &= repeats;
         }
+        // bf16 u, delta, z: against the reference on the same bf16 values; du, ddelta, dz are
+        // rounded to bf16 (at most 2^-8 of the largest: bf16 keeps 8 significant bits), the rest f32.
+        Data in16 = in;
+        in16.u = round_bf16(in.u), in16.delta = round_bf16(in.delta), in16.z = round_bf16(in.z);
+        const std::string name = std::string(c.name) + " (v3,v4 bf16)";
+        bool repeats = false;
+        ok &= compare(name, emulate(c.d, in16, dout, dlast, 3, 4, c.dlast, repeats, true), reference(c.d, in16, dout, dlast), 5e-3);
+        std::printf("%-46s repeats bit for bit with blocks reversed: %s\n", "", repeats ? "yes" : "NO (FAILED)");
+        ok &= repeats;
     }
     std::printf("%lld blocks emulated; %s\n", g_blocks_run, ok ? "all ok" : "SOME FAILED");
     return ok ? 0 : 1;

@@ -1,10 +1,12 @@
-//! The GPU arm of the selective scan: `selective_scan_forward_f32`,
-//! `selective_scan_backward_f32` (kernels/cu/scan.cu): each function allocates the outputs,
-//! turns tensors into kernel arguments (`cuda/args.rs`) and launches the kernel twin to the CPU
-//! one in `cpu.rs`. The op's `Kernel` impl in `mod.rs` calls it for tensors on the GPU.
+//! The GPU arm of the selective scan: `selective_scan_forward`, `selective_scan_backward`
+//! (kernels/cu/scan.cu, scan_pipelined.cuh): each function allocates the outputs, turns tensors
+//! into kernel arguments (`cuda/args.rs`) and launches the kernel twin to the CPU one in
+//! `cpu.rs`. The op's `Kernel` impl in `mod.rs` calls it for tensors on the GPU: all f32, or
+//! u, delta, z in bf16 and the rest f32 (then du, ddelta, dz come back in bf16).
 
 use super::{ScanConfig, ScanDims};
 use crate::cuda::args::{elems, new_f32, run, Slice};
+use mamba_kernels::cust::memory::{DeviceCopy, DeviceSlice};
 use crate::{
     cuda::{err, CudaData},
     dtype::DType,
@@ -12,7 +14,8 @@ use crate::{
     Device, Tensor,
 };
 use mamba_kernels::launch::{
-    Gpu, ScanBackward, ScanDims as KScanDims, ScanForward, ScanGrads, ScanInputs, SCAN_BWD_VERSION, SCAN_FWD_VERSION,
+    Gpu, ScanBackward, ScanDims as KScanDims, ScanElem, ScanForward, ScanGrads, ScanInputs, SCAN_BWD_VERSION,
+    SCAN_FWD_VERSION,
 };
 
 const OP: &str = "selective_scan";
@@ -35,20 +38,47 @@ fn scan_limits(dims: ScanDims) -> Result<()> {
     Ok(())
 }
 
-/// The contiguous inputs as slices, after checking the GPU scan's limits.
-fn scan_inputs(dims: ScanDims, ins: &[&Tensor]) -> Result<Vec<Slice>> {
-    scan_limits(dims)?;
-    ins.iter().map(|t| elems(OP, t)).collect()
+/// The elements of contiguous `t` of element type `X` (f32, or bf16 as `u16`) as one slice.
+fn elems_of<X: DeviceCopy>(t: &Tensor) -> Result<DeviceSlice<X>> {
+    if std::mem::size_of::<X>() == 4 {
+        // SAFETY: only the element type's name changes (X is f32 here)
+        return elems(OP, t).map(|s| unsafe { DeviceSlice::from_raw_parts(s.as_device_ptr().cast(), s.len()) });
+    }
+    if !t.is_contiguous() || t.dtype() != DType::BF16 {
+        let msg = format!("engine bug: the bf16 scan got a {} view with strides {:?}", t.dtype(), t.layout.strides);
+        return Err(Error::Device { op: OP, device: Device::Cuda, msg });
+    }
+    t.read().as_cuda(OP)?.slice(OP, t.layout.offset, t.numel())
 }
 
-/// The scan's inputs as the kernels take them: `x` in the op's order `[u, delta, A, B, C,
-/// D, (z), (delta_bias), (initial_state)]`.
-fn scan_inputs_of(x: &[Slice], c: ScanConfig) -> ScanInputs<'_> {
-    let mut rest = x[6..].iter();
-    let z = if c.has_z { rest.next() } else { None };
+/// The contiguous inputs, after checking the GPU scan's limits: u, delta, z (`X`) and the rest
+/// (f32), each in the op's order.
+struct Slices<X: DeviceCopy> {
+    acts: Vec<DeviceSlice<X>>,
+    rest: Vec<Slice>,
+}
+
+fn scan_inputs<X: DeviceCopy>(c: ScanConfig, ins: &[&Tensor]) -> Result<Slices<X>> {
+    scan_limits(c.dims)?;
+    let (mut acts, mut rest) = (Vec::new(), Vec::new());
+    for (i, t) in ins.iter().enumerate() {
+        if c.is_activation(i) {
+            acts.push(elems_of::<X>(t)?);
+        } else {
+            rest.push(elems(OP, t)?);
+        }
+    }
+    Ok(Slices { acts, rest })
+}
+
+/// The scan's inputs as the kernels take them (`x` from the op's order `[u, delta, A, B, C,
+/// D, (z), (delta_bias), (initial_state)]`).
+fn scan_inputs_of<X: ScanElem>(x: &Slices<X>, c: ScanConfig) -> ScanInputs<'_, X> {
+    let (u, delta, z) = (&x.acts[0], &x.acts[1], x.acts.get(2));
+    let mut rest = x.rest[4..].iter();
     let delta_bias = if c.has_bias { rest.next() } else { None };
     let init = if c.has_init { rest.next() } else { None };
-    let (u, delta, a, bm, cm, d_skip) = (&x[0], &x[1], &x[2], &x[3], &x[4], &x[5]);
+    let (a, bm, cm, d_skip) = (&x.rest[0], &x.rest[1], &x.rest[2], &x.rest[3]);
     ScanInputs { u, delta, a, bm, cm, d_skip, z, delta_bias, softplus: c.softplus, init }
 }
 
@@ -61,8 +91,15 @@ fn kernel_dims(d: ScanDims) -> KScanDims {
 /// `[u, delta, A, B, C, D, (z), (delta_bias), (initial_state)]`: `(packed, chunk_states)`,
 /// `packed` holding `out` then `last_state` (see `ScanForwardKernel`).
 pub(super) fn scan_forward(c: ScanConfig, ins: &[&Tensor]) -> Result<(Tensor, Tensor)> {
+    match ins[0].dtype() {
+        DType::BF16 => forward::<u16>(c, ins),
+        _ => forward::<f32>(c, ins),
+    }
+}
+
+fn forward<X: ScanElem>(c: ScanConfig, ins: &[&Tensor]) -> Result<(Tensor, Tensor)> {
     let dims = c.dims;
-    let x = scan_inputs(dims, ins)?;
+    let x = scan_inputs::<X>(c, ins)?;
     let (n_out, n_last) = c.out_sizes();
     let (packed, all) = new_f32(OP, &[n_out + n_last])?;
     let (mut o, mut ls) = (all.index(..n_out), all.index(n_out..));
@@ -74,8 +111,16 @@ pub(super) fn scan_forward(c: ScanConfig, ins: &[&Tensor]) -> Result<(Tensor, Te
         chunk_states: &mut ss,
         dims: kernel_dims(dims),
     };
-    run(OP, |g| g.selective_scan_forward_f32(SCAN_FWD_VERSION, args))?;
+    run(OP, |g| g.selective_scan_forward(SCAN_FWD_VERSION, args))?;
     Ok((packed, states))
+}
+
+/// A fresh tensor for the gradient of `input` (its shape and dtype) and its slice.
+fn new_grad<X: DeviceCopy>(input: &Tensor) -> Result<(Tensor, DeviceSlice<X>)> {
+    let n = crate::shape::checked_numel(OP, input.shape())?;
+    let data = CudaData::alloc(OP, input.dtype(), n)?;
+    let slice = data.slice::<X>(OP, 0, n)?;
+    Ok((Tensor::from_storage(crate::storage::Storage::cuda(data), input.shape()), slice))
 }
 
 /// Twin of `cpu::selective_scan_backward`: one gradient per input, in input order, from
@@ -89,18 +134,32 @@ pub(super) fn scan_backward(
     dout: &Tensor,
     dlast: &Tensor,
 ) -> Result<Vec<Tensor>> {
-    let x = scan_inputs(c.dims, ins)?;
+    match ins[0].dtype() {
+        DType::BF16 => backward::<u16>(c, ins, [states, dout, dlast]),
+        _ => backward::<f32>(c, ins, [states, dout, dlast]),
+    }
+}
+
+fn backward<X: ScanElem>(c: ScanConfig, ins: &[&Tensor], [states, dout, dlast]: [&Tensor; 3]) -> Result<Vec<Tensor>> {
+    let x = scan_inputs::<X>(c, ins)?;
     let (st, dy, dl) = (elems(OP, states)?, elems(OP, dout)?, elems(OP, dlast)?);
     let mut grads = Vec::new();
-    let mut slices = Vec::new();
-    for input in ins {
-        let (g, s) = new_f32(OP, input.shape())?;
-        grads.push(g);
-        slices.push(s);
+    let (mut acts, mut rest) = (Vec::new(), Vec::new());
+    for (i, input) in ins.iter().enumerate() {
+        if c.is_activation(i) {
+            let (g, s) = new_grad::<X>(input)?;
+            grads.push(g);
+            acts.push(s);
+        } else {
+            let (g, s) = new_f32(OP, input.shape())?;
+            grads.push(g);
+            rest.push(s);
+        }
     }
-    let [du, ddelta, da, dbm, dcm, dd_skip, extra @ ..] = &mut slices[..] else { unreachable!("at least six inputs") };
+    let [du, ddelta, dz @ ..] = &mut acts[..] else { unreachable!("u and delta") };
+    let [da, dbm, dcm, dd_skip, extra @ ..] = &mut rest[..] else { unreachable!("A, B, C and D") };
     let mut extra = extra.iter_mut();
-    let dz = if c.has_z { extra.next() } else { None };
+    let dz = dz.first_mut();
     let ddelta_bias = if c.has_bias { extra.next() } else { None };
     let dinit = if c.has_init { extra.next() } else { None };
     let kdims = kernel_dims(c.dims);
@@ -116,6 +175,6 @@ pub(super) fn scan_backward(
         workspace: &mut ws,
         dims: kdims,
     };
-    run(OP, |g| g.selective_scan_backward_f32(SCAN_BWD_VERSION, args))?;
+    run(OP, |g| g.selective_scan_backward(SCAN_BWD_VERSION, args))?;
     Ok(grads)
 }

@@ -12,6 +12,14 @@
 //! returns the one left after step 0 as `d(initial_state)`. This is what prefill (a prompt's
 //! state into step mode) and truncated backprop through time (`mamba train --carry-state`)
 //! need.
+//!
+//! **bf16 inputs.** With `u` in bf16, the (B, D, L) activations `u, delta, z` are read in bf16
+//! (half the bytes, and half the memory the node keeps for backward) and everything else is
+//! f32: A, B, C, D, the bias and the initial state are converted to f32 if given in bf16 (B and
+//! C are the small (B, N, L) ones), the state and every sum stay f32, `out` and `last_state` are
+//! f32, and the gradients of u, delta, z are rounded to bf16. On the GPU, forward v3 and
+//! backward v4 on bf16 (kernels/cu/scan_pipelined.cuh); on the CPU the f32 kernels on the exact
+//! f32 values of the bf16 inputs, their u, delta, z gradients rounded the same way.
 
 pub mod cpu;
 #[cfg(feature = "cuda")]
@@ -20,7 +28,7 @@ mod cuda;
 use crate::{
     autograd::record,
     dispatch::{run, CpuIn, Kernel},
-    dtype::Elem,
+    dtype::{DType, Elem},
     error::{invalid, Error},
     Result, Tensor,
 };
@@ -122,8 +130,26 @@ impl ScanArgs<'_> {
         if self.chunk == 0 {
             return invalid("selective_scan", "chunk must be at least 1 time step");
         }
-        for t in self.tensors() {
-            super::check_pair("selective_scan", self.u, t)?;
+        let bf16 = self.u.dtype() == DType::BF16;
+        for (i, t) in self.tensors().into_iter().enumerate() {
+            if bf16 && !is_activation(i, self.z.is_some()) {
+                // converted to f32 by the op (an f64 one is refused: not a mixed precision)
+                if t.device() != self.u.device() {
+                    return Err(Error::DeviceMismatch { op: "selective_scan", lhs: self.u.device(), rhs: t.device() });
+                }
+                if !matches!(t.dtype(), DType::F32 | DType::BF16) {
+                    return invalid(
+                        "selective_scan",
+                        format!(
+                            "with bf16 u, delta, z the other inputs (A, B, C, D, delta_bias, initial_state) must be \
+                             f32 or bf16, got {}",
+                            t.dtype()
+                        ),
+                    );
+                }
+            } else {
+                super::check_pair("selective_scan", self.u, t)?;
+            }
         }
         // A chunk longer than the sequence is the whole sequence (and bounds the replay buffers).
         Ok(ScanDims { batch, dim, len, state, chunk: self.chunk.min(len.max(1)) })
@@ -140,6 +166,12 @@ impl ScanArgs<'_> {
     }
 }
 
+/// Whether input `i` of the op's order `[u, delta, A, B, C, D, (z), ...]` is one of the (B, D,
+/// L) activations u, delta, z (which may be bf16; see the module's doc).
+fn is_activation(i: usize, has_z: bool) -> bool {
+    i < 2 || (i == 6 && has_z)
+}
+
 /// Which optional inputs are present and whether delta goes through softplus: what the
 /// kernels need besides the tensors.
 #[derive(Clone, Copy)]
@@ -152,6 +184,11 @@ struct ScanConfig {
 }
 
 impl ScanConfig {
+    /// See [`is_activation`].
+    fn is_activation(&self, i: usize) -> bool {
+        is_activation(i, self.has_z)
+    }
+
     /// The first inputs `[u, delta, A, B, C, D, (z), (delta_bias), (initial_state)]` as the
     /// kernels' inputs.
     fn inputs<'a, T>(&self, x: &[CpuIn<'a, T>]) -> ScanInputs<'a, T> {
@@ -236,6 +273,21 @@ impl Kernel for ScanBackwardKernel {
     }
 }
 
+/// Run scan kernel `k`: through `dispatch::run` when every input has u's dtype; with bf16 u,
+/// delta, z (the rest f32), on the GPU the bf16 kernels, on the CPU the f32 kernel on the
+/// inputs' exact f32 values.
+fn run_scan<K: Kernel>(k: &K, x: &[&Tensor]) -> Result<K::Out> {
+    if x[0].dtype() != DType::BF16 {
+        return run(k, x);
+    }
+    #[cfg(feature = "cuda")]
+    if x[0].device() == crate::Device::Cuda {
+        return k.cuda(x);
+    }
+    let wide: Vec<Tensor> = x.iter().map(|t| t.detach().to_dtype(DType::F32)).collect::<Result<_>>()?;
+    run(k, &wide.iter().collect::<Vec<_>>())
+}
+
 /// Run the fused selective scan.
 pub fn selective_scan(args: &ScanArgs) -> Result<ScanOut> {
     let dims = args.dims()?;
@@ -246,9 +298,12 @@ pub fn selective_scan(args: &ScanArgs) -> Result<ScanOut> {
         softplus: args.softplus,
         has_init: args.initial_state.is_some(),
     };
-    let inputs: Vec<Tensor> = args.tensors().into_iter().map(|t| t.contiguous()).collect::<Result<_>>()?;
+    let bf16 = args.u.dtype() == DType::BF16;
+    let inputs: Vec<Tensor> = (args.tensors().into_iter().enumerate())
+        .map(|(i, t)| if bf16 && !config.is_activation(i) { t.to_dtype(DType::F32)? } else { t.clone() }.contiguous())
+        .collect::<Result<_>>()?;
     let input_refs: Vec<&Tensor> = inputs.iter().collect();
-    let (packed, states) = run(&ScanForwardKernel(config), &input_refs)?;
+    let (packed, states) = run_scan(&ScanForwardKernel(config), &input_refs)?;
     let (n_out, n_last) = config.out_sizes();
     let mut saved = input_refs.clone();
     saved.push(&states);
@@ -257,7 +312,9 @@ pub fn selective_scan(args: &ScanArgs) -> Result<ScanOut> {
         let (dout, dlast) = (g.narrow(0, 0, n_out)?, g.narrow(0, n_out, n_last)?);
         let mut ins: Vec<&Tensor> = s.iter().collect(); // inputs, then chunk_states
         ins.extend([&dout, &dlast]);
-        Ok(run(&ScanBackwardKernel(config), &ins)?.into_iter().map(Some).collect())
+        let grads = run_scan(&ScanBackwardKernel(config), &ins)?;
+        // (the CPU's gradients of bf16 inputs come back in f32: rounded here, as the GPU's are)
+        grads.into_iter().zip(s).map(|(g, x)| Ok(Some(g.to_dtype(x.dtype())?))).collect()
     });
     let parts = packed.split(&[n_out, n_last], 0)?;
     let ScanDims { batch, dim, len, state, .. } = dims;

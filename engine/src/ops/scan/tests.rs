@@ -150,3 +150,53 @@ fn an_empty_sequence_hands_the_state_through() {
     o.last_state.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
     assert_eq!(x[8].grad().unwrap().to_vec_f64().unwrap(), w.to_vec_f64().unwrap());
 }
+
+/// With u, delta, z in bf16 (and B given in bf16 too, which the op widens), the scan computes
+/// exactly what the f32 scan computes on the same values: `out` and `last_state` bit for bit,
+/// the f32 inputs' gradients bit for bit, and u, delta, z's gradients as the f32 ones rounded
+/// to bf16 (their dtype). The node keeps u, delta, z in bf16.
+#[test]
+fn bf16_inputs_compute_the_f32_scan_of_their_values() {
+    let x32 = inputs(2, 3, 9, 4, DType::F32, 11);
+    let low = [0, 1, 3, 6]; // u, delta, B, z in bf16
+    let x16: Vec<Tensor> = (x32.iter().enumerate())
+        .map(|(i, t)| if low.contains(&i) { t.to_dtype(DType::BF16).unwrap() } else { t.clone() }.requires_grad())
+        .collect();
+    // the f32 scan on the very same values
+    let xw: Vec<Tensor> = x16.iter().map(|t| t.detach().to_dtype(DType::F32).unwrap().requires_grad()).collect();
+    let mut rng = Rng::new(5);
+    let w_out = Tensor::rand_uniform(&[2, 3, 9], -1.0, 1.0, DType::F32, &mut rng);
+    let w_last = Tensor::rand_uniform(&[2, 3, 4], -1.0, 1.0, DType::F32, &mut rng);
+    let mut outs = Vec::new();
+    for x in [&x16, &xw] {
+        let o = selective_scan(&ScanArgs { initial_state: Some(&x[8]), ..args(x, 4) }).unwrap();
+        let loss = o.out.mul(&w_out).unwrap().sum_all().unwrap();
+        loss.add(&o.last_state.mul(&w_last).unwrap().sum_all().unwrap()).unwrap().backward().unwrap();
+        assert_eq!((o.out.dtype(), o.last_state.dtype()), (DType::F32, DType::F32));
+        outs.push([o.out.to_vec::<f32>().unwrap(), o.last_state.to_vec::<f32>().unwrap()]);
+    }
+    assert_eq!(outs[0], outs[1], "out and last_state");
+    for (i, (a, b)) in x16.iter().zip(&xw).enumerate() {
+        let (ga, gb) = (a.grad().unwrap(), b.grad().unwrap());
+        assert_eq!(ga.dtype(), a.dtype(), "input {i}: the gradient has its input's dtype");
+        let want = gb.to_dtype(a.dtype()).unwrap().to_vec_f64().unwrap();
+        assert_eq!(ga.to_vec_f64().unwrap(), want, "input {i}");
+    }
+}
+
+/// With bf16 u, the other inputs must be f32 or bf16: f64 ones are refused with a message
+/// that says so, as is an f32 delta (u, delta, z share one dtype).
+#[test]
+fn bf16_scan_refuses_mixed_activations_and_f64_parameters() {
+    let x = inputs(1, 2, 5, 3, DType::F32, 2);
+    let u = x[0].to_dtype(DType::BF16).unwrap();
+    let delta = x[1].to_dtype(DType::BF16).unwrap();
+    let z = x[6].to_dtype(DType::BF16).unwrap();
+    let a64 = x[2].to_dtype(DType::F64).unwrap();
+    let base = ScanArgs { u: &u, delta: &delta, z: Some(&z), ..args(&x, 2) };
+    let err = selective_scan(&ScanArgs { a: &a64, ..base }).err().expect("f64 A refused").to_string();
+    assert!(err.contains("must be f32 or bf16"), "{err}");
+    let err = selective_scan(&ScanArgs { delta: &x[1], ..base }).err().expect("f32 delta refused").to_string();
+    assert!(err.contains("bf16") && err.contains("f32"), "{err}");
+    assert!(selective_scan(&base).is_ok());
+}
