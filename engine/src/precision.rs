@@ -23,11 +23,13 @@
 //! the operands in place, rather than on the CUDA cores (kernels/cu/matmul.cu). A switch so that
 //! the two can be measured against each other in one build.
 //!
-//! **scan_bf16** (derived): while matmul_bf16 is on, the model's selective scans take u, delta
-//! and z in bf16 (the scan keeps its state and sums in f32; `ops::scan`'s doc), as the
-//! reference's autocast hands its scan the bf16 outputs of its bf16 GEMMs: half the bytes the
-//! scan reads and keeps for backward. `MAMBA_SCAN=f32` in the environment at start keeps the
-//! scan in f32 under matmul_bf16, so that the two can be measured against each other.
+//! **scan_bf16** (process-wide, default off; `MAMBA_SCAN=bf16` in the environment at start turns
+//! it on): while matmul_bf16 is on, the model's selective scans take u, delta and z in bf16 (the
+//! scan keeps its state and sums in f32; `ops::scan`'s doc), as the reference's autocast hands
+//! its scan the bf16 outputs of its bf16 GEMMs. It halves what the scan keeps for backward
+//! (d_model 768 x 24, batch 8 x 2048: a 17.0 GiB peak instead of 20.4) but costs time while the
+//! scan's inputs come from f32 ops and must be cast (-3% tokens/s, -8% with `--recompute`, on
+//! the H200, docs/PERF.md): an option for memory until they come in bf16.
 //!
 //! The tf32 and matmul_bf16 switches are independent: tf32 concerns f32 products made on tensor cores (the SSD scan's),
 //! which stay f32 products under matmul_bf16; matmul_bf16 concerns the linear layers, which
@@ -37,7 +39,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static TF32: AtomicBool = AtomicBool::new(false);
-static SCAN_F32: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+static SCAN_BF16: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 static F32_GEMM_CUDA_CORES: std::sync::OnceLock<AtomicBool> = std::sync::OnceLock::new();
 
 fn f32_gemm_cuda_cores_flag() -> &'static AtomicBool {
@@ -84,5 +86,5 @@ pub fn matmul_bf16() -> bool {
 /// Whether, on this thread, the model's selective scans take u, delta, z in bf16 (see the
 /// module's doc).
 pub fn scan_bf16() -> bool {
-    matmul_bf16() && !*SCAN_F32.get_or_init(|| std::env::var("MAMBA_SCAN").is_ok_and(|v| v == "f32"))
+    matmul_bf16() && *SCAN_BF16.get_or_init(|| std::env::var("MAMBA_SCAN").is_ok_and(|v| v == "bf16"))
 }

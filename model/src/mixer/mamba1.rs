@@ -379,8 +379,8 @@ fn selective_from(
     let delta = linear(&parts[0], dt_proj_weight)?.transpose(1, 2)?; // (B, d_inner, L)
     let (b, c) = (parts[1].transpose(1, 2)?, parts[2].transpose(1, 2)?); // (B, d_state, L)
     let a = a_log.exp()?.neg()?;
-    // under bf16 autocast the scan reads u, delta, z in bf16 (the strided views cast as they are
-    // made contiguous); else as they are
+    // with MAMBA_SCAN=bf16 under bf16 autocast the scan reads u, delta, z in bf16 (the strided
+    // views cast as they are made contiguous; precision::scan_bf16 says what it costs)
     let low = |t: &Tensor| if mamba_engine::precision::scan_bf16() { t.to_dtype(DType::BF16) } else { Ok(t.clone()) };
     let (u, delta, z) = (low(u)?, low(&delta)?, z.map(low).transpose()?);
     selective_scan(&ScanArgs {
