@@ -3,15 +3,17 @@
 //! `decode_ssm_f32`) at a small awkward size (batch 3, d_model 40: a 10-float4 row), at
 //! d_model 768 (batch 1, and batch 13: two batch tiles, the second partial) and at the edges
 //! (d_conv 1 and 8, d_state 72, dt_rank 80, rows past a warp's prefetch), comparing every
-//! buffer the kernels write (scratch poisoned with NaN first) and the updated states;
-//! `decode_rows_f32` as the head (a vocabulary not a multiple of the rows a block owns).
-//! Then whole decoders: a Mamba-1 LM's `Decoder` on the GPU, kernels
+//! buffer the kernels write (scratch poisoned with NaN first) and the updated states; the
+//! first layer, whose `decode_in_f32` gathers the embedding's rows and writes them to the
+//! residual (NaN before; ids past both ends of the vocabulary), also against the same layer
+//! from those rows, bit for bit; `decode_rows_f32` as the head (a vocabulary not a multiple of
+//! the rows a block owns). Then whole decoders: a Mamba-1 LM's `Decoder` on the GPU, kernels
 //! launched one by one and replayed as a CUDA graph, against the CPU's for 24 tokens. Timed:
 //! one layer at d_model 768, batch 1 (GB/s of the weights it must read).
 
 use crate::{Check, Res, Row};
 use mamba_engine::{
-    ops::decode::{decode_head, decode_mamba1, Dims, Mamba1Buffers, Mamba1Weights},
+    ops::decode::{decode_head, decode_mamba1, Dims, Embed, Mamba1Buffers, Mamba1Weights},
     DType, Device, Rng, Tensor,
 };
 use mamba_model::{Decoder, Launch, MambaConfig, MambaLM};
@@ -121,6 +123,47 @@ fn layer(c: &mut Check, dims: Dims) -> Res<()> {
     Ok(())
 }
 
+/// The first layer of a token, from the embedding (vocabulary 203): against the CPU twin, and
+/// against the same layer on the GPU started from the rows the ids pick, which it must match
+/// bit for bit (elements whose bits differ). The ids: one past the end and, from batch 2, one
+/// below 0 (clamped to rows V - 1 and 0), the rest random.
+fn first_layer(c: &mut Check, dims: Dims) -> Res<()> {
+    let (batch, m, vocab) = (dims.batch, dims.m, 203);
+    let mut rng = Rng::new(c.rng.next_u64());
+    let cpu_w = weights(dims, &mut rng);
+    let gpu_w = to_gpu(&cpu_w)?;
+    let emb = Tensor::randn(&[vocab, m], 0.0, 1.0, DType::F32, &mut rng);
+    let edge = [vocab as f64 + 5.0, -3.0];
+    let ids: Vec<f64> = (0..batch).map(|b| edge.get(b).copied().unwrap_or_else(|| rng.below(vocab) as f64)).collect();
+    let seed = rng.next_u64();
+    let mut out = Vec::new();
+    for (device, w) in [(Device::Cpu, &cpu_w), (Device::Cuda, &gpu_w)] {
+        let (embedding, ids) = (emb.to(device)?, Tensor::from_f64(&ids, &[batch], DType::F32)?.to(device)?);
+        let r = Tensor::full(&[batch, m], f64::NAN, DType::F32, device)?;
+        let bufs = buffers(dims, seed, device)?;
+        decode_mamba1(dims, &r, Some(Embed { embedding: &embedding, ids: &ids }), &as_weights(w), &bufs, 1e-5)?;
+        out.push((r, bufs));
+    }
+    // the rows the ids pick, clamped as the kernel does
+    let (rows, row_of) = (emb.to_vec_f64()?, |id: f64| (id.max(0.0) as usize).min(vocab - 1));
+    let start: Vec<f64> = ids.iter().flat_map(|&id| rows[row_of(id) * m..][..m].to_vec()).collect();
+    let r_apart = Tensor::from_f64(&start, &[batch, m], DType::F32)?.to(Device::Cuda)?;
+    let b_apart = buffers(dims, seed, Device::Cuda)?;
+    decode_mamba1(dims, &r_apart, None, &as_weights(&gpu_w), &b_apart, 1e-5)?;
+    let name = format!("decode first layer (embedding) B{batch} M{m} D{}", dims.d);
+    let [(r_cpu, b_cpu), (r_gpu, b_gpu)] = &out[..] else { unreachable!("two devices") };
+    for ((what, g), (_, w)) in written(r_gpu, b_gpu).into_iter().zip(written(r_cpu, b_cpu)) {
+        row(c, format!("{name} {what} (norm)"), rel(g, w)?, f64::NAN, f64::NAN);
+    }
+    let mut differ = 0;
+    for ((_, a), (_, b)) in written(r_gpu, b_gpu).into_iter().zip(written(&r_apart, &b_apart)) {
+        differ += a.to_vec_f64()?.iter().zip(b.to_vec_f64()?).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+    }
+    let kernel = format!("{name} = from the rows (bits differing)");
+    c.rows.push(Row { kernel, err: differ as f64, ok: differ == 0, us: f64::NAN, rate: f64::NAN });
+    Ok(())
+}
+
 fn head(c: &mut Check) -> Res<()> {
     let (batch, m, vocab) = (5, 96, 203); // 203 rows: the last block's are partly past the end
     let mut rng = Rng::new(c.rng.next_u64());
@@ -174,6 +217,9 @@ pub fn run(c: &mut Check) -> Res<()> {
     let default = Dims { batch: 1, m: 128, d: 256, d_state: 16, dt_rank: 8, d_conv: 4 };
     for dims in [small, default, big, Dims { batch: 13, ..big }].into_iter().chain(edges) {
         layer(c, dims)?;
+    }
+    for dims in [small, default, Dims { batch: 13, ..big }] {
+        first_layer(c, dims)?;
     }
     head(c)?;
     decoders(c)
