@@ -2,19 +2,21 @@
 // engine/src/ops/decode/cpu.rs (same names). One token for each of B sequences; per layer
 // (d_model M, d_inner D, d_state N, dt_rank R, d_conv K, xdim = R + 2N):
 //
-//   decode_in_f32    u = RMSNorm(r) ; [x, z] = in_proj u ; conv window <- x ;
-//                    xc = silu(conv_w . window + conv_b)
+//   decode_in_f32    [layer 0: r = embedding[id]] ; u = RMSNorm(r) ; [x, z] = in_proj u ;
+//                    conv window <- x ; xc = silu(conv_w . window + conv_b)
 //   decode_rows_f32  xdbl = x_proj xc = [dt, B, C]       (inside decode_ssm for small layers)
 //   decode_ssm_f32   dt = softplus(dt_w dt + dt_b) ; s = exp(dt A) s + dt B xc ;
 //                    y = (C . s + D xc) silu(z)
 //   decode_rows_f32  r += out_proj y
 //
-// and once per token decode_embed_f32 (r = embedding[id]) and decode_rows_f32 again for the
-// head (logits = embedding RMSNorm_f(r)). Four launches per layer instead of the ~30 small ops
-// of the generic step, every weight read once per token. At batch 1 the step is a chain of
-// matrix-vector products bound by reading the weights (d_model 768 x 24: 363 MB, ~75 us at
-// ~4.8 TB/s) and by latency: each kernel is a few microseconds, so a chain of dependent
-// round trips to memory inside one (~0.5-1 us each) costs as much as its bytes. So:
+// and once per token decode_rows_f32 again for the head (logits = embedding RMSNorm_f(r)).
+// Layer 0's decode_in gathers the token's embedding row itself (a launch of its own would cost
+// more than the copy): 3 L + 1 launches a token for small layers (the default model, 4 layers:
+// 13), 4 L + 1 otherwise, instead of the generic step's ~30 small ops a layer; every weight is
+// read once per token. At batch 1 the step is a chain of matrix-vector products bound by
+// reading the weights (d_model 768 x 24: 363 MB, ~75 us at ~4.8 TB/s) and by latency: each
+// kernel is a few microseconds, so a chain of dependent round trips to memory inside one
+// (~0.5-1 us each) costs as much as its bytes. So:
 //
 // - Weights do not depend on the previous kernel: every kernel loads its weights into
 //   registers first (up to DECODE_WMAX float4 per lane), then stages its input, then
@@ -52,29 +54,23 @@ __device__ __forceinline__ float decode_softplus(float x) { return fmaxf(x, 0.0f
 __device__ __forceinline__ float decode_silu(float x) { return x / (1.0f + expf(-x)); }
 
 // The kernels' parameters: `Decode*Params` in launch/decode.rs, same fields.
-struct DecodeEmbedParams {
-    float* residual;        // (B, M)
-    const float* embedding; // (V, M)
-    const float* ids;       // (B) token ids as floats (exact below 2^24)
-    int batch, m, vocab, pad_;
-};
-static_assert(sizeof(DecodeEmbedParams) == 40, "DecodeEmbedParams: launch/decode.rs has 40 bytes");
-
 struct DecodeInParams {
     float* xc;               // (B, D) silu(conv) of x
     float* z;                // (B, D)
     float* conv_state;       // (B, D, K) the last K inputs of the conv, oldest first
-    const float* residual;   // (B, M)
+    float* residual;         // (B, M): read, or with the embedding written (= its rows at ids)
     const float* norm_w;     // (M)
     const float* in_proj;    // (2D, M)
     const float* conv_w;     // (D, K)
     const float* conv_b;     // (D)
+    const float* embedding;  // (V, M) for layer 0, else null (then ids is null too)
+    const float* ids;        // (B) token ids as floats (exact below 2^24)
     int batch, m, d, k, bt;
     int split;               // warps per row: 1, 2, 4 or 8
     float eps;
-    int pad_;
+    int vocab;               // V
 };
-static_assert(sizeof(DecodeInParams) == 96, "DecodeInParams: launch/decode.rs has 96 bytes");
+static_assert(sizeof(DecodeInParams) == 112, "DecodeInParams: launch/decode.rs has 112 bytes");
 
 struct DecodeSsmParams {
     float* y;               // (B, D) gated output
@@ -113,16 +109,6 @@ struct DecodeRowsParams {
 };
 static_assert(sizeof(DecodeRowsParams) == 64, "DecodeRowsParams: launch/decode.rs has 64 bytes");
 
-// Grid (B), block 256: r[b] = embedding[ids[b]] (an out-of-range id is clamped; the host
-// checks ids before writing them).
-extern "C" __global__ void __launch_bounds__(DECODE_THREADS) decode_embed_f32(const __grid_constant__ DecodeEmbedParams p) {
-    decode_wait();
-    const int b = blockIdx.x;
-    if (b >= p.batch) return;
-    const int id = min(max((int)p.ids[b], 0), p.vocab - 1);
-    for (int j = threadIdx.x; j < p.m; j += blockDim.x) p.residual[(long long)b * p.m + j] = p.embedding[(long long)id * p.m + j];
-}
-
 // This warp's share of weight row `row` of w (rows, cols): float4 columns share*32 + lane +
 // i*32*split for i < DECODE_WMAX (zeros past the row or past the last row).
 __device__ __forceinline__ void decode_load_row(float4 (&wv)[DECODE_WMAX], const float* __restrict__ w, int row, int rows,
@@ -138,12 +124,26 @@ __device__ __forceinline__ void decode_load_row(float4 (&wv)[DECODE_WMAX], const
 
 // Stage batch rows b0 .. b0+bt of x (B, cols) into u (bt, cols) in shared memory, times
 // norm_w when given, and each row's 1/rms into rs (1 without a norm): the squares are summed
-// from shared memory by warp b for row b.
+// from shared memory by warp b for row b. With `ids`, x is a table (vocab, cols) instead and
+// batch row b is its row ids[b] (an id out of [0, vocab) is clamped; the host checks ids before
+// writing them), also written as it is to row b of `copy` (B, cols) unless that is null.
 __device__ __forceinline__ void decode_stage(float* u, float* rs, const float* __restrict__ x,
-                                             const float* __restrict__ norm_w, int b0, int bt, int cols, float eps) {
-    const float4* x4 = reinterpret_cast<const float4*>(x + (long long)b0 * cols);
+                                             const float* __restrict__ norm_w, int b0, int bt, int cols, float eps,
+                                             const float* ids, int vocab, float* copy) {
     float4* u4 = reinterpret_cast<float4*>(u);
-    for (int i = threadIdx.x; i < bt * cols / 4; i += blockDim.x) u4[i] = x4[i];
+    if (ids) {
+        const int c4 = cols / 4;
+        for (int i = threadIdx.x; i < bt * c4; i += blockDim.x) {
+            const int b = i / c4, c = i - b * c4;
+            const int id = min(max((int)ids[b0 + b], 0), vocab - 1);
+            const float4 v = __ldg(reinterpret_cast<const float4*>(x + (long long)id * cols) + c);
+            u4[i] = v;
+            if (copy) reinterpret_cast<float4*>(copy + (long long)(b0 + b) * cols)[c] = v;
+        }
+    } else {
+        const float4* x4 = reinterpret_cast<const float4*>(x + (long long)b0 * cols);
+        for (int i = threadIdx.x; i < bt * cols / 4; i += blockDim.x) u4[i] = x4[i];
+    }
     __syncthreads();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     if (warp < bt) {
@@ -205,7 +205,9 @@ __device__ __forceinline__ float decode_dot(const float4 (&wv)[DECODE_WMAX], con
 }
 
 // Grid (2D / (8 / split), ceil(B / bt)), block 256, dynamic shared memory bt * M floats.
-// A block is all x channels (conv) or all z (D is a multiple of 16).
+// A block is all x channels (conv) or all z (D is a multiple of 16). With the embedding (layer 0)
+// every block gathers its input rows from it and never reads the residual, which the blocks
+// (0, y) write, one writer a batch row.
 extern "C" __global__ void __launch_bounds__(DECODE_THREADS, 1) decode_in_f32(const __grid_constant__ DecodeInParams p) {
     extern __shared__ __align__(16) float u_in[];  // (bt, M)
     __shared__ float rs[DECODE_BT];
@@ -231,7 +233,9 @@ extern "C" __global__ void __launch_bounds__(DECODE_THREADS, 1) decode_in_f32(co
 #pragma unroll
         for (int j = 0; j < 8; j++) win[j] = j + 1 < k ? p.conv_state[(bd + c) * k + j + 1] : 0.0f;
     }
-    decode_stage(u_in, rs, p.residual, p.norm_w, b0, bt, p.m, p.eps);
+    const bool gather = p.embedding != nullptr;
+    decode_stage(u_in, rs, gather ? p.embedding : p.residual, p.norm_w, b0, bt, p.m, p.eps, gather ? p.ids : nullptr,
+                 p.vocab, gather && blockIdx.x == 0 ? p.residual : nullptr);
     const float v = decode_dot(wv, p.in_proj, row0 + (t >> 5) / split, 2 * d, p.m, split, u_in, rs, bt, red);
     if (!mine) return;
     if (!x_block) {
@@ -263,7 +267,7 @@ extern "C" __global__ void __launch_bounds__(DECODE_THREADS, 1) decode_rows_f32(
     float4 wv[DECODE_WMAX];
     decode_load_row(wv, p.w, row, p.rows, p.cols, split);
     decode_wait();
-    decode_stage(u_rows, rs, p.x, p.norm_w, b0, bt, p.cols, p.eps);
+    decode_stage(u_rows, rs, p.x, p.norm_w, b0, bt, p.cols, p.eps, nullptr, 0, nullptr);
     const float v = decode_dot(wv, p.w, row, p.rows, p.cols, split, u_rows, rs, bt, red);
     const int t = threadIdx.x, out_row = row0 + t / bt;
     if (t >= (DECODE_WARPS / split) * bt || out_row >= p.rows) return;

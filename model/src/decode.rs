@@ -1,10 +1,11 @@
 //! Fast generation for Mamba-1 LMs: the [`Decoder`] runs one token through the model in the
-//! fused decoding kernels (`mamba_engine::ops::decode`: four launches a layer, every weight
-//! read once) instead of the generic step's ~30 tensor ops a layer, and on the GPU records
-//! the token's launches once as a CUDA graph and replays it for every later token.
+//! fused decoding kernels (`mamba_engine::ops::decode`: three or four launches a layer and one
+//! for the head, 13 a token for the default model; every weight read once) instead of the
+//! generic step's ~30 tensor ops a layer, and on the GPU records the token's launches once as
+//! a CUDA graph and replays it for every later token.
 //!
 //! ```text
-//! ids ─decode_embed─▶ r (B, M)
+//! layer 0:         r = embedding[ids] (B, M)     decode_mamba1 with `Embed`, in its first kernel
 //! for each layer:  r += Mixer(RMSNorm(r))        decode_mamba1 (conv and SSM states in place)
 //! logits = embedding RMSNorm_f(r)                decode_head   (B, padded vocab)
 //! ```

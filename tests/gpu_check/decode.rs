@@ -3,15 +3,17 @@
 //! `decode_ssm_f32`) at a small awkward size (batch 3, d_model 40: a 10-float4 row), at
 //! d_model 768 (batch 1, and batch 13: two batch tiles, the second partial) and at the edges
 //! (d_conv 1 and 8, d_state 72, dt_rank 80, rows past a warp's prefetch), comparing every
-//! buffer the kernels write (scratch poisoned with NaN first) and the updated states;
-//! `decode_embed_f32` and `decode_rows_f32` as the head (a vocabulary not a multiple of the
-//! rows a block owns). Then whole decoders: a Mamba-1 LM's `Decoder` on the GPU, kernels
+//! buffer the kernels write (scratch poisoned with NaN first) and the updated states; the
+//! first layer, whose `decode_in_f32` gathers the embedding's rows and writes them to the
+//! residual (NaN before; ids past both ends of the vocabulary), also against the same layer
+//! from those rows, bit for bit; `decode_rows_f32` as the head (a vocabulary not a multiple of
+//! the rows a block owns). Then whole decoders: a Mamba-1 LM's `Decoder` on the GPU, kernels
 //! launched one by one and replayed as a CUDA graph, against the CPU's for 24 tokens. Timed:
 //! one layer at d_model 768, batch 1 (GB/s of the weights it must read).
 
 use crate::{Check, Res, Row};
 use mamba_engine::{
-    ops::decode::{decode_embed, decode_head, decode_mamba1, Dims, Mamba1Buffers, Mamba1Weights},
+    ops::decode::{decode_head, decode_mamba1, Dims, Embed, Mamba1Buffers, Mamba1Weights},
     DType, Device, Rng, Tensor,
 };
 use mamba_model::{Decoder, Launch, MambaConfig, MambaLM};
@@ -80,32 +82,40 @@ fn buffers(dims: Dims, seed: u64, device: Device) -> Res<Mamba1Buffers> {
     Ok(b)
 }
 
+/// Everything a layer writes: the residual, then `bufs`'s states and scratch.
+fn written<'a>(residual: &'a Tensor, bufs: &'a Mamba1Buffers) -> [(&'static str, &'a Tensor); 7] {
+    [
+        ("residual", residual),
+        ("conv_state", &bufs.conv_state),
+        ("ssm_state", &bufs.ssm_state),
+        ("xc", &bufs.xc),
+        ("z", &bufs.z),
+        ("xdbl", &bufs.xdbl),
+        ("y", &bufs.y),
+    ]
+}
+
+fn to_gpu(w: &[Tensor]) -> Res<Vec<Tensor>> {
+    Ok(w.iter().map(|t| t.to(Device::Cuda)).collect::<mamba_engine::Result<Vec<_>>>()?)
+}
+
 fn layer(c: &mut Check, dims: Dims) -> Res<()> {
     let mut rng = Rng::new(c.rng.next_u64());
     let cpu_w = weights(dims, &mut rng);
-    let gpu_w = cpu_w.iter().map(|t| t.to(Device::Cuda)).collect::<mamba_engine::Result<Vec<_>>>()?;
+    let gpu_w = to_gpu(&cpu_w)?;
     let r = Tensor::randn(&[dims.batch, dims.m], 0.0, 1.0, DType::F32, &mut rng);
     let (r_cpu, r_gpu) = (r.to(Device::Cpu)?, r.to(Device::Cuda)?);
     let seed = rng.next_u64();
     let (b_cpu, b_gpu) = (buffers(dims, seed, Device::Cpu)?, buffers(dims, seed, Device::Cuda)?);
-    decode_mamba1(dims, &r_cpu, &as_weights(&cpu_w), &b_cpu, 1e-5)?;
-    decode_mamba1(dims, &r_gpu, &as_weights(&gpu_w), &b_gpu, 1e-5)?;
+    decode_mamba1(dims, &r_cpu, None, &as_weights(&cpu_w), &b_cpu, 1e-5)?;
+    decode_mamba1(dims, &r_gpu, None, &as_weights(&gpu_w), &b_gpu, 1e-5)?;
     let name = format!("decode layer B{} M{} D{}", dims.batch, dims.m, dims.d);
-    let pairs = [
-        ("residual", &r_gpu, &r_cpu),
-        ("conv_state", &b_gpu.conv_state, &b_cpu.conv_state),
-        ("ssm_state", &b_gpu.ssm_state, &b_cpu.ssm_state),
-        ("xc", &b_gpu.xc, &b_cpu.xc),
-        ("z", &b_gpu.z, &b_cpu.z),
-        ("xdbl", &b_gpu.xdbl, &b_cpu.xdbl),
-        ("y", &b_gpu.y, &b_cpu.y),
-    ];
-    for (what, g, w) in pairs {
+    for ((what, g), (_, w)) in written(&r_gpu, &b_gpu).into_iter().zip(written(&r_cpu, &b_cpu)) {
         row(c, format!("{name} {what} (norm)"), rel(g, w)?, f64::NAN, f64::NAN);
     }
     if dims.batch == 1 && dims.m >= 768 {
         // after the comparisons: each timed call moves the states on
-        let us = c.time(|| Ok(decode_mamba1(dims, &r_gpu, &as_weights(&gpu_w), &b_gpu, 1e-5)?))?;
+        let us = c.time(|| Ok(decode_mamba1(dims, &r_gpu, None, &as_weights(&gpu_w), &b_gpu, 1e-5)?))?;
         let bytes: usize = gpu_w.iter().map(Tensor::numel).sum::<usize>() * 4;
         let rate = bytes as f64 / us / 1e3;
         c.rows.push(Row { kernel: format!("{name} (4 kernels, weights read)"), err: 0.0, ok: true, us, rate });
@@ -113,25 +123,60 @@ fn layer(c: &mut Check, dims: Dims) -> Res<()> {
     Ok(())
 }
 
-fn embed_and_head(c: &mut Check) -> Res<()> {
+/// The first layer of a token, from the embedding (vocabulary 203): against the CPU twin, and
+/// against the same layer on the GPU started from the rows the ids pick, which it must match
+/// bit for bit (elements whose bits differ). The ids: one past the end and, from batch 2, one
+/// below 0 (clamped to rows V - 1 and 0), the rest random.
+fn first_layer(c: &mut Check, dims: Dims) -> Res<()> {
+    let (batch, m, vocab) = (dims.batch, dims.m, 203);
+    let mut rng = Rng::new(c.rng.next_u64());
+    let cpu_w = weights(dims, &mut rng);
+    let gpu_w = to_gpu(&cpu_w)?;
+    let emb = Tensor::randn(&[vocab, m], 0.0, 1.0, DType::F32, &mut rng);
+    let edge = [vocab as f64 + 5.0, -3.0];
+    let ids: Vec<f64> = (0..batch).map(|b| edge.get(b).copied().unwrap_or_else(|| rng.below(vocab) as f64)).collect();
+    let seed = rng.next_u64();
+    let mut out = Vec::new();
+    for (device, w) in [(Device::Cpu, &cpu_w), (Device::Cuda, &gpu_w)] {
+        let (embedding, ids) = (emb.to(device)?, Tensor::from_f64(&ids, &[batch], DType::F32)?.to(device)?);
+        let r = Tensor::full(&[batch, m], f64::NAN, DType::F32, device)?;
+        let bufs = buffers(dims, seed, device)?;
+        decode_mamba1(dims, &r, Some(Embed { embedding: &embedding, ids: &ids }), &as_weights(w), &bufs, 1e-5)?;
+        out.push((r, bufs));
+    }
+    // the rows the ids pick, clamped as the kernel does
+    let (rows, row_of) = (emb.to_vec_f64()?, |id: f64| (id.max(0.0) as usize).min(vocab - 1));
+    let start: Vec<f64> = ids.iter().flat_map(|&id| rows[row_of(id) * m..][..m].to_vec()).collect();
+    let r_apart = Tensor::from_f64(&start, &[batch, m], DType::F32)?.to(Device::Cuda)?;
+    let b_apart = buffers(dims, seed, Device::Cuda)?;
+    decode_mamba1(dims, &r_apart, None, &as_weights(&gpu_w), &b_apart, 1e-5)?;
+    let name = format!("decode first layer (embedding) B{batch} M{m} D{}", dims.d);
+    let [(r_cpu, b_cpu), (r_gpu, b_gpu)] = &out[..] else { unreachable!("two devices") };
+    for ((what, g), (_, w)) in written(r_gpu, b_gpu).into_iter().zip(written(r_cpu, b_cpu)) {
+        row(c, format!("{name} {what} (norm)"), rel(g, w)?, f64::NAN, f64::NAN);
+    }
+    let mut differ = 0;
+    for ((_, a), (_, b)) in written(r_gpu, b_gpu).into_iter().zip(written(&r_apart, &b_apart)) {
+        differ += a.to_vec_f64()?.iter().zip(b.to_vec_f64()?).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+    }
+    let kernel = format!("{name} = from the rows (bits differing)");
+    c.rows.push(Row { kernel, err: differ as f64, ok: differ == 0, us: f64::NAN, rate: f64::NAN });
+    Ok(())
+}
+
+fn head(c: &mut Check) -> Res<()> {
     let (batch, m, vocab) = (5, 96, 203); // 203 rows: the last block's are partly past the end
     let mut rng = Rng::new(c.rng.next_u64());
     let emb = Tensor::randn(&[vocab, m], 0.0, 0.5, DType::F32, &mut rng);
     let norm = Tensor::rand_uniform(&[m], 0.5, 1.5, DType::F32, &mut rng);
-    let ids: Vec<f64> = (0..batch).map(|_| rng.below(vocab) as f64).collect();
+    let r = Tensor::randn(&[batch, m], 0.0, 1.0, DType::F32, &mut rng);
     let mut out = Vec::new();
     for device in [Device::Cpu, Device::Cuda] {
-        let (emb, norm) = (emb.to(device)?, norm.to(device)?);
-        let id = Tensor::zeros(&[batch], DType::F32, device)?;
-        id.write_values(&ids)?;
-        let r = Tensor::full(&[batch, m], f64::NAN, DType::F32, device)?;
         let logits = Tensor::full(&[batch, vocab], f64::NAN, DType::F32, device)?;
-        decode_embed(&r, &emb, &id)?;
-        decode_head(&logits, &r, &norm, &emb, 1e-5)?;
-        out.push((r, logits));
+        decode_head(&logits, &r.to(device)?, &norm.to(device)?, &emb.to(device)?, 1e-5)?;
+        out.push(logits);
     }
-    row(c, format!("decode_embed B{batch} M{m}"), rel(&out[1].0, &out[0].0)?, f64::NAN, f64::NAN);
-    row(c, format!("decode_head B{batch} V{vocab} (norm)"), rel(&out[1].1, &out[0].1)?, f64::NAN, f64::NAN);
+    row(c, format!("decode_head B{batch} V{vocab} (norm)"), rel(&out[1], &out[0])?, f64::NAN, f64::NAN);
     Ok(())
 }
 
@@ -173,6 +218,9 @@ pub fn run(c: &mut Check) -> Res<()> {
     for dims in [small, default, big, Dims { batch: 13, ..big }].into_iter().chain(edges) {
         layer(c, dims)?;
     }
-    embed_and_head(c)?;
+    for dims in [small, default, Dims { batch: 13, ..big }] {
+        first_layer(c, dims)?;
+    }
+    head(c)?;
     decoders(c)
 }

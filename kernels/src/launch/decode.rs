@@ -15,23 +15,7 @@ const MAX_BT: usize = 8;
 /// Blocks that keep every multiprocessor of the H200 busy with two.
 const ENOUGH_BLOCKS: usize = 2 * 132;
 
-/// The parameter of `decode_embed_f32` (`struct DecodeEmbedParams` in cu/decode.cu).
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct DecodeEmbedParams {
-    residual: DevicePointer<f32>,
-    embedding: DevicePointer<f32>,
-    ids: DevicePointer<f32>,
-    batch: i32,
-    m: i32,
-    vocab: i32,
-    pad: i32,
-}
-const _: () = assert!(std::mem::size_of::<DecodeEmbedParams>() == 40);
-// SAFETY: device pointers and integers, laid out as the C struct.
-unsafe impl DeviceCopy for DecodeEmbedParams {}
-
-/// The parameter of `decode_in_f32` (`struct DecodeInParams`).
+/// The parameter of `decode_in_f32` (`struct DecodeInParams` in cu/decode.cu).
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct DecodeInParams {
@@ -43,6 +27,8 @@ struct DecodeInParams {
     in_proj: DevicePointer<f32>,
     conv_w: DevicePointer<f32>,
     conv_b: DevicePointer<f32>,
+    embedding: DevicePointer<f32>,
+    ids: DevicePointer<f32>,
     batch: i32,
     m: i32,
     d: i32,
@@ -50,9 +36,9 @@ struct DecodeInParams {
     bt: i32,
     split: i32,
     eps: f32,
-    pad: i32,
+    vocab: i32,
 }
-const _: () = assert!(std::mem::size_of::<DecodeInParams>() == 96);
+const _: () = assert!(std::mem::size_of::<DecodeInParams>() == 112);
 // SAFETY: device pointers and numbers, laid out as the C struct.
 unsafe impl DeviceCopy for DecodeInParams {}
 
@@ -125,17 +111,46 @@ fn aligned(kernel: &'static str, slices: &[(&str, &DeviceSlice<f32>)]) -> Result
     Ok(())
 }
 
-/// The arguments of [`Gpu::decode_in_f32`]: `residual` (B, M) in, the rest as in decode.cu.
+/// The arguments of [`Gpu::decode_in_f32`], as in decode.cu.
 pub struct DecodeIn<'a> {
     pub xc: &'a mut DeviceSlice<f32>,
     pub z: &'a mut DeviceSlice<f32>,
     pub conv_state: &'a mut DeviceSlice<f32>,
-    pub residual: &'a DeviceSlice<f32>,
+    /// (B, M): the layer's input, or with `embed` its output (the embedding's rows at the ids)
+    pub residual: &'a mut DeviceSlice<f32>,
+    /// Layer 0's: the residual stream starts from the token ids in this launch
+    pub embed: Option<DecodeEmbed<'a>>,
     pub norm_w: &'a DeviceSlice<f32>,
     pub in_proj: &'a DeviceSlice<f32>,
     pub conv_w: &'a DeviceSlice<f32>,
     pub conv_b: &'a DeviceSlice<f32>,
     pub eps: f32,
+}
+
+/// The token ids (B, as floats, exact below 2^24; one out of [0, V) is clamped) and the
+/// embedding (V, M) whose rows they pick.
+#[derive(Clone, Copy)]
+pub struct DecodeEmbed<'a> {
+    pub embedding: &'a DeviceSlice<f32>,
+    pub ids: &'a DeviceSlice<f32>,
+}
+
+impl DecodeEmbed<'_> {
+    /// The kernel's `embedding`, `ids` and `vocab` for a batch of `batch` rows of `m`.
+    fn params(
+        &self,
+        kernel: &'static str,
+        batch: usize,
+        m: usize,
+    ) -> Result<(DevicePointer<f32>, DevicePointer<f32>, i32)> {
+        let Self { embedding, ids } = self;
+        check_len(kernel, "ids", ids.len(), batch)?;
+        ensure(!embedding.is_empty() && embedding.len().is_multiple_of(m), kernel, || {
+            format!("the embedding's {} values are not rows of d_model {m}", embedding.len())
+        })?;
+        aligned(kernel, &[("embedding", embedding)])?;
+        Ok((embedding.as_device_ptr(), ids.as_device_ptr(), to_i32(kernel, "vocab", embedding.len() / m)?))
+    }
 }
 
 /// The arguments of [`Gpu::decode_ssm_f32`].
@@ -169,35 +184,8 @@ pub struct DecodeRows<'a> {
 }
 
 impl Gpu {
-    /// `residual` (B, M) = rows `ids` (B, as floats) of `embedding` (V, M) — twin of
-    /// `ops::decode::cpu::decode_embed`.
-    pub fn decode_embed_f32(
-        &self,
-        residual: &mut DeviceSlice<f32>,
-        embedding: &DeviceSlice<f32>,
-        ids: &DeviceSlice<f32>,
-        m: usize,
-    ) -> Result<()> {
-        const K: &str = "decode_embed_f32";
-        let batch = ids.len();
-        check_len(K, "residual", residual.len(), batch * m)?;
-        ensure(m > 0 && embedding.len().is_multiple_of(m), K, || format!("embedding is not rows of {m}"))?;
-        let vocab = embedding.len() / m;
-        ensure(vocab > 0 && batch > 0, K, || "empty embedding or batch".into())?;
-        let params = DecodeEmbedParams {
-            residual: residual.as_device_ptr(),
-            embedding: embedding.as_device_ptr(),
-            ids: ids.as_device_ptr(),
-            batch: to_i32(K, "batch", batch)?,
-            m: to_i32(K, "m", m)?,
-            vocab: to_i32(K, "vocab", vocab)?,
-            pad: 0,
-        };
-        let cost = Cost::f32s(2 * batch * m + batch);
-        self.launch_dependent(K, batch as u32, THREADS, 0, params, cost)
-    }
-
-    /// Norm, in_proj and conv of one token — twin of `ops::decode::cpu::decode_in`.
+    /// Norm, in_proj and conv of one token (for layer 0 after the embedding's rows at the
+    /// ids) — twin of `ops::decode::cpu::decode_in`.
     pub fn decode_in_f32(&self, dims: DecodeDims, a: DecodeIn<'_>) -> Result<()> {
         const K: &str = "decode_in_f32";
         if let Some(why) = dims.unsupported() {
@@ -216,7 +204,9 @@ impl Gpu {
         ] {
             check_len(K, name, len, want)?;
         }
-        aligned(K, &[("residual", a.residual), ("in_proj", a.in_proj)])?;
+        aligned(K, &[("residual", &*a.residual), ("in_proj", a.in_proj)])?;
+        let null = DevicePointer::null();
+        let (embedding, ids, vocab) = a.embed.map_or(Ok((null, null, 0)), |e| e.params(K, batch, m))?;
         let bt = batch_tile(batch, m);
         let tiles = batch.div_ceil(bt);
         let split = split_for(2 * d, m, tiles);
@@ -229,6 +219,8 @@ impl Gpu {
             in_proj: a.in_proj.as_device_ptr(),
             conv_w: a.conv_w.as_device_ptr(),
             conv_b: a.conv_b.as_device_ptr(),
+            embedding,
+            ids,
             batch: batch as i32,
             m: m as i32,
             d: d as i32,
@@ -236,11 +228,13 @@ impl Gpu {
             bt: bt as i32,
             split: split as i32,
             eps: a.eps,
-            pad: 0,
+            vocab,
         };
         // Reads in_proj and the conv weights once, the conv state; 2 FLOPs a weight a row.
+        // With the embedding: its rows instead of the residual's, the ids, the residual written.
         let weights = 2 * d * m + d * (k + 1) + m;
-        let acts = batch * (m + 2 * d * k + 2 * d);
+        let embed = if a.embed.is_some() { batch * (m + 1) } else { 0 };
+        let acts = batch * (m + 2 * d * k + 2 * d) + embed;
         let cost = Cost { bytes: 4.0 * (weights + acts) as f64, flops: (4 * batch * d * m) as f64 };
         let grid = ((2 * d / (WARPS / split)) as u32, tiles as u32);
         self.launch_dependent(K, grid, THREADS, (4 * bt * m) as u32, params, cost)

@@ -2,8 +2,8 @@
 //! With M = d_model, D = d_inner, N = d_state, R = dt_rank, K = d_conv, xdim = R + 2N:
 //!
 //! ```text
-//! decode_embed   r = embedding[id]                                       (B, M)
-//! decode_in      u = RMSNorm(r) ; [x, z] = in_proj u                     (B, D) each
+//! decode_in      [layer 0: r = embedding[id]]                            (B, M)
+//!                u = RMSNorm(r) ; [x, z] = in_proj u                     (B, D) each
 //!                window = [window[1..], x] ; xc = silu(conv_w . window + conv_b)
 //! decode_rows    xdbl = x_proj xc = [dt, B, C]                           (B, xdim)
 //! decode_ssm     Δ = softplus(dt_w dt + dt_b) ; s = exp(Δ A) s + Δ B xc
@@ -34,6 +34,14 @@ pub struct InWeights<'a, T> {
     pub in_proj: &'a [T],
     pub conv_w: &'a [T],
     pub conv_b: &'a [T],
+}
+
+/// The token ids (B, as floats) and the embedding (V, M) whose rows they pick: layer 0's
+/// `decode_in` starts the residual stream from them.
+#[derive(Clone, Copy)]
+pub struct Embed<'a, T> {
+    pub embedding: &'a [T],
+    pub ids: &'a [T],
 }
 
 /// The buffers `decode_ssm` writes, and its weights.
@@ -78,7 +86,7 @@ fn rows_dot<T: Elem>(w: &[T], u: &[T], scale: f64) -> Vec<f64> {
 }
 
 /// r (B, M) = rows `ids` (B) of `embedding` (V, M); an id outside [0, V) is clamped.
-pub fn decode_embed<T: Elem>(residual: &mut [T], embedding: &[T], ids: &[T], m: usize) {
+fn embed<T: Elem>(residual: &mut [T], Embed { embedding, ids }: Embed<'_, T>, m: usize) {
     let vocab = embedding.len() / m;
     for (r, &id) in residual.chunks_mut(m).zip(ids) {
         let id = (id.as_f64().max(0.0) as usize).min(vocab - 1);
@@ -86,9 +94,20 @@ pub fn decode_embed<T: Elem>(residual: &mut [T], embedding: &[T], ids: &[T], m: 
     }
 }
 
-/// Norm, in_proj and conv (shifting the window) of one token.
-pub fn decode_in<T: Elem>(dims: Dims, out: InOut<'_, T>, residual: &[T], w: InWeights<'_, T>, eps: f64) {
+/// Norm, in_proj and conv (shifting the window) of one token; with `gather` (layer 0) the
+/// residual is first set to the embedding's rows at the ids.
+pub fn decode_in<T: Elem>(
+    dims: Dims,
+    out: InOut<'_, T>,
+    residual: &mut [T],
+    gather: Option<Embed<'_, T>>,
+    w: InWeights<'_, T>,
+    eps: f64,
+) {
     let Dims { m, d, d_conv: k, .. } = dims;
+    if let Some(e) = gather {
+        embed(residual, e, m);
+    }
     for b in 0..dims.batch {
         let (u, rstd) = normed(&residual[b * m..(b + 1) * m], w.norm_w, eps);
         let xz = rows_dot(w.in_proj, &u, rstd); // (2D)

@@ -1,12 +1,12 @@
-//! The GPU arm of decoding: `decode_embed_f32`, `decode_in_f32`, `decode_rows_f32`,
-//! `decode_ssm_f32` (kernels/cu/decode.cu), twins of `cpu.rs`. `mod.rs`
+//! The GPU arm of decoding: `decode_in_f32`, `decode_rows_f32`, `decode_ssm_f32`
+//! (kernels/cu/decode.cu), twins of `cpu.rs`. `mod.rs`
 //! has checked sizes, contiguity, devices and that every written buffer is its own, and holds
 //! the locks; this file turns the locked buffers into device slices and launches.
 
 use super::{lock, Dims, OP};
 use crate::cuda::args::{run, Slice};
 use crate::{cuda::f32_only, dtype::DType, error::Result, storage::Storage, Tensor};
-use mamba_kernels::launch::{DecodeIn, DecodeRows, DecodeSsm};
+use mamba_kernels::launch::{DecodeEmbed, DecodeIn, DecodeRows, DecodeSsm};
 use std::sync::{RwLockReadGuard, RwLockWriteGuard};
 
 /// The f32 elements of contiguous `t` in its locked storage.
@@ -16,17 +16,6 @@ fn slice(s: &Storage, t: &Tensor) -> Result<Slice> {
         return Err(f32_only(OP, data.dtype()));
     }
     data.slice(OP, t.layout.offset, t.numel())
-}
-
-pub(super) fn decode_embed(
-    gw: &RwLockWriteGuard<'_, Storage>,
-    gr: &[RwLockReadGuard<'_, Storage>],
-    [residual, embedding, ids]: [&Tensor; 3],
-    m: usize,
-) -> Result<()> {
-    let mut r = slice(gw, residual)?;
-    let (emb, ids) = (slice(&gr[0], embedding)?, slice(&gr[1], ids)?);
-    run(OP, |g| g.decode_embed_f32(&mut r, &emb, &ids, m))
 }
 
 pub(super) fn decode_head(
@@ -49,11 +38,17 @@ fn separate_x_proj() -> bool {
     *SEPARATE.get_or_init(|| std::env::var("MAMBA_DECODE_XPROJ").is_ok_and(|v| v == "separate"))
 }
 
-/// One layer: `decode_in_f32`, `decode_rows_f32` (x_proj; for a small layer inside
-/// `decode_ssm_f32` instead), `decode_ssm_f32`, `decode_rows_f32` (out_proj into the residual)
-/// on the one stream.
-/// `written` and `read` are in the order of `super::decode_mamba1`.
-pub(super) fn decode_mamba1(dims: Dims, written: &[(&Tensor, usize); 7], read: &[(&Tensor, usize); 10], eps: f64) -> Result<()> {
+/// One layer: `decode_in_f32` (for the first layer from the embedding), `decode_rows_f32`
+/// (x_proj; for a small layer inside `decode_ssm_f32` instead), `decode_ssm_f32`,
+/// `decode_rows_f32` (out_proj into the residual) on the one stream.
+/// `written` and `read` are in the order of `super::decode_mamba1`: read has the ten weights,
+/// then the embedding and the ids for the first layer.
+pub(super) fn decode_mamba1(
+    dims: Dims,
+    written: &[(&Tensor, usize); 7],
+    read: &[(&Tensor, usize)],
+    eps: f64,
+) -> Result<()> {
     let wt: Vec<&Tensor> = written.iter().map(|p| p.0).collect();
     let rt: Vec<&Tensor> = read.iter().map(|p| p.0).collect();
     let (gw, gr) = lock(&wt, &rt);
@@ -61,8 +56,12 @@ pub(super) fn decode_mamba1(dims: Dims, written: &[(&Tensor, usize); 7], read: &
     let rs = gr.iter().zip(&rt).map(|(g, t)| slice(g, t)).collect::<Result<Vec<_>>>()?;
     let [mut residual, mut conv_state, mut ssm_state, mut xc, mut z, mut xdbl, mut y] =
         <[Slice; 7]>::try_from(ws).unwrap_or_else(|_| unreachable!("seven buffers"));
-    let [norm_w, in_proj, conv_w, conv_b, x_proj, dt_w, dt_b, a, d_skip, out_proj] = &rs[..] else {
+    let [norm_w, in_proj, conv_w, conv_b, x_proj, dt_w, dt_b, a, d_skip, out_proj, gather @ ..] = &rs[..] else {
         unreachable!("ten weights")
+    };
+    let embed = match gather {
+        [embedding, ids] => Some(DecodeEmbed { embedding, ids }),
+        _ => None,
     };
     let (kd, batch, eps) = (dims, dims.batch, eps as f32);
     run(OP, |g| {
@@ -70,7 +69,8 @@ pub(super) fn decode_mamba1(dims: Dims, written: &[(&Tensor, usize); 7], read: &
             xc: &mut xc,
             z: &mut z,
             conv_state: &mut conv_state,
-            residual: &residual,
+            residual: &mut residual,
+            embed,
             norm_w,
             in_proj,
             conv_w,

@@ -1,7 +1,8 @@
 //! Decoding a Mamba-1 LM one token at a time in fused kernels (the math is in `cpu.rs`):
-//! [`decode_embed`] starts the residual stream from the token ids, [`decode_mamba1`] runs one
-//! layer (four kernels on the GPU: norm + in_proj + conv, x_proj, the SSM update, out_proj +
-//! residual), [`decode_head`] makes the logits. Every call writes into buffers the
+//! [`decode_mamba1`] runs one layer (four kernels on the GPU: norm + in_proj + conv, x_proj,
+//! the SSM update, out_proj + residual; x_proj inside the SSM update's for small layers), the
+//! first layer starting the residual stream from the token ids ([`Embed`]) in its first
+//! kernel, and [`decode_head`] makes the logits. Every call writes into buffers the
 //! caller allocated once, so that a decoder can replay the same launches token after token
 //! (and capture them in a CUDA graph). Not differentiable: it records no graph.
 //!
@@ -76,29 +77,25 @@ pub fn unsupported(dims: Dims) -> Option<String> {
     dims.unsupported()
 }
 
-/// r (B, M) = rows `ids` (B, token ids stored as floats) of `embedding` (V, M).
-pub fn decode_embed(residual: &Tensor, embedding: &Tensor, ids: &Tensor) -> Result<()> {
-    let m = embedding.shape().last().copied().unwrap_or(0);
-    if m == 0 || embedding.numel() == 0 || ids.numel() == 0 {
-        return invalid(OP, "decode_embed needs a non-empty embedding (V, M) and at least one id");
-    }
-    check(&[(residual, ids.numel() * m)], &[(embedding, embedding.numel()), (ids, ids.numel())])?;
-    let (mut gw, gr) = lock(&[residual], &[embedding, ids]);
-    let ts = [residual, embedding, ids];
-    match (residual.device(), residual.dtype()) {
-        (Device::Cpu, DType::F32) => embed_cpu::<f32>(&mut gw, &gr, ts, m),
-        (Device::Cpu, DType::F64) => embed_cpu::<f64>(&mut gw, &gr, ts, m),
-        (Device::Cpu, DType::BF16) => Err(bf16_refused()),
-        #[cfg(feature = "cuda")]
-        (Device::Cuda, _) => cuda::decode_embed(&gw[0], &gr, ts, m),
-        #[cfg(not(feature = "cuda"))]
-        (Device::Cuda, _) => Err(crate::dispatch::no_cuda(OP)),
-    }
+/// The token ids (B, stored as floats) and the embedding (V, M) whose rows they pick, for the
+/// first layer: on the GPU its first kernel gathers them rather than a launch of their own.
+#[derive(Clone, Copy)]
+pub struct Embed<'a> {
+    pub embedding: &'a Tensor,
+    pub ids: &'a Tensor,
 }
 
 /// One layer for every sequence: `residual` (B, M) += Mixer(RMSNorm(residual)), updating the
-/// conv and SSM states in `bufs`.
-pub fn decode_mamba1(dims: Dims, residual: &Tensor, w: &Mamba1Weights<'_>, bufs: &Mamba1Buffers, eps: f64) -> Result<()> {
+/// conv and SSM states in `bufs`; with `embed` (the first layer) `residual` is first set to
+/// the embedding's rows at the ids (an id outside [0, V) is clamped).
+pub fn decode_mamba1(
+    dims: Dims,
+    residual: &Tensor,
+    embed: Option<Embed<'_>>,
+    w: &Mamba1Weights<'_>,
+    bufs: &Mamba1Buffers,
+    eps: f64,
+) -> Result<()> {
     if let Some(why) = unsupported(dims) {
         return invalid(OP, why);
     }
@@ -112,7 +109,7 @@ pub fn decode_mamba1(dims: Dims, residual: &Tensor, w: &Mamba1Weights<'_>, bufs:
         (&bufs.xdbl, batch * dims.xdim()),
         (&bufs.y, batch * d),
     ];
-    let read = [
+    let mut read = vec![
         (w.norm, m),
         (w.in_proj, 2 * d * m),
         (w.conv_w, d * k),
@@ -124,6 +121,15 @@ pub fn decode_mamba1(dims: Dims, residual: &Tensor, w: &Mamba1Weights<'_>, bufs:
         (w.d_skip, d),
         (w.out_proj, m * d),
     ];
+    if let Some(Embed { embedding, ids }) = embed {
+        let rows = embedding.numel();
+        if rows == 0 || !rows.is_multiple_of(m) || ids.numel() != batch {
+            let (e, i) = (embedding.shape(), ids.shape());
+            let why = format!("the embedding must be rows of d_model {m} and the ids {batch}: got {e:?} and {i:?}");
+            return invalid(OP, why);
+        }
+        read.extend([(embedding, rows), (ids, batch)]);
+    }
     check(&written, &read)?;
     match residual.device() {
         Device::Cpu => match residual.dtype() {
@@ -206,17 +212,6 @@ fn elems_mut<'a, T: Scalar>(s: &'a mut Storage, t: &Tensor) -> Result<&'a mut [T
     Ok(&mut data[t.layout.offset..t.layout.offset + t.numel()])
 }
 
-fn embed_cpu<T: Elem>(
-    gw: &mut [RwLockWriteGuard<'_, Storage>],
-    gr: &[RwLockReadGuard<'_, Storage>],
-    [residual, embedding, ids]: [&Tensor; 3],
-    m: usize,
-) -> Result<()> {
-    let (emb, ids): (&[T], &[T]) = (elems(&gr[0], embedding)?, elems(&gr[1], ids)?);
-    cpu::decode_embed(elems_mut(&mut gw[0], residual)?, emb, ids, m);
-    Ok(())
-}
-
 fn head_cpu<T: Elem>(
     gw: &mut [RwLockWriteGuard<'_, Storage>],
     gr: &[RwLockReadGuard<'_, Storage>],
@@ -229,7 +224,9 @@ fn head_cpu<T: Elem>(
     Ok(())
 }
 
-fn layer_cpu<T: Elem>(dims: Dims, written: &[(&Tensor, usize); 7], read: &[(&Tensor, usize); 10], eps: f64) -> Result<()> {
+/// `written` and `read` in the order of [`decode_mamba1`]: read has the ten weights, then the
+/// embedding and the ids for the first layer.
+fn layer_cpu<T: Elem>(dims: Dims, written: &[(&Tensor, usize); 7], read: &[(&Tensor, usize)], eps: f64) -> Result<()> {
     let wt: Vec<&Tensor> = written.iter().map(|p| p.0).collect();
     let rt: Vec<&Tensor> = read.iter().map(|p| p.0).collect();
     let (mut gw, gr) = lock(&wt, &rt);
@@ -239,11 +236,16 @@ fn layer_cpu<T: Elem>(dims: Dims, written: &[(&Tensor, usize); 7], read: &[(&Ten
     }
     let rs = gr.iter().zip(&rt).map(|(g, t)| elems::<T>(g, t)).collect::<Result<Vec<_>>>()?;
     let [residual, conv_state, ssm_state, xc, z, xdbl, y] = &mut ws[..] else { unreachable!("seven buffers") };
-    let [norm_w, in_proj, conv_w, conv_b, x_proj, dt_w, dt_b, a, d_skip, out_proj] = rs[..] else {
+    let [norm_w, in_proj, conv_w, conv_b, x_proj, dt_w, dt_b, a, d_skip, out_proj, ref gather @ ..] = rs[..] else {
         unreachable!("ten weights")
     };
+    let gather = match *gather {
+        [embedding, ids] => Some(cpu::Embed { embedding, ids }),
+        _ => None,
+    };
     let batch = dims.batch;
-    cpu::decode_in(dims, cpu::InOut { xc, z, conv_state }, residual, cpu::InWeights { norm_w, in_proj, conv_w, conv_b }, eps);
+    let (out, w) = (cpu::InOut { xc, z, conv_state }, cpu::InWeights { norm_w, in_proj, conv_w, conv_b });
+    cpu::decode_in(dims, out, residual, gather, w, eps);
     cpu::decode_rows(xdbl, xc, None, x_proj, batch, false, eps);
     let out = cpu::SsmOut { y, ssm_state };
     cpu::decode_ssm(dims, out, xdbl, xc, z, cpu::SsmWeights { dt_w, dt_b, a, d_skip });
@@ -284,25 +286,36 @@ mod tests {
         let w = weights(dims);
         let bufs = Mamba1Buffers::zeros(dims, DType::F64, Device::Cpu).unwrap();
         let r = Tensor::zeros(&[2, 8], DType::F64, Device::Cpu).unwrap();
-        decode_mamba1(dims, &r, &view(&w), &bufs, 1e-5).unwrap();
+        decode_mamba1(dims, &r, None, &view(&w), &bufs, 1e-5).unwrap();
         let err = |e: Error| e.to_string();
         // a weight of the wrong size, the residual shared with a state, unsupported sizes
         let mut short = weights(dims);
         short[1] = Tensor::zeros(&[3], DType::F64, Device::Cpu).unwrap();
-        assert!(err(decode_mamba1(dims, &r, &view(&short), &bufs, 1e-5).unwrap_err()).contains("argument 8"));
+        assert!(err(decode_mamba1(dims, &r, None, &view(&short), &bufs, 1e-5).unwrap_err()).contains("argument 8"));
         let inside_xc = bufs.xc.reshape(&[32]).unwrap().narrow(0, 0, 16).unwrap().reshape(&[2, 8]).unwrap();
-        let e = decode_mamba1(dims, &inside_xc, &view(&w), &bufs, 1e-5).unwrap_err();
+        let e = decode_mamba1(dims, &inside_xc, None, &view(&w), &bufs, 1e-5).unwrap_err();
         assert!(err(e).contains("written argument 0 shares its buffer"));
-        let e = decode_mamba1(Dims { d: 2, ..dims }, &r, &view(&w), &bufs, 1e-5).unwrap_err();
+        let e = decode_mamba1(Dims { d: 2, ..dims }, &r, None, &view(&w), &bufs, 1e-5).unwrap_err();
         assert!(err(e).contains("d_inner (2) of 16"));
-        // bf16, an empty embedding, rows that do not divide
-        let e16 = Tensor::zeros(&[4, 8], DType::BF16, Device::Cpu).unwrap();
-        let ids = Tensor::zeros(&[2], DType::BF16, Device::Cpu).unwrap();
-        let r16 = Tensor::zeros(&[2, 8], DType::BF16, Device::Cpu).unwrap();
-        assert!(matches!(decode_embed(&r16, &e16, &ids).unwrap_err(), Error::Unsupported { dtype: DType::BF16, .. }));
-        let empty = Tensor::zeros(&[0, 8], DType::F64, Device::Cpu).unwrap();
-        assert!(err(decode_embed(&r, &empty, &Tensor::zeros(&[2], DType::F64, Device::Cpu).unwrap()).unwrap_err())
-            .contains("non-empty"));
+        // the first layer's embedding: empty, not rows of d_model, too few ids, ids of another dtype
+        let zeros = |shape: &[usize], dtype| Tensor::zeros(shape, dtype, Device::Cpu).unwrap();
+        let (emb, ids) = (zeros(&[4, 8], DType::F64), zeros(&[2], DType::F64));
+        let empty = zeros(&[0, 8], DType::F64);
+        for (embedding, ids, want) in [
+            (&empty, &ids, "rows of d_model 8 and the ids 2: got [0, 8] and [2]"),
+            (&zeros(&[3, 5], DType::F64), &ids, "got [3, 5]"),
+            (&emb, &zeros(&[3], DType::F64), "got [4, 8] and [3]"),
+        ] {
+            let e = decode_mamba1(dims, &r, Some(Embed { embedding, ids }), &view(&w), &bufs, 1e-5).unwrap_err();
+            assert!(err(e).contains(want), "{want}");
+        }
+        let f32_ids = Some(Embed { embedding: &emb, ids: &zeros(&[2], DType::F32) });
+        let e = decode_mamba1(dims, &r, f32_ids, &view(&w), &bufs, 1e-5).unwrap_err();
+        assert!(matches!(e, Error::DTypeMismatch { rhs: DType::F32, .. }), "{e}");
+        // bf16, rows that do not divide
+        let bf16 = |shape: &[usize]| zeros(shape, DType::BF16);
+        let e = decode_head(&bf16(&[2, 4]), &bf16(&[2, 8]), &bf16(&[8]), &bf16(&[4, 8]), 1e-5).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { dtype: DType::BF16, .. }), "{e}");
         let logits = Tensor::zeros(&[2, 4], DType::F64, Device::Cpu).unwrap();
         let norm = Tensor::ones(&[3], DType::F64, Device::Cpu).unwrap();
         let emb = Tensor::zeros(&[4, 8], DType::F64, Device::Cpu).unwrap();
@@ -311,6 +324,37 @@ mod tests {
         assert!(err(decode_head(&none, &r, &norm8, &empty, 1e-5).unwrap_err()).contains("the embedding 0"));
         // sizes whose products overflow are refused, not wrapped
         let huge = Dims { d_state: usize::MAX / 2, ..dims };
-        assert!(decode_mamba1(huge, &r, &view(&w), &bufs, 1e-5).is_err());
+        assert!(decode_mamba1(huge, &r, None, &view(&w), &bufs, 1e-5).is_err());
+    }
+
+    /// The first layer with the embedding is, bit for bit, the embedding's rows at the ids
+    /// (clamped into the vocabulary) and then the layer.
+    #[test]
+    fn the_first_layer_starts_from_the_embedding() {
+        let dims = dims();
+        let mut rng = crate::Rng::new(3);
+        let w: Vec<Tensor> =
+            weights(dims).iter().map(|t| Tensor::randn(t.shape(), 0.0, 0.5, DType::F64, &mut rng)).collect();
+        let embedding = Tensor::randn(&[5, 8], 0.0, 1.0, DType::F64, &mut rng);
+        let ids = Tensor::from_f64(&[7.0, -2.0], &[2], DType::F64).unwrap(); // rows 4 and 0
+        let folded = Mamba1Buffers::zeros(dims, DType::F64, Device::Cpu).unwrap();
+        let apart = Mamba1Buffers::zeros(dims, DType::F64, Device::Cpu).unwrap();
+        let r_folded = Tensor::full(&[2, 8], f64::NAN, DType::F64, Device::Cpu).unwrap();
+        let rows = embedding.to_vec_f64().unwrap();
+        let start = [&rows[32..40], &rows[..8]].concat();
+        let r_apart = Tensor::zeros(&[2, 8], DType::F64, Device::Cpu).unwrap();
+        let embed = Some(Embed { embedding: &embedding, ids: &ids });
+        let bits = |t: &Tensor| t.to_vec_f64().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for _ in 0..2 {
+            // the second token: the states have moved on, the residual is set again
+            decode_mamba1(dims, &r_folded, embed, &view(&w), &folded, 1e-5).unwrap();
+            r_apart.write_values(&start).unwrap();
+            decode_mamba1(dims, &r_apart, None, &view(&w), &apart, 1e-5).unwrap();
+            assert_eq!(bits(&r_folded), bits(&r_apart));
+            for (a, b) in [(&folded.conv_state, &apart.conv_state), (&folded.ssm_state, &apart.ssm_state)] {
+                assert_eq!(bits(a), bits(b));
+            }
+            assert_eq!(bits(&folded.y), bits(&apart.y));
+        }
     }
 }

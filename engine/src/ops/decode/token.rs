@@ -1,7 +1,8 @@
 //! The whole token in one kernel on the GPU (`decode_token_f32`, `decode_token_bf16`,
-//! kernels/cu/decode_token.cu): what [`decode_embed`], [`decode_mamba1`] for every layer and
-//! [`decode_head`] do in 2 + 4 L launches, in one persistent launch with grid barriers between
-//! the layers' phases. Its CPU twin, [`decode_token`], is those ops in sequence.
+//! kernels/cu/decode_token.cu): what [`decode_mamba1`] for every layer (the first one starting
+//! from the embedding) and [`decode_head`] do in 1 + 3 L or 1 + 4 L launches, in one persistent
+//! launch with grid barriers between the layers' phases. Its CPU twin, [`decode_token`], is
+//! those ops in sequence.
 //!
 //! A [`TokenKernel`] is made once per decoder (it fixes the split of the work and holds every
 //! tensor whose address the GPU plan uses, so that the addresses stay valid), then
@@ -10,7 +11,7 @@
 //! Weights: all f32, or (`decode_token_bf16`) in_proj, x_proj, out_proj and the embedding in
 //! bf16 with everything else f32; the sums are f32 either way.
 
-use super::{decode_embed, decode_head, decode_mamba1, Dims, Mamba1Buffers, Mamba1Weights};
+use super::{decode_head, decode_mamba1, Dims, Embed, Mamba1Buffers, Mamba1Weights};
 use crate::{
     dtype::DType,
     error::{invalid, Result},
@@ -35,14 +36,15 @@ pub struct TokenIo<'a> {
 }
 
 /// The twin of `decode_token_*`: embedding, every layer, head, through the fused ops' twins
-/// (or, for tensors on the GPU, their four-kernel layers).
+/// (or, for tensors on the GPU, their three- or four-kernel layers, the first starting from
+/// the embedding).
 pub fn decode_token(dims: Dims, w: &TokenWeights<'_>, io: &TokenIo<'_>, eps: f64) -> Result<()> {
     if w.layers.len() != io.layers.len() || w.layers.is_empty() {
         return invalid(super::OP, format!("{} layers of weights for {} of buffers", w.layers.len(), io.layers.len()));
     }
-    decode_embed(io.residual, w.embedding, io.ids)?;
+    let mut embed = Some(Embed { embedding: w.embedding, ids: io.ids });
     for (lw, bufs) in w.layers.iter().zip(io.layers) {
-        decode_mamba1(dims, io.residual, lw, bufs, eps)?;
+        decode_mamba1(dims, io.residual, embed.take(), lw, bufs, eps)?;
     }
     decode_head(io.logits, io.residual, w.norm_f, w.embedding, eps)
 }
