@@ -356,9 +356,10 @@ fn round_acts(h: &mut HostInputs) -> [Vec<u16>; 3] {
     })
 }
 
-fn forward_bf16(c: &Check, g: &GpuInputs, acts: &[DeviceBuffer<u16>; 3], dims: ScanDims, out: &mut [DeviceBuffer<f32>; 3]) -> Res<()> {
+/// The GPU inputs with u, delta, z from `acts` (bf16).
+fn inputs_bf16<'a>(g: &'a GpuInputs, acts: &'a [DeviceBuffer<u16>; 3]) -> kl::ScanInputs<'a, u16> {
     let f = g.inputs();
-    let x = kl::ScanInputs::<u16> {
+    kl::ScanInputs {
         u: &acts[0],
         delta: &acts[1],
         z: g.extras.then_some(&*acts[2]),
@@ -369,7 +370,11 @@ fn forward_bf16(c: &Check, g: &GpuInputs, acts: &[DeviceBuffer<u16>; 3], dims: S
         delta_bias: f.delta_bias,
         softplus: f.softplus,
         init: f.init,
-    };
+    }
+}
+
+fn forward_bf16(c: &Check, g: &GpuInputs, acts: &[DeviceBuffer<u16>; 3], dims: ScanDims, out: &mut [DeviceBuffer<f32>; 3]) -> Res<()> {
+    let x = inputs_bf16(g, acts);
     let [gout, glast, gchunks] = out;
     let args = kl::ScanForward { x, out: gout, last_state: glast, chunk_states: gchunks, dims: kernel_dims(dims) };
     c.gpu.selective_scan_forward(kl::SCAN_FWD_VERSION, args)?;
@@ -384,19 +389,7 @@ fn backward_bf16(
     dims: ScanDims,
     o: &mut Bf16Grads,
 ) -> Res<()> {
-    let f = g.inputs();
-    let x = kl::ScanInputs::<u16> {
-        u: &acts[0],
-        delta: &acts[1],
-        z: g.extras.then_some(&*acts[2]),
-        a: f.a,
-        bm: f.bm,
-        cm: f.cm,
-        d_skip: f.d_skip,
-        delta_bias: f.delta_bias,
-        softplus: f.softplus,
-        init: f.init,
-    };
+    let x = inputs_bf16(g, acts);
     let [du, ddelta, dz] = &mut o.acts;
     let grads = kl::ScanGrads {
         du,

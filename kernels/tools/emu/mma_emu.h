@@ -115,16 +115,10 @@ inline float bits_f32(unsigned u) {
 }
 inline void ldmatrix_x4_trans(unsigned (&r)[4], unsigned addr) { emu_ldmatrix(r, addr, true); }
 
-inline float bf16_to_float(unsigned bits16) {
-    const uint32_t u = bits16 << 16;
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-}
+inline float bf16_to_float(unsigned bits16) { return __uint_as_float(bits16 << 16); }
 // f32 -> bf16 bits, to nearest, ties to even (NaN stays NaN).
 inline unsigned float_to_bf16(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
+    const uint32_t u = __float_as_uint(f);
     if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
     return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
 }
