@@ -1,6 +1,8 @@
 // Runs kernels/cu/scan.cu on the CPU (cuda_emu.h; scan.sh builds and runs this) with the launch
-// sequence of kernels/src/launch/scan.rs (kept in step by hand): forward v1 and v2, backward v1, v2
-// and v3, each followed by the reduce kernel that sums the workspace's partials, against an
+// sequence of kernels/src/launch/scan.rs (kept in step by hand): forward v1 to v3, backward v1 to
+// v4, and forward v3 / backward v4 on bf16 u, delta, z (against the reference on the same bf16
+// values; du, ddelta, dz come back rounded to bf16), each backward followed by the reduce kernel
+// that sums the workspace's partials, against an
 // independent float64 reference, the plain recurrence and its hand adjoint step by step (checked
 // itself against tests/fixtures/reference/selective_scan.safetensors). The cases cover an initial
 // state and a dlast (the gradient of last_state): the forward starts from init, the backward from
