@@ -42,7 +42,7 @@ fi
 # all: the reference's CUDA extensions (causal_conv1d_update in its step, the CUDA scan in its
 # prefill) build in the background while ours run, so that both sides come from one call.
 b=ref-build
-if [ "$what" = all ] && [ ! -f $b/DONE ] && ! { [ -f $b/PID ] && kill -0 "$(cat $b/PID)" 2>/dev/null; }; then
+if [ "$what" = all ] && [ ! -f $b/DONE ] && ! bash kernels/tools/ref-setup.sh running; then
   nohup bash kernels/tools/ref-setup.sh build > "$out/ref-build.txt" 2>&1 &
 fi
 if [ "$what" != ref ]; then
@@ -52,7 +52,7 @@ if [ "$what" != ref ]; then
 fi
 if [ "$what" != ours ]; then
   for _ in $(seq "${REF_WAIT:-480}"); do  # while a build runs, at most REF_WAIT seconds
-    { [ -f $b/PID ] && kill -0 "$(cat $b/PID)" 2>/dev/null && [ ! -f $b/DONE ] && [ ! -f $b/FAILED ]; } || break
+    bash kernels/tools/ref-setup.sh running || break
     sleep 1
   done
   if [ -f $b/DONE ]; then cat $b/DONE; else echo "extensions not built: the reference's step runs torch ops"; fi \

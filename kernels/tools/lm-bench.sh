@@ -24,7 +24,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 
 # The build takes minutes of CPU: start it now (unless done or running), use it last.
 b=ref-build
-if [ ! -f $b/DONE ] && ! { [ -f $b/PID ] && kill -0 "$(cat $b/PID)" 2>/dev/null; }; then
+if [ ! -f $b/DONE ] && ! bash kernels/tools/ref-setup.sh running; then
   nohup bash kernels/tools/ref-setup.sh build > "$out/ref-build.txt" 2>&1 &
 fi
 
@@ -63,7 +63,7 @@ ours() {
 [ "${PIPESTATUS[0]}" = 0 ] || exit 1
 
 echo "== reference: waiting for the extensions' build (at most ${REF_WAIT:-480} s)"
-for _ in $(seq "${REF_WAIT:-480}"); do [ -f $b/DONE ] || [ -f $b/FAILED ] && break; sleep 1; done
+for _ in $(seq "${REF_WAIT:-480}"); do bash kernels/tools/ref-setup.sh running || break; sleep 1; done
 cat $b/DONE $b/FAILED 2>/dev/null || [ -f $b/DONE ] || echo "no DONE marker: lm_ref.py will find no extensions"
 {
   rc=0

@@ -7,6 +7,8 @@
 #                                           # selective_scan_cuda (Mamba-1's fused path) side by side
 #                                           # into ref-build, ending with a DONE or FAILED marker
 #   bash kernels/tools/ref-setup.sh build scan   # there: selective_scan_cuda only (scan_ref.py)
+#   bash kernels/tools/ref-setup.sh running      # exit status 0 while a build is running (for the
+#                                                # bench scripts, which start one in the background)
 # The build goes to the git-ignored ref-build/, outside ref/, so that carrying ref/ again leaves
 # it in place on a warm machine. docs/SSD.md and kernels/tools/lm_ref.py use it.
 set -euo pipefail
@@ -167,8 +169,19 @@ build() {
   fi
 }
 
+# Whether the build that wrote ref-build/PID is still running. The PID alone does not say: a
+# build killed with the device call that started it leaves its PID file, and a later call may
+# give that number to another process (session 14's decode-bench then waited for nothing and ran
+# the reference without its extensions), so the process must also be ref-setup.sh.
+running() {
+  local pid
+  pid=$(cat "$BUILD/PID" 2>/dev/null) && [ -n "$pid" ] && [ ! -f "$BUILD/DONE" ] && [ ! -f "$BUILD/FAILED" ] \
+    && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q 'ref-setup.sh build'
+}
+
 case "${1:-}" in
   here) here ;;
   build) build "${2:-}" ;;
-  *) echo "usage: $0 here|build" >&2; exit 2 ;;
+  running) running ;;
+  *) echo "usage: $0 here|build [scan]|running" >&2; exit 2 ;;
 esac
