@@ -2,7 +2,9 @@
 //! mixer), measured with the ledger on 2-layer Mamba-1 and Mamba-2 LMs (d_model 64, batch
 //! 2 x 512): the same loss and the same gradients, bit for bit, and each block's checkpoint
 //! keeps only in_proj's output and the mixer's inner parameters; no op of the inside (conv,
-//! SiLU, the scan) is left in the graph. Run with `--nocapture` to see the numbers.
+//! SiLU, the scan) is left in the graph. With bf16 linear layers the graph keeps less again, and
+//! less still with the Mamba-1 scan on bf16 inputs (`precision::set_scan_bf16`), whose loss and
+//! gradients follow the f32 scan's. Run with `--nocapture` to see the numbers.
 
 use mamba_engine::{
     autograd::SavedReport,
@@ -93,4 +95,34 @@ fn bf16_linear_layers_keep_less() {
             assert!(bf16_bytes < f32_bytes, "{name}, recompute {recompute}: bf16 kept {bf16_bytes} >= {f32_bytes}");
         }
     }
+}
+
+/// The Mamba-1 scans on bf16 u, delta, z (`precision::set_scan_bf16`, with bf16 linear layers):
+/// the graph keeps less than with the f32 scan, and the loss and gradients follow it (the
+/// inputs move by at most 2^-8 of themselves; the state and sums stay f32).
+#[test]
+fn bf16_scan_keeps_less_and_follows_the_f32_scan() {
+    let cfg = MambaConfig::new(D_MODEL, LAYERS);
+    precision::set_matmul_bf16(true);
+    let f32_scan = run(&cfg, false);
+    precision::set_scan_bf16(true);
+    let (bf16_scan, recomputed) = (run(&cfg, false), run(&cfg, true));
+    precision::set_scan_bf16(false);
+    precision::set_matmul_bf16(false);
+    assert_eq!(bf16_scan.0, recomputed.0, "with the bf16 scan, recompute changed the loss");
+    assert_eq!(bf16_scan.1, recomputed.1, "with the bf16 scan, recompute changed a gradient");
+    let (a, b) = (f32_scan.0[0] as f64, bf16_scan.0[0] as f64);
+    assert!((a - b).abs() <= 1e-3 * a.abs(), "loss {b} with the bf16 scan, {a} without");
+    for (i, (g, h)) in f32_scan.1.iter().zip(&bf16_scan.1).enumerate() {
+        let diff: f64 = g.iter().zip(h).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>().sqrt();
+        let norm: f64 = g.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        assert!(diff <= 2e-2 * norm.max(1e-12), "parameter {i}: gradient {diff} apart of {norm}");
+    }
+    let (kept, kept16) = (f32_scan.2.total_bytes, bf16_scan.2.total_bytes);
+    println!(
+        "Mamba-1, bf16 linear layers: kept for backward with the f32 scan {}, bf16 scan {}",
+        human(kept),
+        human(kept16)
+    );
+    assert!(kept16 < kept, "the bf16 scan kept {kept16} >= {kept}");
 }

@@ -23,8 +23,8 @@
 //! the operands in place, rather than on the CUDA cores (kernels/cu/matmul.cu). A switch so that
 //! the two can be measured against each other in one build.
 //!
-//! **scan_bf16** (process-wide, default off; `MAMBA_SCAN=bf16` in the environment at start turns
-//! it on): while matmul_bf16 is on, the model's selective scans take u, delta and z in bf16 (the
+//! **scan_bf16** (per thread, as matmul_bf16; default off, or on where `MAMBA_SCAN=bf16` is in
+//! the environment at start): while matmul_bf16 is on, the model's selective scans take u, delta and z in bf16 (the
 //! scan keeps its state and sums in f32; `ops::scan`'s doc), as the reference's autocast hands
 //! its scan the bf16 outputs of its bf16 GEMMs. It halves what the scan keeps for backward
 //! (d_model 768 x 24, batch 8 x 2048: a 17.0 GiB peak instead of 20.4) but costs time while the
@@ -39,7 +39,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static TF32: AtomicBool = AtomicBool::new(false);
-static SCAN_BF16: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+static SCAN_BF16_ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 static F32_GEMM_CUDA_CORES: std::sync::OnceLock<AtomicBool> = std::sync::OnceLock::new();
 
 fn f32_gemm_cuda_cores_flag() -> &'static AtomicBool {
@@ -60,6 +60,7 @@ pub fn f32_gemm_tensor_cores() -> bool {
 
 thread_local! {
     static MATMUL_BF16: Cell<bool> = const { Cell::new(false) };
+    static SCAN_BF16: Cell<Option<bool>> = const { Cell::new(None) };
 }
 
 /// Run f32 tensor-core products in one tf32 pass (`true`) or at f32 accuracy (`false`).
@@ -83,8 +84,15 @@ pub fn matmul_bf16() -> bool {
     MATMUL_BF16.with(Cell::get)
 }
 
+/// On this thread, make the model's selective scans take u, delta, z in bf16 while
+/// matmul_bf16 is on (`true`) or keep them f32 (`false`); unset, `MAMBA_SCAN=bf16` decides.
+pub fn set_scan_bf16(on: bool) {
+    SCAN_BF16.with(|c| c.set(Some(on)));
+}
+
 /// Whether, on this thread, the model's selective scans take u, delta, z in bf16 (see the
 /// module's doc).
 pub fn scan_bf16() -> bool {
-    matmul_bf16() && *SCAN_BF16.get_or_init(|| std::env::var("MAMBA_SCAN").is_ok_and(|v| v == "bf16"))
+    let env = || *SCAN_BF16_ENV.get_or_init(|| std::env::var("MAMBA_SCAN").is_ok_and(|v| v == "bf16"));
+    matmul_bf16() && SCAN_BF16.with(Cell::get).unwrap_or_else(env)
 }
