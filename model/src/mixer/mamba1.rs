@@ -381,7 +381,8 @@ fn selective_from(
     let a = a_log.exp()?.neg()?;
     // with MAMBA_SCAN=bf16 under bf16 autocast the scan reads u, delta, z in bf16 (the strided
     // views cast as they are made contiguous; precision::scan_bf16 says what it costs)
-    let low = |t: &Tensor| if mamba_engine::precision::scan_bf16() { t.to_dtype(DType::BF16) } else { Ok(t.clone()) };
+    let bf16 = mamba_engine::precision::scan_bf16();
+    let low = |t: &Tensor| if bf16 { t.to_dtype(DType::BF16) } else { Ok(t.clone()) };
     let (u, delta, z) = (low(u)?, low(&delta)?, z.map(low).transpose()?);
     selective_scan(&ScanArgs {
         u: &u,

@@ -40,12 +40,9 @@ fn scan_limits(dims: ScanDims) -> Result<()> {
 
 /// The elements of contiguous `t` of element type `X` (f32, or bf16 as `u16`) as one slice.
 fn elems_of<X: DeviceCopy>(t: &Tensor) -> Result<DeviceSlice<X>> {
-    if std::mem::size_of::<X>() == 4 {
-        // SAFETY: only the element type's name changes (X is f32 here)
-        return elems(OP, t).map(|s| unsafe { DeviceSlice::from_raw_parts(s.as_device_ptr().cast(), s.len()) });
-    }
-    if !t.is_contiguous() || t.dtype() != DType::BF16 {
-        let msg = format!("engine bug: the bf16 scan got a {} view with strides {:?}", t.dtype(), t.layout.strides);
+    let want = if std::mem::size_of::<X>() == 4 { DType::F32 } else { DType::BF16 };
+    if !t.is_contiguous() || t.dtype() != want {
+        let msg = format!("engine bug: the {want} scan got a {} view with strides {:?}", t.dtype(), t.layout.strides);
         return Err(Error::Device { op: OP, device: Device::Cuda, msg });
     }
     t.read().as_cuda(OP)?.slice(OP, t.layout.offset, t.numel())
