@@ -277,7 +277,10 @@ extern "C" __global__ void __launch_bounds__(DECODE_THREADS, 1) decode_rows_f32(
 
 // Grid (D / 16, B), block 256 = 16 channels x 16 threads, dynamic shared memory xdim floats
 // (xdim + 32 * DECODE_FUSE_COLS with x_proj: then block (0, b) also writes row b of xdbl).
-extern "C" __global__ void __launch_bounds__(DECODE_THREADS) decode_ssm_f32(const __grid_constant__ DecodeSsmParams p) {
+// FUSED: x_proj inside (small layers; its 64 weights a thread take 104 registers, so at most 2
+// blocks per SM, which large batches of large layers felt: decode_ssm_f32 without it keeps 40).
+template <bool FUSED>
+__device__ __forceinline__ void decode_ssm(const DecodeSsmParams& p) {
     extern __shared__ __align__(16) float xdbl_s[];  // (xdim) = [dt (R), B (N), C (N)], then xc
     const int d = p.d, n = p.n, r = p.r, xdim = r + 2 * n, b = blockIdx.y;
     const int c = blockIdx.x * 16 + (threadIdx.x >> 4), l = threadIdx.x & 15;
@@ -285,13 +288,15 @@ extern "C" __global__ void __launch_bounds__(DECODE_THREADS) decode_ssm_f32(cons
     const long long bc = (long long)b * d + c;
     // x_proj's rows warp + 8k, columns lane + 32i (zeros past the matrix), when fused
     float xw[DECODE_FUSE_ROWS][DECODE_FUSE_COLS];
+    if constexpr (FUSED) {
 #pragma unroll
-    for (int k = 0; k < DECODE_FUSE_ROWS; k++)
+        for (int k = 0; k < DECODE_FUSE_ROWS; k++)
 #pragma unroll
-        for (int i = 0; i < DECODE_FUSE_COLS; i++) {
-            const int j = warp + DECODE_WARPS * k, col = lane + 32 * i;
-            xw[k][i] = p.x_proj && j < xdim && col < d ? __ldg(p.x_proj + (long long)j * d + col) : 0.0f;
-        }
+            for (int i = 0; i < DECODE_FUSE_COLS; i++) {
+                const int j = warp + DECODE_WARPS * k, col = lane + 32 * i;
+                xw[k][i] = j < xdim && col < d ? __ldg(p.x_proj + (long long)j * d + col) : 0.0f;
+            }
+    }
     // this channel's weights first, then (after the wait) its state and inputs
     float dtw[4], av[4], sv[4];
 #pragma unroll
@@ -305,7 +310,7 @@ extern "C" __global__ void __launch_bounds__(DECODE_THREADS) decode_ssm_f32(cons
 #pragma unroll
     for (int i = 0; i < 4; i++) sv[i] = l + 16 * i < n ? p.ssm_state[bc * n + l + 16 * i] : 0.0f;
     const float x = p.xc[bc], zg = p.z[bc];
-    if (p.x_proj) {  // xdbl = x_proj xc, warp w taking rows w, w + 8, ...
+    if constexpr (FUSED) {  // xdbl = x_proj xc, warp w taking rows w, w + 8, ...
         float* xc_s = xdbl_s + xdim;  // this batch row's xc, zeros past D
         for (int j = threadIdx.x; j < 32 * DECODE_FUSE_COLS; j += blockDim.x) xc_s[j] = j < d ? p.xc[(long long)b * d + j] : 0.0f;
         __syncthreads();
@@ -346,3 +351,14 @@ extern "C" __global__ void __launch_bounds__(DECODE_THREADS) decode_ssm_f32(cons
     if (l == 0) p.y[bc] = (y + dsk * x) * decode_silu(zg);
 }
 
+
+// decode_ssm for layers whose x_proj is its own launch (x_proj null): 40 registers.
+extern "C" __global__ void __launch_bounds__(DECODE_THREADS) decode_ssm_f32(const __grid_constant__ DecodeSsmParams p) {
+    decode_ssm<false>(p);
+}
+
+// decode_ssm with x_proj inside (x_proj given; DecodeDims::fuses_x_proj layers). Its CPU twin
+// is ops::decode::cpu::decode_ssm with x_proj, as decode_ssm_f32's is without.
+extern "C" __global__ void __launch_bounds__(DECODE_THREADS) decode_ssm_xproj_f32(const __grid_constant__ DecodeSsmParams p) {
+    decode_ssm<true>(p);
+}

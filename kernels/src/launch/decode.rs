@@ -289,7 +289,9 @@ impl Gpu {
         let cost = Cost { bytes: bytes as f64, flops: flops as f64 };
         let grid = ((d / DECODE_SSM_CHANNELS) as u32, batch as u32);
         let smem = 4 * (dims.xdim() + if fused { DECODE_FUSE_MAX_D } else { 0 });
-        self.launch_dependent(K, grid, THREADS, smem as u32, params, cost)
+        // two kernels, so that x_proj's registers do not cost the large layers their occupancy
+        let kernel = if fused { "decode_ssm_xproj_f32" } else { K };
+        self.launch_dependent(kernel, grid, THREADS, smem as u32, params, cost)
     }
 
     /// `out (B, rows) = [out +] w (rows, cols) · [RMSNorm] x (B, cols)`: x_proj, out_proj
