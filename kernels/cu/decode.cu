@@ -1,6 +1,6 @@
-// Token-by-token decoding of a Mamba-1 LM in few fused kernels: the CUDA twins of
-// engine/src/ops/decode/cpu.rs (same names). One token for each of B sequences; per layer
-// (d_model M, d_inner D, d_state N, dt_rank R, d_conv K, xdim = R + 2N):
+// Token-by-token decoding of Mamba-1 and Mamba-2 LMs in few fused kernels: the CUDA twins of
+// engine/src/ops/decode/cpu.rs (same names). One token for each of B sequences; per Mamba-1
+// layer (d_model M, d_inner D, d_state N, dt_rank R, d_conv K, xdim = R + 2N):
 //
 //   decode_in_f32    [layer 0: r = embedding[id]] ; u = RMSNorm(r) ; [x, z] = in_proj u ;
 //                    conv window <- x ; xc = silu(conv_w . window + conv_b)
@@ -8,6 +8,14 @@
 //   decode_ssm_f32   dt = softplus(dt_w dt + dt_b) ; s = exp(dt A) s + dt B xc ;
 //                    y = (C . s + D xc) silu(z)
 //   decode_rows_f32  r += out_proj y
+//
+// and per Mamba-2 layer (e = H P channels in H heads of P, G groups of B and C, conv_dim = e + 2GN):
+//
+//   decode_in_f32    u = RMSNorm(r) ; [z, xBC, dt] = in_proj u ; conv window <- xBC ;
+//                    xbc = silu(conv_w . window + conv_b)        (the conv rows: xBC's)
+//   decode_ssd_f32   per head: dt' = softplus(dt + dt_bias) ; S = exp(dt' A) S + dt' x B^T ;
+//                    y = (S C + D x) silu(z)
+//   decode_rows_f32  r += out_proj RMSNorm(y) (with the gated norm's weight; without a norm, none)
 //
 // and once per token decode_rows_f32 again for the head (logits = embedding RMSNorm_f(r)).
 // Layer 0's decode_in gathers the token's embedding row itself (a launch of its own would cost
@@ -54,23 +62,26 @@ __device__ __forceinline__ float decode_softplus(float x) { return fmaxf(x, 0.0f
 __device__ __forceinline__ float decode_silu(float x) { return x / (1.0f + expf(-x)); }
 
 // The kernels' parameters: `Decode*Params` in launch/decode.rs, same fields.
+// in_proj's rows [conv_lo, conv_lo + conv_n) go through the conv into xc, the others into
+// `rest` in their order (Mamba-1: x then z, conv_lo 0, conv_n D, rest = z; Mamba-2: z, xBC, dt,
+// conv_lo e, conv_n e + 2GN, rest = [z, dt]).
 struct DecodeInParams {
-    float* xc;               // (B, D) silu(conv) of x
-    float* z;                // (B, D)
-    float* conv_state;       // (B, D, K) the last K inputs of the conv, oldest first
+    float* xc;               // (B, conv_n) silu(conv)
+    float* rest;             // (B, rows - conv_n)
+    float* conv_state;       // (B, conv_n, K) the last K inputs of the conv, oldest first
     float* residual;         // (B, M): read, or with the embedding written (= its rows at ids)
     const float* norm_w;     // (M)
-    const float* in_proj;    // (2D, M)
-    const float* conv_w;     // (D, K)
-    const float* conv_b;     // (D)
+    const float* in_proj;    // (rows, M)
+    const float* conv_w;     // (conv_n, K)
+    const float* conv_b;     // (conv_n)
     const float* embedding;  // (V, M) for layer 0, else null (then ids is null too)
     const float* ids;        // (B) token ids as floats (exact below 2^24)
-    int batch, m, d, k, bt;
+    int batch, m, rows, conv_lo, conv_n, k, bt;
     int split;               // warps per row: 1, 2, 4 or 8
     float eps;
     int vocab;               // V
 };
-static_assert(sizeof(DecodeInParams) == 112, "DecodeInParams: launch/decode.rs has 112 bytes");
+static_assert(sizeof(DecodeInParams) == 120, "DecodeInParams: launch/decode.rs has 120 bytes");
 
 struct DecodeSsmParams {
     float* y;               // (B, D) gated output
@@ -204,47 +215,47 @@ __device__ __forceinline__ float decode_dot(const float4 (&wv)[DECODE_WMAX], con
     return v * rs[b];
 }
 
-// Grid (2D / (8 / split), ceil(B / bt)), block 256, dynamic shared memory bt * M floats.
-// A block is all x channels (conv) or all z (D is a multiple of 16). With the embedding (layer 0)
-// every block gathers its input rows from it and never reads the residual, which the blocks
-// (0, y) write, one writer a batch row.
+// Grid (ceil(rows / (8 / split)), ceil(B / bt)), block 256, dynamic shared memory bt * M
+// floats. With the embedding (layer 0) every block gathers its input rows from it and never
+// reads the residual, which the blocks (0, y) write, one writer a batch row.
 extern "C" __global__ void __launch_bounds__(DECODE_THREADS, 1) decode_in_f32(const __grid_constant__ DecodeInParams p) {
     extern __shared__ __align__(16) float u_in[];  // (bt, M)
     __shared__ float rs[DECODE_BT];
     __shared__ float red[DECODE_WARPS][DECODE_BT];
-    const int d = p.d, k = p.k, split = p.split, rows_here = DECODE_WARPS / split;
+    const int k = p.k, split = p.split, rows_here = DECODE_WARPS / split;
     const int b0 = blockIdx.y * p.bt, bt = min(p.bt, p.batch - b0);
     const int row0 = blockIdx.x * rows_here, t = threadIdx.x;
     float4 wv[DECODE_WMAX];
-    decode_load_row(wv, p.in_proj, row0 + (t >> 5) / split, 2 * d, p.m, split);
+    decode_load_row(wv, p.in_proj, row0 + (t >> 5) / split, p.rows, p.m, split);
     // the epilogue's thread for (row t / bt, batch row t % bt) fetches its conv inputs now too
-    const bool x_block = row0 < d, mine = t < rows_here * bt;
-    const int c = row0 + (mine ? t / bt : 0);
-    const long long bd = (long long)(b0 + (mine ? t % bt : 0)) * d;
+    const bool mine = t < rows_here * bt;
+    const int c = row0 + (mine ? t / bt : 0), cc = c - p.conv_lo, b = b0 + (mine ? t % bt : 0);
+    const bool conv = mine && cc >= 0 && cc < p.conv_n;
+    const long long bc = (long long)b * p.conv_n + cc;  // this conv channel's (b, cc)
     float win[8], cw[8], cb = 0.0f, c_last = 0.0f;  // d_conv <= 8 (the launcher checks)
-    if (x_block && mine) {
-        cb = __ldg(p.conv_b + c);
-        c_last = __ldg(p.conv_w + (long long)c * k + k - 1);
+    if (conv) {
+        cb = __ldg(p.conv_b + cc);
+        c_last = __ldg(p.conv_w + (long long)cc * k + k - 1);
 #pragma unroll
-        for (int j = 0; j < 8; j++) cw[j] = j < k ? __ldg(p.conv_w + (long long)c * k + j) : 0.0f;
+        for (int j = 0; j < 8; j++) cw[j] = j < k ? __ldg(p.conv_w + (long long)cc * k + j) : 0.0f;
     }
     decode_wait();
-    if (x_block && mine) {
+    if (conv) {
 #pragma unroll
-        for (int j = 0; j < 8; j++) win[j] = j + 1 < k ? p.conv_state[(bd + c) * k + j + 1] : 0.0f;
+        for (int j = 0; j < 8; j++) win[j] = j + 1 < k ? p.conv_state[bc * k + j + 1] : 0.0f;
     }
     const bool gather = p.embedding != nullptr;
     decode_stage(u_in, rs, gather ? p.embedding : p.residual, p.norm_w, b0, bt, p.m, p.eps, gather ? p.ids : nullptr,
                  p.vocab, gather && blockIdx.x == 0 ? p.residual : nullptr);
-    const float v = decode_dot(wv, p.in_proj, row0 + (t >> 5) / split, 2 * d, p.m, split, u_in, rs, bt, red);
-    if (!mine) return;
-    if (!x_block) {
-        p.z[bd + c - d] = v;
+    const float v = decode_dot(wv, p.in_proj, row0 + (t >> 5) / split, p.rows, p.m, split, u_in, rs, bt, red);
+    if (!mine || c >= p.rows) return;
+    if (!conv) {
+        p.rest[(long long)b * (p.rows - p.conv_n) + (cc < 0 ? c : c - p.conv_n)] = v;
         return;
     }
     // window <- [window[1..], v]; xc = silu(conv_b + conv_w . window)
     float s = cb;
-    float* st = p.conv_state + (bd + c) * k;
+    float* st = p.conv_state + bc * k;
 #pragma unroll
     for (int j = 0; j < 8; j++) {
         if (j + 1 < k) {
@@ -253,7 +264,7 @@ extern "C" __global__ void __launch_bounds__(DECODE_THREADS, 1) decode_in_f32(co
         }
     }
     st[k - 1] = v;
-    p.xc[bd + c] = decode_silu(fmaf(c_last, v, s));
+    p.xc[bc] = decode_silu(fmaf(c_last, v, s));
 }
 
 // Grid (ceil(rows / (8 / split)), ceil(B / bt)), block 256, dynamic shared memory bt * cols
@@ -351,7 +362,6 @@ __device__ __forceinline__ void decode_ssm(const DecodeSsmParams& p) {
     if (l == 0) p.y[bc] = (y + dsk * x) * decode_silu(zg);
 }
 
-
 // decode_ssm for layers whose x_proj is its own launch (x_proj null): 40 registers.
 extern "C" __global__ void __launch_bounds__(DECODE_THREADS) decode_ssm_f32(const __grid_constant__ DecodeSsmParams p) {
     decode_ssm<false>(p);
@@ -361,4 +371,52 @@ extern "C" __global__ void __launch_bounds__(DECODE_THREADS) decode_ssm_f32(cons
 // is ops::decode::cpu::decode_ssm with x_proj, as decode_ssm_f32's is without.
 extern "C" __global__ void __launch_bounds__(DECODE_THREADS) decode_ssm_xproj_f32(const __grid_constant__ DecodeSsmParams p) {
     decode_ssm<true>(p);
+}
+
+// One token of a Mamba-2 layer's SSD recurrence (twin: ops::decode::cpu::decode_ssd), per
+// head h of P channels with one scalar A_h, reading group g = h / (H / G) of B and C:
+//   dt' = softplus(dt_h + dt_bias_h) ; S_h = exp(dt' A_h) S_h + dt' x_h B_g^T    (P, N)
+//   y_h = (S_h C_g + D_h x_h) silu(z_h)                                           (P)
+// (the gated norm, when the layer has one, is out_proj's staging: decode_rows with norm_w).
+struct DecodeSsdParams {
+    float* y;               // (B, e) gated output
+    float* ssm_state;       // (B, H, P, N)
+    const float* xbc;       // (B, e + 2GN) silu(conv): x, then B and C of each group
+    const float* zdt;       // (B, e + H): z, then dt before its bias
+    const float* dt_bias;   // (H)
+    const float* a;         // (H) A = -exp(A_log)
+    const float* d_skip;    // (H)
+    int batch, heads, headdim, d_state, ngroups, pad_;
+};
+static_assert(sizeof(DecodeSsdParams) == 80, "DecodeSsdParams: launch/decode.rs has 80 bytes");
+
+// Grid (H * ceil(P / 8), B), block 256: warp w of block x does channel (x % ceil(P / 8)) * 8 + w
+// of head x / ceil(P / 8), lane l the state's columns l, l + 32, ...; dynamic shared memory
+// 2N floats (the head's B and C). Batch 1 at H 24, P 64 is 192 blocks.
+extern "C" __global__ void __launch_bounds__(DECODE_THREADS) decode_ssd_f32(const __grid_constant__ DecodeSsdParams p) {
+    extern __shared__ float bc_s[];  // (2N) B, then C
+    const int nh = p.heads, hp = p.headdim, n = p.d_state, ng = p.ngroups;
+    const int e = nh * hp, conv_dim = e + 2 * ng * n, tiles = (hp + DECODE_WARPS - 1) / DECODE_WARPS;
+    const int h = blockIdx.x / tiles, ch = (blockIdx.x % tiles) * DECODE_WARPS + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31, g = h / (nh / ng);
+    const long long b = blockIdx.y;
+    const float a = __ldg(p.a + h), dsk = __ldg(p.d_skip + h), dtb = __ldg(p.dt_bias + h);
+    decode_wait();
+    const float* xr = p.xbc + b * conv_dim;
+    for (int i = threadIdx.x; i < 2 * n; i += blockDim.x) bc_s[i] = xr[e + (i < n ? g * n + i : ng * n + g * n + i - n)];
+    const float dt = decode_softplus(p.zdt[b * (e + nh) + e + h] + dtb), da = expf(dt * a);
+    __syncthreads();
+    if (ch >= hp) return;
+    const int c = h * hp + ch;
+    const float x = xr[c], dx = dt * x;
+    float* s = p.ssm_state + ((b * nh + h) * hp + ch) * n;
+    float y = 0.0f;
+#pragma unroll 4
+    for (int q = lane; q < n; q += 32) {
+        const float v = da * s[q] + dx * bc_s[q];
+        s[q] = v;
+        y = fmaf(bc_s[n + q], v, y);
+    }
+    y = warp_sum(y);
+    if (lane == 0) p.y[b * e + c] = (y + dsk * x) * decode_silu(p.zdt[b * (e + nh) + c]);
 }

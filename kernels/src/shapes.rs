@@ -68,6 +68,99 @@ impl DecodeDims {
     }
 }
 
+impl DecodeDims {
+    /// decode_in's rows: in_proj's 2D rows, the first D (x) through the conv, z the rest.
+    pub fn in_layout(&self) -> DecodeInLayout {
+        let Self { batch, m, d, d_conv, .. } = *self;
+        DecodeInLayout { batch, m, rows: 2 * d, conv_lo: 0, conv_n: d, d_conv }
+    }
+}
+
+/// What `decode_in_f32` computes for one layer: RMSNorm, then in_proj's `rows` rows, of which
+/// `[conv_lo, conv_lo + conv_n)` go through the conv (into `xc`, (B, conv_n)) and the others,
+/// in order, into `rest` (B, rows - conv_n).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeInLayout {
+    pub batch: usize,
+    pub m: usize,
+    pub rows: usize,
+    pub conv_lo: usize,
+    pub conv_n: usize,
+    pub d_conv: usize,
+}
+
+impl DecodeInLayout {
+    /// Values of `rest` per batch row.
+    pub fn rest(&self) -> usize {
+        self.rows - self.conv_n
+    }
+}
+
+/// The sizes of one Mamba-2 layer and of the batch being decoded (`decode_in_f32` and
+/// `decode_ssd_f32` in `cu/decode.cu`): e = heads · headdim channels, G = ngroups groups of
+/// B and C of d_state each, conv over xBC (e + 2GN channels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeSsdDims {
+    pub batch: usize,
+    /// d_model
+    pub m: usize,
+    pub heads: usize,
+    pub headdim: usize,
+    pub d_state: usize,
+    pub ngroups: usize,
+    pub d_conv: usize,
+}
+
+impl DecodeSsdDims {
+    /// e = heads · headdim (d_inner)
+    pub fn d_inner(&self) -> usize {
+        self.heads * self.headdim
+    }
+
+    /// The conv's channels: x, B, C = e + 2GN.
+    pub fn conv_dim(&self) -> usize {
+        self.d_inner() + 2 * self.ngroups * self.d_state
+    }
+
+    /// decode_in's rows: in_proj's z (e), xBC (conv_dim, through the conv), dt (heads).
+    pub fn in_layout(&self) -> DecodeInLayout {
+        let e = self.d_inner();
+        let (batch, m, d_conv) = (self.batch, self.m, self.d_conv);
+        DecodeInLayout { batch, m, rows: e + self.conv_dim() + self.heads, conv_lo: e, conv_n: self.conv_dim(), d_conv }
+    }
+
+    /// Why these sizes cannot take the fused kernels, if they cannot (the model then uses the
+    /// generic step).
+    pub fn unsupported(&self) -> Option<String> {
+        let Self { batch, m, heads, headdim, d_state, ngroups, d_conv } = *self;
+        if [batch, m, heads, headdim, d_state, ngroups, d_conv].contains(&0) {
+            return Some("every size must be positive".into());
+        }
+        // each bound before any product or sum of them, which could then overflow
+        if d_conv > DECODE_MAX_CONV
+            || batch > 65535
+            || [m, heads, headdim, d_state].iter().any(|&s| s > DECODE_MAX_ROW)
+            || self.d_inner() > DECODE_MAX_ROW
+        {
+            return Some(format!(
+                "d_conv must be at most {DECODE_MAX_CONV}, the batch 65535, d_model and d_inner {DECODE_MAX_ROW}"
+            ));
+        }
+        if !m.is_multiple_of(4) || !self.d_inner().is_multiple_of(4) || !heads.is_multiple_of(ngroups) {
+            return Some(format!(
+                "d_model ({m}) and d_inner ({}) must be multiples of 4, nheads ({heads}) of ngroups ({ngroups})",
+                self.d_inner()
+            ));
+        }
+        if self.d_inner() * d_state.max(d_conv) > i32::MAX as usize / batch
+            || self.conv_dim() * d_conv > i32::MAX as usize / batch
+        {
+            return Some("the conv or SSM state is too large for 32-bit indexing".into());
+        }
+        None
+    }
+}
+
 /// Most batch rows the one-kernel token (`cu/decode_token.cu`) takes.
 pub const TOKEN_MAX_BATCH: usize = 8;
 /// Threads of its blocks (`TOKEN_THREADS`).

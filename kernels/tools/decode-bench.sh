@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Token generation speed, ours and the reference's, in one device call (docs/PERF.md,
-# "Generation"). Ours: `mamba generate --timing` on two checkpoints made here by one training
-# step (the default model and d_model 768 x 24), greedy, per decoder path and batch size.
+# "Generation"). Ours: `mamba generate --timing` on checkpoints made here by one training
+# step (the default model and d_model 768 x 24, Mamba-1; and Mamba-2 at both sizes), greedy,
+# per decoder path and batch size.
 # The reference: kernels/tools/gen_ref.py (MambaLMHeadModel.generate, random weights) at the
 # same sizes. There, from the repo root, with carry ["stage", "ref"]:
 #   bash kernels/tools/decode-bench.sh [ours|ref|all|ncu]
@@ -15,10 +16,10 @@ what="${1:-all}"
 m=stage/mamba
 prompt="The quick brown fox "  # 20 bytes
 ours() {
-  local name=$1; shift
+  local name=$1 decoders=$2; shift 2
   "$m" train --device cuda --quiet --overwrite --steps 1 --eval-windows 1 --sample-tokens 8 \
     --out "/tmp/dec-$name" "$@" > /dev/null
-  for dec in token token-bf16 graph fused generic; do
+  for dec in $decoders; do
     for b in 1 8 64 256; do
       case "$dec" in token*) [ "$b" -le 8 ] || continue ;; esac  # the one-kernel token: batch <= 8
       [ "$dec" = fused ] && [ "$b" != 1 ] && continue
@@ -47,8 +48,12 @@ if [ "$what" = all ] && [ ! -f $b/DONE ] && ! bash kernels/tools/ref-setup.sh ru
 fi
 if [ "$what" != ref ]; then
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$out/decode.txt"
-  ours default --batch 2 --seq-len 64
-  ours big --d-model 768 --n-layer 24 --batch 1 --seq-len 64
+  all_decoders="token token-bf16 graph fused generic"
+  ours default "$all_decoders" --batch 2 --seq-len 64
+  ours big "$all_decoders" --d-model 768 --n-layer 24 --batch 1 --seq-len 64
+  # Mamba-2 (the reference's defaults: d_state 128, headdim 64): no one-kernel token
+  ours default2 "graph fused generic" --layer mamba2 --batch 2 --seq-len 64
+  ours big2 "graph fused generic" --layer mamba2 --d-model 768 --n-layer 24 --batch 1 --seq-len 64
 fi
 if [ "$what" != ours ]; then
   for _ in $(seq "${REF_WAIT:-480}"); do  # while a build runs, at most REF_WAIT seconds
@@ -61,4 +66,9 @@ if [ "$what" != ours ]; then
     --reps 3 --fused-add-norm 2>&1 | tee -a "$out/decode-ref.txt"
   python3 kernels/tools/gen_ref.py --d-model 768 --n-layer 24 --batch 1,8,64,256 --tokens 512 --prompt 20 \
     --reps 3 --fused-add-norm 2>&1 | tee -a "$out/decode-ref.txt"
+  for d in "128 --n-layer 4" "768 --n-layer 24"; do
+    # shellcheck disable=SC2086  # the two words of $d
+    python3 kernels/tools/gen_ref.py --layer Mamba2 --d-model $d --batch 1,8,64,256 --tokens 512 --prompt 20 \
+      --reps 3 --fused-add-norm 2>&1 | tee -a "$out/decode-ref.txt"
+  done
 fi

@@ -1,4 +1,4 @@
-"""Token generation of the reference Mamba-1 byte LM (state-spaces/mamba's MambaLMHeadModel.generate,
+"""Token generation of the reference Mamba-1 (or, with --layer Mamba2, Mamba-2) byte LM (state-spaces/mamba's MambaLMHeadModel.generate,
 run from its source in the git-ignored ref/, see kernels/tools/ref-setup.sh), timed so that our
 engine's decode speed can be compared with it in the same device run. Random init (seed 0), fp32,
 greedy (top_k=1), with and without the reference's CUDA-graph decoding (cg). Decode tokens/s =
@@ -6,6 +6,9 @@ batch * (new - 1) / (median total - median prefill+1), both generate calls timed
 selective_scan_cuda is not built, so the prompt's scan (prefill) runs selective_scan_ref (torch);
 the per-token step is the reference's own: selective_state_update (Triton) and causal_conv1d_update
 (CUDA, once `bash kernels/tools/ref-setup.sh build` has built it there; torch ops otherwise).
+Mamba-2 (the reference's defaults: d_state 128, headdim 64, one group): the prompt through
+mamba_chunk_scan_combined (Triton), each token through selective_state_update and RMSNormGated
+(Triton) and causal_conv1d_update.
 Usage there, from the repo root, after `bash kernels/tools/ref-setup.sh here` here and carrying ref/:
   python3 kernels/tools/gen_ref.py --d-model 768 --n-layer 24
 """
@@ -21,6 +24,7 @@ REF = Path(__file__).resolve().parents[2] / "ref"
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--d-model", type=int, default=768)
 p.add_argument("--n-layer", type=int, default=24)
+p.add_argument("--layer", default="Mamba1", choices=["Mamba1", "Mamba2"])
 p.add_argument("--batch", default="1", help="comma-separated batch sizes")
 p.add_argument("--tokens", type=int, default=512, help="new tokens per row (at least 2)")
 p.add_argument("--prompt", type=int, default=16, help="prompt tokens (random bytes, one prompt per row)")
@@ -86,15 +90,15 @@ ms.mamba_inner_fn = no_fast_path
 
 dev = "cuda"
 torch.manual_seed(0)
-cfg = MambaConfig(d_model=args.d_model, n_layer=args.n_layer, vocab_size=256, ssm_cfg={"layer": "Mamba1"},
+cfg = MambaConfig(d_model=args.d_model, n_layer=args.n_layer, vocab_size=256, ssm_cfg={"layer": args.layer},
                   rms_norm=True, residual_in_fp32=True, fused_add_norm=args.fused_add_norm,
                   pad_vocab_size_multiple=8, d_intermediate=0)
 model = MambaLMHeadModel(cfg, device=dev, dtype=torch.float32).eval()
-assert isinstance(model.backbone.layers[0].mixer, ms.Mamba)
+assert type(model.backbone.layers[0].mixer).__name__ == {"Mamba1": "Mamba", "Mamba2": "Mamba2"}[args.layer]
 n_params = sum(t.numel() for t in model.parameters())  # the tied embedding once
 
 commit = (REF / "COMMIT").read_text().strip().replace("\n", ", ") if (REF / "COMMIT").exists() else "no ref/COMMIT"
-print(f"reference generate (mamba_ssm MambaLMHeadModel, Mamba1), {n_params:,} parameters, fp32, "
+print(f"reference generate (mamba_ssm MambaLMHeadModel, {args.layer}), {n_params:,} parameters, fp32, "
       f"{torch.cuda.get_device_name()}, torch {torch.__version__}, float32 matmul precision "
       f"'{torch.get_float32_matmul_precision()}', ref: {commit}")
 print(f"  step kernels: selective_state_update: {'triton' if ms.selective_state_update else 'torch'}; "
@@ -131,6 +135,6 @@ for b in batches:
         pre = statistics.median(timed(prompt, prefill_len, cg) for _ in range(args.reps))
         tot = statistics.median(timed(prompt, total_len, cg) for _ in range(args.reps))
         rate = b * (args.tokens - 1) / (tot - pre)
-        print(f"reference generate Mamba1 d_model {args.d_model} x {args.n_layer}, batch {b}, cg {cg}: "
+        print(f"reference generate {args.layer} d_model {args.d_model} x {args.n_layer}, batch {b}, cg {cg}: "
               f"{rate:.0f} tokens/s ({args.tokens} new tokens, prefill+1 {pre * 1e3:.1f} ms, "
               f"total {tot * 1e3:.0f} ms, median of {args.reps}; warm-up {warm:.1f} s)", flush=True)

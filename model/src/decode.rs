@@ -1,12 +1,13 @@
-//! Fast generation for Mamba-1 LMs: the [`Decoder`] runs one token through the model in the
-//! fused decoding kernels (`mamba_engine::ops::decode`: three or four launches a layer and one
-//! for the head, 13 a token for the default model; every weight read once) instead of the
-//! generic step's ~30 tensor ops a layer, and on the GPU records the token's launches once as
-//! a CUDA graph and replays it for every later token.
+//! Fast generation for Mamba-1 and Mamba-2 LMs: the [`Decoder`] runs one token through the
+//! model in the fused decoding kernels (`mamba_engine::ops::decode`: three or four launches a
+//! Mamba-1 layer, three a Mamba-2 layer, and one for the head; 13 a token for the default
+//! model; every weight read once) instead of the generic step's ~30 tensor ops a layer, and on
+//! the GPU records the token's launches once as a CUDA graph and replays it for every later
+//! token.
 //!
 //! ```text
-//! layer 0:         r = embedding[ids] (B, M)     decode_mamba1 with `Embed`, in its first kernel
-//! for each layer:  r += Mixer(RMSNorm(r))        decode_mamba1 (conv and SSM states in place)
+//! layer 0:         r = embedding[ids] (B, M)     in the first layer's first kernel
+//! for each layer:  r += Mixer(RMSNorm(r))        decode_mamba1 or decode_mamba2 (states in place)
 //! logits = embedding RMSNorm_f(r)                decode_head   (B, padded vocab)
 //! ```
 //!
@@ -16,12 +17,15 @@
 
 use crate::{
     lm::{InferenceState, MambaLM},
-    mixer::{Mamba1, Mixer, MixerState},
+    mixer::{Mamba1, Mamba2, Mixer, MixerState},
     Error, Result, RMS_EPS,
 };
 use mamba_engine::{
     no_grad,
-    ops::decode::{self, decode_token, Dims, Mamba1Buffers, Mamba1Weights, TokenIo, TokenKernel, TokenWeights},
+    ops::decode::{
+        self, decode_mamba2, decode_token, Dims, Embed, Mamba1Buffers, Mamba1Weights, Mamba2Buffers, Mamba2Weights,
+        SsdDims, TokenIo, TokenKernel, TokenWeights,
+    },
     replay::{HostLink, Recorded},
     DType, Device, Tensor,
 };
@@ -35,25 +39,29 @@ pub enum Launch {
     /// the CPU).
     Graph,
     /// The whole token in one persistent kernel (GPU only: `ops::decode::TokenKernel`),
-    /// recorded as a CUDA graph with the ids' and logits' copies.
+    /// recorded as a CUDA graph with the ids' and logits' copies. Mamba-1 only.
     Token,
     /// As `Token`, reading bf16 copies of in_proj, x_proj, out_proj and the embedding (made
     /// once here; the sums stay f32): half the bytes a token.
     TokenBf16,
 }
 
-/// A Mamba-1 LM decoding `batch` sequences token by token (see the module docs).
+/// The decoder's layers, all of one kind, with their kernels' sizes and buffers.
+enum Stack<'m> {
+    Mamba1 { mixers: Vec<&'m Mamba1>, dims: Dims, layers: Vec<Mamba1Buffers> },
+    Mamba2 { mixers: Vec<&'m Mamba2>, dims: SsdDims, layers: Vec<Mamba2Buffers> },
+}
+
+/// A Mamba-1 or Mamba-2 LM decoding `batch` sequences token by token (see the module docs).
 pub struct Decoder<'m> {
     /// The recorded token (GPU). First, so that it drops first: fields drop in declaration
     /// order, and the graph (whose drop waits for a replay in flight) uses every buffer below.
     recorded: Option<Recorded>,
     model: &'m MambaLM,
-    /// Each block's mixer (all Mamba-1, no MLP branch).
-    mixers: Vec<&'m Mamba1>,
-    dims: Dims,
-    /// A = -exp(A_log) of each layer.
+    stack: Stack<'m>,
+    batch: usize,
+    /// A = -exp(A_log) of each layer: (D, N) for Mamba-1, (H) for Mamba-2.
     a: Vec<Tensor>,
-    layers: Vec<Mamba1Buffers>,
     residual: Tensor, // (B, M)
     ids: Tensor,      // (B) token ids as floats
     logits: Tensor,   // (B, padded vocab)
@@ -67,18 +75,38 @@ pub struct Decoder<'m> {
     unrecordable: bool,
 }
 
-/// The Mamba-1 mixers of `model`'s blocks, or why the decoder cannot run it.
-fn mamba1_layers(model: &MambaLM) -> std::result::Result<Vec<&Mamba1>, String> {
-    model
-        .layers
-        .iter()
-        .enumerate()
-        .map(|(i, block)| match (&block.mixer, &block.mlp) {
-            (Mixer::Mamba1(m), None) => Ok(m),
-            (Mixer::Mamba1(_), Some(_)) => Err(format!("layer {i} has an MLP branch")),
-            (mixer, _) => Err(format!("layer {i} is {}, the fused decoder runs Mamba1 layers", mixer.kind())),
-        })
-        .collect()
+/// The mixers of `model`'s blocks, all Mamba-1 or all Mamba-2 without an MLP branch.
+enum Mixers<'m> {
+    Mamba1(Vec<&'m Mamba1>),
+    Mamba2(Vec<&'m Mamba2>),
+}
+
+/// `model`'s mixers, or why the decoder cannot run it.
+fn mixers_of(model: &MambaLM) -> std::result::Result<Mixers<'_>, String> {
+    let (mut one, mut two) = (vec![], vec![]);
+    for (i, block) in model.layers.iter().enumerate() {
+        if block.mlp.is_some() {
+            return Err(format!("layer {i} has an MLP branch"));
+        }
+        match &block.mixer {
+            Mixer::Mamba1(m) => one.push(m),
+            Mixer::Mamba2(m) if m.norm_before_gate && m.norm.is_some() => {
+                return Err(format!("layer {i} normalises before the gate (norm_before_gate)"))
+            }
+            Mixer::Mamba2(m) if m.dims.ngroups > 1 && m.norm.is_some() => {
+                return Err(format!("layer {i}'s gated norm has {} groups; the decoder's has one", m.dims.ngroups))
+            }
+            Mixer::Mamba2(m) => two.push(m),
+            mixer => {
+                return Err(format!("layer {i} is {}, the fused decoder runs Mamba1 and Mamba2 layers", mixer.kind()))
+            }
+        }
+    }
+    match (one.is_empty(), two.is_empty()) {
+        (_, true) => Ok(Mixers::Mamba1(one)),
+        (true, false) => Ok(Mixers::Mamba2(two)),
+        (false, false) => Err("the layers mix Mamba1 and Mamba2".into()),
+    }
 }
 
 impl<'m> Decoder<'m> {
@@ -93,25 +121,34 @@ impl<'m> Decoder<'m> {
             Launch::Token => false,
             Launch::TokenBf16 => true,
         };
-        let mixer = mamba1_layers(model).ok()?[0];
-        TokenKernel::unsupported(dims(mixer, batch), model.cfg.padded_vocab(), bf16, model.device())
+        match mixers_of(model).ok()? {
+            Mixers::Mamba1(m) => {
+                TokenKernel::unsupported(dims(m[0], batch), model.cfg.padded_vocab(), bf16, model.device())
+            }
+            Mixers::Mamba2(_) => Some("the one-kernel token runs Mamba1 layers".into()),
+        }
     }
 
     /// Why `model` cannot be decoded `batch` sequences at a time by the fused kernels, if it
     /// cannot (then [`MambaLM::step`] does it).
     pub fn unsupported(model: &MambaLM, batch: usize) -> Option<String> {
-        let layers = match mamba1_layers(model) {
-            Ok(l) => l,
+        let mixers = match mixers_of(model) {
+            Ok(m) => m,
             Err(why) => return Some(why),
         };
         if model.embedding.dtype() == DType::BF16 {
             return Some("the weights are bf16".into());
         }
-        let Some(first) = layers.first() else { return Some("the model has no layers".into()) };
+        if model.layers.is_empty() {
+            return Some("the model has no layers".into());
+        }
         if model.cfg.padded_vocab() > 1 << 24 {
             return Some("the ids travel as f32, exact below 2^24; the vocabulary is larger".into());
         }
-        decode::unsupported(dims(first, batch))
+        match mixers {
+            Mixers::Mamba1(m) => decode::unsupported(dims(m[0], batch)),
+            Mixers::Mamba2(m) => dims2(m[0], batch).unsupported(),
+        }
     }
 
     /// A decoder for `batch` sequences with zero states (or [`Error::Unsupported`] saying why
@@ -120,23 +157,37 @@ impl<'m> Decoder<'m> {
         if let Some(why) = Self::unsupported_for(model, batch, launch) {
             return Err(Error::Unsupported(format!("the fused decoder: {why}")));
         }
-        let mixers = mamba1_layers(model).map_err(Error::Unsupported)?;
-        let dims = dims(mixers[0], batch);
         let (dtype, device) = (model.embedding.dtype(), model.device());
         let _guard = no_grad();
-        let a = mixers.iter().map(|m| Ok(m.a_log.exp()?.neg()?)).collect::<Result<Vec<_>>>()?;
-        let buffers =
-            mixers.iter().map(|_| Mamba1Buffers::zeros(dims, dtype, device)).collect::<mamba_engine::Result<_>>()?;
+        let (stack, a) = match mixers_of(model).map_err(Error::Unsupported)? {
+            Mixers::Mamba1(mixers) => {
+                let dims = dims(mixers[0], batch);
+                let layers = mixers
+                    .iter()
+                    .map(|_| Mamba1Buffers::zeros(dims, dtype, device))
+                    .collect::<mamba_engine::Result<_>>()?;
+                let a = mixers.iter().map(|m| Ok(m.a_log.exp()?.neg()?)).collect::<Result<Vec<_>>>()?;
+                (Stack::Mamba1 { mixers, dims, layers }, a)
+            }
+            Mixers::Mamba2(mixers) => {
+                let dims = dims2(mixers[0], batch);
+                let layers = mixers
+                    .iter()
+                    .map(|_| Mamba2Buffers::zeros(dims, dtype, device))
+                    .collect::<mamba_engine::Result<_>>()?;
+                let a = mixers.iter().map(|m| Ok(m.a_log.exp()?.neg()?)).collect::<Result<Vec<_>>>()?;
+                (Stack::Mamba2 { mixers, dims, layers }, a)
+            }
+        };
         let ids = Tensor::zeros(&[batch], dtype, device)?;
         let logits = Tensor::zeros(&[batch, model.cfg.padded_vocab()], dtype, device)?;
         let mut decoder = Decoder {
             recorded: None,
             model,
-            mixers,
-            dims,
+            stack,
+            batch,
             a,
-            layers: buffers,
-            residual: Tensor::zeros(&[batch, dims.m], dtype, device)?,
+            residual: Tensor::zeros(&[batch, model.cfg.d_model], dtype, device)?,
             ids_link: HostLink::new(&ids)?,
             logits_link: HostLink::new(&logits)?,
             ids,
@@ -152,23 +203,30 @@ impl<'m> Decoder<'m> {
     }
 
     /// The one-kernel token over this decoder's buffers, with bf16 copies of the big weights
-    /// if `bf16` (the kernel holds them).
+    /// if `bf16` (the kernel holds them). Mamba-1 only (`unsupported_for` saw to it).
     fn token_kernel(&self, bf16: bool) -> Result<TokenKernel> {
+        let Stack::Mamba1 { mixers, dims, .. } = &self.stack else {
+            return Err(Error::Unsupported("the one-kernel token runs Mamba1 layers".into()));
+        };
         let _guard = no_grad();
         let narrow = |t: &Tensor| if bf16 { t.to_dtype(DType::BF16) } else { Ok(t.clone()) };
         let embedding = narrow(&self.model.embedding)?;
-        let big = self
-            .mixers
+        let big = mixers
             .iter()
             .map(|m| Ok([narrow(&m.in_proj)?, narrow(&m.x_proj)?, narrow(&m.out_proj)?]))
             .collect::<Result<Vec<_>>>()?;
-        let weights = self.weights(|i| [&big[i][0], &big[i][1], &big[i][2]], &embedding);
-        Ok(TokenKernel::new(self.dims, &weights, &self.io(), RMS_EPS)?)
+        let weights = self.weights(mixers, |i| [&big[i][0], &big[i][1], &big[i][2]], &embedding);
+        Ok(TokenKernel::new(*dims, &weights, &self.io()?, RMS_EPS)?)
     }
 
-    /// The model's weights as the token reads them, the big three of layer i from `big(i)`.
-    fn weights<'a>(&'a self, big: impl Fn(usize) -> [&'a Tensor; 3], embedding: &'a Tensor) -> TokenWeights<'a> {
-        let layers = self.model.layers.iter().zip(&self.mixers).zip(&self.a).enumerate();
+    /// The Mamba-1 model's weights as the token reads them, the big three of layer i from `big(i)`.
+    fn weights<'a>(
+        &'a self,
+        mixers: &[&'a Mamba1],
+        big: impl Fn(usize) -> [&'a Tensor; 3],
+        embedding: &'a Tensor,
+    ) -> TokenWeights<'a> {
+        let layers = self.model.layers.iter().zip(mixers).zip(&self.a).enumerate();
         let layers = layers
             .map(|(i, ((block, m), a))| {
                 let [in_proj, x_proj, out_proj] = big(i);
@@ -189,8 +247,12 @@ impl<'m> Decoder<'m> {
         TokenWeights { layers, embedding, norm_f: &self.model.norm_f }
     }
 
-    fn io(&self) -> TokenIo<'_> {
-        TokenIo { residual: &self.residual, ids: &self.ids, logits: &self.logits, layers: &self.layers }
+    /// The Mamba-1 token's buffers.
+    fn io(&self) -> Result<TokenIo<'_>> {
+        let Stack::Mamba1 { layers, .. } = &self.stack else {
+            return Err(Error::Unsupported("the token's buffers are a Mamba1 stack's".into()));
+        };
+        Ok(TokenIo { residual: &self.residual, ids: &self.ids, logits: &self.logits, layers })
     }
 
     /// How this decoder runs a token.
@@ -200,19 +262,26 @@ impl<'m> Decoder<'m> {
 
     /// Continue from `state` (what [`MambaLM::prefill`] left for the same batch).
     pub fn load(&mut self, state: &InferenceState) -> Result<()> {
-        if state.layers.len() != self.layers.len() {
-            return Err(Error::Unsupported(format!(
-                "a state of {} layers for a model of {}",
-                state.layers.len(),
-                self.layers.len()
-            )));
+        let (kind, n) = match &self.stack {
+            Stack::Mamba1 { layers, .. } => ("Mamba1", layers.len()),
+            Stack::Mamba2 { layers, .. } => ("Mamba2", layers.len()),
+        };
+        if state.layers.len() != n {
+            return Err(Error::Unsupported(format!("a state of {} layers for a model of {n}", state.layers.len())));
         }
-        for (bufs, s) in self.layers.iter().zip(&state.layers) {
-            let MixerState::Mamba1(s) = s else {
-                return Err(Error::Unsupported(format!("a {} state for a Mamba1 layer", s.kind())));
+        for (i, s) in state.layers.iter().enumerate() {
+            let (bufs, from) = match (&self.stack, s) {
+                (Stack::Mamba1 { layers, .. }, MixerState::Mamba1(s)) => {
+                    ([&layers[i].conv_state, &layers[i].ssm_state], [&s.conv, &s.ssm])
+                }
+                (Stack::Mamba2 { layers, .. }, MixerState::Mamba2(s)) => {
+                    ([&layers[i].conv_state, &layers[i].ssm_state], [&s.conv, &s.ssm])
+                }
+                _ => return Err(Error::Unsupported(format!("a {} state for a {kind} layer", s.kind()))),
             };
-            bufs.conv_state.set_data(&s.conv)?;
-            bufs.ssm_state.set_data(&s.ssm)?;
+            for (b, f) in bufs.into_iter().zip(from) {
+                b.set_data(f)?;
+            }
         }
         Ok(())
     }
@@ -221,8 +290,8 @@ impl<'m> Decoder<'m> {
     /// vocab, row-major) on the host.
     pub fn step(&mut self, ids: &[usize]) -> Result<Vec<f64>> {
         let vocab = self.model.cfg.padded_vocab();
-        if ids.len() != self.dims.batch || ids.iter().any(|&i| i >= vocab) {
-            let what = format!("{} ids below {vocab} expected, got {ids:?}", self.dims.batch);
+        if ids.len() != self.batch || ids.iter().any(|&i| i >= vocab) {
+            let what = format!("{} ids below {vocab} expected, got {ids:?}", self.batch);
             return Err(Error::Unsupported(format!("decoder step: {what}")));
         }
         self.ids_link.set(&ids.iter().map(|&i| i as f64).collect::<Vec<_>>())?;
@@ -251,29 +320,71 @@ impl<'m> Decoder<'m> {
     /// logits out.
     fn token(&self) -> mamba_engine::Result<()> {
         self.ids_link.upload()?;
-        match &self.token_kernel {
-            Some(kernel) => kernel.run()?,
-            None => {
-                let m = &self.mixers;
-                let weights = self.weights(|i| [&m[i].in_proj, &m[i].x_proj, &m[i].out_proj], &self.model.embedding);
-                decode_token(self.dims, &weights, &self.io(), RMS_EPS)?;
+        match (&self.token_kernel, &self.stack) {
+            (Some(kernel), _) => kernel.run()?,
+            (None, Stack::Mamba1 { mixers: m, dims, layers }) => {
+                let weights = self.weights(m, |i| [&m[i].in_proj, &m[i].x_proj, &m[i].out_proj], &self.model.embedding);
+                let io = TokenIo { residual: &self.residual, ids: &self.ids, logits: &self.logits, layers };
+                decode_token(*dims, &weights, &io, RMS_EPS)?;
             }
+            (None, Stack::Mamba2 { mixers, dims, layers }) => self.token_mamba2(mixers, *dims, layers)?,
         }
         self.logits_link.download()
     }
+
+    /// A Mamba-2 stack's layers and the head (the first layer from the embedding).
+    fn token_mamba2(&self, mixers: &[&Mamba2], dims: SsdDims, layers: &[Mamba2Buffers]) -> mamba_engine::Result<()> {
+        let mut embed = Some(Embed { embedding: &self.model.embedding, ids: &self.ids });
+        for (((block, m), a), bufs) in self.model.layers.iter().zip(mixers).zip(&self.a).zip(layers) {
+            let w = Mamba2Weights {
+                norm: &block.norm,
+                in_proj: &m.in_proj,
+                conv_w: &m.conv_weight,
+                conv_b: &m.conv_bias,
+                dt_bias: &m.dt_bias,
+                a,
+                d_skip: &m.d,
+                gate_norm: m.norm.as_ref(),
+                out_proj: &m.out_proj,
+            };
+            decode_mamba2(dims, &self.residual, embed.take(), &w, bufs, RMS_EPS)?;
+        }
+        decode::decode_head(&self.logits, &self.residual, &self.model.norm_f, &self.model.embedding, RMS_EPS)
+    }
 }
 
-/// The kernels' sizes for mixer `m` at `batch`.
+/// The kernels' sizes for Mamba-1 mixer `m` at `batch`.
 fn dims(m: &Mamba1, batch: usize) -> Dims {
     let d = m.dims;
     Dims { batch, m: d.d_model, d: d.d_inner, d_state: d.d_state, dt_rank: d.dt_rank, d_conv: d.d_conv }
 }
 
+/// The kernels' sizes for Mamba-2 mixer `m` at `batch`.
+fn dims2(m: &Mamba2, batch: usize) -> SsdDims {
+    let d = m.dims;
+    SsdDims {
+        batch,
+        m: d.d_model,
+        heads: d.nheads,
+        headdim: d.headdim,
+        d_state: d.d_state,
+        ngroups: d.ngroups,
+        d_conv: d.d_conv,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{lm::tests::stepped_vs_parallel, MambaConfig, SsmConfig};
+    use crate::{lm::tests::stepped_vs_parallel, Mamba2Config, MambaConfig, SsmConfig};
     use mamba_engine::Rng;
+
+    /// A Mamba-2 LM of width `d_model` (headdim 16, d_state 8, chunk 16), then `edit`.
+    fn mamba2(d_model: usize, n_layer: usize, edit: impl FnOnce(&mut Mamba2Config)) -> MambaConfig {
+        let mut s = Mamba2Config { d_state: 8, headdim: 16, chunk_size: 16, ..Default::default() };
+        edit(&mut s);
+        MambaConfig { ssm_cfg: SsmConfig::Mamba2(s), ..MambaConfig::new(d_model, n_layer) }
+    }
 
     /// max |decoder - parallel| / max |parallel|: prefill, then the decoder from its state.
     fn decoder_vs_parallel(model: &MambaLM, prompt: usize, len: usize) -> f64 {
@@ -285,39 +396,51 @@ mod tests {
         stepped_vs_parallel(model, prompt, len, start, |d: &mut Decoder, ids| d.step(&ids).unwrap())
     }
 
+    /// Mamba-1 and Mamba-2 (with the gated norm, and without it over 2 groups of B and C):
+    /// prefill through the parallel scan, then the decoder, against the parallel logits.
     #[test]
     fn prefill_then_decoder_matches_parallel_mode() {
-        let f64_model = MambaLM::new(MambaConfig::new(32, 2), DType::F64, 7).unwrap();
-        let worst = decoder_vs_parallel(&f64_model, 5, 200);
-        assert!(worst < 1e-10, "f64: max error {worst:e} of the largest logit");
-        let f32_model = MambaLM::new(MambaConfig::new(32, 2), DType::F32, 7).unwrap();
-        let worst = decoder_vs_parallel(&f32_model, 1, 300);
-        assert!(worst < 1e-4, "f32: max error {worst:e} of the largest logit");
+        let configs = [
+            ("Mamba-1", MambaConfig::new(32, 2)),
+            ("Mamba-2", mamba2(32, 2, |_| {})),
+            ("Mamba-2 no norm, 2 groups", mamba2(32, 2, |s| (s.rmsnorm, s.ngroups) = (false, 2))),
+        ];
+        for (name, cfg) in configs {
+            let f64_model = MambaLM::new(cfg.clone(), DType::F64, 7).unwrap();
+            let worst = decoder_vs_parallel(&f64_model, 5, 200);
+            assert!(worst < 1e-10, "{name} f64: max error {worst:e} of the largest logit");
+            let f32_model = MambaLM::new(cfg, DType::F32, 7).unwrap();
+            let worst = decoder_vs_parallel(&f32_model, 1, 300);
+            assert!(worst < 1e-4, "{name} f32: max error {worst:e} of the largest logit");
+        }
     }
 
     /// The decoder and the generic step agree from zero states, token by token, at batch 3.
     #[test]
     fn decoder_matches_the_generic_step() {
-        let model = MambaLM::new(MambaConfig::new(16, 3), DType::F64, 2).unwrap();
-        let mut state = model.new_state(3).unwrap();
-        let mut decoder = Decoder::new(&model, 3, Launch::Fused).unwrap();
-        let mut rng = Rng::new(9);
-        for _ in 0..40 {
-            let ids: Vec<usize> = (0..3).map(|_| rng.below(256)).collect();
-            let want = model.step(&ids, &mut state).unwrap().to_vec_f64().unwrap();
-            let got = decoder.step(&ids).unwrap();
-            let worst = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-            assert!(worst < 1e-11, "off by {worst:e}");
+        for cfg in [MambaConfig::new(16, 3), mamba2(16, 3, |s| s.headdim = 8)] {
+            let model = MambaLM::new(cfg, DType::F64, 2).unwrap();
+            let mut state = model.new_state(3).unwrap();
+            let mut decoder = Decoder::new(&model, 3, Launch::Fused).unwrap();
+            let mut rng = Rng::new(9);
+            for _ in 0..40 {
+                let ids: Vec<usize> = (0..3).map(|_| rng.below(256)).collect();
+                let want = model.step(&ids, &mut state).unwrap().to_vec_f64().unwrap();
+                let got = decoder.step(&ids).unwrap();
+                let worst = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+                assert!(worst < 1e-11, "off by {worst:e}");
+            }
+            assert!(decoder.step(&[1, 2]).is_err(), "a wrong number of ids is refused");
+            assert!(decoder.step(&[1, 2, 100_000]).is_err(), "an id past the vocabulary is refused");
         }
-        assert!(decoder.step(&[1, 2]).is_err(), "a wrong number of ids is refused");
-        assert!(decoder.step(&[1, 2, 100_000]).is_err(), "an id past the vocabulary is refused");
     }
 
     #[test]
     fn models_it_cannot_run_are_named_with_the_reason() {
         let cases = [
             (MambaConfig { d_intermediate: 8, ..MambaConfig::new(16, 2) }, "has an MLP branch"),
-            (MambaConfig { ssm_cfg: SsmConfig::Mamba2(Default::default()), ..MambaConfig::new(64, 1) }, "is Mamba2"),
+            (mamba2(64, 1, |s| s.norm_before_gate = true), "normalises before the gate"),
+            (mamba2(64, 1, |s| s.ngroups = 2), "gated norm has 2 groups"),
             (MambaConfig::new(18, 1), "must be a multiple of 4"),
         ];
         for (cfg, want) in cases {
@@ -331,5 +454,8 @@ mod tests {
         assert!(why.contains("runs on the GPU"), "{why}");
         assert!(Decoder::new(&model, 1, Launch::TokenBf16).is_err());
         assert_eq!(Decoder::unsupported_for(&model, 1, Launch::Graph), None);
+        let model = MambaLM::new(mamba2(32, 1, |_| {}), DType::F32, 0).unwrap();
+        let why = Decoder::unsupported_for(&model, 1, Launch::Token).expect("Mamba-2 has no one-kernel token");
+        assert!(why.contains("runs Mamba1 layers"), "{why}");
     }
 }

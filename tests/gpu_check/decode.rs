@@ -9,7 +9,10 @@
 //! from those rows, bit for bit; `decode_rows_f32` as the head (a vocabulary not a multiple of
 //! the rows a block owns). Then whole decoders: a Mamba-1 LM's `Decoder` on the GPU, kernels
 //! launched one by one and replayed as a CUDA graph, against the CPU's for 24 tokens. Timed:
-//! one layer at d_model 768, batch 1 (GB/s of the weights it must read).
+//! one layer at d_model 768, batch 1 (GB/s of the weights it must read). The Mamba-2 layer of
+//! the same kernels: `mamba2.rs`.
+
+mod mamba2;
 
 use crate::{Check, Res, Row};
 use mamba_engine::{
@@ -222,5 +225,6 @@ pub fn run(c: &mut Check) -> Res<()> {
         first_layer(c, dims)?;
     }
     head(c)?;
-    decoders(c)
+    decoders(c)?;
+    mamba2::run(c)
 }

@@ -1,9 +1,9 @@
-//! Launchers of `cu/decode.cu`: one token of a Mamba-1 LM in fused kernels.
+//! Launchers of `cu/decode.cu`: one token of a Mamba-1 or Mamba-2 LM in fused kernels.
 
 use super::{Cost, Gpu};
 use crate::error::{check_len, ensure, to_i32, Result};
-pub use crate::shapes::DecodeDims;
-use crate::shapes::{DECODE_FUSE_MAX_D, DECODE_MAX_ROW, DECODE_SSM_CHANNELS};
+pub use crate::shapes::{DecodeDims, DecodeInLayout, DecodeSsdDims};
+use crate::shapes::{DECODE_FUSE_MAX_D, DECODE_MAX_CONV, DECODE_MAX_ROW, DECODE_SSM_CHANNELS};
 use cust::memory::{DeviceCopy, DevicePointer};
 use cust::prelude::*;
 
@@ -20,7 +20,7 @@ const ENOUGH_BLOCKS: usize = 2 * 132;
 #[derive(Clone, Copy)]
 struct DecodeInParams {
     xc: DevicePointer<f32>,
-    z: DevicePointer<f32>,
+    rest: DevicePointer<f32>,
     conv_state: DevicePointer<f32>,
     residual: DevicePointer<f32>,
     norm_w: DevicePointer<f32>,
@@ -31,14 +31,16 @@ struct DecodeInParams {
     ids: DevicePointer<f32>,
     batch: i32,
     m: i32,
-    d: i32,
+    rows: i32,
+    conv_lo: i32,
+    conv_n: i32,
     k: i32,
     bt: i32,
     split: i32,
     eps: f32,
     vocab: i32,
 }
-const _: () = assert!(std::mem::size_of::<DecodeInParams>() == 112);
+const _: () = assert!(std::mem::size_of::<DecodeInParams>() == 120);
 // SAFETY: device pointers and numbers, laid out as the C struct.
 unsafe impl DeviceCopy for DecodeInParams {}
 
@@ -64,6 +66,28 @@ struct DecodeSsmParams {
 const _: () = assert!(std::mem::size_of::<DecodeSsmParams>() == 96);
 // SAFETY: device pointers and integers, laid out as the C struct.
 unsafe impl DeviceCopy for DecodeSsmParams {}
+
+/// The parameter of `decode_ssd_f32` (`struct DecodeSsdParams`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct DecodeSsdParams {
+    y: DevicePointer<f32>,
+    ssm_state: DevicePointer<f32>,
+    xbc: DevicePointer<f32>,
+    zdt: DevicePointer<f32>,
+    dt_bias: DevicePointer<f32>,
+    a: DevicePointer<f32>,
+    d_skip: DevicePointer<f32>,
+    batch: i32,
+    heads: i32,
+    headdim: i32,
+    d_state: i32,
+    ngroups: i32,
+    pad: i32,
+}
+const _: () = assert!(std::mem::size_of::<DecodeSsdParams>() == 80);
+// SAFETY: device pointers and integers, laid out as the C struct.
+unsafe impl DeviceCopy for DecodeSsdParams {}
 
 /// The parameter of `decode_rows_f32` (`struct DecodeRowsParams`).
 #[repr(C)]
@@ -113,8 +137,10 @@ fn aligned(kernel: &'static str, slices: &[(&str, &DeviceSlice<f32>)]) -> Result
 
 /// The arguments of [`Gpu::decode_in_f32`], as in decode.cu.
 pub struct DecodeIn<'a> {
+    /// (B, conv_n) the conv's output
     pub xc: &'a mut DeviceSlice<f32>,
-    pub z: &'a mut DeviceSlice<f32>,
+    /// (B, rows - conv_n) in_proj's other rows (Mamba-1: z; Mamba-2: z and dt)
+    pub rest: &'a mut DeviceSlice<f32>,
     pub conv_state: &'a mut DeviceSlice<f32>,
     /// (B, M): the layer's input, or with `embed` its output (the embedding's rows at the ids)
     pub residual: &'a mut DeviceSlice<f32>,
@@ -171,6 +197,22 @@ pub struct DecodeSsm<'a> {
     pub x_proj: Option<&'a DeviceSlice<f32>>,
 }
 
+/// The arguments of [`Gpu::decode_ssd_f32`].
+pub struct DecodeSsd<'a> {
+    /// (B, e) (S C + D x) silu(z)
+    pub y: &'a mut DeviceSlice<f32>,
+    /// (B, H, P, N)
+    pub ssm_state: &'a mut DeviceSlice<f32>,
+    /// (B, e + 2GN) decode_in's conv output: x, then B and C of each group
+    pub xbc: &'a DeviceSlice<f32>,
+    /// (B, e + H) decode_in's other rows: z, then dt before its bias
+    pub zdt: &'a DeviceSlice<f32>,
+    pub dt_bias: &'a DeviceSlice<f32>,
+    /// A = -exp(A_log), (H)
+    pub a: &'a DeviceSlice<f32>,
+    pub d_skip: &'a DeviceSlice<f32>,
+}
+
 /// The arguments of [`Gpu::decode_rows_f32`]:
 /// `out (B, rows) = [out +] w (rows, cols) · [RMSNorm with norm_w] x (B, cols)`.
 pub struct DecodeRows<'a> {
@@ -186,21 +228,31 @@ pub struct DecodeRows<'a> {
 impl Gpu {
     /// Norm, in_proj and conv of one token (for layer 0 after the embedding's rows at the
     /// ids) — twin of `ops::decode::cpu::decode_in`.
-    pub fn decode_in_f32(&self, dims: DecodeDims, a: DecodeIn<'_>) -> Result<()> {
+    pub fn decode_in_f32(&self, layout: DecodeInLayout, a: DecodeIn<'_>) -> Result<()> {
         const K: &str = "decode_in_f32";
-        if let Some(why) = dims.unsupported() {
-            return Err(crate::Error::bad(K, why));
-        }
-        let DecodeDims { batch, m, d, d_conv: k, .. } = dims;
+        let DecodeInLayout { batch, m, rows, conv_lo, conv_n, d_conv: k } = layout;
+        ensure(
+            [batch, m, rows, conv_n, k].iter().all(|&s| s > 0)
+                && batch <= 65535
+                && m.is_multiple_of(4)
+                && m <= DECODE_MAX_ROW
+                && k <= DECODE_MAX_CONV
+                && conv_n <= rows
+                && conv_lo <= rows - conv_n
+                && rows * m <= i32::MAX as usize
+                && conv_n * k <= i32::MAX as usize / batch,
+            K,
+            || format!("sizes the kernel does not take: {layout:?}"),
+        )?;
         for (name, len, want) in [
-            ("xc", a.xc.len(), batch * d),
-            ("z", a.z.len(), batch * d),
-            ("conv_state", a.conv_state.len(), batch * d * k),
+            ("xc", a.xc.len(), batch * conv_n),
+            ("rest", a.rest.len(), batch * layout.rest()),
+            ("conv_state", a.conv_state.len(), batch * conv_n * k),
             ("residual", a.residual.len(), batch * m),
             ("norm_w", a.norm_w.len(), m),
-            ("in_proj", a.in_proj.len(), 2 * d * m),
-            ("conv_w", a.conv_w.len(), d * k),
-            ("conv_b", a.conv_b.len(), d),
+            ("in_proj", a.in_proj.len(), rows * m),
+            ("conv_w", a.conv_w.len(), conv_n * k),
+            ("conv_b", a.conv_b.len(), conv_n),
         ] {
             check_len(K, name, len, want)?;
         }
@@ -209,10 +261,10 @@ impl Gpu {
         let (embedding, ids, vocab) = a.embed.map_or(Ok((null, null, 0)), |e| e.params(K, batch, m))?;
         let bt = batch_tile(batch, m);
         let tiles = batch.div_ceil(bt);
-        let split = split_for(2 * d, m, tiles);
+        let split = split_for(rows, m, tiles);
         let params = DecodeInParams {
             xc: a.xc.as_device_ptr(),
-            z: a.z.as_device_ptr(),
+            rest: a.rest.as_device_ptr(),
             conv_state: a.conv_state.as_device_ptr(),
             residual: a.residual.as_device_ptr(),
             norm_w: a.norm_w.as_device_ptr(),
@@ -223,7 +275,9 @@ impl Gpu {
             ids,
             batch: batch as i32,
             m: m as i32,
-            d: d as i32,
+            rows: rows as i32,
+            conv_lo: conv_lo as i32,
+            conv_n: conv_n as i32,
             k: k as i32,
             bt: bt as i32,
             split: split as i32,
@@ -232,11 +286,11 @@ impl Gpu {
         };
         // Reads in_proj and the conv weights once, the conv state; 2 FLOPs a weight a row.
         // With the embedding: its rows instead of the residual's, the ids, the residual written.
-        let weights = 2 * d * m + d * (k + 1) + m;
+        let weights = rows * m + conv_n * (k + 1) + m;
         let embed = if a.embed.is_some() { batch * (m + 1) } else { 0 };
-        let acts = batch * (m + 2 * d * k + 2 * d) + embed;
-        let cost = Cost { bytes: 4.0 * (weights + acts) as f64, flops: (4 * batch * d * m) as f64 };
-        let grid = ((2 * d / (WARPS / split)) as u32, tiles as u32);
+        let acts = batch * (m + 2 * conv_n * k + rows) + embed;
+        let cost = Cost { bytes: 4.0 * (weights + acts) as f64, flops: (2 * batch * rows * m) as f64 };
+        let grid = (rows.div_ceil(WARPS / split) as u32, tiles as u32);
         self.launch_dependent(K, grid, THREADS, (4 * bt * m) as u32, params, cost)
     }
 
@@ -292,6 +346,49 @@ impl Gpu {
         // two kernels, so that x_proj's registers do not cost the large layers their occupancy
         let kernel = if fused { "decode_ssm_xproj_f32" } else { K };
         self.launch_dependent(kernel, grid, THREADS, smem as u32, params, cost)
+    }
+
+    /// One token of a Mamba-2 layer's SSD recurrence and gate — twin of
+    /// `ops::decode::cpu::decode_ssd`.
+    pub fn decode_ssd_f32(&self, dims: DecodeSsdDims, a: DecodeSsd<'_>) -> Result<()> {
+        const K: &str = "decode_ssd_f32";
+        if let Some(why) = dims.unsupported() {
+            return Err(crate::Error::bad(K, why));
+        }
+        let DecodeSsdDims { batch, heads, headdim, d_state: n, ngroups, .. } = dims;
+        let e = dims.d_inner();
+        for (name, len, want) in [
+            ("y", a.y.len(), batch * e),
+            ("ssm_state", a.ssm_state.len(), batch * e * n),
+            ("xbc", a.xbc.len(), batch * dims.conv_dim()),
+            ("zdt", a.zdt.len(), batch * (e + heads)),
+            ("dt_bias", a.dt_bias.len(), heads),
+            ("a", a.a.len(), heads),
+            ("d_skip", a.d_skip.len(), heads),
+        ] {
+            check_len(K, name, len, want)?;
+        }
+        let params = DecodeSsdParams {
+            y: a.y.as_device_ptr(),
+            ssm_state: a.ssm_state.as_device_ptr(),
+            xbc: a.xbc.as_device_ptr(),
+            zdt: a.zdt.as_device_ptr(),
+            dt_bias: a.dt_bias.as_device_ptr(),
+            a: a.a.as_device_ptr(),
+            d_skip: a.d_skip.as_device_ptr(),
+            batch: batch as i32,
+            heads: heads as i32,
+            headdim: headdim as i32,
+            d_state: n as i32,
+            ngroups: ngroups as i32,
+            pad: 0,
+        };
+        // Reads the states and writes them back; x, z, y once, each head's B and C per block.
+        let tiles = headdim.div_ceil(WARPS);
+        let bytes = 4 * (2 * batch * e * n + 3 * batch * e + batch * heads * (1 + tiles * 2 * n) + 3 * heads);
+        let cost = Cost { bytes: bytes as f64, flops: (batch * e * (5 * n + 8)) as f64 };
+        let grid = ((heads * tiles) as u32, batch as u32);
+        self.launch_dependent(K, grid, THREADS, (8 * n) as u32, params, cost)
     }
 
     /// `out (B, rows) = [out +] w (rows, cols) · [RMSNorm] x (B, cols)`: x_proj, out_proj

@@ -40,7 +40,7 @@ use cust::error::{CudaError, CudaResult};
 use cust::function::{BlockSize, GridSize};
 use cust::memory::DeviceCopy;
 use cust::prelude::*;
-pub use decode::{DecodeDims, DecodeEmbed, DecodeIn, DecodeRows, DecodeSsm};
+pub use decode::{DecodeDims, DecodeEmbed, DecodeIn, DecodeInLayout, DecodeRows, DecodeSsd, DecodeSsdDims, DecodeSsm};
 pub use decode_token::{TokenBuffers, TokenLayer, TokenLayout, TokenPlan};
 pub use matmul::{MatStrides, Matmul, MATMUL_VERSION, MATMUL_VERSIONS};
 pub use matmul_tf32::{tf32_readable, MatmulTf32, Tf32Mode, MATMUL_TF32_VERSION, MATMUL_TF32_VERSIONS};

@@ -1,5 +1,6 @@
-//! The CPU twins of kernels/cu/decode.cu: one token of a Mamba-1 LM for each of B sequences.
-//! With M = d_model, D = d_inner, N = d_state, R = dt_rank, K = d_conv, xdim = R + 2N:
+//! The CPU twins of kernels/cu/decode.cu: one token of a Mamba-1 or Mamba-2 LM for each of B
+//! sequences. A Mamba-1 layer, with M = d_model, D = d_inner, N = d_state, R = dt_rank,
+//! K = d_conv, xdim = R + 2N:
 //!
 //! ```text
 //! decode_in      [layer 0: r = embedding[id]]                            (B, M)
@@ -12,6 +13,15 @@
 //! decode_rows    logits = embedding RMSNorm_f(r)                         (B, V)
 //! ```
 //!
+//! A Mamba-2 layer (H heads of P channels, e = HP, G groups, conv over xBC, e + 2GN channels):
+//!
+//! ```text
+//! decode_in      u = RMSNorm(r) ; [z, xBC, dt] = in_proj u ; xbc = silu(conv(window <- xBC))
+//! decode_ssd     per head: Δ = softplus(dt + dt_bias) ; S = exp(Δ A) S + Δ x B^T   (P, N)
+//!                y = (S C + D x) silu(z)                                 (B, e)
+//! decode_rows    r += out_proj RMSNorm(y)       (the gated norm's weight; without one, no norm)
+//! ```
+//!
 //! Dot products accumulate in f64.
 
 use crate::dtype::Elem;
@@ -20,11 +30,16 @@ use rayon::prelude::*;
 /// The sizes of one layer and the batch (`d` = d_inner, `m` = d_model), shared with the
 /// kernels' launchers, with what the kernels take (`unsupported`).
 pub use mamba_kernels::shapes::DecodeDims as Dims;
+/// decode_in's rows: which go through the conv.
+pub use mamba_kernels::shapes::DecodeInLayout as InLayout;
+/// The sizes of one Mamba-2 layer and the batch.
+pub use mamba_kernels::shapes::DecodeSsdDims as SsdDims;
 
-/// The buffers `decode_in` writes.
+/// The buffers `decode_in` writes: the conv's output (B, conv_n), in_proj's other rows in order
+/// (B, rows - conv_n) and the conv windows (B, conv_n, K).
 pub struct InOut<'a, T> {
     pub xc: &'a mut [T],
-    pub z: &'a mut [T],
+    pub rest: &'a mut [T],
     pub conv_state: &'a mut [T],
 }
 
@@ -97,27 +112,32 @@ fn embed<T: Elem>(residual: &mut [T], Embed { embedding, ids }: Embed<'_, T>, m:
 /// Norm, in_proj and conv (shifting the window) of one token; with `gather` (layer 0) the
 /// residual is first set to the embedding's rows at the ids.
 pub fn decode_in<T: Elem>(
-    dims: Dims,
+    layout: InLayout,
     out: InOut<'_, T>,
     residual: &mut [T],
     gather: Option<Embed<'_, T>>,
     w: InWeights<'_, T>,
     eps: f64,
 ) {
-    let Dims { m, d, d_conv: k, .. } = dims;
+    let InLayout { batch, m, conv_lo, conv_n, d_conv: k, .. } = layout;
     if let Some(e) = gather {
         embed(residual, e, m);
     }
-    for b in 0..dims.batch {
+    let rest = layout.rest();
+    for b in 0..batch {
         let (u, rstd) = normed(&residual[b * m..(b + 1) * m], w.norm_w, eps);
-        let xz = rows_dot(w.in_proj, &u, rstd); // (2D)
-        for c in 0..d {
-            let window = &mut out.conv_state[(b * d + c) * k..(b * d + c + 1) * k];
+        let v = rows_dot(w.in_proj, &u, rstd); // (rows)
+        for (c, &v) in v.iter().enumerate() {
+            if c < conv_lo || c >= conv_lo + conv_n {
+                out.rest[b * rest + if c < conv_lo { c } else { c - conv_n }] = T::cast(v);
+                continue;
+            }
+            let (bc, cc) = (b * conv_n + c - conv_lo, c - conv_lo);
+            let window = &mut out.conv_state[bc * k..(bc + 1) * k];
             window.rotate_left(1);
-            window[k - 1] = T::cast(xz[c]);
-            let s = w.conv_b[c].as_f64() + dot(&w.conv_w[c * k..(c + 1) * k], window);
-            out.xc[b * d + c] = T::cast(silu(s));
-            out.z[b * d + c] = T::cast(xz[d + c]);
+            window[k - 1] = T::cast(v);
+            let s = w.conv_b[cc].as_f64() + dot(&w.conv_w[cc * k..(cc + 1) * k], window);
+            out.xc[bc] = T::cast(silu(s));
         }
     }
 }
@@ -142,6 +162,42 @@ pub fn decode_ssm<T: Elem>(dims: Dims, out: SsmOut<'_, T>, xdbl: &[T], xc: &[T],
                 y += cs[q] * v;
             }
             out.y[bc] = T::cast((y + w.d_skip[c].as_f64() * x) * silu(z[bc].as_f64()));
+        }
+    }
+}
+
+/// The small weights of a Mamba-2 layer's `decode_ssd`, one value a head each.
+pub struct SsdWeights<'a, T> {
+    pub dt_bias: &'a [T],
+    /// A = -exp(A_log)
+    pub a: &'a [T],
+    pub d_skip: &'a [T],
+}
+
+/// One token of a Mamba-2 layer's SSD recurrence and gate, from decode_in's `xbc` (B, e + 2GN:
+/// x, then B and C of each group) and `zdt` (B, e + H: z, then dt before its bias); head h reads
+/// group h / (H / G) of B and C. `out.y` (B, e), `out.ssm_state` (B, H, P, N).
+pub fn decode_ssd<T: Elem>(dims: SsdDims, out: SsmOut<'_, T>, xbc: &[T], zdt: &[T], w: SsdWeights<'_, T>) {
+    let SsdDims { batch, heads, headdim: p, d_state: n, ngroups: g, .. } = dims;
+    let (e, conv_dim) = (dims.d_inner(), dims.conv_dim());
+    for b in 0..batch {
+        let (xr, zr) = (&xbc[b * conv_dim..(b + 1) * conv_dim], &zdt[b * (e + heads)..(b + 1) * (e + heads)]);
+        for h in 0..heads {
+            let gi = h / (heads / g);
+            let (bs, cs) = (&xr[e + gi * n..e + (gi + 1) * n], &xr[e + (g + gi) * n..e + (g + gi + 1) * n]);
+            let dt = softplus(zr[e + h].as_f64() + w.dt_bias[h].as_f64());
+            let da = (dt * w.a[h].as_f64()).exp();
+            for ch in h * p..(h + 1) * p {
+                let x = xr[ch].as_f64();
+                let state = &mut out.ssm_state[(b * e + ch) * n..(b * e + ch + 1) * n];
+                let mut y = 0.0;
+                for ((s, bq), cq) in state.iter_mut().zip(bs).zip(cs) {
+                    let v = da * s.as_f64() + dt * x * bq.as_f64();
+                    *s = T::cast(v);
+                    y += cq.as_f64() * v;
+                }
+                out.y[b * e + ch] = T::cast((y + w.d_skip[h].as_f64() * x) * silu(zr[ch].as_f64()));
+            }
         }
     }
 }

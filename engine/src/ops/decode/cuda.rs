@@ -1,12 +1,12 @@
-//! The GPU arm of decoding: `decode_in_f32`, `decode_rows_f32`, `decode_ssm_f32`
-//! (kernels/cu/decode.cu), twins of `cpu.rs`. `mod.rs`
+//! The GPU arm of decoding: `decode_in_f32`, `decode_rows_f32`, `decode_ssm_f32`,
+//! `decode_ssd_f32` (kernels/cu/decode.cu), twins of `cpu.rs`. `mod.rs`
 //! has checked sizes, contiguity, devices and that every written buffer is its own, and holds
 //! the locks; this file turns the locked buffers into device slices and launches.
 
-use super::{lock, Dims, OP};
+use super::{lock, Dims, SsdDims, OP};
 use crate::cuda::args::{run, Slice};
 use crate::{cuda::f32_only, dtype::DType, error::Result, storage::Storage, Tensor};
-use mamba_kernels::launch::{DecodeEmbed, DecodeIn, DecodeRows, DecodeSsm};
+use mamba_kernels::launch::{DecodeEmbed, DecodeIn, DecodeRows, DecodeSsd, DecodeSsm};
 use std::sync::{RwLockReadGuard, RwLockWriteGuard};
 
 /// The f32 elements of contiguous `t` in its locked storage.
@@ -67,7 +67,7 @@ pub(super) fn decode_mamba1(
     run(OP, |g| {
         let args = DecodeIn {
             xc: &mut xc,
-            z: &mut z,
+            rest: &mut z,
             conv_state: &mut conv_state,
             residual: &mut residual,
             embed,
@@ -77,7 +77,7 @@ pub(super) fn decode_mamba1(
             conv_b,
             eps,
         };
-        g.decode_in_f32(kd, args)?;
+        g.decode_in_f32(kd.in_layout(), args)?;
         let fused = kd.fuses_x_proj() && !separate_x_proj(); // a small layer: x_proj inside decode_ssm
         if !fused {
             g.decode_rows_f32(DecodeRows { out: &mut xdbl, x: &xc, norm_w: None, w: x_proj, batch, accumulate: false, eps })?;
@@ -87,5 +87,40 @@ pub(super) fn decode_mamba1(
             DecodeSsm { y: &mut y, ssm_state: &mut ssm_state, xdbl: &mut xdbl, xc: &xc, z: &z, dt_w, dt_b, a, d_skip, x_proj };
         g.decode_ssm_f32(kd, args)?;
         g.decode_rows_f32(DecodeRows { out: &mut residual, x: &y, norm_w: None, w: out_proj, batch, accumulate: true, eps })
+    })
+}
+
+/// One Mamba-2 layer: `decode_in_f32` (the conv over xBC; for the first layer from the
+/// embedding), `decode_ssd_f32`, `decode_rows_f32` (out_proj of the gated norm into the
+/// residual). `written` and `read` in the order of `super::decode_mamba2`.
+pub(super) fn decode_mamba2(
+    dims: SsdDims,
+    written: &[(&Tensor, usize); 6],
+    read: &[(&Tensor, usize)],
+    gated: bool,
+    eps: f64,
+) -> Result<()> {
+    let wt: Vec<&Tensor> = written.iter().map(|p| p.0).collect();
+    let rt: Vec<&Tensor> = read.iter().map(|p| p.0).collect();
+    let (gw, gr) = lock(&wt, &rt);
+    let ws = gw.iter().zip(&wt).map(|(g, t)| slice(g, t)).collect::<Result<Vec<_>>>()?;
+    let rs = gr.iter().zip(&rt).map(|(g, t)| slice(g, t)).collect::<Result<Vec<_>>>()?;
+    let [mut residual, mut conv_state, mut ssm_state, mut xbc, mut zdt, mut y] =
+        <[Slice; 6]>::try_from(ws).unwrap_or_else(|_| unreachable!("six buffers"));
+    let [norm_w, in_proj, conv_w, conv_b, dt_bias, a, d_skip, out_proj, more @ ..] = &rs[..] else {
+        unreachable!("eight weights")
+    };
+    let (gate_norm, gather) = if gated { (Some(&more[0]), &more[1..]) } else { (None, more) };
+    let embed = match gather {
+        [embedding, ids] => Some(DecodeEmbed { embedding, ids }),
+        _ => None,
+    };
+    let (batch, eps) = (dims.batch, eps as f32);
+    run(OP, |g| {
+        let (xc, rest) = (&mut xbc, &mut zdt);
+        let args = DecodeIn { xc, rest, conv_state: &mut conv_state, residual: &mut residual, embed, norm_w, in_proj, conv_w, conv_b, eps };
+        g.decode_in_f32(dims.in_layout(), args)?;
+        g.decode_ssd_f32(dims, DecodeSsd { y: &mut y, ssm_state: &mut ssm_state, xbc: &xbc, zdt: &zdt, dt_bias, a, d_skip })?;
+        g.decode_rows_f32(DecodeRows { out: &mut residual, x: &y, norm_w: gate_norm, w: out_proj, batch, accumulate: true, eps })
     })
 }

@@ -1,4 +1,5 @@
-//! Decoding a Mamba-1 LM one token at a time in fused kernels (the math is in `cpu.rs`):
+//! Decoding a Mamba-1 or Mamba-2 LM one token at a time in fused kernels (the math is in
+//! `cpu.rs`; Mamba-2's layer, three kernels, in `mamba2.rs`):
 //! [`decode_mamba1`] runs one layer (four kernels on the GPU: norm + in_proj + conv, x_proj,
 //! the SSM update, out_proj + residual; x_proj inside the SSM update's for small layers), the
 //! first layer starting the residual stream from the token ids ([`Embed`]) in its first
@@ -12,9 +13,11 @@
 pub mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
+mod mamba2;
 mod token;
 
-pub use cpu::Dims;
+pub use cpu::{Dims, SsdDims};
+pub use mamba2::{decode_mamba2, Mamba2Buffers, Mamba2Weights};
 pub use token::{decode_token, TokenIo, TokenKernel, TokenWeights};
 
 use crate::{
@@ -121,15 +124,7 @@ pub fn decode_mamba1(
         (w.d_skip, d),
         (w.out_proj, m * d),
     ];
-    if let Some(Embed { embedding, ids }) = embed {
-        let rows = embedding.numel();
-        if rows == 0 || !rows.is_multiple_of(m) || ids.numel() != batch {
-            let (e, i) = (embedding.shape(), ids.shape());
-            let why = format!("the embedding must be rows of d_model {m} and the ids {batch}: got {e:?} and {i:?}");
-            return invalid(OP, why);
-        }
-        read.extend([(embedding, rows), (ids, batch)]);
-    }
+    read.extend(embed_args(embed, m, batch)?);
     check(&written, &read)?;
     match residual.device() {
         Device::Cpu => match residual.dtype() {
@@ -142,6 +137,19 @@ pub fn decode_mamba1(
         #[cfg(not(feature = "cuda"))]
         Device::Cuda => Err(crate::dispatch::no_cuda(OP)),
     }
+}
+
+/// `embed`'s tensors and their sizes, after checking that they are rows of d_model `m` and
+/// `batch` ids (none without it).
+fn embed_args(embed: Option<Embed<'_>>, m: usize, batch: usize) -> Result<Vec<(&Tensor, usize)>> {
+    let Some(Embed { embedding, ids }) = embed else { return Ok(vec![]) };
+    let rows = embedding.numel();
+    if rows == 0 || !rows.is_multiple_of(m) || ids.numel() != batch {
+        let (e, i) = (embedding.shape(), ids.shape());
+        let why = format!("the embedding must be rows of d_model {m} and the ids {batch}: got {e:?} and {i:?}");
+        return invalid(OP, why);
+    }
+    Ok(vec![(embedding, rows), (ids, batch)])
 }
 
 /// logits (B, V) = embedding (V, M) RMSNorm(residual (B, M), norm_f).
@@ -244,8 +252,8 @@ fn layer_cpu<T: Elem>(dims: Dims, written: &[(&Tensor, usize); 7], read: &[(&Ten
         _ => None,
     };
     let batch = dims.batch;
-    let (out, w) = (cpu::InOut { xc, z, conv_state }, cpu::InWeights { norm_w, in_proj, conv_w, conv_b });
-    cpu::decode_in(dims, out, residual, gather, w, eps);
+    let (out, w) = (cpu::InOut { xc, rest: z, conv_state }, cpu::InWeights { norm_w, in_proj, conv_w, conv_b });
+    cpu::decode_in(dims.in_layout(), out, residual, gather, w, eps);
     cpu::decode_rows(xdbl, xc, None, x_proj, batch, false, eps);
     let out = cpu::SsmOut { y, ssm_state };
     cpu::decode_ssm(dims, out, xdbl, xc, z, cpu::SsmWeights { dt_w, dt_b, a, d_skip });
