@@ -87,10 +87,14 @@ fn layer(c: &mut Check, dims: SsdDims, gated: bool, first: bool) -> Res<()> {
     let edge = [vocab as f64 + 5.0, -3.0];
     let ids: Vec<f64> = (0..batch).map(|b| edge.get(b).copied().unwrap_or_else(|| rng.below(vocab) as f64)).collect();
     let seed = rng.next_u64();
+    // a residual of its own for each device (on the CPU `to` would share r's buffer, which the
+    // layer updates in place)
+    let rv = if first { vec![f64::NAN; batch * m] } else { r.to_vec_f64()? };
+    let start = |device| Tensor::from_f64(&rv, &[batch, m], DType::F32)?.to(device);
+    let residuals = [start(Device::Cpu)?, start(Device::Cuda)?];
     let mut out = Vec::new();
-    for (device, w) in [(Device::Cpu, &cpu_w), (Device::Cuda, &gpu_w)] {
+    for ((device, w), r) in [(Device::Cpu, &cpu_w), (Device::Cuda, &gpu_w)].into_iter().zip(residuals) {
         let (embedding, ids) = (emb.to(device)?, Tensor::from_f64(&ids, &[batch], DType::F32)?.to(device)?);
-        let r = if first { Tensor::full(&[batch, m], f64::NAN, DType::F32, device)? } else { r.to(device)? };
         let embed = first.then_some(Embed { embedding: &embedding, ids: &ids });
         let bufs = buffers(dims, seed, device)?;
         decode_mamba2(dims, &r, embed, &as_weights(w), &bufs, 1e-5)?;
