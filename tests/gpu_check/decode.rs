@@ -183,9 +183,10 @@ fn head(c: &mut Check) -> Res<()> {
     Ok(())
 }
 
-/// A Mamba-1 LM decoded on the GPU (fused, then graph) against the CPU, 24 tokens of batch 2.
-fn decoders(c: &mut Check) -> Res<()> {
-    let model = MambaLM::new(MambaConfig::new(64, 3), DType::F32, c.rng.next_u64())?;
+/// The LM of `cfg` decoded on the GPU (fused, then graph) against the CPU, 24 tokens of batch 2;
+/// rows named `decoder {name} B2 24 tokens {launch}`.
+pub(crate) fn decoders(c: &mut Check, cfg: MambaConfig, name: &str) -> Res<()> {
+    let model = MambaLM::new(cfg, DType::F32, c.rng.next_u64())?;
     let gpu_model = model.to(Device::Cuda)?;
     let mut rng = Rng::new(c.rng.next_u64());
     let tokens: Vec<[usize; 2]> = (0..24).map(|_| [rng.below(256), rng.below(256)]).collect();
@@ -202,7 +203,7 @@ fn decoders(c: &mut Check) -> Res<()> {
         let got = run(&gpu_model, launch)?;
         let diff = got.iter().zip(&want).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt();
         let err = if got.iter().all(|v| v.is_finite()) { diff / want.iter().map(|v| v * v).sum::<f64>().sqrt() } else { f64::INFINITY };
-        row(c, format!("decoder d64x3 B2 24 tokens {launch:?} (norm)"), err, f64::NAN, f64::NAN);
+        row(c, format!("decoder {name} B2 24 tokens {launch:?} (norm)"), err, f64::NAN, f64::NAN);
     }
     Ok(())
 }
@@ -225,6 +226,6 @@ pub fn run(c: &mut Check) -> Res<()> {
         first_layer(c, dims)?;
     }
     head(c)?;
-    decoders(c)?;
+    decoders(c, MambaConfig::new(64, 3), "d64x3")?;
     mamba2::run(c)
 }

@@ -14,7 +14,7 @@ use mamba_engine::{
     ops::decode::{decode_mamba2, Embed, Mamba2Buffers, Mamba2Weights, SsdDims},
     DType, Device, Rng, Tensor,
 };
-use mamba_model::{Decoder, Launch, Mamba2Config, MambaConfig, MambaLM, SsmConfig};
+use mamba_model::{Mamba2Config, MambaConfig, SsmConfig};
 
 /// Random layer weights (CPU, f32) in `Mamba2Weights`' order, the gate's norm last if `gated`.
 fn weights(dims: SsdDims, gated: bool, rng: &mut Rng) -> Vec<Tensor> {
@@ -116,32 +116,6 @@ fn layer(c: &mut Check, dims: SsdDims, gated: bool, first: bool) -> Res<()> {
     Ok(())
 }
 
-/// A Mamba-2 LM (d_model 64, 3 layers, heads of 16, d_state 16) decoded on the GPU (fused,
-/// then graph) against the CPU, 24 tokens of batch 2.
-fn decoders(c: &mut Check) -> Res<()> {
-    let ssm = Mamba2Config { d_state: 16, headdim: 16, chunk_size: 16, ..Default::default() };
-    let cfg = MambaConfig { ssm_cfg: SsmConfig::Mamba2(ssm), ..MambaConfig::new(64, 3) };
-    let model = MambaLM::new(cfg, DType::F32, c.rng.next_u64())?;
-    let gpu_model = model.to(Device::Cuda)?;
-    let mut rng = Rng::new(c.rng.next_u64());
-    let tokens: Vec<[usize; 2]> = (0..24).map(|_| [rng.below(256), rng.below(256)]).collect();
-    let run = |m: &MambaLM, launch: Launch| -> Res<Vec<f64>> {
-        let mut d = Decoder::new(m, 2, launch)?;
-        let mut all = Vec::new();
-        for ids in &tokens {
-            all.extend(d.step(ids)?);
-        }
-        Ok(all)
-    };
-    let want = run(&model, Launch::Fused)?;
-    for launch in [Launch::Fused, Launch::Graph] {
-        let got = run(&gpu_model, launch)?;
-        let t = |v: &[f64]| Tensor::from_f64(v, &[v.len()], DType::F64);
-        row(c, format!("decoder mamba2 d64x3 B2 24 tokens {launch:?} (norm)"), rel(&t(&got)?, &t(&want)?)?, f64::NAN, f64::NAN);
-    }
-    Ok(())
-}
-
 pub fn run(c: &mut Check) -> Res<()> {
     let small = SsdDims { batch: 3, m: 40, heads: 5, headdim: 12, d_state: 20, ngroups: 1, d_conv: 4 };
     let big = SsdDims { batch: 1, m: 768, heads: 24, headdim: 64, d_state: 128, ngroups: 1, d_conv: 4 };
@@ -158,5 +132,7 @@ pub fn run(c: &mut Check) -> Res<()> {
     for dims in [small, SsdDims { batch: 13, ..big }] {
         layer(c, dims, true, true)?;
     }
-    decoders(c)
+    // a Mamba-2 LM: d_model 64, 3 layers, heads of 16, d_state 16
+    let ssm = Mamba2Config { d_state: 16, headdim: 16, chunk_size: 16, ..Default::default() };
+    super::decoders(c, MambaConfig { ssm_cfg: SsmConfig::Mamba2(ssm), ..MambaConfig::new(64, 3) }, "mamba2 d64x3")
 }

@@ -18,6 +18,20 @@ fn slice(s: &Storage, t: &Tensor) -> Result<Slice> {
     data.slice(OP, t.layout.offset, t.numel())
 }
 
+/// `f` on the device slices of `written` and `read`, locked for the call.
+fn with_slices<R>(
+    written: &[(&Tensor, usize)],
+    read: &[(&Tensor, usize)],
+    f: impl FnOnce(Vec<Slice>, &[Slice]) -> Result<R>,
+) -> Result<R> {
+    let wt: Vec<&Tensor> = written.iter().map(|p| p.0).collect();
+    let rt: Vec<&Tensor> = read.iter().map(|p| p.0).collect();
+    let (gw, gr) = lock(&wt, &rt);
+    let ws = gw.iter().zip(&wt).map(|(g, t)| slice(g, t)).collect::<Result<Vec<_>>>()?;
+    let rs = gr.iter().zip(&rt).map(|(g, t)| slice(g, t)).collect::<Result<Vec<_>>>()?;
+    f(ws, &rs)
+}
+
 pub(super) fn decode_head(
     gw: &RwLockWriteGuard<'_, Storage>,
     gr: &[RwLockReadGuard<'_, Storage>],
@@ -49,14 +63,13 @@ pub(super) fn decode_mamba1(
     read: &[(&Tensor, usize)],
     eps: f64,
 ) -> Result<()> {
-    let wt: Vec<&Tensor> = written.iter().map(|p| p.0).collect();
-    let rt: Vec<&Tensor> = read.iter().map(|p| p.0).collect();
-    let (gw, gr) = lock(&wt, &rt);
-    let ws = gw.iter().zip(&wt).map(|(g, t)| slice(g, t)).collect::<Result<Vec<_>>>()?;
-    let rs = gr.iter().zip(&rt).map(|(g, t)| slice(g, t)).collect::<Result<Vec<_>>>()?;
+    with_slices(written, read, |ws, rs| layer_mamba1(dims, ws, rs, eps))
+}
+
+fn layer_mamba1(dims: Dims, ws: Vec<Slice>, rs: &[Slice], eps: f64) -> Result<()> {
     let [mut residual, mut conv_state, mut ssm_state, mut xc, mut z, mut xdbl, mut y] =
         <[Slice; 7]>::try_from(ws).unwrap_or_else(|_| unreachable!("seven buffers"));
-    let [norm_w, in_proj, conv_w, conv_b, x_proj, dt_w, dt_b, a, d_skip, out_proj, gather @ ..] = &rs[..] else {
+    let [norm_w, in_proj, conv_w, conv_b, x_proj, dt_w, dt_b, a, d_skip, out_proj, gather @ ..] = rs else {
         unreachable!("ten weights")
     };
     let embed = match gather {
@@ -100,14 +113,13 @@ pub(super) fn decode_mamba2(
     gated: bool,
     eps: f64,
 ) -> Result<()> {
-    let wt: Vec<&Tensor> = written.iter().map(|p| p.0).collect();
-    let rt: Vec<&Tensor> = read.iter().map(|p| p.0).collect();
-    let (gw, gr) = lock(&wt, &rt);
-    let ws = gw.iter().zip(&wt).map(|(g, t)| slice(g, t)).collect::<Result<Vec<_>>>()?;
-    let rs = gr.iter().zip(&rt).map(|(g, t)| slice(g, t)).collect::<Result<Vec<_>>>()?;
+    with_slices(written, read, |ws, rs| layer_mamba2(dims, ws, rs, gated, eps))
+}
+
+fn layer_mamba2(dims: SsdDims, ws: Vec<Slice>, rs: &[Slice], gated: bool, eps: f64) -> Result<()> {
     let [mut residual, mut conv_state, mut ssm_state, mut xbc, mut zdt, mut y] =
         <[Slice; 6]>::try_from(ws).unwrap_or_else(|_| unreachable!("six buffers"));
-    let [norm_w, in_proj, conv_w, conv_b, dt_bias, a, d_skip, out_proj, more @ ..] = &rs[..] else {
+    let [norm_w, in_proj, conv_w, conv_b, dt_bias, a, d_skip, out_proj, more @ ..] = rs else {
         unreachable!("eight weights")
     };
     let (gate_norm, gather) = if gated { (Some(&more[0]), &more[1..]) } else { (None, more) };

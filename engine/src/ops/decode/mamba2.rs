@@ -3,7 +3,7 @@
 //! and `decode_rows` (out_proj of the gated norm into the residual): three launches on the GPU
 //! where the generic step (`Mamba2::step` in the model) takes ~25 ops. The math is in `cpu.rs`.
 
-use super::{check, cpu, elems, elems_mut, embed_args, invalid, lock, bf16_refused, Embed, SsdDims, OP};
+use super::{bf16_refused, check, cpu, embed_args, invalid, with_elems, Embed, SsdDims, OP};
 use crate::{dtype::Elem, error::Result, DType, Device, Tensor};
 
 /// One Mamba-2 layer's weights as the model holds them (any shape with the right number of
@@ -107,27 +107,19 @@ fn layer_cpu<T: Elem>(
     gated: bool,
     eps: f64,
 ) -> Result<()> {
-    let wt: Vec<&Tensor> = written.iter().map(|p| p.0).collect();
-    let rt: Vec<&Tensor> = read.iter().map(|p| p.0).collect();
-    let (mut gw, gr) = lock(&wt, &rt);
-    let mut ws = Vec::with_capacity(6);
-    for (g, t) in gw.iter_mut().zip(&wt) {
-        ws.push(elems_mut::<T>(g, t)?);
-    }
-    let rs = gr.iter().zip(&rt).map(|(g, t)| elems::<T>(g, t)).collect::<Result<Vec<_>>>()?;
-    let [residual, conv_state, ssm_state, xbc, zdt, y] = &mut ws[..] else { unreachable!("six buffers") };
-    let [norm_w, in_proj, conv_w, conv_b, dt_bias, a, d_skip, out_proj, ref more @ ..] = rs[..] else {
-        unreachable!("eight weights")
-    };
-    let (gate_norm, gather) = if gated { (Some(more[0]), &more[1..]) } else { (None, more) };
-    let gather = match *gather {
-        [embedding, ids] => Some(cpu::Embed { embedding, ids }),
-        _ => None,
-    };
-    let out = cpu::InOut { xc: xbc, rest: zdt, conv_state };
-    cpu::decode_in(dims.in_layout(), out, residual, gather, cpu::InWeights { norm_w, in_proj, conv_w, conv_b }, eps);
-    let out = cpu::SsmOut { y, ssm_state };
-    cpu::decode_ssd(dims, out, xbc, zdt, cpu::SsdWeights { dt_bias, a, d_skip });
-    cpu::decode_rows(residual, y, gate_norm, out_proj, dims.batch, true, eps);
-    Ok(())
+    with_elems::<T, _>(written, read, |ws, rs| {
+        let [residual, conv_state, ssm_state, xbc, zdt, y] = ws else { unreachable!("six buffers") };
+        let [norm_w, in_proj, conv_w, conv_b, dt_bias, a, d_skip, out_proj, ref more @ ..] = rs[..] else {
+            unreachable!("eight weights")
+        };
+        let (gate_norm, gather) = if gated { (Some(more[0]), &more[1..]) } else { (None, more) };
+        let gather = match *gather {
+            [embedding, ids] => Some(cpu::Embed { embedding, ids }),
+            _ => None,
+        };
+        let (out, w) = (cpu::InOut { xc: xbc, rest: zdt, conv_state }, cpu::InWeights { norm_w, in_proj, conv_w, conv_b });
+        cpu::decode_in(dims.in_layout(), out, residual, gather, w, eps);
+        cpu::decode_ssd(dims, cpu::SsmOut { y, ssm_state }, xbc, zdt, cpu::SsdWeights { dt_bias, a, d_skip });
+        cpu::decode_rows(residual, y, gate_norm, out_proj, dims.batch, true, eps);
+    })
 }

@@ -220,6 +220,24 @@ fn elems_mut<'a, T: Scalar>(s: &'a mut Storage, t: &Tensor) -> Result<&'a mut [T
     Ok(&mut data[t.layout.offset..t.layout.offset + t.numel()])
 }
 
+/// `f` on the CPU elements of `written` (mutable) and `read`, locked for the call (the sizes are
+/// the ones `check` saw).
+fn with_elems<T: Scalar, R>(
+    written: &[(&Tensor, usize)],
+    read: &[(&Tensor, usize)],
+    f: impl FnOnce(&mut [&mut [T]], &[&[T]]) -> R,
+) -> Result<R> {
+    let wt: Vec<&Tensor> = written.iter().map(|p| p.0).collect();
+    let rt: Vec<&Tensor> = read.iter().map(|p| p.0).collect();
+    let (mut gw, gr) = lock(&wt, &rt);
+    let mut ws = Vec::with_capacity(wt.len());
+    for (g, t) in gw.iter_mut().zip(&wt) {
+        ws.push(elems_mut::<T>(g, t)?);
+    }
+    let rs = gr.iter().zip(&rt).map(|(g, t)| elems::<T>(g, t)).collect::<Result<Vec<_>>>()?;
+    Ok(f(&mut ws, &rs))
+}
+
 fn head_cpu<T: Elem>(
     gw: &mut [RwLockWriteGuard<'_, Storage>],
     gr: &[RwLockReadGuard<'_, Storage>],
@@ -235,30 +253,23 @@ fn head_cpu<T: Elem>(
 /// `written` and `read` in the order of [`decode_mamba1`]: read has the ten weights, then the
 /// embedding and the ids for the first layer.
 fn layer_cpu<T: Elem>(dims: Dims, written: &[(&Tensor, usize); 7], read: &[(&Tensor, usize)], eps: f64) -> Result<()> {
-    let wt: Vec<&Tensor> = written.iter().map(|p| p.0).collect();
-    let rt: Vec<&Tensor> = read.iter().map(|p| p.0).collect();
-    let (mut gw, gr) = lock(&wt, &rt);
-    let mut ws = Vec::with_capacity(7);
-    for (g, t) in gw.iter_mut().zip(&wt) {
-        ws.push(elems_mut::<T>(g, t)?);
-    }
-    let rs = gr.iter().zip(&rt).map(|(g, t)| elems::<T>(g, t)).collect::<Result<Vec<_>>>()?;
-    let [residual, conv_state, ssm_state, xc, z, xdbl, y] = &mut ws[..] else { unreachable!("seven buffers") };
-    let [norm_w, in_proj, conv_w, conv_b, x_proj, dt_w, dt_b, a, d_skip, out_proj, ref gather @ ..] = rs[..] else {
-        unreachable!("ten weights")
-    };
-    let gather = match *gather {
-        [embedding, ids] => Some(cpu::Embed { embedding, ids }),
-        _ => None,
-    };
-    let batch = dims.batch;
-    let (out, w) = (cpu::InOut { xc, rest: z, conv_state }, cpu::InWeights { norm_w, in_proj, conv_w, conv_b });
-    cpu::decode_in(dims.in_layout(), out, residual, gather, w, eps);
-    cpu::decode_rows(xdbl, xc, None, x_proj, batch, false, eps);
-    let out = cpu::SsmOut { y, ssm_state };
-    cpu::decode_ssm(dims, out, xdbl, xc, z, cpu::SsmWeights { dt_w, dt_b, a, d_skip });
-    cpu::decode_rows(residual, y, None, out_proj, batch, true, eps);
-    Ok(())
+    with_elems::<T, _>(written, read, |ws, rs| {
+        let [residual, conv_state, ssm_state, xc, z, xdbl, y] = ws else { unreachable!("seven buffers") };
+        let [norm_w, in_proj, conv_w, conv_b, x_proj, dt_w, dt_b, a, d_skip, out_proj, ref gather @ ..] = rs[..] else {
+            unreachable!("ten weights")
+        };
+        let gather = match *gather {
+            [embedding, ids] => Some(cpu::Embed { embedding, ids }),
+            _ => None,
+        };
+        let batch = dims.batch;
+        let (out, w) = (cpu::InOut { xc, rest: z, conv_state }, cpu::InWeights { norm_w, in_proj, conv_w, conv_b });
+        cpu::decode_in(dims.in_layout(), out, residual, gather, w, eps);
+        cpu::decode_rows(xdbl, xc, None, x_proj, batch, false, eps);
+        let out = cpu::SsmOut { y, ssm_state };
+        cpu::decode_ssm(dims, out, xdbl, xc, z, cpu::SsmWeights { dt_w, dt_b, a, d_skip });
+        cpu::decode_rows(residual, y, None, out_proj, batch, true, eps);
+    })
 }
 
 /// Not differentiable: no op names, no gradient-check cases (the model's tests check it
