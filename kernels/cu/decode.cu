@@ -19,8 +19,9 @@
 //
 // and once per token decode_rows_f32 again for the head (logits = embedding RMSNorm_f(r)).
 // Layer 0's decode_in gathers the token's embedding row itself (a launch of its own would cost
-// more than the copy): 3 L + 1 launches a token for small layers (the default model, 4 layers:
-// 13), 4 L + 1 otherwise, instead of the generic step's ~30 small ops a layer; every weight is
+// more than the copy): 3 L + 1 launches a token for small Mamba-1 layers (the default model, 4
+// layers: 13) and for Mamba-2, 4 L + 1 for larger Mamba-1 layers, instead of the generic step's
+// ~25-30 small ops a layer; every weight is
 // read once per token. At batch 1 the step is a chain of matrix-vector products bound by
 // reading the weights (d_model 768 x 24: 363 MB, ~75 us at ~4.8 TB/s) and by latency: each
 // kernel is a few microseconds, so a chain of dependent round trips to memory inside one

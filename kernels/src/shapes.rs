@@ -64,7 +64,7 @@ impl DecodeDims {
         if d * d_conv.max(d_state) > i32::MAX as usize / batch {
             return Some("the conv or SSM state is too large for 32-bit indexing".into());
         }
-        None
+        self.in_layout().unsupported()
     }
 }
 
@@ -90,9 +90,30 @@ pub struct DecodeInLayout {
 }
 
 impl DecodeInLayout {
-    /// Values of `rest` per batch row.
-    pub fn rest(&self) -> usize {
-        self.rows - self.conv_n
+    /// Values of `rest` per batch row (a layout `unsupported` passed has conv_n <= rows).
+    pub fn rest_len(&self) -> usize {
+        self.rows.saturating_sub(self.conv_n)
+    }
+
+    /// Why `decode_in_f32` cannot take this layout, if it cannot: the one definition its
+    /// launcher and both layer kinds' `unsupported` use.
+    pub fn unsupported(&self) -> Option<String> {
+        let Self { batch, m, rows, conv_lo, conv_n, d_conv } = *self;
+        let ok = [batch, m, rows, conv_n, d_conv].iter().all(|&s| s > 0)
+            && batch <= 65535
+            && m.is_multiple_of(4)
+            && m <= DECODE_MAX_ROW
+            && d_conv <= DECODE_MAX_CONV
+            && conv_n <= rows
+            && conv_lo <= rows - conv_n
+            && rows <= i32::MAX as usize / m
+            && conv_n.checked_mul(d_conv).is_some_and(|v| v <= i32::MAX as usize / batch);
+        (!ok).then(|| {
+            format!(
+                "decode_in takes d_model a multiple of 4 up to {DECODE_MAX_ROW}, d_conv up to {DECODE_MAX_CONV}, \
+                 a batch up to 65535 and 32-bit offsets; got {self:?}"
+            )
+        })
     }
 }
 
@@ -137,13 +158,17 @@ impl DecodeSsdDims {
             return Some("every size must be positive".into());
         }
         // each bound before any product or sum of them, which could then overflow
+        // (decode_ssd_f32 keeps a head's B and C, 2 d_state floats, in shared memory)
         if d_conv > DECODE_MAX_CONV
             || batch > 65535
-            || [m, heads, headdim, d_state].iter().any(|&s| s > DECODE_MAX_ROW)
+            || [m, heads, headdim].iter().any(|&s| s > DECODE_MAX_ROW)
+            || d_state > DECODE_MAX_ROW / 2
             || self.d_inner() > DECODE_MAX_ROW
         {
             return Some(format!(
-                "d_conv must be at most {DECODE_MAX_CONV}, the batch 65535, d_model and d_inner {DECODE_MAX_ROW}"
+                "d_conv must be at most {DECODE_MAX_CONV}, the batch 65535, d_model and d_inner = nheads x \
+                 headdim {DECODE_MAX_ROW}, d_state {}",
+                DECODE_MAX_ROW / 2
             ));
         }
         if !m.is_multiple_of(4) || !self.d_inner().is_multiple_of(4) || !heads.is_multiple_of(ngroups) {
@@ -157,7 +182,7 @@ impl DecodeSsdDims {
         {
             return Some("the conv or SSM state is too large for 32-bit indexing".into());
         }
-        None
+        self.in_layout().unsupported()
     }
 }
 
@@ -260,5 +285,25 @@ mod tests {
         assert!(big.token_layout(256, 4, 132, 227 * 1024).unwrap_err().contains("shared memory"));
         let vocab = DecodeDims { batch: 1, ..dims };
         assert!(vocab.token_layout(50_280, 4, 132, 227 * 1024).unwrap_err().contains("head rows"));
+    }
+
+    /// The Mamba-2 layer's rows and refusals: the reference's d_model 768 layer takes the
+    /// kernels; sizes the kernels cannot take are refused with the reason, before any launch.
+    #[test]
+    fn mamba2_layouts_and_what_they_refuse() {
+        let dims = DecodeSsdDims { batch: 1, m: 768, heads: 24, headdim: 64, d_state: 128, ngroups: 1, d_conv: 4 };
+        assert_eq!(dims.unsupported(), None);
+        let l = dims.in_layout();
+        assert_eq!((l.rows, l.conv_lo, l.conv_n, l.rest_len()), (3352, 1536, 1792, 1536 + 24));
+        let why = |d: DecodeSsdDims| d.unsupported().unwrap_or_default();
+        assert!(why(DecodeSsdDims { ngroups: 5, ..dims }).contains("of ngroups (5)"));
+        assert!(why(DecodeSsdDims { d_state: 6000, ..dims }).contains("d_state 5120"), "B and C in shared memory");
+        assert!(why(DecodeSsdDims { m: 766, ..dims }).contains("multiples of 4"));
+        assert!(why(DecodeSsdDims { heads: 0, ..dims }).contains("positive"));
+        let huge = DecodeSsdDims { batch: 65535, m: 10240, heads: 160, ..dims };
+        assert!(why(huge).contains("32-bit"));
+        let m1 = DecodeDims { batch: 1, m: 768, d: 1536, d_state: 16, dt_rank: 48, d_conv: 4 }.in_layout();
+        assert_eq!((m1.rows, m1.conv_lo, m1.conv_n, m1.rest_len(), m1.unsupported()), (3072, 0, 1536, 1536, None));
+        assert!(DecodeInLayout { conv_lo: 2000, ..m1 }.unsupported().is_some(), "conv rows past the end");
     }
 }

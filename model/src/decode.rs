@@ -52,6 +52,30 @@ enum Stack<'m> {
     Mamba2 { mixers: Vec<&'m Mamba2>, dims: SsdDims, layers: Vec<Mamba2Buffers> },
 }
 
+impl Stack<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Stack::Mamba1 { layers, .. } => layers.len(),
+            Stack::Mamba2 { layers, .. } => layers.len(),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Stack::Mamba1 { .. } => "Mamba1",
+            Stack::Mamba2 { .. } => "Mamba2",
+        }
+    }
+
+    /// Each layer's A_log, from which the decoder makes A = -exp(A_log) once.
+    fn a_logs(&self) -> Vec<&Tensor> {
+        match self {
+            Stack::Mamba1 { mixers, .. } => mixers.iter().map(|m| &m.a_log).collect(),
+            Stack::Mamba2 { mixers, .. } => mixers.iter().map(|m| &m.a_log).collect(),
+        }
+    }
+}
+
 /// A Mamba-1 or Mamba-2 LM decoding `batch` sequences token by token (see the module docs).
 pub struct Decoder<'m> {
     /// The recorded token (GPU). First, so that it drops first: fields drop in declaration
@@ -123,7 +147,7 @@ impl<'m> Decoder<'m> {
         };
         match mixers_of(model).ok()? {
             Mixers::Mamba1(m) => {
-                TokenKernel::unsupported(dims(m[0], batch), model.cfg.padded_vocab(), bf16, model.device())
+                TokenKernel::unsupported(mamba1_dims(m[0], batch), model.cfg.padded_vocab(), bf16, model.device())
             }
             Mixers::Mamba2(_) => Some("the one-kernel token runs Mamba1 layers".into()),
         }
@@ -146,8 +170,8 @@ impl<'m> Decoder<'m> {
             return Some("the ids travel as f32, exact below 2^24; the vocabulary is larger".into());
         }
         match mixers {
-            Mixers::Mamba1(m) => decode::unsupported(dims(m[0], batch)),
-            Mixers::Mamba2(m) => dims2(m[0], batch).unsupported(),
+            Mixers::Mamba1(m) => mamba1_dims(m[0], batch).unsupported(),
+            Mixers::Mamba2(m) => mamba2_dims(m[0], batch).unsupported(),
         }
     }
 
@@ -159,26 +183,25 @@ impl<'m> Decoder<'m> {
         }
         let (dtype, device) = (model.embedding.dtype(), model.device());
         let _guard = no_grad();
-        let (stack, a) = match mixers_of(model).map_err(Error::Unsupported)? {
+        let stack = match mixers_of(model).map_err(Error::Unsupported)? {
             Mixers::Mamba1(mixers) => {
-                let dims = dims(mixers[0], batch);
+                let dims = mamba1_dims(mixers[0], batch);
                 let layers = mixers
                     .iter()
                     .map(|_| Mamba1Buffers::zeros(dims, dtype, device))
                     .collect::<mamba_engine::Result<_>>()?;
-                let a = mixers.iter().map(|m| Ok(m.a_log.exp()?.neg()?)).collect::<Result<Vec<_>>>()?;
-                (Stack::Mamba1 { mixers, dims, layers }, a)
+                Stack::Mamba1 { mixers, dims, layers }
             }
             Mixers::Mamba2(mixers) => {
-                let dims = dims2(mixers[0], batch);
+                let dims = mamba2_dims(mixers[0], batch);
                 let layers = mixers
                     .iter()
                     .map(|_| Mamba2Buffers::zeros(dims, dtype, device))
                     .collect::<mamba_engine::Result<_>>()?;
-                let a = mixers.iter().map(|m| Ok(m.a_log.exp()?.neg()?)).collect::<Result<Vec<_>>>()?;
-                (Stack::Mamba2 { mixers, dims, layers }, a)
+                Stack::Mamba2 { mixers, dims, layers }
             }
         };
+        let a = stack.a_logs().iter().map(|a_log| Ok(a_log.exp()?.neg()?)).collect::<Result<Vec<_>>>()?;
         let ids = Tensor::zeros(&[batch], dtype, device)?;
         let logits = Tensor::zeros(&[batch, model.cfg.padded_vocab()], dtype, device)?;
         let mut decoder = Decoder {
@@ -262,22 +285,17 @@ impl<'m> Decoder<'m> {
 
     /// Continue from `state` (what [`MambaLM::prefill`] left for the same batch).
     pub fn load(&mut self, state: &InferenceState) -> Result<()> {
-        let (kind, n) = match &self.stack {
-            Stack::Mamba1 { layers, .. } => ("Mamba1", layers.len()),
-            Stack::Mamba2 { layers, .. } => ("Mamba2", layers.len()),
-        };
+        let n = self.stack.len();
         if state.layers.len() != n {
             return Err(Error::Unsupported(format!("a state of {} layers for a model of {n}", state.layers.len())));
         }
         for (i, s) in state.layers.iter().enumerate() {
             let (bufs, from) = match (&self.stack, s) {
-                (Stack::Mamba1 { layers, .. }, MixerState::Mamba1(s)) => {
-                    ([&layers[i].conv_state, &layers[i].ssm_state], [&s.conv, &s.ssm])
+                (Stack::Mamba1 { layers, .. }, MixerState::Mamba1(s)) => (layers[i].states(), [&s.conv, &s.ssm]),
+                (Stack::Mamba2 { layers, .. }, MixerState::Mamba2(s)) => (layers[i].states(), [&s.conv, &s.ssm]),
+                (stack, _) => {
+                    return Err(Error::Unsupported(format!("a {} state for a {} layer", s.kind(), stack.kind())));
                 }
-                (Stack::Mamba2 { layers, .. }, MixerState::Mamba2(s)) => {
-                    ([&layers[i].conv_state, &layers[i].ssm_state], [&s.conv, &s.ssm])
-                }
-                _ => return Err(Error::Unsupported(format!("a {} state for a {kind} layer", s.kind()))),
             };
             for (b, f) in bufs.into_iter().zip(from) {
                 b.set_data(f)?;
@@ -354,13 +372,13 @@ impl<'m> Decoder<'m> {
 }
 
 /// The kernels' sizes for Mamba-1 mixer `m` at `batch`.
-fn dims(m: &Mamba1, batch: usize) -> Dims {
+fn mamba1_dims(m: &Mamba1, batch: usize) -> Dims {
     let d = m.dims;
     Dims { batch, m: d.d_model, d: d.d_inner, d_state: d.d_state, dt_rank: d.dt_rank, d_conv: d.d_conv }
 }
 
 /// The kernels' sizes for Mamba-2 mixer `m` at `batch`.
-fn dims2(m: &Mamba2, batch: usize) -> SsdDims {
+fn mamba2_dims(m: &Mamba2, batch: usize) -> SsdDims {
     let d = m.dims;
     SsdDims {
         batch,

@@ -3,7 +3,7 @@
 use super::{Cost, Gpu};
 use crate::error::{check_len, ensure, to_i32, Result};
 pub use crate::shapes::{DecodeDims, DecodeInLayout, DecodeSsdDims};
-use crate::shapes::{DECODE_FUSE_MAX_D, DECODE_MAX_CONV, DECODE_MAX_ROW, DECODE_SSM_CHANNELS};
+use crate::shapes::{DECODE_FUSE_MAX_D, DECODE_MAX_ROW, DECODE_SSM_CHANNELS};
 use cust::memory::{DeviceCopy, DevicePointer};
 use cust::prelude::*;
 
@@ -230,23 +230,13 @@ impl Gpu {
     /// ids) — twin of `ops::decode::cpu::decode_in`.
     pub fn decode_in_f32(&self, layout: DecodeInLayout, a: DecodeIn<'_>) -> Result<()> {
         const K: &str = "decode_in_f32";
+        if let Some(why) = layout.unsupported() {
+            return Err(crate::Error::bad(K, why));
+        }
         let DecodeInLayout { batch, m, rows, conv_lo, conv_n, d_conv: k } = layout;
-        ensure(
-            [batch, m, rows, conv_n, k].iter().all(|&s| s > 0)
-                && batch <= 65535
-                && m.is_multiple_of(4)
-                && m <= DECODE_MAX_ROW
-                && k <= DECODE_MAX_CONV
-                && conv_n <= rows
-                && conv_lo <= rows - conv_n
-                && rows * m <= i32::MAX as usize
-                && conv_n * k <= i32::MAX as usize / batch,
-            K,
-            || format!("sizes the kernel does not take: {layout:?}"),
-        )?;
         for (name, len, want) in [
             ("xc", a.xc.len(), batch * conv_n),
-            ("rest", a.rest.len(), batch * layout.rest()),
+            ("rest", a.rest.len(), batch * layout.rest_len()),
             ("conv_state", a.conv_state.len(), batch * conv_n * k),
             ("residual", a.residual.len(), batch * m),
             ("norm_w", a.norm_w.len(), m),

@@ -123,11 +123,11 @@ pub fn decode_in<T: Elem>(
     if let Some(e) = gather {
         embed(residual, e, m);
     }
-    let rest = layout.rest();
+    let rest = layout.rest_len();
     for b in 0..batch {
         let (u, rstd) = normed(&residual[b * m..(b + 1) * m], w.norm_w, eps);
-        let v = rows_dot(w.in_proj, &u, rstd); // (rows)
-        for (c, &v) in v.iter().enumerate() {
+        let projected = rows_dot(w.in_proj, &u, rstd); // (rows)
+        for (c, &v) in projected.iter().enumerate() {
             if c < conv_lo || c >= conv_lo + conv_n {
                 out.rest[b * rest + if c < conv_lo { c } else { c - conv_n }] = T::cast(v);
                 continue;

@@ -3,7 +3,7 @@
 //! has checked sizes, contiguity, devices and that every written buffer is its own, and holds
 //! the locks; this file turns the locked buffers into device slices and launches.
 
-use super::{lock, Dims, SsdDims, OP};
+use super::{gate_and_gather, lock, Dims, SsdDims, OP};
 use crate::cuda::args::{run, Slice};
 use crate::{cuda::f32_only, dtype::DType, error::Result, storage::Storage, Tensor};
 use mamba_kernels::launch::{DecodeEmbed, DecodeIn, DecodeRows, DecodeSsd, DecodeSsm};
@@ -122,11 +122,8 @@ fn layer_mamba2(dims: SsdDims, ws: Vec<Slice>, rs: &[Slice], gated: bool, eps: f
     let [norm_w, in_proj, conv_w, conv_b, dt_bias, a, d_skip, out_proj, more @ ..] = rs else {
         unreachable!("eight weights")
     };
-    let (gate_norm, gather) = if gated { (Some(&more[0]), &more[1..]) } else { (None, more) };
-    let embed = match gather {
-        [embedding, ids] => Some(DecodeEmbed { embedding, ids }),
-        _ => None,
-    };
+    let (gate_norm, gather) = gate_and_gather(more, gated);
+    let embed = gather.map(|[embedding, ids]| DecodeEmbed { embedding, ids });
     let (batch, eps) = (dims.batch, eps as f32);
     run(OP, |g| {
         let (xc, rest) = (&mut xbc, &mut zdt);

@@ -3,7 +3,7 @@
 //! and `decode_rows` (out_proj of the gated norm into the residual): three launches on the GPU
 //! where the generic step (`Mamba2::step` in the model) takes ~25 ops. The math is in `cpu.rs`.
 
-use super::{bf16_refused, check, cpu, embed_args, invalid, with_elems, Embed, SsdDims, OP};
+use super::{bf16_refused, check, cpu, embed_args, gate_and_gather, invalid, with_elems, Embed, SsdDims, OP};
 use crate::{dtype::Elem, error::Result, DType, Device, Tensor};
 
 /// One Mamba-2 layer's weights as the model holds them (any shape with the right number of
@@ -33,6 +33,11 @@ pub struct Mamba2Buffers {
 }
 
 impl Mamba2Buffers {
+    /// The recurrent state: [conv_state, ssm_state] (what a generic step's state loads into).
+    pub fn states(&self) -> [&Tensor; 2] {
+        [&self.conv_state, &self.ssm_state]
+    }
+
     /// Zeroed buffers for `dims`.
     pub fn zeros(dims: SsdDims, dtype: DType, device: Device) -> Result<Mamba2Buffers> {
         let (b, e, conv) = (dims.batch, dims.d_inner(), dims.conv_dim());
@@ -112,14 +117,11 @@ fn layer_cpu<T: Elem>(
         let [norm_w, in_proj, conv_w, conv_b, dt_bias, a, d_skip, out_proj, ref more @ ..] = rs[..] else {
             unreachable!("eight weights")
         };
-        let (gate_norm, gather) = if gated { (Some(more[0]), &more[1..]) } else { (None, more) };
-        let gather = match *gather {
-            [embedding, ids] => Some(cpu::Embed { embedding, ids }),
-            _ => None,
-        };
+        let (gate_norm, gather) = gate_and_gather(more, gated);
+        let gather = gather.map(|[&embedding, &ids]| cpu::Embed { embedding, ids });
         let (out, w) = (cpu::InOut { xc: xbc, rest: zdt, conv_state }, cpu::InWeights { norm_w, in_proj, conv_w, conv_b });
         cpu::decode_in(dims.in_layout(), out, residual, gather, w, eps);
         cpu::decode_ssd(dims, cpu::SsmOut { y, ssm_state }, xbc, zdt, cpu::SsdWeights { dt_bias, a, d_skip });
-        cpu::decode_rows(residual, y, gate_norm, out_proj, dims.batch, true, eps);
+        cpu::decode_rows(residual, y, gate_norm.copied(), out_proj, dims.batch, true, eps);
     })
 }

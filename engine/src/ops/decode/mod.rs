@@ -7,8 +7,9 @@
 //! caller allocated once, so that a decoder can replay the same launches token after token
 //! (and capture them in a CUDA graph). Not differentiable: it records no graph.
 //!
-//! The generic step (`Mamba1::step` in the model) does the same math in ~30 tensor ops a
-//! layer; the model's tests check the two against each other and against the parallel scan.
+//! The generic step (`Mamba1::step`, `Mamba2::step` in the model) does the same math in ~25-30
+//! tensor ops a layer; the model's tests check the two against each other and against the
+//! parallel scan.
 
 pub mod cpu;
 #[cfg(feature = "cuda")]
@@ -59,6 +60,11 @@ pub struct Mamba1Buffers {
 }
 
 impl Mamba1Buffers {
+    /// The recurrent state: [conv_state, ssm_state] (what a generic step's state loads into).
+    pub fn states(&self) -> [&Tensor; 2] {
+        [&self.conv_state, &self.ssm_state]
+    }
+
     /// Zeroed buffers for `dims`.
     pub fn zeros(dims: Dims, dtype: DType, device: Device) -> Result<Mamba1Buffers> {
         let Dims { batch, d, d_state: n, d_conv: k, .. } = dims;
@@ -72,12 +78,6 @@ impl Mamba1Buffers {
             y: z(&[batch, d])?,
         })
     }
-}
-
-/// Why `dims` cannot be decoded by these kernels, if they cannot (the caller then uses the
-/// generic step).
-pub fn unsupported(dims: Dims) -> Option<String> {
-    dims.unsupported()
 }
 
 /// The token ids (B, stored as floats) and the embedding (V, M) whose rows they pick, for the
@@ -99,7 +99,7 @@ pub fn decode_mamba1(
     bufs: &Mamba1Buffers,
     eps: f64,
 ) -> Result<()> {
-    if let Some(why) = unsupported(dims) {
+    if let Some(why) = dims.unsupported() {
         return invalid(OP, why);
     }
     let Dims { batch, m, d, d_state: n, dt_rank: r, d_conv: k } = dims;
@@ -150,6 +150,16 @@ fn embed_args(embed: Option<Embed<'_>>, m: usize, batch: usize) -> Result<Vec<(&
         return invalid(OP, why);
     }
     Ok(vec![(embedding, rows), (ids, batch)])
+}
+
+/// What follows a Mamba-2 layer's eight weights in `read` (the same on both devices): the
+/// gate's norm weight if `gated`, then the embedding and the ids if there are two more.
+fn gate_and_gather<T>(more: &[T], gated: bool) -> (Option<&T>, Option<[&T; 2]>) {
+    let (gate, gather) = if gated { (more.first(), more.get(1..).unwrap_or(&[])) } else { (None, more) };
+    (gate, match gather {
+        [embedding, ids] => Some([embedding, ids]),
+        _ => None,
+    })
 }
 
 /// logits (B, V) = embedding (V, M) RMSNorm(residual (B, M), norm_f).
