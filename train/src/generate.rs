@@ -299,33 +299,41 @@ mod tests {
     }
 
     /// Batched rows are the single-row generation, row by row: greedy, every row equals what
-    /// `generate` makes alone; `done` ends a row early and the call once all rows are done.
+    /// `generate` makes alone, for Mamba-1 and Mamba-2 along every decoder path; `done` ends a
+    /// row early and the call once all rows are done.
     #[test]
     fn rows_generate_as_one_row_does() {
-        let model = MambaLM::new(mamba_model::MambaConfig::new(16, 2), mamba_engine::DType::F32, 1).unwrap();
+        use mamba_model::{Mamba2Config, MambaConfig, SsmConfig};
+        let ssm = Mamba2Config { d_state: 8, headdim: 8, chunk_size: 16, ..Default::default() };
+        let mamba2 = MambaConfig { ssm_cfg: SsmConfig::Mamba2(ssm), ..MambaConfig::new(16, 2) };
+        for cfg in [MambaConfig::new(16, 2), mamba2] {
+            rows_as_one_row(&MambaLM::new(cfg, mamba_engine::DType::F32, 1).unwrap());
+        }
+    }
+
+    fn rows_as_one_row(model: &MambaLM) {
         let greedy = Sampling { temperature: 0.0, top_k: 0, top_p: 1.0 };
         let mut alone = vec![];
-        generate(&model, &[5, 6, 7], 12, (greedy, DecodePath::Generic), &mut Rng::new(1), |t| {
+        generate(model, &[5, 6, 7], 12, (greedy, DecodePath::Generic), &mut Rng::new(1), |t| {
             alone.push(t);
             Ok(ControlFlow::Continue(()))
         })
         .unwrap();
         for path in [DecodePath::Generic, DecodePath::Fused, DecodePath::Graph] {
             let greedy = (greedy, path);
-            let (rows, stats) =
-                generate_rows(&model, &[5, 6, 7], (12, 3), greedy, &mut Rng::new(1), |_| false).unwrap();
+            let (rows, stats) = generate_rows(model, &[5, 6, 7], (12, 3), greedy, &mut Rng::new(1), |_| false).unwrap();
             assert_eq!(rows, vec![alone.clone(); 3], "{path:?}");
             let want = if path == DecodePath::Fused { "fused" } else { "generic" };
             assert_eq!((stats.tokens, stats.steps, stats.decoder), (36, 11, want), "on the CPU");
-            let short = generate_rows(&model, &[5, 6, 7], (12, 2), greedy, &mut Rng::new(1), |r| r.len() == 4).unwrap();
+            let short = generate_rows(model, &[5, 6, 7], (12, 2), greedy, &mut Rng::new(1), |r| r.len() == 4).unwrap();
             assert_eq!(short.0, vec![alone[..4].to_vec(); 2]);
         }
         let sampled = (Sampling { temperature: 1.0, top_k: 0, top_p: 1.0 }, DecodePath::Graph);
-        let (rows, _) = generate_rows(&model, &[5], (30, 4), sampled, &mut Rng::new(2), |_| false).unwrap();
+        let (rows, _) = generate_rows(model, &[5], (30, 4), sampled, &mut Rng::new(2), |_| false).unwrap();
         assert!(rows.iter().all(|r| r.len() == 30 && r.iter().all(|&t| t < 256)));
         assert!(rows.windows(2).any(|w| w[0] != w[1]), "sampled rows should differ");
         let greedy = (greedy, DecodePath::Graph);
-        assert!(generate_rows(&model, &[5], (3, 0), greedy, &mut Rng::new(1), |_| false).is_err());
+        assert!(generate_rows(model, &[5], (3, 0), greedy, &mut Rng::new(1), |_| false).is_err());
     }
 
     #[test]
