@@ -54,9 +54,18 @@
 // Wait until the kernel before this one on the stream has finished and its writes are
 // visible (a no-op for an ordinary launch), then let the next kernel start its prologue.
 __device__ __forceinline__ void decode_wait() {
+#ifndef CUDA_EMU  // kernels/tools/emu runs one kernel after another: nothing to wait for
     asm volatile("griddepcontrol.wait;" ::: "memory");
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
 }
+
+// A kernel's dynamic shared memory as an array of T (the emulator hands out a buffer of its own).
+#ifdef CUDA_EMU
+#define DECODE_SMEM(T, name) T* name = reinterpret_cast<T*>(dyn_smem())
+#else
+#define DECODE_SMEM(T, name) extern __shared__ __align__(16) T name[]
+#endif
 
 // softplus(x) = max(x, 0) + log1p(exp(-|x|)), as scan.cu and the CPU twin.
 __device__ __forceinline__ float decode_softplus(float x) { return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x))); }
@@ -220,7 +229,7 @@ __device__ __forceinline__ float decode_dot(const float4 (&wv)[DECODE_WMAX], con
 // floats. With the embedding (layer 0) every block gathers its input rows from it and never
 // reads the residual, which the blocks (0, y) write, one writer a batch row.
 extern "C" __global__ void __launch_bounds__(DECODE_THREADS, 1) decode_in_f32(const __grid_constant__ DecodeInParams p) {
-    extern __shared__ __align__(16) float u_in[];  // (bt, M)
+    DECODE_SMEM(float, u_in);  // (bt, M)
     __shared__ float rs[DECODE_BT];
     __shared__ float red[DECODE_WARPS][DECODE_BT];
     const int k = p.k, split = p.split, rows_here = DECODE_WARPS / split;
@@ -271,7 +280,7 @@ extern "C" __global__ void __launch_bounds__(DECODE_THREADS, 1) decode_in_f32(co
 // Grid (ceil(rows / (8 / split)), ceil(B / bt)), block 256, dynamic shared memory bt * cols
 // floats.
 extern "C" __global__ void __launch_bounds__(DECODE_THREADS, 1) decode_rows_f32(const __grid_constant__ DecodeRowsParams p) {
-    extern __shared__ __align__(16) float u_rows[];  // (bt, cols)
+    DECODE_SMEM(float, u_rows);  // (bt, cols)
     __shared__ float rs[DECODE_BT];
     __shared__ float red[DECODE_WARPS][DECODE_BT];
     const int b0 = blockIdx.y * p.bt, bt = min(p.bt, p.batch - b0), split = p.split;
@@ -293,7 +302,7 @@ extern "C" __global__ void __launch_bounds__(DECODE_THREADS, 1) decode_rows_f32(
 // blocks per SM, which large batches of large layers felt: decode_ssm_f32 without it keeps 40).
 template <bool FUSED>
 __device__ __forceinline__ void decode_ssm(const DecodeSsmParams& p) {
-    extern __shared__ __align__(16) float xdbl_s[];  // (xdim) = [dt (R), B (N), C (N)], then xc
+    DECODE_SMEM(float, xdbl_s);  // (xdim) = [dt (R), B (N), C (N)], then xc
     const int d = p.d, n = p.n, r = p.r, xdim = r + 2 * n, b = blockIdx.y;
     const int c = blockIdx.x * 16 + (threadIdx.x >> 4), l = threadIdx.x & 15;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -395,7 +404,7 @@ static_assert(sizeof(DecodeSsdParams) == 80, "DecodeSsdParams: launch/decode.rs 
 // of head x / ceil(P / 8), lane l the state's columns l, l + 32, ...; dynamic shared memory
 // 2N floats (the head's B and C). Batch 1 at H 24, P 64 is 192 blocks.
 extern "C" __global__ void __launch_bounds__(DECODE_THREADS) decode_ssd_f32(const __grid_constant__ DecodeSsdParams p) {
-    extern __shared__ float bc_s[];  // (2N) B, then C
+    DECODE_SMEM(float, bc_s);  // (2N) B, then C
     const int nh = p.heads, hp = p.headdim, n = p.d_state, ng = p.ngroups;
     const int e = nh * hp, conv_dim = e + 2 * ng * n, tiles = (hp + DECODE_WARPS - 1) / DECODE_WARPS;
     const int h = blockIdx.x / tiles, ch = (blockIdx.x % tiles) * DECODE_WARPS + (threadIdx.x >> 5);
