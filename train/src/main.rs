@@ -114,10 +114,10 @@ struct GenerateArgs {
     timing: bool,
     /// How each new token runs: graph (on the GPU the fused kernels, three or four a layer, replayed
     /// as a CUDA graph; on the CPU the generic step, faster there), token (the whole token in
-    /// one persistent kernel, GPU, at most 8 rows), token-bf16 (the same reading bf16 copies of
-    /// the big weights), fused (the fused kernels launched one by one) or generic (the model's
-    /// step in tensor ops). Models the fused kernels cannot run (Mamba-2, an MLP branch) take
-    /// the generic step.
+    /// one persistent kernel, GPU, Mamba-1, at most 8 rows), token-bf16 (the same reading bf16
+    /// copies of the big weights), fused (the fused kernels launched one by one) or generic (the
+    /// model's step in tensor ops). Models the fused kernels cannot run (an MLP branch, attention,
+    /// Mamba-2's gated norm over several groups or before the gate) take the generic step.
     #[arg(long, default_value = "graph")]
     decoder: DecodePath,
 }
